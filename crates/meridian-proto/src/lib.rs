@@ -1,0 +1,18 @@
+//! Meridian's wire contract.
+//!
+//! - [`v1`]: the generated types and services of protobuf package `meridian.v1`
+//!   (`Kv`, `Admin`, and the internal `RaftTransport`).
+//! - [`FILE_DESCRIPTOR_SET`]: the compiled descriptors, served by gRPC reflection so
+//!   `grpcurl` works without the `.proto` files.
+//!
+//! The `.proto` files under `proto/` are the public API; this crate only compiles them.
+
+/// Generated code for protobuf package `meridian.v1`.
+#[allow(missing_docs, clippy::all, clippy::pedantic)]
+pub mod v1 {
+    tonic::include_proto!("meridian.v1");
+}
+
+/// Encoded `FileDescriptorSet` of every Meridian `.proto` file, for server reflection.
+pub const FILE_DESCRIPTOR_SET: &[u8] =
+    include_bytes!(concat!(env!("OUT_DIR"), "/meridian_descriptor.bin"));

@@ -1,0 +1,131 @@
+//! The node's storage engine: one fjall database holding the Raft log, the Raft
+//! metadata and the application's keyspaces, plus the group-commit flusher.
+//!
+//! Everything shares fjall's single journal, so one fsync makes every write before
+//! it durable — log entries and state-machine changes alike. Writes themselves only
+//! reach the OS page cache (which survives a process crash); durability comes from
+//! the flusher.
+
+use crate::metrics::StorageMetrics;
+use crate::types::TypeConfig;
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use openraft::storage::IOFlushed;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::mpsc;
+use std::time::Instant;
+
+/// The node's database and its flusher.
+#[derive(Clone)]
+pub struct StorageEngine {
+    db: Database,
+    dir: PathBuf,
+    flush_requests: mpsc::Sender<IOFlushed<TypeConfig>>,
+    metrics: Arc<StorageMetrics>,
+}
+
+fn to_io(err: fjall::Error) -> io::Error {
+    match err {
+        fjall::Error::Io(err) => err,
+        other => io::Error::other(other),
+    }
+}
+
+impl StorageEngine {
+    /// Opens (or creates) the database under `dir/db` and starts the flusher thread.
+    pub fn open(dir: &Path, metrics: Arc<StorageMetrics>) -> io::Result<Self> {
+        std::fs::create_dir_all(dir)?;
+        let db = Database::builder(dir.join("db"))
+            // Durability is decided by the flusher, not per write.
+            .manual_journal_persist(true)
+            .open()
+            .map_err(to_io)?;
+        let (flush_requests, pending) = mpsc::channel();
+        let flusher_db = db.clone();
+        let flusher_metrics = metrics.clone();
+        std::thread::Builder::new()
+            .name("raft-log-flusher".into())
+            .spawn(move || run_flusher(flusher_db, pending, flusher_metrics))?;
+        Ok(Self {
+            db,
+            dir: dir.to_path_buf(),
+            flush_requests,
+            metrics,
+        })
+    }
+
+    /// Opens (or creates) a keyspace.
+    pub fn keyspace(
+        &self,
+        name: &str,
+        options: impl FnOnce() -> KeyspaceCreateOptions,
+    ) -> io::Result<Keyspace> {
+        self.db.keyspace(name, options).map_err(to_io)
+    }
+
+    /// The underlying database.
+    pub fn database(&self) -> &Database {
+        &self.db
+    }
+
+    /// The node's data directory.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// Storage metrics.
+    pub fn metrics(&self) -> &Arc<StorageMetrics> {
+        &self.metrics
+    }
+
+    /// Makes every write so far durable before returning (for rare writes such as
+    /// the vote, which must never be forgotten).
+    pub fn sync_now(&self) -> io::Result<()> {
+        let started = Instant::now();
+        let result = self.db.persist(PersistMode::SyncAll).map_err(to_io);
+        self.metrics
+            .fsync_seconds
+            .observe(started.elapsed().as_secs_f64());
+        result
+    }
+
+    /// Queues `callback` to fire once every write made before this call is
+    /// durable. Callbacks queued while an fsync runs share the next one: that is
+    /// the group commit.
+    pub fn flush_then(&self, callback: IOFlushed<TypeConfig>) {
+        if let Err(mpsc::SendError(callback)) = self.flush_requests.send(callback) {
+            callback.io_completed(Err(io::Error::other("log flusher has stopped")));
+        }
+    }
+}
+
+/// Waits for flush requests, then makes everything written so far durable with one
+/// fsync and completes every request that was waiting.
+fn run_flusher(
+    db: Database,
+    pending: mpsc::Receiver<IOFlushed<TypeConfig>>,
+    metrics: Arc<StorageMetrics>,
+) {
+    while let Ok(first) = pending.recv() {
+        let mut group = vec![first];
+        group.extend(pending.try_iter());
+        let started = Instant::now();
+        let result = db.persist(PersistMode::SyncData);
+        metrics
+            .fsync_seconds
+            .observe(started.elapsed().as_secs_f64());
+        metrics.appends_per_fsync.observe(group.len() as f64);
+        match result {
+            Ok(()) => group.into_iter().for_each(|cb| cb.io_completed(Ok(()))),
+            Err(err) => {
+                metrics.fsync_errors.inc();
+                tracing::error!(error = %err, "journal fsync failed; the node can no longer acknowledge writes");
+                let message = err.to_string();
+                for cb in group {
+                    cb.io_completed(Err(io::Error::other(format!("fsync failed: {message}"))));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! The Raft machinery every replicated part of Meridian runs on.
+//!
+//! Shards and the control plane differ only in their state machine; everything
+//! else lives here, once:
+//!
+//! - [`types`]: the openraft type configuration (opaque command and response bytes).
+//! - [`engine`]: the fjall database a node keeps everything in, and its group-commit
+//!   flusher that makes many log appends durable with one fsync.
+//! - [`log_store`]: the Raft log, vote and commit index in that database.
+//! - [`state_machine`]: the [`Application`] trait a state machine implements, and the
+//!   adapter that applies committed entries to it and builds/installs snapshots.
+//! - [`snapshot`]: the versioned, checksummed snapshot file format.
+//! - [`network`]: the client side of the gRPC Raft transport.
+//! - [`transport`]: the server side of the gRPC Raft transport.
+//! - [`node`]: wiring the parts into a running [`RaftNode`].
+//! - [`metrics`]: storage metrics (fsync latency, group size).
+
+pub mod engine;
+pub mod error;
+pub mod log_store;
+pub mod metrics;
+pub mod network;
+pub mod node;
+pub mod snapshot;
+pub mod state_machine;
+pub mod transport;
+pub mod types;
+
+pub use engine::StorageEngine;
+pub use error::RaftNodeError;
+pub use node::{RaftNode, RaftNodeOptions};
+pub use state_machine::{Application, StateMachineStore};
+pub use types::{MeridianRaft, Request, Response, TypeConfig};

@@ -1,0 +1,112 @@
+//! Wiring storage, state machine and network into a running Raft instance.
+
+use crate::engine::StorageEngine;
+use crate::error::RaftNodeError;
+use crate::log_store::LogStore;
+use crate::network::NetworkFactory;
+use crate::state_machine::{Application, StateMachineStore};
+use crate::transport::TransportService;
+use crate::types::MeridianRaft;
+use meridian_proto::v1::raft_transport_server::RaftTransportServer;
+use openraft::errors::{InitializeError, RaftError};
+use openraft::{BasicNode, Config, SnapshotPolicy};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// Tunables of a Raft node.
+#[derive(Debug, Clone)]
+pub struct RaftNodeOptions {
+    /// This node's id; never reused within a group.
+    pub node_id: u64,
+    /// Name of the group (shard or control plane), for logs.
+    pub group: String,
+    /// Leader heartbeat period.
+    pub heartbeat_interval_ms: u64,
+    /// Lower bound of the randomized election timeout.
+    pub election_timeout_min_ms: u64,
+    /// Upper bound of the randomized election timeout.
+    pub election_timeout_max_ms: u64,
+    /// Entries after which a new snapshot is taken.
+    pub snapshot_after_entries: u64,
+    /// Entries kept in the log behind a snapshot.
+    pub keep_entries_after_snapshot: u64,
+    /// Deadline for sending a whole snapshot to a follower.
+    pub install_snapshot_timeout_ms: u64,
+}
+
+/// A running Raft member: the openraft instance plus handles to its storage.
+#[derive(Clone)]
+pub struct RaftNode {
+    /// The openraft instance.
+    pub raft: MeridianRaft,
+    /// The node's storage engine.
+    pub engine: StorageEngine,
+    /// The state-machine adapter (for reading the application directly).
+    pub state_machine: StateMachineStore,
+    /// This node's id.
+    pub node_id: u64,
+}
+
+impl RaftNode {
+    /// Opens the log and state machine in `engine` and starts Raft. A node with
+    /// existing state recovers it: the log is replayed into the state machine up to
+    /// the last known commit, and the node rejoins its group.
+    pub async fn start(
+        options: &RaftNodeOptions,
+        engine: StorageEngine,
+        app: Arc<dyn Application>,
+    ) -> Result<Self, RaftNodeError> {
+        let config = Config {
+            cluster_name: options.group.clone(),
+            heartbeat_interval: options.heartbeat_interval_ms,
+            election_timeout_min: options.election_timeout_min_ms,
+            election_timeout_max: options.election_timeout_max_ms,
+            install_snapshot_timeout: options.install_snapshot_timeout_ms,
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_after_entries),
+            max_in_snapshot_log_to_keep: options.keep_entries_after_snapshot,
+            purge_batch_size: 256,
+            max_payload_entries: 1024,
+            enable_pre_vote: Some(true),
+            ..Default::default()
+        }
+        .validate()?;
+        let log_store = LogStore::open(&engine).map_err(|e| RaftNodeError::storage("opening the raft log", e))?;
+        let state_machine = StateMachineStore::open(&engine, app)
+            .map_err(|e| RaftNodeError::storage("opening the state machine", e))?;
+        let raft = MeridianRaft::new(
+            options.node_id,
+            Arc::new(config),
+            NetworkFactory::default(),
+            log_store,
+            state_machine.clone(),
+        )
+        .await
+        .map_err(|e| RaftNodeError::Fatal(e.to_string()))?;
+        Ok(Self {
+            raft,
+            engine,
+            state_machine,
+            node_id: options.node_id,
+        })
+    }
+
+    /// Makes `members` the first membership if this node has never been part of a
+    /// group. Every initial member may call this with the same list; a node that
+    /// already has state ignores it.
+    pub async fn initialize_if_new(&self, members: BTreeMap<u64, String>) -> Result<bool, RaftNodeError> {
+        let nodes: BTreeMap<u64, BasicNode> = members
+            .into_iter()
+            .map(|(id, address)| (id, BasicNode::new(address)))
+            .collect();
+        match self.raft.initialize(nodes).await {
+            Ok(()) => Ok(true),
+            Err(RaftError::APIError(InitializeError::NotAllowed(_))) => Ok(false),
+            Err(err) => Err(RaftNodeError::Fatal(err.to_string())),
+        }
+    }
+
+    /// The gRPC service peers use to reach this node's Raft.
+    pub fn transport_service(&self) -> RaftTransportServer<TransportService> {
+        TransportService::new(self.raft.clone(), self.engine.dir().join("snapshots")).into_server()
+    }
+}

@@ -1,0 +1,126 @@
+//! Server side of the Raft transport: decodes peers' messages and hands them to
+//! the local Raft instance.
+
+use crate::network::PAYLOAD_FORMAT;
+use crate::snapshot::SnapshotFile;
+use crate::types::{MeridianRaft, SnapshotMeta, Vote};
+use meridian_proto::v1::raft_transport_server::{RaftTransport, RaftTransportServer};
+use meridian_proto::v1::{RaftPayload, SnapshotChunk};
+use openraft::Snapshot;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use tokio_stream::StreamExt;
+use tonic::{Request, Response, Status, Streaming};
+
+/// The `RaftTransport` gRPC service of one node.
+pub struct TransportService {
+    raft: MeridianRaft,
+    incoming_dir: PathBuf,
+    next_incoming: AtomicU64,
+}
+
+impl TransportService {
+    /// A service feeding `raft`; received snapshots are staged in `incoming_dir`.
+    pub fn new(raft: MeridianRaft, incoming_dir: PathBuf) -> Self {
+        Self {
+            raft,
+            incoming_dir,
+            next_incoming: AtomicU64::new(0),
+        }
+    }
+
+    /// Wraps the service for a tonic router, with message limits large enough for
+    /// batches of big entries.
+    pub fn into_server(self) -> RaftTransportServer<Self> {
+        RaftTransportServer::new(self)
+            .max_decoding_message_size(256 << 20)
+            .max_encoding_message_size(256 << 20)
+    }
+}
+
+fn decode<T: DeserializeOwned>(payload: &RaftPayload) -> Result<T, Status> {
+    if payload.format != PAYLOAD_FORMAT {
+        return Err(Status::invalid_argument(format!(
+            "raft payload format {} is not supported (this node speaks {PAYLOAD_FORMAT})",
+            payload.format
+        )));
+    }
+    postcard::from_bytes(&payload.data)
+        .map_err(|e| Status::invalid_argument(format!("malformed raft payload: {e}")))
+}
+
+fn answer<T: Serialize, E: std::fmt::Display>(result: Result<T, E>) -> Result<Response<RaftPayload>, Status> {
+    let payload = match result {
+        Ok(message) => RaftPayload {
+            format: PAYLOAD_FORMAT,
+            data: postcard::to_stdvec(&message)
+                .map_err(|e| Status::internal(e.to_string()))?
+                .into(),
+            error: String::new(),
+        },
+        Err(err) => RaftPayload {
+            format: PAYLOAD_FORMAT,
+            data: Default::default(),
+            error: err.to_string(),
+        },
+    };
+    Ok(Response::new(payload))
+}
+
+#[tonic::async_trait]
+impl RaftTransport for TransportService {
+    async fn append_entries(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc = decode(request.get_ref())?;
+        answer(self.raft.append_entries(rpc).await)
+    }
+
+    async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        let rpc = decode(request.get_ref())?;
+        answer(self.raft.vote(rpc).await)
+    }
+
+    async fn install_snapshot(
+        &self,
+        request: Request<Streaming<SnapshotChunk>>,
+    ) -> Result<Response<RaftPayload>, Status> {
+        let mut chunks = request.into_inner();
+        let first = chunks
+            .next()
+            .await
+            .ok_or_else(|| Status::invalid_argument("empty snapshot stream"))??;
+        let (vote, meta): (Vote, SnapshotMeta) = postcard::from_bytes(&first.meta)
+            .map_err(|e| Status::invalid_argument(format!("malformed snapshot header: {e}")))?;
+        let sequence = self.next_incoming.fetch_add(1, Ordering::Relaxed);
+        std::fs::create_dir_all(&self.incoming_dir).map_err(|e| Status::internal(e.to_string()))?;
+        let path = self
+            .incoming_dir
+            .join(format!("incoming-{}-{sequence}.part", std::process::id()));
+        let result = async {
+            let mut file = std::fs::File::create(&path).map_err(|e| Status::internal(e.to_string()))?;
+            file.write_all(&first.data).map_err(|e| Status::internal(e.to_string()))?;
+            while let Some(chunk) = chunks.next().await {
+                file.write_all(&chunk?.data)
+                    .map_err(|e| Status::internal(e.to_string()))?;
+            }
+            file.sync_all().map_err(|e| Status::internal(e.to_string()))?;
+            Ok::<_, Status>(())
+        }
+        .await;
+        if let Err(status) = result {
+            let _ = std::fs::remove_file(&path);
+            return Err(status);
+        }
+        let snapshot = Snapshot {
+            meta,
+            snapshot: SnapshotFile { path: path.clone() },
+        };
+        let outcome = self.raft.install_full_snapshot(vote, snapshot).await;
+        // On success the state machine moved the file into place; anything left
+        // here is a refused or failed transfer.
+        let _ = std::fs::remove_file(&path);
+        answer(outcome)
+    }
+}
