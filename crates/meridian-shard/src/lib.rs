@@ -1,7 +1,30 @@
-//! A Meridian shard node.
+//! A Meridian shard node: one member of a regional Raft group that stores
+//! namespaced, versioned key-value data.
+//!
+//! - [`config`]: the node's TOML/environment configuration and its validation.
+//! - [`limits`]: request limits and the errors that name them.
+//! - [`keys`]: how namespaced keys and versioned values are laid out in storage.
+//! - [`command`]: the commands replicated through the Raft log and their results.
+//! - [`state_machine`]: applying commands; reads of the applied state.
+//! - [`digest`]: integrity digests that any two copies of a namespace can compare.
+//! - [`node`]: request logic — proposing, read barriers, leader discovery.
+//! - [`api`]: the `meridian.v1` gRPC services (`Kv`, `Admin`).
+//! - [`server`]: serving gRPC and HTTP (`/health/*`, `/metrics`) until shutdown.
+//! - [`metrics`], [`disk`], [`error`]: metrics, free-space guard, error mapping.
+
+pub mod api;
 pub mod command;
 pub mod config;
 pub mod digest;
+pub mod disk;
+pub mod error;
 pub mod keys;
 pub mod limits;
+pub mod metrics;
+pub mod node;
+pub mod server;
 pub mod state_machine;
+
+pub use config::NodeConfig;
+pub use error::ShardError;
+pub use node::ShardNode;

@@ -31,6 +31,7 @@ const NAMESPACE_RECORD_FORMAT: u8 = 1;
 
 /// The key-value state machine of a shard.
 pub struct KvStateMachine {
+    db: fjall::Database,
     data: Keyspace,
     namespaces: Keyspace,
     /// All namespace records, mirrored in memory: every request checks its
@@ -51,6 +52,7 @@ impl KvStateMachine {
         let data = engine.keyspace("kv_data", KeyspaceCreateOptions::default)?;
         let namespaces = engine.keyspace("kv_namespaces", KeyspaceCreateOptions::default)?;
         let machine = Self {
+            db: engine.database().clone(),
             data,
             namespaces,
             cache: RwLock::new(BTreeMap::new()),
@@ -126,6 +128,37 @@ impl KvStateMachine {
             out.push((user_key, version, value));
         }
         Ok((out, None))
+    }
+
+    /// Calls `visit` with every `(key, version, value)` of `namespace` in key order,
+    /// from one consistent point-in-time view, until `visit` returns false.
+    pub fn visit_namespace(
+        &self,
+        namespace: &str,
+        mut visit: impl FnMut(Vec<u8>, u64, Vec<u8>) -> bool,
+    ) -> io::Result<()> {
+        use fjall::Readable;
+        let view = self.db.snapshot();
+        for guard in view.prefix(&self.data, keys::namespace_prefix(namespace)) {
+            let (stored_key, raw) = guard.into_inner().map_err(storage_error)?;
+            let (version, value) = decode_stored(&raw)?;
+            let key = keys::user_key(namespace, &stored_key).to_vec();
+            if !visit(key, version, value) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The integrity digest of `namespace` as this replica holds it now.
+    pub fn digest(&self, namespace: &str) -> io::Result<(String, u64)> {
+        let mut digest = crate::digest::NamespaceDigest::default();
+        self.visit_namespace(namespace, |key, version, value| {
+            digest.add(&key, version, &value);
+            true
+        })?;
+        let count = digest.count();
+        Ok((digest.finish(), count))
     }
 
     fn read_through(

@@ -1,0 +1,445 @@
+//! The `meridian.v1.Admin` service of a shard node.
+
+use super::finish;
+use super::kv::unexpected;
+use crate::command::{Command, CommandResult, Rejection, VersionedEntry};
+use crate::digest::NamespaceDigest;
+use crate::error::ShardError;
+use crate::limits::{LimitError, validate_namespace_name};
+use crate::node::ShardNode;
+use meridian_proto::v1 as pb;
+use meridian_proto::v1::admin_server::Admin;
+use openraft::{BasicNode, ChangeMembers};
+use std::collections::BTreeSet;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Instant;
+use tokio_stream::{Stream, StreamExt};
+use tonic::{Request, Response, Status, Streaming};
+
+/// Version of the export stream format (header, batches, trailer).
+pub const EXPORT_FORMAT: u32 = 1;
+/// Key-values per export batch message.
+const EXPORT_BATCH: usize = 512;
+
+/// Serves administrative calls on one shard node.
+pub struct AdminService {
+    node: Arc<ShardNode>,
+}
+
+impl AdminService {
+    /// A service over `node`.
+    pub fn new(node: Arc<ShardNode>) -> Self {
+        Self { node }
+    }
+
+    fn namespace_info(&self, name: &str) -> Option<pb::NamespaceInfo> {
+        self.node.machine.namespace(name).map(|record| pb::NamespaceInfo {
+            name: name.to_string(),
+            created_index: record.created_index,
+            key_count: record.key_count,
+        })
+    }
+
+    async fn create_namespace(&self, name: String) -> Result<pb::NamespaceInfo, ShardError> {
+        validate_namespace_name(&name)?;
+        let result = self
+            .node
+            .propose(Command::CreateNamespace {
+                name: name.clone(),
+                max_namespaces: self.node.config.limits.max_namespaces as u64,
+            })
+            .await?;
+        match result {
+            CommandResult::NamespaceCreated { created_index } => Ok(pb::NamespaceInfo {
+                name,
+                created_index,
+                key_count: 0,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn delete_namespace(&self, name: String) -> Result<pb::DeleteNamespaceResponse, ShardError> {
+        validate_namespace_name(&name)?;
+        match self.node.propose(Command::DeleteNamespace { name }).await? {
+            CommandResult::NamespaceDeleted { keys_deleted } => Ok(pb::DeleteNamespaceResponse { keys_deleted }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    async fn list_namespaces(&self) -> Result<pb::ListNamespacesResponse, ShardError> {
+        self.node.read_barrier(None).await?;
+        Ok(pb::ListNamespacesResponse {
+            namespaces: self
+                .node
+                .machine
+                .namespaces()
+                .into_iter()
+                .map(|(name, record)| pb::NamespaceInfo {
+                    name,
+                    created_index: record.created_index,
+                    key_count: record.key_count,
+                })
+                .collect(),
+        })
+    }
+
+    async fn check_integrity(&self, request: pb::CheckIntegrityRequest) -> Result<pb::CheckIntegrityResponse, ShardError> {
+        validate_namespace_name(&request.namespace)?;
+        self.node.read_barrier(request.read.as_ref()).await?;
+        if self.node.machine.namespace(&request.namespace).is_none() {
+            return Err(Rejection::NamespaceNotFound { name: request.namespace }.into());
+        }
+        let header = self.node.header();
+        let machine = self.node.machine.clone();
+        let namespace = request.namespace;
+        let (digest, key_count) = tokio::task::spawn_blocking(move || machine.digest(&namespace))
+            .await
+            .map_err(|e| ShardError::Storage(std::io::Error::other(e)))??;
+        Ok(pb::CheckIntegrityResponse {
+            header: Some(header),
+            digest,
+            key_count,
+        })
+    }
+
+    async fn export(&self, request: pb::ExportNamespaceRequest) -> Result<ExportStream, ShardError> {
+        validate_namespace_name(&request.namespace)?;
+        self.node.read_barrier(None).await?;
+        if self.node.machine.namespace(&request.namespace).is_none() {
+            return Err(Rejection::NamespaceNotFound { name: request.namespace }.into());
+        }
+        let header = pb::ExportChunk {
+            item: Some(pb::export_chunk::Item::Header(pb::ExportHeader {
+                format_version: EXPORT_FORMAT,
+                namespace: request.namespace.clone(),
+                applied_index: self.node.header().applied_index,
+            })),
+            target_namespace: String::new(),
+        };
+        let (sender, receiver) = tokio::sync::mpsc::channel::<Result<pb::ExportChunk, Status>>(8);
+        let machine = self.node.machine.clone();
+        let namespace = request.namespace;
+        tokio::task::spawn_blocking(move || {
+            if sender.blocking_send(Ok(header)).is_err() {
+                return;
+            }
+            let mut digest = NamespaceDigest::default();
+            let mut batch = Vec::with_capacity(EXPORT_BATCH);
+            let mut receiver_gone = false;
+            let send_batch = |batch: &mut Vec<pb::KeyValue>| {
+                let kvs = std::mem::take(batch);
+                sender
+                    .blocking_send(Ok(pb::ExportChunk {
+                        item: Some(pb::export_chunk::Item::Batch(pb::ExportBatch { kvs })),
+                        target_namespace: String::new(),
+                    }))
+                    .is_ok()
+            };
+            let visited = machine.visit_namespace(&namespace, |key, version, value| {
+                digest.add(&key, version, &value);
+                batch.push(pb::KeyValue { key, value, version });
+                if batch.len() == EXPORT_BATCH && !send_batch(&mut batch) {
+                    receiver_gone = true;
+                    return false;
+                }
+                true
+            });
+            if receiver_gone {
+                return;
+            }
+            if let Err(err) = visited {
+                let _ = sender.blocking_send(Err(ShardError::Storage(err).into()));
+                return;
+            }
+            if !batch.is_empty() && !send_batch(&mut batch) {
+                return;
+            }
+            let key_count = digest.count();
+            let _ = sender.blocking_send(Ok(pb::ExportChunk {
+                item: Some(pb::export_chunk::Item::Trailer(pb::ExportTrailer {
+                    key_count,
+                    digest: digest.finish(),
+                })),
+                target_namespace: String::new(),
+            }));
+        });
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver)))
+    }
+
+    async fn import(&self, mut chunks: Streaming<pb::ExportChunk>) -> Result<pb::ImportNamespaceResponse, ShardError> {
+        let invalid = |message: &str| ShardError::Invalid(LimitError::Conflict { message: message.into() });
+        let first = chunks
+            .next()
+            .await
+            .ok_or_else(|| invalid("import stream is empty; it must start with a header"))?
+            .map_err(|s| invalid(&format!("import stream failed: {}", s.message())))?;
+        let Some(pb::export_chunk::Item::Header(header)) = first.item else {
+            return Err(invalid("import stream must start with a header"));
+        };
+        if header.format_version != EXPORT_FORMAT {
+            return Err(invalid(&format!(
+                "export format {} is not supported (this node reads {EXPORT_FORMAT})",
+                header.format_version
+            )));
+        }
+        let target = if first.target_namespace.is_empty() {
+            header.namespace
+        } else {
+            first.target_namespace
+        };
+        self.create_namespace(target.clone()).await?;
+        match self.import_into(&target, &mut chunks).await {
+            Ok(response) => Ok(response),
+            Err(err) => {
+                // Leave nothing half-imported behind.
+                if let Err(cleanup) = self.delete_namespace(target.clone()).await {
+                    tracing::warn!(namespace = %target, error = %cleanup, "could not remove a failed import");
+                }
+                Err(err)
+            }
+        }
+    }
+
+    async fn import_into(
+        &self,
+        target: &str,
+        chunks: &mut Streaming<pb::ExportChunk>,
+    ) -> Result<pb::ImportNamespaceResponse, ShardError> {
+        let limits = self.node.config.limits.clone();
+        let invalid = |message: String| ShardError::Invalid(LimitError::Conflict { message });
+        let mut digest = NamespaceDigest::default();
+        let mut last_key: Option<Vec<u8>> = None;
+        let mut trailer = None;
+        while let Some(chunk) = chunks.next().await {
+            let chunk = chunk.map_err(|s| invalid(format!("import stream failed: {}", s.message())))?;
+            match chunk.item {
+                Some(pb::export_chunk::Item::Batch(batch)) => {
+                    if trailer.is_some() {
+                        return Err(invalid("data after the trailer".into()));
+                    }
+                    let mut entries = Vec::with_capacity(batch.kvs.len());
+                    for kv in batch.kvs {
+                        limits.check_key(&kv.key)?;
+                        limits.check_value(&kv.value)?;
+                        if last_key.as_ref().is_some_and(|last| &kv.key <= last) {
+                            return Err(invalid("import keys must arrive in strictly ascending order".into()));
+                        }
+                        if kv.version == 0 {
+                            return Err(invalid("imported keys need a version above 0".into()));
+                        }
+                        digest.add(&kv.key, kv.version, &kv.value);
+                        last_key = Some(kv.key.clone());
+                        entries.push(VersionedEntry {
+                            key: kv.key,
+                            value: kv.value,
+                            version: kv.version,
+                        });
+                    }
+                    for part in entries.chunks(limits.max_batch_ops.max(1)) {
+                        let command = Command::Import {
+                            namespace: target.to_string(),
+                            entries: part.to_vec(),
+                        };
+                        match self.node.propose(command).await? {
+                            CommandResult::Imported { .. } => {}
+                            other => return Err(unexpected(other)),
+                        }
+                    }
+                }
+                Some(pb::export_chunk::Item::Trailer(t)) => trailer = Some(t),
+                Some(pb::export_chunk::Item::Header(_)) => return Err(invalid("a second header".into())),
+                None => return Err(invalid("an empty chunk".into())),
+            }
+        }
+        let trailer = trailer.ok_or_else(|| invalid("the stream ended without a trailer".into()))?;
+        let received_count = digest.count();
+        let received = digest.finish();
+        if trailer.key_count != received_count || trailer.digest != received {
+            return Err(ShardError::ImportMismatch(format!(
+                "received {received_count} keys with digest {received}, the trailer promised {} keys with digest {}",
+                trailer.key_count, trailer.digest
+            )));
+        }
+        // Check what was stored, not just what was received.
+        let stored = self
+            .check_integrity(pb::CheckIntegrityRequest {
+                namespace: target.to_string(),
+                read: None,
+            })
+            .await?;
+        if stored.digest != trailer.digest {
+            return Err(ShardError::ImportMismatch(format!(
+                "stored digest {} differs from the exported {}",
+                stored.digest, trailer.digest
+            )));
+        }
+        Ok(pb::ImportNamespaceResponse {
+            namespace: self.namespace_info(target),
+            digest: stored.digest,
+        })
+    }
+
+    fn members(&self) -> Vec<pb::Member> {
+        let metrics = self.node.raft_metrics();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .map(|(id, node)| pb::Member {
+                node_id: *id,
+                address: node.addr.clone(),
+                voter: voters.contains(id),
+            })
+            .collect()
+    }
+
+    fn cluster_status(&self) -> pb::ClusterStatusResponse {
+        let metrics = self.node.raft_metrics();
+        let (leader_id, leader_address) = self.node.leader();
+        pb::ClusterStatusResponse {
+            node_id: self.node.id(),
+            shard: self.node.config.node.shard.clone(),
+            region: self.node.config.node.region.clone(),
+            leader_id: leader_id.unwrap_or(0),
+            leader_address: leader_address.unwrap_or_default(),
+            term: metrics.current_term,
+            role: format!("{:?}", metrics.state),
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            applied_index: metrics.last_applied.map_or(0, |id| id.index()),
+            snapshot_index: metrics.snapshot.map_or(0, |id| id.index()),
+            purged_index: metrics.purged.map_or(0, |id| id.index()),
+            members: self.members(),
+        }
+    }
+
+    async fn add_node(&self, request: pb::AddNodeRequest) -> Result<pb::AddNodeResponse, ShardError> {
+        if request.node_id == 0 || request.address.is_empty() {
+            return Err(LimitError::MissingField { field: "node_id and address" }.into());
+        }
+        if !self.node.raft.raft.is_leader() {
+            return Err(self.not_leader());
+        }
+        let raft = &self.node.raft.raft;
+        // A learner first, so the new node catches up without affecting quorum.
+        raft.add_learner(request.node_id, BasicNode::new(request.address), true)
+            .await
+            .map_err(|e| ShardError::Raft(e.to_string()))?;
+        raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([request.node_id])), false)
+            .await
+            .map_err(|e| ShardError::Raft(e.to_string()))?;
+        Ok(pb::AddNodeResponse { members: self.members() })
+    }
+
+    async fn remove_node(&self, request: pb::RemoveNodeRequest) -> Result<pb::RemoveNodeResponse, ShardError> {
+        if !self.node.raft.raft.is_leader() {
+            return Err(self.not_leader());
+        }
+        let raft = &self.node.raft.raft;
+        let voters: BTreeSet<u64> = self.node.raft_metrics().membership_config.membership().voter_ids().collect();
+        let change = if voters.contains(&request.node_id) {
+            ChangeMembers::RemoveVoters(BTreeSet::from([request.node_id]))
+        } else {
+            ChangeMembers::RemoveNodes(BTreeSet::from([request.node_id]))
+        };
+        raft.change_membership(change, false)
+            .await
+            .map_err(|e| ShardError::Raft(e.to_string()))?;
+        Ok(pb::RemoveNodeResponse { members: self.members() })
+    }
+
+    fn not_leader(&self) -> ShardError {
+        let (leader_id, leader_address) = self.node.leader();
+        ShardError::NotLeader {
+            leader_id,
+            leader_address,
+        }
+    }
+}
+
+type ExportStream = Pin<Box<dyn Stream<Item = Result<pb::ExportChunk, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn create_namespace(
+        &self,
+        request: Request<pb::CreateNamespaceRequest>,
+    ) -> Result<Response<pb::CreateNamespaceResponse>, Status> {
+        let started = Instant::now();
+        let result = AdminService::create_namespace(self, request.into_inner().name)
+            .await
+            .map(|info| pb::CreateNamespaceResponse { namespace: Some(info) });
+        finish(&self.node.metrics, "CreateNamespace", None, started, result)
+    }
+
+    async fn delete_namespace(
+        &self,
+        request: Request<pb::DeleteNamespaceRequest>,
+    ) -> Result<Response<pb::DeleteNamespaceResponse>, Status> {
+        let started = Instant::now();
+        let result = AdminService::delete_namespace(self, request.into_inner().name).await;
+        finish(&self.node.metrics, "DeleteNamespace", None, started, result)
+    }
+
+    async fn list_namespaces(
+        &self,
+        _request: Request<pb::ListNamespacesRequest>,
+    ) -> Result<Response<pb::ListNamespacesResponse>, Status> {
+        let started = Instant::now();
+        let result = AdminService::list_namespaces(self).await;
+        finish(&self.node.metrics, "ListNamespaces", None, started, result)
+    }
+
+    type ExportNamespaceStream = ExportStream;
+
+    async fn export_namespace(
+        &self,
+        request: Request<pb::ExportNamespaceRequest>,
+    ) -> Result<Response<Self::ExportNamespaceStream>, Status> {
+        let started = Instant::now();
+        let result = self.export(request.into_inner()).await;
+        finish(&self.node.metrics, "ExportNamespace", None, started, result)
+    }
+
+    async fn import_namespace(
+        &self,
+        request: Request<Streaming<pb::ExportChunk>>,
+    ) -> Result<Response<pb::ImportNamespaceResponse>, Status> {
+        let started = Instant::now();
+        let result = self.import(request.into_inner()).await;
+        finish(&self.node.metrics, "ImportNamespace", None, started, result)
+    }
+
+    async fn check_integrity(
+        &self,
+        request: Request<pb::CheckIntegrityRequest>,
+    ) -> Result<Response<pb::CheckIntegrityResponse>, Status> {
+        let started = Instant::now();
+        let result = AdminService::check_integrity(self, request.into_inner()).await;
+        finish(&self.node.metrics, "CheckIntegrity", None, started, result)
+    }
+
+    async fn cluster_status(
+        &self,
+        _request: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        let started = Instant::now();
+        finish(&self.node.metrics, "ClusterStatus", None, started, Ok(self.cluster_status()))
+    }
+
+    async fn add_node(&self, request: Request<pb::AddNodeRequest>) -> Result<Response<pb::AddNodeResponse>, Status> {
+        let started = Instant::now();
+        let result = AdminService::add_node(self, request.into_inner()).await;
+        finish(&self.node.metrics, "AddNode", None, started, result)
+    }
+
+    async fn remove_node(
+        &self,
+        request: Request<pb::RemoveNodeRequest>,
+    ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        let started = Instant::now();
+        let result = AdminService::remove_node(self, request.into_inner()).await;
+        finish(&self.node.metrics, "RemoveNode", None, started, result)
+    }
+}

@@ -1,0 +1,106 @@
+//! Prometheus metrics of a shard node. Every series carries `region`, `shard` and
+//! `node` labels through the registry's constant labels.
+
+use meridian_raft::metrics::StorageMetrics;
+use prometheus_client::encoding::EncodeLabelSet;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::Registry;
+use std::borrow::Cow;
+use std::sync::Arc;
+
+/// Labels of a request counter.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct RequestLabels {
+    /// gRPC method name, e.g. `Put`.
+    pub method: &'static str,
+    /// gRPC status code name, e.g. `Ok`, `NotFound`.
+    pub code: String,
+}
+
+/// All metrics of a shard node.
+pub struct ShardMetrics {
+    registry: Registry,
+    /// Latency of acknowledged writes (Put, Delete, Txn).
+    pub write_seconds: Histogram,
+    /// Latency of reads (Get, Scan).
+    pub read_seconds: Histogram,
+    /// Requests by method and outcome.
+    pub requests: Family<RequestLabels, Counter>,
+    /// 1 while this node is the leader.
+    pub is_leader: Gauge,
+    /// Current Raft term.
+    pub term: Gauge,
+    /// Index of the last log entry.
+    pub last_log_index: Gauge,
+    /// Index of the last applied entry.
+    pub applied_index: Gauge,
+    /// Index covered by the latest snapshot.
+    pub snapshot_index: Gauge,
+    /// Namespaces on this shard.
+    pub namespaces: Gauge,
+    /// Storage (fsync) metrics.
+    pub storage: Arc<StorageMetrics>,
+}
+
+impl ShardMetrics {
+    /// Creates and registers every metric with constant labels for this node.
+    pub fn new(region: &str, shard: &str, node_id: u64) -> Self {
+        let labels: Vec<(Cow<'static, str>, Cow<'static, str>)> = vec![
+            ("region".into(), region.to_string().into()),
+            ("shard".into(), shard.to_string().into()),
+            ("node".into(), node_id.to_string().into()),
+        ];
+        let latency = || Histogram::new(exponential_buckets(0.000_05, 2.0, 18));
+        let mut metrics = Self {
+            registry: Registry::default(),
+            write_seconds: latency(),
+            read_seconds: latency(),
+            requests: Family::default(),
+            is_leader: Gauge::default(),
+            term: Gauge::default(),
+            last_log_index: Gauge::default(),
+            applied_index: Gauge::default(),
+            snapshot_index: Gauge::default(),
+            namespaces: Gauge::default(),
+            storage: Arc::new(StorageMetrics::default()),
+        };
+        // Metrics are shared handles: the clones registered here are the same
+        // series the fields update.
+        let mut root = Registry::default();
+        let registry = root.sub_registry_with_labels(labels.into_iter());
+        registry.register("meridian_write_latency_seconds", "Latency of acknowledged writes", metrics.write_seconds.clone());
+        registry.register("meridian_read_latency_seconds", "Latency of reads", metrics.read_seconds.clone());
+        registry.register("meridian_requests", "gRPC requests by method and status code", metrics.requests.clone());
+        registry.register("meridian_raft_leader", "1 while this node is the shard leader", metrics.is_leader.clone());
+        registry.register("meridian_raft_term", "Current Raft term", metrics.term.clone());
+        registry.register("meridian_raft_log_index", "Index of the last Raft log entry", metrics.last_log_index.clone());
+        registry.register("meridian_raft_applied_index", "Index of the last applied Raft entry", metrics.applied_index.clone());
+        registry.register("meridian_raft_snapshot_index", "Last index covered by the latest snapshot", metrics.snapshot_index.clone());
+        registry.register("meridian_namespaces", "Namespaces held by this shard", metrics.namespaces.clone());
+        metrics.storage.register(registry);
+        metrics.registry = root;
+        metrics
+    }
+
+    /// Counts one finished request.
+    pub fn count(&self, method: &'static str, code: tonic::Code) {
+        self.requests
+            .get_or_create(&RequestLabels {
+                method,
+                code: format!("{code:?}"),
+            })
+            .inc();
+    }
+
+    /// The metrics in Prometheus text format.
+    pub fn encode(&self) -> String {
+        let mut out = String::new();
+        // Encoding into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+

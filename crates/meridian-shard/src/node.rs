@@ -1,0 +1,249 @@
+//! A shard node's request logic, independent of the wire: proposing commands,
+//! read barriers, leader discovery and status.
+
+use crate::command::{Command, CommandResult};
+use crate::config::{NodeConfig, ReadPolicy};
+use crate::disk::DiskGuard;
+use crate::error::ShardError;
+use crate::metrics::ShardMetrics;
+use crate::state_machine::KvStateMachine;
+use meridian_proto::v1::{Consistency, ReadOptions, ResponseHeader};
+use meridian_raft::{RaftNode, RaftNodeOptions, Request, StorageEngine};
+use openraft::ReadPolicy as RaftReadPolicy;
+use openraft::async_runtime::WatchReceiver;
+use openraft::errors::{ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError};
+use openraft::{RaftMetrics, ServerState};
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+/// One member of a shard, ready to serve requests.
+pub struct ShardNode {
+    /// The node's configuration.
+    pub config: NodeConfig,
+    /// The Raft member.
+    pub raft: RaftNode,
+    /// The key-value state machine (read directly after a read barrier).
+    pub machine: Arc<KvStateMachine>,
+    /// Metrics.
+    pub metrics: Arc<ShardMetrics>,
+    disk: DiskGuard,
+    ready: AtomicBool,
+}
+
+impl ShardNode {
+    /// Opens storage, starts Raft and, for a brand-new member of the initial
+    /// membership, initializes the shard.
+    pub async fn start(config: NodeConfig) -> Result<Arc<Self>, ShardError> {
+        let metrics = Arc::new(ShardMetrics::new(
+            &config.node.region,
+            &config.node.shard,
+            config.node.id,
+        ));
+        let engine = StorageEngine::open(&config.node.data_dir, metrics.storage.clone())?;
+        let machine = Arc::new(KvStateMachine::open(&engine)?);
+        let raft_config = &config.raft;
+        let options = RaftNodeOptions {
+            node_id: config.node.id,
+            group: config.node.shard.clone(),
+            heartbeat_interval_ms: raft_config.heartbeat_interval_ms,
+            election_timeout_min_ms: raft_config.election_timeout_min_ms,
+            election_timeout_max_ms: raft_config.election_timeout_max_ms,
+            snapshot_after_entries: raft_config.snapshot_after_entries,
+            keep_entries_after_snapshot: raft_config.keep_entries_after_snapshot,
+            install_snapshot_timeout_ms: raft_config.rpc_timeout_ms.max(30_000),
+        };
+        let raft = RaftNode::start(&options, engine, machine.clone())
+            .await
+            .map_err(|e| ShardError::Raft(e.to_string()))?;
+        if !config.cluster.initial_members.is_empty() {
+            let members: BTreeMap<u64, String> = config
+                .cluster
+                .initial_members
+                .iter()
+                .map(|m| (m.id, m.address.clone()))
+                .collect();
+            let initialized = raft
+                .initialize_if_new(members)
+                .await
+                .map_err(|e| ShardError::Raft(e.to_string()))?;
+            if initialized {
+                tracing::info!(shard = %config.node.shard, "initialized a new shard membership");
+            }
+        }
+        let disk = DiskGuard::new(&config.node.data_dir, config.limits.min_free_disk_bytes);
+        Ok(Arc::new(Self {
+            config,
+            raft,
+            machine,
+            metrics,
+            disk,
+            ready: AtomicBool::new(false),
+        }))
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> u64 {
+        self.raft.node_id
+    }
+
+    /// The latest Raft metrics.
+    pub fn raft_metrics(&self) -> RaftMetrics<meridian_raft::TypeConfig> {
+        self.raft.raft.metrics().borrow_watched().clone()
+    }
+
+    /// The current leader and its address, as this node knows them.
+    pub fn leader(&self) -> (Option<u64>, Option<String>) {
+        let metrics = self.raft.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        let leader = metrics.current_leader;
+        let address = leader.and_then(|id| {
+            metrics
+                .membership_config
+                .membership()
+                .get_node(&id)
+                .map(|node| node.addr.clone())
+        });
+        (leader, address)
+    }
+
+    fn not_leader(&self) -> ShardError {
+        let (leader_id, leader_address) = self.leader();
+        ShardError::NotLeader {
+            leader_id,
+            leader_address,
+        }
+    }
+
+    fn forward_error(&self, forward: &ForwardToLeader<meridian_raft::TypeConfig>) -> ShardError {
+        ShardError::NotLeader {
+            leader_id: forward.leader_id,
+            leader_address: forward.leader_node.as_ref().map(|n| n.addr.clone()),
+        }
+    }
+
+    /// Header describing where an answer came from.
+    pub fn header(&self) -> ResponseHeader {
+        let metrics = self.raft.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        ResponseHeader {
+            node_id: self.id(),
+            term: metrics.current_term,
+            applied_index: metrics.last_applied.map_or(0, |id| id.index()),
+        }
+    }
+
+    /// Replicates `command` to a quorum (each member fsyncs before acknowledging),
+    /// applies it, and returns its result. A state-machine rejection becomes an
+    /// error.
+    pub async fn propose(&self, command: Command) -> Result<CommandResult, ShardError> {
+        if !self.raft.raft.is_leader() {
+            return Err(self.not_leader());
+        }
+        if let Err((free_bytes, min_free_bytes)) = self.disk.check() {
+            return Err(ShardError::DiskFull {
+                free_bytes,
+                min_free_bytes,
+            });
+        }
+        let encoded = postcard::to_stdvec(&command).map_err(std::io::Error::other)?;
+        let response = self
+            .raft
+            .raft
+            .client_write(Request(encoded))
+            .await
+            .map_err(|err| match err {
+                RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => self.forward_error(&forward),
+                RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => ShardError::OutcomeUnknown,
+                RaftError::APIError(other) => ShardError::Raft(other.to_string()),
+                RaftError::Fatal(fatal) => ShardError::Raft(fatal.to_string()),
+            })?;
+        let result: CommandResult = postcard::from_bytes(&response.data.0)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        match result {
+            CommandResult::Rejected(rejection) => Err(ShardError::Rejected(rejection)),
+            other => Ok(other),
+        }
+    }
+
+    /// Waits until a read at `options` may be served from this node's state
+    /// machine. Strong reads confirm leadership (read-index or lease, per
+    /// configuration) and wait for the local apply to catch up; eventual reads are
+    /// served by any replica as it is; bounded and session reads are served by the
+    /// leader with a lease check (a follower cannot bound its own staleness yet, so
+    /// it redirects them).
+    pub async fn read_barrier(&self, options: Option<&ReadOptions>) -> Result<(), ShardError> {
+        let consistency = options
+            .map(|o| o.consistency())
+            .unwrap_or(Consistency::Unspecified);
+        let policy = match consistency {
+            Consistency::Eventual => return Ok(()),
+            Consistency::Bounded | Consistency::Session => RaftReadPolicy::LeaseRead,
+            Consistency::Strong | Consistency::Unspecified => match self.config.raft.read_policy {
+                ReadPolicy::ReadIndex => RaftReadPolicy::ReadIndex,
+                ReadPolicy::LeaseRead => RaftReadPolicy::LeaseRead,
+            },
+        };
+        if !self.raft.raft.is_leader() {
+            return Err(self.not_leader());
+        }
+        self.raft
+            .raft
+            .ensure_linearizable(policy)
+            .await
+            .map(|_| ())
+            .map_err(|err| match err {
+                RaftError::APIError(LinearizableReadError::ForwardToLeader(forward)) => {
+                    self.forward_error(&forward)
+                }
+                RaftError::APIError(LinearizableReadError::QuorumNotEnough(q)) => {
+                    ShardError::NoQuorum(q.to_string())
+                }
+                RaftError::Fatal(fatal) => ShardError::Raft(fatal.to_string()),
+            })
+    }
+
+    /// Whether the node is a member with a known leader and has applied what it
+    /// knows to be committed (within a small margin, so readiness does not flap
+    /// under load).
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Relaxed)
+    }
+
+    /// Follows Raft metrics: updates gauges and readiness. Runs until Raft stops.
+    pub async fn watch_raft(self: Arc<Self>) {
+        let mut watch = self.raft.raft.metrics();
+        loop {
+            {
+                let metrics = watch.borrow_watched();
+                self.metrics.is_leader.set(i64::from(metrics.state == ServerState::Leader));
+                self.metrics.term.set(metrics.current_term as i64);
+                self.metrics.last_log_index.set(metrics.last_log_index.unwrap_or(0) as i64);
+                let applied = metrics.last_applied.map_or(0, |id| id.index());
+                self.metrics.applied_index.set(applied as i64);
+                self.metrics
+                    .snapshot_index
+                    .set(metrics.snapshot.map_or(0, |id| id.index()) as i64);
+                let committed = metrics.local_committed.map_or(0, |id| id.index());
+                let member = metrics
+                    .membership_config
+                    .membership()
+                    .get_node(&self.id())
+                    .is_some();
+                let ready = member
+                    && metrics.current_leader.is_some()
+                    && metrics.running_state.is_ok()
+                    && applied + READY_APPLY_MARGIN >= committed;
+                self.ready.store(ready, Ordering::Relaxed);
+            }
+            self.metrics.namespaces.set(self.machine.namespaces().len() as i64);
+            if watch.changed().await.is_err() {
+                self.ready.store(false, Ordering::Relaxed);
+                return;
+            }
+        }
+    }
+}
+
+/// Entries a node may trail its known commit index by and still call itself ready.
+const READY_APPLY_MARGIN: u64 = 1_000;
