@@ -11,7 +11,9 @@ use meridian_proto::v1::{RaftPayload, SnapshotChunk};
 use openraft::alias::SnapshotOf;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
-use openraft::raft::{AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse};
+use openraft::raft::{
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+};
 use openraft::{BasicNode, OptionalSend};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -69,7 +71,8 @@ impl PeerClient {
 }
 
 fn encode_payload<T: Serialize>(message: &T) -> Result<RaftPayload, RPCError<TypeConfig>> {
-    let data = postcard::to_stdvec(message).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
+    let data =
+        postcard::to_stdvec(message).map_err(|e| RPCError::Network(NetworkError::new(&e)))?;
     Ok(RaftPayload {
         format: PAYLOAD_FORMAT,
         data: data.into(),
@@ -81,7 +84,9 @@ fn decode_payload<T: DeserializeOwned>(payload: RaftPayload) -> Result<T, RPCErr
     if !payload.error.is_empty() {
         // The peer is up but could not handle the call (e.g. it is shutting down):
         // back off as if unreachable.
-        return Err(RPCError::Unreachable(Unreachable::from_string(payload.error)));
+        return Err(RPCError::Unreachable(Unreachable::from_string(
+            payload.error,
+        )));
     }
     if payload.format != PAYLOAD_FORMAT {
         return Err(RPCError::Network(NetworkError::from_string(format!(

@@ -70,7 +70,8 @@ impl RaftNode {
             ..Default::default()
         }
         .validate()?;
-        let log_store = LogStore::open(&engine).map_err(|e| RaftNodeError::storage("opening the raft log", e))?;
+        let log_store = LogStore::open(&engine)
+            .map_err(|e| RaftNodeError::storage("opening the raft log", e))?;
         let state_machine = StateMachineStore::open(&engine, app)
             .map_err(|e| RaftNodeError::storage("opening the state machine", e))?;
         let raft = MeridianRaft::new(
@@ -93,7 +94,10 @@ impl RaftNode {
     /// Makes `members` the first membership if this node has never been part of a
     /// group. Every initial member may call this with the same list; a node that
     /// already has state ignores it.
-    pub async fn initialize_if_new(&self, members: BTreeMap<u64, String>) -> Result<bool, RaftNodeError> {
+    pub async fn initialize_if_new(
+        &self,
+        members: BTreeMap<u64, String>,
+    ) -> Result<bool, RaftNodeError> {
         let nodes: BTreeMap<u64, BasicNode> = members
             .into_iter()
             .map(|(id, address)| (id, BasicNode::new(address)))

@@ -185,8 +185,14 @@ mod tests {
         writer.finish().unwrap();
         assert_eq!(verify(&path).unwrap(), meta);
         let mut reader = SnapshotReader::open(&path).unwrap();
-        assert_eq!(reader.next_record().unwrap(), Some((0, b"k1".to_vec(), b"v1".to_vec())));
-        assert_eq!(reader.next_record().unwrap(), Some((1, b"k2".to_vec(), vec![])));
+        assert_eq!(
+            reader.next_record().unwrap(),
+            Some((0, b"k1".to_vec(), b"v1".to_vec()))
+        );
+        assert_eq!(
+            reader.next_record().unwrap(),
+            Some((1, b"k2".to_vec(), vec![]))
+        );
         assert_eq!(reader.next_record().unwrap(), None);
 
         let mut bytes = std::fs::read(&path).unwrap();

@@ -12,9 +12,9 @@ use crate::snapshot::{self, SnapshotFile, SnapshotReader, SnapshotWriter};
 use crate::types::{Entry, LogId, Response, SnapshotMeta, StoredMembership, TypeConfig};
 use fjall::{Keyspace, KeyspaceCreateOptions, Readable};
 use futures::{Stream, TryStreamExt};
+use openraft::Snapshot;
 use openraft::alias::SnapshotOf;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
-use openraft::Snapshot;
 use openraft::{EntryPayload, OptionalSend};
 use std::io;
 use std::path::{Path, PathBuf};
@@ -36,7 +36,12 @@ pub trait Application: Send + Sync + 'static {
     ///
     /// Must be deterministic: every replica applies the same commands in the same
     /// order and must reach the same state. An error stops the node.
-    fn apply(&self, index: u64, command: &[u8], batch: &mut fjall::OwnedWriteBatch) -> io::Result<Vec<u8>>;
+    fn apply(
+        &self,
+        index: u64,
+        command: &[u8],
+        batch: &mut fjall::OwnedWriteBatch,
+    ) -> io::Result<Vec<u8>>;
 
     /// Called after a snapshot replaced the keyspaces' contents, to rebuild any
     /// in-memory view.
@@ -114,18 +119,23 @@ impl StateMachineStore {
 
     fn build(&self) -> io::Result<(SnapshotMeta, PathBuf)> {
         let inner = &self.inner;
-        let _guard = inner.snapshot_lock.lock().unwrap_or_else(|e| e.into_inner());
+        let _guard = inner
+            .snapshot_lock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
         // One engine snapshot gives a state that matches its applied index exactly,
         // while entries keep being applied.
         let view = inner.engine.database().snapshot();
-        let last_log_id: Option<LogId> = match view.get(&inner.meta, LAST_APPLIED_KEY).map_err(to_io)? {
-            Some(raw) => decode(&raw)?,
-            None => None,
-        };
-        let last_membership: StoredMembership = match view.get(&inner.meta, MEMBERSHIP_KEY).map_err(to_io)? {
-            Some(raw) => decode(&raw)?,
-            None => StoredMembership::default(),
-        };
+        let last_log_id: Option<LogId> =
+            match view.get(&inner.meta, LAST_APPLIED_KEY).map_err(to_io)? {
+                Some(raw) => decode(&raw)?,
+                None => None,
+            };
+        let last_membership: StoredMembership =
+            match view.get(&inner.meta, MEMBERSHIP_KEY).map_err(to_io)? {
+                Some(raw) => decode(&raw)?,
+                None => StoredMembership::default(),
+            };
         let meta = SnapshotMeta {
             last_log_id,
             last_membership,
@@ -134,7 +144,8 @@ impl StateMachineStore {
         let temp = inner.snapshot_dir.join(format!("{name}.building"));
         let mut writer = SnapshotWriter::create(&temp, &meta)?;
         for (number, keyspace) in inner.app.keyspaces().iter().enumerate() {
-            let number = u8::try_from(number).map_err(|_| io::Error::other("too many keyspaces"))?;
+            let number =
+                u8::try_from(number).map_err(|_| io::Error::other("too many keyspaces"))?;
             for guard in view.iter(keyspace) {
                 let (key, value) = guard.into_inner().map_err(to_io)?;
                 writer.record(number, &key, &value)?;
@@ -199,7 +210,10 @@ impl StateMachineStore {
         let mut in_batch = 0;
         while let Some((number, key, value)) = reader.next_record()? {
             let keyspace = keyspaces.get(number as usize).ok_or_else(|| {
-                io::Error::new(io::ErrorKind::InvalidData, format!("snapshot names unknown keyspace {number}"))
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("snapshot names unknown keyspace {number}"),
+                )
             })?;
             batch.insert(keyspace, key, value);
             in_batch += 1;
@@ -225,9 +239,11 @@ impl StateMachineStore {
         let mut batch = inner.engine.database().batch();
         let response = match &entry.payload {
             EntryPayload::Blank => Response::default(),
-            EntryPayload::Normal(request) => {
-                Response(inner.app.apply(entry.log_id.index(), &request.0, &mut batch)?)
-            }
+            EntryPayload::Normal(request) => Response(inner.app.apply(
+                entry.log_id.index(),
+                &request.0,
+                &mut batch,
+            )?),
             EntryPayload::Membership(membership) => {
                 let stored = StoredMembership::new(Some(entry.log_id), membership.clone());
                 batch.insert(&inner.meta, MEMBERSHIP_KEY, encode(&stored)?);
@@ -256,7 +272,9 @@ fn sync_dir(dir: &Path) -> io::Result<()> {
     std::fs::File::open(dir)?.sync_all()
 }
 
-async fn blocking<T: Send + 'static>(work: impl FnOnce() -> io::Result<T> + Send + 'static) -> io::Result<T> {
+async fn blocking<T: Send + 'static>(
+    work: impl FnOnce() -> io::Result<T> + Send + 'static,
+) -> io::Result<T> {
     tokio::task::spawn_blocking(work)
         .await
         .map_err(|e| io::Error::other(format!("snapshot task failed: {e}")))?
@@ -302,13 +320,20 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
         self.clone()
     }
 
-    async fn install_snapshot(&mut self, _meta: &SnapshotMeta, snapshot: SnapshotFile) -> Result<(), io::Error> {
+    async fn install_snapshot(
+        &mut self,
+        _meta: &SnapshotMeta,
+        snapshot: SnapshotFile,
+    ) -> Result<(), io::Error> {
         let store = self.clone();
         blocking(move || store.load_snapshot(&snapshot.path).map(|_| ())).await
     }
 
-    async fn get_current_snapshot(&mut self) -> Result<Option<SnapshotOf<TypeConfig, SnapshotFile>>, io::Error> {
-        let Some((meta, name)) = self.read_meta::<(SnapshotMeta, String)>(CURRENT_SNAPSHOT_KEY)? else {
+    async fn get_current_snapshot(
+        &mut self,
+    ) -> Result<Option<SnapshotOf<TypeConfig, SnapshotFile>>, io::Error> {
+        let Some((meta, name)) = self.read_meta::<(SnapshotMeta, String)>(CURRENT_SNAPSHOT_KEY)?
+        else {
             return Ok(None);
         };
         let path = self.inner.snapshot_dir.join(name);

@@ -52,7 +52,9 @@ fn decode<T: DeserializeOwned>(payload: &RaftPayload) -> Result<T, Status> {
         .map_err(|e| Status::invalid_argument(format!("malformed raft payload: {e}")))
 }
 
-fn answer<T: Serialize, E: std::fmt::Display>(result: Result<T, E>) -> Result<Response<RaftPayload>, Status> {
+fn answer<T: Serialize, E: std::fmt::Display>(
+    result: Result<T, E>,
+) -> Result<Response<RaftPayload>, Status> {
     let payload = match result {
         Ok(message) => RaftPayload {
             format: PAYLOAD_FORMAT,
@@ -72,7 +74,10 @@ fn answer<T: Serialize, E: std::fmt::Display>(result: Result<T, E>) -> Result<Re
 
 #[tonic::async_trait]
 impl RaftTransport for TransportService {
-    async fn append_entries(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+    async fn append_entries(
+        &self,
+        request: Request<RaftPayload>,
+    ) -> Result<Response<RaftPayload>, Status> {
         let rpc = decode(request.get_ref())?;
         answer(self.raft.append_entries(rpc).await)
     }
@@ -99,13 +104,16 @@ impl RaftTransport for TransportService {
             .incoming_dir
             .join(format!("incoming-{}-{sequence}.part", std::process::id()));
         let result = async {
-            let mut file = std::fs::File::create(&path).map_err(|e| Status::internal(e.to_string()))?;
-            file.write_all(&first.data).map_err(|e| Status::internal(e.to_string()))?;
+            let mut file =
+                std::fs::File::create(&path).map_err(|e| Status::internal(e.to_string()))?;
+            file.write_all(&first.data)
+                .map_err(|e| Status::internal(e.to_string()))?;
             while let Some(chunk) = chunks.next().await {
                 file.write_all(&chunk?.data)
                     .map_err(|e| Status::internal(e.to_string()))?;
             }
-            file.sync_all().map_err(|e| Status::internal(e.to_string()))?;
+            file.sync_all()
+                .map_err(|e| Status::internal(e.to_string()))?;
             Ok::<_, Status>(())
         }
         .await;

@@ -6,8 +6,8 @@ use meridian_raft::log_store::LogStore;
 use meridian_raft::metrics::StorageMetrics;
 use meridian_raft::{Application, StateMachineStore, StorageEngine, TypeConfig};
 use openraft::StorageError;
-use openraft::type_config::TypeConfigExt;
 use openraft::testing::log::{StoreBuilder, Suite};
+use openraft::type_config::TypeConfigExt;
 use std::io;
 use std::sync::Arc;
 
@@ -21,7 +21,12 @@ impl Application for Recorder {
         vec![self.data.clone()]
     }
 
-    fn apply(&self, index: u64, command: &[u8], batch: &mut fjall::OwnedWriteBatch) -> io::Result<Vec<u8>> {
+    fn apply(
+        &self,
+        index: u64,
+        command: &[u8],
+        batch: &mut fjall::OwnedWriteBatch,
+    ) -> io::Result<Vec<u8>> {
         batch.insert(&self.data, index.to_be_bytes(), command.to_vec());
         Ok(command.to_vec())
     }
@@ -37,7 +42,8 @@ impl StoreBuilder<TypeConfig, LogStore, StateMachineStore, tempfile::TempDir> fo
     async fn build(
         &self,
     ) -> Result<(tempfile::TempDir, LogStore, StateMachineStore), StorageError<TypeConfig>> {
-        let dir = tempfile::tempdir().map_err(|e| StorageError::write(TypeConfig::err_from_error(&e)))?;
+        let dir =
+            tempfile::tempdir().map_err(|e| StorageError::write(TypeConfig::err_from_error(&e)))?;
         let open = || -> io::Result<(LogStore, StateMachineStore)> {
             let engine = StorageEngine::open(dir.path(), Arc::new(StorageMetrics::default()))?;
             let app = Recorder {

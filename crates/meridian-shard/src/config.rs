@@ -214,7 +214,10 @@ impl NodeConfig {
         }
         let limits = &self.limits;
         if limits.max_key_bytes == 0 || limits.max_batch_ops == 0 || limits.max_scan_limit == 0 {
-            return invalid("limits", "max_key_bytes, max_batch_ops and max_scan_limit must be positive");
+            return invalid(
+                "limits",
+                "max_key_bytes, max_batch_ops and max_scan_limit must be positive",
+            );
         }
         // A gRPC message must be able to carry the largest allowed request.
         if limits.max_value_bytes > 64 * 1024 * 1024 {

@@ -64,9 +64,12 @@ pub enum ShardError {
 
 fn not_leader_message(leader_id: Option<u64>, address: Option<&str>) -> String {
     match (leader_id, address) {
-        (Some(id), Some(address)) => format!("not the leader; the leader is node {id} at {address}"),
+        (Some(id), Some(address)) => {
+            format!("not the leader; the leader is node {id} at {address}")
+        }
         (Some(id), None) => format!("not the leader; the leader is node {id}"),
-        _ => "not the leader, and no leader is known yet (election in progress); retry shortly".into(),
+        _ => "not the leader, and no leader is known yet (election in progress); retry shortly"
+            .into(),
     }
 }
 

@@ -112,7 +112,10 @@ pub fn validate_namespace_name(name: &str) -> Result<(), LimitError> {
         .chars()
         .next()
         .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    if name.is_empty() || name.len() > MAX_NAMESPACE_NAME || !starts_ok || !name.chars().all(ok_char)
+    if name.is_empty()
+        || name.len() > MAX_NAMESPACE_NAME
+        || !starts_ok
+        || !name.chars().all(ok_char)
     {
         return Err(LimitError::BadNamespaceName {
             name: name.chars().take(80).collect(),

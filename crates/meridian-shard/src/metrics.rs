@@ -71,15 +71,51 @@ impl ShardMetrics {
         // series the fields update.
         let mut root = Registry::default();
         let registry = root.sub_registry_with_labels(labels.into_iter());
-        registry.register("meridian_write_latency_seconds", "Latency of acknowledged writes", metrics.write_seconds.clone());
-        registry.register("meridian_read_latency_seconds", "Latency of reads", metrics.read_seconds.clone());
-        registry.register("meridian_requests", "gRPC requests by method and status code", metrics.requests.clone());
-        registry.register("meridian_raft_leader", "1 while this node is the shard leader", metrics.is_leader.clone());
-        registry.register("meridian_raft_term", "Current Raft term", metrics.term.clone());
-        registry.register("meridian_raft_log_index", "Index of the last Raft log entry", metrics.last_log_index.clone());
-        registry.register("meridian_raft_applied_index", "Index of the last applied Raft entry", metrics.applied_index.clone());
-        registry.register("meridian_raft_snapshot_index", "Last index covered by the latest snapshot", metrics.snapshot_index.clone());
-        registry.register("meridian_namespaces", "Namespaces held by this shard", metrics.namespaces.clone());
+        registry.register(
+            "meridian_write_latency_seconds",
+            "Latency of acknowledged writes",
+            metrics.write_seconds.clone(),
+        );
+        registry.register(
+            "meridian_read_latency_seconds",
+            "Latency of reads",
+            metrics.read_seconds.clone(),
+        );
+        registry.register(
+            "meridian_requests",
+            "gRPC requests by method and status code",
+            metrics.requests.clone(),
+        );
+        registry.register(
+            "meridian_raft_leader",
+            "1 while this node is the shard leader",
+            metrics.is_leader.clone(),
+        );
+        registry.register(
+            "meridian_raft_term",
+            "Current Raft term",
+            metrics.term.clone(),
+        );
+        registry.register(
+            "meridian_raft_log_index",
+            "Index of the last Raft log entry",
+            metrics.last_log_index.clone(),
+        );
+        registry.register(
+            "meridian_raft_applied_index",
+            "Index of the last applied Raft entry",
+            metrics.applied_index.clone(),
+        );
+        registry.register(
+            "meridian_raft_snapshot_index",
+            "Last index covered by the latest snapshot",
+            metrics.snapshot_index.clone(),
+        );
+        registry.register(
+            "meridian_namespaces",
+            "Namespaces held by this shard",
+            metrics.namespaces.clone(),
+        );
         metrics.storage.register(registry);
         metrics.registry = root;
         metrics
@@ -103,4 +139,3 @@ impl ShardMetrics {
         out
     }
 }
-

@@ -153,8 +153,12 @@ impl ShardNode {
             .client_write(Request(encoded))
             .await
             .map_err(|err| match err {
-                RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => self.forward_error(&forward),
-                RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => ShardError::OutcomeUnknown,
+                RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
+                    self.forward_error(&forward)
+                }
+                RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => {
+                    ShardError::OutcomeUnknown
+                }
                 RaftError::APIError(other) => ShardError::Raft(other.to_string()),
                 RaftError::Fatal(fatal) => ShardError::Raft(fatal.to_string()),
             })?;
@@ -216,9 +220,13 @@ impl ShardNode {
         loop {
             {
                 let metrics = watch.borrow_watched();
-                self.metrics.is_leader.set(i64::from(metrics.state == ServerState::Leader));
+                self.metrics
+                    .is_leader
+                    .set(i64::from(metrics.state == ServerState::Leader));
                 self.metrics.term.set(metrics.current_term as i64);
-                self.metrics.last_log_index.set(metrics.last_log_index.unwrap_or(0) as i64);
+                self.metrics
+                    .last_log_index
+                    .set(metrics.last_log_index.unwrap_or(0) as i64);
                 let applied = metrics.last_applied.map_or(0, |id| id.index());
                 self.metrics.applied_index.set(applied as i64);
                 self.metrics
@@ -236,7 +244,9 @@ impl ShardNode {
                     && applied + READY_APPLY_MARGIN >= committed;
                 self.ready.store(ready, Ordering::Relaxed);
             }
-            self.metrics.namespaces.set(self.machine.namespaces().len() as i64);
+            self.metrics
+                .namespaces
+                .set(self.machine.namespaces().len() as i64);
             if watch.changed().await.is_err() {
                 self.ready.store(false, Ordering::Relaxed);
                 return;

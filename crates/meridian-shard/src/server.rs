@@ -25,7 +25,10 @@ fn max_message_bytes(config: &NodeConfig) -> usize {
 }
 
 /// Starts the node and serves until `shutdown` resolves, then stops Raft cleanly.
-pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send + 'static) -> Result<(), ShardError> {
+pub async fn run(
+    config: NodeConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ShardError> {
     let grpc_listener = bind(config.network.grpc_listen).await?;
     let http_listener = bind(config.network.http_listen).await?;
     let node = ShardNode::start(config.clone()).await?;
@@ -99,7 +102,10 @@ pub async fn run(config: NodeConfig, shutdown: impl Future<Output = ()> + Send +
 
 async fn bind(address: std::net::SocketAddr) -> Result<TcpListener, ShardError> {
     TcpListener::bind(address).await.map_err(|e| {
-        ShardError::Storage(std::io::Error::new(e.kind(), format!("cannot listen on {address}: {e}")))
+        ShardError::Storage(std::io::Error::new(
+            e.kind(),
+            format!("cannot listen on {address}: {e}"),
+        ))
     })
 }
 
@@ -133,7 +139,10 @@ async fn ready(State(node): State<Arc<ShardNode>>) -> impl IntoResponse {
     if node.is_ready() {
         (StatusCode::OK, "ready\n")
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready: no known leader, not a member, or still catching up\n")
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "not ready: no known leader, not a member, or still catching up\n",
+        )
     }
 }
 

@@ -208,7 +208,9 @@ impl KvStateMachine {
             Command::DeleteNamespace { name } => {
                 let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
                 if !cache.contains_key(&name) {
-                    return Ok(CommandResult::Rejected(Rejection::NamespaceNotFound { name }));
+                    return Ok(CommandResult::Rejected(Rejection::NamespaceNotFound {
+                        name,
+                    }));
                 }
                 let mut keys_deleted = 0;
                 for guard in self.data.prefix(keys::namespace_prefix(&name)) {
@@ -242,7 +244,9 @@ impl KvStateMachine {
                 success,
                 failure,
             } => self.with_namespace(&namespace, batch, |machine, batch, counter| {
-                machine.apply_txn(index, &namespace, &compares, success, failure, batch, counter)
+                machine.apply_txn(
+                    index, &namespace, &compares, success, failure, batch, counter,
+                )
             }),
             Command::Import { namespace, entries } => {
                 self.with_namespace(&namespace, batch, |machine, batch, counter| {
@@ -268,7 +272,11 @@ impl KvStateMachine {
         let result = body(self, batch, &mut key_delta)?;
         if key_delta != 0 {
             record.key_count = record.key_count.saturating_add_signed(key_delta);
-            batch.insert(&self.namespaces, namespace.as_bytes(), encode_record(&record)?);
+            batch.insert(
+                &self.namespaces,
+                namespace.as_bytes(),
+                encode_record(&record)?,
+            );
             self.cache
                 .write()
                 .unwrap_or_else(|e| e.into_inner())
@@ -358,8 +366,15 @@ impl KvStateMachine {
             match op {
                 WriteOp::Put { key, value } => {
                     let previous = self.read_through(&overlay, namespace, &key)?;
-                    let outcome =
-                        self.put(index, namespace, key.clone(), &value, previous, batch, key_delta);
+                    let outcome = self.put(
+                        index,
+                        namespace,
+                        key.clone(),
+                        &value,
+                        previous,
+                        batch,
+                        key_delta,
+                    );
                     overlay.insert(key, Some((outcome.version, value)));
                     outcomes.push(WriteOutcome::Put(outcome));
                 }
@@ -448,7 +463,12 @@ impl Application for KvStateMachine {
         vec![self.data.clone(), self.namespaces.clone()]
     }
 
-    fn apply(&self, index: u64, command: &[u8], batch: &mut fjall::OwnedWriteBatch) -> io::Result<Vec<u8>> {
+    fn apply(
+        &self,
+        index: u64,
+        command: &[u8],
+        batch: &mut fjall::OwnedWriteBatch,
+    ) -> io::Result<Vec<u8>> {
         let command: Command = postcard::from_bytes(command)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         let result = self.apply_command(index, command, batch)?;

@@ -34,11 +34,14 @@ impl AdminService {
     }
 
     fn namespace_info(&self, name: &str) -> Option<pb::NamespaceInfo> {
-        self.node.machine.namespace(name).map(|record| pb::NamespaceInfo {
-            name: name.to_string(),
-            created_index: record.created_index,
-            key_count: record.key_count,
-        })
+        self.node
+            .machine
+            .namespace(name)
+            .map(|record| pb::NamespaceInfo {
+                name: name.to_string(),
+                created_index: record.created_index,
+                key_count: record.key_count,
+            })
     }
 
     async fn create_namespace(&self, name: String) -> Result<pb::NamespaceInfo, ShardError> {
@@ -60,10 +63,15 @@ impl AdminService {
         }
     }
 
-    async fn delete_namespace(&self, name: String) -> Result<pb::DeleteNamespaceResponse, ShardError> {
+    async fn delete_namespace(
+        &self,
+        name: String,
+    ) -> Result<pb::DeleteNamespaceResponse, ShardError> {
         validate_namespace_name(&name)?;
         match self.node.propose(Command::DeleteNamespace { name }).await? {
-            CommandResult::NamespaceDeleted { keys_deleted } => Ok(pb::DeleteNamespaceResponse { keys_deleted }),
+            CommandResult::NamespaceDeleted { keys_deleted } => {
+                Ok(pb::DeleteNamespaceResponse { keys_deleted })
+            }
             other => Err(unexpected(other)),
         }
     }
@@ -85,11 +93,17 @@ impl AdminService {
         })
     }
 
-    async fn check_integrity(&self, request: pb::CheckIntegrityRequest) -> Result<pb::CheckIntegrityResponse, ShardError> {
+    async fn check_integrity(
+        &self,
+        request: pb::CheckIntegrityRequest,
+    ) -> Result<pb::CheckIntegrityResponse, ShardError> {
         validate_namespace_name(&request.namespace)?;
         self.node.read_barrier(request.read.as_ref()).await?;
         if self.node.machine.namespace(&request.namespace).is_none() {
-            return Err(Rejection::NamespaceNotFound { name: request.namespace }.into());
+            return Err(Rejection::NamespaceNotFound {
+                name: request.namespace,
+            }
+            .into());
         }
         let header = self.node.header();
         let machine = self.node.machine.clone();
@@ -104,11 +118,17 @@ impl AdminService {
         })
     }
 
-    async fn export(&self, request: pb::ExportNamespaceRequest) -> Result<ExportStream, ShardError> {
+    async fn export(
+        &self,
+        request: pb::ExportNamespaceRequest,
+    ) -> Result<ExportStream, ShardError> {
         validate_namespace_name(&request.namespace)?;
         self.node.read_barrier(None).await?;
         if self.node.machine.namespace(&request.namespace).is_none() {
-            return Err(Rejection::NamespaceNotFound { name: request.namespace }.into());
+            return Err(Rejection::NamespaceNotFound {
+                name: request.namespace,
+            }
+            .into());
         }
         let header = pb::ExportChunk {
             item: Some(pb::export_chunk::Item::Header(pb::ExportHeader {
@@ -139,7 +159,11 @@ impl AdminService {
             };
             let visited = machine.visit_namespace(&namespace, |key, version, value| {
                 digest.add(&key, version, &value);
-                batch.push(pb::KeyValue { key, value, version });
+                batch.push(pb::KeyValue {
+                    key,
+                    value,
+                    version,
+                });
                 if batch.len() == EXPORT_BATCH && !send_batch(&mut batch) {
                     receiver_gone = true;
                     return false;
@@ -165,11 +189,20 @@ impl AdminService {
                 target_namespace: String::new(),
             }));
         });
-        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(receiver)))
+        Ok(Box::pin(tokio_stream::wrappers::ReceiverStream::new(
+            receiver,
+        )))
     }
 
-    async fn import(&self, mut chunks: Streaming<pb::ExportChunk>) -> Result<pb::ImportNamespaceResponse, ShardError> {
-        let invalid = |message: &str| ShardError::Invalid(LimitError::Conflict { message: message.into() });
+    async fn import(
+        &self,
+        mut chunks: Streaming<pb::ExportChunk>,
+    ) -> Result<pb::ImportNamespaceResponse, ShardError> {
+        let invalid = |message: &str| {
+            ShardError::Invalid(LimitError::Conflict {
+                message: message.into(),
+            })
+        };
         let first = chunks
             .next()
             .await
@@ -213,7 +246,8 @@ impl AdminService {
         let mut last_key: Option<Vec<u8>> = None;
         let mut trailer = None;
         while let Some(chunk) = chunks.next().await {
-            let chunk = chunk.map_err(|s| invalid(format!("import stream failed: {}", s.message())))?;
+            let chunk =
+                chunk.map_err(|s| invalid(format!("import stream failed: {}", s.message())))?;
             match chunk.item {
                 Some(pb::export_chunk::Item::Batch(batch)) => {
                     if trailer.is_some() {
@@ -224,7 +258,9 @@ impl AdminService {
                         limits.check_key(&kv.key)?;
                         limits.check_value(&kv.value)?;
                         if last_key.as_ref().is_some_and(|last| &kv.key <= last) {
-                            return Err(invalid("import keys must arrive in strictly ascending order".into()));
+                            return Err(invalid(
+                                "import keys must arrive in strictly ascending order".into(),
+                            ));
                         }
                         if kv.version == 0 {
                             return Err(invalid("imported keys need a version above 0".into()));
@@ -249,11 +285,14 @@ impl AdminService {
                     }
                 }
                 Some(pb::export_chunk::Item::Trailer(t)) => trailer = Some(t),
-                Some(pb::export_chunk::Item::Header(_)) => return Err(invalid("a second header".into())),
+                Some(pb::export_chunk::Item::Header(_)) => {
+                    return Err(invalid("a second header".into()));
+                }
                 None => return Err(invalid("an empty chunk".into())),
             }
         }
-        let trailer = trailer.ok_or_else(|| invalid("the stream ended without a trailer".into()))?;
+        let trailer =
+            trailer.ok_or_else(|| invalid("the stream ended without a trailer".into()))?;
         let received_count = digest.count();
         let received = digest.finish();
         if trailer.key_count != received_count || trailer.digest != received {
@@ -314,9 +353,15 @@ impl AdminService {
         }
     }
 
-    async fn add_node(&self, request: pb::AddNodeRequest) -> Result<pb::AddNodeResponse, ShardError> {
+    async fn add_node(
+        &self,
+        request: pb::AddNodeRequest,
+    ) -> Result<pb::AddNodeResponse, ShardError> {
         if request.node_id == 0 || request.address.is_empty() {
-            return Err(LimitError::MissingField { field: "node_id and address" }.into());
+            return Err(LimitError::MissingField {
+                field: "node_id and address",
+            }
+            .into());
         }
         if !self.node.raft.raft.is_leader() {
             return Err(self.not_leader());
@@ -326,18 +371,32 @@ impl AdminService {
         raft.add_learner(request.node_id, BasicNode::new(request.address), true)
             .await
             .map_err(|e| ShardError::Raft(e.to_string()))?;
-        raft.change_membership(ChangeMembers::AddVoterIds(BTreeSet::from([request.node_id])), false)
-            .await
-            .map_err(|e| ShardError::Raft(e.to_string()))?;
-        Ok(pb::AddNodeResponse { members: self.members() })
+        raft.change_membership(
+            ChangeMembers::AddVoterIds(BTreeSet::from([request.node_id])),
+            false,
+        )
+        .await
+        .map_err(|e| ShardError::Raft(e.to_string()))?;
+        Ok(pb::AddNodeResponse {
+            members: self.members(),
+        })
     }
 
-    async fn remove_node(&self, request: pb::RemoveNodeRequest) -> Result<pb::RemoveNodeResponse, ShardError> {
+    async fn remove_node(
+        &self,
+        request: pb::RemoveNodeRequest,
+    ) -> Result<pb::RemoveNodeResponse, ShardError> {
         if !self.node.raft.raft.is_leader() {
             return Err(self.not_leader());
         }
         let raft = &self.node.raft.raft;
-        let voters: BTreeSet<u64> = self.node.raft_metrics().membership_config.membership().voter_ids().collect();
+        let voters: BTreeSet<u64> = self
+            .node
+            .raft_metrics()
+            .membership_config
+            .membership()
+            .voter_ids()
+            .collect();
         let change = if voters.contains(&request.node_id) {
             ChangeMembers::RemoveVoters(BTreeSet::from([request.node_id]))
         } else {
@@ -346,7 +405,9 @@ impl AdminService {
         raft.change_membership(change, false)
             .await
             .map_err(|e| ShardError::Raft(e.to_string()))?;
-        Ok(pb::RemoveNodeResponse { members: self.members() })
+        Ok(pb::RemoveNodeResponse {
+            members: self.members(),
+        })
     }
 
     fn not_leader(&self) -> ShardError {
@@ -369,7 +430,9 @@ impl Admin for AdminService {
         let started = Instant::now();
         let result = AdminService::create_namespace(self, request.into_inner().name)
             .await
-            .map(|info| pb::CreateNamespaceResponse { namespace: Some(info) });
+            .map(|info| pb::CreateNamespaceResponse {
+                namespace: Some(info),
+            });
         finish(&self.node.metrics, "CreateNamespace", None, started, result)
     }
 
@@ -425,10 +488,19 @@ impl Admin for AdminService {
         _request: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
         let started = Instant::now();
-        finish(&self.node.metrics, "ClusterStatus", None, started, Ok(self.cluster_status()))
+        finish(
+            &self.node.metrics,
+            "ClusterStatus",
+            None,
+            started,
+            Ok(self.cluster_status()),
+        )
     }
 
-    async fn add_node(&self, request: Request<pb::AddNodeRequest>) -> Result<Response<pb::AddNodeResponse>, Status> {
+    async fn add_node(
+        &self,
+        request: Request<pb::AddNodeRequest>,
+    ) -> Result<Response<pb::AddNodeResponse>, Status> {
         let started = Instant::now();
         let result = AdminService::add_node(self, request.into_inner()).await;
         finish(&self.node.metrics, "AddNode", None, started, result)

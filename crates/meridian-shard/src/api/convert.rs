@@ -1,6 +1,8 @@
 //! Validation and conversion between `meridian.v1` messages and domain commands.
 
-use crate::command::{Compare, CompareOp, CompareTarget, DeleteOutcome, PutOutcome, WriteOp, WriteOutcome};
+use crate::command::{
+    Compare, CompareOp, CompareTarget, DeleteOutcome, PutOutcome, WriteOp, WriteOutcome,
+};
 use crate::limits::{LimitError, Limits, validate_namespace_name};
 use meridian_proto::v1 as pb;
 
@@ -37,7 +39,11 @@ pub fn compare(limits: &Limits, compare: pb::Compare) -> Result<Compare, LimitEr
             }
             CompareTarget::Exists(exists)
         }
-        None => return Err(LimitError::MissingField { field: "compare.target" }),
+        None => {
+            return Err(LimitError::MissingField {
+                field: "compare.target",
+            });
+        }
     };
     Ok(Compare {
         key: compare.key,
@@ -48,7 +54,11 @@ pub fn compare(limits: &Limits, compare: pb::Compare) -> Result<Compare, LimitEr
 
 /// Validates and converts one transaction write; its namespace must be empty or
 /// the transaction's own.
-pub fn write_op(limits: &Limits, txn_namespace: &str, op: pb::TxnOp) -> Result<WriteOp, LimitError> {
+pub fn write_op(
+    limits: &Limits,
+    txn_namespace: &str,
+    op: pb::TxnOp,
+) -> Result<WriteOp, LimitError> {
     let check_namespace = |namespace: &str| {
         if namespace.is_empty() || namespace == txn_namespace {
             Ok(())
@@ -101,7 +111,11 @@ pub fn delete_response(header: pb::ResponseHeader, outcome: DeleteOutcome) -> pb
 pub fn write_outcome(header: &pb::ResponseHeader, outcome: WriteOutcome) -> pb::TxnOpResult {
     let result = match outcome {
         WriteOutcome::Put(put) => pb::txn_op_result::Result::Put(put_response(*header, put)),
-        WriteOutcome::Delete(delete) => pb::txn_op_result::Result::Delete(delete_response(*header, delete)),
+        WriteOutcome::Delete(delete) => {
+            pb::txn_op_result::Result::Delete(delete_response(*header, delete))
+        }
     };
-    pb::TxnOpResult { result: Some(result) }
+    pb::TxnOpResult {
+        result: Some(result),
+    }
 }

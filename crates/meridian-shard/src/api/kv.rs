@@ -86,7 +86,9 @@ impl KvService {
             })
             .await?;
         match result {
-            CommandResult::Delete(outcome) => Ok(convert::delete_response(self.node.header(), outcome)),
+            CommandResult::Delete(outcome) => {
+                Ok(convert::delete_response(self.node.header(), outcome))
+            }
             other => Err(unexpected(other)),
         }
     }
@@ -120,7 +122,9 @@ impl KvService {
         if !request.continuation_token.is_empty() {
             // The token is the next key to return; it must lie inside the range.
             if request.continuation_token < start
-                || end.as_ref().is_some_and(|end| &request.continuation_token >= end)
+                || end
+                    .as_ref()
+                    .is_some_and(|end| &request.continuation_token >= end)
             {
                 return Err(LimitError::Conflict {
                     message: "continuation_token does not belong to this scan's range".into(),
@@ -131,15 +135,19 @@ impl KvService {
         }
         self.node.read_barrier(request.read.as_ref()).await?;
         self.require_namespace(&request.namespace)?;
-        let (entries, next) = self
-            .node
-            .machine
-            .scan(&request.namespace, &start, end.as_deref(), page)?;
+        let (entries, next) =
+            self.node
+                .machine
+                .scan(&request.namespace, &start, end.as_deref(), page)?;
         Ok(pb::ScanResponse {
             header: Some(self.node.header()),
             kvs: entries
                 .into_iter()
-                .map(|(key, version, value)| pb::KeyValue { key, value, version })
+                .map(|(key, version, value)| pb::KeyValue {
+                    key,
+                    value,
+                    version,
+                })
                 .collect(),
             continuation_token: next.unwrap_or_default(),
         })
@@ -177,7 +185,10 @@ impl KvService {
             })
             .await?;
         match result {
-            CommandResult::Txn { succeeded, outcomes } => {
+            CommandResult::Txn {
+                succeeded,
+                outcomes,
+            } => {
                 let header = self.node.header();
                 Ok(pb::TxnResponse {
                     header: Some(header),
@@ -203,38 +214,77 @@ pub(crate) fn unexpected(result: CommandResult) -> ShardError {
 
 #[tonic::async_trait]
 impl Kv for KvService {
-    async fn get(&self, request: Request<pb::GetRequest>) -> Result<Response<pb::GetResponse>, Status> {
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
         let started = Instant::now();
         let result = KvService::get(self, request.into_inner()).await;
         let metrics = &self.node.metrics;
         finish(metrics, "Get", Some(&metrics.read_seconds), started, result)
     }
 
-    async fn put(&self, request: Request<pb::PutRequest>) -> Result<Response<pb::PutResponse>, Status> {
+    async fn put(
+        &self,
+        request: Request<pb::PutRequest>,
+    ) -> Result<Response<pb::PutResponse>, Status> {
         let started = Instant::now();
         let result = KvService::put(self, request.into_inner()).await;
         let metrics = &self.node.metrics;
-        finish(metrics, "Put", Some(&metrics.write_seconds), started, result)
+        finish(
+            metrics,
+            "Put",
+            Some(&metrics.write_seconds),
+            started,
+            result,
+        )
     }
 
-    async fn delete(&self, request: Request<pb::DeleteRequest>) -> Result<Response<pb::DeleteResponse>, Status> {
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
         let started = Instant::now();
         let result = KvService::delete(self, request.into_inner()).await;
         let metrics = &self.node.metrics;
-        finish(metrics, "Delete", Some(&metrics.write_seconds), started, result)
+        finish(
+            metrics,
+            "Delete",
+            Some(&metrics.write_seconds),
+            started,
+            result,
+        )
     }
 
-    async fn scan(&self, request: Request<pb::ScanRequest>) -> Result<Response<pb::ScanResponse>, Status> {
+    async fn scan(
+        &self,
+        request: Request<pb::ScanRequest>,
+    ) -> Result<Response<pb::ScanResponse>, Status> {
         let started = Instant::now();
         let result = KvService::scan(self, request.into_inner()).await;
         let metrics = &self.node.metrics;
-        finish(metrics, "Scan", Some(&metrics.read_seconds), started, result)
+        finish(
+            metrics,
+            "Scan",
+            Some(&metrics.read_seconds),
+            started,
+            result,
+        )
     }
 
-    async fn txn(&self, request: Request<pb::TxnRequest>) -> Result<Response<pb::TxnResponse>, Status> {
+    async fn txn(
+        &self,
+        request: Request<pb::TxnRequest>,
+    ) -> Result<Response<pb::TxnResponse>, Status> {
         let started = Instant::now();
         let result = KvService::txn(self, request.into_inner()).await;
         let metrics = &self.node.metrics;
-        finish(metrics, "Txn", Some(&metrics.write_seconds), started, result)
+        finish(
+            metrics,
+            "Txn",
+            Some(&metrics.write_seconds),
+            started,
+            result,
+        )
     }
 }

@@ -1,0 +1,502 @@
+//! The client: leader discovery, redirects, and the retry rules.
+
+use crate::error::ClientError;
+use meridian_proto::v1 as pb;
+use meridian_proto::v1::admin_client::AdminClient;
+use meridian_proto::v1::kv_client::KvClient;
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+use tonic::transport::{Channel, Endpoint};
+use tonic::{Code, Status};
+
+/// Metadata key with the leader's address on a redirect.
+const LEADER_ADDRESS_HEADER: &str = "meridian-leader-address";
+
+/// Tunables of a [`Client`].
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Time limit of one attempt.
+    pub attempt_timeout: Duration,
+    /// Total time a call may spend retrying (elections usually end well within it).
+    pub retry_budget: Duration,
+    /// Pause before retrying when no leader is known.
+    pub backoff: Duration,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        Self {
+            attempt_timeout: Duration::from_secs(5),
+            retry_budget: Duration::from_secs(15),
+            backoff: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Whether a call may run on any member and be retried freely.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum CallKind {
+    /// Must reach the leader; safe to retry (reads, status).
+    LeaderRead,
+    /// Any member may answer; safe to retry.
+    AnyMemberRead,
+    /// Must reach the leader; retried only when it certainly did not take effect.
+    Write,
+}
+
+/// A client of one shard (any member's address is enough).
+pub struct Client {
+    endpoints: Vec<String>,
+    options: ClientOptions,
+    leader: Mutex<Option<String>>,
+    channels: Mutex<HashMap<String, Channel>>,
+    next_endpoint: Mutex<usize>,
+}
+
+/// What to do after a failed attempt.
+enum Next {
+    RetryAt(String),
+    RetryElsewhere,
+    Fail(ClientError),
+}
+
+impl Client {
+    /// A client for the members at `endpoints` (`host:port`). Connections are made
+    /// lazily, so this succeeds even while members are down.
+    pub fn new(
+        endpoints: impl IntoIterator<Item = impl Into<String>>,
+    ) -> Result<Self, ClientError> {
+        Self::with_options(endpoints, ClientOptions::default())
+    }
+
+    /// Like [`Client::new`], with explicit options.
+    pub fn with_options(
+        endpoints: impl IntoIterator<Item = impl Into<String>>,
+        options: ClientOptions,
+    ) -> Result<Self, ClientError> {
+        let endpoints: Vec<String> = endpoints.into_iter().map(Into::into).collect();
+        if endpoints.is_empty() {
+            return Err(ClientError::NoEndpoints(
+                "give at least one member address".into(),
+            ));
+        }
+        Ok(Self {
+            endpoints,
+            options,
+            leader: Mutex::new(None),
+            channels: Mutex::new(HashMap::new()),
+            next_endpoint: Mutex::new(0),
+        })
+    }
+
+    /// The leader address the client currently believes in, if any.
+    pub fn known_leader(&self) -> Option<String> {
+        self.leader
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    fn channel(&self, address: &str) -> Result<Channel, ClientError> {
+        let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(channel) = channels.get(address) {
+            return Ok(channel.clone());
+        }
+        let endpoint = Endpoint::from_shared(format!("http://{address}"))
+            .map_err(|e| ClientError::NoEndpoints(format!("bad address {address:?}: {e}")))?
+            .connect_timeout(Duration::from_secs(1))
+            .tcp_nodelay(true);
+        let channel = endpoint.connect_lazy();
+        channels.insert(address.to_string(), channel.clone());
+        Ok(channel)
+    }
+
+    fn rotate(&self) -> String {
+        let mut next = self.next_endpoint.lock().unwrap_or_else(|e| e.into_inner());
+        let address = self.endpoints[*next % self.endpoints.len()].clone();
+        *next = next.wrapping_add(1);
+        address
+    }
+
+    fn set_leader(&self, leader: Option<String>) {
+        *self.leader.lock().unwrap_or_else(|e| e.into_inner()) = leader;
+    }
+
+    /// Runs `attempt` against the right member, following redirects and retrying
+    /// within the budget according to `kind`.
+    async fn call<T, F, Fut>(&self, kind: CallKind, attempt: F) -> Result<T, ClientError>
+    where
+        F: Fn(Channel) -> Fut,
+        Fut: Future<Output = Result<tonic::Response<T>, Status>>,
+    {
+        let started = Instant::now();
+        let mut target = self.known_leader().unwrap_or_else(|| self.rotate());
+        let mut last_error = ClientError::Unavailable("no attempt made".into());
+        while started.elapsed() < self.options.retry_budget {
+            let channel = self.channel(&target)?;
+            let outcome =
+                tokio::time::timeout(self.options.attempt_timeout, attempt(channel)).await;
+            let next = match outcome {
+                Ok(Ok(response)) => {
+                    if kind != CallKind::AnyMemberRead {
+                        self.set_leader(Some(target.clone()));
+                    }
+                    return Ok(response.into_inner());
+                }
+                Ok(Err(status)) => self.classify(kind, &target, status),
+                Err(_) => match kind {
+                    CallKind::Write => Next::Fail(ClientError::OutcomeUnknown(format!(
+                        "no answer from {target} within {:?}",
+                        self.options.attempt_timeout
+                    ))),
+                    _ => Next::RetryElsewhere,
+                },
+            };
+            match next {
+                Next::RetryAt(address) => {
+                    tracing::debug!(from = %target, to = %address, "following leader redirect");
+                    self.set_leader(Some(address.clone()));
+                    last_error =
+                        ClientError::Unavailable(format!("redirected from {target} to {address}"));
+                    target = address;
+                }
+                Next::RetryElsewhere => {
+                    last_error =
+                        ClientError::Unavailable(format!("{target} could not serve the call"));
+                    self.set_leader(None);
+                    tokio::time::sleep(self.options.backoff).await;
+                    target = self.rotate();
+                }
+                Next::Fail(error) => return Err(error),
+            }
+        }
+        Err(match last_error {
+            ClientError::Unavailable(message) => ClientError::Unavailable(format!(
+                "gave up after {:?}: {message}",
+                self.options.retry_budget
+            )),
+            other => other,
+        })
+    }
+
+    fn classify(&self, kind: CallKind, target: &str, status: Status) -> Next {
+        if status.code() != Code::Unavailable && status.code() != Code::Unknown {
+            return Next::Fail(status.into());
+        }
+        if let Some(leader) = status
+            .metadata()
+            .get(LEADER_ADDRESS_HEADER)
+            .and_then(|v| v.to_str().ok())
+            && leader != target
+        {
+            return Next::RetryAt(leader.to_string());
+        }
+        let message = status.message();
+        if message.starts_with("not the leader") || message.starts_with("no quorum") {
+            // The server refused before doing anything.
+            return Next::RetryElsewhere;
+        }
+        if kind != CallKind::Write || never_sent(&status) {
+            return Next::RetryElsewhere;
+        }
+        Next::Fail(ClientError::OutcomeUnknown(format!("{target}: {message}")))
+    }
+
+    /// Reads a key (`None` if missing).
+    pub async fn get(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        consistency: pb::Consistency,
+    ) -> Result<Option<pb::KeyValue>, ClientError> {
+        let request = pb::GetRequest {
+            namespace: namespace.to_string(),
+            key: key.to_vec(),
+            read: Some(pb::ReadOptions {
+                consistency: consistency as i32,
+                max_staleness_ms: 0,
+            }),
+        };
+        let kind = read_kind(consistency);
+        let response = self
+            .call(kind, |channel| {
+                let request = request.clone();
+                async move { KvClient::new(channel).get(request).await }
+            })
+            .await?;
+        Ok(response.kv)
+    }
+
+    /// Writes a key and returns the new version.
+    pub async fn put(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        value: &[u8],
+    ) -> Result<pb::PutResponse, ClientError> {
+        let request = pb::PutRequest {
+            namespace: namespace.to_string(),
+            key: key.to_vec(),
+            value: value.to_vec(),
+        };
+        self.call(CallKind::Write, |channel| {
+            let request = request.clone();
+            async move { KvClient::new(channel).put(request).await }
+        })
+        .await
+    }
+
+    /// Removes a key.
+    pub async fn delete(
+        &self,
+        namespace: &str,
+        key: &[u8],
+    ) -> Result<pb::DeleteResponse, ClientError> {
+        let request = pb::DeleteRequest {
+            namespace: namespace.to_string(),
+            key: key.to_vec(),
+        };
+        self.call(CallKind::Write, |channel| {
+            let request = request.clone();
+            async move { KvClient::new(channel).delete(request).await }
+        })
+        .await
+    }
+
+    /// Reads one page of a scan; pass the returned token back to continue.
+    pub async fn scan(&self, request: pb::ScanRequest) -> Result<pb::ScanResponse, ClientError> {
+        let consistency = request.read.map(|r| r.consistency()).unwrap_or_default();
+        self.call(read_kind(consistency), |channel| {
+            let request = request.clone();
+            async move { KvClient::new(channel).scan(request).await }
+        })
+        .await
+    }
+
+    /// Runs a transaction.
+    pub async fn txn(&self, request: pb::TxnRequest) -> Result<pb::TxnResponse, ClientError> {
+        self.call(CallKind::Write, |channel| {
+            let request = request.clone();
+            async move { KvClient::new(channel).txn(request).await }
+        })
+        .await
+    }
+
+    /// Creates a namespace.
+    pub async fn create_namespace(&self, name: &str) -> Result<pb::NamespaceInfo, ClientError> {
+        let request = pb::CreateNamespaceRequest {
+            name: name.to_string(),
+        };
+        let response = self
+            .call(CallKind::Write, |channel| {
+                let request = request.clone();
+                async move { AdminClient::new(channel).create_namespace(request).await }
+            })
+            .await?;
+        response
+            .namespace
+            .ok_or_else(|| ClientError::Unavailable("server answered without the namespace".into()))
+    }
+
+    /// Deletes a namespace and all its keys; returns how many keys went.
+    pub async fn delete_namespace(&self, name: &str) -> Result<u64, ClientError> {
+        let request = pb::DeleteNamespaceRequest {
+            name: name.to_string(),
+        };
+        let response = self
+            .call(CallKind::Write, |channel| {
+                let request = request.clone();
+                async move { AdminClient::new(channel).delete_namespace(request).await }
+            })
+            .await?;
+        Ok(response.keys_deleted)
+    }
+
+    /// Lists namespaces.
+    pub async fn list_namespaces(&self) -> Result<Vec<pb::NamespaceInfo>, ClientError> {
+        let response = self
+            .call(CallKind::LeaderRead, |channel| async move {
+                AdminClient::new(channel)
+                    .list_namespaces(pb::ListNamespacesRequest {})
+                    .await
+            })
+            .await?;
+        Ok(response.namespaces)
+    }
+
+    /// Status of the member at `address` (no redirect: each member reports itself).
+    pub async fn cluster_status_of(
+        &self,
+        address: &str,
+    ) -> Result<pb::ClusterStatusResponse, ClientError> {
+        let channel = self.channel(address)?;
+        let mut admin = AdminClient::new(channel);
+        let call = admin.cluster_status(pb::ClusterStatusRequest {});
+        match tokio::time::timeout(self.options.attempt_timeout, call).await {
+            Ok(result) => Ok(result?.into_inner()),
+            Err(_) => Err(ClientError::Unavailable(format!(
+                "{address} did not answer"
+            ))),
+        }
+    }
+
+    /// Status from the leader.
+    pub async fn cluster_status(&self) -> Result<pb::ClusterStatusResponse, ClientError> {
+        let status = self
+            .call(CallKind::AnyMemberRead, |channel| async move {
+                AdminClient::new(channel)
+                    .cluster_status(pb::ClusterStatusRequest {})
+                    .await
+            })
+            .await?;
+        if status.leader_address.is_empty() || status.leader_id == status.node_id {
+            return Ok(status);
+        }
+        self.cluster_status_of(&status.leader_address).await
+    }
+
+    /// Digest of `namespace` computed by the member at `address` from what it has
+    /// applied (eventual) — to compare replicas with each other.
+    pub async fn check_integrity_on(
+        &self,
+        address: &str,
+        namespace: &str,
+    ) -> Result<pb::CheckIntegrityResponse, ClientError> {
+        let channel = self.channel(address)?;
+        let request = pb::CheckIntegrityRequest {
+            namespace: namespace.to_string(),
+            read: Some(pb::ReadOptions {
+                consistency: pb::Consistency::Eventual as i32,
+                max_staleness_ms: 0,
+            }),
+        };
+        let mut admin = AdminClient::new(channel);
+        let call = admin.check_integrity(request);
+        match tokio::time::timeout(self.options.attempt_timeout, call).await {
+            Ok(result) => Ok(result?.into_inner()),
+            Err(_) => Err(ClientError::Unavailable(format!(
+                "{address} did not answer"
+            ))),
+        }
+    }
+
+    /// Digest of `namespace` as of a linearizable point, from the leader.
+    pub async fn check_integrity(
+        &self,
+        namespace: &str,
+    ) -> Result<pb::CheckIntegrityResponse, ClientError> {
+        let request = pb::CheckIntegrityRequest {
+            namespace: namespace.to_string(),
+            read: None,
+        };
+        self.call(CallKind::LeaderRead, |channel| {
+            let request = request.clone();
+            async move { AdminClient::new(channel).check_integrity(request).await }
+        })
+        .await
+    }
+
+    /// Exports a namespace as a list of chunks (header, batches, trailer).
+    pub async fn export_namespace(
+        &self,
+        namespace: &str,
+    ) -> Result<Vec<pb::ExportChunk>, ClientError> {
+        use tokio_stream::StreamExt;
+        let request = pb::ExportNamespaceRequest {
+            namespace: namespace.to_string(),
+        };
+        let mut stream = self
+            .call(CallKind::LeaderRead, |channel| {
+                let request = request.clone();
+                async move { AdminClient::new(channel).export_namespace(request).await }
+            })
+            .await?;
+        let mut chunks = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            chunks.push(chunk?);
+        }
+        Ok(chunks)
+    }
+
+    /// Imports exported chunks into the new namespace `target`.
+    pub async fn import_namespace(
+        &self,
+        target: &str,
+        mut chunks: Vec<pb::ExportChunk>,
+    ) -> Result<pb::ImportNamespaceResponse, ClientError> {
+        if let Some(first) = chunks.first_mut() {
+            first.target_namespace = target.to_string();
+        }
+        // An import creates a namespace: not retried once sent.
+        self.call(CallKind::Write, |channel| {
+            let chunks = chunks.clone();
+            async move {
+                AdminClient::new(channel)
+                    .max_encoding_message_size(64 << 20)
+                    .import_namespace(tokio_stream::iter(chunks))
+                    .await
+            }
+        })
+        .await
+    }
+
+    /// Adds a node to the shard (learner first, then voter).
+    pub async fn add_node(
+        &self,
+        node_id: u64,
+        address: &str,
+    ) -> Result<Vec<pb::Member>, ClientError> {
+        let request = pb::AddNodeRequest {
+            node_id,
+            address: address.to_string(),
+        };
+        let response = self
+            .call(CallKind::Write, |channel| {
+                let request = request.clone();
+                async move { AdminClient::new(channel).add_node(request).await }
+            })
+            .await?;
+        Ok(response.members)
+    }
+
+    /// Removes a node from the shard.
+    pub async fn remove_node(&self, node_id: u64) -> Result<Vec<pb::Member>, ClientError> {
+        let request = pb::RemoveNodeRequest { node_id };
+        let response = self
+            .call(CallKind::Write, |channel| {
+                let request = request.clone();
+                async move { AdminClient::new(channel).remove_node(request).await }
+            })
+            .await?;
+        Ok(response.members)
+    }
+}
+
+fn read_kind(consistency: pb::Consistency) -> CallKind {
+    match consistency {
+        pb::Consistency::Eventual => CallKind::AnyMemberRead,
+        _ => CallKind::LeaderRead,
+    }
+}
+
+/// Whether a transport failure happened before the request could reach the server
+/// (so even a write may be retried).
+fn never_sent(status: &Status) -> bool {
+    let mut source: Option<&(dyn std::error::Error + 'static)> = std::error::Error::source(status);
+    let mut text = status.message().to_string();
+    while let Some(error) = source {
+        text.push_str(" | ");
+        text.push_str(&error.to_string());
+        source = error.source();
+    }
+    [
+        "Connection refused",
+        "tcp connect error",
+        "error trying to connect",
+        "dns error",
+    ]
+    .iter()
+    .any(|needle| text.contains(needle))
+}

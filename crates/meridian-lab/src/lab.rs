@@ -1,0 +1,346 @@
+//! The [`Lab`] handle: start, inspect, fault and stop a topology.
+
+use crate::error::LabError;
+use crate::process;
+use crate::state::{LabState, ProcessRecord, STATE_FORMAT};
+use crate::topology;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+use tonic_health::pb::HealthCheckRequest;
+use tonic_health::pb::health_check_response::ServingStatus;
+use tonic_health::pb::health_client::HealthClient;
+
+/// What to start.
+#[derive(Debug, Clone)]
+pub struct LabSpec {
+    /// Directory for state, configs, data and logs.
+    pub dir: PathBuf,
+    /// Regions, one shard each.
+    pub regions: Vec<String>,
+    /// Nodes per shard.
+    pub nodes: usize,
+    /// The `meridian` binary to run.
+    pub binary: PathBuf,
+    /// Extra `MERIDIAN__SECTION__KEY` settings for every node.
+    pub env: Vec<(String, String)>,
+}
+
+/// A running (or stopped) lab.
+pub struct Lab {
+    state: LabState,
+    binary: PathBuf,
+    env: Vec<(String, String)>,
+    /// Children this handle started, so they can be reaped (a killed child that is
+    /// never waited for lingers as a zombie).
+    children: HashMap<String, Child>,
+    /// Kill every child when dropped (tests); a detached lab leaves them running.
+    kill_on_drop: bool,
+}
+
+/// Grace period for a clean stop before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+impl Lab {
+    /// Plans and starts every process of `spec`. Refuses if a lab is already
+    /// running in the directory. Does not wait for readiness; see
+    /// [`Lab::wait_ready`].
+    pub fn up(spec: &LabSpec) -> Result<Self, LabError> {
+        std::fs::create_dir_all(&spec.dir)
+            .map_err(|e| LabError::io(format!("creating {}", spec.dir.display()), e))?;
+        let dir = std::fs::canonicalize(&spec.dir)
+            .map_err(|e| LabError::io(format!("resolving {}", spec.dir.display()), e))?;
+        match LabState::load(&dir) {
+            Ok(existing) => {
+                let pids: Vec<u32> = existing
+                    .processes
+                    .iter()
+                    .filter_map(|p| p.pid)
+                    .filter(|pid| process::is_alive(*pid))
+                    .collect();
+                if !pids.is_empty() {
+                    return Err(LabError::AlreadyRunning { dir, pids });
+                }
+                return Err(LabError::Invalid(format!(
+                    "{} holds a stopped lab; remove it with `meridian lab down --dir {}` first",
+                    dir.display(),
+                    dir.display()
+                )));
+            }
+            Err(LabError::NotFound { .. }) => {}
+            Err(other) => return Err(other),
+        }
+        if spec.regions.is_empty() {
+            return Err(LabError::Invalid("at least one region is needed".into()));
+        }
+        let mut processes = Vec::new();
+        for region in &spec.regions {
+            processes.extend(topology::plan_region(&dir, region, spec.nodes)?);
+        }
+        let mut lab = Self {
+            state: LabState {
+                format: STATE_FORMAT,
+                dir,
+                regions: spec.regions.clone(),
+                processes,
+            },
+            binary: spec.binary.clone(),
+            env: spec.env.clone(),
+            children: HashMap::new(),
+            kill_on_drop: false,
+        };
+        lab.state.save()?;
+        let names: Vec<String> = lab.state.processes.iter().map(|p| p.name.clone()).collect();
+        for name in names {
+            if let Err(err) = lab.start_process(&name) {
+                let _ = lab.down();
+                return Err(err);
+            }
+        }
+        Ok(lab)
+    }
+
+    /// Opens the lab recorded in `dir`.
+    pub fn open(dir: &Path, binary: PathBuf) -> Result<Self, LabError> {
+        Ok(Self {
+            state: LabState::load(dir)?,
+            binary,
+            env: Vec::new(),
+            children: HashMap::new(),
+            kill_on_drop: false,
+        })
+    }
+
+    /// Makes dropping this handle kill every process it knows (for tests).
+    pub fn kill_on_drop(mut self) -> Self {
+        self.kill_on_drop = true;
+        self
+    }
+
+    /// The recorded state.
+    pub fn state(&self) -> &LabState {
+        &self.state
+    }
+
+    /// The lab directory.
+    pub fn dir(&self) -> &Path {
+        &self.state.dir
+    }
+
+    /// The record of the process called `name`.
+    pub fn process(&self, name: &str) -> Option<&ProcessRecord> {
+        self.state.processes.iter().find(|p| p.name == name)
+    }
+
+    /// Whether the named process is running.
+    pub fn is_running(&mut self, name: &str) -> bool {
+        if let Some(child) = self.children.get_mut(name)
+            && matches!(child.try_wait(), Ok(Some(_)))
+        {
+            self.children.remove(name);
+            return false;
+        }
+        self.process(name)
+            .and_then(|p| p.pid)
+            .is_some_and(process::is_alive)
+    }
+
+    /// Names of the processes `target` designates: a process name, or every
+    /// process of a region.
+    pub fn resolve(&self, target: &str) -> Result<Vec<String>, LabError> {
+        let matches: Vec<String> = self
+            .state
+            .processes
+            .iter()
+            .filter(|p| p.name == target || p.region == target)
+            .map(|p| p.name.clone())
+            .collect();
+        if matches.is_empty() {
+            let mut known: Vec<String> = self
+                .state
+                .processes
+                .iter()
+                .map(|p| p.name.clone())
+                .collect();
+            known.extend(self.state.regions.iter().cloned());
+            return Err(LabError::UnknownTarget {
+                name: target.to_string(),
+                known: known.join(", "),
+            });
+        }
+        Ok(matches)
+    }
+
+    fn record_mut(&mut self, name: &str) -> Result<&mut ProcessRecord, LabError> {
+        self.state
+            .processes
+            .iter_mut()
+            .find(|p| p.name == name)
+            .ok_or_else(|| LabError::UnknownTarget {
+                name: name.to_string(),
+                known: String::new(),
+            })
+    }
+
+    fn start_process(&mut self, name: &str) -> Result<(), LabError> {
+        let record = self.record_mut(name)?.clone();
+        let config = record.config.to_string_lossy().to_string();
+        let child = process::spawn(
+            &self.binary,
+            &["node", "--config", &config],
+            &self.env,
+            &record.log,
+        )?;
+        let pid = child.id();
+        self.children.insert(name.to_string(), child);
+        self.record_mut(name)?.pid = Some(pid);
+        self.state.save()
+    }
+
+    /// Kills the designated processes at once (SIGKILL), like a crash.
+    pub fn kill(&mut self, target: &str) -> Result<Vec<String>, LabError> {
+        let names = self.resolve(target)?;
+        for name in &names {
+            if let Some(pid) = self.record_mut(name)?.pid.take() {
+                process::kill(pid, self.children.get_mut(name))?;
+                self.children.remove(name);
+            }
+        }
+        self.state.save()?;
+        Ok(names)
+    }
+
+    /// Stops the designated processes cleanly (SIGTERM, then SIGKILL after a grace
+    /// period).
+    pub fn stop(&mut self, target: &str) -> Result<Vec<String>, LabError> {
+        let names = self.resolve(target)?;
+        for name in &names {
+            if let Some(pid) = self.record_mut(name)?.pid.take() {
+                process::stop(pid, STOP_GRACE, self.children.get_mut(name))?;
+                self.children.remove(name);
+            }
+        }
+        self.state.save()?;
+        Ok(names)
+    }
+
+    /// Restarts the designated processes (stopping any that still run) with the
+    /// same configuration, ports and data.
+    pub fn restart(&mut self, target: &str) -> Result<Vec<String>, LabError> {
+        let names = self.stop(target)?;
+        for name in &names {
+            self.start_process(name)?;
+        }
+        Ok(names)
+    }
+
+    /// Stops every process and removes the lab's state file (data and logs stay
+    /// in the directory for inspection).
+    pub fn down(&mut self) -> Result<Vec<String>, LabError> {
+        let names: Vec<String> = self
+            .state
+            .processes
+            .iter()
+            .map(|p| p.name.clone())
+            .collect();
+        for name in &names {
+            if let Some(pid) = self.record_mut(name)?.pid.take() {
+                process::stop(pid, STOP_GRACE, self.children.get_mut(name))?;
+                self.children.remove(name);
+            }
+        }
+        let path = LabState::path(&self.state.dir);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(LabError::io(format!("removing {}", path.display()), e)),
+        }
+        Ok(names)
+    }
+
+    /// Waits until every running node reports SERVING on the gRPC health service,
+    /// calling `progress(ready, total)` as nodes become ready.
+    pub async fn wait_ready(
+        &mut self,
+        timeout: Duration,
+        mut progress: impl FnMut(usize, usize),
+    ) -> Result<(), LabError> {
+        let deadline = Instant::now() + timeout;
+        let started = Instant::now();
+        let total = self
+            .state
+            .processes
+            .iter()
+            .filter(|p| p.pid.is_some())
+            .count();
+        let mut last_reported = usize::MAX;
+        loop {
+            let mut waiting = Vec::new();
+            for record in self.state.processes.iter().filter(|p| p.pid.is_some()) {
+                if !is_serving(&record.grpc).await {
+                    waiting.push(record.name.clone());
+                }
+            }
+            let ready = total - waiting.len();
+            if ready != last_reported {
+                progress(ready, total);
+                last_reported = ready;
+            }
+            if waiting.is_empty() {
+                return Ok(());
+            }
+            let dead: Vec<String> = waiting
+                .iter()
+                .filter(|name| !self.is_running(name))
+                .cloned()
+                .collect();
+            if !dead.is_empty() {
+                return Err(LabError::NotReady {
+                    seconds: started.elapsed().as_secs(),
+                    waiting: format!("{} exited", dead.join(", ")),
+                    dir: self.state.dir.clone(),
+                });
+            }
+            if Instant::now() >= deadline {
+                return Err(LabError::NotReady {
+                    seconds: timeout.as_secs(),
+                    waiting: waiting.join(", "),
+                    dir: self.state.dir.clone(),
+                });
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
+
+/// Whether the gRPC health service at `address` reports SERVING.
+pub async fn is_serving(address: &str) -> bool {
+    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{address}")) else {
+        return false;
+    };
+    let endpoint = endpoint
+        .connect_timeout(Duration::from_millis(300))
+        .timeout(Duration::from_millis(500));
+    let Ok(channel) = endpoint.connect().await else {
+        return false;
+    };
+    let request = HealthCheckRequest {
+        service: String::new(),
+    };
+    match HealthClient::new(channel).check(request).await {
+        Ok(response) => response.into_inner().status == ServingStatus::Serving as i32,
+        Err(_) => false,
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        if self.kill_on_drop {
+            for (_, child) in self.children.iter_mut() {
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+        }
+    }
+}

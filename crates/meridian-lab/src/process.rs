@@ -1,0 +1,119 @@
+//! Starting and signalling lab processes.
+//!
+//! Children run in their own process group, so a Ctrl-C in the terminal reaches
+//! the lab (which then stops them in order) rather than every child at once, and a
+//! detached lab's children outlive the command that started them.
+
+use crate::error::LabError;
+use std::fs::OpenOptions;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// Starts `binary args...` with `env`, appending its output to `log`.
+pub fn spawn(
+    binary: &Path,
+    args: &[&str],
+    env: &[(String, String)],
+    log: &Path,
+) -> Result<Child, LabError> {
+    let open_log = || {
+        OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(log)
+            .map_err(|e| LabError::io(format!("opening log {}", log.display()), e))
+    };
+    let stdout = open_log()?;
+    let stderr = open_log()?;
+    let mut command = Command::new(binary);
+    command
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .stdin(Stdio::null())
+        .stdout(stdout)
+        .stderr(stderr)
+        .process_group(0);
+    command
+        .spawn()
+        .map_err(|e| LabError::io(format!("starting {}", binary.display()), e))
+}
+
+/// Whether a process with this pid exists (and is not a zombie we could see).
+pub fn is_alive(pid: u32) -> bool {
+    let Ok(pid) = i32::try_from(pid) else {
+        return false;
+    };
+    // SAFETY: signal 0 only checks that the process exists and may be signalled.
+    let exists = unsafe { libc::kill(pid, 0) } == 0;
+    exists && !is_zombie(pid)
+}
+
+fn is_zombie(pid: i32) -> bool {
+    // Field 3 of /proc/PID/stat is the state; 'Z' is a zombie waiting for its
+    // parent. The command name (field 2) is in parentheses and may hold spaces.
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            stat.rsplit_once(')')
+                .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
+        .unwrap_or(false)
+}
+
+/// Sends `signal` to `pid`.
+pub fn signal(pid: u32, signal: i32) -> Result<(), LabError> {
+    let target =
+        i32::try_from(pid).map_err(|_| LabError::Invalid(format!("pid {pid} out of range")))?;
+    // SAFETY: plain syscall on a pid this lab started and recorded.
+    if unsafe { libc::kill(target, signal) } != 0 {
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() != Some(libc::ESRCH) {
+            return Err(LabError::io(format!("signalling pid {pid}"), error));
+        }
+    }
+    Ok(())
+}
+
+/// Asks `pid` to stop (SIGTERM), waits up to `grace`, then kills it (SIGKILL).
+pub fn stop(pid: u32, grace: Duration, child: Option<&mut Child>) -> Result<(), LabError> {
+    signal(pid, libc::SIGTERM)?;
+    let deadline = Instant::now() + grace;
+    let mut child = child;
+    while Instant::now() < deadline {
+        if let Some(child) = child.as_deref_mut() {
+            if matches!(child.try_wait(), Ok(Some(_))) {
+                return Ok(());
+            }
+        } else if !is_alive(pid) {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    kill(pid, child)
+}
+
+/// Kills `pid` at once (SIGKILL, like a crash) and reaps it if it is our child.
+pub fn kill(pid: u32, child: Option<&mut Child>) -> Result<(), LabError> {
+    signal(pid, libc::SIGKILL)?;
+    if let Some(child) = child {
+        let _ = child.wait();
+    } else {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while is_alive(pid) && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    Ok(())
+}
+
+/// A free loopback port, chosen by the OS.
+pub fn free_port() -> Result<u16, LabError> {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
+        .map_err(|e| LabError::io("finding a free port", e))?;
+    listener
+        .local_addr()
+        .map(|a| a.port())
+        .map_err(|e| LabError::io("finding a free port", e))
+}

@@ -1,0 +1,102 @@
+//! Planning a lab: names, ids, ports and configuration files for every process.
+
+use crate::error::LabError;
+use crate::process::free_port;
+use crate::state::{ProcessRecord, ProcessRole};
+use meridian_shard::config::{InitialMember, NodeConfig};
+use std::path::Path;
+
+/// Shard name of the `index`-th (1-based) shard of `region`.
+pub fn shard_name(region: &str, index: usize) -> String {
+    format!("{region}-s{index}")
+}
+
+/// Checks a region name: it becomes part of process names, paths and labels.
+pub fn validate_region(region: &str) -> Result<(), LabError> {
+    let ok = !region.is_empty()
+        && region.len() <= 32
+        && region
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        && region.starts_with(|c: char| c.is_ascii_lowercase());
+    if ok {
+        Ok(())
+    } else {
+        Err(LabError::Invalid(format!(
+            "region name {region:?}: use 1 to 32 characters from a-z, 0-9 and '-', starting with a letter"
+        )))
+    }
+}
+
+/// Plans one shard of `nodes` members in `region`: chooses ports, writes each
+/// node's `node.toml` under `dir/nodes/NAME/`, and returns the process records
+/// (without pids).
+pub fn plan_region(dir: &Path, region: &str, nodes: usize) -> Result<Vec<ProcessRecord>, LabError> {
+    validate_region(region)?;
+    if nodes == 0 || nodes > 9 {
+        return Err(LabError::Invalid(format!(
+            "--nodes {nodes}: a lab shard has 1 to 9 nodes"
+        )));
+    }
+    let shard = shard_name(region, 1);
+    let mut records = Vec::with_capacity(nodes);
+    for index in 1..=nodes {
+        let name = format!("{region}-{index}");
+        let node_dir = dir.join("nodes").join(&name);
+        std::fs::create_dir_all(&node_dir)
+            .map_err(|e| LabError::io(format!("creating {}", node_dir.display()), e))?;
+        records.push(ProcessRecord {
+            name,
+            role: ProcessRole::Node,
+            region: region.to_string(),
+            shard: Some(shard.clone()),
+            node_id: Some(index as u64),
+            grpc: format!("127.0.0.1:{}", free_port()?),
+            http: format!("127.0.0.1:{}", free_port()?),
+            pid: None,
+            config: node_dir.join("node.toml"),
+            log: node_dir.join("node.log"),
+        });
+    }
+    let members: Vec<InitialMember> = records
+        .iter()
+        .map(|r| InitialMember {
+            id: r.node_id.unwrap_or_default(),
+            address: r.grpc.clone(),
+        })
+        .collect();
+    for record in &records {
+        let mut config = NodeConfig::default();
+        config.node.id = record.node_id.unwrap_or_default();
+        config.node.shard = shard.clone();
+        config.node.region = region.to_string();
+        config.node.data_dir = record.config.with_file_name("data");
+        config.network.grpc_listen = parse_addr(&record.grpc)?;
+        config.network.http_listen = parse_addr(&record.http)?;
+        config.cluster.initial_members = members.clone();
+        let text = toml::to_string_pretty(&config)
+            .map_err(|e| LabError::Invalid(format!("cannot render node config: {e}")))?;
+        std::fs::write(&record.config, text)
+            .map_err(|e| LabError::io(format!("writing {}", record.config.display()), e))?;
+    }
+    Ok(records)
+}
+
+fn parse_addr(address: &str) -> Result<std::net::SocketAddr, LabError> {
+    address
+        .parse()
+        .map_err(|e| LabError::Invalid(format!("address {address}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn region_names() {
+        assert!(validate_region("us-east").is_ok());
+        for bad in ["", "US", "1abc", "a b", "a/b"] {
+            assert!(validate_region(bad).is_err(), "{bad}");
+        }
+    }
+}

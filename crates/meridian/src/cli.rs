@@ -1,0 +1,214 @@
+//! The command-line grammar.
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+/// Meridian: a multi-region data and control plane.
+#[derive(Debug, Parser)]
+#[command(name = "meridian", version, about)]
+pub struct Cli {
+    /// Output format.
+    #[arg(long, global = true, value_enum, default_value_t = OutputFormat::Table)]
+    pub output: OutputFormat,
+    /// The command.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Output formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    /// A readable table.
+    Table,
+    /// JSON, for scripts.
+    Json,
+}
+
+/// Top-level commands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run a shard node.
+    Node(NodeArgs),
+    /// Read and write keys.
+    Kv(KvArgs),
+    /// Manage namespaces.
+    Namespace(NamespaceArgs),
+    /// Run a whole topology on this machine.
+    Lab(LabArgs),
+}
+
+/// Where a client command sends its calls.
+#[derive(Debug, Args, Clone)]
+pub struct TargetArgs {
+    /// Member addresses (`host:port`, comma-separated). Overrides `--lab`.
+    #[arg(long, global = true, value_delimiter = ',', env = "MERIDIAN_ENDPOINT")]
+    pub endpoint: Vec<String>,
+    /// Directory of a running lab whose nodes to use.
+    #[arg(
+        long,
+        global = true,
+        default_value = ".meridian-lab",
+        env = "MERIDIAN_LAB"
+    )]
+    pub lab: PathBuf,
+}
+
+/// `meridian node`.
+#[derive(Debug, Args)]
+pub struct NodeArgs {
+    /// Configuration file (TOML). Every key can be overridden with
+    /// `MERIDIAN__SECTION__KEY` environment variables.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+}
+
+/// `meridian kv`.
+#[derive(Debug, Args)]
+pub struct KvArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(subcommand)]
+    pub command: KvCommand,
+}
+
+/// Read consistency on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ConsistencyArg {
+    /// Linearizable (the default).
+    Strong,
+    /// Leader-served without a quorum round while its lease holds.
+    Bounded,
+    /// Any replica, possibly stale.
+    Eventual,
+}
+
+/// `meridian kv ...`.
+#[derive(Debug, Subcommand)]
+pub enum KvCommand {
+    /// Write a key.
+    Put {
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+        /// Value.
+        value: String,
+    },
+    /// Read a key.
+    Get {
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+        /// Read consistency.
+        #[arg(long, value_enum, default_value_t = ConsistencyArg::Strong)]
+        consistency: ConsistencyArg,
+    },
+    /// Remove a key.
+    Delete {
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+    },
+    /// List keys by prefix or range.
+    Scan {
+        /// Namespace.
+        namespace: String,
+        /// Only keys starting with this.
+        #[arg(long, conflicts_with_all = ["start", "end"])]
+        prefix: Option<String>,
+        /// Inclusive lower bound.
+        #[arg(long)]
+        start: Option<String>,
+        /// Exclusive upper bound.
+        #[arg(long)]
+        end: Option<String>,
+        /// Most keys to list in all.
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Read consistency.
+        #[arg(long, value_enum, default_value_t = ConsistencyArg::Strong)]
+        consistency: ConsistencyArg,
+    },
+}
+
+/// `meridian namespace`.
+#[derive(Debug, Args)]
+pub struct NamespaceArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(subcommand)]
+    pub command: NamespaceCommand,
+}
+
+/// `meridian namespace ...`.
+#[derive(Debug, Subcommand)]
+pub enum NamespaceCommand {
+    /// Create a namespace.
+    Create {
+        /// Name: 1-63 of a-z, 0-9, '-', '_', '.'.
+        name: String,
+    },
+    /// List namespaces.
+    List,
+    /// Show one namespace with its integrity digest.
+    Show {
+        /// Name.
+        name: String,
+    },
+    /// Delete a namespace and all its keys.
+    Delete {
+        /// Name.
+        name: String,
+    },
+}
+
+/// `meridian lab`.
+#[derive(Debug, Args)]
+pub struct LabArgs {
+    /// Lab directory (state, configs, data, logs).
+    #[arg(
+        long,
+        global = true,
+        default_value = ".meridian-lab",
+        env = "MERIDIAN_LAB"
+    )]
+    pub dir: PathBuf,
+    #[command(subcommand)]
+    pub command: LabCommand,
+}
+
+/// `meridian lab ...`.
+#[derive(Debug, Subcommand)]
+pub enum LabCommand {
+    /// Start a lab and wait until it is ready.
+    Up {
+        /// Regions to start, one shard each.
+        #[arg(long, value_delimiter = ',', default_value = "us-east")]
+        regions: Vec<String>,
+        /// Nodes per shard.
+        #[arg(long, default_value_t = 3)]
+        nodes: usize,
+        /// Return once ready, leaving the lab running in the background.
+        #[arg(long)]
+        detach: bool,
+        /// Seconds to wait for readiness.
+        #[arg(long, default_value_t = 60)]
+        ready_timeout: u64,
+    },
+    /// List every process of the lab.
+    Status,
+    /// Stop every process of the lab.
+    Down,
+    /// Kill a node, or every node of a region, at once (SIGKILL).
+    Kill {
+        /// Node name (e.g. `us-east-2`) or region.
+        target: String,
+    },
+    /// Restart a node, or every node of a region.
+    Restart {
+        /// Node name or region.
+        target: String,
+    },
+}

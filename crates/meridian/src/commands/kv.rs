@@ -1,0 +1,124 @@
+//! `meridian kv put|get|delete|scan`.
+
+use crate::cli::{ConsistencyArg, KvArgs, KvCommand, OutputFormat};
+use crate::output::{emit, emit_message, show_bytes};
+use crate::target;
+use meridian_client::pb;
+use serde_json::json;
+
+pub(crate) fn consistency(arg: ConsistencyArg) -> pb::Consistency {
+    match arg {
+        ConsistencyArg::Strong => pb::Consistency::Strong,
+        ConsistencyArg::Bounded => pb::Consistency::Bounded,
+        ConsistencyArg::Eventual => pb::Consistency::Eventual,
+    }
+}
+
+pub async fn run(format: OutputFormat, args: KvArgs) -> anyhow::Result<()> {
+    let client = target::client(&args.target)?;
+    match args.command {
+        KvCommand::Put {
+            namespace,
+            key,
+            value,
+        } => {
+            let response = client
+                .put(&namespace, key.as_bytes(), value.as_bytes())
+                .await?;
+            emit_message(
+                format,
+                json!({ "namespace": namespace, "key": key, "version": response.version, "previous_version": response.previous_version }),
+                &format!("OK version={}", response.version),
+            );
+        }
+        KvCommand::Get {
+            namespace,
+            key,
+            consistency: level,
+        } => {
+            match client
+                .get(&namespace, key.as_bytes(), consistency(level))
+                .await?
+            {
+                Some(kv) => emit_message(
+                    format,
+                    json!({ "namespace": namespace, "key": key, "found": true, "value": show_bytes(&kv.value), "version": kv.version }),
+                    &show_bytes(&kv.value),
+                ),
+                None => {
+                    emit_message(
+                        format,
+                        json!({ "namespace": namespace, "key": key, "found": false }),
+                        "(not found)",
+                    );
+                }
+            }
+        }
+        KvCommand::Delete { namespace, key } => {
+            let response = client.delete(&namespace, key.as_bytes()).await?;
+            emit_message(
+                format,
+                json!({ "namespace": namespace, "key": key, "deleted": response.deleted, "previous_version": response.previous_version }),
+                if response.deleted {
+                    "deleted"
+                } else {
+                    "(not found)"
+                },
+            );
+        }
+        KvCommand::Scan {
+            namespace,
+            prefix,
+            start,
+            end,
+            limit,
+            consistency: level,
+        } => {
+            let mut token = Vec::new();
+            let mut kvs = Vec::new();
+            loop {
+                let page = (limit - kvs.len()).min(1000) as u32;
+                let response = client
+                    .scan(pb::ScanRequest {
+                        namespace: namespace.clone(),
+                        prefix: prefix.clone().unwrap_or_default().into_bytes(),
+                        start: start.clone().unwrap_or_default().into_bytes(),
+                        end: end.clone().unwrap_or_default().into_bytes(),
+                        limit: page,
+                        continuation_token: token,
+                        read: Some(pb::ReadOptions {
+                            consistency: consistency(level) as i32,
+                            max_staleness_ms: 0,
+                        }),
+                    })
+                    .await?;
+                kvs.extend(response.kvs);
+                token = response.continuation_token;
+                if token.is_empty() || kvs.len() >= limit {
+                    break;
+                }
+            }
+            let json_rows: Vec<_> = kvs
+                .iter()
+                .map(|kv| json!({ "key": show_bytes(&kv.key), "value": show_bytes(&kv.value), "version": kv.version }))
+                .collect();
+            let rows = kvs
+                .iter()
+                .map(|kv| {
+                    vec![
+                        show_bytes(&kv.key),
+                        kv.version.to_string(),
+                        show_bytes(&kv.value),
+                    ]
+                })
+                .collect();
+            emit(
+                format,
+                json!({ "namespace": namespace, "kvs": json_rows, "more": !token.is_empty() }),
+                &["key", "version", "value"],
+                rows,
+            );
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,18 @@
+//! One module per command group.
+
+mod kv;
+mod lab;
+mod namespace;
+mod node;
+
+use crate::cli::{Cli, Command};
+
+/// Runs the parsed command line.
+pub async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Node(args) => node::run(args).await,
+        Command::Kv(args) => kv::run(cli.output, args).await,
+        Command::Namespace(args) => namespace::run(cli.output, args).await,
+        Command::Lab(args) => lab::run(cli.output, args).await,
+    }
+}

@@ -1,0 +1,26 @@
+//! `meridian node`: run one shard member until SIGINT or SIGTERM.
+
+use crate::cli::NodeArgs;
+use anyhow::Context;
+use meridian_shard::NodeConfig;
+
+pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
+    let config = NodeConfig::load(args.config.as_deref())?;
+    let shutdown = async {
+        let mut terminate =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(signal) => signal,
+                Err(err) => {
+                    tracing::error!(error = %err, "cannot listen for SIGTERM");
+                    return std::future::pending().await;
+                }
+            };
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = terminate.recv() => {}
+        }
+    };
+    meridian_shard::server::run(config, shutdown)
+        .await
+        .context("node stopped with an error")
+}
