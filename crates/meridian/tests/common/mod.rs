@@ -1,0 +1,152 @@
+//! Shared launcher for the real-process tests: a lab in a fresh temp dir, ports
+//! chosen by the OS, every child killed when the handle drops (even on panic).
+
+#![allow(dead_code)]
+
+use meridian_client::{Client, ClientOptions, pb};
+use meridian_lab::{Lab, LabSpec};
+use std::time::{Duration, Instant};
+
+/// A running test shard.
+pub struct TestShard {
+    pub lab: Lab,
+    pub client: Client,
+    _dir: tempfile::TempDir,
+}
+
+impl TestShard {
+    /// Starts `nodes` nodes in region `us-east` with extra `MERIDIAN__...` settings.
+    pub async fn start(nodes: usize, env: &[(&str, &str)]) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let spec = LabSpec {
+            dir: dir.path().to_path_buf(),
+            regions: vec!["us-east".into()],
+            nodes,
+            binary: env!("CARGO_BIN_EXE_meridian").into(),
+            env: env
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        };
+        let mut lab = Lab::up(&spec).expect("lab up").kill_on_drop();
+        lab.wait_ready(Duration::from_secs(60), |_, _| {})
+            .await
+            .expect("lab ready");
+        let client = Client::with_options(
+            lab.state().node_endpoints(None),
+            ClientOptions {
+                retry_budget: Duration::from_secs(30),
+                ..ClientOptions::default()
+            },
+        )
+        .expect("client");
+        Self {
+            lab,
+            client,
+            _dir: dir,
+        }
+    }
+
+    /// gRPC address of node `name`.
+    pub fn address(&self, name: &str) -> String {
+        self.lab.process(name).expect("process").grpc.clone()
+    }
+
+    /// Names of every node.
+    pub fn names(&self) -> Vec<String> {
+        self.lab
+            .state()
+            .processes
+            .iter()
+            .map(|p| p.name.clone())
+            .collect()
+    }
+
+    /// Name of the current leader, waiting for one to be known.
+    pub async fn leader(&mut self) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            for name in self.names() {
+                if !self.lab.is_running(&name) {
+                    continue;
+                }
+                if let Ok(status) = self.client.cluster_status_of(&self.address(&name)).await
+                    && status.leader_id == status.node_id
+                {
+                    return name;
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        panic!("no leader within 30 s");
+    }
+
+    /// Waits until node `name` has applied at least `index`.
+    pub async fn wait_applied(
+        &self,
+        name: &str,
+        index: u64,
+        timeout: Duration,
+    ) -> pb::ClusterStatusResponse {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Ok(status) = self.client.cluster_status_of(&self.address(name)).await
+                && status.applied_index >= index
+            {
+                return status;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{name} did not apply index {index} within {timeout:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Applied index of the leader, after a linearizable barrier.
+    pub async fn leader_applied(&mut self) -> u64 {
+        let leader = self.leader().await;
+        let status = self
+            .client
+            .cluster_status_of(&self.address(&leader))
+            .await
+            .expect("leader status");
+        status.applied_index
+    }
+}
+
+/// A key's expected state after a test's writes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acked {
+    pub key: Vec<u8>,
+    pub value: Vec<u8>,
+    pub version: u64,
+}
+
+/// Checks that every acknowledged write is readable with its value and version.
+pub async fn assert_all_present(client: &Client, namespace: &str, acked: &[Acked]) {
+    for write in acked {
+        let found = client
+            .get(namespace, &write.key, pb::Consistency::Strong)
+            .await
+            .expect("read back")
+            .unwrap_or_else(|| {
+                panic!(
+                    "acknowledged key {:?} is missing",
+                    String::from_utf8_lossy(&write.key)
+                )
+            });
+        assert_eq!(
+            found.value,
+            write.value,
+            "value of {:?}",
+            String::from_utf8_lossy(&write.key)
+        );
+        assert_eq!(
+            found.version,
+            write.version,
+            "version of {:?}",
+            String::from_utf8_lossy(&write.key)
+        );
+    }
+}
