@@ -465,9 +465,8 @@ impl Client {
     pub async fn remove_node(&self, node_id: u64) -> Result<Vec<pb::Member>, ClientError> {
         let request = pb::RemoveNodeRequest { node_id };
         let response = self
-            .call(CallKind::Write, |channel| {
-                let request = request.clone();
-                async move { AdminClient::new(channel).remove_node(request).await }
+            .call(CallKind::Write, |channel| async move {
+                AdminClient::new(channel).remove_node(request).await
             })
             .await?;
         Ok(response.members)

@@ -198,6 +198,37 @@ impl Lab {
         self.state.save()
     }
 
+    /// Starts one more node for the shard of `region`, outside its membership (add
+    /// it with `AddNode`). Returns the new node's name.
+    pub fn add_node(&mut self, region: &str) -> Result<String, LabError> {
+        let shard = self
+            .state
+            .processes
+            .iter()
+            .find(|p| p.region == region)
+            .and_then(|p| p.shard.clone())
+            .ok_or_else(|| LabError::UnknownTarget {
+                name: region.to_string(),
+                known: self.state.regions.join(", "),
+            })?;
+        // Node ids are never reused within a shard.
+        let node_id = self
+            .state
+            .processes
+            .iter()
+            .filter(|p| p.shard.as_deref() == Some(shard.as_str()))
+            .filter_map(|p| p.node_id)
+            .max()
+            .unwrap_or(0)
+            + 1;
+        let record = topology::plan_extra_node(&self.state.dir, region, &shard, node_id)?;
+        let name = record.name.clone();
+        self.state.processes.push(record);
+        self.state.save()?;
+        self.start_process(&name)?;
+        Ok(name)
+    }
+
     /// Kills the designated processes at once (SIGKILL), like a crash.
     pub fn kill(&mut self, target: &str) -> Result<Vec<String>, LabError> {
         let names = self.resolve(target)?;

@@ -66,20 +66,57 @@ pub fn plan_region(dir: &Path, region: &str, nodes: usize) -> Result<Vec<Process
         })
         .collect();
     for record in &records {
-        let mut config = NodeConfig::default();
-        config.node.id = record.node_id.unwrap_or_default();
-        config.node.shard = shard.clone();
-        config.node.region = region.to_string();
-        config.node.data_dir = record.config.with_file_name("data");
-        config.network.grpc_listen = parse_addr(&record.grpc)?;
-        config.network.http_listen = parse_addr(&record.http)?;
-        config.cluster.initial_members = members.clone();
-        let text = toml::to_string_pretty(&config)
-            .map_err(|e| LabError::Invalid(format!("cannot render node config: {e}")))?;
-        std::fs::write(&record.config, text)
-            .map_err(|e| LabError::io(format!("writing {}", record.config.display()), e))?;
+        write_node_config(record, &shard, region, members.clone())?;
     }
     Ok(records)
+}
+
+/// Plans one more node for an existing shard: it starts empty, outside the
+/// membership, and waits to be added with `AddNode`.
+pub fn plan_extra_node(
+    dir: &Path,
+    region: &str,
+    shard: &str,
+    node_id: u64,
+) -> Result<ProcessRecord, LabError> {
+    let name = format!("{region}-{node_id}");
+    let node_dir = dir.join("nodes").join(&name);
+    std::fs::create_dir_all(&node_dir)
+        .map_err(|e| LabError::io(format!("creating {}", node_dir.display()), e))?;
+    let record = ProcessRecord {
+        name,
+        role: ProcessRole::Node,
+        region: region.to_string(),
+        shard: Some(shard.to_string()),
+        node_id: Some(node_id),
+        grpc: format!("127.0.0.1:{}", free_port()?),
+        http: format!("127.0.0.1:{}", free_port()?),
+        pid: None,
+        config: node_dir.join("node.toml"),
+        log: node_dir.join("node.log"),
+    };
+    write_node_config(&record, shard, region, Vec::new())?;
+    Ok(record)
+}
+
+fn write_node_config(
+    record: &ProcessRecord,
+    shard: &str,
+    region: &str,
+    members: Vec<InitialMember>,
+) -> Result<(), LabError> {
+    let mut config = NodeConfig::default();
+    config.node.id = record.node_id.unwrap_or_default();
+    config.node.shard = shard.to_string();
+    config.node.region = region.to_string();
+    config.node.data_dir = record.config.with_file_name("data");
+    config.network.grpc_listen = parse_addr(&record.grpc)?;
+    config.network.http_listen = parse_addr(&record.http)?;
+    config.cluster.initial_members = members;
+    let text = toml::to_string_pretty(&config)
+        .map_err(|e| LabError::Invalid(format!("cannot render node config: {e}")))?;
+    std::fs::write(&record.config, text)
+        .map_err(|e| LabError::io(format!("writing {}", record.config.display()), e))
 }
 
 fn parse_addr(address: &str) -> Result<std::net::SocketAddr, LabError> {

@@ -178,7 +178,7 @@ fn read_chunks(
         .map_err(|e| StreamingError::Network(NetworkError::new(&e)))?;
     let mut file = std::fs::File::open(&snapshot.snapshot.path).map_err(unreachable)?;
     let mut chunks = vec![SnapshotChunk {
-        meta: meta.into(),
+        meta,
         data: Default::default(),
     }];
     loop {

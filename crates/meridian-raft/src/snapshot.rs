@@ -113,6 +113,9 @@ pub fn verify(path: &Path) -> io::Result<SnapshotMeta> {
     Ok(SnapshotReader::open(path)?.meta)
 }
 
+/// One stored key-value: `(keyspace number, key, value)`.
+pub type SnapshotRecord = (u8, Vec<u8>, Vec<u8>);
+
 /// Reads a snapshot file's records in order.
 pub struct SnapshotReader {
     input: BufReader<File>,
@@ -141,7 +144,7 @@ impl SnapshotReader {
     }
 
     /// The next record as `(keyspace, key, value)`, or `None` at the end.
-    pub fn next_record(&mut self) -> io::Result<Option<(u8, Vec<u8>, Vec<u8>)>> {
+    pub fn next_record(&mut self) -> io::Result<Option<SnapshotRecord>> {
         let mut tag = [0u8; 2];
         self.input.read_exact(&mut tag[..1])?;
         match tag[0] {

@@ -42,6 +42,10 @@ pub struct KvStateMachine {
 /// A stored key's current version and value.
 pub type StoredValue = (u64, Vec<u8>);
 
+/// One page of a scan: `(key, version, value)` entries and, if more remain, the
+/// key to continue from.
+pub type ScanPage = (Vec<(Vec<u8>, u64, Vec<u8>)>, Option<Vec<u8>>);
+
 fn storage_error(err: fjall::Error) -> io::Error {
     io::Error::other(err)
 }
@@ -110,7 +114,7 @@ impl KvStateMachine {
         start: &[u8],
         end: Option<&[u8]>,
         limit: usize,
-    ) -> io::Result<(Vec<(Vec<u8>, u64, Vec<u8>)>, Option<Vec<u8>>)> {
+    ) -> io::Result<ScanPage> {
         let lower = keys::data_key(namespace, start);
         let upper = match end {
             Some(end) => keys::data_key(namespace, end),
@@ -477,5 +481,328 @@ impl Application for KvStateMachine {
 
     fn restored(&self) -> io::Result<()> {
         self.reload_cache()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meridian_raft::metrics::StorageMetrics;
+    use std::sync::Arc;
+
+    struct Harness {
+        _dir: tempfile::TempDir,
+        engine: StorageEngine,
+        machine: KvStateMachine,
+        index: u64,
+    }
+
+    impl Harness {
+        fn new() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let engine =
+                StorageEngine::open(dir.path(), Arc::new(StorageMetrics::default())).unwrap();
+            let machine = KvStateMachine::open(&engine).unwrap();
+            Self {
+                _dir: dir,
+                engine,
+                machine,
+                index: 0,
+            }
+        }
+
+        fn apply(&mut self, command: Command) -> CommandResult {
+            self.index += 1;
+            let mut batch = self.engine.database().batch();
+            let encoded = postcard::to_stdvec(&command).unwrap();
+            let raw = self
+                .machine
+                .apply(self.index, &encoded, &mut batch)
+                .unwrap();
+            batch.commit().unwrap();
+            postcard::from_bytes(&raw).unwrap()
+        }
+
+        fn create(&mut self, name: &str) {
+            let result = self.apply(Command::CreateNamespace {
+                name: name.into(),
+                max_namespaces: 10,
+            });
+            assert!(
+                matches!(result, CommandResult::NamespaceCreated { .. }),
+                "{result:?}"
+            );
+        }
+
+        fn put(&mut self, key: &str, value: &str) -> PutOutcome {
+            match self.apply(Command::Put {
+                namespace: "ns".into(),
+                key: key.into(),
+                value: value.into(),
+            }) {
+                CommandResult::Put(outcome) => outcome,
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+
+    fn put_op(key: &str, value: &str) -> WriteOp {
+        WriteOp::Put {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    #[test]
+    fn versions_increase_on_every_change() {
+        let mut h = Harness::new();
+        h.create("ns");
+        let first = h.put("k", "a");
+        let second = h.put("k", "b");
+        assert_eq!(first.previous_version, 0);
+        assert_eq!(second.previous_version, first.version);
+        assert!(second.version > first.version);
+        assert_eq!(
+            h.machine.get("ns", b"k").unwrap(),
+            Some((second.version, b"b".to_vec()))
+        );
+        assert_eq!(h.machine.namespace("ns").unwrap().key_count, 1);
+    }
+
+    #[test]
+    fn unknown_namespace_is_rejected_identically() {
+        let mut h = Harness::new();
+        let result = h.apply(Command::Put {
+            namespace: "nope".into(),
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+        });
+        assert_eq!(
+            result,
+            CommandResult::Rejected(Rejection::NamespaceNotFound {
+                name: "nope".into()
+            })
+        );
+    }
+
+    #[test]
+    fn namespace_cap_and_duplicates() {
+        let mut h = Harness::new();
+        for name in ["a", "b"] {
+            h.apply(Command::CreateNamespace {
+                name: name.into(),
+                max_namespaces: 2,
+            });
+        }
+        let over = h.apply(Command::CreateNamespace {
+            name: "c".into(),
+            max_namespaces: 2,
+        });
+        assert!(matches!(
+            over,
+            CommandResult::Rejected(Rejection::TooManyNamespaces { limit: 2, .. })
+        ));
+        let again = h.apply(Command::CreateNamespace {
+            name: "a".into(),
+            max_namespaces: 5,
+        });
+        assert!(matches!(
+            again,
+            CommandResult::Rejected(Rejection::NamespaceExists { .. })
+        ));
+    }
+
+    /// Table of transaction cases: (setup, compares, expected branch).
+    #[test]
+    fn transaction_comparisons() {
+        let cases: Vec<(&str, Vec<Compare>, bool)> = vec![
+            (
+                "missing key has version 0",
+                vec![cmp("missing", CompareOp::Equal, CompareTarget::Version(0))],
+                true,
+            ),
+            (
+                "exists true",
+                vec![cmp("k", CompareOp::Equal, CompareTarget::Exists(true))],
+                true,
+            ),
+            (
+                "exists false on present key",
+                vec![cmp("k", CompareOp::Equal, CompareTarget::Exists(false))],
+                false,
+            ),
+            (
+                "value equal",
+                vec![cmp(
+                    "k",
+                    CompareOp::Equal,
+                    CompareTarget::Value(b"v1".to_vec()),
+                )],
+                true,
+            ),
+            (
+                "value greater",
+                vec![cmp(
+                    "k",
+                    CompareOp::Greater,
+                    CompareTarget::Value(b"v0".to_vec()),
+                )],
+                true,
+            ),
+            (
+                "value less fails",
+                vec![cmp(
+                    "k",
+                    CompareOp::Less,
+                    CompareTarget::Value(b"v0".to_vec()),
+                )],
+                false,
+            ),
+            (
+                "missing value never equals",
+                vec![cmp(
+                    "missing",
+                    CompareOp::Equal,
+                    CompareTarget::Value(vec![]),
+                )],
+                false,
+            ),
+            (
+                "missing value is not-equal",
+                vec![cmp(
+                    "missing",
+                    CompareOp::NotEqual,
+                    CompareTarget::Value(vec![]),
+                )],
+                true,
+            ),
+            (
+                "version greater than 0",
+                vec![cmp("k", CompareOp::Greater, CompareTarget::Version(0))],
+                true,
+            ),
+            (
+                "all must hold",
+                vec![
+                    cmp("k", CompareOp::Equal, CompareTarget::Exists(true)),
+                    cmp(
+                        "k",
+                        CompareOp::Equal,
+                        CompareTarget::Value(b"other".to_vec()),
+                    ),
+                ],
+                false,
+            ),
+        ];
+        for (name, compares, expected) in cases {
+            let mut h = Harness::new();
+            h.create("ns");
+            h.put("k", "v1");
+            let result = h.apply(Command::Txn {
+                namespace: "ns".into(),
+                compares,
+                success: vec![put_op("branch", "success")],
+                failure: vec![put_op("branch", "failure")],
+            });
+            let CommandResult::Txn {
+                succeeded,
+                outcomes,
+            } = result
+            else {
+                panic!("{name}: {result:?}");
+            };
+            assert_eq!(succeeded, expected, "{name}");
+            assert_eq!(outcomes.len(), 1, "{name}");
+            let branch = h.machine.get("ns", b"branch").unwrap().unwrap().1;
+            assert_eq!(
+                branch,
+                if expected {
+                    b"success".to_vec()
+                } else {
+                    b"failure".to_vec()
+                },
+                "{name}"
+            );
+        }
+    }
+
+    fn cmp(key: &str, op: CompareOp, target: CompareTarget) -> Compare {
+        Compare {
+            key: key.into(),
+            op,
+            target,
+        }
+    }
+
+    #[test]
+    fn writes_inside_one_transaction_see_each_other() {
+        let mut h = Harness::new();
+        h.create("ns");
+        let result = h.apply(Command::Txn {
+            namespace: "ns".into(),
+            compares: vec![],
+            success: vec![
+                put_op("k", "a"),
+                put_op("k", "b"),
+                WriteOp::Delete { key: b"k".to_vec() },
+            ],
+            failure: vec![],
+        });
+        let CommandResult::Txn { outcomes, .. } = result else {
+            panic!()
+        };
+        let WriteOutcome::Put(first) = outcomes[0] else {
+            panic!()
+        };
+        let WriteOutcome::Put(second) = outcomes[1] else {
+            panic!()
+        };
+        let WriteOutcome::Delete(deleted) = outcomes[2] else {
+            panic!()
+        };
+        assert_eq!(second.previous_version, first.version);
+        assert!(second.version > first.version);
+        assert!(deleted.deleted);
+        assert_eq!(deleted.previous_version, second.version);
+        assert_eq!(h.machine.get("ns", b"k").unwrap(), None);
+        assert_eq!(h.machine.namespace("ns").unwrap().key_count, 0);
+    }
+
+    #[test]
+    fn imports_keep_versions_and_later_writes_go_above_them() {
+        let mut h = Harness::new();
+        h.create("ns");
+        h.apply(Command::Import {
+            namespace: "ns".into(),
+            entries: vec![VersionedEntry {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                version: 1_000,
+            }],
+        });
+        assert_eq!(
+            h.machine.get("ns", b"k").unwrap(),
+            Some((1_000, b"v".to_vec()))
+        );
+        let next = h.put("k", "w");
+        assert_eq!(next.version, 1_001);
+    }
+
+    #[test]
+    fn deleting_a_namespace_removes_its_keys_only() {
+        let mut h = Harness::new();
+        h.create("ns");
+        h.create("ns2");
+        h.put("k", "v");
+        h.apply(Command::Put {
+            namespace: "ns2".into(),
+            key: b"k".to_vec(),
+            value: b"v".to_vec(),
+        });
+        let result = h.apply(Command::DeleteNamespace { name: "ns".into() });
+        assert_eq!(result, CommandResult::NamespaceDeleted { keys_deleted: 1 });
+        assert!(h.machine.namespace("ns").is_none());
+        assert!(h.machine.get("ns2", b"k").unwrap().is_some());
+        assert_eq!(h.machine.get("ns", b"k").unwrap(), None);
     }
 }
