@@ -17,7 +17,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
-use tokio_stream::wrappers::TcpListenerStream;
+use tonic::transport::server::TcpIncoming;
 
 /// Largest gRPC message a node accepts: a maximal value plus envelope.
 fn max_message_bytes(config: &NodeConfig) -> usize {
@@ -69,7 +69,7 @@ pub async fn run(
         .add_service(kv)
         .add_service(admin)
         .add_service(node.raft.transport_service())
-        .serve_with_incoming_shutdown(TcpListenerStream::new(grpc_listener), async move {
+        .serve_with_incoming_shutdown(incoming(grpc_listener), async move {
             let _ = grpc_stop.wait_for(|stopped| *stopped).await;
         });
 
@@ -107,6 +107,12 @@ async fn bind(address: std::net::SocketAddr) -> Result<TcpListener, ShardError> 
             format!("cannot listen on {address}: {e}"),
         ))
     })
+}
+
+/// Accepted gRPC connections with Nagle's algorithm off: small responses must not
+/// wait for the peer's delayed ACK (that costs ~40 ms per request/response pair).
+fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
 }
 
 /// Keeps the gRPC health service in line with readiness.

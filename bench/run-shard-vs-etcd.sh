@@ -1,0 +1,69 @@
+#!/usr/bin/env bash
+# Benchmark: a 3-node Meridian shard vs a 3-node etcd cluster, same machine, same
+# load generator, same workload, in one run. Not part of the test suite.
+#
+#   bench/run-shard-vs-etcd.sh            # 256 B values, 1/16/64 clients, put+get, 20 s each
+#   DURATION=5 CLIENTS=64 bench/run-shard-vs-etcd.sh
+#
+# Installs Debian's etcd-server if it is missing. Everything listens on loopback.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+DURATION=${DURATION:-20}
+CLIENTS=${CLIENTS:-1,16,64}
+WORKLOADS=${WORKLOADS:-put,get}
+VALUE_SIZE=${VALUE_SIZE:-256}
+OUT=${OUT:-bench/results}
+
+if ! command -v etcd >/dev/null; then
+    echo "installing etcd-server (Debian package)"
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO=sudo
+    $SUDO apt-get update -q
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q etcd-server
+fi
+
+cargo build --release -p meridian -p meridian-bench
+BIN=target/release
+
+WORK=$(mktemp -d)
+ETCD_PIDS=()
+cleanup() {
+    "$BIN/meridian" lab down --dir "$WORK/meridian" >/dev/null 2>&1 || true
+    for pid in "${ETCD_PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+echo "starting a 3-node Meridian shard"
+"$BIN/meridian" lab up --dir "$WORK/meridian" --nodes 3 --detach >/dev/null
+
+echo "starting a 3-node etcd cluster"
+BASE=$((30000 + RANDOM % 20000))
+CLUSTER=""
+for i in 1 2 3; do
+    CLUSTER+="e$i=http://127.0.0.1:$((BASE + 10 * i + 1)),"
+done
+CLUSTER=${CLUSTER%,}
+ETCD_ENDPOINTS=""
+for i in 1 2 3; do
+    client=$((BASE + 10 * i)); peer=$((BASE + 10 * i + 1))
+    etcd --name "e$i" --data-dir "$WORK/etcd/e$i" \
+        --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
+        --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
+        --initial-cluster "$CLUSTER" --initial-cluster-state new --initial-cluster-token meridian-bench \
+        --log-level warn >"$WORK/etcd-e$i.log" 2>&1 &
+    ETCD_PIDS+=($!)
+    ETCD_ENDPOINTS+="127.0.0.1:$client,"
+done
+ETCD_ENDPOINTS=${ETCD_ENDPOINTS%,}
+
+mkdir -p "$OUT"
+STAMP=$(date -u +%Y-%m-%dT%H-%M-%SZ)
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r)"
+echo "load before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
+"$BIN/meridian-bench" --meridian-lab "$WORK/meridian" --etcd "$ETCD_ENDPOINTS" \
+    --clients "$CLIENTS" --workloads "$WORKLOADS" --duration "$DURATION" --value-size "$VALUE_SIZE" \
+    --json-out "$OUT/shard-vs-etcd-$STAMP.json"
+echo "results written to $OUT/shard-vs-etcd-$STAMP.json"

@@ -1,0 +1,359 @@
+//! `meridian-bench`: the same closed-loop workload against a Meridian shard and an
+//! etcd cluster, in one run, reported side by side.
+//!
+//! Each client is one task with its own HTTP/2 connection to the leader and one
+//! request in flight. Keys are drawn uniformly from a fixed key space; values have
+//! a fixed size. Reads are linearizable on both systems (Meridian's default
+//! read-index; etcd's default non-serializable range).
+
+mod etcd {
+    #![allow(missing_docs, clippy::all)]
+    tonic::include_proto!("etcdserverpb");
+}
+
+use anyhow::{Context, bail};
+use clap::Parser;
+use hdrhistogram::Histogram;
+use meridian_proto::v1 as pb;
+use rand::Rng;
+use serde::Serialize;
+use std::time::{Duration, Instant};
+use tonic::transport::{Channel, Endpoint};
+
+/// Command line.
+#[derive(Debug, Parser)]
+struct Args {
+    /// gRPC addresses of the Meridian shard members.
+    #[arg(long, value_delimiter = ',')]
+    meridian: Vec<String>,
+    /// Directory of a running Meridian lab to benchmark (instead of --meridian).
+    #[arg(long)]
+    meridian_lab: Option<std::path::PathBuf>,
+    /// Client addresses of the etcd members.
+    #[arg(long, value_delimiter = ',')]
+    etcd: Vec<String>,
+    /// Client counts to run, each a separate measurement.
+    #[arg(long, value_delimiter = ',', default_value = "1,16,64")]
+    clients: Vec<usize>,
+    /// Workloads: `put`, `get`.
+    #[arg(long, value_delimiter = ',', default_value = "put,get")]
+    workloads: Vec<String>,
+    /// Seconds measured per run (after a 2 s warm-up).
+    #[arg(long, default_value_t = 20)]
+    duration: u64,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 256)]
+    value_size: usize,
+    /// Size of the key space.
+    #[arg(long, default_value_t = 10_000)]
+    keys: usize,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    json_out: Option<std::path::PathBuf>,
+}
+
+/// One measured run.
+#[derive(Debug, Clone, Serialize)]
+struct RunResult {
+    system: &'static str,
+    workload: String,
+    clients: usize,
+    ops: u64,
+    errors: u64,
+    ops_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+    p999_ms: f64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum System {
+    Meridian,
+    Etcd,
+}
+
+impl System {
+    fn name(self) -> &'static str {
+        match self {
+            System::Meridian => "meridian",
+            System::Etcd => "etcd",
+        }
+    }
+}
+
+const NAMESPACE: &str = "bench";
+const WARM_UP: Duration = Duration::from_secs(2);
+
+fn channel(address: &str) -> anyhow::Result<Channel> {
+    Ok(Endpoint::from_shared(format!("http://{address}"))?
+        .tcp_nodelay(true)
+        .connect_lazy())
+}
+
+/// Retries leader discovery while a freshly started cluster elects.
+async fn with_retry<F, Fut>(find: F) -> anyhow::Result<String>
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<String>>,
+{
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        match find().await {
+            Ok(leader) => return Ok(leader),
+            Err(err) if Instant::now() >= deadline => return Err(err),
+            Err(_) => tokio::time::sleep(Duration::from_millis(200)).await,
+        }
+    }
+}
+
+fn lab_members(dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(dir.join("lab.json"))
+        .with_context(|| format!("reading {}/lab.json", dir.display()))?;
+    let state: serde_json::Value = serde_json::from_str(&text)?;
+    let members = state["processes"]
+        .as_array()
+        .map(|processes| {
+            processes
+                .iter()
+                .filter(|p| p["role"] == "node")
+                .filter_map(|p| p["grpc"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    Ok(members)
+}
+
+async fn meridian_leader(members: &[String]) -> anyhow::Result<String> {
+    for member in members {
+        let mut admin = pb::admin_client::AdminClient::new(channel(member)?);
+        if let Ok(status) = admin.cluster_status(pb::ClusterStatusRequest {}).await {
+            let status = status.into_inner();
+            if !status.leader_address.is_empty() {
+                return Ok(status.leader_address);
+            }
+        }
+    }
+    bail!("no Meridian leader found among {members:?}")
+}
+
+async fn etcd_leader(members: &[String]) -> anyhow::Result<String> {
+    for member in members {
+        let mut maintenance = etcd::maintenance_client::MaintenanceClient::new(channel(member)?);
+        if let Ok(status) = maintenance.status(etcd::StatusRequest {}).await {
+            let status = status.into_inner();
+            if status.header.map(|h| h.member_id) == Some(status.leader) {
+                return Ok(member.clone());
+            }
+        }
+    }
+    bail!("no etcd leader found among {members:?}")
+}
+
+fn key(index: usize) -> Vec<u8> {
+    format!("bench-key-{index:08}").into_bytes()
+}
+
+/// One operation against `system`; the error text is only counted.
+async fn operation(system: System, channel: &Channel, workload: &str, key: Vec<u8>, value: &[u8]) -> Result<(), String> {
+    let result = match (system, workload) {
+        (System::Meridian, "put") => pb::kv_client::KvClient::new(channel.clone())
+            .put(pb::PutRequest {
+                namespace: NAMESPACE.into(),
+                key,
+                value: value.to_vec(),
+            })
+            .await
+            .map(|_| ()),
+        (System::Meridian, _) => pb::kv_client::KvClient::new(channel.clone())
+            .get(pb::GetRequest {
+                namespace: NAMESPACE.into(),
+                key,
+                read: None,
+            })
+            .await
+            .map(|_| ()),
+        (System::Etcd, "put") => etcd::kv_client::KvClient::new(channel.clone())
+            .put(etcd::PutRequest {
+                key,
+                value: value.to_vec(),
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+        (System::Etcd, _) => etcd::kv_client::KvClient::new(channel.clone())
+            .range(etcd::RangeRequest {
+                key,
+                ..Default::default()
+            })
+            .await
+            .map(|_| ()),
+    };
+    result.map_err(|status| status.to_string())
+}
+
+async fn run(system: System, leader: &str, workload: &str, clients: usize, args: &Args) -> anyhow::Result<RunResult> {
+    let value = vec![b'v'; args.value_size];
+    let start = Instant::now();
+    let measure_from = start + WARM_UP;
+    let end = measure_from + Duration::from_secs(args.duration);
+    let mut tasks = Vec::with_capacity(clients);
+    for _ in 0..clients {
+        let channel = channel(leader)?;
+        let value = value.clone();
+        let workload = workload.to_string();
+        let keys = args.keys;
+        tasks.push(tokio::spawn(async move {
+            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+            let mut errors = 0u64;
+            let mut ops = 0u64;
+            loop {
+                let now = Instant::now();
+                if now >= end {
+                    break;
+                }
+                let index = rand::rng().random_range(0..keys);
+                let outcome = operation(system, &channel, &workload, key(index), &value).await;
+                if now >= measure_from {
+                    match outcome {
+                        Ok(()) => {
+                            ops += 1;
+                            let micros = now.elapsed().as_micros() as u64;
+                            let _ = histogram.record(micros.max(1));
+                        }
+                        Err(_) => errors += 1,
+                    }
+                }
+            }
+            (histogram, ops, errors)
+        }));
+    }
+    let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)?;
+    let (mut ops, mut errors) = (0, 0);
+    for task in tasks {
+        let (h, o, e) = task.await?;
+        histogram.add(h)?;
+        ops += o;
+        errors += e;
+    }
+    let ms = |q: f64| histogram.value_at_quantile(q) as f64 / 1000.0;
+    Ok(RunResult {
+        system: system.name(),
+        workload: workload.to_string(),
+        clients,
+        ops,
+        errors,
+        ops_per_second: ops as f64 / args.duration as f64,
+        p50_ms: ms(0.50),
+        p99_ms: ms(0.99),
+        p999_ms: ms(0.999),
+    })
+}
+
+async fn preload(system: System, leader: &str, args: &Args) -> anyhow::Result<()> {
+    let value = vec![b'v'; args.value_size];
+    let mut tasks = Vec::new();
+    for worker in 0..32 {
+        let channel = channel(leader)?;
+        let value = value.clone();
+        let keys = args.keys;
+        tasks.push(tokio::spawn(async move {
+            for index in (worker..keys).step_by(32) {
+                operation(system, &channel, "put", key(index), &value).await?;
+            }
+            Ok::<_, String>(())
+        }));
+    }
+    for task in tasks {
+        task.await?.map_err(|e| anyhow::anyhow!("preload failed: {e}"))?;
+    }
+    Ok(())
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let mut args = Args::parse();
+    if let Some(dir) = &args.meridian_lab {
+        args.meridian.extend(lab_members(dir)?);
+    }
+    let mut systems = Vec::new();
+    if !args.meridian.is_empty() {
+        let leader = with_retry(|| meridian_leader(&args.meridian)).await?;
+        let mut admin = pb::admin_client::AdminClient::new(channel(&leader)?);
+        if let Err(status) = admin
+            .create_namespace(pb::CreateNamespaceRequest { name: NAMESPACE.into() })
+            .await
+            && status.code() != tonic::Code::AlreadyExists
+        {
+            return Err(status).context("creating the bench namespace");
+        }
+        systems.push((System::Meridian, leader));
+    }
+    if !args.etcd.is_empty() {
+        systems.push((System::Etcd, with_retry(|| etcd_leader(&args.etcd)).await?));
+    }
+    if systems.is_empty() {
+        bail!("give --meridian and/or --etcd member addresses");
+    }
+    let mut results = Vec::new();
+    for workload in &args.workloads {
+        if workload != "put" && workload != "get" {
+            bail!("unknown workload {workload:?}: use put or get");
+        }
+        if workload == "get" {
+            for (system, leader) in &systems {
+                eprintln!("preloading {} keys into {}", args.keys, system.name());
+                preload(*system, leader, &args).await?;
+            }
+        }
+        for &clients in &args.clients {
+            let mut row = Vec::new();
+            for (system, leader) in &systems {
+                eprintln!("running {workload} with {clients} clients against {} for {} s", system.name(), args.duration);
+                let result = run(*system, leader, workload, clients, &args).await?;
+                eprintln!(
+                    "  {:>9.0} ops/s  p50 {:.2} ms  p99 {:.2} ms  p999 {:.2} ms  errors {}",
+                    result.ops_per_second, result.p50_ms, result.p99_ms, result.p999_ms, result.errors
+                );
+                row.push(result);
+            }
+            results.extend(row);
+        }
+    }
+    print_table(&results);
+    if let Some(path) = &args.json_out {
+        std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
+    }
+    Ok(())
+}
+
+fn print_table(results: &[RunResult]) {
+    println!(
+        "{:<9} {:>7} {:<9} {:>10} {:>9} {:>9} {:>9} {:>7} {:>13} {:>11}",
+        "workload", "clients", "system", "ops/s", "p50 ms", "p99 ms", "p999 ms", "errors", "ops ratio", "p99 ratio"
+    );
+    for result in results {
+        let peer = results.iter().find(|r| {
+            r.system == "etcd" && r.workload == result.workload && r.clients == result.clients
+        });
+        let (ops_ratio, p99_ratio) = match (result.system, peer) {
+            ("meridian", Some(etcd)) if etcd.ops_per_second > 0.0 && etcd.p99_ms > 0.0 => (
+                format!("{:.2}x", result.ops_per_second / etcd.ops_per_second),
+                format!("{:.2}x", result.p99_ms / etcd.p99_ms),
+            ),
+            _ => ("".into(), "".into()),
+        };
+        println!(
+            "{:<9} {:>7} {:<9} {:>10.0} {:>9.2} {:>9.2} {:>9.2} {:>7} {:>13} {:>11}",
+            result.workload,
+            result.clients,
+            result.system,
+            result.ops_per_second,
+            result.p50_ms,
+            result.p99_ms,
+            result.p999_ms,
+            result.errors,
+            ops_ratio,
+            p99_ratio
+        );
+    }
+}
