@@ -154,7 +154,13 @@ fn key(index: usize) -> Vec<u8> {
 }
 
 /// One operation against `system`; the error text is only counted.
-async fn operation(system: System, channel: &Channel, workload: &str, key: Vec<u8>, value: &[u8]) -> Result<(), String> {
+async fn operation(
+    system: System,
+    channel: &Channel,
+    workload: &str,
+    key: Vec<u8>,
+    value: &[u8],
+) -> Result<(), String> {
     let result = match (system, workload) {
         (System::Meridian, "put") => pb::kv_client::KvClient::new(channel.clone())
             .put(pb::PutRequest {
@@ -191,7 +197,13 @@ async fn operation(system: System, channel: &Channel, workload: &str, key: Vec<u
     result.map_err(|status| status.to_string())
 }
 
-async fn run(system: System, leader: &str, workload: &str, clients: usize, args: &Args) -> anyhow::Result<RunResult> {
+async fn run(
+    system: System,
+    leader: &str,
+    workload: &str,
+    clients: usize,
+    args: &Args,
+) -> anyhow::Result<RunResult> {
     let value = vec![b'v'; args.value_size];
     let start = Instant::now();
     let measure_from = start + WARM_UP;
@@ -203,7 +215,8 @@ async fn run(system: System, leader: &str, workload: &str, clients: usize, args:
         let workload = workload.to_string();
         let keys = args.keys;
         tasks.push(tokio::spawn(async move {
-            let mut histogram = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
+            let mut histogram =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
             let mut errors = 0u64;
             let mut ops = 0u64;
             loop {
@@ -264,7 +277,8 @@ async fn preload(system: System, leader: &str, args: &Args) -> anyhow::Result<()
         }));
     }
     for task in tasks {
-        task.await?.map_err(|e| anyhow::anyhow!("preload failed: {e}"))?;
+        task.await?
+            .map_err(|e| anyhow::anyhow!("preload failed: {e}"))?;
     }
     Ok(())
 }
@@ -280,7 +294,9 @@ async fn main() -> anyhow::Result<()> {
         let leader = with_retry(|| meridian_leader(&args.meridian)).await?;
         let mut admin = pb::admin_client::AdminClient::new(channel(&leader)?);
         if let Err(status) = admin
-            .create_namespace(pb::CreateNamespaceRequest { name: NAMESPACE.into() })
+            .create_namespace(pb::CreateNamespaceRequest {
+                name: NAMESPACE.into(),
+            })
             .await
             && status.code() != tonic::Code::AlreadyExists
         {
@@ -308,11 +324,19 @@ async fn main() -> anyhow::Result<()> {
         for &clients in &args.clients {
             let mut row = Vec::new();
             for (system, leader) in &systems {
-                eprintln!("running {workload} with {clients} clients against {} for {} s", system.name(), args.duration);
+                eprintln!(
+                    "running {workload} with {clients} clients against {} for {} s",
+                    system.name(),
+                    args.duration
+                );
                 let result = run(*system, leader, workload, clients, &args).await?;
                 eprintln!(
                     "  {:>9.0} ops/s  p50 {:.2} ms  p99 {:.2} ms  p999 {:.2} ms  errors {}",
-                    result.ops_per_second, result.p50_ms, result.p99_ms, result.p999_ms, result.errors
+                    result.ops_per_second,
+                    result.p50_ms,
+                    result.p99_ms,
+                    result.p999_ms,
+                    result.errors
                 );
                 row.push(result);
             }
@@ -329,7 +353,16 @@ async fn main() -> anyhow::Result<()> {
 fn print_table(results: &[RunResult]) {
     println!(
         "{:<9} {:>7} {:<9} {:>10} {:>9} {:>9} {:>9} {:>7} {:>13} {:>11}",
-        "workload", "clients", "system", "ops/s", "p50 ms", "p99 ms", "p999 ms", "errors", "ops ratio", "p99 ratio"
+        "workload",
+        "clients",
+        "system",
+        "ops/s",
+        "p50 ms",
+        "p99 ms",
+        "p999 ms",
+        "errors",
+        "ops ratio",
+        "p99 ratio"
     );
     for result in results {
         let peer = results.iter().find(|r| {

@@ -6,6 +6,7 @@
 //! - [`types`]: the openraft type configuration (opaque command and response bytes).
 //! - [`engine`]: the fjall database a node keeps everything in, and its group-commit
 //!   flusher that makes many log appends durable with one fsync.
+//! - [`apply_batch`]: the read-through batch a run of entries is applied into.
 //! - [`log_store`]: the Raft log, vote and commit index in that database.
 //! - [`state_machine`]: the [`Application`] trait a state machine implements, and the
 //!   adapter that applies committed entries to it and builds/installs snapshots.
@@ -15,6 +16,7 @@
 //! - [`node`]: wiring the parts into a running [`RaftNode`].
 //! - [`metrics`]: storage metrics (fsync latency, group size).
 
+pub mod apply_batch;
 pub mod engine;
 pub mod error;
 pub mod log_store;
@@ -26,6 +28,7 @@ pub mod state_machine;
 pub mod transport;
 pub mod types;
 
+pub use apply_batch::ApplyBatch;
 pub use engine::StorageEngine;
 pub use error::RaftNodeError;
 pub use node::{RaftNode, RaftNodeOptions};

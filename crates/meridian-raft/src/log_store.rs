@@ -12,9 +12,11 @@ use openraft::OptionalSend;
 use openraft::storage::{IOFlushed, LogState, RaftLogReader, RaftLogStorage};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::collections::VecDeque;
 use std::fmt::Debug;
 use std::io;
 use std::ops::{Bound, RangeBounds};
+use std::sync::{Arc, Mutex};
 
 const VOTE_KEY: &str = "vote";
 const COMMITTED_KEY: &str = "committed";
@@ -47,12 +49,76 @@ pub(crate) fn decode<T: DeserializeOwned>(raw: &[u8]) -> io::Result<T> {
     }
 }
 
+/// Entries kept in memory at the tail of the log.
+const CACHE_ENTRIES: usize = 16_384;
+
+/// The newest log entries, decoded. The leader reads every entry back once per
+/// follower and once to apply it, and followers once to apply it; serving those
+/// reads from memory avoids decoding each entry several times.
+///
+/// Invariant: when not empty, the cache holds a contiguous run of entries that
+/// ends at the last entry of the log.
+#[derive(Default)]
+struct LogCache {
+    first_index: u64,
+    entries: VecDeque<Entry>,
+}
+
+impl LogCache {
+    fn end(&self) -> u64 {
+        self.first_index + self.entries.len() as u64
+    }
+
+    fn append(&mut self, entry: &Entry) {
+        let index = entry.log_id.index();
+        if self.entries.is_empty() || index != self.end() {
+            self.entries.clear();
+            self.first_index = index;
+        }
+        self.entries.push_back(entry.clone());
+        if self.entries.len() > CACHE_ENTRIES {
+            self.entries.pop_front();
+            self.first_index += 1;
+        }
+    }
+
+    /// Drops entries at `index` and after.
+    fn truncate_from(&mut self, index: u64) {
+        while !self.entries.is_empty() && self.end() > index {
+            self.entries.pop_back();
+        }
+    }
+
+    /// Drops entries up to and including `index`.
+    fn purge_through(&mut self, index: u64) {
+        while !self.entries.is_empty() && self.first_index <= index {
+            self.entries.pop_front();
+            self.first_index += 1;
+        }
+    }
+
+    /// Entries in `[start, end)` (`end = None`: to the end), if all are cached.
+    fn get(&self, start: u64, end: Option<u64>) -> Option<Vec<Entry>> {
+        if self.entries.is_empty() || start < self.first_index {
+            return None;
+        }
+        let end = end.unwrap_or(self.end()).min(self.end());
+        if start >= end {
+            return Some(Vec::new());
+        }
+        let from = (start - self.first_index) as usize;
+        let to = (end - self.first_index) as usize;
+        Some(self.entries.range(from..to).cloned().collect())
+    }
+}
+
 /// The Raft log store of one node.
 #[derive(Clone)]
 pub struct LogStore {
     engine: StorageEngine,
     log: Keyspace,
     meta: Keyspace,
+    cache: Arc<Mutex<LogCache>>,
 }
 
 impl LogStore {
@@ -62,7 +128,12 @@ impl LogStore {
             log: engine.keyspace("raft_log", KeyspaceCreateOptions::default)?,
             meta: engine.keyspace("raft_meta", KeyspaceCreateOptions::default)?,
             engine: engine.clone(),
+            cache: Arc::new(Mutex::new(LogCache::default())),
         })
+    }
+
+    fn cache(&self) -> std::sync::MutexGuard<'_, LogCache> {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     fn read_meta<T: DeserializeOwned>(&self, key: &str) -> io::Result<Option<T>> {
@@ -74,6 +145,9 @@ impl LogStore {
     }
 
     fn last_entry_log_id(&self) -> io::Result<Option<LogId>> {
+        if let Some(last) = self.cache().entries.back() {
+            return Ok(Some(last.log_id));
+        }
         match self.log.last_key_value() {
             Some(guard) => {
                 let (_, raw) = guard.into_inner().map_err(to_io)?;
@@ -99,6 +173,14 @@ impl RaftLogReader<TypeConfig> for LogStore {
             Bound::Excluded(i) => i.saturating_add(1),
             Bound::Unbounded => 0,
         };
+        let cached_end = match range.end_bound() {
+            Bound::Included(i) => Some(i.saturating_add(1)),
+            Bound::Excluded(i) => Some(*i),
+            Bound::Unbounded => None,
+        };
+        if let Some(entries) = self.cache().get(start, cached_end) {
+            return Ok(entries);
+        }
         let end = match range.end_bound() {
             Bound::Included(i) => Bound::Included(index_key(*i)),
             Bound::Excluded(i) => Bound::Excluded(index_key(*i)),
@@ -161,16 +243,24 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         I::IntoIter: OptionalSend,
     {
         let mut batch = self.engine.database().batch();
-        for entry in entries {
-            batch.insert(&self.log, index_key(entry.log_id.index()), encode(&entry)?);
+        let entries: Vec<Entry> = entries.into_iter().collect();
+        for entry in &entries {
+            batch.insert(&self.log, index_key(entry.log_id.index()), encode(entry)?);
         }
         batch.commit().map_err(to_io)?;
+        {
+            let mut cache = self.cache();
+            for entry in &entries {
+                cache.append(entry);
+            }
+        }
         self.engine.flush_then(callback);
         Ok(())
     }
 
     async fn truncate_after(&mut self, last_log_id: Option<LogId>) -> Result<(), io::Error> {
         let from = last_log_id.map_or(0, |id| id.index() + 1);
+        self.cache().truncate_from(from);
         let mut batch = self.engine.database().batch();
         for guard in self.log.range(index_key(from)..) {
             batch.remove(&self.log, guard.key().map_err(to_io)?);
@@ -185,6 +275,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // Everything the purged entries fed into (state machine and snapshot) must
         // be durable before the entries disappear.
         self.engine.sync_now()?;
+        self.cache().purge_through(log_id.index());
         let mut batch = self.engine.database().batch();
         batch.insert(&self.meta, LAST_PURGED_KEY, encode(&log_id)?);
         for guard in self.log.range(..=index_key(log_id.index())) {

@@ -6,13 +6,16 @@
 
 use crate::snapshot::SnapshotFile;
 use crate::types::{TypeConfig, Vote};
+use futures::future::BoxFuture;
+use futures::stream::{BoxStream, Stream, StreamExt};
 use meridian_proto::v1::raft_transport_client::RaftTransportClient;
 use meridian_proto::v1::{RaftPayload, SnapshotChunk};
 use openraft::alias::SnapshotOf;
 use openraft::errors::{NetworkError, RPCError, ReplicationClosed, StreamingError, Unreachable};
 use openraft::network::{RPCOption, RaftNetworkFactory, RaftNetworkV2};
 use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, VoteRequest, VoteResponse,
+    AppendEntriesRequest, AppendEntriesResponse, SnapshotResponse, StreamAppendResult, VoteRequest,
+    VoteResponse,
 };
 use openraft::{BasicNode, OptionalSend};
 use serde::Serialize;
@@ -53,7 +56,10 @@ impl PeerClient {
                 let channel = endpoint
                     .connect_timeout(Duration::from_secs(1))
                     .tcp_nodelay(true)
-                    .http2_keep_alive_interval(Duration::from_secs(10))
+                    // Detect a dead peer behind a still-open pipelined stream quickly.
+                    .http2_keep_alive_interval(Duration::from_secs(1))
+                    .keep_alive_timeout(Duration::from_secs(2))
+                    .keep_alive_while_idle(true)
                     .connect_lazy();
                 RaftTransportClient::new(channel)
                     .max_decoding_message_size(256 << 20)
@@ -131,6 +137,39 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
         let payload = encode_payload(&rpc)?;
         let response = with_deadline(option.hard_ttl(), client.append_entries(payload)).await?;
         decode_payload(response)
+    }
+
+    fn stream_append<'s, S>(
+        &'s mut self,
+        input: S,
+        option: RPCOption,
+    ) -> BoxFuture<
+        's,
+        Result<
+            BoxStream<'s, Result<StreamAppendResult<TypeConfig>, RPCError<TypeConfig>>>,
+            RPCError<TypeConfig>,
+        >,
+    >
+    where
+        S: Stream<Item = AppendEntriesRequest<TypeConfig>> + OptionalSend + Unpin + 'static,
+    {
+        Box::pin(async move {
+            let mut client = self.client()?;
+            let outbound = input.map(|request| {
+                encode_payload(&request).unwrap_or_else(|e| RaftPayload {
+                    format: PAYLOAD_FORMAT,
+                    data: Default::default(),
+                    error: format!("cannot encode append request: {e}"),
+                })
+            });
+            let replies = with_deadline(option.hard_ttl(), client.stream_append(outbound)).await?;
+            let replies = replies.map(|reply| match reply {
+                Ok(payload) => decode_payload::<StreamAppendResult<TypeConfig>>(payload),
+                Err(status) => Err(status_to_error(status)),
+            });
+            let replies: BoxStream<'s, _> = Box::pin(replies);
+            Ok(replies)
+        })
     }
 
     async fn vote(

@@ -1,19 +1,22 @@
 //! Applying committed entries to an [`Application`], and snapshots of it.
 //!
-//! Each entry is applied in its own atomic fjall batch together with the new
-//! "last applied" id, so the stored state is always exactly some prefix of the log,
-//! whatever moment a crash picks. Nothing here fsyncs: the journal is made durable
+//! Each run of entries that are ready together is applied in one atomic fjall batch
+//! together with the new "last applied" id, so the stored state is always exactly
+//! some prefix of the log, whatever moment a crash picks; responses go out only
+//! after the batch is committed, so a client never reads behind its own write. Nothing here fsyncs: the journal is made durable
 //! by the log flusher, and a state machine that lost its tail in a crash is rebuilt
 //! from the (durable) log or the (durable) snapshot on restart.
 
+use crate::apply_batch::ApplyBatch;
 use crate::engine::StorageEngine;
 use crate::log_store::{decode, encode};
 use crate::snapshot::{self, SnapshotFile, SnapshotReader, SnapshotWriter};
 use crate::types::{Entry, LogId, Response, SnapshotMeta, StoredMembership, TypeConfig};
 use fjall::{Keyspace, KeyspaceCreateOptions, Readable};
-use futures::{Stream, TryStreamExt};
+use futures::{FutureExt, Stream, TryStreamExt};
 use openraft::Snapshot;
 use openraft::alias::SnapshotOf;
+use openraft::storage::ApplyResponder;
 use openraft::storage::{EntryResponder, RaftSnapshotBuilder, RaftStateMachine};
 use openraft::{EntryPayload, OptionalSend};
 use std::io;
@@ -31,17 +34,14 @@ pub trait Application: Send + Sync + 'static {
     fn keyspaces(&self) -> Vec<Keyspace>;
 
     /// Applies one committed command at log `index`. Every change must go into
-    /// `batch`, which is committed atomically with the applied index. The result is
+    /// `batch`, which is committed atomically with the applied index; reads must go
+    /// through `batch`, which holds the not-yet-committed writes of earlier entries
+    /// of the same run. The result is
     /// returned to the client that proposed the command.
     ///
     /// Must be deterministic: every replica applies the same commands in the same
     /// order and must reach the same state. An error stops the node.
-    fn apply(
-        &self,
-        index: u64,
-        command: &[u8],
-        batch: &mut fjall::OwnedWriteBatch,
-    ) -> io::Result<Vec<u8>>;
+    fn apply(&self, index: u64, command: &[u8], batch: &mut ApplyBatch) -> io::Result<Vec<u8>>;
 
     /// Called after a snapshot replaced the keyspaces' contents, to rebuild any
     /// in-memory view.
@@ -234,27 +234,47 @@ impl StateMachineStore {
         Ok(meta)
     }
 
-    fn apply_entry(&self, entry: &Entry) -> io::Result<Response> {
+    fn apply_entry(&self, entry: &Entry, batch: &mut ApplyBatch) -> io::Result<Response> {
         let inner = &self.inner;
-        let mut batch = inner.engine.database().batch();
-        let response = match &entry.payload {
+        Ok(match &entry.payload {
             EntryPayload::Blank => Response::default(),
-            EntryPayload::Normal(request) => Response(inner.app.apply(
-                entry.log_id.index(),
-                &request.0,
-                &mut batch,
-            )?),
+            EntryPayload::Normal(request) => {
+                Response(inner.app.apply(entry.log_id.index(), &request.0, batch)?)
+            }
             EntryPayload::Membership(membership) => {
                 let stored = StoredMembership::new(Some(entry.log_id), membership.clone());
-                batch.insert(&inner.meta, MEMBERSHIP_KEY, encode(&stored)?);
+                batch.insert(
+                    &inner.meta,
+                    MEMBERSHIP_KEY.as_bytes().to_vec(),
+                    encode(&stored)?,
+                );
                 Response::default()
             }
-        };
-        batch.insert(&inner.meta, LAST_APPLIED_KEY, encode(&Some(entry.log_id))?);
-        batch.commit().map_err(to_io)?;
-        Ok(response)
+        })
+    }
+
+    /// Commits `batch` with `last_applied`, then answers the waiting clients.
+    fn commit_run(
+        &self,
+        mut batch: ApplyBatch,
+        last_applied: LogId,
+        responses: &mut Vec<(ApplyResponder<TypeConfig>, Response)>,
+    ) -> io::Result<()> {
+        batch.insert(
+            &self.inner.meta,
+            LAST_APPLIED_KEY.as_bytes().to_vec(),
+            encode(&Some(last_applied))?,
+        );
+        batch.commit()?;
+        for (responder, response) in responses.drain(..) {
+            responder.send(response);
+        }
+        Ok(())
     }
 }
+
+/// Most entries applied in one batch before it is committed.
+const MAX_APPLY_RUN: usize = 1024;
 
 fn snapshot_name(meta: &SnapshotMeta) -> String {
     match &meta.last_log_id {
@@ -307,11 +327,40 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
-        while let Some((entry, responder)) = entries.try_next().await? {
-            let response = self.apply_entry(&entry)?;
+        let db = self.inner.engine.database().clone();
+        let mut batch = ApplyBatch::new(&db);
+        let mut last_applied: Option<LogId> = None;
+        let mut run = 0;
+        let mut responses = Vec::new();
+        loop {
+            // Take entries while they are ready; when the stream would wait (or the
+            // run is long), commit what was applied and answer its clients first.
+            let next = match entries.try_next().now_or_never() {
+                Some(next) if run < MAX_APPLY_RUN => next?,
+                pending => {
+                    if let Some(last) = last_applied.take() {
+                        let full = std::mem::replace(&mut batch, ApplyBatch::new(&db));
+                        self.commit_run(full, last, &mut responses)?;
+                        run = 0;
+                    }
+                    match pending {
+                        Some(next) => next?,
+                        None => entries.try_next().await?,
+                    }
+                }
+            };
+            let Some((entry, responder)) = next else {
+                break;
+            };
+            let response = self.apply_entry(&entry, &mut batch)?;
+            last_applied = Some(entry.log_id);
+            run += 1;
             if let Some(responder) = responder {
-                responder.send(response);
+                responses.push((responder, response));
             }
+        }
+        if let Some(last) = last_applied {
+            self.commit_run(batch, last, &mut responses)?;
         }
         Ok(())
     }

@@ -11,8 +11,9 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::io::Write;
 use std::path::PathBuf;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
-use tokio_stream::StreamExt;
+use tokio_stream::{Stream, StreamExt};
 use tonic::{Request, Response, Status, Streaming};
 
 /// The `RaftTransport` gRPC service of one node.
@@ -52,6 +53,16 @@ fn decode<T: DeserializeOwned>(payload: &RaftPayload) -> Result<T, Status> {
         .map_err(|e| Status::invalid_argument(format!("malformed raft payload: {e}")))
 }
 
+fn encode_reply<T: Serialize>(message: &T) -> Result<RaftPayload, Status> {
+    Ok(RaftPayload {
+        format: PAYLOAD_FORMAT,
+        data: postcard::to_stdvec(message)
+            .map_err(|e| Status::internal(e.to_string()))?
+            .into(),
+        error: String::new(),
+    })
+}
+
 fn answer<T: Serialize, E: std::fmt::Display>(
     result: Result<T, E>,
 ) -> Result<Response<RaftPayload>, Status> {
@@ -72,8 +83,36 @@ fn answer<T: Serialize, E: std::fmt::Display>(
     Ok(Response::new(payload))
 }
 
+/// Replies of a pipelined replication stream.
+type StreamAppendReplies = Pin<Box<dyn Stream<Item = Result<RaftPayload, Status>> + Send>>;
+
 #[tonic::async_trait]
 impl RaftTransport for TransportService {
+    type StreamAppendStream = StreamAppendReplies;
+
+    async fn stream_append(
+        &self,
+        request: Request<Streaming<RaftPayload>>,
+    ) -> Result<Response<Self::StreamAppendStream>, Status> {
+        // A malformed or failed item ends the request stream; the leader then
+        // sees the reply stream end and starts a new one.
+        let requests = request
+            .into_inner()
+            .map_while(|item| item.ok().and_then(|payload| decode(&payload).ok()));
+        let replies = self.raft.stream_append(requests).map(|result| {
+            let payload = match result {
+                Ok(result) => encode_reply(&result)?,
+                Err(fatal) => RaftPayload {
+                    format: PAYLOAD_FORMAT,
+                    data: Default::default(),
+                    error: fatal.to_string(),
+                },
+            };
+            Ok(payload)
+        });
+        Ok(Response::new(Box::pin(replies)))
+    }
+
     async fn append_entries(
         &self,
         request: Request<RaftPayload>,

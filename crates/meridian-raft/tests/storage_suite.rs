@@ -4,7 +4,7 @@
 use fjall::{Keyspace, KeyspaceCreateOptions};
 use meridian_raft::log_store::LogStore;
 use meridian_raft::metrics::StorageMetrics;
-use meridian_raft::{Application, StateMachineStore, StorageEngine, TypeConfig};
+use meridian_raft::{Application, ApplyBatch, StateMachineStore, StorageEngine, TypeConfig};
 use openraft::StorageError;
 use openraft::testing::log::{StoreBuilder, Suite};
 use openraft::type_config::TypeConfigExt;
@@ -21,13 +21,8 @@ impl Application for Recorder {
         vec![self.data.clone()]
     }
 
-    fn apply(
-        &self,
-        index: u64,
-        command: &[u8],
-        batch: &mut fjall::OwnedWriteBatch,
-    ) -> io::Result<Vec<u8>> {
-        batch.insert(&self.data, index.to_be_bytes(), command.to_vec());
+    fn apply(&self, index: u64, command: &[u8], batch: &mut ApplyBatch) -> io::Result<Vec<u8>> {
+        batch.insert(&self.data, index.to_be_bytes().to_vec(), command.to_vec());
         Ok(command.to_vec())
     }
 

@@ -11,9 +11,9 @@ use crate::command::{
 };
 use crate::keys;
 use fjall::{Keyspace, KeyspaceCreateOptions};
-use meridian_raft::{Application, StorageEngine};
+use meridian_raft::{Application, ApplyBatch, StorageEngine};
 use serde::{Deserialize, Serialize};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::io;
 use std::sync::RwLock;
 
@@ -165,23 +165,24 @@ impl KvStateMachine {
         Ok((digest.finish(), count))
     }
 
-    fn read_through(
+    /// Reads a key through the pending batch (for use while applying).
+    fn pending_get(
         &self,
-        overlay: &HashMap<Vec<u8>, Option<StoredValue>>,
+        batch: &ApplyBatch,
         namespace: &str,
         key: &[u8],
     ) -> io::Result<Option<StoredValue>> {
-        match overlay.get(key) {
-            Some(pending) => Ok(pending.clone()),
-            None => self.get(namespace, key),
-        }
+        batch
+            .get(&self.data, &keys::data_key(namespace, key))?
+            .map(|raw| decode_stored(&raw))
+            .transpose()
     }
 
     fn apply_command(
         &self,
         index: u64,
         command: Command,
-        batch: &mut fjall::OwnedWriteBatch,
+        batch: &mut ApplyBatch,
     ) -> io::Result<CommandResult> {
         match command {
             Command::CreateNamespace {
@@ -203,7 +204,11 @@ impl KvStateMachine {
                     created_index: index,
                     key_count: 0,
                 };
-                batch.insert(&self.namespaces, name.as_bytes(), encode_record(&record)?);
+                batch.insert(
+                    &self.namespaces,
+                    name.as_bytes().to_vec(),
+                    encode_record(&record)?,
+                );
                 cache.insert(name, record);
                 Ok(CommandResult::NamespaceCreated {
                     created_index: index,
@@ -217,12 +222,11 @@ impl KvStateMachine {
                     }));
                 }
                 let mut keys_deleted = 0;
-                for guard in self.data.prefix(keys::namespace_prefix(&name)) {
-                    let key = guard.key().map_err(storage_error)?;
+                for key in batch.keys_with_prefix(&self.data, &keys::namespace_prefix(&name))? {
                     batch.remove(&self.data, key);
                     keys_deleted += 1;
                 }
-                batch.remove(&self.namespaces, name.as_bytes());
+                batch.remove(&self.namespaces, name.as_bytes().to_vec());
                 cache.remove(&name);
                 Ok(CommandResult::NamespaceDeleted { keys_deleted })
             }
@@ -231,13 +235,13 @@ impl KvStateMachine {
                 key,
                 value,
             } => self.with_namespace(&namespace, batch, |machine, batch, counter| {
-                let previous = machine.get(&namespace, &key)?;
+                let previous = machine.pending_get(batch, &namespace, &key)?;
                 let outcome = machine.put(index, &namespace, key, &value, previous, batch, counter);
                 Ok(CommandResult::Put(outcome))
             }),
             Command::Delete { namespace, key } => {
                 self.with_namespace(&namespace, batch, |machine, batch, counter| {
-                    let previous = machine.get(&namespace, &key)?;
+                    let previous = machine.pending_get(batch, &namespace, &key)?;
                     let outcome = machine.delete(&namespace, &key, previous, batch, counter);
                     Ok(CommandResult::Delete(outcome))
                 })
@@ -264,8 +268,8 @@ impl KvStateMachine {
     fn with_namespace(
         &self,
         namespace: &str,
-        batch: &mut fjall::OwnedWriteBatch,
-        body: impl FnOnce(&Self, &mut fjall::OwnedWriteBatch, &mut i64) -> io::Result<CommandResult>,
+        batch: &mut ApplyBatch,
+        body: impl FnOnce(&Self, &mut ApplyBatch, &mut i64) -> io::Result<CommandResult>,
     ) -> io::Result<CommandResult> {
         let Some(mut record) = self.namespace(namespace) else {
             return Ok(CommandResult::Rejected(Rejection::NamespaceNotFound {
@@ -278,7 +282,7 @@ impl KvStateMachine {
             record.key_count = record.key_count.saturating_add_signed(key_delta);
             batch.insert(
                 &self.namespaces,
-                namespace.as_bytes(),
+                namespace.as_bytes().to_vec(),
                 encode_record(&record)?,
             );
             self.cache
@@ -299,7 +303,7 @@ impl KvStateMachine {
         key: Vec<u8>,
         value: &[u8],
         previous: Option<StoredValue>,
-        batch: &mut fjall::OwnedWriteBatch,
+        batch: &mut ApplyBatch,
         key_delta: &mut i64,
     ) -> PutOutcome {
         let previous_version = previous.map_or(0, |(version, _)| version);
@@ -323,7 +327,7 @@ impl KvStateMachine {
         namespace: &str,
         key: &[u8],
         previous: Option<StoredValue>,
-        batch: &mut fjall::OwnedWriteBatch,
+        batch: &mut ApplyBatch,
         key_delta: &mut i64,
     ) -> DeleteOutcome {
         match previous {
@@ -350,42 +354,31 @@ impl KvStateMachine {
         compares: &[Compare],
         success: Vec<WriteOp>,
         failure: Vec<WriteOp>,
-        batch: &mut fjall::OwnedWriteBatch,
+        batch: &mut ApplyBatch,
         key_delta: &mut i64,
     ) -> io::Result<CommandResult> {
         let mut succeeded = true;
         for compare in compares {
-            let current = self.get(namespace, &compare.key)?;
+            let current = self.pending_get(batch, namespace, &compare.key)?;
             if !compare_holds(compare, current.as_ref()) {
                 succeeded = false;
                 break;
             }
         }
         let branch = if succeeded { success } else { failure };
-        // Later writes in the branch must see earlier ones, which are still only in
-        // the uncommitted batch.
-        let mut overlay: HashMap<Vec<u8>, Option<StoredValue>> = HashMap::new();
+        // Later writes in the branch see earlier ones through the batch.
         let mut outcomes = Vec::with_capacity(branch.len());
         for op in branch {
             match op {
                 WriteOp::Put { key, value } => {
-                    let previous = self.read_through(&overlay, namespace, &key)?;
-                    let outcome = self.put(
-                        index,
-                        namespace,
-                        key.clone(),
-                        &value,
-                        previous,
-                        batch,
-                        key_delta,
-                    );
-                    overlay.insert(key, Some((outcome.version, value)));
+                    let previous = self.pending_get(batch, namespace, &key)?;
+                    let outcome =
+                        self.put(index, namespace, key, &value, previous, batch, key_delta);
                     outcomes.push(WriteOutcome::Put(outcome));
                 }
                 WriteOp::Delete { key } => {
-                    let previous = self.read_through(&overlay, namespace, &key)?;
+                    let previous = self.pending_get(batch, namespace, &key)?;
                     let outcome = self.delete(namespace, &key, previous, batch, key_delta);
-                    overlay.insert(key, None);
                     outcomes.push(WriteOutcome::Delete(outcome));
                 }
             }
@@ -400,13 +393,13 @@ impl KvStateMachine {
         &self,
         namespace: &str,
         entries: Vec<VersionedEntry>,
-        batch: &mut fjall::OwnedWriteBatch,
+        batch: &mut ApplyBatch,
         key_delta: &mut i64,
     ) -> io::Result<CommandResult> {
         let mut seen = std::collections::HashSet::new();
         let count = entries.len() as u64;
         for entry in entries {
-            let existed = self.get(namespace, &entry.key)?.is_some();
+            let existed = self.pending_get(batch, namespace, &entry.key)?.is_some();
             if !existed && seen.insert(entry.key.clone()) {
                 *key_delta += 1;
             }
@@ -467,12 +460,7 @@ impl Application for KvStateMachine {
         vec![self.data.clone(), self.namespaces.clone()]
     }
 
-    fn apply(
-        &self,
-        index: u64,
-        command: &[u8],
-        batch: &mut fjall::OwnedWriteBatch,
-    ) -> io::Result<Vec<u8>> {
+    fn apply(&self, index: u64, command: &[u8], batch: &mut ApplyBatch) -> io::Result<Vec<u8>> {
         let command: Command = postcard::from_bytes(command)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         let result = self.apply_command(index, command, batch)?;
@@ -513,7 +501,7 @@ mod tests {
 
         fn apply(&mut self, command: Command) -> CommandResult {
             self.index += 1;
-            let mut batch = self.engine.database().batch();
+            let mut batch = ApplyBatch::new(self.engine.database());
             let encoded = postcard::to_stdvec(&command).unwrap();
             let raw = self
                 .machine
