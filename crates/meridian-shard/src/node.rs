@@ -6,12 +6,13 @@ use crate::config::{NodeConfig, ReadPolicy};
 use crate::disk::DiskGuard;
 use crate::error::ShardError;
 use crate::metrics::ShardMetrics;
+use crate::read_barrier::ReadBarrier;
 use crate::state_machine::KvStateMachine;
 use meridian_proto::v1::{Consistency, ReadOptions, ResponseHeader};
 use meridian_raft::{RaftNode, RaftNodeOptions, Request, StorageEngine};
 use openraft::ReadPolicy as RaftReadPolicy;
 use openraft::async_runtime::WatchReceiver;
-use openraft::errors::{ClientWriteError, ForwardToLeader, LinearizableReadError, RaftError};
+use openraft::errors::{ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{RaftMetrics, ServerState};
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -29,6 +30,10 @@ pub struct ShardNode {
     pub metrics: Arc<ShardMetrics>,
     disk: DiskGuard,
     ready: AtomicBool,
+    /// Coalesced read barrier for strong reads (configured policy).
+    strong_reads: ReadBarrier,
+    /// Coalesced lease check for bounded and session reads.
+    lease_reads: ReadBarrier,
 }
 
 impl ShardNode {
@@ -72,7 +77,15 @@ impl ShardNode {
             }
         }
         let disk = DiskGuard::new(&config.node.data_dir, config.limits.min_free_disk_bytes);
+        let strong_policy = match config.raft.read_policy {
+            ReadPolicy::ReadIndex => RaftReadPolicy::ReadIndex,
+            ReadPolicy::LeaseRead => RaftReadPolicy::LeaseRead,
+        };
+        let strong_reads = ReadBarrier::new(raft.raft.clone(), strong_policy);
+        let lease_reads = ReadBarrier::new(raft.raft.clone(), RaftReadPolicy::LeaseRead);
         Ok(Arc::new(Self {
+            strong_reads,
+            lease_reads,
             config,
             raft,
             machine,
@@ -180,31 +193,15 @@ impl ShardNode {
         let consistency = options
             .map(|o| o.consistency())
             .unwrap_or(Consistency::Unspecified);
-        let policy = match consistency {
+        let barrier = match consistency {
             Consistency::Eventual => return Ok(()),
-            Consistency::Bounded | Consistency::Session => RaftReadPolicy::LeaseRead,
-            Consistency::Strong | Consistency::Unspecified => match self.config.raft.read_policy {
-                ReadPolicy::ReadIndex => RaftReadPolicy::ReadIndex,
-                ReadPolicy::LeaseRead => RaftReadPolicy::LeaseRead,
-            },
+            Consistency::Bounded | Consistency::Session => &self.lease_reads,
+            Consistency::Strong | Consistency::Unspecified => &self.strong_reads,
         };
         if !self.raft.raft.is_leader() {
             return Err(self.not_leader());
         }
-        self.raft
-            .raft
-            .ensure_linearizable(policy)
-            .await
-            .map(|_| ())
-            .map_err(|err| match err {
-                RaftError::APIError(LinearizableReadError::ForwardToLeader(forward)) => {
-                    self.forward_error(&forward)
-                }
-                RaftError::APIError(LinearizableReadError::QuorumNotEnough(q)) => {
-                    ShardError::NoQuorum(q.to_string())
-                }
-                RaftError::Fatal(fatal) => ShardError::Raft(fatal.to_string()),
-            })
+        barrier.wait().await.map_err(ShardError::from)
     }
 
     /// Whether the node is a member with a known leader and has applied what it
