@@ -108,12 +108,23 @@ pub fn kill(pid: u32, child: Option<&mut Child>) -> Result<(), LabError> {
     Ok(())
 }
 
-/// A free loopback port, chosen by the OS.
+/// A free loopback port, chosen by the OS and never handed out twice by this
+/// process (the OS may offer a just-released port again, and one lab asks for many
+/// ports before any child binds them).
 pub fn free_port() -> Result<u16, LabError> {
-    let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
-        .map_err(|e| LabError::io("finding a free port", e))?;
-    listener
-        .local_addr()
-        .map(|a| a.port())
-        .map_err(|e| LabError::io("finding a free port", e))
+    static HANDED_OUT: std::sync::Mutex<Vec<u16>> = std::sync::Mutex::new(Vec::new());
+    for _ in 0..100 {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .map_err(|e| LabError::io("finding a free port", e))?;
+        let port = listener
+            .local_addr()
+            .map(|a| a.port())
+            .map_err(|e| LabError::io("finding a free port", e))?;
+        let mut handed_out = HANDED_OUT.lock().unwrap_or_else(|e| e.into_inner());
+        if !handed_out.contains(&port) {
+            handed_out.push(port);
+            return Ok(port);
+        }
+    }
+    Err(LabError::Invalid("could not find an unused loopback port".into()))
 }

@@ -276,12 +276,31 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         // be durable before the entries disappear.
         self.engine.sync_now()?;
         self.cache().purge_through(log_id.index());
-        let mut batch = self.engine.database().batch();
-        batch.insert(&self.meta, LAST_PURGED_KEY, encode(&log_id)?);
-        for guard in self.log.range(..=index_key(log_id.index())) {
-            batch.remove(&self.log, guard.key().map_err(to_io)?);
-        }
-        batch.commit().map_err(to_io)?;
+        self.meta
+            .insert(LAST_PURGED_KEY, encode(&log_id)?)
+            .map_err(to_io)?;
+        // Deleting thousands of entries takes milliseconds; doing it here would
+        // stall appends (and so every write). The purge point is recorded first,
+        // so the leftover entries are invisible; a later purge covers any that a
+        // crash leaves behind.
+        let log = self.log.clone();
+        let db = self.engine.database().clone();
+        let through = log_id.index();
+        tokio::task::spawn_blocking(move || {
+            let mut batch = db.batch();
+            for guard in log.range(..=index_key(through)) {
+                match guard.key() {
+                    Ok(key) => batch.remove(&log, key),
+                    Err(err) => {
+                        tracing::warn!(error = %err, "log purge stopped early");
+                        break;
+                    }
+                }
+            }
+            if let Err(err) = batch.commit() {
+                tracing::warn!(error = %err, "log purge failed; it is retried with the next one");
+            }
+        });
         Ok(())
     }
 }

@@ -69,6 +69,9 @@ async fn up(
     detach: bool,
     timeout: Duration,
 ) -> anyhow::Result<()> {
+    // Listen for Ctrl-C before starting anything, so an interrupt at any moment
+    // stops the children instead of orphaning them.
+    let stop = tokio::spawn(wait_for_stop_signal());
     let mut lab = Lab::up(&spec)?;
     let interactive = std::io::stderr().is_terminal() && format == OutputFormat::Table;
     let bar = if interactive {
@@ -84,21 +87,23 @@ async fn up(
     } else {
         None
     };
-    let result = lab
-        .wait_ready(timeout, |ready, total| match &bar {
+    let mut stop = stop;
+    let result = tokio::select! {
+        result = lab.wait_ready(timeout, |ready, total| match &bar {
             Some(bar) => {
                 bar.set_length(total as u64);
                 bar.set_position(ready as u64);
             }
             None => eprintln!("lab: {ready}/{total} nodes ready"),
-        })
-        .await;
+        }) => result.map_err(anyhow::Error::from),
+        _ = &mut stop => Err(anyhow::anyhow!("interrupted while starting; the lab was stopped")),
+    };
     if let Some(bar) = &bar {
         bar.finish_and_clear();
     }
     if let Err(err) = result {
         let _ = lab.down();
-        return Err(err.into());
+        return Err(err);
     }
     print_processes(format, &lab, detach).await;
     if detach {
@@ -107,7 +112,7 @@ async fn up(
     if format == OutputFormat::Table {
         eprintln!("lab running in the foreground; press Ctrl-C to stop it");
     }
-    wait_for_stop_signal().await;
+    let _ = stop.await;
     eprintln!("stopping the lab...");
     let stopped = lab.down()?;
     if format == OutputFormat::Table {

@@ -1,0 +1,159 @@
+//! The `meridian` command line end to end: a detached lab, client commands with
+//! `--output json`, fault commands, and a foreground lab stopped by Ctrl-C.
+
+use serde_json::Value;
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn meridian(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(args)
+        .output()
+        .expect("run meridian")
+}
+
+fn json(args: &[&str]) -> Value {
+    let mut all = args.to_vec();
+    all.extend(["--output", "json"]);
+    let output = meridian(&all);
+    assert!(
+        output.status.success(),
+        "meridian {args:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
+        panic!("meridian {args:?} printed invalid JSON ({e}): {}", String::from_utf8_lossy(&output.stdout))
+    })
+}
+
+/// Stops the lab in `dir` when dropped, even if the test fails.
+struct LabGuard<'a>(&'a Path);
+
+impl Drop for LabGuard<'_> {
+    fn drop(&mut self) {
+        let _ = meridian(&["lab", "down", "--dir", &self.0.to_string_lossy()]);
+    }
+}
+
+#[test]
+fn detached_lab_and_client_commands() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path().join("lab");
+    let lab_arg = lab.to_string_lossy().to_string();
+    let up = json(&["lab", "up", "--dir", &lab_arg, "--detach"]);
+    let _guard = LabGuard(&lab);
+    assert_eq!(up["lab"]["processes"].as_array().unwrap().len(), 3);
+
+    let status = json(&["lab", "status", "--dir", &lab_arg]);
+    let processes = status["processes"].as_array().unwrap();
+    assert_eq!(processes.len(), 3);
+    for process in processes {
+        assert_eq!(process["role"], "node");
+        assert_eq!(process["region"], "us-east");
+        assert!(process["pid"].as_u64().is_some(), "{process}");
+        assert!(process["endpoints"]["grpc"].as_str().unwrap().starts_with("127.0.0.1:"));
+    }
+    assert_eq!(
+        processes.iter().filter(|p| p["raft_role"] == "leader").count(),
+        1,
+        "exactly one leader: {status}"
+    );
+
+    json(&["namespace", "create", "cli", "--lab", &lab_arg]);
+    let put = json(&["kv", "put", "cli", "greeting", "hello", "--lab", &lab_arg]);
+    assert!(put["version"].as_u64().unwrap() > 0);
+    let get = json(&["kv", "get", "cli", "greeting", "--lab", &lab_arg]);
+    assert_eq!(get["value"], "hello");
+    assert_eq!(get["version"], put["version"]);
+    let scan = json(&["kv", "scan", "cli", "--prefix", "gr", "--lab", &lab_arg]);
+    assert_eq!(scan["kvs"].as_array().unwrap().len(), 1);
+    let list = json(&["namespace", "list", "--lab", &lab_arg]);
+    assert_eq!(list["namespaces"][0]["name"], "cli");
+
+    // Errors are JSON too, with a failing exit status.
+    let missing = meridian(&["kv", "get", "nope", "k", "--lab", &lab_arg, "--output", "json"]);
+    assert!(!missing.status.success());
+    let error: Value = serde_json::from_slice(&missing.stdout).unwrap();
+    assert!(error["error"].as_str().unwrap().contains("not found"), "{error}");
+
+    // Kill the leader through the CLI; the data is still there.
+    let leader = processes.iter().find(|p| p["raft_role"] == "leader").unwrap()["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    json(&["lab", "kill", &leader, "--dir", &lab_arg]);
+    let get = json(&["kv", "get", "cli", "greeting", "--lab", &lab_arg]);
+    assert_eq!(get["value"], "hello");
+    json(&["lab", "restart", &leader, "--dir", &lab_arg]);
+    let status = json(&["lab", "status", "--dir", &lab_arg]);
+    assert!(status["processes"].as_array().unwrap().iter().all(|p| p["state"] == "running"));
+
+    let down = json(&["lab", "down", "--dir", &lab_arg]);
+    assert_eq!(down["stopped"].as_array().unwrap().len(), 3);
+    for process in processes {
+        let pid = process["pid"].as_u64().unwrap();
+        assert!(!Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid), "pid {pid} still runs");
+    }
+}
+
+fn is_zombie(pid: u64) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .map(|s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .unwrap_or(true)
+}
+
+#[test]
+fn foreground_lab_stops_cleanly_on_ctrl_c() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = dir.path().join("lab");
+    let lab_arg = lab.to_string_lossy().to_string();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(["lab", "up", "--dir", &lab_arg, "--output", "json"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let _guard = LabGuard(&lab);
+    // `lab up` prints the lab (pretty JSON) once every node is ready.
+    let stdout = child.stdout.take().unwrap();
+    let mut printed = String::new();
+    for line in std::io::BufRead::lines(std::io::BufReader::new(stdout)) {
+        let line = line.unwrap();
+        let done = line == "}";
+        printed.push_str(&line);
+        printed.push('\n');
+        if done {
+            break;
+        }
+    }
+    let up: Value = serde_json::from_str(&printed).unwrap_or_else(|e| panic!("{e}: {printed}"));
+    let pids: Vec<u64> = up["lab"]["processes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["pid"].as_u64().unwrap())
+        .collect();
+    assert_eq!(pids.len(), 3);
+    // SAFETY: signalling the child this test started.
+    unsafe { libc_kill(child.id() as i32, 2) };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert!(status.success(), "lab up exited with {status}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "lab up did not stop after Ctrl-C");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    for pid in pids {
+        assert!(!Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid), "node pid {pid} still runs");
+    }
+    assert!(!lab.join("lab.json").exists(), "lab state removed");
+}
+
+unsafe extern "C" {
+    #[link_name = "kill"]
+    fn libc_kill(pid: i32, signal: i32) -> i32;
+}
