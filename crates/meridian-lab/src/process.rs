@@ -126,5 +126,7 @@ pub fn free_port() -> Result<u16, LabError> {
             return Ok(port);
         }
     }
-    Err(LabError::Invalid("could not find an unused loopback port".into()))
+    Err(LabError::Invalid(
+        "could not find an unused loopback port".into(),
+    ))
 }

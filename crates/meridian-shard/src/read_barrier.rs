@@ -74,11 +74,17 @@ impl ReadBarrier {
         if start_driver {
             // The driver outlives any one caller, so a cancelled read cannot strand
             // the others.
-            tokio::spawn(drive(self.raft.clone(), self.policy.clone(), self.rounds.clone()));
+            tokio::spawn(drive(
+                self.raft.clone(),
+                self.policy.clone(),
+                self.rounds.clone(),
+            ));
         }
-        receiver
-            .await
-            .unwrap_or_else(|_| Err(BarrierFailure::Stopped("read barrier driver stopped".into())))
+        receiver.await.unwrap_or_else(|_| {
+            Err(BarrierFailure::Stopped(
+                "read barrier driver stopped".into(),
+            ))
+        })
     }
 }
 
@@ -93,14 +99,22 @@ async fn drive(raft: MeridianRaft, policy: ReadPolicy, rounds: Arc<Mutex<Rounds>
             }
             std::mem::take(&mut rounds.next)
         };
-        let outcome = raft.ensure_linearizable(policy.clone()).await.map(|_| ()).map_err(|err| match err {
-            RaftError::APIError(LinearizableReadError::ForwardToLeader(forward)) => BarrierFailure::NotLeader(
-                forward.leader_id,
-                forward.leader_node.map(|node| node.addr),
-            ),
-            RaftError::APIError(LinearizableReadError::QuorumNotEnough(q)) => BarrierFailure::NoQuorum(q.to_string()),
-            RaftError::Fatal(fatal) => BarrierFailure::Stopped(fatal.to_string()),
-        });
+        let outcome = raft
+            .ensure_linearizable(policy.clone())
+            .await
+            .map(|_| ())
+            .map_err(|err| match err {
+                RaftError::APIError(LinearizableReadError::ForwardToLeader(forward)) => {
+                    BarrierFailure::NotLeader(
+                        forward.leader_id,
+                        forward.leader_node.map(|node| node.addr),
+                    )
+                }
+                RaftError::APIError(LinearizableReadError::QuorumNotEnough(q)) => {
+                    BarrierFailure::NoQuorum(q.to_string())
+                }
+                RaftError::Fatal(fatal) => BarrierFailure::Stopped(fatal.to_string()),
+            });
         for waiter in waiters {
             let _ = waiter.send(outcome.clone());
         }

@@ -24,7 +24,10 @@ fn json(args: &[&str]) -> Value {
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).unwrap_or_else(|e| {
-        panic!("meridian {args:?} printed invalid JSON ({e}): {}", String::from_utf8_lossy(&output.stdout))
+        panic!(
+            "meridian {args:?} printed invalid JSON ({e}): {}",
+            String::from_utf8_lossy(&output.stdout)
+        )
     })
 }
 
@@ -53,10 +56,18 @@ fn detached_lab_and_client_commands() {
         assert_eq!(process["role"], "node");
         assert_eq!(process["region"], "us-east");
         assert!(process["pid"].as_u64().is_some(), "{process}");
-        assert!(process["endpoints"]["grpc"].as_str().unwrap().starts_with("127.0.0.1:"));
+        assert!(
+            process["endpoints"]["grpc"]
+                .as_str()
+                .unwrap()
+                .starts_with("127.0.0.1:")
+        );
     }
     assert_eq!(
-        processes.iter().filter(|p| p["raft_role"] == "leader").count(),
+        processes
+            .iter()
+            .filter(|p| p["raft_role"] == "leader")
+            .count(),
         1,
         "exactly one leader: {status}"
     );
@@ -73,13 +84,21 @@ fn detached_lab_and_client_commands() {
     assert_eq!(list["namespaces"][0]["name"], "cli");
 
     // Errors are JSON too, with a failing exit status.
-    let missing = meridian(&["kv", "get", "nope", "k", "--lab", &lab_arg, "--output", "json"]);
+    let missing = meridian(&[
+        "kv", "get", "nope", "k", "--lab", &lab_arg, "--output", "json",
+    ]);
     assert!(!missing.status.success());
     let error: Value = serde_json::from_slice(&missing.stdout).unwrap();
-    assert!(error["error"].as_str().unwrap().contains("not found"), "{error}");
+    assert!(
+        error["error"].as_str().unwrap().contains("not found"),
+        "{error}"
+    );
 
     // Kill the leader through the CLI; the data is still there.
-    let leader = processes.iter().find(|p| p["raft_role"] == "leader").unwrap()["name"]
+    let leader = processes
+        .iter()
+        .find(|p| p["raft_role"] == "leader")
+        .unwrap()["name"]
         .as_str()
         .unwrap()
         .to_string();
@@ -88,19 +107,31 @@ fn detached_lab_and_client_commands() {
     assert_eq!(get["value"], "hello");
     json(&["lab", "restart", &leader, "--dir", &lab_arg]);
     let status = json(&["lab", "status", "--dir", &lab_arg]);
-    assert!(status["processes"].as_array().unwrap().iter().all(|p| p["state"] == "running"));
+    assert!(
+        status["processes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["state"] == "running")
+    );
 
     let down = json(&["lab", "down", "--dir", &lab_arg]);
     assert_eq!(down["stopped"].as_array().unwrap().len(), 3);
     for process in processes {
         let pid = process["pid"].as_u64().unwrap();
-        assert!(!Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid), "pid {pid} still runs");
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid),
+            "pid {pid} still runs"
+        );
     }
 }
 
 fn is_zombie(pid: u64) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .map(|s| s.rsplit_once(')').is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')))
+        .map(|s| {
+            s.rsplit_once(')')
+                .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'))
+        })
         .unwrap_or(true)
 }
 
@@ -144,11 +175,17 @@ fn foreground_lab_stops_cleanly_on_ctrl_c() {
             assert!(status.success(), "lab up exited with {status}");
             break;
         }
-        assert!(Instant::now() < deadline, "lab up did not stop after Ctrl-C");
+        assert!(
+            Instant::now() < deadline,
+            "lab up did not stop after Ctrl-C"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     for pid in pids {
-        assert!(!Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid), "node pid {pid} still runs");
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid),
+            "node pid {pid} still runs"
+        );
     }
     assert!(!lab.join("lab.json").exists(), "lab state removed");
 }

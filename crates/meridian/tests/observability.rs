@@ -6,14 +6,18 @@ mod common;
 use common::TestShard;
 use std::io::{Read, Write};
 use tokio_stream::StreamExt;
+use tonic_reflection::pb::v1::ServerReflectionRequest;
 use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
 use tonic_reflection::pb::v1::server_reflection_request::MessageRequest;
 use tonic_reflection::pb::v1::server_reflection_response::MessageResponse;
-use tonic_reflection::pb::v1::ServerReflectionRequest;
 
 fn http_get(address: &str, path: &str) -> (u16, String) {
     let mut stream = std::net::TcpStream::connect(address).unwrap();
-    write!(stream, "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n").unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
     let mut response = String::new();
     stream.read_to_string(&mut response).unwrap();
     let status = response
@@ -21,7 +25,10 @@ fn http_get(address: &str, path: &str) -> (u16, String) {
         .nth(1)
         .and_then(|code| code.parse().ok())
         .unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b.to_string()).unwrap_or_default();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
     (status, body)
 }
 
@@ -54,8 +61,15 @@ async fn reflection_health_and_metrics() {
         panic!("unexpected reflection reply");
     };
     let services: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
-    for expected in ["meridian.v1.Kv", "meridian.v1.Admin", "grpc.health.v1.Health"] {
-        assert!(services.contains(&expected.to_string()), "{expected} in {services:?}");
+    for expected in [
+        "meridian.v1.Kv",
+        "meridian.v1.Admin",
+        "grpc.health.v1.Health",
+    ] {
+        assert!(
+            services.contains(&expected.to_string()),
+            "{expected} in {services:?}"
+        );
     }
 
     assert!(meridian_lab::lab::is_serving(&record.grpc).await);
@@ -82,9 +96,13 @@ async fn reflection_health_and_metrics() {
         .find(|l| l.starts_with("meridian_raft_leader{"))
         .unwrap();
     assert!(leader_line.contains(&labels), "{leader_line}");
-    assert!(leader_line.ends_with(" 1"), "this node is the leader: {leader_line}");
     assert!(
-        metrics.contains("meridian_requests_total{") && metrics.contains("method=\"Put\",code=\"Ok\""),
+        leader_line.ends_with(" 1"),
+        "this node is the leader: {leader_line}"
+    );
+    assert!(
+        metrics.contains("meridian_requests_total{")
+            && metrics.contains("method=\"Put\",code=\"Ok\""),
         "request counter by method and code"
     );
 
