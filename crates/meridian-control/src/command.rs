@@ -1,0 +1,110 @@
+//! Changes to the control plane's state, replicated through its Raft log, and
+//! their results. Serialized with postcard: new variants go at the end.
+
+use crate::model::{AuditRecord, Namespace, PlacementPolicy, Region, ShardMember};
+use crate::placement::PlacementError;
+use serde::{Deserialize, Serialize};
+
+/// Who asked and when; recorded in the audit log. The time is taken by the leader
+/// when it accepts the request, so every replica records the same value.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Requester {
+    /// Client identity (certificate subject, or `cli`).
+    pub actor: String,
+    /// Milliseconds since the Unix epoch.
+    pub at_unix_ms: u64,
+}
+
+/// A change to the control plane's state.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum ControlCommand {
+    /// Adds a region or updates its location and jurisdictions.
+    PutRegion {
+        /// The region.
+        region: Region,
+        /// Who asked.
+        requester: Requester,
+    },
+    /// A node announces itself as a member of a shard (creating the shard).
+    RegisterMember {
+        /// Shard id.
+        shard: String,
+        /// Region of the shard.
+        region: String,
+        /// The member.
+        member: ShardMember,
+        /// Who asked.
+        requester: Requester,
+    },
+    /// Places a new namespace and publishes its route.
+    CreateNamespace {
+        /// Name.
+        name: String,
+        /// Requested policy (allowed jurisdictions may be empty: home's apply).
+        policy: PlacementPolicy,
+        /// Who asked.
+        requester: Requester,
+    },
+    /// Removes a namespace and its route.
+    DeleteNamespace {
+        /// Name.
+        name: String,
+        /// Who asked.
+        requester: Requester,
+    },
+}
+
+/// Why the control plane refused a command; decided identically on every replica.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq, thiserror::Error)]
+pub enum ControlRejection {
+    /// Placement or residency refused it.
+    #[error(transparent)]
+    Placement(#[from] PlacementError),
+    /// The namespace exists already.
+    #[error("namespace {0:?} already exists")]
+    NamespaceExists(String),
+    /// No such namespace.
+    #[error("namespace {0:?} not found")]
+    NamespaceNotFound(String),
+    /// The shard belongs to another region.
+    #[error("shard {shard:?} is in region {existing:?}, not {requested:?}")]
+    ShardRegionMismatch {
+        /// The shard.
+        shard: String,
+        /// Its region.
+        existing: String,
+        /// The region claimed.
+        requested: String,
+    },
+    /// The region is not known.
+    #[error("unknown region {0:?}")]
+    UnknownRegion(String),
+}
+
+/// The result of a command.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub enum ControlResult {
+    /// The region was stored.
+    RegionStored,
+    /// The member was registered.
+    MemberRegistered,
+    /// The namespace was placed; its route is live from `routing_version`.
+    NamespaceCreated {
+        /// The namespace as placed.
+        namespace: Namespace,
+        /// Routing-table version that first contains it.
+        routing_version: u64,
+    },
+    /// The namespace and its route are gone from `routing_version`.
+    NamespaceDeleted {
+        /// Routing-table version without it.
+        routing_version: u64,
+    },
+    /// Refused; the audit log records the refusal too.
+    Rejected {
+        /// Why.
+        rejection: ControlRejection,
+        /// The audit record of the refusal.
+        audit: AuditRecord,
+    },
+}

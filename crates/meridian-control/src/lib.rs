@@ -1,0 +1,26 @@
+//! Meridian's control plane: the single source of truth for where every namespace
+//! lives and how to reach it.
+//!
+//! - [`model`]: regions, shards, namespaces and their placement policies, routes,
+//!   audit records — the control plane's data.
+//! - [`residency`]: the residency rule, as a pure check with named violations.
+//! - [`placement`]: choosing a shard for a namespace, as a pure decision.
+//! - [`command`]: the changes replicated through the control plane's Raft log.
+//! - [`state`]: applying commands to the in-memory state (pure, deterministic).
+//! - [`state_machine`]: the Raft [`Application`](meridian_raft::Application) that
+//!   persists the state and feeds it commands.
+//!
+//! Decisions (residency, placement) are pure functions over the state, tested with
+//! tables of cases; the state machine only stores their outcome.
+
+pub mod command;
+pub mod model;
+pub mod placement;
+pub mod residency;
+pub mod state;
+pub mod state_machine;
+
+pub use command::{ControlCommand, ControlResult};
+pub use model::{NamespaceMode, PlacementPolicy, Region};
+pub use residency::ResidencyViolation;
+pub use state::ControlState;

@@ -1,0 +1,108 @@
+//! The control plane's data.
+
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// A region: a place where shards run, with the jurisdictions it belongs to.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct Region {
+    /// Name, e.g. `eu-west`.
+    pub name: String,
+    /// Jurisdiction tags, e.g. `EU`, or `US` and `US-CA`.
+    pub jurisdictions: BTreeSet<String>,
+    /// Latitude in degrees, for nearest-region decisions.
+    pub latitude: f64,
+    /// Longitude in degrees.
+    pub longitude: f64,
+}
+
+/// One member node of a shard.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ShardMember {
+    /// Raft node id within the shard.
+    pub node_id: u64,
+    /// gRPC address.
+    pub address: String,
+}
+
+/// A shard: one Raft group in one region.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Shard {
+    /// Shard id, e.g. `eu-west-s1`.
+    pub id: String,
+    /// Region it runs in.
+    pub region: String,
+    /// Members by node id.
+    pub members: BTreeMap<u64, ShardMember>,
+}
+
+/// How a namespace is replicated across regions.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum NamespaceMode {
+    /// Only in its home region; unavailable if that region is lost.
+    RegionLocked,
+    /// A primary in the home region, standbys elsewhere; `sync` acknowledges a
+    /// write only once a standby region has it.
+    ActivePassive {
+        /// Synchronous replication to at least one standby region.
+        sync: bool,
+    },
+    /// Writable in every region of its set, merged as CRDTs.
+    ActiveActive,
+}
+
+/// Where a namespace may and must live.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PlacementPolicy {
+    /// The region holding the primary copy.
+    pub home_region: String,
+    /// Replication mode.
+    pub mode: NamespaceMode,
+    /// Regions holding standby (or, active-active, peer) copies.
+    pub standby_regions: Vec<String>,
+    /// Jurisdictions the namespace's data may be stored in. Never empty once
+    /// created: when a request gives none, the home region's jurisdictions apply.
+    pub allowed_jurisdictions: BTreeSet<String>,
+}
+
+/// A namespace and where it lives now.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Namespace {
+    /// Name.
+    pub name: String,
+    /// Placement policy.
+    pub policy: PlacementPolicy,
+    /// The shard holding the primary copy.
+    pub shard: String,
+    /// Bumped on every change of primary; a shard refuses writes carrying an
+    /// older epoch.
+    pub epoch: u64,
+}
+
+/// One row of the routing table.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Route {
+    /// Namespace.
+    pub namespace: String,
+    /// Shard holding the primary.
+    pub shard: String,
+    /// Region of that shard.
+    pub region: String,
+    /// The namespace's epoch.
+    pub epoch: u64,
+}
+
+/// Who changed what, when, and how it ended.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct AuditRecord {
+    /// Sequence number, from 1, without gaps.
+    pub sequence: u64,
+    /// Wall-clock time the leader accepted the request (ms since the epoch).
+    pub at_unix_ms: u64,
+    /// Who asked (client identity).
+    pub actor: String,
+    /// What was asked, in words.
+    pub action: String,
+    /// `ok`, or the refusal.
+    pub outcome: String,
+}

@@ -1,0 +1,351 @@
+//! The control plane's state and how commands change it. Pure and deterministic:
+//! the same commands in the same order give the same state on every replica.
+
+use crate::command::{ControlCommand, ControlRejection, ControlResult, Requester};
+use crate::model::{AuditRecord, Namespace, Region, Route, Shard};
+use crate::placement;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// A stored record that changed, for the persistence layer.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Change {
+    /// A region was written.
+    Region(String),
+    /// A shard was written.
+    Shard(String),
+    /// A namespace was written (or deleted, if absent now).
+    Namespace(String),
+    /// An audit record was appended.
+    Audit(u64),
+    /// The routing version or audit counter moved.
+    Counters,
+}
+
+/// Counters kept next to the tables.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Counters {
+    /// Routing-table version; increases with every route change.
+    pub routing_version: u64,
+    /// Last audit sequence number.
+    pub audit_sequence: u64,
+}
+
+/// Everything the control plane knows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ControlState {
+    /// Regions by name.
+    pub regions: BTreeMap<String, Region>,
+    /// Shards by id.
+    pub shards: BTreeMap<String, Shard>,
+    /// Namespaces by name.
+    pub namespaces: BTreeMap<String, Namespace>,
+    /// Audit records by sequence number.
+    pub audit: BTreeMap<u64, AuditRecord>,
+    /// Counters.
+    pub counters: Counters,
+}
+
+impl ControlState {
+    /// The route of every namespace, in name order.
+    pub fn routes(&self) -> Vec<Route> {
+        self.namespaces
+            .values()
+            .map(|ns| self.route_of(ns))
+            .collect()
+    }
+
+    /// The route of one namespace.
+    pub fn route_of(&self, namespace: &Namespace) -> Route {
+        Route {
+            namespace: namespace.name.clone(),
+            shard: namespace.shard.clone(),
+            region: namespace.policy.home_region.clone(),
+            epoch: namespace.epoch,
+        }
+    }
+
+    fn audit(
+        &mut self,
+        requester: &Requester,
+        action: String,
+        outcome: String,
+        changes: &mut Vec<Change>,
+    ) -> AuditRecord {
+        self.counters.audit_sequence += 1;
+        let record = AuditRecord {
+            sequence: self.counters.audit_sequence,
+            at_unix_ms: requester.at_unix_ms,
+            actor: requester.actor.clone(),
+            action,
+            outcome,
+        };
+        self.audit.insert(record.sequence, record.clone());
+        changes.push(Change::Audit(record.sequence));
+        changes.push(Change::Counters);
+        record
+    }
+
+    fn namespaces_per_shard(&self) -> BTreeMap<String, usize> {
+        let mut load = BTreeMap::new();
+        for namespace in self.namespaces.values() {
+            *load.entry(namespace.shard.clone()).or_insert(0) += 1;
+        }
+        load
+    }
+
+    /// Applies one command, returning its result and the records it changed.
+    pub fn apply(&mut self, command: ControlCommand) -> (ControlResult, Vec<Change>) {
+        let mut changes = Vec::new();
+        let (requester, action) = describe(&command);
+        let outcome = self.apply_inner(command, &mut changes);
+        let result = match outcome {
+            Ok(result) => {
+                self.audit(&requester, action, "ok".into(), &mut changes);
+                result
+            }
+            Err(rejection) => {
+                let audit = self.audit(
+                    &requester,
+                    action,
+                    format!("refused: {rejection}"),
+                    &mut changes,
+                );
+                ControlResult::Rejected { rejection, audit }
+            }
+        };
+        (result, changes)
+    }
+
+    fn apply_inner(
+        &mut self,
+        command: ControlCommand,
+        changes: &mut Vec<Change>,
+    ) -> Result<ControlResult, ControlRejection> {
+        match command {
+            ControlCommand::PutRegion { region, .. } => {
+                changes.push(Change::Region(region.name.clone()));
+                self.regions.insert(region.name.clone(), region);
+                Ok(ControlResult::RegionStored)
+            }
+            ControlCommand::RegisterMember {
+                shard,
+                region,
+                member,
+                ..
+            } => {
+                if !self.regions.contains_key(&region) {
+                    return Err(ControlRejection::UnknownRegion(region));
+                }
+                let entry = self.shards.entry(shard.clone()).or_insert_with(|| Shard {
+                    id: shard.clone(),
+                    region: region.clone(),
+                    members: BTreeMap::new(),
+                });
+                if entry.region != region {
+                    return Err(ControlRejection::ShardRegionMismatch {
+                        shard,
+                        existing: entry.region.clone(),
+                        requested: region,
+                    });
+                }
+                entry.members.insert(member.node_id, member);
+                changes.push(Change::Shard(shard));
+                Ok(ControlResult::MemberRegistered)
+            }
+            ControlCommand::CreateNamespace { name, policy, .. } => {
+                if self.namespaces.contains_key(&name) {
+                    return Err(ControlRejection::NamespaceExists(name));
+                }
+                let policy = placement::resolve_policy(&name, policy, &self.regions)?;
+                let load = self.namespaces_per_shard();
+                let shard = placement::choose_shard(&policy.home_region, &self.shards, &load)?
+                    .id
+                    .clone();
+                let namespace = Namespace {
+                    name: name.clone(),
+                    policy,
+                    shard,
+                    epoch: 1,
+                };
+                self.counters.routing_version += 1;
+                self.namespaces.insert(name.clone(), namespace.clone());
+                changes.push(Change::Namespace(name));
+                changes.push(Change::Counters);
+                Ok(ControlResult::NamespaceCreated {
+                    namespace,
+                    routing_version: self.counters.routing_version,
+                })
+            }
+            ControlCommand::DeleteNamespace { name, .. } => {
+                if self.namespaces.remove(&name).is_none() {
+                    return Err(ControlRejection::NamespaceNotFound(name));
+                }
+                self.counters.routing_version += 1;
+                changes.push(Change::Namespace(name));
+                changes.push(Change::Counters);
+                Ok(ControlResult::NamespaceDeleted {
+                    routing_version: self.counters.routing_version,
+                })
+            }
+        }
+    }
+}
+
+/// The requester and a one-line description of a command, for the audit log.
+fn describe(command: &ControlCommand) -> (Requester, String) {
+    match command {
+        ControlCommand::PutRegion { region, requester } => (
+            requester.clone(),
+            format!("put region {} {:?}", region.name, region.jurisdictions),
+        ),
+        ControlCommand::RegisterMember {
+            shard,
+            member,
+            requester,
+            ..
+        } => (
+            requester.clone(),
+            format!(
+                "register node {} of shard {shard} at {}",
+                member.node_id, member.address
+            ),
+        ),
+        ControlCommand::CreateNamespace {
+            name,
+            policy,
+            requester,
+        } => (
+            requester.clone(),
+            format!(
+                "create namespace {name} home={} mode={:?} standbys={:?} jurisdictions={:?}",
+                policy.home_region,
+                policy.mode,
+                policy.standby_regions,
+                policy.allowed_jurisdictions
+            ),
+        ),
+        ControlCommand::DeleteNamespace { name, requester } => {
+            (requester.clone(), format!("delete namespace {name}"))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{NamespaceMode, PlacementPolicy, ShardMember};
+
+    fn requester() -> Requester {
+        Requester {
+            actor: "test".into(),
+            at_unix_ms: 1,
+        }
+    }
+
+    fn lab_state() -> ControlState {
+        let mut state = ControlState::default();
+        for (name, tag) in [("us-east", "US"), ("eu-west", "EU"), ("ap-south", "IN")] {
+            state.apply(ControlCommand::PutRegion {
+                region: Region {
+                    name: name.into(),
+                    jurisdictions: [tag.to_string()].into(),
+                    latitude: 0.0,
+                    longitude: 0.0,
+                },
+                requester: requester(),
+            });
+            let (result, _) = state.apply(ControlCommand::RegisterMember {
+                shard: format!("{name}-s1"),
+                region: name.into(),
+                member: ShardMember {
+                    node_id: 1,
+                    address: format!("{name}:1"),
+                },
+                requester: requester(),
+            });
+            assert_eq!(result, ControlResult::MemberRegistered);
+        }
+        state
+    }
+
+    fn create(
+        state: &mut ControlState,
+        name: &str,
+        home: &str,
+        standbys: &[&str],
+        allowed: &[&str],
+    ) -> ControlResult {
+        state
+            .apply(ControlCommand::CreateNamespace {
+                name: name.into(),
+                policy: PlacementPolicy {
+                    home_region: home.into(),
+                    mode: if standbys.is_empty() {
+                        NamespaceMode::RegionLocked
+                    } else {
+                        NamespaceMode::ActivePassive { sync: false }
+                    },
+                    standby_regions: standbys.iter().map(|s| s.to_string()).collect(),
+                    allowed_jurisdictions: allowed.iter().map(|s| s.to_string()).collect(),
+                },
+                requester: requester(),
+            })
+            .0
+    }
+
+    #[test]
+    fn placement_publishes_a_route_and_bumps_the_version() {
+        let mut state = lab_state();
+        let before = state.counters.routing_version;
+        let ControlResult::NamespaceCreated {
+            namespace,
+            routing_version,
+        } = create(&mut state, "orders", "eu-west", &[], &["EU"])
+        else {
+            panic!("not created");
+        };
+        assert_eq!(namespace.shard, "eu-west-s1");
+        assert_eq!(routing_version, before + 1);
+        assert_eq!(state.routes().len(), 1);
+        assert_eq!(state.routes()[0].region, "eu-west");
+    }
+
+    #[test]
+    fn residency_refusals_are_audited_and_change_no_route() {
+        let mut state = lab_state();
+        let version = state.counters.routing_version;
+        let result = create(&mut state, "gdpr", "us-east", &[], &["EU"]);
+        let ControlResult::Rejected { rejection, audit } = result else {
+            panic!("must be refused");
+        };
+        assert!(
+            rejection.to_string().contains("residency rule"),
+            "{rejection}"
+        );
+        assert!(
+            audit.outcome.starts_with("refused: residency rule"),
+            "{audit:?}"
+        );
+        assert_eq!(state.counters.routing_version, version);
+        assert!(state.namespaces.is_empty());
+        let result = create(&mut state, "gdpr", "eu-west", &["us-east"], &["EU"]);
+        assert!(matches!(result, ControlResult::Rejected { .. }));
+    }
+
+    #[test]
+    fn same_commands_same_state() {
+        let run = || {
+            let mut state = lab_state();
+            create(&mut state, "a", "eu-west", &[], &[]);
+            create(&mut state, "b", "us-east", &["eu-west"], &["US", "EU"]);
+            state.apply(ControlCommand::DeleteNamespace {
+                name: "a".into(),
+                requester: requester(),
+            });
+            state
+        };
+        assert_eq!(run(), run());
+        assert_eq!(run().audit.len() as u64, run().counters.audit_sequence);
+    }
+}
