@@ -182,7 +182,12 @@ impl Client {
     }
 
     fn classify(&self, kind: CallKind, target: &str, status: Status) -> Next {
-        if status.code() != Code::Unavailable && status.code() != Code::Unknown {
+        // Transport failures surface as UNAVAILABLE, UNKNOWN or CANCELLED (a
+        // connection that died mid-call); anything else is the server's answer.
+        if !matches!(
+            status.code(),
+            Code::Unavailable | Code::Unknown | Code::Cancelled
+        ) {
             return Next::Fail(status.into());
         }
         if let Some(leader) = status

@@ -4,6 +4,7 @@
 //! else lives here, once:
 //!
 //! - [`types`]: the openraft type configuration (opaque command and response bytes).
+//! - [`config`]: configuration sections every Raft-based server shares.
 //! - [`engine`]: the fjall database a node keeps everything in, and its group-commit
 //!   flusher that makes many log appends durable with one fsync.
 //! - [`apply_batch`]: the read-through batch a run of entries is applied into.
@@ -13,16 +14,19 @@
 //! - [`snapshot`]: the versioned, checksummed snapshot file format.
 //! - [`network`]: the client side of the gRPC Raft transport.
 //! - [`transport`]: the server side of the gRPC Raft transport.
+//! - [`read_barrier`]: one leadership confirmation shared by concurrent reads.
 //! - [`node`]: wiring the parts into a running [`RaftNode`].
 //! - [`metrics`]: storage metrics (fsync latency, group size).
 
 pub mod apply_batch;
+pub mod config;
 pub mod engine;
 pub mod error;
 pub mod log_store;
 pub mod metrics;
 pub mod network;
 pub mod node;
+pub mod read_barrier;
 pub mod snapshot;
 pub mod state_machine;
 pub mod transport;

@@ -4,8 +4,10 @@
 use crate::limits::Limits;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
+pub use meridian_raft::config::{
+    ClusterSection, InitialMember, NetworkSection, RaftSection, ReadPolicy,
+};
 use serde::{Deserialize, Serialize};
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 /// Everything a `meridian node` needs to start.
@@ -45,104 +47,6 @@ impl Default for NodeSection {
             shard: "default-1".into(),
             region: "default".into(),
             data_dir: PathBuf::from("meridian-data"),
-        }
-    }
-}
-
-/// Where the node listens and how peers reach it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct NetworkSection {
-    /// gRPC listen address (data, admin and Raft transport).
-    pub grpc_listen: SocketAddr,
-    /// gRPC address peers and clients use; defaults to `grpc_listen`.
-    pub advertise: Option<String>,
-    /// HTTP listen address for `/health/*` and `/metrics`.
-    pub http_listen: SocketAddr,
-}
-
-impl Default for NetworkSection {
-    fn default() -> Self {
-        Self {
-            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 7401)),
-            advertise: None,
-            http_listen: SocketAddr::from(([127, 0, 0, 1], 7402)),
-        }
-    }
-}
-
-impl NetworkSection {
-    /// The gRPC address other processes should dial.
-    pub fn advertised(&self) -> String {
-        self.advertise
-            .clone()
-            .unwrap_or_else(|| self.grpc_listen.to_string())
-    }
-}
-
-/// One member of the initial shard.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(deny_unknown_fields)]
-pub struct InitialMember {
-    /// Raft node id.
-    pub id: u64,
-    /// Its advertised gRPC address.
-    pub address: String,
-}
-
-/// Shard membership at first start.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
-#[serde(default, deny_unknown_fields)]
-pub struct ClusterSection {
-    /// Voters of a brand-new shard. Every listed node initializes the same
-    /// membership when its log is empty; a node not listed waits to be added
-    /// with `AddNode`. Ignored once the node has state.
-    pub initial_members: Vec<InitialMember>,
-}
-
-/// How linearizable reads are confirmed.
-#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case")]
-pub enum ReadPolicy {
-    /// Confirm leadership with a quorum round per batch of reads (safe under any
-    /// clock behaviour).
-    ReadIndex,
-    /// Trust the leader lease while it is valid (no network round; relies on
-    /// bounded clock drift, which the election timeout margin covers).
-    LeaseRead,
-}
-
-/// Consensus timing, snapshots and reads.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-#[serde(default, deny_unknown_fields)]
-pub struct RaftSection {
-    /// Leader heartbeat period.
-    pub heartbeat_interval_ms: u64,
-    /// Lower bound of the randomized election timeout.
-    pub election_timeout_min_ms: u64,
-    /// Upper bound of the randomized election timeout.
-    pub election_timeout_max_ms: u64,
-    /// Take a snapshot after this many log entries since the last one.
-    pub snapshot_after_entries: u64,
-    /// Entries kept in the log behind a snapshot, so slightly lagging followers
-    /// catch up from the log instead of a full snapshot.
-    pub keep_entries_after_snapshot: u64,
-    /// How linearizable reads are confirmed.
-    pub read_policy: ReadPolicy,
-    /// Time limit for one Raft RPC to a peer.
-    pub rpc_timeout_ms: u64,
-}
-
-impl Default for RaftSection {
-    fn default() -> Self {
-        Self {
-            heartbeat_interval_ms: 100,
-            election_timeout_min_ms: 400,
-            election_timeout_max_ms: 800,
-            snapshot_after_entries: 20_000,
-            keep_entries_after_snapshot: 2_000,
-            read_policy: ReadPolicy::ReadIndex,
-            rpc_timeout_ms: 2_000,
         }
     }
 }
@@ -193,24 +97,8 @@ impl NodeConfig {
         if self.node.shard.is_empty() {
             return invalid("node.shard", "must name the shard");
         }
-        let raft = &self.raft;
-        if raft.heartbeat_interval_ms == 0 {
-            return invalid("raft.heartbeat_interval_ms", "must be positive");
-        }
-        if raft.election_timeout_min_ms <= raft.heartbeat_interval_ms * 2 {
-            return invalid(
-                "raft.election_timeout_min_ms",
-                "must exceed twice raft.heartbeat_interval_ms",
-            );
-        }
-        if raft.election_timeout_max_ms <= raft.election_timeout_min_ms {
-            return invalid(
-                "raft.election_timeout_max_ms",
-                "must exceed raft.election_timeout_min_ms",
-            );
-        }
-        if raft.snapshot_after_entries == 0 {
-            return invalid("raft.snapshot_after_entries", "must be positive");
+        if let Err((key, reason)) = self.raft.validate() {
+            return invalid(key, &reason);
         }
         let limits = &self.limits;
         if limits.max_key_bytes == 0 || limits.max_batch_ops == 0 || limits.max_scan_limit == 0 {
@@ -223,17 +111,8 @@ impl NodeConfig {
         if limits.max_value_bytes > 64 * 1024 * 1024 {
             return invalid("limits.max_value_bytes", "must be at most 64 MiB");
         }
-        let mut ids = std::collections::HashSet::new();
-        for member in &self.cluster.initial_members {
-            if member.id == 0 || !ids.insert(member.id) {
-                return invalid("cluster.initial_members", "ids must be positive and unique");
-            }
-        }
-        if !self.cluster.initial_members.is_empty() && !ids.contains(&self.node.id) {
-            return invalid(
-                "cluster.initial_members",
-                "must include this node's id, or be empty for a node that will be added later",
-            );
+        if let Err(reason) = self.cluster.validate(self.node.id) {
+            return invalid("cluster.initial_members", &reason);
         }
         Ok(())
     }

@@ -114,3 +114,17 @@ impl From<ShardError> for Status {
         status
     }
 }
+
+impl From<meridian_raft::read_barrier::BarrierFailure> for ShardError {
+    fn from(failure: meridian_raft::read_barrier::BarrierFailure) -> Self {
+        use meridian_raft::read_barrier::BarrierFailure;
+        match failure {
+            BarrierFailure::NotLeader(leader_id, leader_address) => ShardError::NotLeader {
+                leader_id,
+                leader_address,
+            },
+            BarrierFailure::NoQuorum(message) => ShardError::NoQuorum(message),
+            BarrierFailure::Stopped(message) => ShardError::Raft(message),
+        }
+    }
+}

@@ -8,7 +8,6 @@
 //! - [`state_machine`]: applying commands; reads of the applied state.
 //! - [`digest`]: integrity digests that any two copies of a namespace can compare.
 //! - [`node`]: request logic — proposing, read barriers, leader discovery.
-//! - [`read_barrier`]: one leadership confirmation shared by concurrent reads.
 //! - [`api`]: the `meridian.v1` gRPC services (`Kv`, `Admin`).
 //! - [`server`]: serving gRPC and HTTP (`/health/*`, `/metrics`) until shutdown.
 //! - [`metrics`], [`disk`], [`error`]: metrics, free-space guard, error mapping.
@@ -23,7 +22,6 @@ pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod node;
-pub mod read_barrier;
 pub mod server;
 pub mod state_machine;
 

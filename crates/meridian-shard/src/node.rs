@@ -6,15 +6,14 @@ use crate::config::{NodeConfig, ReadPolicy};
 use crate::disk::DiskGuard;
 use crate::error::ShardError;
 use crate::metrics::ShardMetrics;
-use crate::read_barrier::ReadBarrier;
 use crate::state_machine::KvStateMachine;
 use meridian_proto::v1::{Consistency, ReadOptions, ResponseHeader};
-use meridian_raft::{RaftNode, RaftNodeOptions, Request, StorageEngine};
+use meridian_raft::read_barrier::ReadBarrier;
+use meridian_raft::{RaftNode, Request, StorageEngine};
 use openraft::ReadPolicy as RaftReadPolicy;
 use openraft::async_runtime::WatchReceiver;
 use openraft::errors::{ClientWriteError, ForwardToLeader, RaftError};
 use openraft::{RaftMetrics, ServerState};
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -47,27 +46,12 @@ impl ShardNode {
         ));
         let engine = StorageEngine::open(&config.node.data_dir, metrics.storage.clone())?;
         let machine = Arc::new(KvStateMachine::open(&engine)?);
-        let raft_config = &config.raft;
-        let options = RaftNodeOptions {
-            node_id: config.node.id,
-            group: config.node.shard.clone(),
-            heartbeat_interval_ms: raft_config.heartbeat_interval_ms,
-            election_timeout_min_ms: raft_config.election_timeout_min_ms,
-            election_timeout_max_ms: raft_config.election_timeout_max_ms,
-            snapshot_after_entries: raft_config.snapshot_after_entries,
-            keep_entries_after_snapshot: raft_config.keep_entries_after_snapshot,
-            install_snapshot_timeout_ms: raft_config.rpc_timeout_ms.max(30_000),
-        };
+        let options = config.raft.node_options(config.node.id, &config.node.shard);
         let raft = RaftNode::start(&options, engine, machine.clone())
             .await
             .map_err(|e| ShardError::Raft(e.to_string()))?;
         if !config.cluster.initial_members.is_empty() {
-            let members: BTreeMap<u64, String> = config
-                .cluster
-                .initial_members
-                .iter()
-                .map(|m| (m.id, m.address.clone()))
-                .collect();
+            let members = config.cluster.members();
             let initialized = raft
                 .initialize_if_new(members)
                 .await

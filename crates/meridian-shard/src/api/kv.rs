@@ -59,7 +59,9 @@ impl KvService {
         let limits = &self.node.config.limits;
         limits.check_key(&request.key)?;
         limits.check_value(&request.value)?;
-        self.require_namespace(&request.namespace)?;
+        // Existence is decided by the state machine when the write applies: a
+        // follower, or a leader still applying its predecessor's entries, may not
+        // have seen the namespace yet.
         let result = self
             .node
             .propose(Command::Put {
@@ -77,7 +79,9 @@ impl KvService {
     async fn delete(&self, request: pb::DeleteRequest) -> Result<pb::DeleteResponse, ShardError> {
         convert::namespace(&request.namespace)?;
         self.node.config.limits.check_key(&request.key)?;
-        self.require_namespace(&request.namespace)?;
+        // Existence is decided by the state machine when the write applies: a
+        // follower, or a leader still applying its predecessor's entries, may not
+        // have seen the namespace yet.
         let result = self
             .node
             .propose(Command::Delete {
@@ -174,7 +178,6 @@ impl KvService {
             .into_iter()
             .map(|op| convert::write_op(limits, &namespace, op))
             .collect::<Result<Vec<_>, _>>()?;
-        self.require_namespace(&namespace)?;
         let result = self
             .node
             .propose(Command::Txn {

@@ -6,8 +6,7 @@
 //! while a round is in flight queue for the next one, and each round serves all of
 //! them at once: under load, one round per batch instead of one per read.
 
-use crate::error::ShardError;
-use meridian_raft::MeridianRaft;
+use crate::types::MeridianRaft;
 use openraft::ReadPolicy;
 use openraft::errors::{LinearizableReadError, RaftError};
 use std::sync::{Arc, Mutex};
@@ -22,19 +21,6 @@ pub enum BarrierFailure {
     NoQuorum(String),
     /// Raft stopped.
     Stopped(String),
-}
-
-impl From<BarrierFailure> for ShardError {
-    fn from(failure: BarrierFailure) -> Self {
-        match failure {
-            BarrierFailure::NotLeader(leader_id, leader_address) => ShardError::NotLeader {
-                leader_id,
-                leader_address,
-            },
-            BarrierFailure::NoQuorum(message) => ShardError::NoQuorum(message),
-            BarrierFailure::Stopped(message) => ShardError::Raft(message),
-        }
-    }
 }
 
 type Waiter = oneshot::Sender<Result<(), BarrierFailure>>;

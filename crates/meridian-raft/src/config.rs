@@ -1,0 +1,172 @@
+//! Configuration sections shared by every Raft-based server (shard nodes and
+//! control-plane members): where a member listens, its first membership, and
+//! consensus tuning.
+
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+
+/// Where the node listens and how peers reach it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct NetworkSection {
+    /// gRPC listen address (data, admin and Raft transport).
+    pub grpc_listen: SocketAddr,
+    /// gRPC address peers and clients use; defaults to `grpc_listen`.
+    pub advertise: Option<String>,
+    /// HTTP listen address for `/health/*` and `/metrics`.
+    pub http_listen: SocketAddr,
+}
+
+impl Default for NetworkSection {
+    fn default() -> Self {
+        Self {
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 7401)),
+            advertise: None,
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 7402)),
+        }
+    }
+}
+
+impl NetworkSection {
+    /// The gRPC address other processes should dial.
+    pub fn advertised(&self) -> String {
+        self.advertise
+            .clone()
+            .unwrap_or_else(|| self.grpc_listen.to_string())
+    }
+}
+
+/// One member of the initial shard.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(deny_unknown_fields)]
+pub struct InitialMember {
+    /// Raft node id.
+    pub id: u64,
+    /// Its advertised gRPC address.
+    pub address: String,
+}
+
+/// Shard membership at first start.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClusterSection {
+    /// Voters of a brand-new shard. Every listed node initializes the same
+    /// membership when its log is empty; a node not listed waits to be added
+    /// with `AddNode`. Ignored once the node has state.
+    pub initial_members: Vec<InitialMember>,
+}
+
+/// How linearizable reads are confirmed.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadPolicy {
+    /// Confirm leadership with a quorum round per batch of reads (safe under any
+    /// clock behaviour).
+    ReadIndex,
+    /// Trust the leader lease while it is valid (no network round; relies on
+    /// bounded clock drift, which the election timeout margin covers).
+    LeaseRead,
+}
+
+/// Consensus timing, snapshots and reads.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RaftSection {
+    /// Leader heartbeat period.
+    pub heartbeat_interval_ms: u64,
+    /// Lower bound of the randomized election timeout.
+    pub election_timeout_min_ms: u64,
+    /// Upper bound of the randomized election timeout.
+    pub election_timeout_max_ms: u64,
+    /// Take a snapshot after this many log entries since the last one.
+    pub snapshot_after_entries: u64,
+    /// Entries kept in the log behind a snapshot, so slightly lagging followers
+    /// catch up from the log instead of a full snapshot.
+    pub keep_entries_after_snapshot: u64,
+    /// How linearizable reads are confirmed.
+    pub read_policy: ReadPolicy,
+    /// Time limit for one Raft RPC to a peer.
+    pub rpc_timeout_ms: u64,
+}
+
+impl Default for RaftSection {
+    fn default() -> Self {
+        Self {
+            heartbeat_interval_ms: 100,
+            election_timeout_min_ms: 400,
+            election_timeout_max_ms: 800,
+            snapshot_after_entries: 20_000,
+            keep_entries_after_snapshot: 2_000,
+            read_policy: ReadPolicy::ReadIndex,
+            rpc_timeout_ms: 2_000,
+        }
+    }
+}
+
+impl RaftSection {
+    /// Checks the timing and snapshot settings; on error returns the offending
+    /// key and what is wrong.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.heartbeat_interval_ms == 0 {
+            return Err(("raft.heartbeat_interval_ms", "must be positive".into()));
+        }
+        if self.election_timeout_min_ms <= self.heartbeat_interval_ms * 2 {
+            return Err((
+                "raft.election_timeout_min_ms",
+                "must exceed twice raft.heartbeat_interval_ms".into(),
+            ));
+        }
+        if self.election_timeout_max_ms <= self.election_timeout_min_ms {
+            return Err((
+                "raft.election_timeout_max_ms",
+                "must exceed raft.election_timeout_min_ms".into(),
+            ));
+        }
+        if self.snapshot_after_entries == 0 {
+            return Err(("raft.snapshot_after_entries", "must be positive".into()));
+        }
+        Ok(())
+    }
+
+    /// The options a [`crate::RaftNode`] starts with.
+    pub fn node_options(&self, node_id: u64, group: &str) -> crate::RaftNodeOptions {
+        crate::RaftNodeOptions {
+            node_id,
+            group: group.to_string(),
+            heartbeat_interval_ms: self.heartbeat_interval_ms,
+            election_timeout_min_ms: self.election_timeout_min_ms,
+            election_timeout_max_ms: self.election_timeout_max_ms,
+            snapshot_after_entries: self.snapshot_after_entries,
+            keep_entries_after_snapshot: self.keep_entries_after_snapshot,
+            install_snapshot_timeout_ms: self.rpc_timeout_ms.max(30_000),
+        }
+    }
+}
+
+impl ClusterSection {
+    /// Checks that ids are positive and unique and include `node_id` (unless the
+    /// list is empty: a node that will be added later).
+    pub fn validate(&self, node_id: u64) -> Result<(), String> {
+        let mut ids = std::collections::HashSet::new();
+        for member in &self.initial_members {
+            if member.id == 0 || !ids.insert(member.id) {
+                return Err("ids must be positive and unique".into());
+            }
+        }
+        if !self.initial_members.is_empty() && !ids.contains(&node_id) {
+            return Err(
+                "must include this node's id, or be empty for a node that will be added later"
+                    .into(),
+            );
+        }
+        Ok(())
+    }
+
+    /// The initial members as `id -> address`.
+    pub fn members(&self) -> std::collections::BTreeMap<u64, String> {
+        self.initial_members
+            .iter()
+            .map(|m| (m.id, m.address.clone()))
+            .collect()
+    }
+}
