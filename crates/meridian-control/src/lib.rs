@@ -7,6 +7,9 @@
 //! - [`placement`]: choosing a shard for a namespace, as a pure decision.
 //! - [`command`]: the changes replicated through the control plane's Raft log.
 //! - [`state`]: applying commands to the in-memory state (pure, deterministic).
+//! - [`node`], [`service`], [`server`]: a running member — request logic, the
+//!   `meridian.v1.Control` gRPC service (including `WatchRoutes`), health.
+//! - [`config`], [`error`]: configuration and the error-to-status mapping.
 //! - [`state_machine`]: the Raft [`Application`](meridian_raft::Application) that
 //!   persists the state and feeds it commands.
 //!
@@ -14,9 +17,14 @@
 //! tables of cases; the state machine only stores their outcome.
 
 pub mod command;
+pub mod config;
+pub mod error;
 pub mod model;
+pub mod node;
 pub mod placement;
 pub mod residency;
+pub mod server;
+pub mod service;
 pub mod state;
 pub mod state_machine;
 

@@ -44,6 +44,9 @@ pub struct ControlStateMachine {
     audit: Keyspace,
     meta: Keyspace,
     state: Arc<RwLock<ControlState>>,
+    /// The routing-table version, announced after every applied command so
+    /// route watchers wake up without polling.
+    versions: tokio::sync::watch::Sender<u64>,
 }
 
 impl ControlStateMachine {
@@ -57,6 +60,7 @@ impl ControlStateMachine {
             audit: keyspace("control_audit")?,
             meta: keyspace("control_meta")?,
             state: Arc::new(RwLock::new(ControlState::default())),
+            versions: tokio::sync::watch::channel(0).0,
         };
         machine.reload()?;
         Ok(machine)
@@ -65,6 +69,11 @@ impl ControlStateMachine {
     /// A shared handle on the current state, for readers.
     pub fn state(&self) -> Arc<RwLock<ControlState>> {
         self.state.clone()
+    }
+
+    /// Follows the routing-table version.
+    pub fn subscribe_versions(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.versions.subscribe()
     }
 
     fn reload(&self) -> io::Result<()> {
@@ -92,7 +101,9 @@ impl ControlStateMachine {
         if let Some(raw) = self.meta.get(COUNTERS_KEY).map_err(to_io)? {
             state.counters = decode::<Counters>(&raw)?;
         }
+        let version = state.counters.routing_version;
         *self.state.write().unwrap_or_else(|e| e.into_inner()) = state;
+        self.versions.send_replace(version);
         Ok(())
     }
 
@@ -157,6 +168,13 @@ impl Application for ControlStateMachine {
         for change in &changes {
             self.persist(&state, change, batch)?;
         }
+        let version = state.counters.routing_version;
+        drop(state);
+        self.versions.send_if_modified(|current| {
+            let changed = *current != version;
+            *current = version;
+            changed
+        });
         postcard::to_stdvec(&result).map_err(io::Error::other)
     }
 

@@ -29,6 +29,8 @@ pub enum OutputFormat {
 pub enum Command {
     /// Run a shard node.
     Node(NodeArgs),
+    /// Run a control-plane member.
+    Control(NodeArgs),
     /// Read and write keys.
     Kv(KvArgs),
     /// Manage namespaces.

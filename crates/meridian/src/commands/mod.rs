@@ -1,5 +1,6 @@
 //! One module per command group.
 
+mod control;
 mod kv;
 mod lab;
 mod namespace;
@@ -11,6 +12,7 @@ use crate::cli::{Cli, Command};
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Node(args) => node::run(args).await,
+        Command::Control(args) => control::run(args).await,
         Command::Kv(args) => kv::run(cli.output, args).await,
         Command::Namespace(args) => namespace::run(cli.output, args).await,
         Command::Lab(args) => lab::run(cli.output, args).await,

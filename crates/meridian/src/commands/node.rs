@@ -6,6 +6,13 @@ use meridian_shard::NodeConfig;
 
 pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
     let config = NodeConfig::load(args.config.as_deref())?;
+    meridian_shard::server::run(config, shutdown_signal())
+        .await
+        .context("node stopped with an error")
+}
+
+/// Resolves on SIGINT or SIGTERM.
+pub async fn shutdown_signal() {
     let shutdown = async {
         let mut terminate =
             match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
@@ -20,7 +27,5 @@ pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
             _ = terminate.recv() => {}
         }
     };
-    meridian_shard::server::run(config, shutdown)
-        .await
-        .context("node stopped with an error")
+    shutdown.await
 }

@@ -1,0 +1,123 @@
+//! Configuration of a control-plane member: a TOML file, then
+//! `MERIDIAN__SECTION__KEY` environment variables, then validation.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use meridian_raft::config::{ClusterSection, NetworkSection, RaftSection};
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// Everything a `meridian control` member needs to start.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlConfig {
+    /// Identity and storage.
+    pub node: ControlNodeSection,
+    /// Listen addresses.
+    pub network: NetworkSection,
+    /// Control-plane membership at first start.
+    pub cluster: ClusterSection,
+    /// Consensus tuning.
+    pub raft: RaftSection,
+    /// Regions to make known at start-up (written by the leader if missing or
+    /// different).
+    pub regions: Vec<RegionSeed>,
+}
+
+/// Identity and storage of a control-plane member.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlNodeSection {
+    /// Raft node id within the control plane, > 0, never reused.
+    pub id: u64,
+    /// Region this member runs in.
+    pub region: String,
+    /// Directory for the log, state and snapshots.
+    pub data_dir: PathBuf,
+}
+
+impl Default for ControlNodeSection {
+    fn default() -> Self {
+        Self {
+            id: 0,
+            region: "default".into(),
+            data_dir: PathBuf::from("meridian-control-data"),
+        }
+    }
+}
+
+/// A region to register.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct RegionSeed {
+    /// Name.
+    pub name: String,
+    /// Jurisdiction tags.
+    pub jurisdictions: Vec<String>,
+    /// Latitude in degrees.
+    #[serde(default)]
+    pub latitude: f64,
+    /// Longitude in degrees.
+    #[serde(default)]
+    pub longitude: f64,
+}
+
+/// A configuration that cannot work; the message names the key.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file or environment could not be parsed.
+    #[error("cannot load configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    /// A key has an unusable value.
+    #[error("invalid configuration: {key}: {reason}")]
+    Invalid {
+        /// The offending key.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl ControlConfig {
+    /// Loads defaults, then `file`, then the environment, and validates.
+    pub fn load(file: Option<&Path>) -> Result<Self, ConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(ControlConfig::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        let config: ControlConfig = figment
+            .merge(Env::prefixed("MERIDIAN__").split("__"))
+            .extract()
+            .map_err(Box::new)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks values that would make the member misbehave.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if self.node.id == 0 {
+            return Err(ConfigError::Invalid {
+                key: "node.id",
+                reason: "must be set to a positive integer".into(),
+            });
+        }
+        self.raft
+            .validate()
+            .map_err(|(key, reason)| ConfigError::Invalid { key, reason })?;
+        self.cluster
+            .validate(self.node.id)
+            .map_err(|reason| ConfigError::Invalid {
+                key: "cluster.initial_members",
+                reason,
+            })?;
+        for region in &self.regions {
+            if region.jurisdictions.is_empty() {
+                return Err(ConfigError::Invalid {
+                    key: "regions.jurisdictions",
+                    reason: format!("region {:?} needs at least one jurisdiction", region.name),
+                });
+            }
+        }
+        Ok(())
+    }
+}

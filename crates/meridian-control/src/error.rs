@@ -1,0 +1,93 @@
+//! The control plane's error type and its gRPC status mapping.
+
+use crate::command::ControlRejection;
+use crate::placement::PlacementError;
+use tonic::metadata::MetadataValue;
+use tonic::{Code, Status};
+
+/// Everything a control-plane request can fail with.
+#[derive(Debug, thiserror::Error)]
+pub enum ControlError {
+    /// The state refused the command (residency: FAILED_PRECONDITION naming the
+    /// rule; bad policy: INVALID_ARGUMENT; unknown: NOT_FOUND; exists:
+    /// ALREADY_EXISTS).
+    #[error(transparent)]
+    Rejected(#[from] ControlRejection),
+    /// A malformed request (INVALID_ARGUMENT).
+    #[error("invalid request: {0}")]
+    Invalid(String),
+    /// Not the control-plane leader (UNAVAILABLE with the leader's address).
+    #[error("not the control-plane leader{}", leader_hint(.leader_address.as_deref()))]
+    NotLeader {
+        /// The leader's address, if known.
+        leader_address: Option<String>,
+    },
+    /// Consensus is unavailable (UNAVAILABLE).
+    #[error("control plane unavailable: {0}")]
+    Unavailable(String),
+    /// Storage failure (INTERNAL).
+    #[error("storage error: {0}")]
+    Storage(#[from] std::io::Error),
+}
+
+fn leader_hint(address: Option<&str>) -> String {
+    address
+        .map(|a| format!("; the leader is at {a}"))
+        .unwrap_or_default()
+}
+
+impl ControlError {
+    /// The gRPC code this error maps to.
+    pub fn code(&self) -> Code {
+        match self {
+            ControlError::Rejected(ControlRejection::Placement(PlacementError::Residency(_))) => {
+                Code::FailedPrecondition
+            }
+            ControlError::Rejected(ControlRejection::Placement(PlacementError::InvalidPolicy(
+                _,
+            ))) => Code::InvalidArgument,
+            ControlError::Rejected(ControlRejection::Placement(PlacementError::NoShard {
+                ..
+            })) => Code::FailedPrecondition,
+            ControlError::Rejected(ControlRejection::NamespaceExists(_)) => Code::AlreadyExists,
+            ControlError::Rejected(ControlRejection::NamespaceNotFound(_)) => Code::NotFound,
+            ControlError::Rejected(ControlRejection::UnknownRegion(_)) => Code::NotFound,
+            ControlError::Rejected(ControlRejection::ShardRegionMismatch { .. }) => {
+                Code::FailedPrecondition
+            }
+            ControlError::Invalid(_) => Code::InvalidArgument,
+            ControlError::NotLeader { .. } | ControlError::Unavailable(_) => Code::Unavailable,
+            ControlError::Storage(_) => Code::Internal,
+        }
+    }
+}
+
+impl From<ControlError> for Status {
+    fn from(error: ControlError) -> Self {
+        let mut status = Status::new(error.code(), error.to_string());
+        if let ControlError::NotLeader {
+            leader_address: Some(address),
+        } = &error
+            && let Ok(value) = MetadataValue::try_from(address.as_str())
+        {
+            status
+                .metadata_mut()
+                .insert("meridian-leader-address", value);
+        }
+        status
+    }
+}
+
+impl From<meridian_raft::read_barrier::BarrierFailure> for ControlError {
+    fn from(failure: meridian_raft::read_barrier::BarrierFailure) -> Self {
+        use meridian_raft::read_barrier::BarrierFailure;
+        match failure {
+            BarrierFailure::NotLeader(_, leader_address) => {
+                ControlError::NotLeader { leader_address }
+            }
+            BarrierFailure::NoQuorum(message) | BarrierFailure::Stopped(message) => {
+                ControlError::Unavailable(message)
+            }
+        }
+    }
+}

@@ -1,0 +1,166 @@
+//! A control-plane member's request logic: proposing commands, read barriers and
+//! leader discovery, independent of the wire.
+
+use crate::command::{ControlCommand, ControlResult, Requester};
+use crate::config::ControlConfig;
+use crate::error::ControlError;
+use crate::model::Region;
+use crate::state::ControlState;
+use crate::state_machine::ControlStateMachine;
+use meridian_raft::metrics::StorageMetrics;
+use meridian_raft::read_barrier::ReadBarrier;
+use meridian_raft::{RaftNode, Request, StorageEngine};
+use openraft::ReadPolicy;
+use openraft::async_runtime::WatchReceiver;
+use openraft::errors::{ClientWriteError, RaftError};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// One member of the control plane.
+pub struct ControlNode {
+    /// Configuration.
+    pub config: ControlConfig,
+    /// The Raft member.
+    pub raft: RaftNode,
+    /// The state machine (for subscriptions).
+    pub machine: Arc<ControlStateMachine>,
+    state: Arc<RwLock<ControlState>>,
+    reads: ReadBarrier,
+}
+
+/// Milliseconds since the Unix epoch, for audit records.
+pub fn now_unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+impl ControlNode {
+    /// Opens storage, starts Raft, and initializes a brand-new control plane.
+    pub async fn start(config: ControlConfig) -> Result<Arc<Self>, ControlError> {
+        let engine =
+            StorageEngine::open(&config.node.data_dir, Arc::new(StorageMetrics::default()))?;
+        let machine = Arc::new(ControlStateMachine::open(&engine)?);
+        let options = config.raft.node_options(config.node.id, "control");
+        let raft = RaftNode::start(&options, engine, machine.clone())
+            .await
+            .map_err(|e| ControlError::Unavailable(e.to_string()))?;
+        if !config.cluster.initial_members.is_empty() {
+            raft.initialize_if_new(config.cluster.members())
+                .await
+                .map_err(|e| ControlError::Unavailable(e.to_string()))?;
+        }
+        let reads = ReadBarrier::new(raft.raft.clone(), ReadPolicy::ReadIndex);
+        Ok(Arc::new(Self {
+            state: machine.state(),
+            config,
+            raft,
+            machine,
+            reads,
+        }))
+    }
+
+    /// This member's id.
+    pub fn id(&self) -> u64 {
+        self.raft.node_id
+    }
+
+    /// The current leader's address, if known.
+    pub fn leader_address(&self) -> Option<String> {
+        let metrics = self.raft.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        metrics.current_leader.and_then(|id| {
+            metrics
+                .membership_config
+                .membership()
+                .get_node(&id)
+                .map(|node| node.addr.clone())
+        })
+    }
+
+    /// Replicates `command` and returns its result; a refusal becomes an error.
+    pub async fn propose(&self, command: ControlCommand) -> Result<ControlResult, ControlError> {
+        if !self.raft.raft.is_leader() {
+            return Err(ControlError::NotLeader {
+                leader_address: self.leader_address(),
+            });
+        }
+        let encoded = postcard::to_stdvec(&command).map_err(std::io::Error::other)?;
+        let response = self
+            .raft
+            .raft
+            .client_write(Request(encoded))
+            .await
+            .map_err(|err| match err {
+                RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
+                    ControlError::NotLeader {
+                        leader_address: forward.leader_node.map(|n| n.addr),
+                    }
+                }
+                other => ControlError::Unavailable(other.to_string()),
+            })?;
+        let result: ControlResult = postcard::from_bytes(&response.data.0)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        match result {
+            ControlResult::Rejected { rejection, .. } => Err(rejection.into()),
+            other => Ok(other),
+        }
+    }
+
+    /// Waits until reads of the local state are linearizable.
+    pub async fn read_barrier(&self) -> Result<(), ControlError> {
+        if !self.raft.raft.is_leader() {
+            return Err(ControlError::NotLeader {
+                leader_address: self.leader_address(),
+            });
+        }
+        self.reads.wait().await.map_err(ControlError::from)
+    }
+
+    /// Runs `read` on the current state.
+    pub fn with_state<T>(&self, read: impl FnOnce(&ControlState) -> T) -> T {
+        read(&self.state.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// While this member leads, makes sure every configured region is registered
+    /// as configured. Runs until Raft stops.
+    pub async fn seed_regions(self: Arc<Self>) {
+        loop {
+            if self.raft.raft.is_leader() {
+                for seed in &self.config.regions {
+                    let region = Region {
+                        name: seed.name.clone(),
+                        jurisdictions: seed.jurisdictions.iter().cloned().collect(),
+                        latitude: seed.latitude,
+                        longitude: seed.longitude,
+                    };
+                    let current = self.with_state(|s| s.regions.get(&seed.name).cloned());
+                    if current.as_ref() != Some(&region) {
+                        let command = ControlCommand::PutRegion {
+                            region,
+                            requester: Requester {
+                                actor: format!("control-{}", self.id()),
+                                at_unix_ms: now_unix_ms(),
+                            },
+                        };
+                        if let Err(err) = self.propose(command).await {
+                            tracing::warn!(region = %seed.name, error = %err, "could not register region");
+                        }
+                    }
+                }
+            }
+            if self
+                .raft
+                .raft
+                .metrics()
+                .borrow_watched()
+                .running_state
+                .is_err()
+            {
+                return;
+            }
+            tokio::time::sleep(Duration::from_secs(1)).await;
+        }
+    }
+}

@@ -1,0 +1,126 @@
+//! Running a control-plane member: gRPC (Control, Raft transport, health,
+//! reflection) and HTTP (`/health/*`) until shutdown.
+
+use crate::config::ControlConfig;
+use crate::error::ControlError;
+use crate::node::ControlNode;
+use crate::service::ControlService;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use meridian_proto::v1::control_server::ControlServer;
+use openraft::async_runtime::WatchReceiver;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+
+fn bind_error(address: std::net::SocketAddr, e: std::io::Error) -> ControlError {
+    ControlError::Storage(std::io::Error::new(
+        e.kind(),
+        format!("cannot listen on {address}: {e}"),
+    ))
+}
+
+fn is_ready(node: &ControlNode) -> bool {
+    let metrics = node.raft.raft.metrics().borrow_watched().clone();
+    metrics.current_leader.is_some() && metrics.running_state.is_ok()
+}
+
+/// Starts the member and serves until `shutdown` resolves.
+pub async fn run(
+    config: ControlConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), ControlError> {
+    let grpc_address = config.network.grpc_listen;
+    let http_address = config.network.http_listen;
+    let grpc_listener = TcpListener::bind(grpc_address)
+        .await
+        .map_err(|e| bind_error(grpc_address, e))?;
+    let http_listener = TcpListener::bind(http_address)
+        .await
+        .map_err(|e| bind_error(http_address, e))?;
+    let node = ControlNode::start(config).await?;
+    tracing::info!(node = node.id(), grpc = %grpc_address, http = %http_address, "control-plane member started");
+
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(meridian_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| ControlError::Unavailable(format!("reflection service: {e}")))?;
+    let (stop_sender, stop) = tokio::sync::watch::channel(false);
+    let seeder = tokio::spawn(node.clone().seed_regions());
+    let health_node = node.clone();
+    let mut health_stop = stop.clone();
+    let health_task = tokio::spawn(async move {
+        let mut last = None;
+        loop {
+            let ready = is_ready(&health_node);
+            if last != Some(ready) {
+                let status = if ready {
+                    tonic_health::ServingStatus::Serving
+                } else {
+                    tonic_health::ServingStatus::NotServing
+                };
+                health_reporter.set_service_status("", status).await;
+                health_reporter
+                    .set_service_status("meridian.v1.Control", status)
+                    .await;
+                last = Some(ready);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+                _ = health_stop.wait_for(|s| *s) => return,
+            }
+        }
+    });
+
+    let mut grpc_stop = stop.clone();
+    let grpc = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(ControlServer::new(ControlService::new(node.clone())))
+        .add_service(node.raft.transport_service())
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+            async move {
+                let _ = grpc_stop.wait_for(|s| *s).await;
+            },
+        );
+    let app = Router::new()
+        .route("/health/live", get(|| async { "live\n" }))
+        .route(
+            "/health/ready",
+            get(|State(node): State<Arc<ControlNode>>| async move {
+                if is_ready(&node) {
+                    (StatusCode::OK, "ready\n")
+                } else {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not ready: no known leader\n",
+                    )
+                }
+            }),
+        )
+        .with_state(node.clone());
+    let mut http_stop = stop.clone();
+    let http = axum::serve(http_listener, app).with_graceful_shutdown(async move {
+        let _ = http_stop.wait_for(|s| *s).await;
+    });
+    let grpc_task = tokio::spawn(grpc);
+    let http_task = tokio::spawn(async move { http.await });
+    shutdown.await;
+    let _ = stop_sender.send(true);
+    if let Err(err) = node.raft.raft.shutdown().await {
+        tracing::warn!(error = %err, "raft did not shut down cleanly");
+    }
+    let _ = tokio::time::timeout(Duration::from_secs(5), grpc_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
+    seeder.abort();
+    health_task.abort();
+    node.raft.engine.sync_now()?;
+    Ok(())
+}

@@ -1,0 +1,420 @@
+//! The `meridian.v1.Control` gRPC service. Protobuf conversions live here.
+
+use crate::command::{ControlCommand, ControlResult, Requester};
+use crate::error::ControlError;
+use crate::model::{Namespace, NamespaceMode, PlacementPolicy, Region, ShardMember};
+use crate::node::{ControlNode, now_unix_ms};
+use crate::state::ControlState;
+use meridian_proto::v1 as pb;
+use meridian_proto::v1::control_server::Control;
+use std::collections::BTreeMap;
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio_stream::Stream;
+use tonic::{Request, Response, Status};
+
+/// Serves the control plane from one member.
+pub struct ControlService {
+    node: Arc<ControlNode>,
+}
+
+impl ControlService {
+    /// A service over `node`.
+    pub fn new(node: Arc<ControlNode>) -> Self {
+        Self { node }
+    }
+
+    fn requester<T>(request: &Request<T>) -> Requester {
+        let actor = request
+            .metadata()
+            .get("meridian-actor")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("anonymous")
+            .to_string();
+        Requester {
+            actor,
+            at_unix_ms: now_unix_ms(),
+        }
+    }
+}
+
+fn region_info(region: &Region) -> pb::RegionInfo {
+    pb::RegionInfo {
+        name: region.name.clone(),
+        jurisdictions: region.jurisdictions.iter().cloned().collect(),
+        latitude: region.latitude,
+        longitude: region.longitude,
+    }
+}
+
+fn placement(namespace: &Namespace) -> pb::Placement {
+    let (mode, sync) = match namespace.policy.mode {
+        NamespaceMode::RegionLocked => (pb::NamespaceMode::RegionLocked, false),
+        NamespaceMode::ActivePassive { sync } => (pb::NamespaceMode::ActivePassive, sync),
+        NamespaceMode::ActiveActive => (pb::NamespaceMode::ActiveActive, false),
+    };
+    pb::Placement {
+        name: namespace.name.clone(),
+        home_region: namespace.policy.home_region.clone(),
+        mode: mode as i32,
+        sync,
+        standby_regions: namespace.policy.standby_regions.clone(),
+        allowed_jurisdictions: namespace
+            .policy
+            .allowed_jurisdictions
+            .iter()
+            .cloned()
+            .collect(),
+        shard: namespace.shard.clone(),
+        epoch: namespace.epoch,
+    }
+}
+
+fn members(state: &ControlState, shard: &str) -> Vec<pb::Member> {
+    state
+        .shards
+        .get(shard)
+        .map(|shard| {
+            shard
+                .members
+                .values()
+                .map(|m| pb::Member {
+                    node_id: m.node_id,
+                    address: m.address.clone(),
+                    voter: true,
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Every route with its shard's members, by namespace.
+pub fn route_table(state: &ControlState) -> BTreeMap<String, pb::Route> {
+    state
+        .routes()
+        .into_iter()
+        .map(|route| {
+            let members = members(state, &route.shard);
+            (
+                route.namespace.clone(),
+                pb::Route {
+                    namespace: route.namespace,
+                    shard: route.shard,
+                    region: route.region,
+                    epoch: route.epoch,
+                    members,
+                },
+            )
+        })
+        .collect()
+}
+
+fn policy_from(placement: pb::Placement) -> Result<(String, PlacementPolicy), ControlError> {
+    if placement.name.is_empty() || placement.home_region.is_empty() {
+        return Err(ControlError::Invalid(
+            "placement needs a name and a home_region".into(),
+        ));
+    }
+    let mode = match pb::NamespaceMode::try_from(placement.mode) {
+        Ok(pb::NamespaceMode::RegionLocked) => NamespaceMode::RegionLocked,
+        Ok(pb::NamespaceMode::ActivePassive) => NamespaceMode::ActivePassive {
+            sync: placement.sync,
+        },
+        Ok(pb::NamespaceMode::ActiveActive) => NamespaceMode::ActiveActive,
+        Err(_) => {
+            return Err(ControlError::Invalid(format!(
+                "unknown namespace mode {}",
+                placement.mode
+            )));
+        }
+    };
+    Ok((
+        placement.name,
+        PlacementPolicy {
+            home_region: placement.home_region,
+            mode,
+            standby_regions: placement.standby_regions,
+            allowed_jurisdictions: placement.allowed_jurisdictions.into_iter().collect(),
+        },
+    ))
+}
+
+type RouteStream = Pin<Box<dyn Stream<Item = Result<pb::RoutingUpdate, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl Control for ControlService {
+    async fn put_region(
+        &self,
+        request: Request<pb::PutRegionRequest>,
+    ) -> Result<Response<pb::PutRegionResponse>, Status> {
+        let requester = Self::requester(&request);
+        let region = request
+            .into_inner()
+            .region
+            .ok_or_else(|| ControlError::Invalid("region is required".into()))?;
+        if region.name.is_empty() || region.jurisdictions.is_empty() {
+            return Err(ControlError::Invalid(
+                "a region needs a name and at least one jurisdiction".into(),
+            )
+            .into());
+        }
+        let command = ControlCommand::PutRegion {
+            region: Region {
+                name: region.name,
+                jurisdictions: region.jurisdictions.into_iter().collect(),
+                latitude: region.latitude,
+                longitude: region.longitude,
+            },
+            requester,
+        };
+        self.node.propose(command).await?;
+        Ok(Response::new(pb::PutRegionResponse {}))
+    }
+
+    async fn list_regions(
+        &self,
+        _request: Request<pb::ListRegionsRequest>,
+    ) -> Result<Response<pb::ListRegionsResponse>, Status> {
+        self.node.read_barrier().await?;
+        let regions = self
+            .node
+            .with_state(|s| s.regions.values().map(region_info).collect());
+        Ok(Response::new(pb::ListRegionsResponse { regions }))
+    }
+
+    async fn register_member(
+        &self,
+        request: Request<pb::RegisterMemberRequest>,
+    ) -> Result<Response<pb::RegisterMemberResponse>, Status> {
+        let requester = Self::requester(&request);
+        let request = request.into_inner();
+        if request.shard.is_empty()
+            || request.region.is_empty()
+            || request.node_id == 0
+            || request.address.is_empty()
+        {
+            return Err(ControlError::Invalid(
+                "shard, region, node_id and address are required".into(),
+            )
+            .into());
+        }
+        let command = ControlCommand::RegisterMember {
+            shard: request.shard,
+            region: request.region,
+            member: ShardMember {
+                node_id: request.node_id,
+                address: request.address,
+            },
+            requester,
+        };
+        self.node.propose(command).await?;
+        Ok(Response::new(pb::RegisterMemberResponse {}))
+    }
+
+    async fn list_shards(
+        &self,
+        _request: Request<pb::ListShardsRequest>,
+    ) -> Result<Response<pb::ListShardsResponse>, Status> {
+        self.node.read_barrier().await?;
+        let shards = self.node.with_state(|s| {
+            s.shards
+                .values()
+                .map(|shard| pb::ShardInfo {
+                    id: shard.id.clone(),
+                    region: shard.region.clone(),
+                    members: members(s, &shard.id),
+                })
+                .collect()
+        });
+        Ok(Response::new(pb::ListShardsResponse { shards }))
+    }
+
+    async fn place_namespace(
+        &self,
+        request: Request<pb::PlaceNamespaceRequest>,
+    ) -> Result<Response<pb::PlaceNamespaceResponse>, Status> {
+        let requester = Self::requester(&request);
+        let requested = request
+            .into_inner()
+            .placement
+            .ok_or_else(|| ControlError::Invalid("placement is required".into()))?;
+        let (name, policy) = policy_from(requested)?;
+        match self
+            .node
+            .propose(ControlCommand::CreateNamespace {
+                name,
+                policy,
+                requester,
+            })
+            .await?
+        {
+            ControlResult::NamespaceCreated {
+                namespace,
+                routing_version,
+            } => Ok(Response::new(pb::PlaceNamespaceResponse {
+                placement: Some(placement(&namespace)),
+                routing_version,
+            })),
+            other => Err(Status::internal(format!("unexpected result {other:?}"))),
+        }
+    }
+
+    async fn remove_namespace(
+        &self,
+        request: Request<pb::RemoveNamespaceRequest>,
+    ) -> Result<Response<pb::RemoveNamespaceResponse>, Status> {
+        let requester = Self::requester(&request);
+        let name = request.into_inner().name;
+        match self
+            .node
+            .propose(ControlCommand::DeleteNamespace { name, requester })
+            .await?
+        {
+            ControlResult::NamespaceDeleted { routing_version } => {
+                Ok(Response::new(pb::RemoveNamespaceResponse {
+                    routing_version,
+                }))
+            }
+            other => Err(Status::internal(format!("unexpected result {other:?}"))),
+        }
+    }
+
+    async fn list_placements(
+        &self,
+        _request: Request<pb::ListPlacementsRequest>,
+    ) -> Result<Response<pb::ListPlacementsResponse>, Status> {
+        self.node.read_barrier().await?;
+        let (placements, routing_version) = self.node.with_state(|s| {
+            (
+                s.namespaces.values().map(placement).collect(),
+                s.counters.routing_version,
+            )
+        });
+        Ok(Response::new(pb::ListPlacementsResponse {
+            placements,
+            routing_version,
+        }))
+    }
+
+    type WatchRoutesStream = RouteStream;
+
+    async fn watch_routes(
+        &self,
+        request: Request<pb::WatchRoutesRequest>,
+    ) -> Result<Response<Self::WatchRoutesStream>, Status> {
+        let request = request.into_inner();
+        let node = self.node.clone();
+        let mut versions = node.machine.subscribe_versions();
+        let (sender, receiver) = tokio::sync::mpsc::channel(16);
+        tokio::spawn(async move {
+            versions.borrow_and_update();
+            let (version, mut sent) =
+                node.with_state(|s| (s.counters.routing_version, route_table(s)));
+            // Resuming at the current version needs no table; anything else gets
+            // the whole table (there is no change history to replay from).
+            let first = if request.since_version != 0 && request.since_version == version {
+                pb::RoutingUpdate {
+                    version,
+                    full: false,
+                    upserts: Vec::new(),
+                    removals: Vec::new(),
+                }
+            } else {
+                pb::RoutingUpdate {
+                    version,
+                    full: true,
+                    upserts: sent.values().cloned().collect(),
+                    removals: Vec::new(),
+                }
+            };
+            if sender.send(Ok(first)).await.is_err() {
+                return;
+            }
+            while versions.changed().await.is_ok() {
+                let (version, current) =
+                    node.with_state(|s| (s.counters.routing_version, route_table(s)));
+                let upserts: Vec<pb::Route> = current
+                    .iter()
+                    .filter(|(name, route)| sent.get(*name) != Some(route))
+                    .map(|(_, route)| route.clone())
+                    .collect();
+                let removals: Vec<String> = sent
+                    .keys()
+                    .filter(|name| !current.contains_key(*name))
+                    .cloned()
+                    .collect();
+                sent = current;
+                let update = pb::RoutingUpdate {
+                    version,
+                    full: false,
+                    upserts,
+                    removals,
+                };
+                if sender.send(Ok(update)).await.is_err() {
+                    return;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(
+            tokio_stream::wrappers::ReceiverStream::new(receiver),
+        )))
+    }
+
+    async fn audit_log(
+        &self,
+        request: Request<pb::AuditLogRequest>,
+    ) -> Result<Response<pb::AuditLogResponse>, Status> {
+        let request = request.into_inner();
+        self.node.read_barrier().await?;
+        let limit = match request.limit {
+            0 => 1000,
+            n => n.min(10_000) as usize,
+        };
+        let records = self.node.with_state(|s| {
+            s.audit
+                .range(request.after.saturating_add(1)..)
+                .take(limit)
+                .map(|(_, r)| pb::AuditRecord {
+                    sequence: r.sequence,
+                    at_unix_ms: r.at_unix_ms,
+                    actor: r.actor.clone(),
+                    action: r.action.clone(),
+                    outcome: r.outcome.clone(),
+                })
+                .collect()
+        });
+        Ok(Response::new(pb::AuditLogResponse { records }))
+    }
+
+    async fn control_status(
+        &self,
+        _request: Request<pb::ClusterStatusRequest>,
+    ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        use openraft::async_runtime::WatchReceiver;
+        let metrics = self.node.raft.raft.metrics().borrow_watched().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: std::collections::BTreeSet<u64> = membership.voter_ids().collect();
+        let members = membership
+            .nodes()
+            .map(|(id, node)| pb::Member {
+                node_id: *id,
+                address: node.addr.clone(),
+                voter: voters.contains(id),
+            })
+            .collect();
+        Ok(Response::new(pb::ClusterStatusResponse {
+            node_id: self.node.id(),
+            shard: "control".into(),
+            region: self.node.config.node.region.clone(),
+            leader_id: metrics.current_leader.unwrap_or(0),
+            leader_address: self.node.leader_address().unwrap_or_default(),
+            term: metrics.current_term,
+            role: format!("{:?}", metrics.state),
+            last_log_index: metrics.last_log_index.unwrap_or(0),
+            applied_index: metrics.last_applied.map_or(0, |id| id.index()),
+            snapshot_index: metrics.snapshot.map_or(0, |id| id.index()),
+            purged_index: metrics.purged.map_or(0, |id| id.index()),
+            members,
+        }))
+    }
+}

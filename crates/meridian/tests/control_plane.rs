@@ -1,0 +1,261 @@
+//! The control plane as three real processes: regions, residency-enforced
+//! placement with refusals that name the rule, the routing push (full table then
+//! changes, resumable), the audit log, and surviving the loss of its leader.
+
+use meridian_control::config::{ControlConfig, RegionSeed};
+use meridian_lab::process::free_port;
+use meridian_proto::v1 as pb;
+use meridian_proto::v1::control_client::ControlClient;
+use meridian_shard::config::InitialMember;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tokio_stream::StreamExt;
+use tonic::Code;
+use tonic::transport::Channel;
+
+struct Members {
+    children: Vec<(u64, String, Child)>,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Members {
+    fn drop(&mut self) {
+        for (_, _, child) in &mut self.children {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+fn start_control_plane() -> Members {
+    let dir = tempfile::tempdir().unwrap();
+    let regions = [("us-east", "US"), ("eu-west", "EU"), ("ap-south", "IN")];
+    let members: Vec<InitialMember> = (1..=3)
+        .map(|id| InitialMember {
+            id,
+            address: format!("127.0.0.1:{}", free_port().unwrap()),
+        })
+        .collect();
+    let mut children = Vec::new();
+    for (member, (region, _)) in members.iter().zip(regions) {
+        let mut config = ControlConfig::default();
+        config.node.id = member.id;
+        config.node.region = region.into();
+        config.node.data_dir = dir.path().join(format!("control-{}", member.id));
+        config.network.grpc_listen = member.address.parse().unwrap();
+        config.network.http_listen = format!("127.0.0.1:{}", free_port().unwrap())
+            .parse()
+            .unwrap();
+        config.cluster.initial_members = members.clone();
+        config.regions = regions
+            .iter()
+            .map(|(name, tag)| RegionSeed {
+                name: name.to_string(),
+                jurisdictions: vec![tag.to_string()],
+                latitude: 0.0,
+                longitude: 0.0,
+            })
+            .collect();
+        let path = dir.path().join(format!("control-{}.toml", member.id));
+        std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+        let log =
+            std::fs::File::create(dir.path().join(format!("control-{}.log", member.id))).unwrap();
+        let child = Command::new(env!("CARGO_BIN_EXE_meridian"))
+            .args(["control", "--config", &path.to_string_lossy()])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        children.push((member.id, member.address.clone(), child));
+    }
+    Members {
+        children,
+        _dir: dir,
+    }
+}
+
+async fn client(address: &str) -> ControlClient<Channel> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect_lazy();
+    ControlClient::new(channel)
+}
+
+/// The leader's address, once it is elected and has registered the regions.
+async fn leader(members: &Members) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for (_, address, _) in &members.children {
+            let mut control = client(address).await;
+            if let Ok(regions) = control.list_regions(pb::ListRegionsRequest {}).await
+                && regions.into_inner().regions.len() == 3
+            {
+                return address.clone();
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no control-plane leader with regions in 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn placement(
+    name: &str,
+    home: &str,
+    standbys: &[&str],
+    allowed: &[&str],
+) -> pb::PlaceNamespaceRequest {
+    pb::PlaceNamespaceRequest {
+        placement: Some(pb::Placement {
+            name: name.into(),
+            home_region: home.into(),
+            mode: if standbys.is_empty() {
+                pb::NamespaceMode::RegionLocked
+            } else {
+                pb::NamespaceMode::ActivePassive
+            } as i32,
+            standby_regions: standbys.iter().map(|s| s.to_string()).collect(),
+            allowed_jurisdictions: allowed.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        }),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn placement_residency_routing_push_and_leader_loss() {
+    let mut members = start_control_plane();
+    let leader_address = leader(&members).await;
+    let mut control = client(&leader_address).await;
+    for (region, shard) in [
+        ("us-east", "us-east-s1"),
+        ("eu-west", "eu-west-s1"),
+        ("ap-south", "ap-south-s1"),
+    ] {
+        control
+            .register_member(pb::RegisterMemberRequest {
+                shard: shard.into(),
+                region: region.into(),
+                node_id: 1,
+                address: format!("{shard}.example:7401"),
+            })
+            .await
+            .unwrap();
+    }
+
+    // A subscriber starts with the (empty) full table.
+    let mut watch = client(&leader_address)
+        .await
+        .watch_routes(pb::WatchRoutesRequest {
+            since_version: 0,
+            subscriber: "test".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = watch.next().await.unwrap().unwrap();
+    assert!(first.full);
+
+    let placed = control
+        .place_namespace(placement("gdpr-orders", "eu-west", &[], &["EU"]))
+        .await
+        .unwrap()
+        .into_inner();
+    let placed_at = placed.routing_version;
+    assert_eq!(placed.placement.unwrap().shard, "eu-west-s1");
+
+    // Residency: EU data may not be homed in, or replicated to, us-east.
+    for request in [
+        placement("gdpr-users", "us-east", &[], &["EU"]),
+        placement("gdpr-users", "eu-west", &["us-east"], &["EU"]),
+    ] {
+        let status = control.place_namespace(request).await.unwrap_err();
+        assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+        for needle in ["residency rule", "us-east", "EU"] {
+            assert!(
+                status.message().contains(needle),
+                "{needle} in {}",
+                status.message()
+            );
+        }
+    }
+    let status = control
+        .place_namespace(placement("ghost", "mars-1", &[], &[]))
+        .await
+        .unwrap_err();
+    assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
+
+    // The subscriber receives the change with its version and the shard members.
+    let update = tokio::time::timeout(Duration::from_secs(5), watch.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert!(!update.full);
+    assert_eq!(update.version, placed_at);
+    assert_eq!(update.upserts.len(), 1);
+    assert_eq!(update.upserts[0].region, "eu-west");
+    assert_eq!(update.upserts[0].members.len(), 1);
+
+    // The audit log has both the placement and the refusals.
+    let audit = control
+        .audit_log(pb::AuditLogRequest { after: 0, limit: 0 })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(
+        audit
+            .records
+            .iter()
+            .any(|r| r.action.contains("create namespace gdpr-orders") && r.outcome == "ok")
+    );
+    assert!(
+        audit
+            .records
+            .iter()
+            .any(|r| r.outcome.starts_with("refused: residency rule"))
+    );
+
+    // Kill the leader: the others elect a new one and keep serving, and a
+    // resumed subscription at the current version gets no table, only changes.
+    let leader_index = members
+        .children
+        .iter()
+        .position(|(_, a, _)| *a == leader_address)
+        .unwrap();
+    let (_, _, mut child) = members.children.remove(leader_index);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let new_leader = leader(&members).await;
+    assert_ne!(new_leader, leader_address);
+    let mut control = client(&new_leader).await;
+    let listed = control
+        .list_placements(pb::ListPlacementsRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(listed.placements.len(), 1);
+    let mut resumed = client(&new_leader)
+        .await
+        .watch_routes(pb::WatchRoutesRequest {
+            since_version: listed.routing_version,
+            subscriber: "test".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let first = resumed.next().await.unwrap().unwrap();
+    assert!(!first.full && first.upserts.is_empty(), "{first:?}");
+    control
+        .place_namespace(placement("in-payments", "ap-south", &[], &[]))
+        .await
+        .unwrap();
+    let update = tokio::time::timeout(Duration::from_secs(5), resumed.next())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    assert_eq!(update.upserts[0].namespace, "in-payments");
+    assert_eq!(update.upserts[0].shard, "ap-south-s1");
+}
