@@ -3,6 +3,7 @@
 use crate::error::ClientError;
 use meridian_proto::v1 as pb;
 use meridian_proto::v1::admin_client::AdminClient;
+use meridian_proto::v1::control_client::ControlClient;
 use meridian_proto::v1::kv_client::KvClient;
 use std::collections::HashMap;
 use std::future::Future;
@@ -464,6 +465,71 @@ impl Client {
             })
             .await?;
         Ok(response.members)
+    }
+
+    /// Control plane: a shard member announces itself.
+    pub async fn register_member(
+        &self,
+        request: pb::RegisterMemberRequest,
+    ) -> Result<(), ClientError> {
+        self.call(CallKind::Write, |channel| {
+            let request = request.clone();
+            async move { ControlClient::new(channel).register_member(request).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Control plane: places a namespace (residency enforced).
+    pub async fn place_namespace(
+        &self,
+        placement: pb::Placement,
+    ) -> Result<pb::PlaceNamespaceResponse, ClientError> {
+        let request = pb::PlaceNamespaceRequest {
+            placement: Some(placement),
+        };
+        self.call(CallKind::Write, |channel| {
+            let request = request.clone();
+            async move { ControlClient::new(channel).place_namespace(request).await }
+        })
+        .await
+    }
+
+    /// Control plane: removes a namespace.
+    pub async fn remove_namespace(
+        &self,
+        name: &str,
+    ) -> Result<pb::RemoveNamespaceResponse, ClientError> {
+        let request = pb::RemoveNamespaceRequest {
+            name: name.to_string(),
+        };
+        self.call(CallKind::Write, |channel| {
+            let request = request.clone();
+            async move { ControlClient::new(channel).remove_namespace(request).await }
+        })
+        .await
+    }
+
+    /// Control plane: every placement and the routing version.
+    pub async fn list_placements(&self) -> Result<pb::ListPlacementsResponse, ClientError> {
+        self.call(CallKind::LeaderRead, |channel| async move {
+            ControlClient::new(channel)
+                .list_placements(pb::ListPlacementsRequest {})
+                .await
+        })
+        .await
+    }
+
+    /// Control plane: every region.
+    pub async fn list_regions(&self) -> Result<Vec<pb::RegionInfo>, ClientError> {
+        let response = self
+            .call(CallKind::LeaderRead, |channel| async move {
+                ControlClient::new(channel)
+                    .list_regions(pb::ListRegionsRequest {})
+                    .await
+            })
+            .await?;
+        Ok(response.regions)
     }
 
     /// Removes a node from the shard.

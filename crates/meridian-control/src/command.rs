@@ -42,6 +42,9 @@ pub enum ControlCommand {
         name: String,
         /// Requested policy (allowed jurisdictions may be empty: home's apply).
         policy: PlacementPolicy,
+        /// The shard the leader chose and already created the namespace on; `None`
+        /// lets the state machine choose (no shard-side creation happened).
+        shard: Option<String>,
         /// Who asked.
         requester: Requester,
     },

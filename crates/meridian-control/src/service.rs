@@ -139,6 +139,24 @@ fn policy_from(placement: pb::Placement) -> Result<(String, PlacementPolicy), Co
     ))
 }
 
+/// Creates `namespace` on `shard` (an existing one is fine: a retried placement).
+async fn create_on_shard(shard: &crate::model::Shard, namespace: &str) -> Result<(), ControlError> {
+    let addresses: Vec<String> = shard.members.values().map(|m| m.address.clone()).collect();
+    let options = meridian_client::ClientOptions {
+        retry_budget: std::time::Duration::from_secs(10),
+        ..Default::default()
+    };
+    let client = meridian_client::Client::with_options(addresses, options)
+        .map_err(|e| ControlError::Unavailable(format!("shard {}: {e}", shard.id)))?;
+    match client.create_namespace(namespace).await {
+        Ok(_) | Err(meridian_client::ClientError::AlreadyExists(_)) => Ok(()),
+        Err(err) => Err(ControlError::Unavailable(format!(
+            "could not create namespace {namespace:?} on shard {}: {err}",
+            shard.id
+        ))),
+    }
+}
+
 type RouteStream = Pin<Box<dyn Stream<Item = Result<pb::RoutingUpdate, Status>> + Send>>;
 
 #[tonic::async_trait]
@@ -239,15 +257,28 @@ impl Control for ControlService {
             .placement
             .ok_or_else(|| ControlError::Invalid("placement is required".into()))?;
         let (name, policy) = policy_from(requested)?;
-        match self
+        // Decide on the (up-to-date) leader, create the namespace on the chosen
+        // shard, and only then publish the route: a route never points at a
+        // namespace its shard does not have. A refused placement is still
+        // proposed, so the refusal is decided and audited by the state machine.
+        self.node.read_barrier().await?;
+        let planned = self
             .node
-            .propose(ControlCommand::CreateNamespace {
-                name,
-                policy,
-                requester,
-            })
-            .await?
-        {
+            .with_state(|s| s.plan_placement(&name, policy.clone()));
+        let shard = match planned {
+            Ok((_, shard)) => {
+                create_on_shard(&shard, &name).await?;
+                Some(shard.id)
+            }
+            Err(_) => None,
+        };
+        let command = ControlCommand::CreateNamespace {
+            name,
+            policy,
+            shard,
+            requester,
+        };
+        match self.node.propose(command).await? {
             ControlResult::NamespaceCreated {
                 namespace,
                 routing_version,
@@ -265,18 +296,44 @@ impl Control for ControlService {
     ) -> Result<Response<pb::RemoveNamespaceResponse>, Status> {
         let requester = Self::requester(&request);
         let name = request.into_inner().name;
-        match self
+        self.node.read_barrier().await?;
+        let shard = self.node.with_state(|s| {
+            s.namespaces
+                .get(&name)
+                .and_then(|ns| s.shards.get(&ns.shard).cloned())
+        });
+        let routing_version = match self
             .node
-            .propose(ControlCommand::DeleteNamespace { name, requester })
+            .propose(ControlCommand::DeleteNamespace {
+                name: name.clone(),
+                requester,
+            })
             .await?
         {
-            ControlResult::NamespaceDeleted { routing_version } => {
-                Ok(Response::new(pb::RemoveNamespaceResponse {
-                    routing_version,
-                }))
+            ControlResult::NamespaceDeleted { routing_version } => routing_version,
+            other => return Err(Status::internal(format!("unexpected result {other:?}"))),
+        };
+        // The route is gone first, so no gateway sends new writes; then the data.
+        if let Some(shard) = shard {
+            let addresses: Vec<String> =
+                shard.members.values().map(|m| m.address.clone()).collect();
+            match meridian_client::Client::new(addresses) {
+                Ok(client) => match client.delete_namespace(&name).await {
+                    Ok(_) | Err(meridian_client::ClientError::NotFound(_)) => {}
+                    Err(err) => {
+                        return Err(ControlError::Unavailable(format!(
+                            "route removed, but deleting the data on shard {} failed: {err}; retry the removal",
+                            shard.id
+                        ))
+                        .into());
+                    }
+                },
+                Err(err) => tracing::warn!(error = %err, "no shard members to delete from"),
             }
-            other => Err(Status::internal(format!("unexpected result {other:?}"))),
         }
+        Ok(Response::new(pb::RemoveNamespaceResponse {
+            routing_version,
+        }))
     }
 
     async fn list_placements(

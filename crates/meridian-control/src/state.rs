@@ -94,6 +94,22 @@ impl ControlState {
         load
     }
 
+    /// The shard a new namespace with `policy` would get now, or why it cannot be
+    /// placed — the same decision `apply` makes, without changing anything.
+    pub fn plan_placement(
+        &self,
+        name: &str,
+        policy: crate::model::PlacementPolicy,
+    ) -> Result<(crate::model::PlacementPolicy, Shard), ControlRejection> {
+        if self.namespaces.contains_key(name) {
+            return Err(ControlRejection::NamespaceExists(name.to_string()));
+        }
+        let policy = placement::resolve_policy(name, policy, &self.regions)?;
+        let load = self.namespaces_per_shard();
+        let shard = placement::choose_shard(&policy.home_region, &self.shards, &load)?.clone();
+        Ok((policy, shard))
+    }
+
     /// Applies one command, returning its result and the records it changed.
     pub fn apply(&mut self, command: ControlCommand) -> (ControlResult, Vec<Change>) {
         let mut changes = Vec::new();
@@ -215,6 +231,7 @@ fn describe(command: &ControlCommand) -> (Requester, String) {
             name,
             policy,
             requester,
+            ..
         } => (
             requester.clone(),
             format!(
@@ -290,6 +307,7 @@ mod tests {
                     allowed_jurisdictions: allowed.iter().map(|s| s.to_string()).collect(),
                 },
                 requester: requester(),
+                shard: None,
             })
             .0
     }

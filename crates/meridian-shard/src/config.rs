@@ -24,6 +24,16 @@ pub struct NodeConfig {
     pub raft: RaftSection,
     /// Request limits.
     pub limits: Limits,
+    /// The control plane this node registers with.
+    pub control: ControlSection,
+}
+
+/// The control plane this node registers with.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlSection {
+    /// gRPC addresses of control-plane members; empty for a standalone shard.
+    pub endpoints: Vec<String>,
 }
 
 /// Identity and storage of this node.

@@ -41,6 +41,8 @@ pub async fn run(
         "shard node started"
     );
 
+    let registration =
+        (!config.control.endpoints.is_empty()).then(|| tokio::spawn(register(config.clone())));
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(meridian_proto::FILE_DESCRIPTOR_SET)
@@ -95,9 +97,45 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
     watcher.abort();
     health_task.abort();
+    if let Some(registration) = registration {
+        registration.abort();
+    }
     // Whatever is still only in the journal's buffers becomes durable now.
     node.raft.engine.sync_now()?;
     Ok(())
+}
+
+/// Announces this node to the control plane, retrying until it is accepted (the
+/// control plane may still be starting, or not yet know the region).
+async fn register(config: NodeConfig) {
+    let request = meridian_proto::v1::RegisterMemberRequest {
+        shard: config.node.shard.clone(),
+        region: config.node.region.clone(),
+        node_id: config.node.id,
+        address: config.network.advertised(),
+    };
+    let mut attempt = 0u32;
+    loop {
+        match meridian_client::Client::new(config.control.endpoints.clone()) {
+            Ok(client) => match client.register_member(request.clone()).await {
+                Ok(()) => {
+                    tracing::info!(shard = %request.shard, "registered with the control plane");
+                    return;
+                }
+                Err(err) => {
+                    attempt += 1;
+                    if attempt % 10 == 1 {
+                        tracing::warn!(error = %err, "control plane registration failed; retrying");
+                    }
+                }
+            },
+            Err(err) => {
+                tracing::error!(error = %err, "control.endpoints is unusable; not registering");
+                return;
+            }
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
 }
 
 async fn bind(address: std::net::SocketAddr) -> Result<TcpListener, ShardError> {

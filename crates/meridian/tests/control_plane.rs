@@ -15,6 +15,8 @@ use tonic::transport::Channel;
 
 struct Members {
     children: Vec<(u64, String, Child)>,
+    /// One single-node shard per region, registered with the control plane.
+    shards: meridian_lab::Lab,
     _dir: tempfile::TempDir,
 }
 
@@ -36,6 +38,22 @@ fn start_control_plane() -> Members {
             address: format!("127.0.0.1:{}", free_port().unwrap()),
         })
         .collect();
+    let endpoints: Vec<String> = members
+        .iter()
+        .map(|m| format!("\"{}\"", m.address))
+        .collect();
+    let shards = meridian_lab::Lab::up(&meridian_lab::LabSpec {
+        dir: dir.path().join("shards"),
+        regions: regions.iter().map(|(r, _)| r.to_string()).collect(),
+        nodes: 1,
+        binary: env!("CARGO_BIN_EXE_meridian").into(),
+        env: vec![(
+            "MERIDIAN__CONTROL__ENDPOINTS".into(),
+            format!("[{}]", endpoints.join(",")),
+        )],
+    })
+    .unwrap()
+    .kill_on_drop();
     let mut children = Vec::new();
     for (member, (region, _)) in members.iter().zip(regions) {
         let mut config = ControlConfig::default();
@@ -70,6 +88,7 @@ fn start_control_plane() -> Members {
     }
     Members {
         children,
+        shards,
         _dir: dir,
     }
 }
@@ -128,20 +147,23 @@ async fn placement_residency_routing_push_and_leader_loss() {
     let mut members = start_control_plane();
     let leader_address = leader(&members).await;
     let mut control = client(&leader_address).await;
-    for (region, shard) in [
-        ("us-east", "us-east-s1"),
-        ("eu-west", "eu-west-s1"),
-        ("ap-south", "ap-south-s1"),
-    ] {
-        control
-            .register_member(pb::RegisterMemberRequest {
-                shard: shard.into(),
-                region: region.into(),
-                node_id: 1,
-                address: format!("{shard}.example:7401"),
-            })
+    // Every shard node registers itself.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let shards = control
+            .list_shards(pb::ListShardsRequest {})
             .await
-            .unwrap();
+            .unwrap()
+            .into_inner()
+            .shards;
+        if shards.len() == 3 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "shards did not register: {shards:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 
     // A subscriber starts with the (empty) full table.
@@ -164,6 +186,26 @@ async fn placement_residency_routing_push_and_leader_loss() {
         .into_inner();
     let placed_at = placed.routing_version;
     assert_eq!(placed.placement.unwrap().shard, "eu-west-s1");
+    // The namespace exists on the eu-west shard, and on no other.
+    for (node, expected) in [
+        ("eu-west-1", true),
+        ("us-east-1", false),
+        ("ap-south-1", false),
+    ] {
+        let address = members.shards.process(node).unwrap().grpc.clone();
+        let mut admin = pb::admin_client::AdminClient::new(
+            tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+                .unwrap()
+                .connect_lazy(),
+        );
+        let listed = admin
+            .list_namespaces(pb::ListNamespacesRequest {})
+            .await
+            .unwrap()
+            .into_inner();
+        let present = listed.namespaces.iter().any(|n| n.name == "gdpr-orders");
+        assert_eq!(present, expected, "gdpr-orders on {node}");
+    }
 
     // Residency: EU data may not be homed in, or replicated to, us-east.
     for request in [
