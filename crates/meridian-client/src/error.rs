@@ -60,6 +60,43 @@ impl ClientError {
     }
 }
 
+impl From<ClientError> for Status {
+    /// Turns a client error back into a status, for servers that forward calls
+    /// (the gateway): the code keeps its meaning for the original caller.
+    fn from(error: ClientError) -> Self {
+        let code = match &error {
+            ClientError::InvalidArgument(_) => Code::InvalidArgument,
+            ClientError::NotFound(_) => Code::NotFound,
+            ClientError::AlreadyExists(_) => Code::AlreadyExists,
+            ClientError::ResourceExhausted { .. } => Code::ResourceExhausted,
+            ClientError::FailedPrecondition(_) => Code::FailedPrecondition,
+            ClientError::Unavailable(_)
+            | ClientError::OutcomeUnknown(_)
+            | ClientError::NoEndpoints(_) => Code::Unavailable,
+            ClientError::DataLoss(_) => Code::DataLoss,
+            ClientError::Other { code, .. } => *code,
+        };
+        let message = match &error {
+            ClientError::InvalidArgument(m)
+            | ClientError::NotFound(m)
+            | ClientError::AlreadyExists(m)
+            | ClientError::FailedPrecondition(m)
+            | ClientError::DataLoss(m) => m.clone(),
+            other => other.to_string(),
+        };
+        let mut status = Status::new(code, message);
+        if let ClientError::ResourceExhausted {
+            retry_after: Some(after),
+            ..
+        } = &error
+            && let Ok(value) = after.as_millis().to_string().parse()
+        {
+            status.metadata_mut().insert("retry-after-ms", value);
+        }
+        status
+    }
+}
+
 impl From<Status> for ClientError {
     fn from(status: Status) -> Self {
         let message = status.message().to_string();

@@ -235,6 +235,19 @@ impl Client {
         Ok(response.kv)
     }
 
+    /// Reads a key with the full response (header included), as given.
+    pub async fn get_request(
+        &self,
+        request: pb::GetRequest,
+    ) -> Result<pb::GetResponse, ClientError> {
+        let consistency = request.read.map(|r| r.consistency()).unwrap_or_default();
+        self.call(read_kind(consistency), |channel| {
+            let request = request.clone();
+            async move { KvClient::new(channel).get(request).await }
+        })
+        .await
+    }
+
     /// Writes a key and returns the new version.
     pub async fn put(
         &self,

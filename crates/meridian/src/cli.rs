@@ -31,6 +31,8 @@ pub enum Command {
     Node(NodeArgs),
     /// Run a control-plane member.
     Control(NodeArgs),
+    /// Run a gateway.
+    Gateway(NodeArgs),
     /// Read and write keys.
     Kv(KvArgs),
     /// Manage namespaces.

@@ -22,7 +22,7 @@ use std::process::ExitCode;
 fn main() -> ExitCode {
     let cli = cli::Cli::parse();
     let default_level = match cli.command {
-        cli::Command::Node(_) | cli::Command::Control(_) => "info",
+        cli::Command::Node(_) | cli::Command::Control(_) | cli::Command::Gateway(_) => "info",
         _ => "warn",
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -93,6 +93,57 @@ fn start_control_plane() -> Members {
     }
 }
 
+/// Starts a gateway in us-east following `control`; returns it and its address.
+fn start_gateway(dir: &std::path::Path, control: &[String]) -> (Child, String) {
+    let mut config = meridian_gateway::config::GatewayConfig::default();
+    config.gateway.name = "gateway-us-east".into();
+    config.gateway.region = "us-east".into();
+    let grpc = format!("127.0.0.1:{}", free_port().unwrap());
+    config.network.grpc_listen = grpc.parse().unwrap();
+    config.network.http_listen = format!("127.0.0.1:{}", free_port().unwrap())
+        .parse()
+        .unwrap();
+    config.control.endpoints = control.to_vec();
+    let path = dir.join("gateway.toml");
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(["gateway", "--config", &path.to_string_lossy()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    (child, grpc)
+}
+
+/// Kills a child when dropped.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+async fn wait_serving(address: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !meridian_lab::lab::is_serving(address).await {
+        assert!(
+            Instant::now() < deadline,
+            "{address} not serving within 30 s"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn kv(address: &str) -> pb::kv_client::KvClient<Channel> {
+    pb::kv_client::KvClient::new(
+        tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+            .unwrap()
+            .connect_lazy(),
+    )
+}
+
 async fn client(address: &str) -> ControlClient<Channel> {
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
         .unwrap()
@@ -228,6 +279,58 @@ async fn placement_residency_routing_push_and_leader_loss() {
         .unwrap_err();
     assert_eq!(status.code(), Code::FailedPrecondition, "{status:?}");
 
+    // Through the us-east gateway, a write to the EU namespace lands in eu-west.
+    let control_addresses: Vec<String> =
+        members.children.iter().map(|(_, a, _)| a.clone()).collect();
+    let gateway_dir = tempfile::tempdir().unwrap();
+    let (gateway, gateway_address) = start_gateway(gateway_dir.path(), &control_addresses);
+    let mut gateway = KillOnDrop(gateway);
+    wait_serving(&gateway_address).await;
+    let put = kv(&gateway_address)
+        .put(pb::PutRequest {
+            namespace: "gdpr-orders".into(),
+            key: b"order-1".to_vec(),
+            value: b"paid".to_vec(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(put.version > 0);
+    let got = kv(&gateway_address)
+        .get(pb::GetRequest {
+            namespace: "gdpr-orders".into(),
+            key: b"order-1".to_vec(),
+            read: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.kv.unwrap().value, b"paid");
+    let eu_node = members.shards.process("eu-west-1").unwrap().grpc.clone();
+    let mut eu_admin = pb::admin_client::AdminClient::new(
+        tonic::transport::Endpoint::from_shared(format!("http://{eu_node}"))
+            .unwrap()
+            .connect_lazy(),
+    );
+    let integrity = eu_admin
+        .check_integrity(pb::CheckIntegrityRequest {
+            namespace: "gdpr-orders".into(),
+            read: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(integrity.key_count, 1, "the key is stored in eu-west");
+    let missing = kv(&gateway_address)
+        .get(pb::GetRequest {
+            namespace: "no-such-namespace".into(),
+            key: b"k".to_vec(),
+            read: None,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(missing.code(), Code::NotFound, "{missing:?}");
+
     // The subscriber receives the change with its version and the shard members.
     let update = tokio::time::timeout(Duration::from_secs(5), watch.next())
         .await
@@ -300,4 +403,41 @@ async fn placement_residency_routing_push_and_leader_loss() {
         .unwrap();
     assert_eq!(update.upserts[0].namespace, "in-payments");
     assert_eq!(update.upserts[0].shard, "ap-south-s1");
+
+    // The gateway learned the new route through the push, after the control
+    // leader changed.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let put = kv(&gateway_address)
+            .put(pb::PutRequest {
+                namespace: "in-payments".into(),
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+            })
+            .await;
+        match put {
+            Ok(_) => break,
+            Err(status) if status.code() == Code::NotFound && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            Err(status) => panic!("write through the gateway failed: {status:?}"),
+        }
+    }
+
+    // A restarted gateway gets the full table and routes correctly at once.
+    drop(gateway);
+    let (restarted, gateway_address) = start_gateway(gateway_dir.path(), &control_addresses);
+    gateway = KillOnDrop(restarted);
+    wait_serving(&gateway_address).await;
+    let got = kv(&gateway_address)
+        .get(pb::GetRequest {
+            namespace: "gdpr-orders".into(),
+            key: b"order-1".to_vec(),
+            read: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(got.kv.unwrap().value, b"paid");
+    drop(gateway);
 }

@@ -1,6 +1,7 @@
 //! One module per command group.
 
 mod control;
+mod gateway;
 mod kv;
 mod lab;
 mod namespace;
@@ -13,6 +14,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Node(args) => node::run(args).await,
         Command::Control(args) => control::run(args).await,
+        Command::Gateway(args) => gateway::run(args).await,
         Command::Kv(args) => kv::run(cli.output, args).await,
         Command::Namespace(args) => namespace::run(cli.output, args).await,
         Command::Lab(args) => lab::run(cli.output, args).await,

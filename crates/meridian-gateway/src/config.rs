@@ -1,0 +1,103 @@
+//! Gateway configuration: TOML, then `MERIDIAN__SECTION__KEY` variables.
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use serde::{Deserialize, Serialize};
+use std::net::SocketAddr;
+use std::path::Path;
+
+/// Everything a `meridian gateway` needs.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayConfig {
+    /// Identity.
+    pub gateway: GatewaySection,
+    /// Listen addresses.
+    pub network: GatewayNetwork,
+    /// The control plane to follow.
+    pub control: ControlEndpoints,
+}
+
+/// Identity of a gateway.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewaySection {
+    /// Name, e.g. `gateway-us-east`.
+    pub name: String,
+    /// Region it runs in.
+    pub region: String,
+}
+
+impl Default for GatewaySection {
+    fn default() -> Self {
+        Self {
+            name: "gateway".into(),
+            region: "default".into(),
+        }
+    }
+}
+
+/// Where a gateway listens.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayNetwork {
+    /// gRPC (`meridian.v1.Kv`, health, reflection).
+    pub grpc_listen: SocketAddr,
+    /// HTTP (`/health/*`, `/metrics`).
+    pub http_listen: SocketAddr,
+}
+
+impl Default for GatewayNetwork {
+    fn default() -> Self {
+        Self {
+            grpc_listen: SocketAddr::from(([127, 0, 0, 1], 7501)),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 7502)),
+        }
+    }
+}
+
+/// The control plane a gateway follows.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ControlEndpoints {
+    /// gRPC addresses of control-plane members.
+    pub endpoints: Vec<String>,
+}
+
+/// A configuration that cannot work.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayConfigError {
+    /// Parsing failed.
+    #[error("cannot load configuration: {0}")]
+    Load(#[from] Box<figment::Error>),
+    /// A key has an unusable value.
+    #[error("invalid configuration: {key}: {reason}")]
+    Invalid {
+        /// The key.
+        key: &'static str,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl GatewayConfig {
+    /// Loads defaults, `file`, then the environment, and validates.
+    pub fn load(file: Option<&Path>) -> Result<Self, GatewayConfigError> {
+        let mut figment = Figment::from(Serialized::defaults(GatewayConfig::default()));
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        let config: GatewayConfig = figment
+            .merge(Env::prefixed("MERIDIAN__").split("__"))
+            .extract()
+            .map_err(Box::new)?;
+        if config.control.endpoints.is_empty() {
+            return Err(GatewayConfigError::Invalid {
+                key: "control.endpoints",
+                reason: "a gateway needs at least one control-plane address to learn routes from"
+                    .into(),
+            });
+        }
+        Ok(config)
+    }
+}

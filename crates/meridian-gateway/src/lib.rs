@@ -1,0 +1,14 @@
+//! The gateway: a stateless router in front of every shard.
+//!
+//! - [`config`]: where it listens and which control plane it follows.
+//! - [`routes`]: the routing table as this gateway knows it, kept current by a
+//!   `WatchRoutes` subscription (a push, like xDS: full table, then changes).
+//! - [`service`]: the `meridian.v1.Kv` service, forwarding each call to the shard
+//!   that owns its namespace (leader discovery and safe retries come from
+//!   `meridian-client`).
+//! - [`server`]: serving gRPC and HTTP (`/health/*`, `/metrics`) until shutdown.
+
+pub mod config;
+pub mod routes;
+pub mod server;
+pub mod service;

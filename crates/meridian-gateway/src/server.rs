@@ -1,0 +1,216 @@
+//! Running a gateway: gRPC (`Kv`, health, reflection) and HTTP (`/health/*`,
+//! `/metrics`) until shutdown, with the route subscription in the background.
+
+use crate::config::GatewayConfig;
+use crate::routes::{self, SharedRoutes};
+use crate::service::GatewayService;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use meridian_proto::v1::kv_server::KvServer;
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::registry::Registry;
+use std::borrow::Cow;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tonic::transport::server::TcpIncoming;
+
+/// Gateway metrics.
+pub struct GatewayMetrics {
+    registry: Registry,
+    /// Routing-table version this gateway has applied.
+    pub routing_version: Gauge,
+    /// Calls forwarded successfully.
+    pub forwarded: Counter,
+    /// Calls that failed (any reason).
+    pub failed: Counter,
+}
+
+impl GatewayMetrics {
+    fn new(config: &GatewayConfig) -> Self {
+        let labels: Vec<(Cow<'static, str>, Cow<'static, str>)> = vec![
+            ("region".into(), config.gateway.region.clone().into()),
+            ("gateway".into(), config.gateway.name.clone().into()),
+        ];
+        let mut metrics = Self {
+            registry: Registry::default(),
+            routing_version: Gauge::default(),
+            forwarded: Counter::default(),
+            failed: Counter::default(),
+        };
+        let mut root = Registry::default();
+        let registry = root.sub_registry_with_labels(labels.into_iter());
+        registry.register(
+            "meridian_gateway_routing_version",
+            "Routing-table version this gateway has applied",
+            metrics.routing_version.clone(),
+        );
+        registry.register(
+            "meridian_gateway_forwarded",
+            "Calls forwarded to shards",
+            metrics.forwarded.clone(),
+        );
+        registry.register(
+            "meridian_gateway_failed",
+            "Calls that failed",
+            metrics.failed.clone(),
+        );
+        metrics.registry = root;
+        metrics
+    }
+
+    fn encode(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+#[derive(Clone)]
+struct HttpState {
+    routes: SharedRoutes,
+    metrics: Arc<GatewayMetrics>,
+}
+
+/// Errors starting a gateway.
+#[derive(Debug, thiserror::Error)]
+pub enum GatewayError {
+    /// A listener could not be opened.
+    #[error("cannot listen on {address}: {source}")]
+    Listen {
+        /// The address.
+        address: std::net::SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The reflection service could not be built.
+    #[error("reflection: {0}")]
+    Reflection(String),
+}
+
+/// Serves until `shutdown` resolves.
+pub async fn run(
+    config: GatewayConfig,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), GatewayError> {
+    let bind = |address| async move {
+        TcpListener::bind(address)
+            .await
+            .map_err(|source| GatewayError::Listen { address, source })
+    };
+    let grpc_listener = bind(config.network.grpc_listen).await?;
+    let http_listener = bind(config.network.http_listen).await?;
+    let metrics = Arc::new(GatewayMetrics::new(&config));
+    let table: SharedRoutes = Arc::default();
+    let follower = {
+        let metrics = metrics.clone();
+        tokio::spawn(routes::follow(
+            config.control.endpoints.clone(),
+            config.gateway.name.clone(),
+            table.clone(),
+            move |version| {
+                metrics.routing_version.set(version as i64);
+            },
+        ))
+    };
+    let (health_reporter, health_service) = tonic_health::server::health_reporter();
+    let reflection = tonic_reflection::server::Builder::configure()
+        .register_encoded_file_descriptor_set(meridian_proto::FILE_DESCRIPTOR_SET)
+        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
+        .build_v1()
+        .map_err(|e| GatewayError::Reflection(e.to_string()))?;
+    let (stop_sender, stop) = tokio::sync::watch::channel(false);
+    let health_table = table.clone();
+    let mut health_stop = stop.clone();
+    let health_task = tokio::spawn(async move {
+        let mut last = None;
+        loop {
+            let ready = health_table
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .synced;
+            if last != Some(ready) {
+                let status = if ready {
+                    tonic_health::ServingStatus::Serving
+                } else {
+                    tonic_health::ServingStatus::NotServing
+                };
+                health_reporter.set_service_status("", status).await;
+                health_reporter
+                    .set_service_status("meridian.v1.Kv", status)
+                    .await;
+                last = Some(ready);
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+                _ = health_stop.wait_for(|s| *s) => return,
+            }
+        }
+    });
+    tracing::info!(name = %config.gateway.name, grpc = %config.network.grpc_listen, "gateway started");
+    let mut grpc_stop = stop.clone();
+    let grpc = tonic::transport::Server::builder()
+        .add_service(health_service)
+        .add_service(reflection)
+        .add_service(KvServer::new(GatewayService::new(
+            table.clone(),
+            metrics.clone(),
+        )))
+        .serve_with_incoming_shutdown(
+            TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
+            async move {
+                let _ = grpc_stop.wait_for(|s| *s).await;
+            },
+        );
+    let app = Router::new()
+        .route("/health/live", get(|| async { "live\n" }))
+        .route(
+            "/health/ready",
+            get(|State(state): State<HttpState>| async move {
+                if state
+                    .routes
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .synced
+                {
+                    (StatusCode::OK, "ready\n")
+                } else {
+                    (
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "not ready: no routing table yet\n",
+                    )
+                }
+            }),
+        )
+        .route(
+            "/metrics",
+            get(|State(state): State<HttpState>| async move {
+                (
+                    [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+                    state.metrics.encode(),
+                )
+            }),
+        )
+        .with_state(HttpState {
+            routes: table.clone(),
+            metrics: metrics.clone(),
+        });
+    let mut http_stop = stop.clone();
+    let http = axum::serve(http_listener, app).with_graceful_shutdown(async move {
+        let _ = http_stop.wait_for(|s| *s).await;
+    });
+    let grpc_task = tokio::spawn(grpc);
+    let http_task = tokio::spawn(async move { http.await });
+    shutdown.await;
+    let _ = stop_sender.send(true);
+    follower.abort();
+    health_task.abort();
+    let _ = tokio::time::timeout(Duration::from_secs(5), grpc_task).await;
+    let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
+    Ok(())
+}
