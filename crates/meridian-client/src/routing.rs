@@ -361,6 +361,22 @@ impl Client {
         }
     }
 
+    /// Raft status of the control-plane member at `address`.
+    pub async fn control_status_of(
+        &self,
+        address: &str,
+    ) -> Result<pb::ClusterStatusResponse, ClientError> {
+        let channel = self.channel(address)?;
+        let mut control = ControlClient::new(channel);
+        let call = control.control_status(pb::ClusterStatusRequest {});
+        match tokio::time::timeout(self.options.attempt_timeout, call).await {
+            Ok(result) => Ok(result?.into_inner()),
+            Err(_) => Err(ClientError::Unavailable(format!(
+                "{address} did not answer"
+            ))),
+        }
+    }
+
     /// Status from the leader.
     pub async fn cluster_status(&self) -> Result<pb::ClusterStatusResponse, ClientError> {
         let status = self

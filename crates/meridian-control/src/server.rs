@@ -24,9 +24,17 @@ fn bind_error(address: std::net::SocketAddr, e: std::io::Error) -> ControlError 
     ))
 }
 
+/// Ready once a leader is known and every configured region is registered (a
+/// placement request before that would be refused for an unknown region).
 fn is_ready(node: &ControlNode) -> bool {
     let metrics = node.raft.raft.metrics().borrow_watched().clone();
-    metrics.current_leader.is_some() && metrics.running_state.is_ok()
+    let regions_known = node.with_state(|state| {
+        node.config
+            .regions
+            .iter()
+            .all(|seed| state.regions.contains_key(&seed.name))
+    });
+    metrics.current_leader.is_some() && metrics.running_state.is_ok() && regions_known
 }
 
 /// Starts the member and serves until `shutdown` resolves.

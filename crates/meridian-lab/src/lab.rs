@@ -23,7 +23,8 @@ pub struct LabSpec {
     pub nodes: usize,
     /// The `meridian` binary to run.
     pub binary: PathBuf,
-    /// Extra `MERIDIAN__SECTION__KEY` settings for every node.
+    /// Extra `MERIDIAN__SECTION__KEY` settings for every shard node (not for
+    /// control-plane members or gateways, whose configurations differ).
     pub env: Vec<(String, String)>,
 }
 
@@ -74,9 +75,16 @@ impl Lab {
         if spec.regions.is_empty() {
             return Err(LabError::Invalid("at least one region is needed".into()));
         }
-        let mut processes = Vec::new();
         for region in &spec.regions {
-            processes.extend(topology::plan_region(&dir, region, spec.nodes)?);
+            topology::validate_region(region)?;
+        }
+        let mut processes = topology::plan_control(&dir, &spec.regions)?;
+        let control: Vec<String> = processes.iter().map(|p| p.grpc.clone()).collect();
+        for region in &spec.regions {
+            processes.extend(topology::plan_region(&dir, region, spec.nodes, &control)?);
+        }
+        for region in &spec.regions {
+            processes.push(topology::plan_gateway(&dir, region, &control)?);
         }
         let mut lab = Self {
             state: LabState {
@@ -186,10 +194,14 @@ impl Lab {
     fn start_process(&mut self, name: &str) -> Result<(), LabError> {
         let record = self.record_mut(name)?.clone();
         let config = record.config.to_string_lossy().to_string();
+        let env: &[(String, String)] = match record.role {
+            crate::state::ProcessRole::Node => &self.env,
+            _ => &[],
+        };
         let child = process::spawn(
             &self.binary,
-            &["node", "--config", &config],
-            &self.env,
+            &[record.role.command(), "--config", &config],
+            env,
             &record.log,
         )?;
         let pid = child.id();
@@ -205,7 +217,7 @@ impl Lab {
             .state
             .processes
             .iter()
-            .find(|p| p.region == region)
+            .find(|p| p.region == region && p.role == crate::state::ProcessRole::Node)
             .and_then(|p| p.shard.clone())
             .ok_or_else(|| LabError::UnknownTarget {
                 name: region.to_string(),
@@ -221,7 +233,10 @@ impl Lab {
             .max()
             .unwrap_or(0)
             + 1;
-        let record = topology::plan_extra_node(&self.state.dir, region, &shard, node_id)?;
+        let control = self
+            .state
+            .endpoints(crate::state::ProcessRole::Control, None);
+        let record = topology::plan_extra_node(&self.state.dir, region, &shard, node_id, &control)?;
         let name = record.name.clone();
         self.state.processes.push(record);
         self.state.save()?;

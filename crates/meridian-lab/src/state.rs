@@ -17,6 +17,21 @@ pub const STATE_FILE: &str = "lab.json";
 pub enum ProcessRole {
     /// A shard member (`meridian node`).
     Node,
+    /// A control-plane member (`meridian control`).
+    Control,
+    /// A gateway (`meridian gateway`).
+    Gateway,
+}
+
+impl ProcessRole {
+    /// The `meridian` subcommand that runs this role.
+    pub fn command(self) -> &'static str {
+        match self {
+            ProcessRole::Node => "node",
+            ProcessRole::Control => "control",
+            ProcessRole::Gateway => "gateway",
+        }
+    }
 }
 
 /// One process of the lab.
@@ -103,6 +118,16 @@ impl LabState {
             .map_err(|e| LabError::io(format!("writing {}", temp.display()), e))?;
         std::fs::rename(&temp, &path)
             .map_err(|e| LabError::io(format!("writing {}", path.display()), e))
+    }
+
+    /// gRPC addresses of every process with `role`, in `region` if given.
+    pub fn endpoints(&self, role: ProcessRole, region: Option<&str>) -> Vec<String> {
+        self.processes
+            .iter()
+            .filter(|p| p.role == role)
+            .filter(|p| region.is_none() || Some(p.region.as_str()) == region)
+            .map(|p| p.grpc.clone())
+            .collect()
     }
 
     /// gRPC addresses of every node of `shard` (all shards if `None`).

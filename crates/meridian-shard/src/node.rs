@@ -29,6 +29,9 @@ pub struct ShardNode {
     pub metrics: Arc<ShardMetrics>,
     disk: DiskGuard,
     ready: AtomicBool,
+    /// Set once the control plane has accepted this node's registration (always
+    /// true for a standalone shard).
+    registered: AtomicBool,
     /// Coalesced read barrier for strong reads (configured policy).
     strong_reads: ReadBarrier,
     /// Coalesced lease check for bounded and session reads.
@@ -67,7 +70,9 @@ impl ShardNode {
         };
         let strong_reads = ReadBarrier::new(raft.raft.clone(), strong_policy);
         let lease_reads = ReadBarrier::new(raft.raft.clone(), RaftReadPolicy::LeaseRead);
+        let registered = AtomicBool::new(config.control.endpoints.is_empty());
         Ok(Arc::new(Self {
+            registered,
             strong_reads,
             lease_reads,
             config,
@@ -188,11 +193,16 @@ impl ShardNode {
         barrier.wait().await.map_err(ShardError::from)
     }
 
-    /// Whether the node is a member with a known leader and has applied what it
+    /// Whether the node is a member with a known leader, has applied what it
     /// knows to be committed (within a small margin, so readiness does not flap
-    /// under load).
+    /// under load), and — when it belongs to a control plane — is registered.
     pub fn is_ready(&self) -> bool {
-        self.ready.load(Ordering::Relaxed)
+        self.ready.load(Ordering::Relaxed) && self.registered.load(Ordering::Relaxed)
+    }
+
+    /// Records that the control plane knows this node.
+    pub fn mark_registered(&self) {
+        self.registered.store(true, Ordering::Relaxed);
     }
 
     /// Follows Raft metrics: updates gauges and readiness. Runs until Raft stops.

@@ -41,8 +41,8 @@ pub async fn run(
         "shard node started"
     );
 
-    let registration =
-        (!config.control.endpoints.is_empty()).then(|| tokio::spawn(register(config.clone())));
+    let registration = (!config.control.endpoints.is_empty())
+        .then(|| tokio::spawn(register(config.clone(), node.clone())));
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(meridian_proto::FILE_DESCRIPTOR_SET)
@@ -107,7 +107,7 @@ pub async fn run(
 
 /// Announces this node to the control plane, retrying until it is accepted (the
 /// control plane may still be starting, or not yet know the region).
-async fn register(config: NodeConfig) {
+async fn register(config: NodeConfig, node: Arc<ShardNode>) {
     let request = meridian_proto::v1::RegisterMemberRequest {
         shard: config.node.shard.clone(),
         region: config.node.region.clone(),
@@ -120,6 +120,7 @@ async fn register(config: NodeConfig) {
             Ok(client) => match client.register_member(request.clone()).await {
                 Ok(()) => {
                     tracing::info!(shard = %request.shard, "registered with the control plane");
+                    node.mark_registered();
                     return;
                 }
                 Err(err) => {

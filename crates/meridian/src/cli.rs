@@ -153,6 +153,21 @@ pub enum NamespaceCommand {
     Create {
         /// Name: 1-63 of a-z, 0-9, '-', '_', '.'.
         name: String,
+        /// Home region (lab: defaults to the first region).
+        #[arg(long)]
+        region: Option<String>,
+        /// Jurisdictions the data may be stored in (default: the home region's).
+        #[arg(long, value_delimiter = ',')]
+        jurisdiction: Vec<String>,
+        /// Replication mode.
+        #[arg(long, value_enum, default_value_t = ModeArg::RegionLocked)]
+        mode: ModeArg,
+        /// Active-passive: acknowledge writes only once a standby region has them.
+        #[arg(long)]
+        sync: bool,
+        /// Standby (or, active-active, peer) regions.
+        #[arg(long, value_delimiter = ',')]
+        standby: Vec<String>,
     },
     /// List namespaces.
     List,
@@ -166,6 +181,17 @@ pub enum NamespaceCommand {
         /// Name.
         name: String,
     },
+}
+
+/// Namespace replication modes on the command line.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ModeArg {
+    /// Only in the home region.
+    RegionLocked,
+    /// Primary at home, standbys elsewhere.
+    ActivePassive,
+    /// Writable in every region of its set.
+    ActiveActive,
 }
 
 /// `meridian lab`.

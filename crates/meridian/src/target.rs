@@ -1,22 +1,68 @@
 //! Finding the cluster a client command talks to.
+//!
+//! With `--endpoint`, calls go straight to those addresses (shard members, or a
+//! gateway). Otherwise the lab in `--lab` is used: data calls go to a gateway
+//! (the one in `--region`, or the first), administrative calls to the control
+//! plane.
 
 use crate::cli::TargetArgs;
 use anyhow::Context;
 use meridian_client::Client;
-use meridian_lab::LabState;
+use meridian_lab::{LabState, ProcessRole};
 
-/// A client for `--endpoint`, or else for the nodes of the lab in `--lab`.
-pub fn client(target: &TargetArgs) -> anyhow::Result<Client> {
-    let endpoints = if !target.endpoint.is_empty() {
-        target.endpoint.clone()
-    } else {
-        let state = LabState::load(&target.lab).with_context(|| {
-            format!(
-                "no --endpoint given and no lab found in {}",
-                target.lab.display()
-            )
-        })?;
-        state.node_endpoints(None)
-    };
-    Ok(Client::new(endpoints)?)
+/// What a command wants to reach.
+pub enum Target {
+    /// Explicit addresses.
+    Direct(Client),
+    /// A lab: its gateway and its control plane.
+    Lab {
+        /// Client for the chosen gateway.
+        gateway: Client,
+        /// Client for the control plane.
+        control: Client,
+        /// The lab's regions, in order.
+        regions: Vec<String>,
+    },
+}
+
+fn lab(target: &TargetArgs) -> anyhow::Result<LabState> {
+    LabState::load(&target.lab).with_context(|| {
+        format!(
+            "no --endpoint given and no lab found in {}",
+            target.lab.display()
+        )
+    })
+}
+
+/// Resolves `--endpoint` / `--lab` (and `--region` for the gateway).
+pub fn resolve(target: &TargetArgs, region: Option<&str>) -> anyhow::Result<Target> {
+    if !target.endpoint.is_empty() {
+        return Ok(Target::Direct(Client::new(target.endpoint.clone())?));
+    }
+    let state = lab(target)?;
+    let mut gateways = state.endpoints(ProcessRole::Gateway, region);
+    if gateways.is_empty() {
+        gateways = state.endpoints(ProcessRole::Gateway, None);
+    }
+    let gateways: Vec<String> = gateways.into_iter().take(1).collect();
+    let control = state.endpoints(ProcessRole::Control, None);
+    if gateways.is_empty() || control.is_empty() {
+        anyhow::bail!(
+            "the lab in {} has no gateway or control plane; use --endpoint",
+            target.lab.display()
+        );
+    }
+    Ok(Target::Lab {
+        gateway: Client::new(gateways)?,
+        control: Client::new(control)?,
+        regions: state.regions.clone(),
+    })
+}
+
+/// A client for data calls: `--endpoint`, or the lab's gateway.
+pub fn data_client(target: &TargetArgs) -> anyhow::Result<Client> {
+    Ok(match resolve(target, None)? {
+        Target::Direct(client) => client,
+        Target::Lab { gateway, .. } => gateway,
+    })
 }

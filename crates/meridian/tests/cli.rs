@@ -47,12 +47,29 @@ fn detached_lab_and_client_commands() {
     let lab_arg = lab.to_string_lossy().to_string();
     let up = json(&["lab", "up", "--dir", &lab_arg, "--detach"]);
     let _guard = LabGuard(&lab);
-    assert_eq!(up["lab"]["processes"].as_array().unwrap().len(), 3);
+    // Three control-plane members, three shard nodes, one gateway.
+    assert_eq!(up["lab"]["processes"].as_array().unwrap().len(), 7);
 
     let status = json(&["lab", "status", "--dir", &lab_arg]);
-    let processes = status["processes"].as_array().unwrap();
+    let all = status["processes"].as_array().unwrap();
+    assert_eq!(all.len(), 7);
+    for role in ["control", "gateway"] {
+        assert!(
+            all.iter()
+                .any(|p| p["role"] == role && p["state"] == "running"),
+            "{role}: {status}"
+        );
+    }
+    assert_eq!(
+        all.iter()
+            .filter(|p| p["role"] == "control" && p["raft_role"] == "leader")
+            .count(),
+        1,
+        "one control-plane leader: {status}"
+    );
+    let processes: Vec<&Value> = all.iter().filter(|p| p["role"] == "node").collect();
     assert_eq!(processes.len(), 3);
-    for process in processes {
+    for process in &processes {
         assert_eq!(process["role"], "node");
         assert_eq!(process["region"], "us-east");
         assert!(process["pid"].as_u64().is_some(), "{process}");
@@ -72,7 +89,27 @@ fn detached_lab_and_client_commands() {
         "exactly one leader: {status}"
     );
 
-    json(&["namespace", "create", "cli", "--lab", &lab_arg]);
+    let created = json(&["namespace", "create", "cli", "--lab", &lab_arg]);
+    assert_eq!(created["placement"]["home_region"], "us-east");
+    assert_eq!(created["placement"]["shard"], "us-east-s1");
+    // Residency: a namespace that must stay in the EU cannot live in us-east.
+    let refused = meridian(&[
+        "namespace",
+        "create",
+        "eu-only",
+        "--jurisdiction",
+        "EU",
+        "--lab",
+        &lab_arg,
+        "--output",
+        "json",
+    ]);
+    assert!(!refused.status.success());
+    let error: Value = serde_json::from_slice(&refused.stdout).unwrap();
+    assert!(
+        error["error"].as_str().unwrap().contains("residency rule"),
+        "{error}"
+    );
     let put = json(&["kv", "put", "cli", "greeting", "hello", "--lab", &lab_arg]);
     assert!(put["version"].as_u64().unwrap() > 0);
     let get = json(&["kv", "get", "cli", "greeting", "--lab", &lab_arg]);
@@ -116,8 +153,8 @@ fn detached_lab_and_client_commands() {
     );
 
     let down = json(&["lab", "down", "--dir", &lab_arg]);
-    assert_eq!(down["stopped"].as_array().unwrap().len(), 3);
-    for process in processes {
+    assert_eq!(down["stopped"].as_array().unwrap().len(), 7);
+    for process in all {
         let pid = process["pid"].as_u64().unwrap();
         assert!(
             !Path::new(&format!("/proc/{pid}")).exists() || is_zombie(pid),
@@ -166,7 +203,7 @@ fn foreground_lab_stops_cleanly_on_ctrl_c() {
         .iter()
         .map(|p| p["pid"].as_u64().unwrap())
         .collect();
-    assert_eq!(pids.len(), 3);
+    assert_eq!(pids.len(), 7);
     // SAFETY: signalling the child this test started.
     unsafe { libc_kill(child.id() as i32, 2) };
     let deadline = Instant::now() + Duration::from_secs(30);

@@ -15,7 +15,7 @@ pub(crate) fn consistency(arg: ConsistencyArg) -> pb::Consistency {
 }
 
 pub async fn run(format: OutputFormat, args: KvArgs) -> anyhow::Result<()> {
-    let client = target::client(&args.target)?;
+    let client = target::data_client(&args.target)?;
     match args.command {
         KvCommand::Put {
             namespace,

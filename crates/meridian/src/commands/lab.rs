@@ -5,7 +5,7 @@ use crate::output::{emit, emit_message};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use meridian_client::{Client, ClientOptions};
-use meridian_lab::{Lab, LabSpec};
+use meridian_lab::{Lab, LabSpec, ProcessRole};
 use serde_json::json;
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -163,8 +163,9 @@ async fn print_processes(format: OutputFormat, lab: &Lab, detached: bool) {
             crate::output::print_table(&["name", "role", "region", "grpc", "http", "pid"], &rows);
             let dir = state.dir.display();
             println!();
+            let region = state.regions.first().cloned().unwrap_or_default();
             println!("lab ready in {dir}; try:");
-            println!("  meridian namespace create demo --lab {dir}");
+            println!("  meridian namespace create demo --region {region} --lab {dir}");
             println!("  meridian kv put demo hello world --lab {dir}");
             println!("  meridian kv get demo hello --lab {dir}");
             println!("  meridian lab status --dir {dir}");
@@ -192,7 +193,11 @@ async fn status(format: OutputFormat, mut lab: Lab) -> anyhow::Result<()> {
         };
         let raft = if running {
             match Client::with_options([record.grpc.clone()], options.clone()) {
-                Ok(client) => client.cluster_status_of(&record.grpc).await.ok(),
+                Ok(client) => match record.role {
+                    ProcessRole::Node => client.cluster_status_of(&record.grpc).await.ok(),
+                    ProcessRole::Control => client.control_status_of(&record.grpc).await.ok(),
+                    ProcessRole::Gateway => None,
+                },
                 Err(_) => None,
             }
         } else {

@@ -52,12 +52,13 @@ impl TestShard {
         self.lab.process(name).expect("process").grpc.clone()
     }
 
-    /// Names of every node.
+    /// Names of every shard node.
     pub fn names(&self) -> Vec<String> {
         self.lab
             .state()
             .processes
             .iter()
+            .filter(|p| p.role == meridian_lab::ProcessRole::Node)
             .map(|p| p.name.clone())
             .collect()
     }
