@@ -16,6 +16,37 @@ pub struct GatewayConfig {
     pub network: GatewayNetwork,
     /// The control plane to follow.
     pub control: ControlEndpoints,
+    /// Rate limits and circuit breakers.
+    pub limits: GatewayLimits,
+}
+
+/// Protection of the gateway and of the shards behind it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GatewayLimits {
+    /// Average requests per second one client may make (0 = unlimited). A client
+    /// is identified by its `meridian-client` metadata, else its IP address.
+    pub requests_per_second: u32,
+    /// Requests a client may make in a burst above the average.
+    pub burst: u32,
+    /// Consecutive failures of a shard that open its circuit breaker.
+    pub breaker_failures: u32,
+    /// How long an open breaker refuses calls before one trial.
+    pub breaker_open_ms: u64,
+    /// Time a forwarded call may spend retrying inside the gateway.
+    pub forward_budget_ms: u64,
+}
+
+impl Default for GatewayLimits {
+    fn default() -> Self {
+        Self {
+            requests_per_second: 10_000,
+            burst: 20_000,
+            breaker_failures: 5,
+            breaker_open_ms: 2_000,
+            forward_budget_ms: 5_000,
+        }
+    }
 }
 
 /// Identity of a gateway.

@@ -6,9 +6,13 @@
 //! - [`service`]: the `meridian.v1.Kv` service, forwarding each call to the shard
 //!   that owns its namespace (leader discovery and safe retries come from
 //!   `meridian-client`).
+//! - [`rate_limit`]: per-client token buckets (RESOURCE_EXHAUSTED with a retry-after).
+//! - [`breaker`]: per-shard circuit breakers that fail fast on a shard that keeps failing.
 //! - [`server`]: serving gRPC and HTTP (`/health/*`, `/metrics`) until shutdown.
 
+pub mod breaker;
 pub mod config;
+pub mod rate_limit;
 pub mod routes;
 pub mod server;
 pub mod service;

@@ -28,6 +28,8 @@ pub struct GatewayMetrics {
     pub forwarded: Counter,
     /// Calls that failed (any reason).
     pub failed: Counter,
+    /// Calls refused by the rate limit.
+    pub rate_limited: Counter,
 }
 
 impl GatewayMetrics {
@@ -41,6 +43,7 @@ impl GatewayMetrics {
             routing_version: Gauge::default(),
             forwarded: Counter::default(),
             failed: Counter::default(),
+            rate_limited: Counter::default(),
         };
         let mut root = Registry::default();
         let registry = root.sub_registry_with_labels(labels.into_iter());
@@ -160,6 +163,7 @@ pub async fn run(
         .add_service(KvServer::new(GatewayService::new(
             table.clone(),
             metrics.clone(),
+            config.limits.clone(),
         )))
         .serve_with_incoming_shutdown(
             TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),

@@ -215,7 +215,11 @@ pub enum LabCommand {
     /// Start a lab and wait until it is ready.
     Up {
         /// Regions to start, one shard each.
-        #[arg(long, value_delimiter = ',', default_value = "us-east,eu-west,ap-south")]
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "us-east,eu-west,ap-south"
+        )]
         regions: Vec<String>,
         /// Nodes per shard.
         #[arg(long, default_value_t = 3)]

@@ -45,7 +45,15 @@ fn detached_lab_and_client_commands() {
     let dir = tempfile::tempdir().unwrap();
     let lab = dir.path().join("lab");
     let lab_arg = lab.to_string_lossy().to_string();
-    let up = json(&["lab", "up", "--dir", &lab_arg, "--regions", "us-east", "--detach"]);
+    let up = json(&[
+        "lab",
+        "up",
+        "--dir",
+        &lab_arg,
+        "--regions",
+        "us-east",
+        "--detach",
+    ]);
     let _guard = LabGuard(&lab);
     // Three control-plane members, three shard nodes, one gateway.
     assert_eq!(up["lab"]["processes"].as_array().unwrap().len(), 7);
@@ -178,7 +186,16 @@ fn foreground_lab_stops_cleanly_on_ctrl_c() {
     let lab = dir.path().join("lab");
     let lab_arg = lab.to_string_lossy().to_string();
     let mut child = Command::new(env!("CARGO_BIN_EXE_meridian"))
-        .args(["lab", "up", "--dir", &lab_arg, "--regions", "us-east", "--output", "json"])
+        .args([
+            "lab",
+            "up",
+            "--dir",
+            &lab_arg,
+            "--regions",
+            "us-east",
+            "--output",
+            "json",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -1,0 +1,140 @@
+//! The gateway's per-client rate limit and per-shard circuit breaker, against real
+//! processes.
+
+use meridian_client::{Client, pb};
+use meridian_lab::process::free_port;
+use meridian_lab::{Lab, LabSpec, ProcessRole};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use tonic::Code;
+use tonic::metadata::MetadataValue;
+
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn get(namespace: &str, client: &str) -> tonic::Request<pb::GetRequest> {
+    let mut request = tonic::Request::new(pb::GetRequest {
+        namespace: namespace.into(),
+        key: b"k".to_vec(),
+        read: None,
+    });
+    request
+        .metadata_mut()
+        .insert("meridian-client", MetadataValue::try_from(client).unwrap());
+    request
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_and_circuit_breaker() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::up(&LabSpec {
+        dir: dir.path().join("lab"),
+        regions: vec!["us-east".into()],
+        nodes: 3,
+        binary: env!("CARGO_BIN_EXE_meridian").into(),
+        env: vec![],
+    })
+    .unwrap()
+    .kill_on_drop();
+    lab.wait_ready(Duration::from_secs(60), |_, _| {})
+        .await
+        .unwrap();
+    let control = Client::new(lab.state().endpoints(ProcessRole::Control, None)).unwrap();
+    control
+        .place_namespace(pb::Placement {
+            name: "protected".into(),
+            home_region: "us-east".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // A gateway with tight limits: 5 requests/s per client, breaker after 2 failures.
+    let mut config = meridian_gateway::config::GatewayConfig::default();
+    let grpc = format!("127.0.0.1:{}", free_port().unwrap());
+    config.network.grpc_listen = grpc.parse().unwrap();
+    config.network.http_listen = format!("127.0.0.1:{}", free_port().unwrap())
+        .parse()
+        .unwrap();
+    config.control.endpoints = lab.state().endpoints(ProcessRole::Control, None);
+    config.limits.requests_per_second = 5;
+    config.limits.burst = 5;
+    config.limits.breaker_failures = 2;
+    config.limits.breaker_open_ms = 60_000;
+    config.limits.forward_budget_ms = 1_000;
+    let path = dir.path().join("gateway.toml");
+    std::fs::write(&path, toml::to_string(&config).unwrap()).unwrap();
+    let _gateway = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_meridian"))
+            .args(["gateway", "--config", &path.to_string_lossy()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !meridian_lab::lab::is_serving(&grpc).await {
+        assert!(Instant::now() < deadline, "gateway not serving");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
+        .unwrap()
+        .connect_lazy();
+    let mut kv = pb::kv_client::KvClient::new(channel);
+
+    // Rate limit: the burst passes, the next call is refused with a retry-after,
+    // and another client is unaffected.
+    for _ in 0..5 {
+        kv.get(get("protected", "client-a")).await.unwrap();
+    }
+    let refused = kv.get(get("protected", "client-a")).await.unwrap_err();
+    assert_eq!(refused.code(), Code::ResourceExhausted, "{refused:?}");
+    assert!(
+        refused.message().contains("limits.requests_per_second = 5"),
+        "{}",
+        refused.message()
+    );
+    let retry_after: u64 = refused
+        .metadata()
+        .get("retry-after-ms")
+        .unwrap()
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(retry_after > 0 && retry_after <= 200, "{retry_after}");
+    kv.get(get("protected", "client-b")).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(retry_after + 50)).await;
+    kv.get(get("protected", "client-a")).await.unwrap();
+
+    // Circuit breaker: with the shard down, two calls fail after trying, then
+    // the breaker answers at once.
+    for node in ["us-east-1", "us-east-2", "us-east-3"] {
+        lab.kill(node).unwrap();
+    }
+    for client in ["b1", "b2"] {
+        let failed = kv.get(get("protected", client)).await.unwrap_err();
+        assert_eq!(failed.code(), Code::Unavailable, "{failed:?}");
+    }
+    let started = Instant::now();
+    let open = kv.get(get("protected", "b3")).await.unwrap_err();
+    assert_eq!(open.code(), Code::Unavailable);
+    assert!(
+        open.message()
+            .contains("circuit breaker open for shard us-east-s1"),
+        "{}",
+        open.message()
+    );
+    assert!(
+        started.elapsed() < Duration::from_millis(500),
+        "failed fast: {:?}",
+        started.elapsed()
+    );
+    assert!(open.metadata().get("retry-after-ms").is_some());
+}
