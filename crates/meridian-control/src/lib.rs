@@ -9,6 +9,7 @@
 //! - [`state`]: applying commands to the in-memory state (pure, deterministic).
 //! - [`node`], [`service`], [`server`]: a running member — request logic, the
 //!   `meridian.v1.Control` gRPC service (including `WatchRoutes`), health.
+//! - [`admin_http`]: the JSON admin API and its OpenAPI document.
 //! - [`config`], [`error`]: configuration and the error-to-status mapping.
 //! - [`state_machine`]: the Raft [`Application`](meridian_raft::Application) that
 //!   persists the state and feeds it commands.
@@ -16,6 +17,7 @@
 //! Decisions (residency, placement) are pure functions over the state, tested with
 //! tables of cases; the state machine only stores their outcome.
 
+pub mod admin_http;
 pub mod command;
 pub mod config;
 pub mod error;

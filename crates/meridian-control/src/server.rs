@@ -86,11 +86,12 @@ pub async fn run(
         }
     });
 
+    let service = Arc::new(ControlService::new(node.clone()));
     let mut grpc_stop = stop.clone();
     let grpc = tonic::transport::Server::builder()
         .add_service(health_service)
         .add_service(reflection)
-        .add_service(ControlServer::new(ControlService::new(node.clone())))
+        .add_service(ControlServer::from_arc(service.clone()))
         .add_service(node.raft.transport_service())
         .serve_with_incoming_shutdown(
             TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
@@ -113,7 +114,8 @@ pub async fn run(
                 }
             }),
         )
-        .with_state(node.clone());
+        .with_state(node.clone())
+        .merge(crate::admin_http::router(service.clone()));
     let mut http_stop = stop.clone();
     let http = axum::serve(http_listener, app).with_graceful_shutdown(async move {
         let _ = http_stop.wait_for(|s| *s).await;

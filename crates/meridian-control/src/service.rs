@@ -24,6 +24,17 @@ impl ControlService {
         Self { node }
     }
 
+    /// Waits until the local state may be read linearizably.
+    pub async fn barrier(&self) -> Result<(), Status> {
+        self.node.read_barrier().await.map_err(Status::from)
+    }
+
+    /// The routing version and table as this member holds them.
+    pub fn routes(&self) -> (u64, BTreeMap<String, pb::Route>) {
+        self.node
+            .with_state(|s| (s.counters.routing_version, route_table(s)))
+    }
+
     fn requester<T>(request: &Request<T>) -> Requester {
         let actor = request
             .metadata()

@@ -15,6 +15,8 @@ use tonic::transport::Channel;
 
 struct Members {
     children: Vec<(u64, String, Child)>,
+    /// HTTP address of each member, by gRPC address.
+    http: std::collections::HashMap<String, String>,
     /// One single-node shard per region, registered with the control plane.
     shards: meridian_lab::Lab,
     _dir: tempfile::TempDir,
@@ -55,15 +57,16 @@ fn start_control_plane() -> Members {
     .unwrap()
     .kill_on_drop();
     let mut children = Vec::new();
+    let mut http = std::collections::HashMap::new();
     for (member, (region, _)) in members.iter().zip(regions) {
         let mut config = ControlConfig::default();
         config.node.id = member.id;
         config.node.region = region.into();
         config.node.data_dir = dir.path().join(format!("control-{}", member.id));
         config.network.grpc_listen = member.address.parse().unwrap();
-        config.network.http_listen = format!("127.0.0.1:{}", free_port().unwrap())
-            .parse()
-            .unwrap();
+        let http_address = format!("127.0.0.1:{}", free_port().unwrap());
+        config.network.http_listen = http_address.parse().unwrap();
+        http.insert(member.address.clone(), http_address);
         config.cluster.initial_members = members.clone();
         config.regions = regions
             .iter()
@@ -88,6 +91,7 @@ fn start_control_plane() -> Members {
     }
     Members {
         children,
+        http,
         shards,
         _dir: dir,
     }
@@ -142,6 +146,31 @@ fn kv(address: &str) -> pb::kv_client::KvClient<Channel> {
             .unwrap()
             .connect_lazy(),
     )
+}
+
+/// One HTTP/1.1 request; returns the status code and the body.
+fn http(address: &str, method: &str, path: &str, body: Option<&str>) -> (u16, String) {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    let body = body.unwrap_or("");
+    write!(
+        stream,
+        "{method} {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }
 
 async fn client(address: &str) -> ControlClient<Channel> {
@@ -342,6 +371,44 @@ async fn placement_residency_routing_push_and_leader_loss() {
     assert_eq!(update.upserts.len(), 1);
     assert_eq!(update.upserts[0].region, "eu-west");
     assert_eq!(update.upserts[0].members.len(), 1);
+
+    // The JSON admin API, described by its OpenAPI document, says the same.
+    let leader_http = members.http[&leader_address].clone();
+    let (status, document) = http(&leader_http, "GET", "/openapi.json", None);
+    assert_eq!(status, 200);
+    let document: serde_json::Value = serde_json::from_str(&document).unwrap();
+    for path in [
+        "/v1/regions",
+        "/v1/shards",
+        "/v1/namespaces",
+        "/v1/routes",
+        "/v1/audit",
+    ] {
+        assert!(document["paths"][path].is_object(), "{path} documented");
+    }
+    let (status, body) = http(&leader_http, "GET", "/v1/namespaces", None);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"gdpr-orders\""), "{body}");
+    let (status, body) = http(
+        &leader_http,
+        "POST",
+        "/v1/namespaces",
+        Some(r#"{"name":"http-eu","home_region":"us-east","allowed_jurisdictions":["EU"]}"#),
+    );
+    assert_eq!(status, 412, "{body}");
+    assert!(body.contains("residency rule"), "{body}");
+    let (status, body) = http(
+        &leader_http,
+        "POST",
+        "/v1/namespaces",
+        Some(r#"{"name":"http-eu","home_region":"eu-west"}"#),
+    );
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = http(&leader_http, "DELETE", "/v1/namespaces/http-eu", None);
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = http(&leader_http, "GET", "/v1/routes", None);
+    assert_eq!(status, 200);
+    assert!(!body.contains("http-eu"), "{body}");
 
     // The audit log has both the placement and the refusals.
     let audit = control

@@ -1,0 +1,244 @@
+//! The control plane's JSON admin API over HTTP, described by the OpenAPI
+//! document it serves at `/openapi.json`. Every route calls the same logic as the
+//! gRPC service, so the two cannot disagree.
+
+use crate::service::ControlService;
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use meridian_proto::v1 as pb;
+use meridian_proto::v1::control_server::Control;
+use serde::Deserialize;
+use serde_json::{Value, json};
+use std::sync::Arc;
+
+/// The OpenAPI 3 document of this API.
+pub const OPENAPI: &str = include_str!("openapi.json");
+
+/// Routes of the admin API, to merge into the member's HTTP router.
+pub fn router(service: Arc<ControlService>) -> Router {
+    Router::new()
+        .route("/openapi.json", get(openapi))
+        .route("/v1/regions", get(regions))
+        .route("/v1/shards", get(shards))
+        .route("/v1/namespaces", get(namespaces).post(create_namespace))
+        .route("/v1/namespaces/{name}", delete(delete_namespace))
+        .route("/v1/routes", get(routes))
+        .route("/v1/audit", get(audit))
+        .with_state(service)
+}
+
+/// A gRPC status as an HTTP error with a JSON body.
+fn error(status: tonic::Status) -> Response {
+    use tonic::Code;
+    let http = match status.code() {
+        Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
+        Code::NotFound => StatusCode::NOT_FOUND,
+        Code::AlreadyExists => StatusCode::CONFLICT,
+        Code::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
+        Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
+        Code::Unavailable | Code::DeadlineExceeded => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::INTERNAL_SERVER_ERROR,
+    };
+    let leader = status
+        .metadata()
+        .get("meridian-leader-address")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    (
+        http,
+        Json(json!({ "error": status.message(), "code": format!("{:?}", status.code()), "leader_grpc_address": leader })),
+    )
+        .into_response()
+}
+
+fn member(m: &pb::Member) -> Value {
+    json!({ "node_id": m.node_id, "address": m.address })
+}
+
+fn placement(p: &pb::Placement) -> Value {
+    let mode = match pb::NamespaceMode::try_from(p.mode) {
+        Ok(pb::NamespaceMode::RegionLocked) => "region-locked",
+        Ok(pb::NamespaceMode::ActivePassive) => "active-passive",
+        Ok(pb::NamespaceMode::ActiveActive) => "active-active",
+        Err(_) => "unknown",
+    };
+    json!({
+        "name": p.name,
+        "home_region": p.home_region,
+        "mode": mode,
+        "sync": p.sync,
+        "standby_regions": p.standby_regions,
+        "allowed_jurisdictions": p.allowed_jurisdictions,
+        "shard": p.shard,
+        "epoch": p.epoch,
+    })
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([("content-type", "application/json")], OPENAPI)
+}
+
+async fn regions(State(service): State<Arc<ControlService>>) -> Response {
+    match service.list_regions(tonic::Request::new(pb::ListRegionsRequest {})).await {
+        Ok(response) => Json(json!({
+            "regions": response.into_inner().regions.iter().map(|r| json!({
+                "name": r.name, "jurisdictions": r.jurisdictions, "latitude": r.latitude, "longitude": r.longitude,
+            })).collect::<Vec<_>>()
+        }))
+        .into_response(),
+        Err(status) => error(status),
+    }
+}
+
+async fn shards(State(service): State<Arc<ControlService>>) -> Response {
+    match service.list_shards(tonic::Request::new(pb::ListShardsRequest {})).await {
+        Ok(response) => Json(json!({
+            "shards": response.into_inner().shards.iter().map(|s| json!({
+                "id": s.id, "region": s.region, "members": s.members.iter().map(member).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>()
+        }))
+        .into_response(),
+        Err(status) => error(status),
+    }
+}
+
+async fn namespaces(State(service): State<Arc<ControlService>>) -> Response {
+    match service
+        .list_placements(tonic::Request::new(pb::ListPlacementsRequest {}))
+        .await
+    {
+        Ok(response) => {
+            let response = response.into_inner();
+            Json(json!({
+                "routing_version": response.routing_version,
+                "namespaces": response.placements.iter().map(placement).collect::<Vec<_>>(),
+            }))
+            .into_response()
+        }
+        Err(status) => error(status),
+    }
+}
+
+/// Body of `POST /v1/namespaces`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateNamespace {
+    name: String,
+    home_region: String,
+    #[serde(default)]
+    mode: Option<String>,
+    #[serde(default)]
+    sync: bool,
+    #[serde(default)]
+    standby_regions: Vec<String>,
+    #[serde(default)]
+    allowed_jurisdictions: Vec<String>,
+}
+
+async fn create_namespace(
+    State(service): State<Arc<ControlService>>,
+    Json(body): Json<CreateNamespace>,
+) -> Response {
+    let mode = match body.mode.as_deref().unwrap_or("region-locked") {
+        "region-locked" => pb::NamespaceMode::RegionLocked,
+        "active-passive" => pb::NamespaceMode::ActivePassive,
+        "active-active" => pb::NamespaceMode::ActiveActive,
+        other => {
+            return error(tonic::Status::invalid_argument(format!(
+                "unknown mode {other:?}: use region-locked, active-passive or active-active"
+            )));
+        }
+    };
+    let mut request = tonic::Request::new(pb::PlaceNamespaceRequest {
+        placement: Some(pb::Placement {
+            name: body.name,
+            home_region: body.home_region,
+            mode: mode as i32,
+            sync: body.sync,
+            standby_regions: body.standby_regions,
+            allowed_jurisdictions: body.allowed_jurisdictions,
+            ..Default::default()
+        }),
+    });
+    request.metadata_mut().insert(
+        "meridian-actor",
+        tonic::metadata::MetadataValue::from_static("http-admin"),
+    );
+    match service.place_namespace(request).await {
+        Ok(response) => {
+            let response = response.into_inner();
+            (
+                StatusCode::CREATED,
+                Json(json!({
+                    "routing_version": response.routing_version,
+                    "namespace": response.placement.as_ref().map(placement),
+                })),
+            )
+                .into_response()
+        }
+        Err(status) => error(status),
+    }
+}
+
+async fn delete_namespace(
+    State(service): State<Arc<ControlService>>,
+    Path(name): Path<String>,
+) -> Response {
+    let mut request = tonic::Request::new(pb::RemoveNamespaceRequest { name });
+    request.metadata_mut().insert(
+        "meridian-actor",
+        tonic::metadata::MetadataValue::from_static("http-admin"),
+    );
+    match service.remove_namespace(request).await {
+        Ok(response) => Json(json!({ "routing_version": response.into_inner().routing_version }))
+            .into_response(),
+        Err(status) => error(status),
+    }
+}
+
+async fn routes(State(service): State<Arc<ControlService>>) -> Response {
+    if let Err(status) = service.barrier().await {
+        return error(status);
+    }
+    let (version, table) = service.routes();
+    Json(json!({
+        "version": version,
+        "routes": table.values().map(|r| json!({
+            "namespace": r.namespace, "shard": r.shard, "region": r.region, "epoch": r.epoch,
+            "members": r.members.iter().map(member).collect::<Vec<_>>(),
+        })).collect::<Vec<_>>(),
+    }))
+    .into_response()
+}
+
+/// Query of `GET /v1/audit`.
+#[derive(Debug, Deserialize)]
+struct AuditQuery {
+    #[serde(default)]
+    after: u64,
+    #[serde(default)]
+    limit: u32,
+}
+
+async fn audit(
+    State(service): State<Arc<ControlService>>,
+    Query(query): Query<AuditQuery>,
+) -> Response {
+    let request = tonic::Request::new(pb::AuditLogRequest {
+        after: query.after,
+        limit: query.limit,
+    });
+    match service.audit_log(request).await {
+        Ok(response) => Json(json!({
+            "records": response.into_inner().records.iter().map(|r| json!({
+                "sequence": r.sequence, "at_unix_ms": r.at_unix_ms, "actor": r.actor, "action": r.action, "outcome": r.outcome,
+            })).collect::<Vec<_>>()
+        }))
+        .into_response(),
+        Err(status) => error(status),
+    }
+}
