@@ -549,6 +549,18 @@ impl Client {
         .await
     }
 
+    /// Control plane: every shard and its members.
+    pub async fn list_shards(&self) -> Result<Vec<pb::ShardInfo>, ClientError> {
+        let response = self
+            .call(CallKind::LeaderRead, |channel| async move {
+                ControlClient::new(channel)
+                    .list_shards(pb::ListShardsRequest {})
+                    .await
+            })
+            .await?;
+        Ok(response.shards)
+    }
+
     /// Control plane: every region.
     pub async fn list_regions(&self) -> Result<Vec<pb::RegionInfo>, ClientError> {
         let response = self

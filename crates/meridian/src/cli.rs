@@ -37,6 +37,8 @@ pub enum Command {
     Kv(KvArgs),
     /// Manage namespaces.
     Namespace(NamespaceArgs),
+    /// Regions: list them, check their health.
+    Region(RegionArgs),
     /// Run a whole topology on this machine.
     Lab(LabArgs),
 }
@@ -180,6 +182,27 @@ pub enum NamespaceCommand {
     Delete {
         /// Name.
         name: String,
+    },
+}
+
+/// `meridian region`.
+#[derive(Debug, Args)]
+pub struct RegionArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(subcommand)]
+    pub command: RegionCommand,
+}
+
+/// `meridian region ...`.
+#[derive(Debug, Subcommand)]
+pub enum RegionCommand {
+    /// Regions with their jurisdictions, location, shards and nodes.
+    List,
+    /// Probe every shard member of every region (or of one).
+    Health {
+        /// Only this region.
+        region: Option<String>,
     },
 }
 

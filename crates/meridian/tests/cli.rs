@@ -139,6 +139,22 @@ fn detached_lab_and_client_commands() {
         "{error}"
     );
 
+    // Regions as the control plane knows them, and the health of their members.
+    let regions = json(&["region", "list", "--lab", &lab_arg]);
+    assert_eq!(regions["regions"][0]["name"], "us-east");
+    assert_eq!(regions["regions"][0]["jurisdictions"][0], "US");
+    assert_eq!(
+        regions["regions"][0]["shards"][0]["members"]
+            .as_array()
+            .unwrap()
+            .len(),
+        3
+    );
+    let health = json(&["region", "health", "--lab", &lab_arg]);
+    let members = health["members"].as_array().unwrap();
+    assert_eq!(members.len(), 3);
+    assert!(members.iter().all(|m| m["ready"] == true), "{health}");
+
     // Kill the leader through the CLI; the data is still there.
     let leader = processes
         .iter()
@@ -150,6 +166,14 @@ fn detached_lab_and_client_commands() {
     json(&["lab", "kill", &leader, "--dir", &lab_arg]);
     let get = json(&["kv", "get", "cli", "greeting", "--lab", &lab_arg]);
     assert_eq!(get["value"], "hello");
+    let health = json(&["region", "health", "us-east", "--lab", &lab_arg]);
+    let down: Vec<&Value> = health["members"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|m| m["ready"] == false)
+        .collect();
+    assert_eq!(down.len(), 1, "the killed node is reported: {health}");
     json(&["lab", "restart", &leader, "--dir", &lab_arg]);
     let status = json(&["lab", "status", "--dir", &lab_arg]);
     assert!(

@@ -6,6 +6,7 @@ mod kv;
 mod lab;
 mod namespace;
 mod node;
+mod region;
 
 use crate::cli::{Cli, Command};
 
@@ -17,6 +18,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Gateway(args) => gateway::run(args).await,
         Command::Kv(args) => kv::run(cli.output, args).await,
         Command::Namespace(args) => namespace::run(cli.output, args).await,
+        Command::Region(args) => region::run(cli.output, args).await,
         Command::Lab(args) => lab::run(cli.output, args).await,
     }
 }
