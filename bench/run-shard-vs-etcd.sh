@@ -37,7 +37,8 @@ cleanup() {
 trap cleanup EXIT
 
 echo "starting a 3-node Meridian shard"
-"$BIN/meridian" lab up --dir "$WORK/meridian" --nodes 3 --detach >/dev/null
+# One region: one shard (plus the lab's control plane and gateway, idle here).
+"$BIN/meridian" lab up --dir "$WORK/meridian" --regions us-east --nodes 3 --detach >/dev/null
 
 echo "starting a 3-node etcd cluster"
 BASE=$((30000 + RANDOM % 20000))

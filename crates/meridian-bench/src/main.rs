@@ -29,6 +29,10 @@ struct Args {
     /// Directory of a running Meridian lab to benchmark (instead of --meridian).
     #[arg(long)]
     meridian_lab: Option<std::path::PathBuf>,
+    /// With --meridian-lab: also measure through the lab's first gateway (the
+    /// namespace is placed through the control plane).
+    #[arg(long)]
+    via_gateway: bool,
     /// Client addresses of the etcd members.
     #[arg(long, value_delimiter = ',')]
     etcd: Vec<String>,
@@ -69,6 +73,8 @@ struct RunResult {
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum System {
     Meridian,
+    /// Meridian through a gateway (same `Kv` API, one more hop).
+    Gateway,
     Etcd,
 }
 
@@ -76,6 +82,7 @@ impl System {
     fn name(self) -> &'static str {
         match self {
             System::Meridian => "meridian",
+            System::Gateway => "gateway",
             System::Etcd => "etcd",
         }
     }
@@ -106,21 +113,49 @@ where
     }
 }
 
-fn lab_members(dir: &std::path::Path) -> anyhow::Result<Vec<String>> {
+/// gRPC addresses of the lab's processes with `role` (in `region`, if given).
+fn lab_processes(dir: &std::path::Path, role: &str, region: Option<&str>) -> anyhow::Result<Vec<String>> {
     let text = std::fs::read_to_string(dir.join("lab.json"))
         .with_context(|| format!("reading {}/lab.json", dir.display()))?;
     let state: serde_json::Value = serde_json::from_str(&text)?;
+    let first_region = state["regions"][0].as_str().unwrap_or_default().to_string();
+    let region = region.unwrap_or(&first_region);
     let members = state["processes"]
         .as_array()
         .map(|processes| {
             processes
                 .iter()
-                .filter(|p| p["role"] == "node")
+                .filter(|p| p["role"] == role)
+                .filter(|p| role == "control" || p["region"] == region)
                 .filter_map(|p| p["grpc"].as_str().map(str::to_string))
                 .collect()
         })
         .unwrap_or_default();
     Ok(members)
+}
+
+/// Places the bench namespace through the lab's control plane, in its first
+/// region, so gateways route it.
+async fn place_through_control(dir: &std::path::Path) -> anyhow::Result<()> {
+    let text = std::fs::read_to_string(dir.join("lab.json"))?;
+    let state: serde_json::Value = serde_json::from_str(&text)?;
+    let region = state["regions"][0].as_str().unwrap_or_default().to_string();
+    for control in lab_processes(dir, "control", None)? {
+        let mut client = pb::control_client::ControlClient::new(channel(&control)?);
+        let request = pb::PlaceNamespaceRequest {
+            placement: Some(pb::Placement {
+                name: NAMESPACE.into(),
+                home_region: region.clone(),
+                ..Default::default()
+            }),
+        };
+        match client.place_namespace(request).await {
+            Ok(_) => return Ok(()),
+            Err(status) if status.code() == tonic::Code::AlreadyExists => return Ok(()),
+            Err(_) => continue,
+        }
+    }
+    bail!("could not place the bench namespace through the control plane")
 }
 
 async fn meridian_leader(members: &[String]) -> anyhow::Result<String> {
@@ -162,7 +197,7 @@ async fn operation(
     value: &[u8],
 ) -> Result<(), String> {
     let result = match (system, workload) {
-        (System::Meridian, "put") => pb::kv_client::KvClient::new(channel.clone())
+        (System::Meridian | System::Gateway, "put") => pb::kv_client::KvClient::new(channel.clone())
             .put(pb::PutRequest {
                 namespace: NAMESPACE.into(),
                 key,
@@ -170,7 +205,7 @@ async fn operation(
             })
             .await
             .map(|_| ()),
-        (System::Meridian, _) => pb::kv_client::KvClient::new(channel.clone())
+        (System::Meridian | System::Gateway, _) => pb::kv_client::KvClient::new(channel.clone())
             .get(pb::GetRequest {
                 namespace: NAMESPACE.into(),
                 key,
@@ -287,7 +322,7 @@ async fn preload(system: System, leader: &str, args: &Args) -> anyhow::Result<()
 async fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
     if let Some(dir) = &args.meridian_lab {
-        args.meridian.extend(lab_members(dir)?);
+        args.meridian.extend(lab_processes(dir, "node", None)?);
     }
     let mut systems = Vec::new();
     if !args.meridian.is_empty() {
@@ -303,6 +338,18 @@ async fn main() -> anyhow::Result<()> {
             return Err(status).context("creating the bench namespace");
         }
         systems.push((System::Meridian, leader));
+        if args.via_gateway {
+            let dir = args
+                .meridian_lab
+                .clone()
+                .context("--via-gateway needs --meridian-lab")?;
+            place_through_control(&dir).await?;
+            let gateway = lab_processes(&dir, "gateway", None)?
+                .into_iter()
+                .next()
+                .context("the lab has no gateway")?;
+            systems.push((System::Gateway, gateway));
+        }
     }
     if !args.etcd.is_empty() {
         systems.push((System::Etcd, with_retry(|| etcd_leader(&args.etcd)).await?));
@@ -365,13 +412,19 @@ fn print_table(results: &[RunResult]) {
         "p99 ratio"
     );
     for result in results {
-        let peer = results.iter().find(|r| {
-            r.system == "etcd" && r.workload == result.workload && r.clients == result.clients
-        });
-        let (ops_ratio, p99_ratio) = match (result.system, peer) {
-            ("meridian", Some(etcd)) if etcd.ops_per_second > 0.0 && etcd.p99_ms > 0.0 => (
-                format!("{:.2}x", result.ops_per_second / etcd.ops_per_second),
-                format!("{:.2}x", result.p99_ms / etcd.p99_ms),
+        // Meridian is compared with etcd; the gateway with Meridian direct.
+        let peer_name = match result.system {
+            "meridian" => "etcd",
+            "gateway" => "meridian",
+            _ => "",
+        };
+        let peer = results
+            .iter()
+            .find(|r| r.system == peer_name && r.workload == result.workload && r.clients == result.clients);
+        let (ops_ratio, p99_ratio) = match peer {
+            Some(peer) if peer.ops_per_second > 0.0 && peer.p99_ms > 0.0 => (
+                format!("{:.2}x", result.ops_per_second / peer.ops_per_second),
+                format!("{:.2}x", result.p99_ms / peer.p99_ms),
             ),
             _ => ("".into(), "".into()),
         };
