@@ -114,7 +114,11 @@ where
 }
 
 /// gRPC addresses of the lab's processes with `role` (in `region`, if given).
-fn lab_processes(dir: &std::path::Path, role: &str, region: Option<&str>) -> anyhow::Result<Vec<String>> {
+fn lab_processes(
+    dir: &std::path::Path,
+    role: &str,
+    region: Option<&str>,
+) -> anyhow::Result<Vec<String>> {
     let text = std::fs::read_to_string(dir.join("lab.json"))
         .with_context(|| format!("reading {}/lab.json", dir.display()))?;
     let state: serde_json::Value = serde_json::from_str(&text)?;
@@ -197,14 +201,16 @@ async fn operation(
     value: &[u8],
 ) -> Result<(), String> {
     let result = match (system, workload) {
-        (System::Meridian | System::Gateway, "put") => pb::kv_client::KvClient::new(channel.clone())
-            .put(pb::PutRequest {
-                namespace: NAMESPACE.into(),
-                key,
-                value: value.to_vec(),
-            })
-            .await
-            .map(|_| ()),
+        (System::Meridian | System::Gateway, "put") => {
+            pb::kv_client::KvClient::new(channel.clone())
+                .put(pb::PutRequest {
+                    namespace: NAMESPACE.into(),
+                    key,
+                    value: value.to_vec(),
+                })
+                .await
+                .map(|_| ())
+        }
         (System::Meridian | System::Gateway, _) => pb::kv_client::KvClient::new(channel.clone())
             .get(pb::GetRequest {
                 namespace: NAMESPACE.into(),
@@ -418,9 +424,9 @@ fn print_table(results: &[RunResult]) {
             "gateway" => "meridian",
             _ => "",
         };
-        let peer = results
-            .iter()
-            .find(|r| r.system == peer_name && r.workload == result.workload && r.clients == result.clients);
+        let peer = results.iter().find(|r| {
+            r.system == peer_name && r.workload == result.workload && r.clients == result.clients
+        });
         let (ops_ratio, p99_ratio) = match peer {
             Some(peer) if peer.ops_per_second > 0.0 && peer.p99_ms > 0.0 => (
                 format!("{:.2}x", result.ops_per_second / peer.ops_per_second),

@@ -398,7 +398,12 @@ impl Control for ControlService {
             if sender.send(Ok(first)).await.is_err() {
                 return;
             }
-            while versions.changed().await.is_ok() {
+            loop {
+                // Stop as soon as the subscriber goes away, not at the next change.
+                tokio::select! {
+                    changed = versions.changed() => if changed.is_err() { return },
+                    _ = sender.closed() => return,
+                }
                 let (version, current) =
                     node.with_state(|s| (s.counters.routing_version, route_table(s)));
                 let upserts: Vec<pb::Route> = current
