@@ -68,15 +68,7 @@ impl ControlNode {
 
     /// The current leader's address, if known.
     pub fn leader_address(&self) -> Option<String> {
-        let metrics = self.raft.raft.metrics();
-        let metrics = metrics.borrow_watched();
-        metrics.current_leader.and_then(|id| {
-            metrics
-                .membership_config
-                .membership()
-                .get_node(&id)
-                .map(|node| node.addr.clone())
-        })
+        self.raft.leader().1
     }
 
     /// Replicates `command` and returns its result; a refusal becomes an error.

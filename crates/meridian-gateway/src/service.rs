@@ -131,30 +131,27 @@ impl GatewayService {
 
     /// The shard owning `namespace` and its client, or NOT_FOUND.
     fn client_for(&self, namespace: &str) -> Result<(String, Arc<Client>), Status> {
-        let route = {
-            let table = self.routes.read().unwrap_or_else(|e| e.into_inner());
-            if !table.synced {
-                return Err(Status::unavailable(
-                    "this gateway has not received the routing table yet; retry shortly",
-                ));
-            }
-            match table.routes.get(namespace) {
-                Some(route) => route.clone(),
-                None => {
-                    return Err(Status::not_found(format!(
-                        "namespace {namespace:?} not found (routing table version {})",
-                        table.version
-                    )));
-                }
-            }
+        let table = self.routes.read().unwrap_or_else(|e| e.into_inner());
+        if !table.synced {
+            return Err(Status::unavailable(
+                "this gateway has not received the routing table yet; retry shortly",
+            ));
+        }
+        let Some(route) = table.routes.get(namespace) else {
+            return Err(Status::not_found(format!(
+                "namespace {namespace:?} not found (routing table version {})",
+                table.version
+            )));
         };
-        let members: Vec<String> = route.members.iter().map(|m| m.address.clone()).collect();
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        // The common case allocates nothing: the cached client still matches the
+        // shard's members.
         if let Some((known, client)) = clients.get(&route.shard)
-            && *known == members
+            && known.iter().eq(route.members.iter().map(|m| &m.address))
         {
             return Ok((route.shard.clone(), client.clone()));
         }
+        let members: Vec<String> = route.members.iter().map(|m| m.address.clone()).collect();
         let options = ClientOptions {
             retry_budget: Duration::from_millis(self.limits.forward_budget_ms),
             attempt_timeout: Duration::from_millis(self.limits.forward_budget_ms.clamp(500, 5_000)),

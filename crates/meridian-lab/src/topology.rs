@@ -46,22 +46,7 @@ pub fn plan_region(
     let shard = shard_name(region, 1);
     let mut records = Vec::with_capacity(nodes);
     for index in 1..=nodes {
-        let name = format!("{region}-{index}");
-        let node_dir = dir.join("nodes").join(&name);
-        std::fs::create_dir_all(&node_dir)
-            .map_err(|e| LabError::io(format!("creating {}", node_dir.display()), e))?;
-        records.push(ProcessRecord {
-            name,
-            role: ProcessRole::Node,
-            region: region.to_string(),
-            shard: Some(shard.clone()),
-            node_id: Some(index as u64),
-            grpc: format!("127.0.0.1:{}", free_port()?),
-            http: format!("127.0.0.1:{}", free_port()?),
-            pid: None,
-            config: node_dir.join("node.toml"),
-            log: node_dir.join("node.log"),
-        });
+        records.push(node_record(dir, region, &shard, index as u64)?);
     }
     let members: Vec<InitialMember> = records
         .iter()
@@ -85,11 +70,24 @@ pub fn plan_extra_node(
     node_id: u64,
     control: &[String],
 ) -> Result<ProcessRecord, LabError> {
+    let record = node_record(dir, region, shard, node_id)?;
+    write_node_config(&record, shard, region, Vec::new(), control)?;
+    Ok(record)
+}
+
+/// The record of shard node `node_id` of `region`, with fresh ports and its
+/// directory under `dir/nodes/`.
+fn node_record(
+    dir: &Path,
+    region: &str,
+    shard: &str,
+    node_id: u64,
+) -> Result<ProcessRecord, LabError> {
     let name = format!("{region}-{node_id}");
     let node_dir = dir.join("nodes").join(&name);
     std::fs::create_dir_all(&node_dir)
         .map_err(|e| LabError::io(format!("creating {}", node_dir.display()), e))?;
-    let record = ProcessRecord {
+    Ok(ProcessRecord {
         name,
         role: ProcessRole::Node,
         region: region.to_string(),
@@ -100,9 +98,7 @@ pub fn plan_extra_node(
         pid: None,
         config: node_dir.join("node.toml"),
         log: node_dir.join("node.log"),
-    };
-    write_node_config(&record, shard, region, Vec::new(), control)?;
-    Ok(record)
+    })
 }
 
 fn write_node_config(
@@ -121,10 +117,7 @@ fn write_node_config(
     config.network.http_listen = parse_addr(&record.http)?;
     config.cluster.initial_members = members;
     config.control.endpoints = control.to_vec();
-    let text = toml::to_string_pretty(&config)
-        .map_err(|e| LabError::Invalid(format!("cannot render node config: {e}")))?;
-    std::fs::write(&record.config, text)
-        .map_err(|e| LabError::io(format!("writing {}", record.config.display()), e))
+    write_config(record, &config)
 }
 
 /// Jurisdiction and location of well-known lab region names; others get their

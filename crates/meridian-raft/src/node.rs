@@ -109,6 +109,22 @@ impl RaftNode {
         }
     }
 
+    /// The current leader's id and advertised address, as this node knows them.
+    pub fn leader(&self) -> (Option<u64>, Option<String>) {
+        use openraft::async_runtime::WatchReceiver;
+        let metrics = self.raft.metrics();
+        let metrics = metrics.borrow_watched();
+        let leader = metrics.current_leader;
+        let address = leader.and_then(|id| {
+            metrics
+                .membership_config
+                .membership()
+                .get_node(&id)
+                .map(|node| node.addr.clone())
+        });
+        (leader, address)
+    }
+
     /// The gRPC service peers use to reach this node's Raft.
     pub fn transport_service(&self) -> RaftTransportServer<TransportService> {
         TransportService::new(self.raft.clone(), self.engine.dir().join("snapshots")).into_server()

@@ -96,20 +96,11 @@ impl ShardNode {
 
     /// The current leader and its address, as this node knows them.
     pub fn leader(&self) -> (Option<u64>, Option<String>) {
-        let metrics = self.raft.raft.metrics();
-        let metrics = metrics.borrow_watched();
-        let leader = metrics.current_leader;
-        let address = leader.and_then(|id| {
-            metrics
-                .membership_config
-                .membership()
-                .get_node(&id)
-                .map(|node| node.addr.clone())
-        });
-        (leader, address)
+        self.raft.leader()
     }
 
-    fn not_leader(&self) -> ShardError {
+    /// The error for a request that needs the leader, naming it when known.
+    pub fn not_leader(&self) -> ShardError {
         let (leader_id, leader_address) = self.leader();
         ShardError::NotLeader {
             leader_id,
@@ -237,7 +228,7 @@ impl ShardNode {
             }
             self.metrics
                 .namespaces
-                .set(self.machine.namespaces().len() as i64);
+                .set(self.machine.namespace_count() as i64);
             if watch.changed().await.is_err() {
                 self.ready.store(false, Ordering::Relaxed);
                 return;

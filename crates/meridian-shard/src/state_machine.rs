@@ -86,6 +86,11 @@ impl KvStateMachine {
             .copied()
     }
 
+    /// How many namespaces the shard holds.
+    pub fn namespace_count(&self) -> usize {
+        self.cache.read().unwrap_or_else(|e| e.into_inner()).len()
+    }
+
     /// Every namespace with its record, in name order.
     pub fn namespaces(&self) -> Vec<(String, NamespaceRecord)> {
         self.cache

@@ -364,7 +364,7 @@ impl AdminService {
             .into());
         }
         if !self.node.raft.raft.is_leader() {
-            return Err(self.not_leader());
+            return Err(self.node.not_leader());
         }
         let raft = &self.node.raft.raft;
         // A learner first, so the new node catches up without affecting quorum.
@@ -387,7 +387,7 @@ impl AdminService {
         request: pb::RemoveNodeRequest,
     ) -> Result<pb::RemoveNodeResponse, ShardError> {
         if !self.node.raft.raft.is_leader() {
-            return Err(self.not_leader());
+            return Err(self.node.not_leader());
         }
         let raft = &self.node.raft.raft;
         let voters: BTreeSet<u64> = self
@@ -408,14 +408,6 @@ impl AdminService {
         Ok(pb::RemoveNodeResponse {
             members: self.members(),
         })
-    }
-
-    fn not_leader(&self) -> ShardError {
-        let (leader_id, leader_address) = self.node.leader();
-        ShardError::NotLeader {
-            leader_id,
-            leader_address,
-        }
     }
 }
 
