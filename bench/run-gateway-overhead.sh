@@ -20,7 +20,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-"$BIN/meridian" lab up --dir "$WORK/lab" --regions us-east --nodes 3 --detach >/dev/null
+"$BIN/meridian" lab up --dir "$WORK/lab" --regions us-east --nodes 3 --plaintext --detach >/dev/null
 mkdir -p "$OUT"
 STAMP=$(date -u +%Y-%m-%dT%H-%M-%SZ)
 "$BIN/meridian-bench" --meridian-lab "$WORK/lab" --via-gateway \

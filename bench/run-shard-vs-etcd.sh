@@ -38,7 +38,7 @@ trap cleanup EXIT
 
 echo "starting a 3-node Meridian shard"
 # One region: one shard (plus the lab's control plane and gateway, idle here).
-"$BIN/meridian" lab up --dir "$WORK/meridian" --regions us-east --nodes 3 --detach >/dev/null
+"$BIN/meridian" lab up --dir "$WORK/meridian" --regions us-east --nodes 3 --plaintext --detach >/dev/null
 
 echo "starting a 3-node etcd cluster"
 BASE=$((30000 + RANDOM % 20000))

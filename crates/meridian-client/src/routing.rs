@@ -9,7 +9,7 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tonic::{Code, Status};
 
 /// Metadata key with the leader's address on a redirect.
@@ -24,6 +24,8 @@ pub struct ClientOptions {
     pub retry_budget: Duration,
     /// Pause before retrying when no leader is known.
     pub backoff: Duration,
+    /// How members are dialed (TLS identity, address rewrites).
+    pub dialer: meridian_net::Dialer,
 }
 
 impl Default for ClientOptions {
@@ -32,6 +34,7 @@ impl Default for ClientOptions {
             attempt_timeout: Duration::from_secs(5),
             retry_budget: Duration::from_secs(15),
             backoff: Duration::from_millis(100),
+            dialer: meridian_net::Dialer::plaintext(),
         }
     }
 }
@@ -72,6 +75,20 @@ impl Client {
         Self::with_options(endpoints, ClientOptions::default())
     }
 
+    /// Like [`Client::new`], dialing with `dialer` (TLS, address rewrites).
+    pub fn with_dialer(
+        endpoints: impl IntoIterator<Item = impl Into<String>>,
+        dialer: meridian_net::Dialer,
+    ) -> Result<Self, ClientError> {
+        Self::with_options(
+            endpoints,
+            ClientOptions {
+                dialer,
+                ..ClientOptions::default()
+            },
+        )
+    }
+
     /// Like [`Client::new`], with explicit options.
     pub fn with_options(
         endpoints: impl IntoIterator<Item = impl Into<String>>,
@@ -105,8 +122,11 @@ impl Client {
         if let Some(channel) = channels.get(address) {
             return Ok(channel.clone());
         }
-        let endpoint = Endpoint::from_shared(format!("http://{address}"))
-            .map_err(|e| ClientError::NoEndpoints(format!("bad address {address:?}: {e}")))?
+        let endpoint = self
+            .options
+            .dialer
+            .endpoint(address)
+            .map_err(|e| ClientError::NoEndpoints(e.to_string()))?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true);
         let channel = endpoint.connect_lazy();
@@ -544,6 +564,19 @@ impl Client {
         self.call(CallKind::LeaderRead, |channel| async move {
             ControlClient::new(channel)
                 .list_placements(pb::ListPlacementsRequest {})
+                .await
+        })
+        .await
+    }
+
+    /// Control plane: one namespace's route (linearizable), with the routing
+    /// version it reflects.
+    pub async fn get_route(&self, namespace: &str) -> Result<pb::GetRouteResponse, ClientError> {
+        self.call(CallKind::LeaderRead, |channel| async move {
+            ControlClient::new(channel)
+                .get_route(pb::GetRouteRequest {
+                    namespace: namespace.to_string(),
+                })
                 .await
         })
         .await

@@ -28,6 +28,9 @@ pub enum ControlError {
     /// Storage failure (INTERNAL).
     #[error("storage error: {0}")]
     Storage(#[from] std::io::Error),
+    /// Listeners or TLS could not be set up (start-up only).
+    #[error(transparent)]
+    Net(#[from] meridian_net::NetError),
 }
 
 fn leader_hint(address: Option<&str>) -> String {
@@ -57,7 +60,7 @@ impl ControlError {
             }
             ControlError::Invalid(_) => Code::InvalidArgument,
             ControlError::NotLeader { .. } | ControlError::Unavailable(_) => Code::Unavailable,
-            ControlError::Storage(_) => Code::Internal,
+            ControlError::Storage(_) | ControlError::Net(_) => Code::Internal,
         }
     }
 }

@@ -24,6 +24,8 @@ pub struct ControlNode {
     pub raft: RaftNode,
     /// The state machine (for subscriptions).
     pub machine: Arc<ControlStateMachine>,
+    /// How shards and peers are dialed (TLS, WAN rewrites).
+    pub dialer: meridian_net::Dialer,
     state: Arc<RwLock<ControlState>>,
     reads: ReadBarrier,
 }
@@ -38,11 +40,16 @@ pub fn now_unix_ms() -> u64 {
 
 impl ControlNode {
     /// Opens storage, starts Raft, and initializes a brand-new control plane.
-    pub async fn start(config: ControlConfig) -> Result<Arc<Self>, ControlError> {
+    pub async fn start(
+        config: ControlConfig,
+        dialer: meridian_net::Dialer,
+    ) -> Result<Arc<Self>, ControlError> {
         let engine =
             StorageEngine::open(&config.node.data_dir, Arc::new(StorageMetrics::default()))?;
         let machine = Arc::new(ControlStateMachine::open(&engine)?);
-        let options = config.raft.node_options(config.node.id, "control");
+        let options = config
+            .raft
+            .node_options(config.node.id, "control", dialer.clone());
         let raft = RaftNode::start(&options, engine, machine.clone())
             .await
             .map_err(|e| ControlError::Unavailable(e.to_string()))?;
@@ -57,6 +64,7 @@ impl ControlNode {
             config,
             raft,
             machine,
+            dialer,
             reads,
         }))
     }

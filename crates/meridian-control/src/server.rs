@@ -9,20 +9,12 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use meridian_net::serve;
 use meridian_proto::v1::control_server::ControlServer;
 use openraft::async_runtime::WatchReceiver;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
-
-fn bind_error(address: std::net::SocketAddr, e: std::io::Error) -> ControlError {
-    ControlError::Storage(std::io::Error::new(
-        e.kind(),
-        format!("cannot listen on {address}: {e}"),
-    ))
-}
 
 /// Ready once a leader is known and every configured region is registered (a
 /// placement request before that would be refused for an unknown region).
@@ -42,16 +34,19 @@ pub async fn run(
     config: ControlConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ControlError> {
+    let transport = config.network.transport()?;
     let grpc_address = config.network.grpc_listen;
     let http_address = config.network.http_listen;
-    let grpc_listener = TcpListener::bind(grpc_address)
-        .await
-        .map_err(|e| bind_error(grpc_address, e))?;
-    let http_listener = TcpListener::bind(http_address)
-        .await
-        .map_err(|e| bind_error(http_address, e))?;
-    let node = ControlNode::start(config).await?;
-    tracing::info!(node = node.id(), grpc = %grpc_address, http = %http_address, "control-plane member started");
+    let grpc_listener = serve::bind(grpc_address).await?;
+    let http_listener = serve::bind(http_address).await?;
+    let node = ControlNode::start(config, transport.dialer.clone()).await?;
+    tracing::info!(
+        node = node.id(),
+        grpc = %grpc_address,
+        http = %http_address,
+        tls = transport.tls.is_some(),
+        "control-plane member started"
+    );
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
@@ -62,43 +57,23 @@ pub async fn run(
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
     let seeder = tokio::spawn(node.clone().seed_regions());
     let health_node = node.clone();
-    let mut health_stop = stop.clone();
-    let health_task = tokio::spawn(async move {
-        let mut last = None;
-        loop {
-            let ready = is_ready(&health_node);
-            if last != Some(ready) {
-                let status = if ready {
-                    tonic_health::ServingStatus::Serving
-                } else {
-                    tonic_health::ServingStatus::NotServing
-                };
-                health_reporter.set_service_status("", status).await;
-                health_reporter
-                    .set_service_status("meridian.v1.Control", status)
-                    .await;
-                last = Some(ready);
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-                _ = health_stop.wait_for(|s| *s) => return,
-            }
-        }
-    });
+    let health_task = tokio::spawn(serve::report_health(
+        health_reporter,
+        "meridian.v1.Control",
+        move || is_ready(&health_node),
+        stop.clone(),
+    ));
 
     let service = Arc::new(ControlService::new(node.clone()));
     let mut grpc_stop = stop.clone();
-    let grpc = tonic::transport::Server::builder()
+    let grpc = serve::grpc_server(&transport)?
         .add_service(health_service)
         .add_service(reflection)
         .add_service(ControlServer::from_arc(service.clone()))
         .add_service(node.raft.transport_service())
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-            async move {
-                let _ = grpc_stop.wait_for(|s| *s).await;
-            },
-        );
+        .serve_with_incoming_shutdown(serve::incoming(grpc_listener), async move {
+            let _ = grpc_stop.wait_for(|s| *s).await;
+        });
     let app = Router::new()
         .route("/health/live", get(|| async { "live\n" }))
         .route(
@@ -117,11 +92,15 @@ pub async fn run(
         .with_state(node.clone())
         .merge(crate::admin_http::router(service.clone()));
     let mut http_stop = stop.clone();
-    let http = axum::serve(http_listener, app).with_graceful_shutdown(async move {
-        let _ = http_stop.wait_for(|s| *s).await;
-    });
+    let tls = transport.tls.clone();
+    let http = async move {
+        meridian_net::https::serve(http_listener, app, tls.as_ref(), async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        })
+        .await
+    };
     let grpc_task = tokio::spawn(grpc);
-    let http_task = tokio::spawn(async move { http.await });
+    let http_task = tokio::spawn(http);
     shutdown.await;
     let _ = stop_sender.send(true);
     if let Err(err) = node.raft.raft.shutdown().await {

@@ -104,20 +104,19 @@ pub fn route_table(state: &ControlState) -> BTreeMap<String, pb::Route> {
     state
         .routes()
         .into_iter()
-        .map(|route| {
-            let members = members(state, &route.shard);
-            (
-                route.namespace.clone(),
-                pb::Route {
-                    namespace: route.namespace,
-                    shard: route.shard,
-                    region: route.region,
-                    epoch: route.epoch,
-                    members,
-                },
-            )
-        })
+        .map(|route| (route.namespace.clone(), wire_route(state, route)))
         .collect()
+}
+
+/// A route as sent to gateways: with the members of its shard.
+fn wire_route(state: &ControlState, route: crate::model::Route) -> pb::Route {
+    pb::Route {
+        members: members(state, &route.shard),
+        namespace: route.namespace,
+        shard: route.shard,
+        region: route.region,
+        epoch: route.epoch,
+    }
 }
 
 fn policy_from(placement: pb::Placement) -> Result<(String, PlacementPolicy), ControlError> {
@@ -151,10 +150,15 @@ fn policy_from(placement: pb::Placement) -> Result<(String, PlacementPolicy), Co
 }
 
 /// Creates `namespace` on `shard` (an existing one is fine: a retried placement).
-async fn create_on_shard(shard: &crate::model::Shard, namespace: &str) -> Result<(), ControlError> {
+async fn create_on_shard(
+    shard: &crate::model::Shard,
+    namespace: &str,
+    dialer: &meridian_net::Dialer,
+) -> Result<(), ControlError> {
     let addresses: Vec<String> = shard.members.values().map(|m| m.address.clone()).collect();
     let options = meridian_client::ClientOptions {
         retry_budget: std::time::Duration::from_secs(10),
+        dialer: dialer.clone(),
         ..Default::default()
     };
     let client = meridian_client::Client::with_options(addresses, options)
@@ -278,7 +282,7 @@ impl Control for ControlService {
             .with_state(|s| s.plan_placement(&name, policy.clone()));
         let shard = match planned {
             Ok((_, shard)) => {
-                create_on_shard(&shard, &name).await?;
+                create_on_shard(&shard, &name, &self.node.dialer).await?;
                 Some(shard.id)
             }
             Err(_) => None,
@@ -328,7 +332,7 @@ impl Control for ControlService {
         if let Some(shard) = shard {
             let addresses: Vec<String> =
                 shard.members.values().map(|m| m.address.clone()).collect();
-            match meridian_client::Client::new(addresses) {
+            match meridian_client::Client::with_dialer(addresses, self.node.dialer.clone()) {
                 Ok(client) => match client.delete_namespace(&name).await {
                     Ok(_) | Err(meridian_client::ClientError::NotFound(_)) => {}
                     Err(err) => {
@@ -362,6 +366,22 @@ impl Control for ControlService {
             placements,
             routing_version,
         }))
+    }
+
+    async fn get_route(
+        &self,
+        request: Request<pb::GetRouteRequest>,
+    ) -> Result<Response<pb::GetRouteResponse>, Status> {
+        let namespace = request.into_inner().namespace;
+        self.node.read_barrier().await?;
+        let response = self.node.with_state(|s| pb::GetRouteResponse {
+            route: s
+                .namespaces
+                .get(&namespace)
+                .map(|ns| wire_route(s, s.route_of(ns))),
+            version: s.counters.routing_version,
+        });
+        Ok(Response::new(response))
     }
 
     type WatchRoutesStream = RouteStream;

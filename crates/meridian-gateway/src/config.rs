@@ -76,6 +76,18 @@ pub struct GatewayNetwork {
     pub grpc_listen: SocketAddr,
     /// HTTP (`/health/*`, `/metrics`).
     pub http_listen: SocketAddr,
+    /// Mutual TLS for clients, shards and the control plane; plain text when
+    /// absent.
+    pub tls: Option<meridian_net::TlsFiles>,
+    /// Addresses to dial instead of advertised ones (the lab's WAN emulator).
+    pub dial_via: std::collections::BTreeMap<String, String>,
+}
+
+impl GatewayNetwork {
+    /// Loads the TLS files and builds the dialer.
+    pub fn transport(&self) -> Result<meridian_net::Transport, meridian_net::NetError> {
+        meridian_net::Transport::load(self.tls.as_ref(), &self.dial_via)
+    }
 }
 
 impl Default for GatewayNetwork {
@@ -83,6 +95,8 @@ impl Default for GatewayNetwork {
         Self {
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 7501)),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 7502)),
+            tls: None,
+            dial_via: Default::default(),
         }
     }
 }

@@ -43,6 +43,7 @@ pub type SharedRoutes = Arc<RwLock<RouteTable>>;
 /// members when one is unreachable.
 pub async fn follow(
     endpoints: Vec<String>,
+    dialer: meridian_net::Dialer,
     subscriber: String,
     table: SharedRoutes,
     on_update: impl Fn(u64) + Send,
@@ -52,7 +53,7 @@ pub async fn follow(
         let endpoint = &endpoints[next % endpoints.len()];
         next = next.wrapping_add(1);
         let since_version = table.read().unwrap_or_else(|e| e.into_inner()).version;
-        let channel = match tonic::transport::Endpoint::from_shared(format!("http://{endpoint}")) {
+        let channel = match dialer.endpoint(endpoint) {
             Ok(e) => e
                 .connect_timeout(Duration::from_secs(1))
                 .http2_keep_alive_interval(Duration::from_secs(1))

@@ -8,6 +8,7 @@ use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
+use meridian_net::serve;
 use meridian_proto::v1::kv_server::KvServer;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::gauge::Gauge;
@@ -16,8 +17,6 @@ use std::borrow::Cow;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 
 /// Gateway metrics.
 pub struct GatewayMetrics {
@@ -82,15 +81,12 @@ struct HttpState {
 /// Errors starting a gateway.
 #[derive(Debug, thiserror::Error)]
 pub enum GatewayError {
-    /// A listener could not be opened.
-    #[error("cannot listen on {address}: {source}")]
-    Listen {
-        /// The address.
-        address: std::net::SocketAddr,
-        /// The cause.
-        #[source]
-        source: std::io::Error,
-    },
+    /// Listeners or TLS could not be set up.
+    #[error(transparent)]
+    Net(#[from] meridian_net::NetError),
+    /// The configuration cannot work.
+    #[error("invalid configuration: {0}")]
+    Config(String),
     /// The reflection service could not be built.
     #[error("reflection: {0}")]
     Reflection(String),
@@ -101,19 +97,16 @@ pub async fn run(
     config: GatewayConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), GatewayError> {
-    let bind = |address| async move {
-        TcpListener::bind(address)
-            .await
-            .map_err(|source| GatewayError::Listen { address, source })
-    };
-    let grpc_listener = bind(config.network.grpc_listen).await?;
-    let http_listener = bind(config.network.http_listen).await?;
+    let transport = config.network.transport()?;
+    let grpc_listener = serve::bind(config.network.grpc_listen).await?;
+    let http_listener = serve::bind(config.network.http_listen).await?;
     let metrics = Arc::new(GatewayMetrics::new(&config));
     let table: SharedRoutes = Arc::default();
     let follower = {
         let metrics = metrics.clone();
         tokio::spawn(routes::follow(
             config.control.endpoints.clone(),
+            transport.dialer.clone(),
             config.gateway.name.clone(),
             table.clone(),
             move |version| {
@@ -129,48 +122,47 @@ pub async fn run(
         .map_err(|e| GatewayError::Reflection(e.to_string()))?;
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
     let health_table = table.clone();
-    let mut health_stop = stop.clone();
-    let health_task = tokio::spawn(async move {
-        let mut last = None;
-        loop {
-            let ready = health_table
+    let health_task = tokio::spawn(serve::report_health(
+        health_reporter,
+        "meridian.v1.Kv",
+        move || {
+            health_table
                 .read()
                 .unwrap_or_else(|e| e.into_inner())
-                .synced;
-            if last != Some(ready) {
-                let status = if ready {
-                    tonic_health::ServingStatus::Serving
-                } else {
-                    tonic_health::ServingStatus::NotServing
-                };
-                health_reporter.set_service_status("", status).await;
-                health_reporter
-                    .set_service_status("meridian.v1.Kv", status)
-                    .await;
-                last = Some(ready);
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                _ = health_stop.wait_for(|s| *s) => return,
-            }
-        }
-    });
-    tracing::info!(name = %config.gateway.name, grpc = %config.network.grpc_listen, "gateway started");
+                .synced
+        },
+        stop.clone(),
+    ));
+    tracing::info!(
+        name = %config.gateway.name,
+        grpc = %config.network.grpc_listen,
+        tls = transport.tls.is_some(),
+        "gateway started"
+    );
+    let control_client = meridian_client::Client::with_options(
+        config.control.endpoints.clone(),
+        meridian_client::ClientOptions {
+            attempt_timeout: Duration::from_secs(2),
+            retry_budget: Duration::from_millis(config.limits.forward_budget_ms),
+            dialer: transport.dialer.clone(),
+            ..Default::default()
+        },
+    )
+    .map_err(|e| GatewayError::Config(format!("control.endpoints: {e}")))?;
     let mut grpc_stop = stop.clone();
-    let grpc = tonic::transport::Server::builder()
+    let grpc = serve::grpc_server(&transport)?
         .add_service(health_service)
         .add_service(reflection)
         .add_service(KvServer::new(GatewayService::new(
             table.clone(),
             metrics.clone(),
             config.limits.clone(),
+            transport.dialer.clone(),
+            control_client,
         )))
-        .serve_with_incoming_shutdown(
-            TcpIncoming::from(grpc_listener).with_nodelay(Some(true)),
-            async move {
-                let _ = grpc_stop.wait_for(|s| *s).await;
-            },
-        );
+        .serve_with_incoming_shutdown(serve::incoming(grpc_listener), async move {
+            let _ = grpc_stop.wait_for(|s| *s).await;
+        });
     let app = Router::new()
         .route("/health/live", get(|| async { "live\n" }))
         .route(
@@ -205,11 +197,15 @@ pub async fn run(
             metrics: metrics.clone(),
         });
     let mut http_stop = stop.clone();
-    let http = axum::serve(http_listener, app).with_graceful_shutdown(async move {
-        let _ = http_stop.wait_for(|s| *s).await;
-    });
+    let tls = transport.tls.clone();
+    let http = async move {
+        meridian_net::https::serve(http_listener, app, tls.as_ref(), async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        })
+        .await
+    };
     let grpc_task = tokio::spawn(grpc);
-    let http_task = tokio::spawn(async move { http.await });
+    let http_task = tokio::spawn(http);
     shutdown.await;
     let _ = stop_sender.send(true);
     follower.abort();

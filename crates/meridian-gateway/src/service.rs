@@ -22,9 +22,20 @@ pub struct GatewayService {
     clients: Mutex<ShardClients>,
     counters: Arc<crate::server::GatewayMetrics>,
     limits: GatewayLimits,
+    dialer: meridian_net::Dialer,
     limiter: Mutex<RateLimiter>,
     breakers: Mutex<HashMap<String, Breaker>>,
+    /// The control plane, asked on a routing-table miss.
+    control: Client,
+    /// Namespaces the control plane recently confirmed do not exist, so repeated
+    /// calls for them are answered here instead of by the control-plane leader.
+    misses: Mutex<HashMap<String, Instant>>,
 }
+
+/// How long a confirmed miss is answered locally.
+const MISS_TTL: Duration = Duration::from_secs(1);
+/// Bound on remembered misses (random names must not grow memory).
+const MAX_MISSES: usize = 10_000;
 
 /// Metadata key naming the client for rate limiting.
 const CLIENT_HEADER: &str = "meridian-client";
@@ -42,8 +53,13 @@ impl GatewayService {
         routes: SharedRoutes,
         counters: Arc<crate::server::GatewayMetrics>,
         limits: GatewayLimits,
+        dialer: meridian_net::Dialer,
+        control: Client,
     ) -> Self {
         Self {
+            control,
+            misses: Mutex::new(HashMap::new()),
+            dialer,
             routes,
             clients: Mutex::new(HashMap::new()),
             counters,
@@ -87,7 +103,7 @@ impl GatewayService {
         F: FnOnce(Arc<Client>) -> Fut,
         Fut: std::future::Future<Output = Result<T, ClientError>>,
     {
-        let (shard, client) = self.client_for(namespace)?;
+        let (shard, client) = self.client_for(namespace).await?;
         let allowed = self
             .breakers
             .lock()
@@ -129,8 +145,72 @@ impl GatewayService {
         self.count(result)
     }
 
-    /// The shard owning `namespace` and its client, or NOT_FOUND.
-    fn client_for(&self, namespace: &str) -> Result<(String, Arc<Client>), Status> {
+    /// The shard owning `namespace` and its client, or NOT_FOUND. The pushed
+    /// table is the fast path; a miss asks the control plane, because the push
+    /// reaches each gateway a moment after a change commits and a client that
+    /// just created a namespace must find it.
+    async fn client_for(&self, namespace: &str) -> Result<(String, Arc<Client>), Status> {
+        if let Some(found) = self.cached_client(namespace)? {
+            return Ok(found);
+        }
+        self.look_up(namespace).await?;
+        self.cached_client(namespace)?
+            .ok_or_else(|| self.not_found(namespace))
+    }
+
+    fn not_found(&self, namespace: &str) -> Status {
+        let version = self
+            .routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .version;
+        Status::not_found(format!(
+            "namespace {namespace:?} not found (routing table version {version})"
+        ))
+    }
+
+    /// Asks the control plane for `namespace`'s route and adds it to the table.
+    async fn look_up(&self, namespace: &str) -> Result<(), Status> {
+        let now = Instant::now();
+        {
+            let misses = self.misses.lock().unwrap_or_else(|e| e.into_inner());
+            if misses
+                .get(namespace)
+                .is_some_and(|at| now.duration_since(*at) < MISS_TTL)
+            {
+                return Err(self.not_found(namespace));
+            }
+        }
+        let response = self.control.get_route(namespace).await.map_err(|e| {
+            Status::unavailable(format!(
+                "namespace {namespace:?} is not in this gateway's routing table and the control plane could not be asked: {e}"
+            ))
+        })?;
+        match response.route {
+            Some(route) => {
+                let mut table = self.routes.write().unwrap_or_else(|e| e.into_inner());
+                // A table already past the answer's version and still without
+                // the namespace has seen it removed since.
+                if table.version <= response.version {
+                    table.routes.insert(namespace.to_string(), route);
+                }
+            }
+            None => {
+                let mut misses = self.misses.lock().unwrap_or_else(|e| e.into_inner());
+                if misses.len() >= MAX_MISSES {
+                    misses.retain(|_, at| now.duration_since(*at) < MISS_TTL);
+                    if misses.len() >= MAX_MISSES {
+                        misses.clear();
+                    }
+                }
+                misses.insert(namespace.to_string(), now);
+            }
+        }
+        Ok(())
+    }
+
+    /// The shard and client for `namespace` from the pushed table, if there.
+    fn cached_client(&self, namespace: &str) -> Result<Option<(String, Arc<Client>)>, Status> {
         let table = self.routes.read().unwrap_or_else(|e| e.into_inner());
         if !table.synced {
             return Err(Status::unavailable(
@@ -138,10 +218,7 @@ impl GatewayService {
             ));
         }
         let Some(route) = table.routes.get(namespace) else {
-            return Err(Status::not_found(format!(
-                "namespace {namespace:?} not found (routing table version {})",
-                table.version
-            )));
+            return Ok(None);
         };
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         // The common case allocates nothing: the cached client still matches the
@@ -149,12 +226,13 @@ impl GatewayService {
         if let Some((known, client)) = clients.get(&route.shard)
             && known.iter().eq(route.members.iter().map(|m| &m.address))
         {
-            return Ok((route.shard.clone(), client.clone()));
+            return Ok(Some((route.shard.clone(), client.clone())));
         }
         let members: Vec<String> = route.members.iter().map(|m| m.address.clone()).collect();
         let options = ClientOptions {
             retry_budget: Duration::from_millis(self.limits.forward_budget_ms),
             attempt_timeout: Duration::from_millis(self.limits.forward_budget_ms.clamp(500, 5_000)),
+            dialer: self.dialer.clone(),
             ..ClientOptions::default()
         };
         let client = Arc::new(Client::with_options(members.clone(), options).map_err(|e| {
@@ -164,7 +242,7 @@ impl GatewayService {
             ))
         })?);
         clients.insert(route.shard.clone(), (members, client.clone()));
-        Ok((route.shard.clone(), client))
+        Ok(Some((route.shard.clone(), client)))
     }
 
     fn count<T>(&self, result: Result<T, ClientError>) -> Result<Response<T>, Status> {

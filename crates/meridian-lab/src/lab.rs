@@ -2,8 +2,10 @@
 
 use crate::error::LabError;
 use crate::process;
-use crate::state::{LabState, ProcessRecord, STATE_FORMAT};
-use crate::topology;
+use crate::state::{CLIENT_CERT, LabState, ProcessRecord, ProcessRole, STATE_FORMAT};
+use crate::topology::{self, Wiring};
+use crate::wan::{self, WanSettings};
+use meridian_net::Dialer;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::Child;
@@ -26,6 +28,10 @@ pub struct LabSpec {
     /// Extra `MERIDIAN__SECTION__KEY` settings for every shard node (not for
     /// control-plane members or gateways, whose configurations differ).
     pub env: Vec<(String, String)>,
+    /// Mutual TLS between every process (and for clients).
+    pub tls: bool,
+    /// Emulated WAN between regions (ignored with a single region).
+    pub wan: Option<WanSettings>,
 }
 
 /// A running (or stopped) lab.
@@ -33,6 +39,8 @@ pub struct Lab {
     state: LabState,
     binary: PathBuf,
     env: Vec<(String, String)>,
+    /// How this handle (and tests through it) reach the lab's processes.
+    dialer: Dialer,
     /// Children this handle started, so they can be reaped (a killed child that is
     /// never waited for lingers as a zombie).
     children: HashMap<String, Child>,
@@ -78,21 +86,58 @@ impl Lab {
         for region in &spec.regions {
             topology::validate_region(region)?;
         }
-        let mut processes = topology::plan_control(&dir, &spec.regions)?;
-        let control: Vec<String> = processes.iter().map(|p| p.grpc.clone()).collect();
+        // Allocate every process first: each configuration needs the others'
+        // addresses (memberships, control endpoints, the WAN's dial-via tables).
+        let mut processes = topology::allocate_control(&dir, &spec.regions)?;
         for region in &spec.regions {
-            processes.extend(topology::plan_region(&dir, region, spec.nodes, &control)?);
+            processes.extend(topology::allocate_region(&dir, region, spec.nodes)?);
         }
         for region in &spec.regions {
-            processes.push(topology::plan_gateway(&dir, region, &control)?);
+            processes.push(topology::allocate_gateway(&dir, region)?);
         }
+        let mut wiring = Wiring {
+            control: processes
+                .iter()
+                .filter(|p| p.role == ProcessRole::Control)
+                .map(|p| p.grpc.clone())
+                .collect(),
+            certs: None,
+            wan: None,
+            regions: spec.regions.clone(),
+        };
+        if let Some(settings) = spec.wan.as_ref().filter(|_| spec.regions.len() > 1) {
+            settings.validate()?;
+            let record = topology::allocate_wan(&dir)?;
+            let http = topology::parse_addr(&record.http)?;
+            wiring.wan = Some(wan::plan_links(&processes, &spec.regions, settings, http)?);
+            // First, so links exist before anyone dials through them.
+            processes.insert(0, record);
+        }
+        if spec.tls {
+            let certs = dir.join("certs");
+            let mut names: Vec<String> = processes
+                .iter()
+                .filter(|p| p.role != ProcessRole::Wan)
+                .map(|p| p.name.clone())
+                .collect();
+            names.push(CLIENT_CERT.to_string());
+            meridian_net::certs::init(&certs, &names)
+                .map_err(|e| LabError::Invalid(format!("creating lab certificates: {e}")))?;
+            wiring.certs = Some(certs);
+        }
+        for record in &processes {
+            topology::write_config(record, &processes, &wiring)?;
+        }
+        let state = LabState {
+            format: STATE_FORMAT,
+            dir,
+            regions: spec.regions.clone(),
+            certs: wiring.certs.clone(),
+            processes,
+        };
         let mut lab = Self {
-            state: LabState {
-                format: STATE_FORMAT,
-                dir,
-                regions: spec.regions.clone(),
-                processes,
-            },
+            dialer: state.client_dialer()?,
+            state,
             binary: spec.binary.clone(),
             env: spec.env.clone(),
             children: HashMap::new(),
@@ -111,8 +156,10 @@ impl Lab {
 
     /// Opens the lab recorded in `dir`.
     pub fn open(dir: &Path, binary: PathBuf) -> Result<Self, LabError> {
+        let state = LabState::load(dir)?;
         Ok(Self {
-            state: LabState::load(dir)?,
+            dialer: state.client_dialer()?,
+            state,
             binary,
             env: Vec::new(),
             children: HashMap::new(),
@@ -195,7 +242,7 @@ impl Lab {
         let record = self.record_mut(name)?.clone();
         let config = record.config.to_string_lossy().to_string();
         let env: &[(String, String)] = match record.role {
-            crate::state::ProcessRole::Node => &self.env,
+            ProcessRole::Node => &self.env,
             _ => &[],
         };
         let child = process::spawn(
@@ -217,7 +264,7 @@ impl Lab {
             .state
             .processes
             .iter()
-            .find(|p| p.region == region && p.role == crate::state::ProcessRole::Node)
+            .find(|p| p.region == region && p.role == ProcessRole::Node)
             .and_then(|p| p.shard.clone())
             .ok_or_else(|| LabError::UnknownTarget {
                 name: region.to_string(),
@@ -233,15 +280,76 @@ impl Lab {
             .max()
             .unwrap_or(0)
             + 1;
-        let control = self
-            .state
-            .endpoints(crate::state::ProcessRole::Control, None);
-        let record = topology::plan_extra_node(&self.state.dir, region, &shard, node_id, &control)?;
+        let record =
+            topology::plan_extra_node(&self.state.dir, region, &shard, node_id, &self.wiring()?)?;
         let name = record.name.clone();
         self.state.processes.push(record);
         self.state.save()?;
         self.start_process(&name)?;
         Ok(name)
+    }
+
+    /// The wiring the lab's configurations were written with.
+    fn wiring(&self) -> Result<Wiring, LabError> {
+        let wan = match self.state.wan() {
+            Some(record) => Some(
+                meridian_wan::WanConfig::load(&record.config)
+                    .map_err(|e| LabError::Invalid(e.to_string()))?,
+            ),
+            None => None,
+        };
+        Ok(Wiring {
+            control: self.state.endpoints(ProcessRole::Control, None),
+            certs: self.state.certs.clone(),
+            wan,
+            regions: self.state.regions.clone(),
+        })
+    }
+
+    /// A dialer that reaches this lab's processes as a client (with the lab's
+    /// client certificate when mutual TLS is on).
+    pub fn dialer(&self) -> &Dialer {
+        &self.dialer
+    }
+
+    /// Cuts every link between regions `a` and `b`, both directions.
+    pub fn partition(&self, a: &str, b: &str) -> Result<String, LabError> {
+        self.set_partition(a, b, true)
+    }
+
+    /// Restores every link between regions `a` and `b`.
+    pub fn heal(&self, a: &str, b: &str) -> Result<String, LabError> {
+        self.set_partition(a, b, false)
+    }
+
+    fn set_partition(&self, a: &str, b: &str, partitioned: bool) -> Result<String, LabError> {
+        for region in [a, b] {
+            if !self.state.regions.iter().any(|r| r == region) {
+                return Err(LabError::UnknownTarget {
+                    name: region.to_string(),
+                    known: self.state.regions.join(", "),
+                });
+            }
+        }
+        if a == b {
+            return Err(LabError::Invalid(format!(
+                "cannot partition {a} from itself; name two regions"
+            )));
+        }
+        let wan = self.state.wan().ok_or_else(|| {
+            LabError::Invalid(
+                "this lab has no WAN emulator (one region, or started without it)".into(),
+            )
+        })?;
+        wan::set_partition(&wan.http, a, b, partitioned)
+    }
+
+    /// The WAN links and their state (empty without an emulator).
+    pub fn links(&self) -> Result<Vec<meridian_wan::LinkStatus>, LabError> {
+        match self.state.wan() {
+            Some(wan) => wan::links(&wan.http),
+            None => Ok(Vec::new()),
+        }
     }
 
     /// Kills the designated processes at once (SIGKILL), like a crash.
@@ -324,7 +432,11 @@ impl Lab {
         loop {
             let mut waiting = Vec::new();
             for record in self.state.processes.iter().filter(|p| p.pid.is_some()) {
-                if !is_serving(&record.grpc).await {
+                let serving = match record.role {
+                    ProcessRole::Wan => wan::links(&record.http).is_ok(),
+                    _ => is_serving(&self.dialer, &record.grpc).await,
+                };
+                if !serving {
                     waiting.push(record.name.clone());
                 }
             }
@@ -361,8 +473,8 @@ impl Lab {
 }
 
 /// Whether the gRPC health service at `address` reports SERVING.
-pub async fn is_serving(address: &str) -> bool {
-    let Ok(endpoint) = tonic::transport::Endpoint::from_shared(format!("http://{address}")) else {
+pub async fn is_serving(dialer: &Dialer, address: &str) -> bool {
+    let Ok(endpoint) = dialer.endpoint(address) else {
         return false;
     };
     let endpoint = endpoint

@@ -7,7 +7,9 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Current `lab.json` format.
-pub const STATE_FORMAT: u32 = 1;
+pub const STATE_FORMAT: u32 = 2;
+/// Name of the certificate clients of a TLS lab use (`certs/client.pem`).
+pub const CLIENT_CERT: &str = "client";
 /// File name of the state inside the lab directory.
 pub const STATE_FILE: &str = "lab.json";
 
@@ -21,6 +23,8 @@ pub enum ProcessRole {
     Control,
     /// A gateway (`meridian gateway`).
     Gateway,
+    /// The WAN emulator between regions (`meridian wan`).
+    Wan,
 }
 
 impl ProcessRole {
@@ -30,6 +34,7 @@ impl ProcessRole {
             ProcessRole::Node => "node",
             ProcessRole::Control => "control",
             ProcessRole::Gateway => "gateway",
+            ProcessRole::Wan => "wan",
         }
     }
 }
@@ -68,6 +73,9 @@ pub struct LabState {
     pub dir: PathBuf,
     /// Regions in start order.
     pub regions: Vec<String>,
+    /// Directory of the lab's CA and certificates when mutual TLS is on; clients
+    /// use its `client.pem`/`client.key`.
+    pub certs: Option<PathBuf>,
     /// Every process.
     pub processes: Vec<ProcessRecord>,
 }
@@ -128,6 +136,26 @@ impl LabState {
             .filter(|p| region.is_none() || Some(p.region.as_str()) == region)
             .map(|p| p.grpc.clone())
             .collect()
+    }
+
+    /// The WAN emulator's record, if the lab emulates one.
+    pub fn wan(&self) -> Option<&ProcessRecord> {
+        self.processes.iter().find(|p| p.role == ProcessRole::Wan)
+    }
+
+    /// A dialer for clients of this lab: the lab's client certificate when
+    /// mutual TLS is on. Clients sit outside the emulated WAN (no rewrites).
+    pub fn client_dialer(&self) -> Result<meridian_net::Dialer, LabError> {
+        let Some(certs) = &self.certs else {
+            return Ok(meridian_net::Dialer::plaintext());
+        };
+        let material = meridian_net::TlsFiles::in_dir(certs, CLIENT_CERT)
+            .load()
+            .map_err(|e| LabError::Invalid(format!("lab certificates: {e}")))?;
+        Ok(meridian_net::Dialer::new(
+            Default::default(),
+            Some(&material),
+        ))
     }
 
     /// gRPC addresses of every node of `shard` (all shards if `None`).

@@ -3,8 +3,11 @@
 use crate::error::LabError;
 use crate::process::free_port;
 use crate::state::{ProcessRecord, ProcessRole};
+use meridian_net::TlsFiles;
 use meridian_shard::config::{InitialMember, NodeConfig};
-use std::path::Path;
+use meridian_wan::WanConfig;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
 /// Shard name of the `index`-th (1-based) shard of `region`.
 pub fn shard_name(region: &str, index: usize) -> String {
@@ -28,14 +31,43 @@ pub fn validate_region(region: &str) -> Result<(), LabError> {
     }
 }
 
-/// Plans one shard of `nodes` members in `region`: chooses ports, writes each
-/// node's `node.toml` under `dir/nodes/NAME/`, and returns the process records
-/// (without pids).
-pub fn plan_region(
+/// Everything a process's configuration depends on besides its own record: the
+/// control-plane endpoints, TLS, and the WAN emulator's dial-via tables.
+#[derive(Debug, Clone, Default)]
+pub struct Wiring {
+    /// Control-plane gRPC addresses.
+    pub control: Vec<String>,
+    /// The lab's certificate directory, when mTLS is on.
+    pub certs: Option<PathBuf>,
+    /// The emulator's configuration, when the WAN is emulated.
+    pub wan: Option<WanConfig>,
+    /// Regions of the lab.
+    pub regions: Vec<String>,
+}
+
+impl Wiring {
+    /// The TLS files of process `name`.
+    pub fn tls(&self, name: &str) -> Option<TlsFiles> {
+        self.certs
+            .as_deref()
+            .map(|certs| TlsFiles::in_dir(certs, name))
+    }
+
+    /// The dial-via table of a process in `region`.
+    pub fn dial_via(&self, region: &str) -> BTreeMap<String, String> {
+        self.wan
+            .as_ref()
+            .map(|wan| crate::wan::dial_via(wan, region))
+            .unwrap_or_default()
+    }
+}
+
+/// Allocates one shard of `nodes` members in `region`: names, ids, ports and
+/// directories (configurations are written by [`write_config`]).
+pub fn allocate_region(
     dir: &Path,
     region: &str,
     nodes: usize,
-    control: &[String],
 ) -> Result<Vec<ProcessRecord>, LabError> {
     validate_region(region)?;
     if nodes == 0 || nodes > 9 {
@@ -44,21 +76,9 @@ pub fn plan_region(
         )));
     }
     let shard = shard_name(region, 1);
-    let mut records = Vec::with_capacity(nodes);
-    for index in 1..=nodes {
-        records.push(node_record(dir, region, &shard, index as u64)?);
-    }
-    let members: Vec<InitialMember> = records
-        .iter()
-        .map(|r| InitialMember {
-            id: r.node_id.unwrap_or_default(),
-            address: r.grpc.clone(),
-        })
-        .collect();
-    for record in &records {
-        write_node_config(record, &shard, region, members.clone(), control)?;
-    }
-    Ok(records)
+    (1..=nodes)
+        .map(|index| node_record(dir, region, &shard, index as u64))
+        .collect()
 }
 
 /// Plans one more node for an existing shard: it starts empty, outside the
@@ -68,10 +88,10 @@ pub fn plan_extra_node(
     region: &str,
     shard: &str,
     node_id: u64,
-    control: &[String],
+    wiring: &Wiring,
 ) -> Result<ProcessRecord, LabError> {
     let record = node_record(dir, region, shard, node_id)?;
-    write_node_config(&record, shard, region, Vec::new(), control)?;
+    write_node_config(&record, Vec::new(), wiring)?;
     Ok(record)
 }
 
@@ -101,23 +121,96 @@ fn node_record(
     })
 }
 
+/// Writes the configuration of `record`. Initial shard and control-plane
+/// memberships are taken from `processes` (every process of the lab).
+pub fn write_config(
+    record: &ProcessRecord,
+    processes: &[ProcessRecord],
+    wiring: &Wiring,
+) -> Result<(), LabError> {
+    let members_of = |role: ProcessRole, shard: Option<&str>| -> Vec<InitialMember> {
+        processes
+            .iter()
+            .filter(|p| p.role == role && p.shard.as_deref() == shard)
+            .map(|p| InitialMember {
+                id: p.node_id.unwrap_or_default(),
+                address: p.grpc.clone(),
+            })
+            .collect()
+    };
+    match record.role {
+        ProcessRole::Node => write_node_config(
+            record,
+            members_of(ProcessRole::Node, record.shard.as_deref()),
+            wiring,
+        ),
+        ProcessRole::Control => {
+            write_control_config(record, members_of(ProcessRole::Control, None), wiring)
+        }
+        ProcessRole::Gateway => write_gateway_config(record, wiring),
+        ProcessRole::Wan => match &wiring.wan {
+            Some(wan) => write_config_file(record, wan),
+            None => Err(LabError::Invalid("a WAN process without links".into())),
+        },
+    }
+}
+
 fn write_node_config(
     record: &ProcessRecord,
-    shard: &str,
-    region: &str,
     members: Vec<InitialMember>,
-    control: &[String],
+    wiring: &Wiring,
 ) -> Result<(), LabError> {
     let mut config = NodeConfig::default();
     config.node.id = record.node_id.unwrap_or_default();
-    config.node.shard = shard.to_string();
-    config.node.region = region.to_string();
+    config.node.shard = record.shard.clone().unwrap_or_default();
+    config.node.region = record.region.clone();
     config.node.data_dir = record.config.with_file_name("data");
     config.network.grpc_listen = parse_addr(&record.grpc)?;
     config.network.http_listen = parse_addr(&record.http)?;
+    config.network.tls = wiring.tls(&record.name);
+    config.network.dial_via = wiring.dial_via(&record.region);
     config.cluster.initial_members = members;
-    config.control.endpoints = control.to_vec();
-    write_config(record, &config)
+    config.control.endpoints = wiring.control.clone();
+    write_config_file(record, &config)
+}
+
+fn write_control_config(
+    record: &ProcessRecord,
+    members: Vec<InitialMember>,
+    wiring: &Wiring,
+) -> Result<(), LabError> {
+    let mut config = meridian_control::config::ControlConfig::default();
+    config.node.id = record.node_id.unwrap_or_default();
+    config.node.region = record.region.clone();
+    config.node.data_dir = record.config.with_file_name("data");
+    config.network.grpc_listen = parse_addr(&record.grpc)?;
+    config.network.http_listen = parse_addr(&record.http)?;
+    config.network.tls = wiring.tls(&record.name);
+    config.network.dial_via = wiring.dial_via(&record.region);
+    config.cluster.initial_members = members;
+    config.regions = wiring.regions.iter().map(|r| region_seed(r)).collect();
+    if wiring.wan.is_some() {
+        // The control plane spans regions: with round trips up to ~200 ms the
+        // LAN defaults (100 ms heartbeats, 400-800 ms elections) would elect
+        // on every jitter. Scale both to a few round trips.
+        config.raft.heartbeat_interval_ms = 300;
+        config.raft.election_timeout_min_ms = 1_500;
+        config.raft.election_timeout_max_ms = 3_000;
+        config.raft.rpc_timeout_ms = 5_000;
+    }
+    write_config_file(record, &config)
+}
+
+fn write_gateway_config(record: &ProcessRecord, wiring: &Wiring) -> Result<(), LabError> {
+    let mut config = meridian_gateway::config::GatewayConfig::default();
+    config.gateway.name = record.name.clone();
+    config.gateway.region = record.region.clone();
+    config.network.grpc_listen = parse_addr(&record.grpc)?;
+    config.network.http_listen = parse_addr(&record.http)?;
+    config.network.tls = wiring.tls(&record.name);
+    config.network.dial_via = wiring.dial_via(&record.region);
+    config.control.endpoints = wiring.control.clone();
+    write_config_file(record, &config)
 }
 
 /// Jurisdiction and location of well-known lab region names; others get their
@@ -140,7 +233,10 @@ pub fn region_seed(region: &str) -> meridian_control::config::RegionSeed {
     }
 }
 
-fn write_config<T: serde::Serialize>(record: &ProcessRecord, config: &T) -> Result<(), LabError> {
+fn write_config_file<T: serde::Serialize>(
+    record: &ProcessRecord,
+    config: &T,
+) -> Result<(), LabError> {
     let text = toml::to_string_pretty(config)
         .map_err(|e| LabError::Invalid(format!("cannot render config: {e}")))?;
     std::fs::write(&record.config, text)
@@ -154,9 +250,10 @@ fn process_dir(dir: &Path, name: &str) -> Result<std::path::PathBuf, LabError> {
     Ok(process_dir)
 }
 
-/// Plans the control plane: three members spread round-robin over `regions`
-/// (one per region for three regions, so losing a region keeps a quorum).
-pub fn plan_control(dir: &Path, regions: &[String]) -> Result<Vec<ProcessRecord>, LabError> {
+/// Allocates the control plane: three members spread round-robin over
+/// `regions` (one per region for three regions, so losing a region keeps a
+/// quorum).
+pub fn allocate_control(dir: &Path, regions: &[String]) -> Result<Vec<ProcessRecord>, LabError> {
     let mut records = Vec::new();
     for id in 1..=3u64 {
         let region = &regions[(id as usize - 1) % regions.len()];
@@ -175,37 +272,15 @@ pub fn plan_control(dir: &Path, regions: &[String]) -> Result<Vec<ProcessRecord>
             log: process_dir.join("control.log"),
         });
     }
-    let members: Vec<InitialMember> = records
-        .iter()
-        .map(|r| InitialMember {
-            id: r.node_id.unwrap_or_default(),
-            address: r.grpc.clone(),
-        })
-        .collect();
-    for record in &records {
-        let mut config = meridian_control::config::ControlConfig::default();
-        config.node.id = record.node_id.unwrap_or_default();
-        config.node.region = record.region.clone();
-        config.node.data_dir = record.config.with_file_name("data");
-        config.network.grpc_listen = parse_addr(&record.grpc)?;
-        config.network.http_listen = parse_addr(&record.http)?;
-        config.cluster.initial_members = members.clone();
-        config.regions = regions.iter().map(|r| region_seed(r)).collect();
-        write_config(record, &config)?;
-    }
     Ok(records)
 }
 
-/// Plans the gateway of `region`.
-pub fn plan_gateway(
-    dir: &Path,
-    region: &str,
-    control: &[String],
-) -> Result<ProcessRecord, LabError> {
+/// Allocates the gateway of `region`.
+pub fn allocate_gateway(dir: &Path, region: &str) -> Result<ProcessRecord, LabError> {
     let name = format!("gateway-{region}");
     let process_dir = process_dir(dir, &name)?;
-    let record = ProcessRecord {
-        name: name.clone(),
+    Ok(ProcessRecord {
+        name,
         role: ProcessRole::Gateway,
         region: region.to_string(),
         shard: None,
@@ -215,18 +290,29 @@ pub fn plan_gateway(
         pid: None,
         config: process_dir.join("gateway.toml"),
         log: process_dir.join("gateway.log"),
-    };
-    let mut config = meridian_gateway::config::GatewayConfig::default();
-    config.gateway.name = name;
-    config.gateway.region = region.to_string();
-    config.network.grpc_listen = parse_addr(&record.grpc)?;
-    config.network.http_listen = parse_addr(&record.http)?;
-    config.control.endpoints = control.to_vec();
-    write_config(&record, &config)?;
-    Ok(record)
+    })
 }
 
-fn parse_addr(address: &str) -> Result<std::net::SocketAddr, LabError> {
+/// Allocates the WAN emulator process (it has no gRPC address; `http` is its
+/// control API).
+pub fn allocate_wan(dir: &Path) -> Result<ProcessRecord, LabError> {
+    let name = "wan".to_string();
+    let process_dir = process_dir(dir, &name)?;
+    Ok(ProcessRecord {
+        name,
+        role: ProcessRole::Wan,
+        region: String::new(),
+        shard: None,
+        node_id: None,
+        grpc: String::new(),
+        http: format!("127.0.0.1:{}", free_port()?),
+        pid: None,
+        config: process_dir.join("wan.toml"),
+        log: process_dir.join("wan.log"),
+    })
+}
+
+pub(crate) fn parse_addr(address: &str) -> Result<std::net::SocketAddr, LabError> {
     address
         .parse()
         .map_err(|e| LabError::Invalid(format!("address {address}: {e}")))

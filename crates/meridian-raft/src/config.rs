@@ -2,7 +2,9 @@
 //! control-plane members): where a member listens, its first membership, and
 //! consensus tuning.
 
+use meridian_net::{NetError, TlsFiles, Transport};
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 
 /// Where the node listens and how peers reach it.
@@ -15,6 +17,13 @@ pub struct NetworkSection {
     pub advertise: Option<String>,
     /// HTTP listen address for `/health/*` and `/metrics`.
     pub http_listen: SocketAddr,
+    /// Mutual TLS for every gRPC and HTTP connection, in and out; plain text
+    /// when absent.
+    pub tls: Option<TlsFiles>,
+    /// Addresses to dial instead of a peer's advertised one (`advertised =
+    /// "actual"`); the lab routes cross-region traffic through its WAN emulator
+    /// this way.
+    pub dial_via: BTreeMap<String, String>,
 }
 
 impl Default for NetworkSection {
@@ -23,6 +32,8 @@ impl Default for NetworkSection {
             grpc_listen: SocketAddr::from(([127, 0, 0, 1], 7401)),
             advertise: None,
             http_listen: SocketAddr::from(([127, 0, 0, 1], 7402)),
+            tls: None,
+            dial_via: BTreeMap::new(),
         }
     }
 }
@@ -33,6 +44,11 @@ impl NetworkSection {
         self.advertise
             .clone()
             .unwrap_or_else(|| self.grpc_listen.to_string())
+    }
+
+    /// Loads the TLS files and builds the dialer.
+    pub fn transport(&self) -> Result<Transport, NetError> {
+        Transport::load(self.tls.as_ref(), &self.dial_via)
     }
 }
 
@@ -129,7 +145,12 @@ impl RaftSection {
     }
 
     /// The options a [`crate::RaftNode`] starts with.
-    pub fn node_options(&self, node_id: u64, group: &str) -> crate::RaftNodeOptions {
+    pub fn node_options(
+        &self,
+        node_id: u64,
+        group: &str,
+        dialer: meridian_net::Dialer,
+    ) -> crate::RaftNodeOptions {
         crate::RaftNodeOptions {
             node_id,
             group: group.to_string(),
@@ -139,6 +160,7 @@ impl RaftSection {
             snapshot_after_entries: self.snapshot_after_entries,
             keep_entries_after_snapshot: self.keep_entries_after_snapshot,
             install_snapshot_timeout_ms: self.rpc_timeout_ms.max(30_000),
+            dialer,
         }
     }
 }

@@ -23,7 +23,7 @@ use serde::de::DeserializeOwned;
 use std::future::Future;
 use std::io::Read;
 use std::time::Duration;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 
 /// Format of [`RaftPayload`] bodies; a receiver refuses formats it does not know.
 pub const PAYLOAD_FORMAT: u32 = 1;
@@ -33,13 +33,16 @@ const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 
 /// Builds one [`PeerClient`] per peer.
 #[derive(Clone, Default)]
-pub struct NetworkFactory {}
+pub struct NetworkFactory {
+    /// How peers are dialed (TLS, WAN rewrites).
+    pub dialer: meridian_net::Dialer,
+}
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
-        PeerClient::new(target, &node.addr)
+        PeerClient::new(target, &node.addr, &self.dialer)
     }
 }
 
@@ -50,8 +53,9 @@ pub struct PeerClient {
 }
 
 impl PeerClient {
-    fn new(target: u64, address: &str) -> Self {
-        let client = Endpoint::from_shared(format!("http://{address}"))
+    fn new(target: u64, address: &str, dialer: &meridian_net::Dialer) -> Self {
+        let client = dialer
+            .endpoint(address)
             .map(|endpoint| {
                 let channel = endpoint
                     .connect_timeout(Duration::from_secs(1))
@@ -65,7 +69,7 @@ impl PeerClient {
                     .max_decoding_message_size(256 << 20)
                     .max_encoding_message_size(256 << 20)
             })
-            .map_err(|e| format!("bad peer address {address:?}: {e}"));
+            .map_err(|e| e.to_string());
         Self { target, client }
     }
 

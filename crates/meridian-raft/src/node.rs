@@ -32,6 +32,8 @@ pub struct RaftNodeOptions {
     pub keep_entries_after_snapshot: u64,
     /// Deadline for sending a whole snapshot to a follower.
     pub install_snapshot_timeout_ms: u64,
+    /// How peers are dialed (TLS, WAN rewrites).
+    pub dialer: meridian_net::Dialer,
 }
 
 /// A running Raft member: the openraft instance plus handles to its storage.
@@ -77,7 +79,9 @@ impl RaftNode {
         let raft = MeridianRaft::new(
             options.node_id,
             Arc::new(config),
-            NetworkFactory::default(),
+            NetworkFactory {
+                dialer: options.dialer.clone(),
+            },
             log_store,
             state_machine.clone(),
         )

@@ -60,6 +60,9 @@ pub enum ShardError {
     /// Raft stopped or failed (UNAVAILABLE).
     #[error("raft unavailable: {0}")]
     Raft(String),
+    /// Listeners or TLS could not be set up (start-up only).
+    #[error(transparent)]
+    Net(#[from] meridian_net::NetError),
 }
 
 fn not_leader_message(leader_id: Option<u64>, address: Option<&str>) -> String {
@@ -88,6 +91,7 @@ impl ShardError {
             ShardError::ImportMismatch(_) => Code::DataLoss,
             ShardError::Storage(_) => Code::Internal,
             ShardError::Raft(_) => Code::Unavailable,
+            ShardError::Net(_) => Code::Internal,
         }
     }
 }

@@ -41,7 +41,10 @@ pub struct ShardNode {
 impl ShardNode {
     /// Opens storage, starts Raft and, for a brand-new member of the initial
     /// membership, initializes the shard.
-    pub async fn start(config: NodeConfig) -> Result<Arc<Self>, ShardError> {
+    pub async fn start(
+        config: NodeConfig,
+        dialer: meridian_net::Dialer,
+    ) -> Result<Arc<Self>, ShardError> {
         let metrics = Arc::new(ShardMetrics::new(
             &config.node.region,
             &config.node.shard,
@@ -49,7 +52,9 @@ impl ShardNode {
         ));
         let engine = StorageEngine::open(&config.node.data_dir, metrics.storage.clone())?;
         let machine = Arc::new(KvStateMachine::open(&engine)?);
-        let options = config.raft.node_options(config.node.id, &config.node.shard);
+        let options = config
+            .raft
+            .node_options(config.node.id, &config.node.shard, dialer);
         let raft = RaftNode::start(&options, engine, machine.clone())
             .await
             .map_err(|e| ShardError::Raft(e.to_string()))?;

@@ -11,13 +11,12 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::routing::get;
+use meridian_net::serve;
 use meridian_proto::v1::admin_server::AdminServer;
 use meridian_proto::v1::kv_server::KvServer;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::net::TcpListener;
-use tonic::transport::server::TcpIncoming;
 
 /// Largest gRPC message a node accepts: a maximal value plus envelope.
 fn max_message_bytes(config: &NodeConfig) -> usize {
@@ -29,20 +28,27 @@ pub async fn run(
     config: NodeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ShardError> {
-    let grpc_listener = bind(config.network.grpc_listen).await?;
-    let http_listener = bind(config.network.http_listen).await?;
-    let node = ShardNode::start(config.clone()).await?;
+    let transport = config.network.transport()?;
+    let grpc_listener = serve::bind(config.network.grpc_listen).await?;
+    let http_listener = serve::bind(config.network.http_listen).await?;
+    let node = ShardNode::start(config.clone(), transport.dialer.clone()).await?;
     tracing::info!(
         node = node.id(),
         shard = %config.node.shard,
         region = %config.node.region,
         grpc = %config.network.grpc_listen,
         http = %config.network.http_listen,
+        tls = transport.tls.is_some(),
         "shard node started"
     );
 
-    let registration = (!config.control.endpoints.is_empty())
-        .then(|| tokio::spawn(register(config.clone(), node.clone())));
+    let registration = (!config.control.endpoints.is_empty()).then(|| {
+        tokio::spawn(register(
+            config.clone(),
+            node.clone(),
+            transport.dialer.clone(),
+        ))
+    });
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(meridian_proto::FILE_DESCRIPTOR_SET)
@@ -60,18 +66,22 @@ pub async fn run(
 
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
     let watcher = tokio::spawn(node.clone().watch_raft());
-    let health_task = tokio::spawn(report_health(node.clone(), health_reporter, stop.clone()));
+    let health_node = node.clone();
+    let health_task = tokio::spawn(serve::report_health(
+        health_reporter,
+        "meridian.v1.Kv",
+        move || health_node.is_ready(),
+        stop.clone(),
+    ));
 
     let mut grpc_stop = stop.clone();
-    let grpc = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
-        .http2_keepalive_interval(Some(Duration::from_secs(10)))
+    let grpc = serve::grpc_server(&transport)?
         .add_service(health_service)
         .add_service(reflection)
         .add_service(kv)
         .add_service(admin)
         .add_service(node.raft.transport_service())
-        .serve_with_incoming_shutdown(incoming(grpc_listener), async move {
+        .serve_with_incoming_shutdown(serve::incoming(grpc_listener), async move {
             let _ = grpc_stop.wait_for(|stopped| *stopped).await;
         });
 
@@ -81,12 +91,16 @@ pub async fn run(
         .route("/metrics", get(metrics))
         .with_state(node.clone());
     let mut http_stop = stop.clone();
-    let http = axum::serve(http_listener, app).with_graceful_shutdown(async move {
-        let _ = http_stop.wait_for(|stopped| *stopped).await;
-    });
+    let tls = transport.tls.clone();
+    let http = async move {
+        meridian_net::https::serve(http_listener, app, tls.as_ref(), async move {
+            let _ = http_stop.wait_for(|stopped| *stopped).await;
+        })
+        .await
+    };
 
     let grpc_task = tokio::spawn(grpc);
-    let http_task = tokio::spawn(async move { http.await });
+    let http_task = tokio::spawn(http);
     shutdown.await;
     tracing::info!("shutting down");
     let _ = stop_sender.send(true);
@@ -107,7 +121,7 @@ pub async fn run(
 
 /// Announces this node to the control plane, retrying until it is accepted (the
 /// control plane may still be starting, or not yet know the region).
-async fn register(config: NodeConfig, node: Arc<ShardNode>) {
+async fn register(config: NodeConfig, node: Arc<ShardNode>, dialer: meridian_net::Dialer) {
     let request = meridian_proto::v1::RegisterMemberRequest {
         shard: config.node.shard.clone(),
         region: config.node.region.clone(),
@@ -116,7 +130,8 @@ async fn register(config: NodeConfig, node: Arc<ShardNode>) {
     };
     let mut attempt = 0u32;
     loop {
-        match meridian_client::Client::new(config.control.endpoints.clone()) {
+        match meridian_client::Client::with_dialer(config.control.endpoints.clone(), dialer.clone())
+        {
             Ok(client) => match client.register_member(request.clone()).await {
                 Ok(()) => {
                     tracing::info!(shard = %request.shard, "registered with the control plane");
@@ -136,47 +151,6 @@ async fn register(config: NodeConfig, node: Arc<ShardNode>) {
             }
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
-    }
-}
-
-async fn bind(address: std::net::SocketAddr) -> Result<TcpListener, ShardError> {
-    TcpListener::bind(address).await.map_err(|e| {
-        ShardError::Storage(std::io::Error::new(
-            e.kind(),
-            format!("cannot listen on {address}: {e}"),
-        ))
-    })
-}
-
-/// Accepted gRPC connections with Nagle's algorithm off: small responses must not
-/// wait for the peer's delayed ACK (that costs ~40 ms per request/response pair).
-fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener).with_nodelay(Some(true))
-}
-
-/// Keeps the gRPC health service in line with readiness.
-async fn report_health(
-    node: Arc<ShardNode>,
-    reporter: tonic_health::server::HealthReporter,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
-    let mut last = None;
-    loop {
-        let ready = node.is_ready();
-        if last != Some(ready) {
-            let status = if ready {
-                tonic_health::ServingStatus::Serving
-            } else {
-                tonic_health::ServingStatus::NotServing
-            };
-            reporter.set_service_status("", status).await;
-            reporter.set_service_status("meridian.v1.Kv", status).await;
-            last = Some(ready);
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
-            _ = stop.wait_for(|stopped| *stopped) => return,
-        }
     }
 }
 

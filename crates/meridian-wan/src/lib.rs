@@ -7,6 +7,7 @@
 //! - [`link`]: one proxied link — listener, per-connection pumps, partition state.
 //! - [`control`]: the small HTTP API the lab uses to list, partition and heal links
 //!   of a running emulator process.
+//! - [`server`]: the `meridian wan` process: its configuration and run loop.
 //!
 //! A partition pauses a link the way a real network partition pauses TCP: bytes
 //! stop flowing (senders block once buffers fill, and their timeouts fire), new
@@ -14,8 +15,10 @@
 
 pub mod control;
 pub mod link;
+pub mod server;
 
 pub use link::{Link, LinkSpec, LinkStatus};
+pub use server::WanConfig;
 
 /// Errors of the WAN emulator.
 #[derive(Debug, thiserror::Error)]
@@ -28,6 +31,14 @@ pub enum WanError {
         /// The cause.
         #[source]
         source: std::io::Error,
+    },
+    /// The configuration file is unusable.
+    #[error("invalid WAN configuration {path}: {reason}")]
+    Config {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
     },
     /// No link has that name.
     #[error("no link named {0:?}")]

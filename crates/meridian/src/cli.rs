@@ -41,6 +41,33 @@ pub enum Command {
     Region(RegionArgs),
     /// Run a whole topology on this machine.
     Lab(LabArgs),
+    /// Run the lab's WAN emulator (started by `meridian lab up`).
+    Wan(NodeArgs),
+    /// Development certificates for mutual TLS.
+    Certs(CertsArgs),
+}
+
+/// `meridian certs`.
+#[derive(Debug, Args)]
+pub struct CertsArgs {
+    #[command(subcommand)]
+    pub command: CertsCommand,
+}
+
+/// `meridian certs ...`.
+#[derive(Debug, Subcommand)]
+pub enum CertsCommand {
+    /// Create a development CA and certificates signed by it. Every certificate
+    /// works as server and client identity; give each process its own.
+    Init {
+        /// Directory to write `ca.pem`, `ca.key`, `NAME.pem` and `NAME.key` to
+        /// (must not hold a CA already).
+        #[arg(long)]
+        dir: PathBuf,
+        /// Certificate names (one per process, plus one per client).
+        #[arg(long = "name", value_delimiter = ',', default_values_t = [String::from("node"), String::from("client")])]
+        names: Vec<String>,
+    },
 }
 
 /// Where a client command sends its calls.
@@ -57,6 +84,13 @@ pub struct TargetArgs {
         env = "MERIDIAN_LAB"
     )]
     pub lab: PathBuf,
+    /// With `--endpoint` on a TLS cluster: directory with `ca.pem` and this
+    /// client's certificate (see `--cert-name`). A lab's are found by itself.
+    #[arg(long, global = true, env = "MERIDIAN_CERTS")]
+    pub certs: Option<PathBuf>,
+    /// Name of the client certificate in `--certs` (`NAME.pem`, `NAME.key`).
+    #[arg(long, global = true, default_value = "client")]
+    pub cert_name: String,
 }
 
 /// `meridian node`.
@@ -251,10 +285,34 @@ pub enum LabCommand {
         #[arg(long)]
         detach: bool,
         /// Seconds to wait for readiness.
-        #[arg(long, default_value_t = 60)]
+        #[arg(long, default_value_t = 90)]
         ready_timeout: u64,
+        /// Turn mutual TLS off (it is on by default).
+        #[arg(long)]
+        plaintext: bool,
+        /// No WAN emulation between regions (it is on by default).
+        #[arg(long, conflicts_with = "wan")]
+        no_wan: bool,
+        /// Round trips between regions (TOML: `default_rtt_ms`, `[[link]] a b
+        /// rtt_ms`) instead of the defaults.
+        #[arg(long)]
+        wan: Option<PathBuf>,
     },
-    /// List every process of the lab.
+    /// Cut the WAN link between two regions (both directions).
+    Partition {
+        /// One region.
+        a: String,
+        /// The other.
+        b: String,
+    },
+    /// Restore the WAN link between two regions.
+    Heal {
+        /// One region.
+        a: String,
+        /// The other.
+        b: String,
+    },
+    /// List every process of the lab and the WAN links.
     Status,
     /// Stop every process of the lab.
     Down,

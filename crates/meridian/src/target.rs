@@ -9,8 +9,11 @@ use crate::cli::TargetArgs;
 use anyhow::Context;
 use meridian_client::Client;
 use meridian_lab::{LabState, ProcessRole};
+use meridian_net::{Dialer, TlsFiles};
 
 /// What a command wants to reach.
+// Built once per command; boxing the clients would buy nothing.
+#[allow(clippy::large_enum_variant)]
 pub enum Target {
     /// Explicit addresses.
     Direct(Client),
@@ -34,12 +37,36 @@ fn lab(target: &TargetArgs) -> anyhow::Result<LabState> {
     })
 }
 
+/// The dialer for `--endpoint`: TLS with `--certs` if given.
+fn endpoint_dialer(target: &TargetArgs) -> anyhow::Result<Dialer> {
+    match &target.certs {
+        Some(dir) => {
+            let material = TlsFiles::in_dir(dir, &target.cert_name).load()?;
+            Ok(Dialer::new(Default::default(), Some(&material)))
+        }
+        None => Ok(Dialer::plaintext()),
+    }
+}
+
+/// The dialer a client command uses: `--certs` with `--endpoint`, else the
+/// lab's own client certificate (if the lab runs with TLS).
+pub fn dialer(target: &TargetArgs) -> anyhow::Result<Dialer> {
+    if !target.endpoint.is_empty() || target.certs.is_some() {
+        return endpoint_dialer(target);
+    }
+    Ok(lab(target)?.client_dialer()?)
+}
+
 /// Resolves `--endpoint` / `--lab` (and `--region` for the gateway).
 pub fn resolve(target: &TargetArgs, region: Option<&str>) -> anyhow::Result<Target> {
     if !target.endpoint.is_empty() {
-        return Ok(Target::Direct(Client::new(target.endpoint.clone())?));
+        return Ok(Target::Direct(Client::with_dialer(
+            target.endpoint.clone(),
+            endpoint_dialer(target)?,
+        )?));
     }
     let state = lab(target)?;
+    let dialer = state.client_dialer()?;
     let mut gateways = state.endpoints(ProcessRole::Gateway, region);
     if gateways.is_empty() {
         gateways = state.endpoints(ProcessRole::Gateway, None);
@@ -53,8 +80,8 @@ pub fn resolve(target: &TargetArgs, region: Option<&str>) -> anyhow::Result<Targ
         );
     }
     Ok(Target::Lab {
-        gateway: Client::new(gateways)?,
-        control: Client::new(control)?,
+        gateway: Client::with_dialer(gateways, dialer.clone())?,
+        control: Client::with_dialer(control, dialer)?,
         regions: state.regions.clone(),
     })
 }

@@ -228,7 +228,7 @@ async fn bad_requests_get_documented_codes_and_the_node_keeps_serving() {
     assert!(ok.version > 0);
     for name in shard.names() {
         assert!(
-            meridian_lab::lab::is_serving(&shard.address(&name)).await,
+            meridian_lab::lab::is_serving(&Default::default(), &shard.address(&name)).await,
             "{name} still serving"
         );
     }

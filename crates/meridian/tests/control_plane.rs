@@ -49,6 +49,8 @@ fn start_control_plane() -> Members {
         regions: regions.iter().map(|(r, _)| r.to_string()).collect(),
         nodes: 1,
         binary: env!("CARGO_BIN_EXE_meridian").into(),
+        tls: false,
+        wan: None,
         env: vec![(
             "MERIDIAN__CONTROL__ENDPOINTS".into(),
             format!("[{}]", endpoints.join(",")),
@@ -131,7 +133,7 @@ impl Drop for KillOnDrop {
 
 async fn wait_serving(address: &str) {
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !meridian_lab::lab::is_serving(address).await {
+    while !meridian_lab::lab::is_serving(&Default::default(), address).await {
         assert!(
             Instant::now() < deadline,
             "{address} not serving within 30 s"

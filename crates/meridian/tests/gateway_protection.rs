@@ -38,6 +38,8 @@ async fn rate_limit_and_circuit_breaker() {
         regions: vec!["us-east".into()],
         nodes: 3,
         binary: env!("CARGO_BIN_EXE_meridian").into(),
+        tls: false,
+        wan: None,
         env: vec![],
     })
     .unwrap()
@@ -79,7 +81,7 @@ async fn rate_limit_and_circuit_breaker() {
             .unwrap(),
     );
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !meridian_lab::lab::is_serving(&grpc).await {
+    while !meridian_lab::lab::is_serving(&Default::default(), &grpc).await {
         assert!(Instant::now() < deadline, "gateway not serving");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }

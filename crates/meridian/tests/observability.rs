@@ -72,7 +72,7 @@ async fn reflection_health_and_metrics() {
         );
     }
 
-    assert!(meridian_lab::lab::is_serving(&record.grpc).await);
+    assert!(meridian_lab::lab::is_serving(&Default::default(), &record.grpc).await);
     assert_eq!(http_get(&record.http, "/health/live").0, 200);
     assert_eq!(http_get(&record.http, "/health/ready").0, 200);
     let (status, metrics) = http_get(&record.http, "/metrics");

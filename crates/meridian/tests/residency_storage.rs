@@ -50,6 +50,8 @@ async fn no_node_outside_the_eu_holds_eu_data() {
         regions: vec!["us-east".into(), "eu-west".into(), "ap-south".into()],
         nodes: 1,
         binary: env!("CARGO_BIN_EXE_meridian").into(),
+        tls: false,
+        wan: None,
         // Small snapshot thresholds, so snapshots are part of what is checked.
         env: vec![
             ("MERIDIAN__RAFT__SNAPSHOT_AFTER_ENTRIES".into(), "50".into()),
@@ -125,7 +127,7 @@ async fn no_node_outside_the_eu_holds_eu_data() {
         .state()
         .processes
         .iter()
-        .filter(|p| p.role != ProcessRole::Gateway)
+        .filter(|p| matches!(p.role, ProcessRole::Node | ProcessRole::Control))
     {
         let data_dir = process.config.with_file_name("data");
         let holds = storage_contains(&data_dir, MARKER);

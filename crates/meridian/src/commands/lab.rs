@@ -5,7 +5,7 @@ use crate::output::{emit, emit_message};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 use meridian_client::{Client, ClientOptions};
-use meridian_lab::{Lab, LabSpec, ProcessRole};
+use meridian_lab::{Lab, LabSpec, ProcessRole, WanSettings};
 use serde_json::json;
 use std::io::IsTerminal;
 use std::time::Duration;
@@ -18,13 +18,23 @@ pub async fn run(format: OutputFormat, args: LabArgs) -> anyhow::Result<()> {
             nodes,
             detach,
             ready_timeout,
+            plaintext,
+            no_wan,
+            wan,
         } => {
+            let wan = match (no_wan, wan) {
+                (true, _) => None,
+                (false, Some(path)) => Some(WanSettings::load(&path)?),
+                (false, None) => Some(WanSettings::default()),
+            };
             let spec = LabSpec {
                 dir: args.dir.clone(),
                 regions,
                 nodes,
                 binary,
                 env: Vec::new(),
+                tls: !plaintext,
+                wan,
             };
             up(format, spec, detach, Duration::from_secs(ready_timeout)).await
         }
@@ -46,6 +56,26 @@ pub async fn run(format: OutputFormat, args: LabArgs) -> anyhow::Result<()> {
                 format,
                 json!({ "killed": killed }),
                 &format!("killed {}", killed.join(", ")),
+            );
+            Ok(())
+        }
+        LabCommand::Partition { a, b } => {
+            let lab = Lab::open(&args.dir, binary)?;
+            lab.partition(&a, &b)?;
+            emit_message(
+                format,
+                json!({ "partitioned": [a, b] }),
+                &format!("partitioned {a} <-> {b}"),
+            );
+            Ok(())
+        }
+        LabCommand::Heal { a, b } => {
+            let lab = Lab::open(&args.dir, binary)?;
+            lab.heal(&a, &b)?;
+            emit_message(
+                format,
+                json!({ "healed": [a, b] }),
+                &format!("healed {a} <-> {b}"),
             );
             Ok(())
         }
@@ -184,6 +214,7 @@ async fn status(format: OutputFormat, mut lab: Lab) -> anyhow::Result<()> {
     let mut rows = Vec::new();
     let options = ClientOptions {
         attempt_timeout: Duration::from_millis(800),
+        dialer: lab.dialer().clone(),
         ..ClientOptions::default()
     };
     for name in names {
@@ -196,7 +227,7 @@ async fn status(format: OutputFormat, mut lab: Lab) -> anyhow::Result<()> {
                 Ok(client) => match record.role {
                     ProcessRole::Node => client.cluster_status_of(&record.grpc).await.ok(),
                     ProcessRole::Control => client.control_status_of(&record.grpc).await.ok(),
-                    ProcessRole::Gateway => None,
+                    ProcessRole::Gateway | ProcessRole::Wan => None,
                 },
                 Err(_) => None,
             }
@@ -241,14 +272,73 @@ async fn status(format: OutputFormat, mut lab: Lab) -> anyhow::Result<()> {
             "log": record.log,
         }));
     }
-    emit(
-        format,
-        json!({ "dir": lab.dir(), "regions": lab.state().regions, "processes": json_rows }),
-        &[
-            "name", "role", "region", "shard", "state", "raft", "term", "applied", "grpc", "http",
-            "pid",
-        ],
-        rows,
-    );
+    // A stopped emulator has no links to report; that is not an error here.
+    let wan = lab.state().wan().map(|w| w.name.clone());
+    let links = if wan.is_some_and(|name| lab.is_running(&name)) {
+        lab.links().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    match format {
+        OutputFormat::Json => emit(
+            format,
+            json!({
+                "dir": lab.dir(),
+                "regions": lab.state().regions,
+                "tls": lab.state().certs.is_some(),
+                "processes": json_rows,
+                "links": links,
+            }),
+            &[],
+            Vec::new(),
+        ),
+        OutputFormat::Table => {
+            crate::output::print_table(
+                &[
+                    "name", "role", "region", "shard", "state", "raft", "term", "applied", "grpc",
+                    "http", "pid",
+                ],
+                &rows,
+            );
+            if !links.is_empty() {
+                println!();
+                print_links(&links);
+            }
+        }
+    }
     Ok(())
+}
+
+/// One row per region pair: its delay and whether it is cut (the emulator has
+/// one link per remote process; they share a pair's settings).
+fn print_links(links: &[meridian_wan::LinkStatus]) {
+    let mut pairs: std::collections::BTreeMap<String, (u64, bool, u64, usize)> =
+        std::collections::BTreeMap::new();
+    for link in links {
+        let pair = link
+            .name
+            .split(':')
+            .next()
+            .unwrap_or(&link.name)
+            .to_string();
+        let entry = pairs
+            .entry(pair)
+            .or_insert((link.one_way_delay_ms * 2, false, 0, 0));
+        entry.1 |= link.partitioned;
+        entry.2 += link.bytes;
+        entry.3 += 1;
+    }
+    let rows = pairs
+        .into_iter()
+        .map(|(pair, (rtt, partitioned, bytes, count))| {
+            vec![
+                pair,
+                format!("{rtt} ms"),
+                if partitioned { "PARTITIONED" } else { "up" }.to_string(),
+                count.to_string(),
+                bytes.to_string(),
+            ]
+        })
+        .collect::<Vec<_>>();
+    crate::output::print_table(&["wan link", "rtt", "state", "targets", "bytes"], &rows);
 }

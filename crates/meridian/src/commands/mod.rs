@@ -1,5 +1,6 @@
 //! One module per command group.
 
+mod certs;
 mod control;
 mod gateway;
 mod kv;
@@ -7,6 +8,7 @@ mod lab;
 mod namespace;
 mod node;
 mod region;
+mod wan;
 
 use crate::cli::{Cli, Command};
 
@@ -20,5 +22,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Namespace(args) => namespace::run(cli.output, args).await,
         Command::Region(args) => region::run(cli.output, args).await,
         Command::Lab(args) => lab::run(cli.output, args).await,
+        Command::Wan(args) => wan::run(args).await,
+        Command::Certs(args) => certs::run(cli.output, args),
     }
 }

@@ -58,8 +58,10 @@ pub async fn run(format: OutputFormat, args: RegionArgs) -> anyhow::Result<()> {
             );
         }
         RegionCommand::Health { region } => {
+            let dialer = crate::target::dialer(&args.target)?;
             let options = ClientOptions {
                 attempt_timeout: Duration::from_millis(800),
+                dialer: dialer.clone(),
                 ..ClientOptions::default()
             };
             let mut rows = Vec::new();
@@ -69,7 +71,7 @@ pub async fn run(format: OutputFormat, args: RegionArgs) -> anyhow::Result<()> {
                 .filter(|s| region.as_deref().is_none_or(|r| r == s.region))
             {
                 for member in &shard.members {
-                    let serving = meridian_lab::lab::is_serving(&member.address).await;
+                    let serving = meridian_lab::lab::is_serving(&dialer, &member.address).await;
                     let status =
                         match Client::with_options([member.address.clone()], options.clone()) {
                             Ok(client) => client.cluster_status_of(&member.address).await.ok(),

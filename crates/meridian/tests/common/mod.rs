@@ -23,6 +23,8 @@ impl TestShard {
             regions: vec!["us-east".into()],
             nodes,
             binary: env!("CARGO_BIN_EXE_meridian").into(),
+            tls: false,
+            wan: None,
             env: env
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))

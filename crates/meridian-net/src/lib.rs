@@ -1,0 +1,115 @@
+//! How Meridian processes reach each other.
+//!
+//! - [`dial`]: the [`Dialer`] every outgoing gRPC connection is made with. It
+//!   applies the process's *dial-via* table (the lab sends cross-region traffic
+//!   through its WAN emulator by rewriting a peer's address to a proxy's) and its
+//!   client TLS identity.
+//! - [`tls`]: the `[network.tls]` files (cluster CA, certificate, key), loaded
+//!   into the server and client configurations of mutual TLS.
+//! - [`https`]: serving an HTTP router over the same mutual TLS.
+//! - [`serve`]: listeners, the gRPC server builder and the health loop every
+//!   Meridian server shares.
+//! - [`certs`]: a development certificate authority for `meridian certs init`
+//!   and the lab.
+//!
+//! Mutual TLS means both sides prove themselves: servers present a certificate
+//! signed by the cluster CA and require the same of every client, so a process
+//! (or a user) without a certificate from that CA cannot call anything.
+
+pub mod certs;
+pub mod dial;
+pub mod https;
+pub mod serve;
+pub mod tls;
+
+pub use dial::Dialer;
+pub use tls::{TlsFiles, TlsMaterial};
+
+use std::path::PathBuf;
+
+/// Errors of dialing, TLS set-up and certificate generation.
+#[derive(Debug, thiserror::Error)]
+pub enum NetError {
+    /// An address that cannot be dialed.
+    #[error("bad address {address:?}: {reason}")]
+    BadAddress {
+        /// The address as given.
+        address: String,
+        /// Why it is unusable.
+        reason: String,
+    },
+    /// A TLS file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A TLS file could not be written.
+    #[error("cannot write {path}: {source}")]
+    Write {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+    /// PEM or certificate content is unusable.
+    #[error("invalid TLS material in {what}: {reason}")]
+    Material {
+        /// Which file or item.
+        what: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Certificate generation failed.
+    #[error("cannot generate certificate {name:?}: {reason}")]
+    Generate {
+        /// The certificate's name.
+        name: String,
+        /// The cause.
+        reason: String,
+    },
+    /// A server stopped with an I/O error.
+    #[error("cannot listen: {0}")]
+    Listen(#[source] std::io::Error),
+    /// A listen address could not be bound.
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address.
+        address: std::net::SocketAddr,
+        /// The cause.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// A process's transport settings, loaded once at start-up: its TLS material
+/// (if TLS is on) and the dialer built from it and the dial-via table.
+#[derive(Debug, Clone, Default)]
+pub struct Transport {
+    /// Loaded TLS files; `None` means plain text.
+    pub tls: Option<TlsMaterial>,
+    /// Dialer for every outgoing connection.
+    pub dialer: Dialer,
+}
+
+impl Transport {
+    /// Loads `tls` (failing with the file's name if one is unusable) and builds
+    /// the dialer.
+    pub fn load(
+        tls: Option<&TlsFiles>,
+        via: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Self, NetError> {
+        let tls = tls.map(TlsFiles::load).transpose()?;
+        let dialer = Dialer::new(via.clone(), tls.as_ref());
+        Ok(Self { tls, dialer })
+    }
+
+    /// The gRPC server's TLS configuration, if TLS is on.
+    pub fn server_tls(&self) -> Option<tonic::transport::ServerTlsConfig> {
+        self.tls.as_ref().map(TlsMaterial::server_config)
+    }
+}

@@ -1,0 +1,69 @@
+//! What every Meridian server does the same way: bind its listeners, build a
+//! gRPC server with the process's TLS, accept without Nagle, and keep the
+//! standard health service in line with its own idea of readiness.
+
+use crate::{NetError, Transport};
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tonic::transport::Server;
+use tonic::transport::server::TcpIncoming;
+
+/// Binds `address`, naming it in the error.
+pub async fn bind(address: SocketAddr) -> Result<TcpListener, NetError> {
+    TcpListener::bind(address)
+        .await
+        .map_err(|source| NetError::Bind { address, source })
+}
+
+/// A gRPC server builder with the process's TLS (if on) and the socket options
+/// every Meridian server uses.
+pub fn grpc_server(transport: &Transport) -> Result<Server, NetError> {
+    let builder = Server::builder()
+        .tcp_nodelay(true)
+        .http2_keepalive_interval(Some(Duration::from_secs(10)));
+    match transport.server_tls() {
+        Some(tls) => builder.tls_config(tls).map_err(|e| NetError::Material {
+            what: "server TLS".into(),
+            reason: e.to_string(),
+        }),
+        None => Ok(builder),
+    }
+}
+
+/// Accepted gRPC connections with Nagle's algorithm off: small responses must not
+/// wait for the peer's delayed ACK (that costs ~40 ms per request/response pair).
+pub fn incoming(listener: TcpListener) -> TcpIncoming {
+    TcpIncoming::from(listener).with_nodelay(Some(true))
+}
+
+/// Keeps `grpc.health.v1` in line with `is_ready` for the overall status ("")
+/// and `service`, until `stop` turns true. Readiness is polled because it
+/// depends on several things (leader, registration, catch-up) that change
+/// without one event to wait on.
+pub async fn report_health(
+    reporter: tonic_health::server::HealthReporter,
+    service: &'static str,
+    is_ready: impl Fn() -> bool,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut last = None;
+    loop {
+        let ready = is_ready();
+        if last != Some(ready) {
+            let status = if ready {
+                tonic_health::ServingStatus::Serving
+            } else {
+                tonic_health::ServingStatus::NotServing
+            };
+            reporter.set_service_status("", status).await;
+            reporter.set_service_status(service, status).await;
+            last = Some(ready);
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(Duration::from_millis(200)) => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+    }
+}

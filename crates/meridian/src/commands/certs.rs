@@ -1,0 +1,27 @@
+//! `meridian certs init`: a development CA and certificates.
+
+use crate::cli::{CertsArgs, CertsCommand, OutputFormat};
+use crate::output::emit_message;
+
+pub fn run(format: OutputFormat, args: CertsArgs) -> anyhow::Result<()> {
+    match args.command {
+        CertsCommand::Init { dir, names } => {
+            let issued = meridian_net::certs::init(&dir, &names)?;
+            let listing: Vec<String> = issued
+                .certificates
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect();
+            emit_message(
+                format,
+                serde_json::to_value(&issued)?,
+                &format!(
+                    "CA: {}\ncertificates (key next to each, .key):\n  {}",
+                    issued.ca.display(),
+                    listing.join("\n  ")
+                ),
+            );
+            Ok(())
+        }
+    }
+}
