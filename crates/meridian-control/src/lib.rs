@@ -25,6 +25,7 @@ pub mod model;
 pub mod node;
 pub mod placement;
 pub mod residency;
+pub mod route_log;
 pub mod server;
 pub mod service;
 pub mod state;

@@ -4,6 +4,7 @@ use crate::command::{ControlCommand, ControlResult, Requester};
 use crate::error::ControlError;
 use crate::model::{Namespace, NamespaceMode, PlacementPolicy, Region, ShardMember};
 use crate::node::{ControlNode, now_unix_ms};
+use crate::route_log::RouteKey;
 use crate::state::ControlState;
 use meridian_proto::v1 as pb;
 use meridian_proto::v1::control_server::Control;
@@ -85,21 +86,28 @@ fn members(state: &ControlState, shard: &str) -> Vec<pb::Member> {
     state
         .shards
         .get(shard)
-        .map(|shard| {
-            shard
-                .members
-                .values()
-                .map(|m| pb::Member {
-                    node_id: m.node_id,
-                    address: m.address.clone(),
-                    voter: true,
-                })
-                .collect()
-        })
+        .map(|shard| shard_info(shard).members)
         .unwrap_or_default()
 }
 
-/// Every route with its shard's members, by namespace.
+/// A shard and its members on the wire.
+fn shard_info(shard: &crate::model::Shard) -> pb::ShardInfo {
+    pb::ShardInfo {
+        id: shard.id.clone(),
+        region: shard.region.clone(),
+        members: shard
+            .members
+            .values()
+            .map(|m| pb::Member {
+                node_id: m.node_id,
+                address: m.address.clone(),
+                voter: true,
+            })
+            .collect(),
+    }
+}
+
+/// The whole routing table with each route's shard members (admin API).
 pub fn route_table(state: &ControlState) -> BTreeMap<String, pb::Route> {
     state
         .routes()
@@ -169,6 +177,96 @@ async fn create_on_shard(
             "could not create namespace {namespace:?} on shard {}: {err}",
             shard.id
         ))),
+    }
+}
+
+/// Routes per message of a full table, so a large table stays far below gRPC's
+/// message size limit (and a slow subscriber is fed incrementally).
+const FULL_TABLE_CHUNK: usize = 10_000;
+
+/// What a watcher that has sent `sent` (None: nothing yet) should send now: the
+/// changes since then if the recent-change log covers them, else the whole
+/// table in chunks. Empty when nothing changed.
+fn next_updates(node: &crate::node::ControlNode, sent: Option<u64>) -> Vec<pb::RoutingUpdate> {
+    // One read of the state, with the change log read under the same lock, so
+    // the version sent matches the routes sent.
+    let delta = node.with_state(|state| {
+        let version = state.counters.routing_version;
+        let since = sent?;
+        if since == version {
+            return Some(None);
+        }
+        let keys = node.machine.route_changes_since(since)?;
+        let mut update = pb::RoutingUpdate {
+            version,
+            ..Default::default()
+        };
+        for key in keys {
+            match key {
+                RouteKey::Namespace(name) => match state.namespaces.get(&name) {
+                    Some(namespace) => update.upserts.push(pushed_route(state.route_of(namespace))),
+                    None => update.removals.push(name),
+                },
+                RouteKey::Shard(id) => {
+                    if let Some(shard) = state.shards.get(&id) {
+                        update.shards.push(shard_info(shard));
+                    }
+                }
+            }
+        }
+        Some(Some(update))
+    });
+    match delta {
+        Some(None) if sent.is_some() => Vec::new(),
+        Some(Some(update)) => vec![update],
+        _ => full_table(node),
+    }
+}
+
+/// The whole table as a sequence of messages (see `RoutingUpdate.more`).
+fn full_table(node: &crate::node::ControlNode) -> Vec<pb::RoutingUpdate> {
+    let (version, routes, shards) = node.with_state(|state| {
+        (
+            state.counters.routing_version,
+            state
+                .namespaces
+                .values()
+                .map(|ns| pushed_route(state.route_of(ns)))
+                .collect::<Vec<_>>(),
+            state.shards.values().map(shard_info).collect::<Vec<_>>(),
+        )
+    });
+    let mut updates: Vec<pb::RoutingUpdate> = routes
+        .chunks(FULL_TABLE_CHUNK)
+        .map(|chunk| pb::RoutingUpdate {
+            version,
+            upserts: chunk.to_vec(),
+            more: true,
+            ..Default::default()
+        })
+        .collect();
+    if updates.is_empty() {
+        updates.push(pb::RoutingUpdate {
+            version,
+            ..Default::default()
+        });
+    }
+    updates[0].full = true;
+    updates[0].shards = shards;
+    if let Some(last) = updates.last_mut() {
+        last.more = false;
+    }
+    updates
+}
+
+/// A route as pushed: members travel once per shard, not once per route.
+fn pushed_route(route: crate::model::Route) -> pb::Route {
+    pb::Route {
+        namespace: route.namespace,
+        shard: route.shard,
+        region: route.region,
+        epoch: route.epoch,
+        members: Vec::new(),
     }
 }
 
@@ -249,16 +347,9 @@ impl Control for ControlService {
         _request: Request<pb::ListShardsRequest>,
     ) -> Result<Response<pb::ListShardsResponse>, Status> {
         self.node.read_barrier().await?;
-        let shards = self.node.with_state(|s| {
-            s.shards
-                .values()
-                .map(|shard| pb::ShardInfo {
-                    id: shard.id.clone(),
-                    region: shard.region.clone(),
-                    members: members(s, &shard.id),
-                })
-                .collect()
-        });
+        let shards = self
+            .node
+            .with_state(|s| s.shards.values().map(shard_info).collect());
         Ok(Response::new(pb::ListShardsResponse { shards }))
     }
 
@@ -396,56 +487,31 @@ impl Control for ControlService {
         let (sender, receiver) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
             versions.borrow_and_update();
-            let (version, mut sent) =
-                node.with_state(|s| (s.counters.routing_version, route_table(s)));
-            // Resuming at the current version needs no table; anything else gets
-            // the whole table (there is no change history to replay from).
-            let first = if request.since_version != 0 && request.since_version == version {
-                pb::RoutingUpdate {
-                    version,
-                    full: false,
-                    upserts: Vec::new(),
-                    removals: Vec::new(),
-                }
-            } else {
-                pb::RoutingUpdate {
-                    version,
-                    full: true,
-                    upserts: sent.values().cloned().collect(),
-                    removals: Vec::new(),
-                }
-            };
-            if sender.send(Ok(first)).await.is_err() {
-                return;
+            // 0 means "nothing yet": always a full table first.
+            let mut sent = (request.since_version != 0).then_some(request.since_version);
+            // A subscriber resuming at the current version still gets one
+            // (empty) update at once: confirmation that it is current.
+            let mut updates = next_updates(&node, sent);
+            if updates.is_empty() {
+                updates.push(pb::RoutingUpdate {
+                    version: node.with_state(|s| s.counters.routing_version),
+                    ..Default::default()
+                });
             }
             loop {
+                for update in updates {
+                    let version = update.version;
+                    if sender.send(Ok(update)).await.is_err() {
+                        return;
+                    }
+                    sent = Some(version);
+                }
                 // Stop as soon as the subscriber goes away, not at the next change.
                 tokio::select! {
                     changed = versions.changed() => if changed.is_err() { return },
                     _ = sender.closed() => return,
                 }
-                let (version, current) =
-                    node.with_state(|s| (s.counters.routing_version, route_table(s)));
-                let upserts: Vec<pb::Route> = current
-                    .iter()
-                    .filter(|(name, route)| sent.get(*name) != Some(route))
-                    .map(|(_, route)| route.clone())
-                    .collect();
-                let removals: Vec<String> = sent
-                    .keys()
-                    .filter(|name| !current.contains_key(*name))
-                    .cloned()
-                    .collect();
-                sent = current;
-                let update = pb::RoutingUpdate {
-                    version,
-                    full: false,
-                    upserts,
-                    removals,
-                };
-                if sender.send(Ok(update)).await.is_err() {
-                    return;
-                }
+                updates = next_updates(&node, sent);
             }
         });
         Ok(Response::new(Box::pin(

@@ -165,8 +165,15 @@ impl ControlState {
                         requested: region,
                     });
                 }
+                // Gateways dial members from the routing table, so a new or moved
+                // member is a routing change; a re-registration is not.
+                let moved = entry.members.get(&member.node_id) != Some(&member);
                 entry.members.insert(member.node_id, member);
                 changes.push(Change::Shard(shard));
+                if moved {
+                    self.counters.routing_version += 1;
+                    changes.push(Change::Counters);
+                }
                 Ok(ControlResult::MemberRegistered)
             }
             ControlCommand::CreateNamespace { name, policy, .. } => {

@@ -4,13 +4,14 @@
 //! one at the applied index.
 
 use crate::command::ControlCommand;
+use crate::route_log::{RouteKey, RouteLog};
 use crate::state::{Change, ControlState, Counters};
 use fjall::{Keyspace, KeyspaceCreateOptions};
 use meridian_raft::{Application, ApplyBatch, StorageEngine};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use std::io;
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 
 /// Format byte in front of every stored control-plane record.
 const RECORD_FORMAT: u8 = 1;
@@ -47,6 +48,9 @@ pub struct ControlStateMachine {
     /// The routing-table version, announced after every applied command so
     /// route watchers wake up without polling.
     versions: tokio::sync::watch::Sender<u64>,
+    /// What changed at each recent routing version. Written under the state's
+    /// write lock, so a reader holding the state's read lock sees both agree.
+    route_log: Mutex<RouteLog>,
 }
 
 impl ControlStateMachine {
@@ -61,6 +65,7 @@ impl ControlStateMachine {
             meta: keyspace("control_meta")?,
             state: Arc::new(RwLock::new(ControlState::default())),
             versions: tokio::sync::watch::channel(0).0,
+            route_log: Mutex::new(RouteLog::default()),
         };
         machine.reload()?;
         Ok(machine)
@@ -69,6 +74,17 @@ impl ControlStateMachine {
     /// A shared handle on the current state, for readers.
     pub fn state(&self) -> Arc<RwLock<ControlState>> {
         self.state.clone()
+    }
+
+    /// Routes and shards changed after routing `version`, or `None` when the
+    /// recent-change log does not reach back that far (send the full table).
+    /// Call it while holding the state's read lock (e.g. inside
+    /// `ControlNode::with_state`) so the answer matches the state being read.
+    pub fn route_changes_since(&self, version: u64) -> Option<Vec<RouteKey>> {
+        self.route_log
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .since(version)
     }
 
     /// Follows the routing-table version.
@@ -102,7 +118,11 @@ impl ControlStateMachine {
             state.counters = decode::<Counters>(&raw)?;
         }
         let version = state.counters.routing_version;
-        *self.state.write().unwrap_or_else(|e| e.into_inner()) = state;
+        let mut current = self.state.write().unwrap_or_else(|e| e.into_inner());
+        *current = state;
+        // Changes before a reload (e.g. a snapshot install) are unknown here.
+        *self.route_log.lock().unwrap_or_else(|e| e.into_inner()) = RouteLog::starting_at(version);
+        drop(current);
         self.versions.send_replace(version);
         Ok(())
     }
@@ -164,11 +184,24 @@ impl Application for ControlStateMachine {
         let command: ControlCommand = postcard::from_bytes(command)
             .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         let mut state = self.state.write().unwrap_or_else(|e| e.into_inner());
+        let before = state.counters.routing_version;
         let (result, changes) = state.apply(command);
         for change in &changes {
             self.persist(&state, change, batch)?;
         }
         let version = state.counters.routing_version;
+        if version != before {
+            let mut log = self.route_log.lock().unwrap_or_else(|e| e.into_inner());
+            for change in &changes {
+                match change {
+                    Change::Namespace(name) => {
+                        log.record(version, RouteKey::Namespace(name.clone()))
+                    }
+                    Change::Shard(id) => log.record(version, RouteKey::Shard(id.clone())),
+                    Change::Region(_) | Change::Audit(_) | Change::Counters => {}
+                }
+            }
+        }
         drop(state);
         self.versions.send_if_modified(|current| {
             let changed = *current != version;

@@ -2,12 +2,13 @@
 
 use meridian_proto::v1 as pb;
 use meridian_proto::v1::control_client::ControlClient;
-use std::collections::BTreeMap;
+use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 use tokio_stream::StreamExt;
 
-/// Routes by namespace, with the table version they reflect.
+/// Routes by namespace and members by shard, with the table version they
+/// reflect.
 #[derive(Debug, Default)]
 pub struct RouteTable {
     /// Version of the control plane's table last applied; 0 before the first.
@@ -15,15 +16,64 @@ pub struct RouteTable {
     /// Whether a full table has been received (the gateway is ready).
     pub synced: bool,
     /// Routes by namespace.
-    pub routes: BTreeMap<String, pb::Route>,
+    pub routes: HashMap<String, pb::Route>,
+    /// Member addresses by shard.
+    pub shards: HashMap<String, Vec<String>>,
+    /// A full table arriving in several messages, applied once complete.
+    pending: Option<PendingTable>,
+}
+
+#[derive(Debug)]
+struct PendingTable {
+    version: u64,
+    routes: HashMap<String, pb::Route>,
+    shards: HashMap<String, Vec<String>>,
+}
+
+fn addresses(shard: &pb::ShardInfo) -> Vec<String> {
+    shard.members.iter().map(|m| m.address.clone()).collect()
 }
 
 impl RouteTable {
-    /// Applies one update from the control plane.
+    /// Applies one update from the control plane. Updates older than what is
+    /// already applied (from a member that lags behind the one this gateway
+    /// followed before) are ignored, so the table never goes back in time.
     pub fn apply(&mut self, update: pb::RoutingUpdate) {
         if update.full {
-            self.routes.clear();
-            self.synced = true;
+            self.pending = Some(PendingTable {
+                version: update.version,
+                routes: HashMap::with_capacity(update.upserts.len()),
+                shards: update
+                    .shards
+                    .iter()
+                    .map(|s| (s.id.clone(), addresses(s)))
+                    .collect(),
+            });
+        }
+        if let Some(pending) = &mut self.pending {
+            if update.version != pending.version {
+                // Chunks of two tables mixed: only a broken stream does that.
+                self.pending = None;
+                return;
+            }
+            for route in update.upserts {
+                pending.routes.insert(route.namespace.clone(), route);
+            }
+            if update.more {
+                return;
+            }
+            if let Some(table) = self.pending.take()
+                && (!self.synced || table.version >= self.version)
+            {
+                self.routes = table.routes;
+                self.shards = table.shards;
+                self.version = table.version;
+                self.synced = true;
+            }
+            return;
+        }
+        if update.version <= self.version {
+            return;
         }
         for name in update.removals {
             self.routes.remove(&name);
@@ -31,7 +81,23 @@ impl RouteTable {
         for route in update.upserts {
             self.routes.insert(route.namespace.clone(), route);
         }
+        for shard in &update.shards {
+            self.shards.insert(shard.id.clone(), addresses(shard));
+        }
         self.version = update.version;
+    }
+
+    /// Adds a route learned outside the push (a `GetRoute` answer at `version`),
+    /// unless the table is already newer and so knows better.
+    pub fn learn(&mut self, route: pb::Route, version: u64) {
+        if self.version > version {
+            return;
+        }
+        self.shards.insert(
+            route.shard.clone(),
+            route.members.iter().map(|m| m.address.clone()).collect(),
+        );
+        self.routes.insert(route.namespace.clone(), route);
     }
 }
 
@@ -75,11 +141,11 @@ pub async fn follow(
                 while let Some(update) = updates.next().await {
                     match update {
                         Ok(update) => {
-                            let version = update.version;
-                            table
-                                .write()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .apply(update);
+                            let version = {
+                                let mut table = table.write().unwrap_or_else(|e| e.into_inner());
+                                table.apply(update);
+                                table.version
+                            };
                             on_update(version);
                         }
                         Err(status) => {
@@ -109,6 +175,24 @@ mod tests {
         }
     }
 
+    fn shard(id: &str, address: &str) -> pb::ShardInfo {
+        pb::ShardInfo {
+            id: id.into(),
+            region: "r".into(),
+            members: vec![pb::Member {
+                node_id: 1,
+                address: address.into(),
+                voter: true,
+            }],
+        }
+    }
+
+    fn names(table: &RouteTable) -> Vec<&str> {
+        let mut names: Vec<&str> = table.routes.keys().map(String::as_str).collect();
+        names.sort();
+        names
+    }
+
     #[test]
     fn full_tables_replace_and_deltas_merge() {
         let mut table = RouteTable::default();
@@ -116,23 +200,60 @@ mod tests {
             version: 3,
             full: true,
             upserts: vec![route("a", "s1"), route("b", "s1")],
-            removals: vec![],
+            shards: vec![shard("s1", "h:1")],
+            ..Default::default()
         });
         table.apply(pb::RoutingUpdate {
             version: 4,
-            full: false,
             upserts: vec![route("c", "s2")],
             removals: vec!["a".into()],
+            shards: vec![shard("s2", "h:2")],
+            ..Default::default()
         });
         assert_eq!(table.version, 4);
-        assert_eq!(table.routes.keys().collect::<Vec<_>>(), ["b", "c"]);
+        assert_eq!(names(&table), ["b", "c"]);
+        assert_eq!(table.shards["s2"], ["h:2"]);
         table.apply(pb::RoutingUpdate {
             version: 9,
             full: true,
             upserts: vec![route("z", "s3")],
-            removals: vec![],
+            ..Default::default()
         });
-        assert_eq!(table.routes.keys().collect::<Vec<_>>(), ["z"]);
+        assert_eq!(names(&table), ["z"]);
         assert!(table.synced);
+    }
+
+    #[test]
+    fn chunked_tables_apply_when_complete_and_old_updates_are_ignored() {
+        let mut table = RouteTable::default();
+        table.apply(pb::RoutingUpdate {
+            version: 7,
+            full: true,
+            more: true,
+            upserts: vec![route("a", "s1")],
+            ..Default::default()
+        });
+        assert!(!table.synced, "half a table is not a table");
+        table.apply(pb::RoutingUpdate {
+            version: 7,
+            upserts: vec![route("b", "s1")],
+            ..Default::default()
+        });
+        assert!(table.synced);
+        assert_eq!(names(&table), ["a", "b"]);
+        // A lagging member's older table and deltas change nothing.
+        table.apply(pb::RoutingUpdate {
+            version: 5,
+            full: true,
+            upserts: vec![route("old", "s1")],
+            ..Default::default()
+        });
+        table.apply(pb::RoutingUpdate {
+            version: 6,
+            removals: vec!["a".into()],
+            ..Default::default()
+        });
+        assert_eq!(names(&table), ["a", "b"]);
+        assert_eq!(table.version, 7);
     }
 }

@@ -187,14 +187,13 @@ impl GatewayService {
             ))
         })?;
         match response.route {
-            Some(route) => {
-                let mut table = self.routes.write().unwrap_or_else(|e| e.into_inner());
-                // A table already past the answer's version and still without
-                // the namespace has seen it removed since.
-                if table.version <= response.version {
-                    table.routes.insert(namespace.to_string(), route);
-                }
-            }
+            // A table already past the answer's version and still without the
+            // namespace has seen it removed since; `learn` keeps it out.
+            Some(route) => self
+                .routes
+                .write()
+                .unwrap_or_else(|e| e.into_inner())
+                .learn(route, response.version),
             None => {
                 let mut misses = self.misses.lock().unwrap_or_else(|e| e.into_inner());
                 if misses.len() >= MAX_MISSES {
@@ -220,15 +219,20 @@ impl GatewayService {
         let Some(route) = table.routes.get(namespace) else {
             return Ok(None);
         };
+        let members = table
+            .shards
+            .get(&route.shard)
+            .map(Vec::as_slice)
+            .unwrap_or_default();
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         // The common case allocates nothing: the cached client still matches the
         // shard's members.
         if let Some((known, client)) = clients.get(&route.shard)
-            && known.iter().eq(route.members.iter().map(|m| &m.address))
+            && known.as_slice() == members
         {
             return Ok(Some((route.shard.clone(), client.clone())));
         }
-        let members: Vec<String> = route.members.iter().map(|m| m.address.clone()).collect();
+        let members = members.to_vec();
         let options = ClientOptions {
             retry_budget: Duration::from_millis(self.limits.forward_budget_ms),
             attempt_timeout: Duration::from_millis(self.limits.forward_budget_ms.clamp(500, 5_000)),

@@ -108,7 +108,7 @@ async fn up(
         let bar = ProgressBar::new(0);
         bar.set_style(
             ProgressStyle::with_template(
-                "{spinner} waiting for nodes [{bar:20}] {pos}/{len} ready ({elapsed})",
+                "{spinner} waiting for processes [{bar:20}] {pos}/{len} ready ({elapsed})",
             )
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
         );
@@ -124,7 +124,7 @@ async fn up(
                 bar.set_length(total as u64);
                 bar.set_position(ready as u64);
             }
-            None => eprintln!("lab: {ready}/{total} nodes ready"),
+            None => eprintln!("lab: {ready}/{total} processes ready"),
         }) => result.map_err(anyhow::Error::from),
         _ = &mut stop => Err(anyhow::anyhow!("interrupted while starting; the lab was stopped")),
     };
