@@ -35,6 +35,9 @@ pub struct GatewayLimits {
     pub breaker_open_ms: u64,
     /// Time a forwarded call may spend retrying inside the gateway.
     pub forward_budget_ms: u64,
+    /// How often every shard member's round trip is measured (nearest-replica
+    /// reads).
+    pub probe_interval_ms: u64,
 }
 
 impl Default for GatewayLimits {
@@ -45,6 +48,7 @@ impl Default for GatewayLimits {
             breaker_failures: 5,
             breaker_open_ms: 2_000,
             forward_budget_ms: 5_000,
+            probe_interval_ms: 1_000,
         }
     }
 }
@@ -141,6 +145,15 @@ impl GatewayConfig {
                 key: "control.endpoints",
                 reason: "a gateway needs at least one control-plane address to learn routes from"
                     .into(),
+            });
+        }
+        if !(50..=60_000).contains(&config.limits.probe_interval_ms) {
+            return Err(GatewayConfigError::Invalid {
+                key: "limits.probe_interval_ms",
+                reason: format!(
+                    "{} is outside 50..=60000 ms",
+                    config.limits.probe_interval_ms
+                ),
             });
         }
         Ok(config)

@@ -6,6 +6,8 @@
 //! - [`service`]: the `meridian.v1.Kv` service, forwarding each call to the shard
 //!   that owns its namespace (leader discovery and safe retries come from
 //!   `meridian-client`).
+//! - [`replicas`]: measured round trips to shard members, for serving
+//!   `eventual` reads from the nearest healthy replica.
 //! - [`rate_limit`]: per-client token buckets (RESOURCE_EXHAUSTED with a retry-after).
 //! - [`breaker`]: per-shard circuit breakers that fail fast on a shard that keeps failing.
 //! - [`server`]: serving gRPC and HTTP (`/health/*`, `/metrics`) until shutdown.
@@ -13,6 +15,7 @@
 pub mod breaker;
 pub mod config;
 pub mod rate_limit;
+pub mod replicas;
 pub mod routes;
 pub mod server;
 pub mod service;

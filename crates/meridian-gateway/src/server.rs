@@ -2,6 +2,7 @@
 //! `/metrics`) until shutdown, with the route subscription in the background.
 
 use crate::config::GatewayConfig;
+use crate::replicas::ReplicaLatency;
 use crate::routes::{self, SharedRoutes};
 use crate::service::GatewayService;
 use axum::Router;
@@ -29,6 +30,8 @@ pub struct GatewayMetrics {
     pub failed: Counter,
     /// Calls refused by the rate limit.
     pub rate_limited: Counter,
+    /// Eventual reads served by the nearest replica rather than the leader path.
+    pub replica_reads: Counter,
 }
 
 impl GatewayMetrics {
@@ -43,6 +46,7 @@ impl GatewayMetrics {
             forwarded: Counter::default(),
             failed: Counter::default(),
             rate_limited: Counter::default(),
+            replica_reads: Counter::default(),
         };
         let mut root = Registry::default();
         let registry = root.sub_registry_with_labels(labels.into_iter());
@@ -60,6 +64,11 @@ impl GatewayMetrics {
             "meridian_gateway_failed",
             "Calls that failed",
             metrics.failed.clone(),
+        );
+        registry.register(
+            "meridian_gateway_replica_reads",
+            "Eventual reads served by the nearest healthy replica",
+            metrics.replica_reads.clone(),
         );
         metrics.registry = root;
         metrics
@@ -139,6 +148,13 @@ pub async fn run(
         tls = transport.tls.is_some(),
         "gateway started"
     );
+    let replicas = Arc::new(ReplicaLatency::default());
+    let prober = tokio::spawn(crate::replicas::probe(
+        replicas.clone(),
+        table.clone(),
+        transport.dialer.clone(),
+        Duration::from_millis(config.limits.probe_interval_ms),
+    ));
     let control_client = meridian_client::Client::with_options(
         config.control.endpoints.clone(),
         meridian_client::ClientOptions {
@@ -159,6 +175,7 @@ pub async fn run(
             config.limits.clone(),
             transport.dialer.clone(),
             control_client,
+            replicas.clone(),
         )))
         .serve_with_incoming_shutdown(serve::incoming(grpc_listener), async move {
             let _ = grpc_stop.wait_for(|s| *s).await;
@@ -209,6 +226,7 @@ pub async fn run(
     shutdown.await;
     let _ = stop_sender.send(true);
     follower.abort();
+    prober.abort();
     health_task.abort();
     let _ = tokio::time::timeout(Duration::from_secs(5), grpc_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;

@@ -4,6 +4,7 @@
 use crate::breaker::Breaker;
 use crate::config::GatewayLimits;
 use crate::rate_limit::RateLimiter;
+use crate::replicas::ReplicaLatency;
 use crate::routes::SharedRoutes;
 use meridian_client::{Client, ClientError, ClientOptions};
 use meridian_proto::v1 as pb;
@@ -30,12 +31,21 @@ pub struct GatewayService {
     /// Namespaces the control plane recently confirmed do not exist, so repeated
     /// calls for them are answered here instead of by the control-plane leader.
     misses: Mutex<HashMap<String, Instant>>,
+    /// Measured round trips to shard members (eventual reads go to the nearest).
+    replicas: Arc<ReplicaLatency>,
+    /// One client per replica address, for reads sent to one member.
+    replica_clients: Mutex<HashMap<String, Arc<Client>>>,
 }
 
 /// How long a confirmed miss is answered locally.
 const MISS_TTL: Duration = Duration::from_secs(1);
 /// Bound on remembered misses (random names must not grow memory).
 const MAX_MISSES: usize = 10_000;
+
+/// Whether a read may be served by any replica.
+fn is_eventual(read: Option<&pb::ReadOptions>) -> bool {
+    read.is_some_and(|r| r.consistency() == pb::Consistency::Eventual)
+}
 
 /// Metadata key naming the client for rate limiting.
 const CLIENT_HEADER: &str = "meridian-client";
@@ -55,8 +65,11 @@ impl GatewayService {
         limits: GatewayLimits,
         dialer: meridian_net::Dialer,
         control: Client,
+        replicas: Arc<ReplicaLatency>,
     ) -> Self {
         Self {
+            replicas,
+            replica_clients: Mutex::new(HashMap::new()),
             control,
             misses: Mutex::new(HashMap::new()),
             dialer,
@@ -143,6 +156,59 @@ impl GatewayService {
             breaker.record(!shard_failed, Instant::now());
         }
         self.count(result)
+    }
+
+    /// Serves an `eventual` read from the nearest healthy replica of
+    /// `namespace`'s shard. `None` means "use the usual path": no replica has
+    /// been measured yet, or the chosen one could not answer (it is marked
+    /// unhealthy until the prober sees it again).
+    async fn read_nearest<T, F, Fut>(
+        &self,
+        namespace: &str,
+        call: F,
+    ) -> Option<Result<Response<T>, Status>>
+    where
+        F: FnOnce(Arc<Client>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        let address = {
+            let table = self.routes.read().unwrap_or_else(|e| e.into_inner());
+            let route = table.routes.get(namespace)?;
+            let members = table.shards.get(&route.shard)?;
+            self.replicas.nearest(members)?.to_string()
+        };
+        let client = self.replica_client(&address)?;
+        match call(client).await {
+            Ok(response) => {
+                self.counters.replica_reads.inc();
+                Some(self.count(Ok(response)))
+            }
+            Err(ClientError::Unavailable(_)) => {
+                self.replicas.record(&address, None);
+                None
+            }
+            // NOT_FOUND, INVALID_ARGUMENT...: the replica answered.
+            Err(other) => Some(self.count(Err(other))),
+        }
+    }
+
+    fn replica_client(&self, address: &str) -> Option<Arc<Client>> {
+        let mut clients = self
+            .replica_clients
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some(client) = clients.get(address) {
+            return Some(client.clone());
+        }
+        let options = ClientOptions {
+            attempt_timeout: Duration::from_secs(1),
+            retry_budget: Duration::from_secs(1),
+            dialer: self.dialer.clone(),
+            ..ClientOptions::default()
+        };
+        let client = Arc::new(Client::with_options([address.to_string()], options).ok()?);
+        clients.insert(address.to_string(), client.clone());
+        Some(client)
     }
 
     /// The shard owning `namespace` and its client, or NOT_FOUND. The pushed
@@ -272,6 +338,17 @@ impl Kv for GatewayService {
         self.admit(&request)?;
         let request = request.into_inner();
         let namespace = request.namespace.clone();
+        if is_eventual(request.read.as_ref()) {
+            let nearest = self
+                .read_nearest(&namespace, |client| {
+                    let request = request.clone();
+                    async move { client.get_request(request).await }
+                })
+                .await;
+            if let Some(answer) = nearest {
+                return answer;
+            }
+        }
         self.forward(&namespace, |client| async move {
             client.get_request(request).await
         })
@@ -313,6 +390,17 @@ impl Kv for GatewayService {
         self.admit(&request)?;
         let request = request.into_inner();
         let namespace = request.namespace.clone();
+        if is_eventual(request.read.as_ref()) {
+            let nearest = self
+                .read_nearest(&namespace, |client| {
+                    let request = request.clone();
+                    async move { client.scan(request).await }
+                })
+                .await;
+            if let Some(answer) = nearest {
+                return answer;
+            }
+        }
         self.forward(
             &namespace,
             |client| async move { client.scan(request).await },

@@ -1,7 +1,7 @@
 //! The gateway's per-client rate limit and per-shard circuit breaker, against real
 //! processes.
 
-use meridian_client::{Client, pb};
+use meridian_client::{Client, ClientOptions, pb};
 use meridian_lab::process::free_port;
 use meridian_lab::{Lab, LabSpec, ProcessRole};
 use std::process::{Child, Command, Stdio};
@@ -139,4 +139,95 @@ async fn rate_limit_and_circuit_breaker() {
         started.elapsed()
     );
     assert!(open.metadata().get("retry-after-ms").is_some());
+}
+
+/// `eventual` reads go to the nearest healthy replica the gateway measured, so
+/// they keep working where a strong read cannot: here, a shard that lost its
+/// quorum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eventual_reads_use_the_nearest_healthy_replica() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::up(&LabSpec {
+        dir: dir.path().join("lab"),
+        regions: vec!["us-east".into()],
+        nodes: 3,
+        binary: env!("CARGO_BIN_EXE_meridian").into(),
+        tls: false,
+        wan: None,
+        env: vec![],
+    })
+    .unwrap()
+    .kill_on_drop();
+    lab.wait_ready(Duration::from_secs(60), |_, _| {})
+        .await
+        .unwrap();
+    let control = Client::new(lab.state().endpoints(ProcessRole::Control, None)).unwrap();
+    control
+        .place_namespace(pb::Placement {
+            name: "catalog".into(),
+            home_region: "us-east".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let gateway_address = lab.state().endpoints(ProcessRole::Gateway, None);
+    let gateway = Client::with_options(
+        gateway_address.clone(),
+        ClientOptions {
+            attempt_timeout: Duration::from_secs(3),
+            retry_budget: Duration::from_secs(3),
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap();
+    gateway.put("catalog", b"sku-1", b"blue").await.unwrap();
+    // Let every replica apply it and the prober measure every member.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+
+    // Two of three nodes gone: no quorum, no leader.
+    let nodes: Vec<String> = lab
+        .state()
+        .processes
+        .iter()
+        .filter(|p| p.role == ProcessRole::Node)
+        .map(|p| p.name.clone())
+        .collect();
+    for node in &nodes[..2] {
+        lab.kill(node).unwrap();
+    }
+    let strong = gateway
+        .get("catalog", b"sku-1", pb::Consistency::Strong)
+        .await;
+    assert!(
+        strong.is_err(),
+        "a strong read without a quorum: {strong:?}"
+    );
+    let eventual = gateway
+        .get("catalog", b"sku-1", pb::Consistency::Eventual)
+        .await
+        .unwrap();
+    assert_eq!(eventual.map(|kv| kv.value), Some(b"blue".to_vec()));
+
+    let http = &lab.process("gateway-us-east").unwrap().http;
+    let metrics = http_get(http, "/metrics");
+    let served: f64 = metrics
+        .lines()
+        .find(|l| l.starts_with("meridian_gateway_replica_reads_total"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    assert!(served >= 1.0, "{metrics}");
+}
+
+fn http_get(address: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(address).unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {address}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut body = String::new();
+    stream.read_to_string(&mut body).unwrap();
+    body
 }
