@@ -44,6 +44,10 @@ pub struct ControlState {
     pub audit: BTreeMap<u64, AuditRecord>,
     /// Counters.
     pub counters: Counters,
+    /// Namespaces per shard, derived from `namespaces` (placement picks the
+    /// least-loaded shard; counting on every placement would cost O(namespaces)).
+    /// Kept by `apply`; rebuilt by [`ControlState::rebuild_derived`] after loading.
+    shard_load: BTreeMap<String, usize>,
 }
 
 impl ControlState {
@@ -86,12 +90,13 @@ impl ControlState {
         record
     }
 
-    fn namespaces_per_shard(&self) -> BTreeMap<String, usize> {
-        let mut load = BTreeMap::new();
+    /// Recomputes what is derived from the tables; call after filling them
+    /// directly (loading from storage).
+    pub fn rebuild_derived(&mut self) {
+        self.shard_load.clear();
         for namespace in self.namespaces.values() {
-            *load.entry(namespace.shard.clone()).or_insert(0) += 1;
+            *self.shard_load.entry(namespace.shard.clone()).or_insert(0) += 1;
         }
-        load
     }
 
     /// The shard a new namespace with `policy` would get now, or why it cannot be
@@ -105,8 +110,8 @@ impl ControlState {
             return Err(ControlRejection::NamespaceExists(name.to_string()));
         }
         let policy = placement::resolve_policy(name, policy, &self.regions)?;
-        let load = self.namespaces_per_shard();
-        let shard = placement::choose_shard(&policy.home_region, &self.shards, &load)?.clone();
+        let shard =
+            placement::choose_shard(&policy.home_region, &self.shards, &self.shard_load)?.clone();
         Ok((policy, shard))
     }
 
@@ -181,10 +186,11 @@ impl ControlState {
                     return Err(ControlRejection::NamespaceExists(name));
                 }
                 let policy = placement::resolve_policy(&name, policy, &self.regions)?;
-                let load = self.namespaces_per_shard();
-                let shard = placement::choose_shard(&policy.home_region, &self.shards, &load)?
-                    .id
-                    .clone();
+                let shard =
+                    placement::choose_shard(&policy.home_region, &self.shards, &self.shard_load)?
+                        .id
+                        .clone();
+                *self.shard_load.entry(shard.clone()).or_insert(0) += 1;
                 let namespace = Namespace {
                     name: name.clone(),
                     policy,
@@ -201,8 +207,11 @@ impl ControlState {
                 })
             }
             ControlCommand::DeleteNamespace { name, .. } => {
-                if self.namespaces.remove(&name).is_none() {
+                let Some(removed) = self.namespaces.remove(&name) else {
                     return Err(ControlRejection::NamespaceNotFound(name));
+                };
+                if let Some(load) = self.shard_load.get_mut(&removed.shard) {
+                    *load = load.saturating_sub(1);
                 }
                 self.counters.routing_version += 1;
                 changes.push(Change::Namespace(name));

@@ -117,6 +117,7 @@ impl ControlStateMachine {
         if let Some(raw) = self.meta.get(COUNTERS_KEY).map_err(to_io)? {
             state.counters = decode::<Counters>(&raw)?;
         }
+        state.rebuild_derived();
         let version = state.counters.routing_version;
         let mut current = self.state.write().unwrap_or_else(|e| e.into_inner());
         *current = state;

@@ -24,6 +24,9 @@ pub struct GatewayMetrics {
     registry: Registry,
     /// Routing-table version this gateway has applied.
     pub routing_version: Gauge,
+    /// When the last routing update was applied (Unix ms): how stale the table
+    /// may be, and, next to the change's commit time, how long the push took.
+    pub routing_applied_unix_ms: Gauge,
     /// Calls forwarded successfully.
     pub forwarded: Counter,
     /// Calls that failed (any reason).
@@ -43,6 +46,7 @@ impl GatewayMetrics {
         let mut metrics = Self {
             registry: Registry::default(),
             routing_version: Gauge::default(),
+            routing_applied_unix_ms: Gauge::default(),
             forwarded: Counter::default(),
             failed: Counter::default(),
             rate_limited: Counter::default(),
@@ -54,6 +58,11 @@ impl GatewayMetrics {
             "meridian_gateway_routing_version",
             "Routing-table version this gateway has applied",
             metrics.routing_version.clone(),
+        );
+        registry.register(
+            "meridian_gateway_routing_applied_unix_ms",
+            "When the last routing update was applied, in Unix milliseconds",
+            metrics.routing_applied_unix_ms.clone(),
         );
         registry.register(
             "meridian_gateway_forwarded",
@@ -119,7 +128,11 @@ pub async fn run(
             config.gateway.name.clone(),
             table.clone(),
             move |version| {
+                let now = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_millis() as i64);
                 metrics.routing_version.set(version as i64);
+                metrics.routing_applied_unix_ms.set(now);
             },
         ))
     };

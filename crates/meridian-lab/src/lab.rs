@@ -101,6 +101,7 @@ impl Lab {
                 .filter(|p| p.role == ProcessRole::Control)
                 .map(|p| p.grpc.clone())
                 .collect(),
+            control_regions: control_regions(&processes),
             certs: None,
             wan: None,
             regions: spec.regions.clone(),
@@ -300,6 +301,7 @@ impl Lab {
         };
         Ok(Wiring {
             control: self.state.endpoints(ProcessRole::Control, None),
+            control_regions: control_regions(&self.state.processes),
             certs: self.state.certs.clone(),
             wan,
             regions: self.state.regions.clone(),
@@ -470,6 +472,15 @@ impl Lab {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
+}
+
+/// The region of each control-plane member, by gRPC address.
+fn control_regions(processes: &[ProcessRecord]) -> std::collections::BTreeMap<String, String> {
+    processes
+        .iter()
+        .filter(|p| p.role == ProcessRole::Control)
+        .map(|p| (p.grpc.clone(), p.region.clone()))
+        .collect()
 }
 
 /// Whether the gRPC health service at `address` reports SERVING.

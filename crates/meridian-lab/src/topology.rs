@@ -37,6 +37,8 @@ pub fn validate_region(region: &str) -> Result<(), LabError> {
 pub struct Wiring {
     /// Control-plane gRPC addresses.
     pub control: Vec<String>,
+    /// Region of each control-plane address.
+    pub control_regions: BTreeMap<String, String>,
     /// The lab's certificate directory, when mTLS is on.
     pub certs: Option<PathBuf>,
     /// The emulator's configuration, when the WAN is emulated.
@@ -51,6 +53,18 @@ impl Wiring {
         self.certs
             .as_deref()
             .map(|certs| TlsFiles::in_dir(certs, name))
+    }
+
+    /// Control endpoints for a process in `region`, its own region's member
+    /// first: route pushes and registrations then stay inside the region when
+    /// they can (clients try endpoints in order).
+    pub fn control_for(&self, region: &str) -> Vec<String> {
+        let (mut local, remote): (Vec<String>, Vec<String>) =
+            self.control.iter().cloned().partition(|address| {
+                self.control_regions.get(address).map(String::as_str) == Some(region)
+            });
+        local.extend(remote);
+        local
     }
 
     /// The dial-via table of a process in `region`.
@@ -170,7 +184,7 @@ fn write_node_config(
     config.network.tls = wiring.tls(&record.name);
     config.network.dial_via = wiring.dial_via(&record.region);
     config.cluster.initial_members = members;
-    config.control.endpoints = wiring.control.clone();
+    config.control.endpoints = wiring.control_for(&record.region);
     write_config_file(record, &config)
 }
 
@@ -209,7 +223,7 @@ fn write_gateway_config(record: &ProcessRecord, wiring: &Wiring) -> Result<(), L
     config.network.http_listen = parse_addr(&record.http)?;
     config.network.tls = wiring.tls(&record.name);
     config.network.dial_via = wiring.dial_via(&record.region);
-    config.control.endpoints = wiring.control.clone();
+    config.control.endpoints = wiring.control_for(&record.region);
     write_config_file(record, &config)
 }
 
