@@ -243,7 +243,7 @@ async fn run(args: &Args, lab: &mut Lab, regions: &[String]) -> anyhow::Result<R
             }
         }
         every.push(slowest);
-        if (i + 1) % 50 == 0 {
+        if (i + 1).is_multiple_of(50) {
             eprintln!("  {}/{} changes", i + 1, args.changes);
         }
     }
@@ -285,7 +285,7 @@ async fn run(args: &Args, lab: &mut Lab, regions: &[String]) -> anyhow::Result<R
                         ..Default::default()
                     })
                     .await?;
-                if (i + 1) % 10_000 == 0 {
+                if (i + 1).is_multiple_of(10_000) {
                     eprintln!("  {} placed", i + 1);
                 }
             }
