@@ -56,6 +56,66 @@ pub enum Command {
         /// Entries to write as they are.
         entries: Vec<VersionedEntry>,
     },
+    /// Sets a namespace's replication role and epoch (from the control plane:
+    /// placement, failover, fencing). Refused if `epoch` is older than the
+    /// namespace's.
+    ConfigureNamespace {
+        /// The namespace.
+        namespace: String,
+        /// Its role on this shard.
+        role: NamespaceRole,
+        /// The epoch this role belongs to.
+        epoch: u64,
+        /// Whether to keep a log of its changes (for standbys to catch up from).
+        log_changes: bool,
+    },
+    /// Applies changes shipped from the namespace's primary, in sequence order;
+    /// already-applied sequence numbers are skipped, a gap stops the batch.
+    ApplyReplicated {
+        /// The namespace.
+        namespace: String,
+        /// The primary's epoch; must equal this standby's.
+        epoch: u64,
+        /// Changes in sequence order.
+        changes: Vec<ChangeRecord>,
+    },
+    /// Drops change-log entries up to `through` (every standby has them).
+    TrimChanges {
+        /// The namespace.
+        namespace: String,
+        /// Last sequence number to drop.
+        through: u64,
+    },
+}
+
+/// A namespace's role on a shard.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq, Default)]
+pub enum NamespaceRole {
+    /// Takes client writes.
+    #[default]
+    Primary,
+    /// Takes only replicated changes from the primary of its epoch.
+    Standby,
+}
+
+/// One committed change of a namespace, as logged and shipped to standbys.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChangeRecord {
+    /// Position in the namespace's change sequence (1, 2, ...).
+    pub seq: u64,
+    /// The writes of the command, in order.
+    pub writes: Vec<ReplicatedWrite>,
+}
+
+/// One key written (or removed) by a change, with the version it got.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReplicatedWrite {
+    /// The key.
+    pub key: Vec<u8>,
+    /// The new value; `None` for a delete.
+    pub value: Option<Vec<u8>>,
+    /// The key's version after the write (the removed version for a delete).
+    pub version: u64,
 }
 
 /// One key with its value and version, as exported.
@@ -152,6 +212,15 @@ pub enum CommandResult {
     },
     /// The command was valid when proposed but the state refused it.
     Rejected(Rejection),
+    /// A namespace's role and epoch were set.
+    Configured,
+    /// Replicated changes were applied through this sequence number.
+    Replicated {
+        /// The namespace's last applied sequence number.
+        applied_seq: u64,
+    },
+    /// Change-log entries were dropped.
+    Trimmed,
 }
 
 /// Outcome of a put.
@@ -203,5 +272,32 @@ pub enum Rejection {
         count: u64,
         /// The limit.
         limit: u64,
+    },
+    /// The namespace is a standby on this shard (or was fenced by a failover):
+    /// client writes go to its primary.
+    #[error(
+        "namespace {name:?} is a standby on this shard at epoch {epoch}; writes go to its primary (see the routing table)"
+    )]
+    NotPrimary {
+        /// The namespace.
+        name: String,
+        /// Its epoch here.
+        epoch: u64,
+    },
+    /// A command carried an older epoch than the namespace has here.
+    #[error("namespace {name:?} is at epoch {current}; a request of epoch {requested} is stale")]
+    StaleEpoch {
+        /// The namespace.
+        name: String,
+        /// Its epoch here.
+        current: u64,
+        /// The epoch the request carried.
+        requested: u64,
+    },
+    /// Replicated changes sent to a namespace that is not a standby here.
+    #[error("namespace {name:?} is not a standby on this shard; replicated changes refused")]
+    NotStandby {
+        /// The namespace.
+        name: String,
     },
 }

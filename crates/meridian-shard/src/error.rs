@@ -84,6 +84,11 @@ impl ShardError {
             ShardError::Rejected(Rejection::NamespaceNotFound { .. }) => Code::NotFound,
             ShardError::Rejected(Rejection::NamespaceExists { .. }) => Code::AlreadyExists,
             ShardError::Rejected(Rejection::TooManyNamespaces { .. }) => Code::ResourceExhausted,
+            ShardError::Rejected(
+                Rejection::NotPrimary { .. }
+                | Rejection::StaleEpoch { .. }
+                | Rejection::NotStandby { .. },
+            ) => Code::FailedPrecondition,
             ShardError::NotLeader { .. } | ShardError::OutcomeUnknown | ShardError::NoQuorum(_) => {
                 Code::Unavailable
             }

@@ -6,8 +6,8 @@
 //! randomness.
 
 use crate::command::{
-    Command, CommandResult, Compare, CompareOp, CompareTarget, DeleteOutcome, PutOutcome,
-    Rejection, VersionedEntry, WriteOp, WriteOutcome,
+    ChangeRecord, Command, CommandResult, Compare, CompareOp, CompareTarget, DeleteOutcome,
+    NamespaceRole, PutOutcome, Rejection, ReplicatedWrite, VersionedEntry, WriteOp, WriteOutcome,
 };
 use crate::keys;
 use fjall::{Keyspace, KeyspaceCreateOptions};
@@ -24,16 +24,44 @@ pub struct NamespaceRecord {
     pub created_index: u64,
     /// Keys currently in the namespace.
     pub key_count: u64,
+    /// Primary (takes client writes) or standby (takes replicated changes).
+    pub role: NamespaceRole,
+    /// The placement epoch this shard last learned; 0 for an unmanaged namespace.
+    pub epoch: u64,
+    /// Last change sequence number logged (primary) or applied (standby).
+    pub change_seq: u64,
+    /// Whether changes are logged for standbys.
+    pub log_changes: bool,
+    /// Change-log entries up to this sequence number have been dropped.
+    pub trimmed_through: u64,
+}
+
+/// The first stored form of [`NamespaceRecord`], read and upgraded on load.
+#[derive(Debug, Clone, Copy, Deserialize)]
+struct NamespaceRecordV1 {
+    created_index: u64,
+    key_count: u64,
 }
 
 /// Format of stored [`NamespaceRecord`]s; bumped on any change, with an upgrade.
-const NAMESPACE_RECORD_FORMAT: u8 = 1;
+const NAMESPACE_RECORD_FORMAT: u8 = 2;
+
+/// What applying a client write did, beyond its result: the change in key
+/// count, and the writes to log when the namespace ships changes to standbys.
+#[derive(Debug, Default)]
+struct Effects {
+    key_delta: i64,
+    writes: Vec<ReplicatedWrite>,
+}
 
 /// The key-value state machine of a shard.
 pub struct KvStateMachine {
     db: fjall::Database,
     data: Keyspace,
     namespaces: Keyspace,
+    /// Per-namespace change logs (`namespace, 0, seq` -> [`ChangeRecord`]) of
+    /// namespaces with standbys.
+    changes: Keyspace,
     /// All namespace records, mirrored in memory: every request checks its
     /// namespace, and the list is small (bounded by `max_namespaces`).
     cache: RwLock<BTreeMap<String, NamespaceRecord>>,
@@ -55,10 +83,12 @@ impl KvStateMachine {
     pub fn open(engine: &StorageEngine) -> io::Result<Self> {
         let data = engine.keyspace("kv_data", KeyspaceCreateOptions::default)?;
         let namespaces = engine.keyspace("kv_namespaces", KeyspaceCreateOptions::default)?;
+        let changes = engine.keyspace("kv_changes", KeyspaceCreateOptions::default)?;
         let machine = Self {
             db: engine.database().clone(),
             data,
             namespaces,
+            changes,
             cache: RwLock::new(BTreeMap::new()),
         };
         machine.reload_cache()?;
@@ -84,6 +114,28 @@ impl KvStateMachine {
             .unwrap_or_else(|e| e.into_inner())
             .get(namespace)
             .copied()
+    }
+
+    /// Up to `max` logged changes of `namespace` after sequence number `after`,
+    /// in order.
+    pub fn changes_after(
+        &self,
+        namespace: &str,
+        after: u64,
+        max: usize,
+    ) -> io::Result<Vec<ChangeRecord>> {
+        let lower = keys::data_key(namespace, &(after + 1).to_be_bytes());
+        let upper = keys::prefix_end(&keys::namespace_prefix(namespace))
+            .ok_or_else(|| io::Error::other("namespace prefix has no end"))?;
+        let mut out = Vec::new();
+        for guard in self.changes.range(lower..upper).take(max) {
+            let (_, raw) = guard.into_inner().map_err(storage_error)?;
+            out.push(
+                postcard::from_bytes(&raw)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
+            );
+        }
+        Ok(out)
     }
 
     /// How many namespaces the shard holds.
@@ -208,6 +260,11 @@ impl KvStateMachine {
                 let record = NamespaceRecord {
                     created_index: index,
                     key_count: 0,
+                    role: NamespaceRole::Primary,
+                    epoch: 0,
+                    change_seq: 0,
+                    log_changes: false,
+                    trimmed_through: 0,
                 };
                 batch.insert(
                     &self.namespaces,
@@ -231,6 +288,9 @@ impl KvStateMachine {
                     batch.remove(&self.data, key);
                     keys_deleted += 1;
                 }
+                for key in batch.keys_with_prefix(&self.changes, &keys::namespace_prefix(&name))? {
+                    batch.remove(&self.changes, key);
+                }
                 batch.remove(&self.namespaces, name.as_bytes().to_vec());
                 cache.remove(&name);
                 Ok(CommandResult::NamespaceDeleted { keys_deleted })
@@ -239,15 +299,15 @@ impl KvStateMachine {
                 namespace,
                 key,
                 value,
-            } => self.with_namespace(&namespace, batch, |machine, batch, counter| {
+            } => self.with_namespace(&namespace, batch, |machine, batch, fx| {
                 let previous = machine.pending_get(batch, &namespace, &key)?;
-                let outcome = machine.put(index, &namespace, key, &value, previous, batch, counter);
+                let outcome = machine.put(index, &namespace, key, &value, previous, batch, fx);
                 Ok(CommandResult::Put(outcome))
             }),
             Command::Delete { namespace, key } => {
-                self.with_namespace(&namespace, batch, |machine, batch, counter| {
+                self.with_namespace(&namespace, batch, |machine, batch, fx| {
                     let previous = machine.pending_get(batch, &namespace, &key)?;
-                    let outcome = machine.delete(&namespace, &key, previous, batch, counter);
+                    let outcome = machine.delete(&namespace, &key, previous, batch, fx);
                     Ok(CommandResult::Delete(outcome))
                 })
             }
@@ -256,46 +316,219 @@ impl KvStateMachine {
                 compares,
                 success,
                 failure,
-            } => self.with_namespace(&namespace, batch, |machine, batch, counter| {
-                machine.apply_txn(
-                    index, &namespace, &compares, success, failure, batch, counter,
-                )
+            } => self.with_namespace(&namespace, batch, |machine, batch, fx| {
+                machine.apply_txn(index, &namespace, &compares, success, failure, batch, fx)
             }),
             Command::Import { namespace, entries } => {
-                self.with_namespace(&namespace, batch, |machine, batch, counter| {
-                    machine.apply_import(&namespace, entries, batch, counter)
+                self.with_namespace(&namespace, batch, |machine, batch, fx| {
+                    machine.apply_import(&namespace, entries, batch, fx)
                 })
+            }
+            Command::ConfigureNamespace {
+                namespace,
+                role,
+                epoch,
+                log_changes,
+            } => self.configure(&namespace, role, epoch, log_changes, batch),
+            Command::ApplyReplicated {
+                namespace,
+                epoch,
+                changes,
+            } => self.apply_replicated(&namespace, epoch, changes, batch),
+            Command::TrimChanges { namespace, through } => {
+                self.trim_changes(&namespace, through, batch)
             }
         }
     }
 
-    /// Runs `body` if `namespace` exists, then stores its updated key count.
+    /// Runs the client write `body` if `namespace` exists here as a primary,
+    /// then stores its updated key count and, for a namespace with standbys, logs
+    /// the change under the next sequence number.
     fn with_namespace(
         &self,
         namespace: &str,
         batch: &mut ApplyBatch,
-        body: impl FnOnce(&Self, &mut ApplyBatch, &mut i64) -> io::Result<CommandResult>,
+        body: impl FnOnce(&Self, &mut ApplyBatch, &mut Effects) -> io::Result<CommandResult>,
+    ) -> io::Result<CommandResult> {
+        let Some(record) = self.namespace(namespace) else {
+            return Ok(CommandResult::Rejected(Rejection::NamespaceNotFound {
+                name: namespace.to_string(),
+            }));
+        };
+        if record.role == NamespaceRole::Standby {
+            return Ok(CommandResult::Rejected(Rejection::NotPrimary {
+                name: namespace.to_string(),
+                epoch: record.epoch,
+            }));
+        }
+        let mut effects = Effects::default();
+        let result = body(self, batch, &mut effects)?;
+        self.record_effects(namespace, record, effects, batch)?;
+        Ok(result)
+    }
+
+    /// Stores what a write changed in its namespace's record and change log.
+    fn record_effects(
+        &self,
+        namespace: &str,
+        mut record: NamespaceRecord,
+        effects: Effects,
+        batch: &mut ApplyBatch,
+    ) -> io::Result<()> {
+        let logged = record.log_changes && !effects.writes.is_empty();
+        if effects.key_delta == 0 && !logged {
+            return Ok(());
+        }
+        record.key_count = record.key_count.saturating_add_signed(effects.key_delta);
+        if logged {
+            record.change_seq += 1;
+            let change = ChangeRecord {
+                seq: record.change_seq,
+                writes: effects.writes,
+            };
+            batch.insert(
+                &self.changes,
+                keys::data_key(namespace, &change.seq.to_be_bytes()),
+                postcard::to_stdvec(&change).map_err(io::Error::other)?,
+            );
+        }
+        self.store_record(namespace, record, batch)
+    }
+
+    fn store_record(
+        &self,
+        namespace: &str,
+        record: NamespaceRecord,
+        batch: &mut ApplyBatch,
+    ) -> io::Result<()> {
+        batch.insert(
+            &self.namespaces,
+            namespace.as_bytes().to_vec(),
+            encode_record(&record)?,
+        );
+        self.cache
+            .write()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(namespace.to_string(), record);
+        Ok(())
+    }
+
+    /// Sets role, epoch and change logging; never moves an epoch back.
+    fn configure(
+        &self,
+        namespace: &str,
+        role: NamespaceRole,
+        epoch: u64,
+        log_changes: bool,
+        batch: &mut ApplyBatch,
     ) -> io::Result<CommandResult> {
         let Some(mut record) = self.namespace(namespace) else {
             return Ok(CommandResult::Rejected(Rejection::NamespaceNotFound {
                 name: namespace.to_string(),
             }));
         };
-        let mut key_delta = 0i64;
-        let result = body(self, batch, &mut key_delta)?;
-        if key_delta != 0 {
-            record.key_count = record.key_count.saturating_add_signed(key_delta);
-            batch.insert(
-                &self.namespaces,
-                namespace.as_bytes().to_vec(),
-                encode_record(&record)?,
-            );
-            self.cache
-                .write()
-                .unwrap_or_else(|e| e.into_inner())
-                .insert(namespace.to_string(), record);
+        if epoch < record.epoch {
+            return Ok(CommandResult::Rejected(Rejection::StaleEpoch {
+                name: namespace.to_string(),
+                current: record.epoch,
+                requested: epoch,
+            }));
         }
-        Ok(result)
+        record.role = role;
+        record.epoch = epoch;
+        record.log_changes = log_changes;
+        self.store_record(namespace, record, batch)?;
+        Ok(CommandResult::Configured)
+    }
+
+    /// Applies shipped changes with the primary's versions, idempotently.
+    fn apply_replicated(
+        &self,
+        namespace: &str,
+        epoch: u64,
+        changes: Vec<ChangeRecord>,
+        batch: &mut ApplyBatch,
+    ) -> io::Result<CommandResult> {
+        let Some(mut record) = self.namespace(namespace) else {
+            return Ok(CommandResult::Rejected(Rejection::NamespaceNotFound {
+                name: namespace.to_string(),
+            }));
+        };
+        if record.role != NamespaceRole::Standby {
+            return Ok(CommandResult::Rejected(Rejection::NotStandby {
+                name: namespace.to_string(),
+            }));
+        }
+        if epoch != record.epoch {
+            return Ok(CommandResult::Rejected(Rejection::StaleEpoch {
+                name: namespace.to_string(),
+                current: record.epoch,
+                requested: epoch,
+            }));
+        }
+        for change in changes {
+            if change.seq <= record.change_seq {
+                continue;
+            }
+            if change.seq != record.change_seq + 1 {
+                break;
+            }
+            for write in &change.writes {
+                let data_key = keys::data_key(namespace, &write.key);
+                let existed = batch.get(&self.data, &data_key)?.is_some();
+                match &write.value {
+                    Some(value) => {
+                        if !existed {
+                            record.key_count += 1;
+                        }
+                        batch.insert(
+                            &self.data,
+                            data_key,
+                            keys::encode_value(write.version, value),
+                        );
+                    }
+                    None => {
+                        if existed {
+                            record.key_count = record.key_count.saturating_sub(1);
+                            batch.remove(&self.data, data_key);
+                        }
+                    }
+                }
+            }
+            record.change_seq = change.seq;
+            // Standbys keep the log too: promoted, they serve the others from it.
+            if record.log_changes {
+                batch.insert(
+                    &self.changes,
+                    keys::data_key(namespace, &change.seq.to_be_bytes()),
+                    postcard::to_stdvec(&change).map_err(io::Error::other)?,
+                );
+            }
+        }
+        let applied_seq = record.change_seq;
+        self.store_record(namespace, record, batch)?;
+        Ok(CommandResult::Replicated { applied_seq })
+    }
+
+    /// Drops the change log of `namespace` through `through`.
+    fn trim_changes(
+        &self,
+        namespace: &str,
+        through: u64,
+        batch: &mut ApplyBatch,
+    ) -> io::Result<CommandResult> {
+        let Some(mut record) = self.namespace(namespace) else {
+            return Ok(CommandResult::Rejected(Rejection::NamespaceNotFound {
+                name: namespace.to_string(),
+            }));
+        };
+        let through = through.min(record.change_seq);
+        for seq in record.trimmed_through + 1..=through {
+            batch.remove(&self.changes, keys::data_key(namespace, &seq.to_be_bytes()));
+        }
+        record.trimmed_through = record.trimmed_through.max(through);
+        self.store_record(namespace, record, batch)?;
+        Ok(CommandResult::Trimmed)
     }
 
     /// Writes a key. Its new version is the log index, unless an imported version
@@ -309,18 +542,23 @@ impl KvStateMachine {
         value: &[u8],
         previous: Option<StoredValue>,
         batch: &mut ApplyBatch,
-        key_delta: &mut i64,
+        fx: &mut Effects,
     ) -> PutOutcome {
         let previous_version = previous.map_or(0, |(version, _)| version);
         let version = index.max(previous_version + 1);
         if previous_version == 0 {
-            *key_delta += 1;
+            fx.key_delta += 1;
         }
         batch.insert(
             &self.data,
             keys::data_key(namespace, &key),
             keys::encode_value(version, value),
         );
+        fx.writes.push(ReplicatedWrite {
+            key,
+            value: Some(value.to_vec()),
+            version,
+        });
         PutOutcome {
             version,
             previous_version,
@@ -333,12 +571,17 @@ impl KvStateMachine {
         key: &[u8],
         previous: Option<StoredValue>,
         batch: &mut ApplyBatch,
-        key_delta: &mut i64,
+        fx: &mut Effects,
     ) -> DeleteOutcome {
         match previous {
             Some((previous_version, _)) => {
                 batch.remove(&self.data, keys::data_key(namespace, key));
-                *key_delta -= 1;
+                fx.key_delta -= 1;
+                fx.writes.push(ReplicatedWrite {
+                    key: key.to_vec(),
+                    value: None,
+                    version: previous_version,
+                });
                 DeleteOutcome {
                     deleted: true,
                     previous_version,
@@ -360,7 +603,7 @@ impl KvStateMachine {
         success: Vec<WriteOp>,
         failure: Vec<WriteOp>,
         batch: &mut ApplyBatch,
-        key_delta: &mut i64,
+        fx: &mut Effects,
     ) -> io::Result<CommandResult> {
         let mut succeeded = true;
         for compare in compares {
@@ -377,13 +620,12 @@ impl KvStateMachine {
             match op {
                 WriteOp::Put { key, value } => {
                     let previous = self.pending_get(batch, namespace, &key)?;
-                    let outcome =
-                        self.put(index, namespace, key, &value, previous, batch, key_delta);
+                    let outcome = self.put(index, namespace, key, &value, previous, batch, fx);
                     outcomes.push(WriteOutcome::Put(outcome));
                 }
                 WriteOp::Delete { key } => {
                     let previous = self.pending_get(batch, namespace, &key)?;
-                    let outcome = self.delete(namespace, &key, previous, batch, key_delta);
+                    let outcome = self.delete(namespace, &key, previous, batch, fx);
                     outcomes.push(WriteOutcome::Delete(outcome));
                 }
             }
@@ -399,20 +641,25 @@ impl KvStateMachine {
         namespace: &str,
         entries: Vec<VersionedEntry>,
         batch: &mut ApplyBatch,
-        key_delta: &mut i64,
+        fx: &mut Effects,
     ) -> io::Result<CommandResult> {
         let mut seen = std::collections::HashSet::new();
         let count = entries.len() as u64;
         for entry in entries {
             let existed = self.pending_get(batch, namespace, &entry.key)?.is_some();
             if !existed && seen.insert(entry.key.clone()) {
-                *key_delta += 1;
+                fx.key_delta += 1;
             }
             batch.insert(
                 &self.data,
                 keys::data_key(namespace, &entry.key),
                 keys::encode_value(entry.version, &entry.value),
             );
+            fx.writes.push(ReplicatedWrite {
+                key: entry.key,
+                value: Some(entry.value),
+                version: entry.version,
+            });
         }
         Ok(CommandResult::Imported { count })
     }
@@ -443,9 +690,21 @@ fn encode_record(record: &NamespaceRecord) -> io::Result<Vec<u8>> {
 }
 
 fn decode_record(raw: &[u8]) -> io::Result<NamespaceRecord> {
+    let invalid = |e| io::Error::new(io::ErrorKind::InvalidData, e);
     match raw.split_first() {
-        Some((&NAMESPACE_RECORD_FORMAT, body)) => {
-            postcard::from_bytes(body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        Some((&NAMESPACE_RECORD_FORMAT, body)) => postcard::from_bytes(body).map_err(invalid),
+        // Written before replication existed: a primary without a change log.
+        Some((&1, body)) => {
+            let old: NamespaceRecordV1 = postcard::from_bytes(body).map_err(invalid)?;
+            Ok(NamespaceRecord {
+                created_index: old.created_index,
+                key_count: old.key_count,
+                role: NamespaceRole::Primary,
+                epoch: 0,
+                change_seq: 0,
+                log_changes: false,
+                trimmed_through: 0,
+            })
         }
         _ => Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -462,7 +721,11 @@ fn decode_stored(raw: &[u8]) -> io::Result<StoredValue> {
 
 impl Application for KvStateMachine {
     fn keyspaces(&self) -> Vec<Keyspace> {
-        vec![self.data.clone(), self.namespaces.clone()]
+        vec![
+            self.data.clone(),
+            self.namespaces.clone(),
+            self.changes.clone(),
+        ]
     }
 
     fn apply(&self, index: u64, command: &[u8], batch: &mut ApplyBatch) -> io::Result<Vec<u8>> {
@@ -797,5 +1060,94 @@ mod tests {
         assert!(h.machine.namespace("ns").is_none());
         assert!(h.machine.get("ns2", b"k").unwrap().is_some());
         assert_eq!(h.machine.get("ns", b"k").unwrap(), None);
+    }
+
+    #[test]
+    fn standbys_apply_logged_changes_idempotently_with_the_primarys_versions() {
+        let mut primary = Harness::new();
+        primary.create("ns");
+        let configured = primary.apply(Command::ConfigureNamespace {
+            namespace: "ns".into(),
+            role: NamespaceRole::Primary,
+            epoch: 1,
+            log_changes: true,
+        });
+        assert_eq!(configured, CommandResult::Configured);
+        primary.put("a", "1");
+        primary.put("b", "2");
+        primary.apply(Command::Delete {
+            namespace: "ns".into(),
+            key: b"a".to_vec(),
+        });
+        let changes = primary.machine.changes_after("ns", 0, 100).unwrap();
+        assert_eq!(changes.iter().map(|c| c.seq).collect::<Vec<_>>(), [1, 2, 3]);
+
+        let mut standby = Harness::new();
+        standby.create("ns");
+        standby.apply(Command::ConfigureNamespace {
+            namespace: "ns".into(),
+            role: NamespaceRole::Standby,
+            epoch: 1,
+            log_changes: true,
+        });
+        // Client writes are refused on a standby.
+        assert!(matches!(
+            standby.apply(Command::Put {
+                namespace: "ns".into(),
+                key: b"x".to_vec(),
+                value: b"y".to_vec(),
+            }),
+            CommandResult::Rejected(Rejection::NotPrimary { .. })
+        ));
+        // A gap stops the batch; a stale epoch is refused.
+        let gap = standby.apply(Command::ApplyReplicated {
+            namespace: "ns".into(),
+            epoch: 1,
+            changes: changes[1..].to_vec(),
+        });
+        assert_eq!(gap, CommandResult::Replicated { applied_seq: 0 });
+        let stale = standby.apply(Command::ApplyReplicated {
+            namespace: "ns".into(),
+            epoch: 0,
+            changes: changes.clone(),
+        });
+        assert!(matches!(
+            stale,
+            CommandResult::Rejected(Rejection::StaleEpoch { .. })
+        ));
+        for _ in 0..2 {
+            let applied = standby.apply(Command::ApplyReplicated {
+                namespace: "ns".into(),
+                epoch: 1,
+                changes: changes.clone(),
+            });
+            assert_eq!(applied, CommandResult::Replicated { applied_seq: 3 });
+        }
+        assert_eq!(
+            primary.machine.digest("ns").unwrap(),
+            standby.machine.digest("ns").unwrap()
+        );
+        assert_eq!(standby.machine.namespace("ns").unwrap().key_count, 1);
+        assert_eq!(
+            standby.machine.changes_after("ns", 0, 100).unwrap(),
+            changes
+        );
+
+        // An older epoch cannot reconfigure; trimming drops the log.
+        assert!(matches!(
+            standby.apply(Command::ConfigureNamespace {
+                namespace: "ns".into(),
+                role: NamespaceRole::Primary,
+                epoch: 0,
+                log_changes: true,
+            }),
+            CommandResult::Rejected(Rejection::StaleEpoch { .. })
+        ));
+        primary.apply(Command::TrimChanges {
+            namespace: "ns".into(),
+            through: 2,
+        });
+        let left = primary.machine.changes_after("ns", 0, 100).unwrap();
+        assert_eq!(left.iter().map(|c| c.seq).collect::<Vec<_>>(), [3]);
     }
 }
