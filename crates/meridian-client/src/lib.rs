@@ -15,6 +15,7 @@
 //! [`ClientError::OutcomeUnknown`] rather than risk applying it twice.
 
 mod error;
+pub mod routes;
 mod routing;
 
 pub use error::ClientError;

@@ -569,6 +569,56 @@ impl Client {
         .await
     }
 
+    /// Shard admin: sets a namespace's role and epoch; returns its change
+    /// sequence position.
+    pub async fn configure_namespace(
+        &self,
+        namespace: &str,
+        role: pb::NamespaceRole,
+        epoch: u64,
+    ) -> Result<u64, ClientError> {
+        let request = pb::ConfigureNamespaceRequest {
+            namespace: namespace.to_string(),
+            role: role as i32,
+            epoch,
+        };
+        let response = self
+            .call(CallKind::Write, |channel| {
+                let request = request.clone();
+                async move { AdminClient::new(channel).configure_namespace(request).await }
+            })
+            .await?;
+        Ok(response.change_seq)
+    }
+
+    /// Shard admin: ships a batch of changes to a standby; returns its position.
+    pub async fn replicate(&self, request: pb::ReplicateRequest) -> Result<u64, ClientError> {
+        let response = self
+            .call(CallKind::Write, |channel| {
+                let request = request.clone();
+                async move {
+                    AdminClient::new(channel)
+                        .max_decoding_message_size(64 << 20)
+                        .max_encoding_message_size(64 << 20)
+                        .replicate(request)
+                        .await
+                }
+            })
+            .await?;
+        Ok(response.applied_seq)
+    }
+
+    /// Shard admin: replication state of every replicated namespace (asks the
+    /// leader, which knows each standby's lag).
+    pub async fn replication_status(&self) -> Result<pb::ReplicationStatusResponse, ClientError> {
+        self.call(CallKind::LeaderRead, |channel| async move {
+            AdminClient::new(channel)
+                .replication_status(pb::ReplicationStatusRequest {})
+                .await
+        })
+        .await
+    }
+
     /// Control plane: one namespace's route (linearizable), with the routing
     /// version it reflects.
     pub async fn get_route(&self, namespace: &str) -> Result<pb::GetRouteResponse, ClientError> {

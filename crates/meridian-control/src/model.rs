@@ -77,6 +77,37 @@ pub struct Namespace {
     /// Bumped on every change of primary; a shard refuses writes carrying an
     /// older epoch.
     pub epoch: u64,
+    /// Standby copies (active-passive), one per standby region.
+    pub standbys: Vec<StandbyCopy>,
+}
+
+/// Where a standby copy of a namespace lives.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct StandbyCopy {
+    /// Its region.
+    pub region: String,
+    /// Its shard.
+    pub shard: String,
+}
+
+/// The first stored form of [`Namespace`] (before standbys), upgraded on load.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NamespaceV1 {
+    /// Name.
+    pub name: String,
+    /// Placement policy.
+    pub policy: PlacementPolicy,
+    /// Primary shard.
+    pub shard: String,
+    /// Epoch.
+    pub epoch: u64,
+}
+
+impl Namespace {
+    /// Whether changes ship to standbys (active-passive with standbys).
+    pub fn replicated(&self) -> bool {
+        matches!(self.policy.mode, NamespaceMode::ActivePassive { .. }) && !self.standbys.is_empty()
+    }
 }
 
 /// One row of the routing table.
@@ -90,6 +121,8 @@ pub struct Route {
     pub region: String,
     /// The namespace's epoch.
     pub epoch: u64,
+    /// Its standby copies.
+    pub standbys: Vec<StandbyCopy>,
 }
 
 /// Who changed what, when, and how it ended.

@@ -25,6 +25,39 @@ impl ControlService {
         Self { node }
     }
 
+    /// Creates the namespace on its primary shard and on every standby shard,
+    /// and, for an active-passive namespace, sets each copy's role at epoch 1.
+    async fn create_copies(
+        &self,
+        name: &str,
+        policy: &PlacementPolicy,
+        shard: &crate::model::Shard,
+        standbys: &[crate::model::StandbyCopy],
+    ) -> Result<(), ControlError> {
+        let dialer = &self.node.dialer;
+        create_on_shard(shard, name, dialer).await?;
+        let replicated =
+            matches!(policy.mode, NamespaceMode::ActivePassive { .. }) && !standbys.is_empty();
+        if !replicated {
+            return Ok(());
+        }
+        configure_on_shard(shard, name, pb::NamespaceRole::Primary, 1, dialer).await?;
+        for standby in standbys {
+            let Some(standby_shard) = self
+                .node
+                .with_state(|s| s.shards.get(&standby.shard).cloned())
+            else {
+                return Err(ControlError::Unavailable(format!(
+                    "standby shard {} is not registered",
+                    standby.shard
+                )));
+            };
+            create_on_shard(&standby_shard, name, dialer).await?;
+            configure_on_shard(&standby_shard, name, pb::NamespaceRole::Standby, 1, dialer).await?;
+        }
+        Ok(())
+    }
+
     /// Waits until the local state may be read linearizably.
     pub async fn barrier(&self) -> Result<(), Status> {
         self.node.read_barrier().await.map_err(Status::from)
@@ -124,7 +157,18 @@ fn wire_route(state: &ControlState, route: crate::model::Route) -> pb::Route {
         shard: route.shard,
         region: route.region,
         epoch: route.epoch,
+        standbys: standby_routes(&route.standbys),
     }
+}
+
+fn standby_routes(standbys: &[crate::model::StandbyCopy]) -> Vec<pb::StandbyRoute> {
+    standbys
+        .iter()
+        .map(|s| pb::StandbyRoute {
+            region: s.region.clone(),
+            shard: s.shard.clone(),
+        })
+        .collect()
 }
 
 fn policy_from(placement: pb::Placement) -> Result<(String, PlacementPolicy), ControlError> {
@@ -267,7 +311,36 @@ fn pushed_route(route: crate::model::Route) -> pb::Route {
         region: route.region,
         epoch: route.epoch,
         members: Vec::new(),
+        standbys: standby_routes(&route.standbys),
     }
+}
+
+/// Sets `namespace`'s role and epoch on `shard`.
+async fn configure_on_shard(
+    shard: &crate::model::Shard,
+    namespace: &str,
+    role: pb::NamespaceRole,
+    epoch: u64,
+    dialer: &meridian_net::Dialer,
+) -> Result<(), ControlError> {
+    let addresses: Vec<String> = shard.members.values().map(|m| m.address.clone()).collect();
+    let options = meridian_client::ClientOptions {
+        retry_budget: std::time::Duration::from_secs(10),
+        dialer: dialer.clone(),
+        ..Default::default()
+    };
+    let client = meridian_client::Client::with_options(addresses, options)
+        .map_err(|e| ControlError::Unavailable(format!("shard {}: {e}", shard.id)))?;
+    client
+        .configure_namespace(namespace, role, epoch)
+        .await
+        .map(|_| ())
+        .map_err(|err| {
+            ControlError::Unavailable(format!(
+                "could not set namespace {namespace:?} to {role:?} at epoch {epoch} on shard {}: {err}",
+                shard.id
+            ))
+        })
 }
 
 type RouteStream = Pin<Box<dyn Stream<Item = Result<pb::RoutingUpdate, Status>> + Send>>;
@@ -372,8 +445,9 @@ impl Control for ControlService {
             .node
             .with_state(|s| s.plan_placement(&name, policy.clone()));
         let shard = match planned {
-            Ok((_, shard)) => {
-                create_on_shard(&shard, &name, &self.node.dialer).await?;
+            Ok((policy, shard, standbys)) => {
+                self.create_copies(&name, &policy, &shard, &standbys)
+                    .await?;
                 Some(shard.id)
             }
             Err(_) => None,

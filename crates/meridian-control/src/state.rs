@@ -66,6 +66,7 @@ impl ControlState {
             shard: namespace.shard.clone(),
             region: namespace.policy.home_region.clone(),
             epoch: namespace.epoch,
+            standbys: namespace.standbys.clone(),
         }
     }
 
@@ -105,14 +106,49 @@ impl ControlState {
         &self,
         name: &str,
         policy: crate::model::PlacementPolicy,
-    ) -> Result<(crate::model::PlacementPolicy, Shard), ControlRejection> {
+    ) -> Result<
+        (
+            crate::model::PlacementPolicy,
+            Shard,
+            Vec<crate::model::StandbyCopy>,
+        ),
+        ControlRejection,
+    > {
         if self.namespaces.contains_key(name) {
             return Err(ControlRejection::NamespaceExists(name.to_string()));
         }
         let policy = placement::resolve_policy(name, policy, &self.regions)?;
-        let shard =
-            placement::choose_shard(&policy.home_region, &self.shards, &self.shard_load)?.clone();
-        Ok((policy, shard))
+        let (shard, standbys) = self.choose_shards(&policy)?;
+        let shard = self
+            .shards
+            .get(&shard)
+            .cloned()
+            .ok_or(ControlRejection::Placement(
+                placement::PlacementError::NoShard {
+                    region: policy.home_region.clone(),
+                    reason: "the chosen shard vanished".into(),
+                },
+            ))?;
+        Ok((policy, shard, standbys))
+    }
+
+    /// The least-loaded shard of the home region and of each standby region.
+    fn choose_shards(
+        &self,
+        policy: &crate::model::PlacementPolicy,
+    ) -> Result<(String, Vec<crate::model::StandbyCopy>), ControlRejection> {
+        let shard = placement::choose_shard(&policy.home_region, &self.shards, &self.shard_load)?
+            .id
+            .clone();
+        let mut standbys = Vec::with_capacity(policy.standby_regions.len());
+        for region in &policy.standby_regions {
+            let standby = placement::choose_shard(region, &self.shards, &self.shard_load)?;
+            standbys.push(crate::model::StandbyCopy {
+                region: region.clone(),
+                shard: standby.id.clone(),
+            });
+        }
+        Ok((shard, standbys))
     }
 
     /// Applies one command, returning its result and the records it changed.
@@ -186,16 +222,14 @@ impl ControlState {
                     return Err(ControlRejection::NamespaceExists(name));
                 }
                 let policy = placement::resolve_policy(&name, policy, &self.regions)?;
-                let shard =
-                    placement::choose_shard(&policy.home_region, &self.shards, &self.shard_load)?
-                        .id
-                        .clone();
+                let (shard, standbys) = self.choose_shards(&policy)?;
                 *self.shard_load.entry(shard.clone()).or_insert(0) += 1;
                 let namespace = Namespace {
                     name: name.clone(),
                     policy,
                     shard,
                     epoch: 1,
+                    standbys,
                 };
                 self.counters.routing_version += 1;
                 self.namespaces.insert(name.clone(), namespace.clone());

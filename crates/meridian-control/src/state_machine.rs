@@ -33,6 +33,34 @@ fn decode<T: DeserializeOwned>(raw: &[u8]) -> io::Result<T> {
     }
 }
 
+/// Namespaces are stored in format 2 (with standbys); format 1 is upgraded.
+const NAMESPACE_FORMAT: u8 = 2;
+
+fn encode_namespace(namespace: &crate::model::Namespace) -> io::Result<Vec<u8>> {
+    postcard::to_extend(namespace, vec![NAMESPACE_FORMAT]).map_err(io::Error::other)
+}
+
+fn decode_namespace(raw: &[u8]) -> io::Result<crate::model::Namespace> {
+    let invalid = |e| io::Error::new(io::ErrorKind::InvalidData, e);
+    match raw.split_first() {
+        Some((&NAMESPACE_FORMAT, body)) => postcard::from_bytes(body).map_err(invalid),
+        Some((&1, body)) => {
+            let old: crate::model::NamespaceV1 = postcard::from_bytes(body).map_err(invalid)?;
+            Ok(crate::model::Namespace {
+                name: old.name,
+                policy: old.policy,
+                shard: old.shard,
+                epoch: old.epoch,
+                standbys: Vec::new(),
+            })
+        }
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "namespace record has an unknown format",
+        )),
+    }
+}
+
 fn to_io(err: fjall::Error) -> io::Error {
     io::Error::other(err)
 }
@@ -106,7 +134,7 @@ impl ControlStateMachine {
         }
         for guard in self.namespaces.iter() {
             let (_, raw) = guard.into_inner().map_err(to_io)?;
-            let namespace: crate::model::Namespace = decode(&raw)?;
+            let namespace = decode_namespace(&raw)?;
             state.namespaces.insert(namespace.name.clone(), namespace);
         }
         for guard in self.audit.iter() {
@@ -149,7 +177,7 @@ impl ControlStateMachine {
                 Some(namespace) => batch.insert(
                     &self.namespaces,
                     name.as_bytes().to_vec(),
-                    encode(namespace)?,
+                    encode_namespace(namespace)?,
                 ),
                 None => batch.remove(&self.namespaces, name.as_bytes().to_vec()),
             },

@@ -16,6 +16,7 @@ pub mod breaker;
 pub mod config;
 pub mod rate_limit;
 pub mod replicas;
-pub mod routes;
+/// The routing table and its subscription (shared with shard nodes).
+pub use meridian_client::routes;
 pub mod server;
 pub mod service;

@@ -8,6 +8,7 @@
 //! - [`state_machine`]: applying commands; reads of the applied state.
 //! - [`digest`]: integrity digests that any two copies of a namespace can compare.
 //! - [`node`]: request logic — proposing, read barriers, leader discovery.
+//! - [`replication`]: shipping active-passive namespaces to their standbys.
 //! - [`api`]: the `meridian.v1` gRPC services (`Kv`, `Admin`).
 //! - [`server`]: serving gRPC and HTTP (`/health/*`, `/metrics`) until shutdown.
 //! - [`metrics`], [`disk`], [`error`]: metrics, free-space guard, error mapping.
@@ -22,6 +23,7 @@ pub mod keys;
 pub mod limits;
 pub mod metrics;
 pub mod node;
+pub mod replication;
 pub mod server;
 pub mod state_machine;
 

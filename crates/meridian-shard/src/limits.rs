@@ -98,6 +98,9 @@ pub enum LimitError {
         /// What conflicts with what.
         message: String,
     },
+    /// A field's content cannot be decoded.
+    #[error("malformed request: {0}")]
+    Malformed(String),
 }
 
 /// Longest namespace name.

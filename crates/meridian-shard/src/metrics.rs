@@ -20,6 +20,17 @@ pub struct RequestLabels {
     pub code: &'static str,
 }
 
+/// Labels of a replication-lag series: one namespace, one standby.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct LagLabels {
+    /// The namespace.
+    pub namespace: String,
+    /// The standby's region.
+    pub standby_region: String,
+    /// The standby's shard.
+    pub standby_shard: String,
+}
+
 /// All metrics of a shard node.
 pub struct ShardMetrics {
     registry: Registry,
@@ -43,6 +54,12 @@ pub struct ShardMetrics {
     pub namespaces: Gauge,
     /// Storage (fsync) metrics.
     pub storage: Arc<StorageMetrics>,
+    /// Compressed bytes shipped to standby regions.
+    pub replication_bytes: Counter,
+    /// Changes logged but not yet confirmed by a standby.
+    pub lag_entries: Family<LagLabels, Gauge>,
+    /// Age of the oldest change a standby has not confirmed.
+    pub lag_seconds: Family<LagLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
 }
 
 impl ShardMetrics {
@@ -66,6 +83,9 @@ impl ShardMetrics {
             snapshot_index: Gauge::default(),
             namespaces: Gauge::default(),
             storage: Arc::new(StorageMetrics::default()),
+            replication_bytes: Counter::default(),
+            lag_entries: Family::default(),
+            lag_seconds: Family::default(),
         };
         // Metrics are shared handles: the clones registered here are the same
         // series the fields update.
@@ -116,6 +136,21 @@ impl ShardMetrics {
             "Namespaces held by this shard",
             metrics.namespaces.clone(),
         );
+        registry.register(
+            "meridian_replication_sent_bytes",
+            "Compressed bytes shipped to standby regions",
+            metrics.replication_bytes.clone(),
+        );
+        registry.register(
+            "meridian_replication_lag_entries",
+            "Changes logged on the primary and not yet confirmed by the standby",
+            metrics.lag_entries.clone(),
+        );
+        registry.register(
+            "meridian_replication_lag_seconds",
+            "Age of the oldest change the standby has not confirmed",
+            metrics.lag_seconds.clone(),
+        );
         metrics.storage.register(registry);
         metrics.registry = root;
         metrics
@@ -129,6 +164,27 @@ impl ShardMetrics {
                 code: code_name(code),
             })
             .inc();
+    }
+
+    /// Sets the lag gauges from the replicator's progress (called before each
+    /// scrape, so the age in seconds is current).
+    pub fn set_replication_lag(
+        &self,
+        progress: &std::collections::HashMap<(String, String), crate::replication::StandbyProgress>,
+    ) {
+        self.lag_entries.clear();
+        self.lag_seconds.clear();
+        for ((namespace, shard), p) in progress {
+            let labels = LagLabels {
+                namespace: namespace.clone(),
+                standby_region: p.region.clone(),
+                standby_shard: shard.clone(),
+            };
+            self.lag_entries
+                .get_or_create(&labels)
+                .set(p.lag_entries() as i64);
+            self.lag_seconds.get_or_create(&labels).set(p.lag_seconds());
+        }
     }
 
     /// The metrics in Prometheus text format.

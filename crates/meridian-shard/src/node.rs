@@ -27,6 +27,8 @@ pub struct ShardNode {
     pub machine: Arc<KvStateMachine>,
     /// Metrics.
     pub metrics: Arc<ShardMetrics>,
+    /// What the replicator has shipped to each standby (on the leader).
+    pub replication: crate::replication::ReplicationProgress,
     disk: DiskGuard,
     ready: AtomicBool,
     /// Set once the control plane has accepted this node's registration (always
@@ -84,6 +86,7 @@ impl ShardNode {
             raft,
             machine,
             metrics,
+            replication: Default::default(),
             disk,
             ready: AtomicBool::new(false),
         }))

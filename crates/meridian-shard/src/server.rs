@@ -49,6 +49,24 @@ pub async fn run(
             transport.dialer.clone(),
         ))
     });
+    // With a control plane: follow the routing table (where each namespace's
+    // standbys are) and ship active-passive namespaces to them.
+    let replication = (!config.control.endpoints.is_empty()).then(|| {
+        let table: meridian_client::routes::SharedRoutes = Arc::default();
+        let follower = tokio::spawn(meridian_client::routes::follow(
+            config.control.endpoints.clone(),
+            transport.dialer.clone(),
+            format!("{}-{}", config.node.shard, config.node.id),
+            table.clone(),
+            |_| {},
+        ));
+        let replicator = tokio::spawn(crate::replication::run(
+            node.clone(),
+            table,
+            transport.dialer.clone(),
+        ));
+        (follower, replicator)
+    });
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(meridian_proto::FILE_DESCRIPTOR_SET)
@@ -114,6 +132,10 @@ pub async fn run(
     if let Some(registration) = registration {
         registration.abort();
     }
+    if let Some((follower, replicator)) = replication {
+        follower.abort();
+        replicator.abort();
+    }
     // Whatever is still only in the journal's buffers becomes durable now.
     node.raft.engine.sync_now()?;
     Ok(())
@@ -168,6 +190,10 @@ async fn ready(State(node): State<Arc<ShardNode>>) -> impl IntoResponse {
 async fn metrics(State(node): State<Arc<ShardNode>>) -> impl IntoResponse {
     (
         [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
-        node.metrics.encode(),
+        {
+            node.metrics
+                .set_replication_lag(&node.replication.snapshot());
+            node.metrics.encode()
+        },
     )
 }

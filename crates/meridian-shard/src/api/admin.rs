@@ -2,7 +2,7 @@
 
 use super::finish;
 use super::kv::unexpected;
-use crate::command::{Command, CommandResult, Rejection, VersionedEntry};
+use crate::command::{Command, CommandResult, NamespaceRole, Rejection, VersionedEntry};
 use crate::digest::NamespaceDigest;
 use crate::error::ShardError;
 use crate::limits::{LimitError, validate_namespace_name};
@@ -415,6 +415,167 @@ type ExportStream = Pin<Box<dyn Stream<Item = Result<pb::ExportChunk, Status>> +
 
 #[tonic::async_trait]
 impl Admin for AdminService {
+    async fn configure_namespace(
+        &self,
+        request: Request<pb::ConfigureNamespaceRequest>,
+    ) -> Result<Response<pb::ConfigureNamespaceResponse>, Status> {
+        let request = request.into_inner();
+        let role = match request.role() {
+            pb::NamespaceRole::Primary => NamespaceRole::Primary,
+            pb::NamespaceRole::Standby => NamespaceRole::Standby,
+            pb::NamespaceRole::Unspecified => {
+                return Err(Status::invalid_argument(
+                    "role must be NAMESPACE_ROLE_PRIMARY or NAMESPACE_ROLE_STANDBY",
+                ));
+            }
+        };
+        let result = async {
+            validate_namespace_name(&request.namespace)?;
+            match self
+                .node
+                .propose(Command::ConfigureNamespace {
+                    namespace: request.namespace.clone(),
+                    role,
+                    epoch: request.epoch,
+                    log_changes: true,
+                })
+                .await?
+            {
+                CommandResult::Configured => Ok(pb::ConfigureNamespaceResponse {
+                    change_seq: self
+                        .node
+                        .machine
+                        .namespace(&request.namespace)
+                        .map_or(0, |r| r.change_seq),
+                }),
+                other => Err(unexpected(other)),
+            }
+        }
+        .await;
+        finish(
+            &self.node.metrics,
+            "ConfigureNamespace",
+            None,
+            Instant::now(),
+            result,
+        )
+    }
+
+    async fn replicate(
+        &self,
+        request: Request<pb::ReplicateRequest>,
+    ) -> Result<Response<pb::ReplicateResponse>, Status> {
+        let started = Instant::now();
+        let request = request.into_inner();
+        let result = async {
+            validate_namespace_name(&request.namespace)?;
+            let changes = crate::replication::decode_batch(&request.payload).map_err(|e| {
+                LimitError::Malformed(format!(
+                    "replication payload (at most {} bytes decompressed): {e}",
+                    crate::replication::MAX_BATCH_BYTES
+                ))
+            })?;
+            if changes.len() != request.count as usize {
+                return Err(LimitError::Malformed(format!(
+                    "replication batch holds {} changes, the request says {}",
+                    changes.len(),
+                    request.count
+                ))
+                .into());
+            }
+            let Some(record) = self.node.machine.namespace(&request.namespace) else {
+                return Err(ShardError::Rejected(Rejection::NamespaceNotFound {
+                    name: request.namespace.clone(),
+                }));
+            };
+            // Nothing new: answer the position without a Raft round (after a
+            // barrier, so the answer is what a quorum has).
+            if changes.iter().all(|c| c.seq <= record.change_seq) {
+                self.node.read_barrier(None).await?;
+                let applied_seq = self
+                    .node
+                    .machine
+                    .namespace(&request.namespace)
+                    .map_or(0, |r| r.change_seq);
+                if record.epoch != request.epoch {
+                    return Err(ShardError::Rejected(Rejection::StaleEpoch {
+                        name: request.namespace.clone(),
+                        current: record.epoch,
+                        requested: request.epoch,
+                    }));
+                }
+                return Ok(pb::ReplicateResponse { applied_seq });
+            }
+            match self
+                .node
+                .propose(Command::ApplyReplicated {
+                    namespace: request.namespace.clone(),
+                    epoch: request.epoch,
+                    changes,
+                })
+                .await?
+            {
+                CommandResult::Replicated { applied_seq } => {
+                    Ok(pb::ReplicateResponse { applied_seq })
+                }
+                other => Err(unexpected(other)),
+            }
+        }
+        .await;
+        finish(&self.node.metrics, "Replicate", None, started, result)
+    }
+
+    async fn replication_status(
+        &self,
+        _request: Request<pb::ReplicationStatusRequest>,
+    ) -> Result<Response<pb::ReplicationStatusResponse>, Status> {
+        let started = Instant::now();
+        let progress = self.node.replication.snapshot();
+        let mut namespaces = Vec::new();
+        for (name, record) in self.node.machine.namespaces() {
+            if record.epoch == 0 && !record.log_changes {
+                continue;
+            }
+            let standbys = progress
+                .iter()
+                .filter(|((ns, _), _)| *ns == name)
+                .map(|((_, shard), p)| pb::StandbyLag {
+                    shard: shard.clone(),
+                    region: p.region.clone(),
+                    acked_seq: p.acked.unwrap_or(0),
+                    lag_entries: p.lag_entries(),
+                    lag_seconds: p.lag_seconds(),
+                    bytes_sent: p.bytes_sent,
+                })
+                .collect();
+            namespaces.push(pb::NamespaceReplication {
+                namespace: name,
+                role: match record.role {
+                    NamespaceRole::Primary => pb::NamespaceRole::Primary as i32,
+                    NamespaceRole::Standby => pb::NamespaceRole::Standby as i32,
+                },
+                epoch: record.epoch,
+                change_seq: record.change_seq,
+                standbys,
+            });
+        }
+        let response = pb::ReplicationStatusResponse {
+            namespaces,
+            raw_bytes_sent: self
+                .node
+                .replication
+                .raw_bytes_sent
+                .load(std::sync::atomic::Ordering::Relaxed),
+        };
+        finish(
+            &self.node.metrics,
+            "ReplicationStatus",
+            None,
+            started,
+            Ok(response),
+        )
+    }
+
     async fn create_namespace(
         &self,
         request: Request<pb::CreateNamespaceRequest>,

@@ -1,4 +1,5 @@
-//! The routing table as this gateway knows it, kept current by a subscription.
+//! The routing table as a subscriber (a gateway, a shard node) knows it, kept
+//! current by a `WatchRoutes` subscription.
 
 use meridian_proto::v1 as pb;
 use meridian_proto::v1::control_client::ControlClient;
