@@ -173,6 +173,7 @@ mod tests {
             region: "r".into(),
             epoch: 1,
             members: vec![],
+            standbys: vec![],
         }
     }
 
