@@ -220,7 +220,10 @@ impl Client {
             return Next::RetryAt(leader.to_string());
         }
         let message = status.message();
-        if message.starts_with("not the leader") || message.starts_with("no quorum") {
+        if message.starts_with("not the leader")
+            || message.starts_with("no quorum")
+            || message.starts_with("no write lease")
+        {
             // The server refused before doing anything.
             return Next::RetryElsewhere;
         }
@@ -582,8 +585,9 @@ impl Client {
             role: role as i32,
             epoch,
         };
+        // Idempotent at a given epoch: safe to retry like a read.
         let response = self
-            .call(CallKind::Write, |channel| {
+            .call(CallKind::LeaderRead, |channel| {
                 let request = request.clone();
                 async move { AdminClient::new(channel).configure_namespace(request).await }
             })
@@ -591,21 +595,34 @@ impl Client {
         Ok(response.change_seq)
     }
 
-    /// Shard admin: ships a batch of changes to a standby; returns its position.
-    pub async fn replicate(&self, request: pb::ReplicateRequest) -> Result<u64, ClientError> {
-        let response = self
-            .call(CallKind::Write, |channel| {
-                let request = request.clone();
-                async move {
-                    AdminClient::new(channel)
-                        .max_decoding_message_size(64 << 20)
-                        .max_encoding_message_size(64 << 20)
-                        .replicate(request)
-                        .await
-                }
-            })
-            .await?;
-        Ok(response.applied_seq)
+    /// Shard admin: ships a batch of changes to a standby; returns its position
+    /// (and whether it needs a full copy).
+    pub async fn replicate(
+        &self,
+        request: pb::ReplicateRequest,
+    ) -> Result<pb::ReplicateResponse, ClientError> {
+        // Standbys skip sequence numbers they have: safe to retry.
+        self.call(CallKind::LeaderRead, |channel| {
+            let request = request.clone();
+            async move {
+                AdminClient::new(channel)
+                    .max_decoding_message_size(64 << 20)
+                    .max_encoding_message_size(64 << 20)
+                    .replicate(request)
+                    .await
+            }
+        })
+        .await
+    }
+
+    /// Shard admin: the control plane's probe of the shard leader (role and
+    /// epoch convergence, write lease, positions).
+    pub async fn lease(&self, request: pb::LeaseRequest) -> Result<pb::LeaseResponse, ClientError> {
+        self.call(CallKind::LeaderRead, |channel| {
+            let request = request.clone();
+            async move { AdminClient::new(channel).lease(request).await }
+        })
+        .await
     }
 
     /// Shard admin: replication state of every replicated namespace (asks the

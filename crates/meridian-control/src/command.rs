@@ -55,6 +55,24 @@ pub enum ControlCommand {
         /// Who asked.
         requester: Requester,
     },
+    /// Makes a standby the namespace's primary: bumps the epoch (fencing the
+    /// old primary), swaps the roles, publishes the route, records the failover.
+    Failover {
+        /// The namespace.
+        namespace: String,
+        /// The standby shard to promote.
+        to_shard: String,
+        /// Why.
+        cause: String,
+        /// When the primary was declared failed (Unix ms).
+        detected_at_ms: u64,
+        /// The old primary's last known sequence number.
+        primary_seq: u64,
+        /// The promoted standby's sequence number.
+        promoted_seq: u64,
+        /// Who asked.
+        requester: Requester,
+    },
 }
 
 /// Why the control plane refused a command; decided identically on every replica.
@@ -82,6 +100,18 @@ pub enum ControlRejection {
     /// The region is not known.
     #[error("unknown region {0:?}")]
     UnknownRegion(String),
+    /// A failover target that is not one of the namespace's standbys.
+    #[error(
+        "shard {shard:?} holds no standby copy of namespace {namespace:?}; standbys: {standbys}"
+    )]
+    NotAStandby {
+        /// The namespace.
+        namespace: String,
+        /// The shard asked for.
+        shard: String,
+        /// Its standby shards.
+        standbys: String,
+    },
 }
 
 /// The result of a command.
@@ -101,6 +131,13 @@ pub enum ControlResult {
     /// The namespace and its route are gone from `routing_version`.
     NamespaceDeleted {
         /// Routing-table version without it.
+        routing_version: u64,
+    },
+    /// The namespace failed over.
+    FailedOver {
+        /// The record.
+        record: crate::model::FailoverRecord,
+        /// Routing-table version with the new primary.
         routing_version: u64,
     },
     /// Refused; the audit log records the refusal too.

@@ -22,6 +22,37 @@ pub struct ControlConfig {
     /// Regions to make known at start-up (written by the leader if missing or
     /// different).
     pub regions: Vec<RegionSeed>,
+    /// Probing shards, write leases and automatic failover.
+    pub failover: FailoverSection,
+}
+
+/// The global failover policy and the probes behind it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct FailoverSection {
+    /// How often the leader probes every shard.
+    pub probe_interval_ms: u64,
+    /// A probe without an answer in this time counts as failed.
+    pub probe_timeout_ms: u64,
+    /// Consecutive failed probes after which a shard is failed.
+    pub failed_probes: u32,
+    /// Write lease each successful probe grants the shard's leader. A standby is
+    /// promoted only once the old primary's lease has surely run out.
+    pub lease_ms: u64,
+    /// Fail over automatically; otherwise only record that the shard failed.
+    pub automatic: bool,
+}
+
+impl Default for FailoverSection {
+    fn default() -> Self {
+        Self {
+            probe_interval_ms: 1_000,
+            probe_timeout_ms: 800,
+            failed_probes: 3,
+            lease_ms: 3_500,
+            automatic: true,
+        }
+    }
 }
 
 /// Identity and storage of a control-plane member.
@@ -110,6 +141,22 @@ impl ControlConfig {
                 key: "cluster.initial_members",
                 reason,
             })?;
+        let failover = &self.failover;
+        if failover.failed_probes == 0 || failover.probe_interval_ms == 0 {
+            return Err(ConfigError::Invalid {
+                key: "failover.failed_probes",
+                reason: "probes and their interval must be positive".into(),
+            });
+        }
+        if failover.lease_ms <= failover.probe_interval_ms {
+            return Err(ConfigError::Invalid {
+                key: "failover.lease_ms",
+                reason: format!(
+                    "{} must exceed failover.probe_interval_ms ({}), or healthy shards lose their lease between probes",
+                    failover.lease_ms, failover.probe_interval_ms
+                ),
+            });
+        }
         for region in &self.regions {
             if region.jurisdictions.is_empty() {
                 return Err(ConfigError::Invalid {

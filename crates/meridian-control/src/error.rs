@@ -55,6 +55,9 @@ impl ControlError {
             ControlError::Rejected(ControlRejection::NamespaceExists(_)) => Code::AlreadyExists,
             ControlError::Rejected(ControlRejection::NamespaceNotFound(_)) => Code::NotFound,
             ControlError::Rejected(ControlRejection::UnknownRegion(_)) => Code::NotFound,
+            ControlError::Rejected(ControlRejection::NotAStandby { .. }) => {
+                Code::FailedPrecondition
+            }
             ControlError::Rejected(ControlRejection::ShardRegionMismatch { .. }) => {
                 Code::FailedPrecondition
             }

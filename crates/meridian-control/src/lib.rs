@@ -9,6 +9,9 @@
 //! - [`state`]: applying commands to the in-memory state (pure, deterministic).
 //! - [`node`], [`service`], [`server`]: a running member — request logic, the
 //!   `meridian.v1.Control` gRPC service (including `WatchRoutes`), health.
+//! - [`failover`]: the leader's health probes, write leases and automatic
+//!   failover of active-passive namespaces.
+//! - [`route_log`]: which routes changed at each recent version (route deltas).
 //! - [`admin_http`]: the JSON admin API and its OpenAPI document.
 //! - [`config`], [`error`]: configuration and the error-to-status mapping.
 //! - [`state_machine`]: the Raft [`Application`](meridian_raft::Application) that
@@ -21,6 +24,7 @@ pub mod admin_http;
 pub mod command;
 pub mod config;
 pub mod error;
+pub mod failover;
 pub mod model;
 pub mod node;
 pub mod placement;

@@ -139,3 +139,42 @@ pub struct AuditRecord {
     /// `ok`, or the refusal.
     pub outcome: String,
 }
+
+/// One failover of a namespace: why, when, from where to where, and the
+/// replication positions that bound what may have been lost.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FailoverRecord {
+    /// Sequence number, from 1.
+    pub id: u64,
+    /// The namespace.
+    pub namespace: String,
+    /// Old primary.
+    pub from_region: String,
+    /// Old primary's shard.
+    pub from_shard: String,
+    /// New primary.
+    pub to_region: String,
+    /// New primary's shard.
+    pub to_shard: String,
+    /// The namespace's epoch after the failover.
+    pub epoch: u64,
+    /// Why (the policy that fired, or the operator's request).
+    pub cause: String,
+    /// When the primary was declared failed (Unix ms).
+    pub detected_at_ms: u64,
+    /// When the new primary was chosen (Unix ms).
+    pub promoted_at_ms: u64,
+    /// The old primary's last known change sequence number.
+    pub primary_seq: u64,
+    /// The promoted standby's change sequence number: changes after it that
+    /// the old primary had are the possible loss.
+    pub promoted_seq: u64,
+}
+
+impl FailoverRecord {
+    /// Changes known to be missing from the new primary (the old primary may
+    /// have logged more after its last report).
+    pub fn known_loss(&self) -> u64 {
+        self.primary_seq.saturating_sub(self.promoted_seq)
+    }
+}

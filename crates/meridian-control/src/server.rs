@@ -56,6 +56,7 @@ pub async fn run(
         .map_err(|e| ControlError::Unavailable(format!("reflection service: {e}")))?;
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
     let seeder = tokio::spawn(node.clone().seed_regions());
+    let prober = tokio::spawn(crate::failover::run(node.clone()));
     let health_node = node.clone();
     let health_task = tokio::spawn(serve::report_health(
         health_reporter,
@@ -109,6 +110,7 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(5), grpc_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
     seeder.abort();
+    prober.abort();
     health_task.abort();
     node.raft.engine.sync_now()?;
     Ok(())

@@ -3,7 +3,7 @@
 
 use crate::command::{ControlCommand, ControlRejection, ControlResult, Requester};
 use crate::model::{AuditRecord, Namespace, Region, Route, Shard};
-use crate::placement;
+use crate::placement::{self, PlacementError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
@@ -18,6 +18,8 @@ pub enum Change {
     Namespace(String),
     /// An audit record was appended.
     Audit(u64),
+    /// A failover record was appended.
+    Failover(u64),
     /// The routing version or audit counter moved.
     Counters,
 }
@@ -44,6 +46,8 @@ pub struct ControlState {
     pub audit: BTreeMap<u64, AuditRecord>,
     /// Counters.
     pub counters: Counters,
+    /// Failovers by sequence number.
+    pub failovers: BTreeMap<u64, crate::model::FailoverRecord>,
     /// Namespaces per shard, derived from `namespaces` (placement picks the
     /// least-loaded shard; counting on every placement would cost O(namespaces)).
     /// Kept by `apply`; rebuilt by [`ControlState::rebuild_derived`] after loading.
@@ -240,6 +244,91 @@ impl ControlState {
                     routing_version: self.counters.routing_version,
                 })
             }
+            ControlCommand::Failover {
+                namespace,
+                to_shard,
+                cause,
+                detected_at_ms,
+                primary_seq,
+                promoted_seq,
+                requester,
+            } => {
+                let Some(current) = self.namespaces.get(&namespace).cloned() else {
+                    return Err(ControlRejection::NamespaceNotFound(namespace));
+                };
+                let Some(target) = current
+                    .standbys
+                    .iter()
+                    .find(|s| s.shard == to_shard)
+                    .cloned()
+                else {
+                    return Err(ControlRejection::NotAStandby {
+                        namespace,
+                        shard: to_shard,
+                        standbys: current
+                            .standbys
+                            .iter()
+                            .map(|s| format!("{} ({})", s.shard, s.region))
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                    });
+                };
+                // Residency is re-checked at every move, not trusted from placement.
+                let region = self
+                    .regions
+                    .get(&target.region)
+                    .ok_or_else(|| ControlRejection::UnknownRegion(target.region.clone()))?;
+                crate::residency::check_region(
+                    &namespace,
+                    &current.policy.allowed_jurisdictions,
+                    region,
+                    "failover target",
+                )
+                .map_err(|e| {
+                    ControlRejection::Placement(PlacementError::Residency(e.to_string()))
+                })?;
+                let mut moved = current.clone();
+                let old = crate::model::StandbyCopy {
+                    region: current.policy.home_region.clone(),
+                    shard: current.shard.clone(),
+                };
+                moved.epoch += 1;
+                moved.shard = target.shard.clone();
+                moved.policy.home_region = target.region.clone();
+                moved.standbys.retain(|s| s.shard != target.shard);
+                moved.standbys.push(old.clone());
+                moved.policy.standby_regions =
+                    moved.standbys.iter().map(|s| s.region.clone()).collect();
+                if let Some(load) = self.shard_load.get_mut(&old.shard) {
+                    *load = load.saturating_sub(1);
+                }
+                *self.shard_load.entry(target.shard.clone()).or_insert(0) += 1;
+                let id = self.failovers.keys().next_back().copied().unwrap_or(0) + 1;
+                let record = crate::model::FailoverRecord {
+                    id,
+                    namespace: namespace.clone(),
+                    from_region: old.region,
+                    from_shard: old.shard,
+                    to_region: target.region,
+                    to_shard: target.shard,
+                    epoch: moved.epoch,
+                    cause,
+                    detected_at_ms,
+                    promoted_at_ms: requester.at_unix_ms,
+                    primary_seq,
+                    promoted_seq,
+                };
+                self.namespaces.insert(namespace.clone(), moved);
+                self.failovers.insert(id, record.clone());
+                self.counters.routing_version += 1;
+                changes.push(Change::Namespace(namespace));
+                changes.push(Change::Failover(id));
+                changes.push(Change::Counters);
+                Ok(ControlResult::FailedOver {
+                    record,
+                    routing_version: self.counters.routing_version,
+                })
+            }
             ControlCommand::DeleteNamespace { name, .. } => {
                 let Some(removed) = self.namespaces.remove(&name) else {
                     return Err(ControlRejection::NamespaceNotFound(name));
@@ -291,6 +380,16 @@ fn describe(command: &ControlCommand) -> (Requester, String) {
                 policy.standby_regions,
                 policy.allowed_jurisdictions
             ),
+        ),
+        ControlCommand::Failover {
+            namespace,
+            to_shard,
+            cause,
+            requester,
+            ..
+        } => (
+            requester.clone(),
+            format!("failover namespace {namespace} to shard {to_shard}: {cause}"),
         ),
         ControlCommand::DeleteNamespace { name, requester } => {
             (requester.clone(), format!("delete namespace {name}"))

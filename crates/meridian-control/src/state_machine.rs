@@ -71,6 +71,7 @@ pub struct ControlStateMachine {
     shards: Keyspace,
     namespaces: Keyspace,
     audit: Keyspace,
+    failovers: Keyspace,
     meta: Keyspace,
     state: Arc<RwLock<ControlState>>,
     /// The routing-table version, announced after every applied command so
@@ -90,6 +91,7 @@ impl ControlStateMachine {
             shards: keyspace("control_shards")?,
             namespaces: keyspace("control_namespaces")?,
             audit: keyspace("control_audit")?,
+            failovers: keyspace("control_failovers")?,
             meta: keyspace("control_meta")?,
             state: Arc::new(RwLock::new(ControlState::default())),
             versions: tokio::sync::watch::channel(0).0,
@@ -142,6 +144,11 @@ impl ControlStateMachine {
             let record: crate::model::AuditRecord = decode(&raw)?;
             state.audit.insert(record.sequence, record);
         }
+        for guard in self.failovers.iter() {
+            let (_, raw) = guard.into_inner().map_err(to_io)?;
+            let record: crate::model::FailoverRecord = decode(&raw)?;
+            state.failovers.insert(record.id, record);
+        }
         if let Some(raw) = self.meta.get(COUNTERS_KEY).map_err(to_io)? {
             state.counters = decode::<Counters>(&raw)?;
         }
@@ -190,6 +197,11 @@ impl ControlStateMachine {
                     );
                 }
             }
+            Change::Failover(id) => {
+                if let Some(record) = state.failovers.get(id) {
+                    batch.insert(&self.failovers, id.to_be_bytes().to_vec(), encode(record)?);
+                }
+            }
             Change::Counters => {
                 batch.insert(&self.meta, COUNTERS_KEY.to_vec(), encode(&state.counters)?)
             }
@@ -205,6 +217,7 @@ impl Application for ControlStateMachine {
             self.shards.clone(),
             self.namespaces.clone(),
             self.audit.clone(),
+            self.failovers.clone(),
             self.meta.clone(),
         ]
     }
@@ -227,7 +240,10 @@ impl Application for ControlStateMachine {
                         log.record(version, RouteKey::Namespace(name.clone()))
                     }
                     Change::Shard(id) => log.record(version, RouteKey::Shard(id.clone())),
-                    Change::Region(_) | Change::Audit(_) | Change::Counters => {}
+                    Change::Region(_)
+                    | Change::Audit(_)
+                    | Change::Failover(_)
+                    | Change::Counters => {}
                 }
             }
         }

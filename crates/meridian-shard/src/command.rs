@@ -68,6 +68,10 @@ pub enum Command {
         epoch: u64,
         /// Whether to keep a log of its changes (for standbys to catch up from).
         log_changes: bool,
+        /// For a primary being demoted: the last sequence number the promoted
+        /// standby had. Logged changes after it are set aside as lost writes and
+        /// the copy is marked for a rebuild from the new primary.
+        fork_seq: Option<u64>,
     },
     /// Applies changes shipped from the namespace's primary, in sequence order;
     /// already-applied sequence numbers are skipped, a gap stops the batch.
@@ -85,6 +89,32 @@ pub enum Command {
         namespace: String,
         /// Last sequence number to drop.
         through: u64,
+    },
+    /// Starts rebuilding a standby copy from its primary: removes its keys and
+    /// change log.
+    ResyncBegin {
+        /// The namespace.
+        namespace: String,
+        /// The primary's epoch; must equal the standby's.
+        epoch: u64,
+    },
+    /// Loads part of the primary's copy during a rebuild.
+    ResyncEntries {
+        /// The namespace.
+        namespace: String,
+        /// The primary's epoch.
+        epoch: u64,
+        /// Keys with their values and versions.
+        entries: Vec<VersionedEntry>,
+    },
+    /// Ends a rebuild: the copy now equals the primary's at `through_seq`.
+    ResyncEnd {
+        /// The namespace.
+        namespace: String,
+        /// The primary's epoch.
+        epoch: u64,
+        /// The primary's sequence number the copy corresponds to.
+        through_seq: u64,
     },
 }
 

@@ -60,6 +60,13 @@ pub enum ShardError {
     /// Raft stopped or failed (UNAVAILABLE).
     #[error("raft unavailable: {0}")]
     Raft(String),
+    /// The shard's leader holds no write lease from the control plane, so it
+    /// may have been failed over: writes to replicated namespaces wait
+    /// (UNAVAILABLE; nothing was written).
+    #[error(
+        "no write lease: this shard has not been confirmed by the control plane recently, so writes to replicated namespaces are paused (it may have been failed over); nothing was written"
+    )]
+    NoLease,
     /// Listeners or TLS could not be set up (start-up only).
     #[error(transparent)]
     Net(#[from] meridian_net::NetError),
@@ -97,6 +104,7 @@ impl ShardError {
             ShardError::Storage(_) => Code::Internal,
             ShardError::Raft(_) => Code::Unavailable,
             ShardError::Net(_) => Code::Internal,
+            ShardError::NoLease => Code::Unavailable,
         }
     }
 }

@@ -34,6 +34,10 @@ pub struct ShardNode {
     /// Set once the control plane has accepted this node's registration (always
     /// true for a standalone shard).
     registered: AtomicBool,
+    /// Until when this node (as leader) may accept writes to replicated
+    /// namespaces; granted by the control plane's probes. The control plane
+    /// promotes a standby only after a lease it granted has surely run out.
+    lease_until: std::sync::Mutex<Option<std::time::Instant>>,
     /// Coalesced read barrier for strong reads (configured policy).
     strong_reads: ReadBarrier,
     /// Coalesced lease check for bounded and session reads.
@@ -80,6 +84,7 @@ impl ShardNode {
         let registered = AtomicBool::new(config.control.endpoints.is_empty());
         Ok(Arc::new(Self {
             registered,
+            lease_until: std::sync::Mutex::new(None),
             strong_reads,
             lease_reads,
             config,
@@ -134,6 +139,40 @@ impl ShardNode {
         }
     }
 
+    /// Grants this node a write lease of `duration` from now.
+    pub fn grant_lease(&self, duration: std::time::Duration) {
+        *self.lease_until.lock().unwrap_or_else(|e| e.into_inner()) =
+            Some(std::time::Instant::now() + duration);
+    }
+
+    /// Whether this node holds a current write lease.
+    pub fn has_lease(&self) -> bool {
+        self.lease_until
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_some_and(|until| std::time::Instant::now() < until)
+    }
+
+    /// A client write to a replicated namespace needs the lease: without it
+    /// this shard may already have been failed over.
+    fn check_lease(&self, command: &Command) -> Result<(), ShardError> {
+        let namespace = match command {
+            Command::Put { namespace, .. }
+            | Command::Delete { namespace, .. }
+            | Command::Txn { namespace, .. }
+            | Command::Import { namespace, .. } => namespace,
+            _ => return Ok(()),
+        };
+        let replicated = self
+            .machine
+            .namespace(namespace)
+            .is_some_and(|r| r.epoch > 0 && r.role == crate::command::NamespaceRole::Primary);
+        if replicated && !self.has_lease() {
+            return Err(ShardError::NoLease);
+        }
+        Ok(())
+    }
+
     /// Replicates `command` to a quorum (each member fsyncs before acknowledging),
     /// applies it, and returns its result. A state-machine rejection becomes an
     /// error.
@@ -141,6 +180,7 @@ impl ShardNode {
         if !self.raft.raft.is_leader() {
             return Err(self.not_leader());
         }
+        self.check_lease(&command)?;
         if let Err((free_bytes, min_free_bytes)) = self.disk.check() {
             return Err(ShardError::DiskFull {
                 free_bytes,
@@ -165,6 +205,12 @@ impl ShardNode {
             })?;
         let result: CommandResult = postcard::from_bytes(&response.data.0)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
+        // The lease may have run out while the write was committing; then a
+        // standby may already have been promoted, and this write must not be
+        // acknowledged as if it were safe (it is kept as a lost write if so).
+        if self.check_lease(&command).is_err() {
+            return Err(ShardError::OutcomeUnknown);
+        }
         match result {
             CommandResult::Rejected(rejection) => Err(ShardError::Rejected(rejection)),
             other => Ok(other),

@@ -31,6 +31,8 @@ const MAX_BATCH_CHANGES: usize = 1_024;
 pub const MAX_BATCH_BYTES: usize = 64 << 20;
 /// zstd level: fast, still a good ratio on key-value batches.
 const ZSTD_LEVEL: i32 = 3;
+/// Key-values per chunk of a full copy.
+const RESYNC_CHUNK: usize = 2_048;
 /// Trim the log once standbys are this many changes past the last trim.
 const TRIM_EVERY: u64 = 1_024;
 
@@ -44,6 +46,18 @@ pub fn encode_batch(changes: &[ChangeRecord]) -> std::io::Result<(Vec<u8>, usize
 /// Decodes a batch from the wire, refusing one that expands past
 /// [`MAX_BATCH_BYTES`].
 pub fn decode_batch(payload: &[u8]) -> std::io::Result<Vec<ChangeRecord>> {
+    let raw = zstd::bulk::decompress(payload, MAX_BATCH_BYTES)?;
+    postcard::from_bytes(&raw).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+}
+
+/// Compresses key-values for a full copy.
+pub fn encode_entries(entries: &[crate::command::VersionedEntry]) -> std::io::Result<Vec<u8>> {
+    let raw = postcard::to_stdvec(entries).map_err(std::io::Error::other)?;
+    zstd::bulk::compress(&raw, ZSTD_LEVEL)
+}
+
+/// Decodes key-values of a full copy (bounded like [`decode_batch`]).
+pub fn decode_entries(payload: &[u8]) -> std::io::Result<Vec<crate::command::VersionedEntry>> {
     let raw = zstd::bulk::decompress(payload, MAX_BATCH_BYTES)?;
     postcard::from_bytes(&raw).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
 }
@@ -255,7 +269,18 @@ async fn ship(
                     Err(err) => Err(err.to_string()),
                 }
             }
-            Some(position) => Ok(position),
+            Some(position) => Ok(pb::ReplicateResponse {
+                applied_seq: position,
+                resync_needed: false,
+            }),
+        };
+        // A diverged standby (a demoted primary) is rebuilt with a full copy.
+        let result = match result {
+            Ok(response) if response.resync_needed => {
+                full_copy(&node, &client, &namespace, record.epoch).await
+            }
+            Ok(response) => Ok(response.applied_seq),
+            Err(err) => Err(err),
         };
         match result {
             Ok(position) => {
@@ -315,10 +340,10 @@ async fn send_counted(
     epoch: u64,
     target: &Target,
     changes: &[ChangeRecord],
-) -> Result<u64, String> {
+) -> Result<pb::ReplicateResponse, String> {
     let (payload, raw) = encode_batch(changes).map_err(|e| e.to_string())?;
     let bytes = payload.len() as u64;
-    let result = send_payload(client, namespace, epoch, changes.len(), payload).await;
+    let result = send_payload(client, namespace, epoch, changes.len(), payload, None).await;
     if result.is_ok() {
         node.replication
             .raw_bytes_sent
@@ -336,9 +361,9 @@ async fn send(
     namespace: &str,
     epoch: u64,
     changes: &[ChangeRecord],
-) -> Result<u64, String> {
+) -> Result<pb::ReplicateResponse, String> {
     let (payload, _) = encode_batch(changes).map_err(|e| e.to_string())?;
-    send_payload(client, namespace, epoch, changes.len(), payload).await
+    send_payload(client, namespace, epoch, changes.len(), payload, None).await
 }
 
 async fn send_payload(
@@ -347,16 +372,62 @@ async fn send_payload(
     epoch: u64,
     count: usize,
     payload: Vec<u8>,
-) -> Result<u64, String> {
+    resync: Option<pb::ResyncChunk>,
+) -> Result<pb::ReplicateResponse, String> {
     client
         .replicate(pb::ReplicateRequest {
             namespace: namespace.to_string(),
             epoch,
             count: count as u32,
             payload,
+            resync,
         })
         .await
         .map_err(|e| e.to_string())
+}
+
+/// Rebuilds a diverged standby with a full copy of the namespace as of one
+/// sequence number; returns that number (the standby's new position).
+async fn full_copy(
+    node: &ShardNode,
+    client: &Client,
+    namespace: &str,
+    epoch: u64,
+) -> Result<u64, String> {
+    let (through_seq, entries) = node
+        .machine
+        .copy_at_seq(namespace)
+        .map_err(|e| e.to_string())?;
+    tracing::info!(%namespace, through_seq, keys = entries.len(), "rebuilding a diverged standby");
+    let chunks: Vec<&[crate::command::VersionedEntry]> = if entries.is_empty() {
+        vec![&[]]
+    } else {
+        entries.chunks(RESYNC_CHUNK).collect()
+    };
+    let last = chunks.len() - 1;
+    let mut position = 0;
+    for (i, chunk) in chunks.into_iter().enumerate() {
+        let payload = if chunk.is_empty() {
+            Vec::new()
+        } else {
+            encode_entries(chunk).map_err(|e| e.to_string())?
+        };
+        let response = send_payload(
+            client,
+            namespace,
+            epoch,
+            chunk.len(),
+            payload,
+            Some(pb::ResyncChunk {
+                first: i == 0,
+                last: i == last,
+                through_seq,
+            }),
+        )
+        .await?;
+        position = response.applied_seq;
+    }
+    Ok(position)
 }
 
 /// Drops log entries every standby has; returns the new trim point.

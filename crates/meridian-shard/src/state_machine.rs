@@ -34,6 +34,9 @@ pub struct NamespaceRecord {
     pub log_changes: bool,
     /// Change-log entries up to this sequence number have been dropped.
     pub trimmed_through: u64,
+    /// This copy diverged (a demoted primary with lost writes) or is being
+    /// rebuilt: it takes no changes until a full copy from the primary ends.
+    pub resync_needed: bool,
 }
 
 /// The first stored form of [`NamespaceRecord`], read and upgraded on load.
@@ -62,6 +65,9 @@ pub struct KvStateMachine {
     /// Per-namespace change logs (`namespace, 0, seq` -> [`ChangeRecord`]) of
     /// namespaces with standbys.
     changes: Keyspace,
+    /// Writes a demoted primary had acknowledged but its successor never got
+    /// (`namespace, 0, epoch, seq` -> [`ChangeRecord`]), kept for the operator.
+    lost: Keyspace,
     /// All namespace records, mirrored in memory: every request checks its
     /// namespace, and the list is small (bounded by `max_namespaces`).
     cache: RwLock<BTreeMap<String, NamespaceRecord>>,
@@ -84,11 +90,13 @@ impl KvStateMachine {
         let data = engine.keyspace("kv_data", KeyspaceCreateOptions::default)?;
         let namespaces = engine.keyspace("kv_namespaces", KeyspaceCreateOptions::default)?;
         let changes = engine.keyspace("kv_changes", KeyspaceCreateOptions::default)?;
+        let lost = engine.keyspace("kv_lost", KeyspaceCreateOptions::default)?;
         let machine = Self {
             db: engine.database().clone(),
             data,
             namespaces,
             changes,
+            lost,
             cache: RwLock::new(BTreeMap::new()),
         };
         machine.reload_cache()?;
@@ -134,6 +142,24 @@ impl KvStateMachine {
                 postcard::from_bytes(&raw)
                     .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
             );
+        }
+        Ok(out)
+    }
+
+    /// Writes of `namespace` set aside when this shard was demoted: `(epoch
+    /// they were written in, change)`, in order.
+    pub fn lost_writes(&self, namespace: &str) -> io::Result<Vec<(u64, ChangeRecord)>> {
+        let mut out = Vec::new();
+        for guard in self.lost.prefix(keys::namespace_prefix(namespace)) {
+            let (stored_key, raw) = guard.into_inner().map_err(storage_error)?;
+            let suffix = keys::user_key(namespace, &stored_key);
+            let epoch = suffix
+                .get(..8)
+                .and_then(|b| b.try_into().ok())
+                .map_or(0, u64::from_be_bytes);
+            let change = postcard::from_bytes(&raw)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            out.push((epoch, change));
         }
         Ok(out)
     }
@@ -211,6 +237,31 @@ impl KvStateMachine {
         Ok(())
     }
 
+    /// Every key-value of `namespace` with the change sequence number they
+    /// correspond to, from one point-in-time view (for rebuilding a standby).
+    pub fn copy_at_seq(&self, namespace: &str) -> io::Result<(u64, Vec<VersionedEntry>)> {
+        use fjall::Readable;
+        let view = self.db.snapshot();
+        let seq = match view
+            .get(&self.namespaces, namespace.as_bytes())
+            .map_err(storage_error)?
+        {
+            Some(raw) => decode_record(&raw)?.change_seq,
+            None => 0,
+        };
+        let mut entries = Vec::new();
+        for guard in view.prefix(&self.data, keys::namespace_prefix(namespace)) {
+            let (stored_key, raw) = guard.into_inner().map_err(storage_error)?;
+            let (version, value) = decode_stored(&raw)?;
+            entries.push(VersionedEntry {
+                key: keys::user_key(namespace, &stored_key).to_vec(),
+                value,
+                version,
+            });
+        }
+        Ok((seq, entries))
+    }
+
     /// The integrity digest of `namespace` as this replica holds it now.
     pub fn digest(&self, namespace: &str) -> io::Result<(String, u64)> {
         let mut digest = crate::digest::NamespaceDigest::default();
@@ -265,6 +316,7 @@ impl KvStateMachine {
                     change_seq: 0,
                     log_changes: false,
                     trimmed_through: 0,
+                    resync_needed: false,
                 };
                 batch.insert(
                     &self.namespaces,
@@ -329,7 +381,52 @@ impl KvStateMachine {
                 role,
                 epoch,
                 log_changes,
-            } => self.configure(&namespace, role, epoch, log_changes, batch),
+                fork_seq,
+            } => self.configure(&namespace, role, epoch, log_changes, fork_seq, batch),
+            Command::ResyncBegin { namespace, epoch } => {
+                self.resync_step(&namespace, epoch, batch, |machine, record, batch| {
+                    let prefix = keys::namespace_prefix(&namespace);
+                    for key in batch.keys_with_prefix(&machine.data, &prefix)? {
+                        batch.remove(&machine.data, key);
+                    }
+                    for key in batch.keys_with_prefix(&machine.changes, &prefix)? {
+                        batch.remove(&machine.changes, key);
+                    }
+                    record.key_count = 0;
+                    record.change_seq = 0;
+                    record.trimmed_through = 0;
+                    record.resync_needed = true;
+                    Ok(())
+                })
+            }
+            Command::ResyncEntries {
+                namespace,
+                epoch,
+                entries,
+            } => self.resync_step(&namespace, epoch, batch, |machine, record, batch| {
+                for entry in entries {
+                    let data_key = keys::data_key(&namespace, &entry.key);
+                    if batch.get(&machine.data, &data_key)?.is_none() {
+                        record.key_count += 1;
+                    }
+                    batch.insert(
+                        &machine.data,
+                        data_key,
+                        keys::encode_value(entry.version, &entry.value),
+                    );
+                }
+                Ok(())
+            }),
+            Command::ResyncEnd {
+                namespace,
+                epoch,
+                through_seq,
+            } => self.resync_step(&namespace, epoch, batch, |_, record, _| {
+                record.change_seq = through_seq;
+                record.trimmed_through = through_seq;
+                record.resync_needed = false;
+                Ok(())
+            }),
             Command::ApplyReplicated {
                 namespace,
                 epoch,
@@ -413,13 +510,16 @@ impl KvStateMachine {
         Ok(())
     }
 
-    /// Sets role, epoch and change logging; never moves an epoch back.
+    /// Sets role, epoch and change logging; never moves an epoch back. A
+    /// primary demoted with `fork_seq` sets aside its changes after it (lost
+    /// writes) and waits for a rebuild.
     fn configure(
         &self,
         namespace: &str,
         role: NamespaceRole,
         epoch: u64,
         log_changes: bool,
+        fork_seq: Option<u64>,
         batch: &mut ApplyBatch,
     ) -> io::Result<CommandResult> {
         let Some(mut record) = self.namespace(namespace) else {
@@ -433,6 +533,29 @@ impl KvStateMachine {
                 current: record.epoch,
                 requested: epoch,
             }));
+        }
+        if let Some(fork) = fork_seq
+            && record.role == NamespaceRole::Primary
+            && role == NamespaceRole::Standby
+            && epoch > record.epoch
+            && record.change_seq > fork
+        {
+            for change in self.changes_after(namespace, fork, usize::MAX)? {
+                let mut lost_key = keys::namespace_prefix(namespace);
+                lost_key.extend_from_slice(&record.epoch.to_be_bytes());
+                lost_key.extend_from_slice(&change.seq.to_be_bytes());
+                batch.insert(
+                    &self.lost,
+                    lost_key,
+                    postcard::to_stdvec(&change).map_err(io::Error::other)?,
+                );
+                batch.remove(
+                    &self.changes,
+                    keys::data_key(namespace, &change.seq.to_be_bytes()),
+                );
+            }
+            record.change_seq = fork;
+            record.resync_needed = true;
         }
         record.role = role;
         record.epoch = epoch;
@@ -465,6 +588,11 @@ impl KvStateMachine {
                 current: record.epoch,
                 requested: epoch,
             }));
+        }
+        if record.resync_needed {
+            return Ok(CommandResult::Replicated {
+                applied_seq: record.change_seq,
+            });
         }
         for change in changes {
             if change.seq <= record.change_seq {
@@ -505,6 +633,37 @@ impl KvStateMachine {
                 );
             }
         }
+        let applied_seq = record.change_seq;
+        self.store_record(namespace, record, batch)?;
+        Ok(CommandResult::Replicated { applied_seq })
+    }
+
+    /// One step of a rebuild from the primary: only on a standby of `epoch`.
+    fn resync_step(
+        &self,
+        namespace: &str,
+        epoch: u64,
+        batch: &mut ApplyBatch,
+        step: impl FnOnce(&Self, &mut NamespaceRecord, &mut ApplyBatch) -> io::Result<()>,
+    ) -> io::Result<CommandResult> {
+        let Some(mut record) = self.namespace(namespace) else {
+            return Ok(CommandResult::Rejected(Rejection::NamespaceNotFound {
+                name: namespace.to_string(),
+            }));
+        };
+        if record.role != NamespaceRole::Standby {
+            return Ok(CommandResult::Rejected(Rejection::NotStandby {
+                name: namespace.to_string(),
+            }));
+        }
+        if epoch != record.epoch {
+            return Ok(CommandResult::Rejected(Rejection::StaleEpoch {
+                name: namespace.to_string(),
+                current: record.epoch,
+                requested: epoch,
+            }));
+        }
+        step(self, &mut record, batch)?;
         let applied_seq = record.change_seq;
         self.store_record(namespace, record, batch)?;
         Ok(CommandResult::Replicated { applied_seq })
@@ -704,6 +863,7 @@ fn decode_record(raw: &[u8]) -> io::Result<NamespaceRecord> {
                 change_seq: 0,
                 log_changes: false,
                 trimmed_through: 0,
+                resync_needed: false,
             })
         }
         _ => Err(io::Error::new(
@@ -725,6 +885,7 @@ impl Application for KvStateMachine {
             self.data.clone(),
             self.namespaces.clone(),
             self.changes.clone(),
+            self.lost.clone(),
         ]
     }
 
@@ -1071,6 +1232,7 @@ mod tests {
             role: NamespaceRole::Primary,
             epoch: 1,
             log_changes: true,
+            fork_seq: None,
         });
         assert_eq!(configured, CommandResult::Configured);
         primary.put("a", "1");
@@ -1089,6 +1251,7 @@ mod tests {
             role: NamespaceRole::Standby,
             epoch: 1,
             log_changes: true,
+            fork_seq: None,
         });
         // Client writes are refused on a standby.
         assert!(matches!(
@@ -1140,6 +1303,7 @@ mod tests {
                 role: NamespaceRole::Primary,
                 epoch: 0,
                 log_changes: true,
+                fork_seq: None,
             }),
             CommandResult::Rejected(Rejection::StaleEpoch { .. })
         ));

@@ -44,6 +44,178 @@ impl AdminService {
             })
     }
 
+    async fn replicate_inner(
+        &self,
+        request: pb::ReplicateRequest,
+    ) -> Result<pb::ReplicateResponse, ShardError> {
+        validate_namespace_name(&request.namespace)?;
+        let Some(record) = self.node.machine.namespace(&request.namespace) else {
+            return Err(ShardError::Rejected(Rejection::NamespaceNotFound {
+                name: request.namespace.clone(),
+            }));
+        };
+        if let Some(resync) = request.resync {
+            return self
+                .resync_chunk(&request.namespace, request.epoch, resync, &request.payload)
+                .await;
+        }
+        let changes = crate::replication::decode_batch(&request.payload).map_err(|e| {
+            LimitError::Malformed(format!(
+                "replication payload (at most {} bytes decompressed): {e}",
+                crate::replication::MAX_BATCH_BYTES
+            ))
+        })?;
+        if changes.len() != request.count as usize {
+            return Err(LimitError::Malformed(format!(
+                "replication batch holds {} changes, the request says {}",
+                changes.len(),
+                request.count
+            ))
+            .into());
+        }
+        if record.epoch != request.epoch {
+            return Err(ShardError::Rejected(Rejection::StaleEpoch {
+                name: request.namespace.clone(),
+                current: record.epoch,
+                requested: request.epoch,
+            }));
+        }
+        // Nothing new (or a copy waiting for a rebuild): answer the position
+        // without a Raft round, after a barrier so it is what a quorum has.
+        if record.resync_needed || changes.iter().all(|c| c.seq <= record.change_seq) {
+            self.node.read_barrier(None).await?;
+            let now = self.node.machine.namespace(&request.namespace);
+            return Ok(pb::ReplicateResponse {
+                applied_seq: now.map_or(0, |r| r.change_seq),
+                resync_needed: now.is_some_and(|r| r.resync_needed),
+            });
+        }
+        match self
+            .node
+            .propose(Command::ApplyReplicated {
+                namespace: request.namespace.clone(),
+                epoch: request.epoch,
+                changes,
+            })
+            .await?
+        {
+            CommandResult::Replicated { applied_seq } => Ok(pb::ReplicateResponse {
+                applied_seq,
+                resync_needed: false,
+            }),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// One chunk of a full copy into a diverged standby.
+    async fn resync_chunk(
+        &self,
+        namespace: &str,
+        epoch: u64,
+        resync: pb::ResyncChunk,
+        payload: &[u8],
+    ) -> Result<pb::ReplicateResponse, ShardError> {
+        let mut applied_seq = 0;
+        let propose = |command| async { self.node.propose(command).await };
+        if resync.first {
+            propose(Command::ResyncBegin {
+                namespace: namespace.to_string(),
+                epoch,
+            })
+            .await?;
+        }
+        if !payload.is_empty() {
+            let entries = crate::replication::decode_entries(payload)
+                .map_err(|e| LimitError::Malformed(format!("resync payload: {e}")))?;
+            propose(Command::ResyncEntries {
+                namespace: namespace.to_string(),
+                epoch,
+                entries,
+            })
+            .await?;
+        }
+        if resync.last {
+            if let CommandResult::Replicated { applied_seq: seq } = propose(Command::ResyncEnd {
+                namespace: namespace.to_string(),
+                epoch,
+                through_seq: resync.through_seq,
+            })
+            .await?
+            {
+                applied_seq = seq;
+            }
+        }
+        Ok(pb::ReplicateResponse {
+            applied_seq,
+            resync_needed: !resync.last,
+        })
+    }
+
+    /// The control plane's probe: converge roles and epochs, then grant the
+    /// write lease, then report positions.
+    async fn lease_inner(
+        &self,
+        request: pb::LeaseRequest,
+    ) -> Result<pb::LeaseResponse, ShardError> {
+        if !self.node.raft.raft.is_leader() {
+            return Err(self.node.not_leader());
+        }
+        for desired in &request.desired {
+            let role = match desired.role() {
+                pb::NamespaceRole::Primary => NamespaceRole::Primary,
+                pb::NamespaceRole::Standby => NamespaceRole::Standby,
+                pb::NamespaceRole::Unspecified => continue,
+            };
+            let Some(record) = self.node.machine.namespace(&desired.namespace) else {
+                continue;
+            };
+            if (record.role, record.epoch) == (role, desired.epoch) || desired.epoch < record.epoch
+            {
+                continue;
+            }
+            tracing::info!(
+                namespace = %desired.namespace,
+                from = ?(record.role, record.epoch),
+                to = ?(role, desired.epoch),
+                "control plane changes this namespace's role"
+            );
+            self.node
+                .propose(Command::ConfigureNamespace {
+                    namespace: desired.namespace.clone(),
+                    role,
+                    epoch: desired.epoch,
+                    log_changes: true,
+                    fork_seq: (role == NamespaceRole::Standby).then_some(desired.fork_seq),
+                })
+                .await?;
+        }
+        // Only after every demotion above is applied: a lease never covers a
+        // namespace this shard no longer owns.
+        self.node
+            .grant_lease(std::time::Duration::from_millis(request.lease_ms));
+        let positions = self
+            .node
+            .machine
+            .namespaces()
+            .into_iter()
+            .filter(|(_, r)| r.epoch > 0)
+            .map(|(name, r)| pb::NamespacePosition {
+                namespace: name,
+                role: match r.role {
+                    NamespaceRole::Primary => pb::NamespaceRole::Primary as i32,
+                    NamespaceRole::Standby => pb::NamespaceRole::Standby as i32,
+                },
+                epoch: r.epoch,
+                change_seq: r.change_seq,
+                resync_needed: r.resync_needed,
+            })
+            .collect();
+        Ok(pb::LeaseResponse {
+            node_id: self.node.id(),
+            positions,
+        })
+    }
+
     async fn create_namespace(&self, name: String) -> Result<pb::NamespaceInfo, ShardError> {
         validate_namespace_name(&name)?;
         let result = self
@@ -438,6 +610,7 @@ impl Admin for AdminService {
                     role,
                     epoch: request.epoch,
                     log_changes: true,
+                    fork_seq: None,
                 })
                 .await?
             {
@@ -467,62 +640,18 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::ReplicateResponse>, Status> {
         let started = Instant::now();
         let request = request.into_inner();
-        let result = async {
-            validate_namespace_name(&request.namespace)?;
-            let changes = crate::replication::decode_batch(&request.payload).map_err(|e| {
-                LimitError::Malformed(format!(
-                    "replication payload (at most {} bytes decompressed): {e}",
-                    crate::replication::MAX_BATCH_BYTES
-                ))
-            })?;
-            if changes.len() != request.count as usize {
-                return Err(LimitError::Malformed(format!(
-                    "replication batch holds {} changes, the request says {}",
-                    changes.len(),
-                    request.count
-                ))
-                .into());
-            }
-            let Some(record) = self.node.machine.namespace(&request.namespace) else {
-                return Err(ShardError::Rejected(Rejection::NamespaceNotFound {
-                    name: request.namespace.clone(),
-                }));
-            };
-            // Nothing new: answer the position without a Raft round (after a
-            // barrier, so the answer is what a quorum has).
-            if changes.iter().all(|c| c.seq <= record.change_seq) {
-                self.node.read_barrier(None).await?;
-                let applied_seq = self
-                    .node
-                    .machine
-                    .namespace(&request.namespace)
-                    .map_or(0, |r| r.change_seq);
-                if record.epoch != request.epoch {
-                    return Err(ShardError::Rejected(Rejection::StaleEpoch {
-                        name: request.namespace.clone(),
-                        current: record.epoch,
-                        requested: request.epoch,
-                    }));
-                }
-                return Ok(pb::ReplicateResponse { applied_seq });
-            }
-            match self
-                .node
-                .propose(Command::ApplyReplicated {
-                    namespace: request.namespace.clone(),
-                    epoch: request.epoch,
-                    changes,
-                })
-                .await?
-            {
-                CommandResult::Replicated { applied_seq } => {
-                    Ok(pb::ReplicateResponse { applied_seq })
-                }
-                other => Err(unexpected(other)),
-            }
-        }
-        .await;
+        let result = self.replicate_inner(request).await;
         finish(&self.node.metrics, "Replicate", None, started, result)
+    }
+
+    async fn lease(
+        &self,
+        request: Request<pb::LeaseRequest>,
+    ) -> Result<Response<pb::LeaseResponse>, Status> {
+        let started = Instant::now();
+        let request = request.into_inner();
+        let result = self.lease_inner(request).await;
+        finish(&self.node.metrics, "Lease", None, started, result)
     }
 
     async fn replication_status(
