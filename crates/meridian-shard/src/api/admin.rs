@@ -134,16 +134,15 @@ impl AdminService {
             })
             .await?;
         }
-        if resync.last {
-            if let CommandResult::Replicated { applied_seq: seq } = propose(Command::ResyncEnd {
+        if resync.last
+            && let CommandResult::Replicated { applied_seq: seq } = propose(Command::ResyncEnd {
                 namespace: namespace.to_string(),
                 epoch,
                 through_seq: resync.through_seq,
             })
             .await?
-            {
-                applied_seq = seq;
-            }
+        {
+            applied_seq = seq;
         }
         Ok(pb::ReplicateResponse {
             applied_seq,
