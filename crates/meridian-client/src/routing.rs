@@ -636,6 +636,51 @@ impl Client {
         .await
     }
 
+    /// Shard admin: writes set aside as lost when this shard was demoted.
+    pub async fn lost_writes(&self, namespace: &str) -> Result<Vec<pb::LostWrite>, ClientError> {
+        let request = pb::LostWritesRequest {
+            namespace: namespace.to_string(),
+        };
+        let response = self
+            .call(CallKind::LeaderRead, |channel| {
+                let request = request.clone();
+                async move { AdminClient::new(channel).lost_writes(request).await }
+            })
+            .await?;
+        Ok(response.writes)
+    }
+
+    /// Control plane: failovers, oldest first (of one namespace if given).
+    pub async fn list_failovers(
+        &self,
+        namespace: Option<&str>,
+    ) -> Result<Vec<pb::FailoverInfo>, ClientError> {
+        let request = pb::ListFailoversRequest {
+            namespace: namespace.unwrap_or_default().to_string(),
+        };
+        let response = self
+            .call(CallKind::LeaderRead, |channel| {
+                let request = request.clone();
+                async move { ControlClient::new(channel).list_failovers(request).await }
+            })
+            .await?;
+        Ok(response.failovers)
+    }
+
+    /// Control plane: a manual failover (see `FailoverRequest`).
+    pub async fn failover(
+        &self,
+        request: pb::FailoverRequest,
+    ) -> Result<Vec<pb::FailoverInfo>, ClientError> {
+        let response = self
+            .call(CallKind::Write, |channel| {
+                let request = request.clone();
+                async move { ControlClient::new(channel).failover(request).await }
+            })
+            .await?;
+        Ok(response.failovers)
+    }
+
     /// Control plane: one namespace's route (linearizable), with the routing
     /// version it reflects.
     pub async fn get_route(&self, namespace: &str) -> Result<pb::GetRouteResponse, ClientError> {

@@ -157,8 +157,14 @@ async fn probe_all(
         let Some(client) = client_for(node, clients, &shard, members, timeout) else {
             continue;
         };
+        let draining = node
+            .draining
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&shard);
         let request = pb::LeaseRequest {
-            lease_ms: config.lease_ms,
+            // A shard being drained keeps answering probes but gets no lease.
+            lease_ms: if draining { 0 } else { config.lease_ms },
             desired: desired.remove(&shard).unwrap_or_default(),
         };
         probes.push(tokio::spawn(async move {
@@ -184,6 +190,17 @@ async fn probe_all(
                     .into_iter()
                     .map(|p| (p.namespace, (p.role, p.change_seq, p.resync_needed)))
                     .collect();
+                node.positions
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(
+                        shard.clone(),
+                        entry
+                            .positions
+                            .iter()
+                            .map(|(ns, (_, seq, _))| (ns.clone(), *seq))
+                            .collect(),
+                    );
             }
             Ok(Err(err)) => note_failure(entry, &shard, config, &err.to_string()),
             Err(_) => note_failure(entry, &shard, config, "probe timed out"),
@@ -334,4 +351,253 @@ pub async fn promote_now(
     {
         tracing::warn!(shard = %record.to_shard, error = %err, "promotion probe failed; the next round retries");
     }
+}
+
+/// A manual failover, drain or promotion: which namespaces, to where.
+#[derive(Debug, Clone)]
+pub struct ManualFailover {
+    /// One namespace, or empty for every namespace matching `from_region`.
+    pub namespace: String,
+    /// Only namespaces homed here (empty: any).
+    pub from_region: String,
+    /// The standby region to promote (empty: the standby with the most data).
+    pub to_region: String,
+    /// Skip the drain (the primary is gone): wait out its lease instead.
+    pub force: bool,
+    /// Who asked.
+    pub actor: String,
+}
+
+/// How long a drain waits for the standby to catch up.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Runs a manual failover through the same path as the automatic one. With a
+/// reachable primary it drains first: the primary's write lease is revoked (it
+/// refuses writes), the standby catches up to the primary's last change, and
+/// only then is the standby promoted — nothing acknowledged is lost, even in
+/// async mode. Residency is checked for every target.
+pub async fn manual(
+    node: &Arc<ControlNode>,
+    request: ManualFailover,
+) -> Result<Vec<FailoverRecord>, crate::error::ControlError> {
+    use crate::error::ControlError;
+    let config = node.config.failover.clone();
+    let plans: Vec<(crate::model::Namespace, crate::model::StandbyCopy)> =
+        node.with_state(|state| {
+            let mut plans = Vec::new();
+            for namespace in state.namespaces.values() {
+                let selected = if request.namespace.is_empty() {
+                    request.from_region.is_empty()
+                        || namespace.policy.home_region == request.from_region
+                } else {
+                    namespace.name == request.namespace
+                };
+                if !selected || !namespace.replicated() {
+                    continue;
+                }
+                let target = if request.to_region.is_empty() {
+                    namespace.standbys.first().cloned()
+                } else {
+                    namespace
+                        .standbys
+                        .iter()
+                        .find(|s| s.region == request.to_region)
+                        .cloned()
+                };
+                if let Some(target) = target {
+                    plans.push((namespace.clone(), target));
+                }
+            }
+            Ok::<_, ControlError>(plans)
+        })?;
+    if plans.is_empty() {
+        // Say exactly why: unknown namespace, residency, or no such standby.
+        return Err(explain_no_plan(node, &request));
+    }
+    let mut records = Vec::new();
+    let mut clients = HashMap::new();
+    for (namespace, target) in plans {
+        let record = move_one(node, &config, &namespace, &target, &request, &mut clients).await?;
+        log_failover(&record);
+        promote_now(node, &config, &record, &mut clients).await;
+        records.push(record);
+    }
+    Ok(records)
+}
+
+fn explain_no_plan(node: &ControlNode, request: &ManualFailover) -> crate::error::ControlError {
+    use crate::command::ControlRejection;
+    use crate::error::ControlError;
+    node.with_state(|state| {
+        if !request.namespace.is_empty() {
+            let Some(namespace) = state.namespaces.get(&request.namespace) else {
+                return ControlRejection::NamespaceNotFound(request.namespace.clone()).into();
+            };
+            if !request.to_region.is_empty() {
+                if let Some(region) = state.regions.get(&request.to_region)
+                    && let Err(violation) = crate::residency::check_region(
+                        &namespace.name,
+                        &namespace.policy.allowed_jurisdictions,
+                        region,
+                        "failover target",
+                    )
+                {
+                    return ControlRejection::Placement(
+                        crate::placement::PlacementError::Residency(violation.to_string()),
+                    )
+                    .into();
+                }
+                return ControlRejection::NotAStandby {
+                    namespace: namespace.name.clone(),
+                    shard: format!("(region {})", request.to_region),
+                    standbys: namespace
+                        .standbys
+                        .iter()
+                        .map(|s| format!("{} ({})", s.shard, s.region))
+                        .collect::<Vec<_>>()
+                        .join(", "),
+                }
+                .into();
+            }
+            return ControlError::Invalid(format!(
+                "namespace {:?} has no standby to fail over to (mode {:?})",
+                namespace.name, namespace.policy.mode
+            ));
+        }
+        ControlError::Invalid(format!(
+            "no active-passive namespace homed in {:?} has a standby in {:?}",
+            request.from_region, request.to_region
+        ))
+    })
+}
+
+async fn move_one(
+    node: &Arc<ControlNode>,
+    config: &crate::config::FailoverSection,
+    namespace: &crate::model::Namespace,
+    target: &crate::model::StandbyCopy,
+    request: &ManualFailover,
+    clients: &mut HashMap<String, (Vec<String>, Arc<Client>)>,
+) -> Result<FailoverRecord, crate::error::ControlError> {
+    use crate::error::ControlError;
+    let timeout = Duration::from_millis(config.probe_timeout_ms);
+    let members = |shard: &str| -> Vec<String> {
+        node.with_state(|state| {
+            state
+                .shards
+                .get(shard)
+                .map(|s| s.members.values().map(|m| m.address.clone()).collect())
+                .unwrap_or_default()
+        })
+    };
+    let primary = client_for(
+        node,
+        clients,
+        &namespace.shard,
+        members(&namespace.shard),
+        timeout,
+    )
+    .ok_or_else(|| ControlError::Unavailable("primary shard has no members".into()))?;
+    let standby = client_for(
+        node,
+        clients,
+        &target.shard,
+        members(&target.shard),
+        timeout,
+    )
+    .ok_or_else(|| ControlError::Unavailable("standby shard has no members".into()))?;
+    node.draining
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(namespace.shard.clone());
+    let result = async {
+        let detected_at_ms = now_unix_ms();
+        let position = |response: &pb::LeaseResponse| {
+            response
+                .positions
+                .iter()
+                .find(|p| p.namespace == namespace.name)
+                .map_or(0, |p| p.change_seq)
+        };
+        // Revoke the primary's lease; the answer is its final position.
+        let revoke = pb::LeaseRequest {
+            lease_ms: 0,
+            desired: Vec::new(),
+        };
+        // A probe built before this shard was marked draining may still land
+        // and grant a lease: revoke, let such probes time out, revoke again.
+        if primary.lease(revoke.clone()).await.is_ok() {
+            tokio::time::sleep(timeout * 2).await;
+        }
+        let (primary_seq, cause) = match primary.lease(revoke.clone()).await {
+            Ok(response) => (
+                Some(position(&response)),
+                format!("manual failover by {} (drained)", request.actor),
+            ),
+            Err(err) if request.force => {
+                tracing::warn!(error = %err, "primary unreachable; waiting out its lease");
+                tokio::time::sleep(Duration::from_millis(config.lease_ms) + LEASE_MARGIN).await;
+                (None, format!("manual failover by {} (forced: primary unreachable)", request.actor))
+            }
+            Err(err) => {
+                return Err(ControlError::Unavailable(format!(
+                    "the primary of {:?} cannot be drained ({err}); retry, or pass --force to fail over without draining",
+                    namespace.name
+                )));
+            }
+        };
+        // Wait until the standby has everything the primary logged.
+        let deadline = Instant::now() + DRAIN_TIMEOUT;
+        let promoted_seq = loop {
+            let standby_seq = standby
+                .lease(pb::LeaseRequest {
+                    lease_ms: config.lease_ms,
+                    desired: Vec::new(),
+                })
+                .await
+                .map(|r| position(&r))
+                .map_err(|e| ControlError::Unavailable(format!("standby {}: {e}", target.shard)))?;
+            match primary_seq {
+                Some(goal) if standby_seq < goal => {
+                    if Instant::now() > deadline {
+                        return Err(ControlError::Unavailable(format!(
+                            "standby {} reached change {standby_seq} of {goal} within {:?}; writes resume on the primary",
+                            target.shard, DRAIN_TIMEOUT
+                        )));
+                    }
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                _ => break standby_seq,
+            }
+        };
+        let last_known = node
+            .positions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&namespace.shard)
+            .and_then(|p| p.get(&namespace.name).copied())
+            .unwrap_or(0);
+        let command = ControlCommand::Failover {
+            namespace: namespace.name.clone(),
+            to_shard: target.shard.clone(),
+            cause,
+            detected_at_ms,
+            primary_seq: primary_seq.unwrap_or(last_known),
+            promoted_seq,
+            requester: Requester {
+                actor: request.actor.clone(),
+                at_unix_ms: now_unix_ms(),
+            },
+        };
+        match node.propose(command).await? {
+            ControlResult::FailedOver { record, .. } => Ok(record),
+            other => Err(ControlError::Unavailable(format!("unexpected result {other:?}"))),
+        }
+    }
+    .await;
+    node.draining
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .remove(&namespace.shard);
+    result
 }

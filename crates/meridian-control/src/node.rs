@@ -26,6 +26,11 @@ pub struct ControlNode {
     pub machine: Arc<ControlStateMachine>,
     /// How shards and peers are dialed (TLS, WAN rewrites).
     pub dialer: meridian_net::Dialer,
+    /// Shards being drained: probes grant them no write lease.
+    pub draining: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Each shard's namespace positions from its last successful probe.
+    pub positions:
+        std::sync::Mutex<std::collections::HashMap<String, std::collections::HashMap<String, u64>>>,
     state: Arc<RwLock<ControlState>>,
     reads: ReadBarrier,
 }
@@ -65,6 +70,8 @@ impl ControlNode {
             raft,
             machine,
             dialer,
+            draining: Default::default(),
+            positions: Default::default(),
             reads,
         }))
     }

@@ -224,6 +224,23 @@ async fn create_on_shard(
     }
 }
 
+fn failover_info(record: &crate::model::FailoverRecord) -> pb::FailoverInfo {
+    pb::FailoverInfo {
+        id: record.id,
+        namespace: record.namespace.clone(),
+        from_region: record.from_region.clone(),
+        from_shard: record.from_shard.clone(),
+        to_region: record.to_region.clone(),
+        to_shard: record.to_shard.clone(),
+        epoch: record.epoch,
+        cause: record.cause.clone(),
+        detected_at_ms: record.detected_at_ms,
+        promoted_at_ms: record.promoted_at_ms,
+        primary_seq: record.primary_seq,
+        promoted_seq: record.promoted_seq,
+    }
+}
+
 /// Routes per message of a full table, so a large table stays far below gRPC's
 /// message size limit (and a slow subscriber is fed incrementally).
 const FULL_TABLE_CHUNK: usize = 10_000;
@@ -547,6 +564,54 @@ impl Control for ControlService {
             version: s.counters.routing_version,
         });
         Ok(Response::new(response))
+    }
+
+    async fn list_failovers(
+        &self,
+        request: Request<pb::ListFailoversRequest>,
+    ) -> Result<Response<pb::ListFailoversResponse>, Status> {
+        let namespace = request.into_inner().namespace;
+        self.node.read_barrier().await?;
+        let failovers = self.node.with_state(|s| {
+            s.failovers
+                .values()
+                .filter(|f| namespace.is_empty() || f.namespace == namespace)
+                .map(failover_info)
+                .collect()
+        });
+        Ok(Response::new(pb::ListFailoversResponse { failovers }))
+    }
+
+    async fn failover(
+        &self,
+        request: Request<pb::FailoverRequest>,
+    ) -> Result<Response<pb::FailoverResponse>, Status> {
+        let actor = Self::requester(&request).actor;
+        let request = request.into_inner();
+        if request.namespace.is_empty()
+            && request.from_region.is_empty()
+            && request.to_region.is_empty()
+        {
+            return Err(ControlError::Invalid(
+                "name a namespace, a region to move from, or a region to promote".into(),
+            )
+            .into());
+        }
+        self.node.read_barrier().await?;
+        let records = crate::failover::manual(
+            &self.node,
+            crate::failover::ManualFailover {
+                namespace: request.namespace,
+                from_region: request.from_region,
+                to_region: request.to_region,
+                force: request.force,
+                actor,
+            },
+        )
+        .await?;
+        Ok(Response::new(pb::FailoverResponse {
+            failovers: records.iter().map(failover_info).collect(),
+        }))
     }
 
     type WatchRoutesStream = RouteStream;

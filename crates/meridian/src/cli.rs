@@ -41,10 +41,76 @@ pub enum Command {
     Region(RegionArgs),
     /// Run a whole topology on this machine.
     Lab(LabArgs),
+    /// Move namespaces to a standby region (drained: nothing acknowledged is
+    /// lost), and the failover history and lost writes.
+    Failover(FailoverArgs),
+    /// Replication state of active-passive namespaces.
+    Replication(ReplicationArgs),
     /// Run the lab's WAN emulator (started by `meridian lab up`).
     Wan(NodeArgs),
     /// Development certificates for mutual TLS.
     Certs(CertsArgs),
+}
+
+/// `meridian failover`.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct FailoverArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(subcommand)]
+    pub command: Option<FailoverCommand>,
+    /// The namespace to move.
+    #[arg(long)]
+    pub namespace: Option<String>,
+    /// Move every active-passive namespace homed in this region.
+    #[arg(long)]
+    pub from: Option<String>,
+    /// The standby region to promote (default: the namespace's first standby).
+    #[arg(long)]
+    pub to: Option<String>,
+    /// The primary is unreachable: do not drain, wait out its write lease.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `meridian failover ...`.
+#[derive(Debug, Subcommand)]
+pub enum FailoverCommand {
+    /// Every failover: cause, timing, and the possible loss window.
+    History {
+        /// Only this namespace's.
+        #[arg(long)]
+        namespace: Option<String>,
+    },
+    /// Writes an old primary acknowledged that never reached its successor.
+    Lost {
+        /// The namespace.
+        namespace: String,
+        /// Write them again through the current primary, oldest first.
+        #[arg(long)]
+        reapply: bool,
+    },
+}
+
+/// `meridian replication`.
+#[derive(Debug, Args)]
+pub struct ReplicationArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(subcommand)]
+    pub command: ReplicationCommand,
+}
+
+/// `meridian replication ...`.
+#[derive(Debug, Subcommand)]
+pub enum ReplicationCommand {
+    /// Lag of every standby, in changes and seconds.
+    Lag {
+        /// Only this namespace.
+        #[arg(long)]
+        namespace: Option<String>,
+    },
 }
 
 /// `meridian certs`.
@@ -237,6 +303,20 @@ pub enum RegionCommand {
     Health {
         /// Only this region.
         region: Option<String>,
+    },
+    /// Move every active-passive namespace homed in the region to a standby
+    /// region, draining first (no acknowledged write lost).
+    Drain {
+        /// The region to empty.
+        region: String,
+    },
+    /// Make the region primary for every namespace with a standby there.
+    Promote {
+        /// The region to promote.
+        region: String,
+        /// The current primaries are unreachable: do not drain.
+        #[arg(long)]
+        force: bool,
     },
 }
 

@@ -653,6 +653,33 @@ impl Admin for AdminService {
         finish(&self.node.metrics, "Lease", None, started, result)
     }
 
+    async fn lost_writes(
+        &self,
+        request: Request<pb::LostWritesRequest>,
+    ) -> Result<Response<pb::LostWritesResponse>, Status> {
+        let started = Instant::now();
+        let namespace = request.into_inner().namespace;
+        let result = async {
+            validate_namespace_name(&namespace)?;
+            self.node.read_barrier(None).await?;
+            let mut writes = Vec::new();
+            for (epoch, change) in self.node.machine.lost_writes(&namespace)? {
+                for write in change.writes {
+                    writes.push(pb::LostWrite {
+                        epoch,
+                        seq: change.seq,
+                        key: write.key,
+                        value: write.value,
+                        version: write.version,
+                    });
+                }
+            }
+            Ok(pb::LostWritesResponse { writes })
+        }
+        .await;
+        finish(&self.node.metrics, "LostWrites", None, started, result)
+    }
+
     async fn replication_status(
         &self,
         _request: Request<pb::ReplicationStatusRequest>,

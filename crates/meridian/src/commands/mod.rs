@@ -2,12 +2,14 @@
 
 mod certs;
 mod control;
+mod failover;
 mod gateway;
 mod kv;
 mod lab;
 mod namespace;
 mod node;
 mod region;
+mod replication;
 mod wan;
 
 use crate::cli::{Cli, Command};
@@ -23,6 +25,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Region(args) => region::run(cli.output, args).await,
         Command::Lab(args) => lab::run(cli.output, args).await,
         Command::Wan(args) => wan::run(args).await,
+        Command::Failover(args) => failover::run(cli.output, args).await,
+        Command::Replication(args) => replication::run(cli.output, args).await,
         Command::Certs(args) => certs::run(cli.output, args),
     }
 }

@@ -12,9 +12,34 @@ pub async fn run(format: OutputFormat, args: RegionArgs) -> anyhow::Result<()> {
         Target::Lab { control, .. } => control,
         Target::Direct(client) => client,
     };
+    match &args.command {
+        RegionCommand::Drain { region } => {
+            let moved = control
+                .failover(meridian_client::pb::FailoverRequest {
+                    from_region: region.clone(),
+                    ..Default::default()
+                })
+                .await?;
+            super::failover::report(format, &moved);
+            return Ok(());
+        }
+        RegionCommand::Promote { region, force } => {
+            let moved = control
+                .failover(meridian_client::pb::FailoverRequest {
+                    to_region: region.clone(),
+                    force: *force,
+                    ..Default::default()
+                })
+                .await?;
+            super::failover::report(format, &moved);
+            return Ok(());
+        }
+        RegionCommand::List | RegionCommand::Health { .. } => {}
+    }
     let regions = control.list_regions().await?;
     let shards = control.list_shards().await?;
     match args.command {
+        RegionCommand::Drain { .. } | RegionCommand::Promote { .. } => {}
         RegionCommand::List => {
             let rows = regions
                 .iter()

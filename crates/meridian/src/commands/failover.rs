@@ -1,0 +1,194 @@
+//! `meridian failover [--namespace NS | --from R] [--to R] [--force]`,
+//! `meridian failover history`, `meridian failover lost NS [--reapply]`.
+
+use crate::cli::{FailoverArgs, FailoverCommand, OutputFormat, TargetArgs};
+use crate::output::{emit, emit_message};
+use crate::target::{self, Target};
+use meridian_client::{Client, pb};
+use serde_json::json;
+
+/// The control-plane client of `--endpoint` / `--lab`.
+pub fn control_client(target: &TargetArgs) -> anyhow::Result<Client> {
+    Ok(match target::resolve(target, None)? {
+        Target::Lab { control, .. } => control,
+        Target::Direct(client) => client,
+    })
+}
+
+fn info_json(f: &pb::FailoverInfo) -> serde_json::Value {
+    json!({
+        "id": f.id,
+        "namespace": f.namespace,
+        "from_region": f.from_region,
+        "from_shard": f.from_shard,
+        "to_region": f.to_region,
+        "to_shard": f.to_shard,
+        "epoch": f.epoch,
+        "cause": f.cause,
+        "detected_at_ms": f.detected_at_ms,
+        "promoted_at_ms": f.promoted_at_ms,
+        "primary_seq": f.primary_seq,
+        "promoted_seq": f.promoted_seq,
+        "known_lost_changes": f.primary_seq.saturating_sub(f.promoted_seq),
+    })
+}
+
+fn info_row(f: &pb::FailoverInfo) -> Vec<String> {
+    vec![
+        f.id.to_string(),
+        f.namespace.clone(),
+        format!("{} -> {}", f.from_region, f.to_region),
+        f.epoch.to_string(),
+        format!("{} ms", f.promoted_at_ms.saturating_sub(f.detected_at_ms)),
+        format!(
+            "changes {}..{} ({} known)",
+            f.promoted_seq + 1,
+            f.primary_seq.max(f.promoted_seq),
+            f.primary_seq.saturating_sub(f.promoted_seq)
+        ),
+        f.cause.clone(),
+    ]
+}
+
+const HEADERS: [&str; 7] = [
+    "id",
+    "namespace",
+    "move",
+    "epoch",
+    "decided in",
+    "possibly lost",
+    "cause",
+];
+
+pub async fn run(format: OutputFormat, args: FailoverArgs) -> anyhow::Result<()> {
+    match args.command {
+        Some(FailoverCommand::History { namespace }) => {
+            let control = control_client(&args.target)?;
+            let failovers = control.list_failovers(namespace.as_deref()).await?;
+            emit(
+                format,
+                json!({ "failovers": failovers.iter().map(info_json).collect::<Vec<_>>() }),
+                &HEADERS,
+                failovers.iter().map(info_row).collect(),
+            );
+            Ok(())
+        }
+        Some(FailoverCommand::Lost { namespace, reapply }) => {
+            lost(format, &args.target, &namespace, reapply).await
+        }
+        None => {
+            if args.namespace.is_none() && args.from.is_none() {
+                anyhow::bail!(
+                    "name what to move: --namespace NS or --from REGION (and optionally --to REGION); see also `failover history`"
+                );
+            }
+            let control = control_client(&args.target)?;
+            let moved = control
+                .failover(pb::FailoverRequest {
+                    namespace: args.namespace.unwrap_or_default(),
+                    from_region: args.from.unwrap_or_default(),
+                    to_region: args.to.unwrap_or_default(),
+                    force: args.force,
+                })
+                .await?;
+            report(format, &moved);
+            Ok(())
+        }
+    }
+}
+
+/// Prints what a failover, drain or promotion moved.
+pub fn report(format: OutputFormat, moved: &[pb::FailoverInfo]) {
+    emit(
+        format,
+        json!({ "failovers": moved.iter().map(info_json).collect::<Vec<_>>() }),
+        &HEADERS,
+        moved.iter().map(info_row).collect(),
+    );
+}
+
+/// Lists (and optionally re-applies) the lost writes of `namespace` held by
+/// any shard.
+async fn lost(
+    format: OutputFormat,
+    target: &TargetArgs,
+    namespace: &str,
+    reapply: bool,
+) -> anyhow::Result<()> {
+    let control = control_client(target)?;
+    let dialer = target::dialer(target)?;
+    let mut writes = Vec::new();
+    for shard in control.list_shards().await? {
+        let members: Vec<String> = shard.members.iter().map(|m| m.address.clone()).collect();
+        let Ok(client) = Client::with_dialer(members, dialer.clone()) else {
+            continue;
+        };
+        match client.lost_writes(namespace).await {
+            Ok(found) => writes.extend(found.into_iter().map(|w| (shard.id.clone(), w))),
+            // A shard without the namespace has nothing to report.
+            Err(meridian_client::ClientError::NotFound(_)) => {}
+            Err(err) => anyhow::bail!("shard {}: {err}", shard.id),
+        }
+    }
+    let mut reapplied = 0;
+    if reapply {
+        let data = target::data_client(target)?;
+        for (_, write) in &writes {
+            match &write.value {
+                Some(value) => {
+                    data.put(namespace, &write.key, value).await?;
+                }
+                None => {
+                    data.delete(namespace, &write.key).await?;
+                }
+            }
+            reapplied += 1;
+        }
+    }
+    let rows = writes
+        .iter()
+        .map(|(shard, w)| {
+            vec![
+                shard.clone(),
+                w.epoch.to_string(),
+                w.seq.to_string(),
+                String::from_utf8_lossy(&w.key).into_owned(),
+                w.value.as_ref().map_or("(deleted)".into(), |v| {
+                    String::from_utf8_lossy(v).into_owned()
+                }),
+                w.version.to_string(),
+            ]
+        })
+        .collect();
+    let json_writes: Vec<_> = writes
+        .iter()
+        .map(|(shard, w)| {
+            json!({
+                "shard": shard,
+                "epoch": w.epoch,
+                "seq": w.seq,
+                "key": String::from_utf8_lossy(&w.key),
+                "value": w.value.as_ref().map(|v| String::from_utf8_lossy(v).into_owned()),
+                "version": w.version,
+            })
+        })
+        .collect();
+    if format == OutputFormat::Table && writes.is_empty() {
+        emit_message(
+            format,
+            json!({}),
+            &format!("no lost writes recorded for {namespace}"),
+        );
+        return Ok(());
+    }
+    emit(
+        format,
+        json!({ "namespace": namespace, "lost_writes": json_writes, "reapplied": reapplied }),
+        &["shard", "epoch", "seq", "key", "value", "version"],
+        rows,
+    );
+    if reapply && format == OutputFormat::Table {
+        println!("re-applied {reapplied} writes through the current primary");
+    }
+    Ok(())
+}

@@ -1,0 +1,309 @@
+//! Region loss and failover in the lab (TLS and WAN emulation on): an async
+//! active-passive namespace fails over automatically when its primary region is
+//! killed, writes resume through a surviving gateway, every acknowledged write
+//! is either present or recorded as lost, and the returning region rejoins as a
+//! standby that converges to the new primary. A drain moves it back without
+//! losing anything.
+
+use meridian_client::{Client, ClientError, ClientOptions, pb};
+use meridian_lab::{Lab, LabSpec, ProcessRole, WanSettings};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+fn client(endpoints: Vec<String>, lab: &Lab, budget: Duration) -> Client {
+    Client::with_options(
+        endpoints,
+        ClientOptions {
+            attempt_timeout: budget.min(Duration::from_secs(3)),
+            retry_budget: budget,
+            dialer: lab.dialer().clone(),
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+fn shard(lab: &Lab, region: &str) -> Client {
+    let nodes = lab
+        .state()
+        .processes
+        .iter()
+        .filter(|p| p.role == ProcessRole::Node && p.region == region)
+        .map(|p| p.grpc.clone())
+        .collect();
+    client(nodes, lab, Duration::from_secs(20))
+}
+
+/// What the writer saw: acknowledged writes, and writes whose outcome is unknown.
+#[derive(Default)]
+struct Seen {
+    acked: BTreeMap<String, String>,
+    unknown: BTreeSet<String>,
+    /// When each write was acknowledged.
+    acked_at: BTreeMap<String, Instant>,
+}
+
+async fn wait_for<T>(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn async_failover_on_region_loss_keeps_every_acknowledged_write_accounted_for() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::up(&LabSpec {
+        dir: dir.path().join("lab"),
+        regions: vec!["us-east".into(), "eu-west".into(), "ap-south".into()],
+        nodes: 1,
+        binary: env!("CARGO_BIN_EXE_meridian").into(),
+        env: vec![],
+        tls: true,
+        wan: Some(WanSettings::default()),
+    })
+    .unwrap()
+    .kill_on_drop();
+    lab.wait_ready(Duration::from_secs(120), |_, _| {})
+        .await
+        .unwrap();
+    let control = client(
+        lab.state().endpoints(ProcessRole::Control, None),
+        &lab,
+        Duration::from_secs(20),
+    );
+    control
+        .place_namespace(pb::Placement {
+            name: "ledger".into(),
+            home_region: "us-east".into(),
+            mode: pb::NamespaceMode::ActivePassive as i32,
+            standby_regions: vec!["eu-west".into()],
+            allowed_jurisdictions: vec!["US".into(), "EU".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // A client in eu-west writes continuously through its local gateway.
+    let gateway = Arc::new(client(
+        lab.state().endpoints(ProcessRole::Gateway, Some("eu-west")),
+        &lab,
+        Duration::from_secs(2),
+    ));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (gateway, seen, stop) = (gateway.clone(), seen.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let key = format!("k-{i:06}");
+                let value = format!("v-{i}");
+                match gateway
+                    .put("ledger", key.as_bytes(), value.as_bytes())
+                    .await
+                {
+                    Ok(_) => {
+                        let mut seen = seen.lock().unwrap();
+                        seen.acked.insert(key.clone(), value);
+                        seen.acked_at.insert(key, Instant::now());
+                    }
+                    Err(ClientError::OutcomeUnknown(_)) | Err(ClientError::Unavailable(_)) => {
+                        seen.lock().unwrap().unknown.insert(key);
+                    }
+                    Err(other) => {
+                        // Refusals (fenced, no lease) wrote nothing.
+                        let _ = other;
+                    }
+                }
+                i += 1;
+            }
+        })
+    };
+    wait_for(
+        "writes before the kill",
+        Duration::from_secs(30),
+        async || (seen.lock().unwrap().acked.len() >= 50).then_some(()),
+    )
+    .await;
+
+    // Lose the primary region.
+    let killed_at = Instant::now();
+    lab.kill("us-east").unwrap();
+    let failover = wait_for(
+        "an automatic failover",
+        Duration::from_secs(60),
+        async || {
+            control
+                .list_failovers(Some("ledger"))
+                .await
+                .ok()
+                .and_then(|f| f.into_iter().next())
+        },
+    )
+    .await;
+    let failover_seen_at = Instant::now();
+    assert_eq!(failover.from_region, "us-east");
+    assert_eq!(failover.to_region, "eu-west");
+    assert_eq!(failover.epoch, 2);
+    assert!(failover.cause.contains("failed"), "{}", failover.cause);
+    let resumed = wait_for(
+        "a write after the failover",
+        Duration::from_secs(60),
+        async || {
+            let seen = seen.lock().unwrap();
+            seen.acked_at
+                .values()
+                .any(|at| *at > killed_at)
+                .then_some(())
+        },
+    )
+    .await;
+    let _ = resumed;
+    eprintln!(
+        "writes resumed {:?} after the region was killed",
+        killed_at.elapsed()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    writer.await.unwrap();
+
+    // Every acknowledged write is on the new primary, or was acknowledged by
+    // the old one before it was fenced.
+    let new_primary = shard(&lab, "eu-west");
+    let seen = std::mem::take(&mut *seen.lock().unwrap());
+    let mut missing = BTreeSet::new();
+    for (key, value) in &seen.acked {
+        let found = new_primary
+            .get("ledger", key.as_bytes(), pb::Consistency::Strong)
+            .await
+            .unwrap();
+        match found {
+            Some(kv) => assert_eq!(kv.value, value.as_bytes(), "{key}"),
+            None => {
+                // Only the old primary can have acknowledged it (an answer
+                // in flight on the WAN may arrive just after the kill).
+                assert!(
+                    seen.acked_at[key] < failover_seen_at,
+                    "{key} was acknowledged after the failover and is missing"
+                );
+                missing.insert(key.clone());
+            }
+        }
+    }
+    assert!(
+        missing.len() as u64
+            <= failover.primary_seq.max(failover.promoted_seq) - failover.promoted_seq + 100,
+        "missing {missing:?} vs {failover:?}"
+    );
+
+    // The old primary region returns: it is fenced to a standby, sets aside
+    // exactly the writes its successor never got, and is rebuilt.
+    lab.restart("us-east").unwrap();
+    lab.wait_ready(Duration::from_secs(120), |_, _| {})
+        .await
+        .unwrap();
+    let old_primary = shard(&lab, "us-east");
+    let refused = old_primary.put("ledger", b"late", b"x").await.unwrap_err();
+    assert!(
+        refused.to_string().contains("standby") || refused.to_string().contains("no write lease"),
+        "{refused}"
+    );
+    let lost = wait_for(
+        "the old primary to record its lost writes",
+        Duration::from_secs(60),
+        async || {
+            let status = old_primary.replication_status().await.ok()?;
+            let ns = status.namespaces.iter().find(|n| n.namespace == "ledger")?;
+            (ns.role == pb::NamespaceRole::Standby as i32 && ns.epoch == 2).then_some(())?;
+            old_primary.lost_writes("ledger").await.ok()
+        },
+    )
+    .await;
+    let lost_keys: BTreeSet<String> = lost
+        .iter()
+        .map(|w| String::from_utf8_lossy(&w.key).into_owned())
+        .collect();
+    for key in &missing {
+        assert!(
+            lost_keys.contains(key),
+            "acknowledged {key} is missing and not recorded as lost"
+        );
+    }
+    for key in &lost_keys {
+        assert!(
+            seen.acked.contains_key(key) || seen.unknown.contains(key),
+            "{key} recorded as lost but never attempted"
+        );
+        if let Some(value) = seen.acked.get(key) {
+            let recorded = lost
+                .iter()
+                .find(|w| String::from_utf8_lossy(&w.key) == *key)
+                .unwrap();
+            assert_eq!(recorded.value.as_deref(), Some(value.as_bytes()));
+        }
+    }
+
+    // It converges to the new primary (a full copy if it diverged).
+    wait_for(
+        "the old primary to converge",
+        Duration::from_secs(60),
+        async || {
+            let a = new_primary.check_integrity("ledger").await.ok()?;
+            let b = old_primary.check_integrity("ledger").await.ok()?;
+            (a.digest == b.digest && a.key_count == b.key_count).then_some(())
+        },
+    )
+    .await;
+
+    // Failback by drain: nothing acknowledged is lost, digests equal before.
+    let back = control
+        .failover(pb::FailoverRequest {
+            namespace: "ledger".into(),
+            to_region: "us-east".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(back.len(), 1);
+    assert_eq!(
+        back[0].primary_seq, back[0].promoted_seq,
+        "a drain loses nothing: {back:?}"
+    );
+    let home = client(
+        lab.state().endpoints(ProcessRole::Gateway, Some("us-east")),
+        &lab,
+        Duration::from_secs(20),
+    );
+    home.put("ledger", b"after-failback", b"ok").await.unwrap();
+    for (key, value) in seen
+        .acked
+        .iter()
+        .filter(|(k, _)| !missing.contains(*k))
+        .take(50)
+    {
+        let kv = home
+            .get("ledger", key.as_bytes(), pb::Consistency::Strong)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(kv.value, value.as_bytes());
+    }
+
+    // Residency: a failover target outside the namespace's jurisdictions is
+    // refused, naming the rule.
+    let refused = control
+        .failover(pb::FailoverRequest {
+            namespace: "ledger".into(),
+            to_region: "ap-south".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("residency"), "{refused}");
+}
