@@ -164,7 +164,6 @@ async fn async_failover_on_region_loss_keeps_every_acknowledged_write_accounted_
         },
     )
     .await;
-    let _ = resumed;
     eprintln!(
         "writes resumed {:?} after the region was killed",
         killed_at.elapsed()
