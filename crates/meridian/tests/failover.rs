@@ -152,14 +152,14 @@ async fn async_failover_on_region_loss_keeps_every_acknowledged_write_accounted_
     assert_eq!(failover.to_region, "eu-west");
     assert_eq!(failover.epoch, 2);
     assert!(failover.cause.contains("failed"), "{}", failover.cause);
-    let resumed = wait_for(
+    wait_for(
         "a write after the failover",
         Duration::from_secs(60),
         async || {
             let seen = seen.lock().unwrap();
             seen.acked_at
                 .values()
-                .any(|at| *at > killed_at)
+                .any(|at| *at > failover_seen_at)
                 .then_some(())
         },
     )
