@@ -579,11 +579,13 @@ impl Client {
         namespace: &str,
         role: pb::NamespaceRole,
         epoch: u64,
+        sync: bool,
     ) -> Result<u64, ClientError> {
         let request = pb::ConfigureNamespaceRequest {
             namespace: namespace.to_string(),
             role: role as i32,
             epoch,
+            sync,
         };
         // Idempotent at a given epoch: safe to retry like a read.
         let response = self

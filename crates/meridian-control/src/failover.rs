@@ -71,6 +71,10 @@ fn desired_by_shard(node: &ControlNode) -> HashMap<String, Vec<pb::DesiredNamesp
     node.with_state(|state| {
         let mut desired: HashMap<String, Vec<pb::DesiredNamespace>> = HashMap::new();
         for namespace in state.namespaces.values().filter(|n| n.replicated()) {
+            let sync = matches!(
+                namespace.policy.mode,
+                crate::model::NamespaceMode::ActivePassive { sync: true }
+            );
             desired
                 .entry(namespace.shard.clone())
                 .or_default()
@@ -79,6 +83,7 @@ fn desired_by_shard(node: &ControlNode) -> HashMap<String, Vec<pb::DesiredNamesp
                     role: pb::NamespaceRole::Primary as i32,
                     epoch: namespace.epoch,
                     fork_seq: 0,
+                    sync,
                 });
             for standby in &namespace.standbys {
                 // A former primary of this namespace keeps what its successor
@@ -97,6 +102,7 @@ fn desired_by_shard(node: &ControlNode) -> HashMap<String, Vec<pb::DesiredNamesp
                         role: pb::NamespaceRole::Standby as i32,
                         epoch: namespace.epoch,
                         fork_seq,
+                        sync,
                     });
             }
         }

@@ -41,7 +41,8 @@ impl ControlService {
         if !replicated {
             return Ok(());
         }
-        configure_on_shard(shard, name, pb::NamespaceRole::Primary, 1, dialer).await?;
+        let sync = matches!(policy.mode, NamespaceMode::ActivePassive { sync: true });
+        configure_on_shard(shard, name, pb::NamespaceRole::Primary, 1, sync, dialer).await?;
         for standby in standbys {
             let Some(standby_shard) = self
                 .node
@@ -53,7 +54,15 @@ impl ControlService {
                 )));
             };
             create_on_shard(&standby_shard, name, dialer).await?;
-            configure_on_shard(&standby_shard, name, pb::NamespaceRole::Standby, 1, dialer).await?;
+            configure_on_shard(
+                &standby_shard,
+                name,
+                pb::NamespaceRole::Standby,
+                1,
+                sync,
+                dialer,
+            )
+            .await?;
         }
         Ok(())
     }
@@ -338,6 +347,7 @@ async fn configure_on_shard(
     namespace: &str,
     role: pb::NamespaceRole,
     epoch: u64,
+    sync: bool,
     dialer: &meridian_net::Dialer,
 ) -> Result<(), ControlError> {
     let addresses: Vec<String> = shard.members.values().map(|m| m.address.clone()).collect();
@@ -349,7 +359,7 @@ async fn configure_on_shard(
     let client = meridian_client::Client::with_options(addresses, options)
         .map_err(|e| ControlError::Unavailable(format!("shard {}: {e}", shard.id)))?;
     client
-        .configure_namespace(namespace, role, epoch)
+        .configure_namespace(namespace, role, epoch, sync)
         .await
         .map(|_| ())
         .map_err(|err| {

@@ -72,6 +72,8 @@ pub enum Command {
         /// standby had. Logged changes after it are set aside as lost writes and
         /// the copy is marked for a rebuild from the new primary.
         fork_seq: Option<u64>,
+        /// Acknowledge client writes only once a standby has them durably.
+        sync: bool,
     },
     /// Applies changes shipped from the namespace's primary, in sequence order;
     /// already-applied sequence numbers are skipped, a gap stops the batch.

@@ -67,6 +67,18 @@ pub enum ShardError {
         "no write lease: this shard has not been confirmed by the control plane recently, so writes to replicated namespaces are paused (it may have been failed over); nothing was written"
     )]
     NoLease,
+    /// A sync namespace's write committed in the primary region, but no standby
+    /// confirmed it in time: it is not acknowledged (UNAVAILABLE; outcome
+    /// unknown, as a failover may or may not keep it).
+    #[error(
+        "write committed in the primary region but no standby confirmed it within {waited_ms} ms; namespace {namespace:?} is sync, so the write is not acknowledged (outcome unknown)"
+    )]
+    NotReplicated {
+        /// The namespace.
+        namespace: String,
+        /// How long the primary waited.
+        waited_ms: u64,
+    },
     /// Listeners or TLS could not be set up (start-up only).
     #[error(transparent)]
     Net(#[from] meridian_net::NetError),
@@ -104,7 +116,7 @@ impl ShardError {
             ShardError::Storage(_) => Code::Internal,
             ShardError::Raft(_) => Code::Unavailable,
             ShardError::Net(_) => Code::Internal,
-            ShardError::NoLease => Code::Unavailable,
+            ShardError::NoLease | ShardError::NotReplicated { .. } => Code::Unavailable,
         }
     }
 }

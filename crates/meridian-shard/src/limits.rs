@@ -23,6 +23,9 @@ pub struct Limits {
     /// Writes are refused while the data directory's file system has less free
     /// space than this, so a full disk is reported before the engine fails.
     pub min_free_disk_bytes: u64,
+    /// How long a write to a sync namespace waits for a standby's confirmation
+    /// before it is answered as not acknowledged.
+    pub sync_timeout_ms: u64,
 }
 
 impl Default for Limits {
@@ -34,6 +37,7 @@ impl Default for Limits {
             max_namespaces: 10_000,
             max_scan_limit: 10_000,
             min_free_disk_bytes: 64 * 1024 * 1024,
+            sync_timeout_ms: 5_000,
         }
     }
 }

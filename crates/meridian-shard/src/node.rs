@@ -153,6 +153,37 @@ impl ShardNode {
             .is_some_and(|until| std::time::Instant::now() < until)
     }
 
+    /// A sync namespace's write is acknowledged only once a standby region has
+    /// it durably (applied through the standby shard's Raft log).
+    async fn wait_for_standby(&self, command: &Command) -> Result<(), ShardError> {
+        let namespace = match command {
+            Command::Put { namespace, .. }
+            | Command::Delete { namespace, .. }
+            | Command::Txn { namespace, .. }
+            | Command::Import { namespace, .. } => namespace,
+            _ => return Ok(()),
+        };
+        let Some(record) = self.machine.namespace(namespace) else {
+            return Ok(());
+        };
+        if !record.sync || record.role != crate::command::NamespaceRole::Primary {
+            return Ok(());
+        }
+        let timeout = std::time::Duration::from_millis(self.config.limits.sync_timeout_ms);
+        if self
+            .replication
+            .wait_acked(namespace, record.change_seq, timeout)
+            .await
+        {
+            Ok(())
+        } else {
+            Err(ShardError::NotReplicated {
+                namespace: namespace.clone(),
+                waited_ms: self.config.limits.sync_timeout_ms,
+            })
+        }
+    }
+
     /// A client write to a replicated namespace needs the lease: without it
     /// this shard may already have been failed over.
     fn check_lease(&self, command: &Command) -> Result<(), ShardError> {
@@ -210,6 +241,9 @@ impl ShardNode {
         // acknowledged as if it were safe (it is kept as a lost write if so).
         if self.check_lease(&command).is_err() {
             return Err(ShardError::OutcomeUnknown);
+        }
+        if !matches!(result, CommandResult::Rejected(_)) {
+            self.wait_for_standby(&command).await?;
         }
         match result {
             CommandResult::Rejected(rejection) => Err(ShardError::Rejected(rejection)),

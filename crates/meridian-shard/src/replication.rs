@@ -91,11 +91,23 @@ impl StandbyProgress {
 }
 
 /// Progress of every (namespace, standby shard) pair this node ships.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct ReplicationProgress {
     pairs: Mutex<HashMap<(String, String), StandbyProgress>>,
     /// Uncompressed bytes of the changes shipped.
     pub raw_bytes_sent: AtomicU64,
+    /// Bumped whenever a standby confirms more; sync writes wait on it.
+    acks: tokio::sync::watch::Sender<u64>,
+}
+
+impl Default for ReplicationProgress {
+    fn default() -> Self {
+        Self {
+            pairs: Mutex::default(),
+            raw_bytes_sent: AtomicU64::new(0),
+            acks: tokio::sync::watch::channel(0).0,
+        }
+    }
 }
 
 impl ReplicationProgress {
@@ -106,11 +118,42 @@ impl ReplicationProgress {
 
     fn update(&self, namespace: &str, shard: &str, change: impl FnOnce(&mut StandbyProgress)) {
         let mut pairs = self.pairs.lock().unwrap_or_else(|e| e.into_inner());
-        change(
-            pairs
-                .entry((namespace.to_string(), shard.to_string()))
-                .or_default(),
-        );
+        let pair = pairs
+            .entry((namespace.to_string(), shard.to_string()))
+            .or_default();
+        let before = pair.acked;
+        change(pair);
+        if pair.acked != before {
+            self.acks.send_modify(|n| *n = n.wrapping_add(1));
+        }
+    }
+
+    /// The furthest any standby of `namespace` has confirmed.
+    pub fn best_acked(&self, namespace: &str) -> u64 {
+        self.pairs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|((ns, _), _)| ns == namespace)
+            .filter_map(|(_, p)| p.acked)
+            .max()
+            .unwrap_or(0)
+    }
+
+    /// Waits until some standby of `namespace` confirmed `seq`, or `timeout`.
+    pub async fn wait_acked(&self, namespace: &str, seq: u64, timeout: Duration) -> bool {
+        let mut acks = self.acks.subscribe();
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            acks.borrow_and_update();
+            if self.best_acked(namespace) >= seq {
+                return true;
+            }
+            match tokio::time::timeout_at(deadline, acks.changed()).await {
+                Ok(Ok(())) => {}
+                _ => return false,
+            }
+        }
     }
 
     fn forget(&self, namespace: &str, shard: &str) {

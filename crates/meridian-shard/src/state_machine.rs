@@ -37,6 +37,8 @@ pub struct NamespaceRecord {
     /// This copy diverged (a demoted primary with lost writes) or is being
     /// rebuilt: it takes no changes until a full copy from the primary ends.
     pub resync_needed: bool,
+    /// Writes are acknowledged only once a standby confirmed them.
+    pub sync: bool,
 }
 
 /// The first stored form of [`NamespaceRecord`], read and upgraded on load.
@@ -317,6 +319,7 @@ impl KvStateMachine {
                     log_changes: false,
                     trimmed_through: 0,
                     resync_needed: false,
+                    sync: false,
                 };
                 batch.insert(
                     &self.namespaces,
@@ -382,7 +385,8 @@ impl KvStateMachine {
                 epoch,
                 log_changes,
                 fork_seq,
-            } => self.configure(&namespace, role, epoch, log_changes, fork_seq, batch),
+                sync,
+            } => self.configure(&namespace, role, epoch, log_changes, fork_seq, sync, batch),
             Command::ResyncBegin { namespace, epoch } => {
                 self.resync_step(&namespace, epoch, batch, |machine, record, batch| {
                     let prefix = keys::namespace_prefix(&namespace);
@@ -520,6 +524,7 @@ impl KvStateMachine {
         epoch: u64,
         log_changes: bool,
         fork_seq: Option<u64>,
+        sync: bool,
         batch: &mut ApplyBatch,
     ) -> io::Result<CommandResult> {
         let Some(mut record) = self.namespace(namespace) else {
@@ -560,6 +565,7 @@ impl KvStateMachine {
         record.role = role;
         record.epoch = epoch;
         record.log_changes = log_changes;
+        record.sync = sync;
         self.store_record(namespace, record, batch)?;
         Ok(CommandResult::Configured)
     }
@@ -864,6 +870,7 @@ fn decode_record(raw: &[u8]) -> io::Result<NamespaceRecord> {
                 log_changes: false,
                 trimmed_through: 0,
                 resync_needed: false,
+                sync: false,
             })
         }
         _ => Err(io::Error::new(
@@ -1233,6 +1240,7 @@ mod tests {
             epoch: 1,
             log_changes: true,
             fork_seq: None,
+            sync: false,
         });
         assert_eq!(configured, CommandResult::Configured);
         primary.put("a", "1");
@@ -1252,6 +1260,7 @@ mod tests {
             epoch: 1,
             log_changes: true,
             fork_seq: None,
+            sync: false,
         });
         // Client writes are refused on a standby.
         assert!(matches!(

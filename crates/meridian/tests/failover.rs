@@ -1,9 +1,9 @@
-//! Region loss and failover in the lab (TLS and WAN emulation on): an async
-//! active-passive namespace fails over automatically when its primary region is
-//! killed, writes resume through a surviving gateway, every acknowledged write
-//! is either present or recorded as lost, and the returning region rejoins as a
-//! standby that converges to the new primary. A drain moves it back without
-//! losing anything.
+//! Region loss and failover in the lab (TLS and WAN emulation on): an async and
+//! a sync active-passive namespace fail over automatically when their primary
+//! region is killed, writes resume through a surviving gateway; for the async
+//! one every acknowledged write is either present or recorded as lost, for the
+//! sync one none is missing. The returning region rejoins as a standby that
+//! converges to the new primary, and a drain moves it back losing nothing.
 
 use meridian_client::{Client, ClientError, ClientOptions, pb};
 use meridian_lab::{Lab, LabSpec, ProcessRole, WanSettings};
@@ -77,17 +77,21 @@ async fn async_failover_on_region_loss_keeps_every_acknowledged_write_accounted_
         &lab,
         Duration::from_secs(20),
     );
-    control
-        .place_namespace(pb::Placement {
-            name: "ledger".into(),
-            home_region: "us-east".into(),
-            mode: pb::NamespaceMode::ActivePassive as i32,
-            standby_regions: vec!["eu-west".into()],
-            allowed_jurisdictions: vec!["US".into(), "EU".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    for (name, sync) in [("ledger", false), ("sync-ledger", true)] {
+        control
+            .place_namespace(pb::Placement {
+                name: name.into(),
+                home_region: "us-east".into(),
+                mode: pb::NamespaceMode::ActivePassive as i32,
+                sync,
+                standby_regions: vec!["eu-west".into()],
+                allowed_jurisdictions: vec!["US".into(), "EU".into()],
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+    }
+    let sync_seen = Arc::new(Mutex::new(Seen::default()));
 
     // A client in eu-west writes continuously through its local gateway.
     let gateway = Arc::new(client(
@@ -99,11 +103,23 @@ async fn async_failover_on_region_loss_keeps_every_acknowledged_write_accounted_
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let writer = {
         let (gateway, seen, stop) = (gateway.clone(), seen.clone(), stop.clone());
+        let sync_seen = sync_seen.clone();
         tokio::spawn(async move {
             let mut i = 0u64;
             while !stop.load(std::sync::atomic::Ordering::Relaxed) {
                 let key = format!("k-{i:06}");
                 let value = format!("v-{i}");
+                if gateway
+                    .put("sync-ledger", key.as_bytes(), value.as_bytes())
+                    .await
+                    .is_ok()
+                {
+                    sync_seen
+                        .lock()
+                        .unwrap()
+                        .acked
+                        .insert(key.clone(), value.clone());
+                }
                 match gateway
                     .put("ledger", key.as_bytes(), value.as_bytes())
                     .await
@@ -172,9 +188,24 @@ async fn async_failover_on_region_loss_keeps_every_acknowledged_write_accounted_
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.await.unwrap();
 
-    // Every acknowledged write is on the new primary, or was acknowledged by
-    // the old one before it was fenced.
+    // Sync: every acknowledged write survived the region loss.
     let new_primary = shard(&lab, "eu-west");
+    let sync_acked = std::mem::take(&mut sync_seen.lock().unwrap().acked);
+    assert!(sync_acked.len() >= 20, "{}", sync_acked.len());
+    for (key, value) in &sync_acked {
+        let found = new_primary
+            .get("sync-ledger", key.as_bytes(), pb::Consistency::Strong)
+            .await
+            .unwrap();
+        assert_eq!(
+            found.map(|kv| kv.value),
+            Some(value.as_bytes().to_vec()),
+            "sync write {key} was acknowledged and lost"
+        );
+    }
+
+    // Async: every acknowledged write is on the new primary, or was
+    // acknowledged by the old one before it was fenced.
     let seen = std::mem::take(&mut *seen.lock().unwrap());
     let mut missing = BTreeSet::new();
     for (key, value) in &seen.acked {

@@ -168,7 +168,8 @@ impl AdminService {
             let Some(record) = self.node.machine.namespace(&desired.namespace) else {
                 continue;
             };
-            if (record.role, record.epoch) == (role, desired.epoch) || desired.epoch < record.epoch
+            if (record.role, record.epoch, record.sync) == (role, desired.epoch, desired.sync)
+                || desired.epoch < record.epoch
             {
                 continue;
             }
@@ -185,6 +186,7 @@ impl AdminService {
                     epoch: desired.epoch,
                     log_changes: true,
                     fork_seq: (role == NamespaceRole::Standby).then_some(desired.fork_seq),
+                    sync: desired.sync,
                 })
                 .await?;
         }
@@ -610,6 +612,7 @@ impl Admin for AdminService {
                     epoch: request.epoch,
                     log_changes: true,
                     fork_seq: None,
+                    sync: request.sync,
                 })
                 .await?
             {
