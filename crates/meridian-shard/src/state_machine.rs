@@ -51,6 +51,16 @@ struct NamespaceRecordV1 {
 /// Format of stored [`NamespaceRecord`]s; bumped on any change, with an upgrade.
 const NAMESPACE_RECORD_FORMAT: u8 = 2;
 
+/// The fields of a [`Command::ConfigureNamespace`].
+#[derive(Debug, Clone, Copy)]
+struct Configuration {
+    role: NamespaceRole,
+    epoch: u64,
+    log_changes: bool,
+    fork_seq: Option<u64>,
+    sync: bool,
+}
+
 /// What applying a client write did, beyond its result: the change in key
 /// count, and the writes to log when the namespace ships changes to standbys.
 #[derive(Debug, Default)]
@@ -386,7 +396,17 @@ impl KvStateMachine {
                 log_changes,
                 fork_seq,
                 sync,
-            } => self.configure(&namespace, role, epoch, log_changes, fork_seq, sync, batch),
+            } => self.configure(
+                &namespace,
+                Configuration {
+                    role,
+                    epoch,
+                    log_changes,
+                    fork_seq,
+                    sync,
+                },
+                batch,
+            ),
             Command::ResyncBegin { namespace, epoch } => {
                 self.resync_step(&namespace, epoch, batch, |machine, record, batch| {
                     let prefix = keys::namespace_prefix(&namespace);
@@ -520,13 +540,16 @@ impl KvStateMachine {
     fn configure(
         &self,
         namespace: &str,
-        role: NamespaceRole,
-        epoch: u64,
-        log_changes: bool,
-        fork_seq: Option<u64>,
-        sync: bool,
+        wanted: Configuration,
         batch: &mut ApplyBatch,
     ) -> io::Result<CommandResult> {
+        let Configuration {
+            role,
+            epoch,
+            log_changes,
+            fork_seq,
+            sync,
+        } = wanted;
         let Some(mut record) = self.namespace(namespace) else {
             return Ok(CommandResult::Rejected(Rejection::NamespaceNotFound {
                 name: namespace.to_string(),
