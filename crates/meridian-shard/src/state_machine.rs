@@ -1336,6 +1336,7 @@ mod tests {
                 epoch: 0,
                 log_changes: true,
                 fork_seq: None,
+                sync: false,
             }),
             CommandResult::Rejected(Rejection::StaleEpoch { .. })
         ));
