@@ -67,11 +67,14 @@ pub fn resolve(target: &TargetArgs, region: Option<&str>) -> anyhow::Result<Targ
     }
     let state = lab(target)?;
     let dialer = state.client_dialer()?;
+    // The chosen region's gateway first; the others are tried only when it
+    // cannot be reached (its region may be down).
     let mut gateways = state.endpoints(ProcessRole::Gateway, region);
-    if gateways.is_empty() {
-        gateways = state.endpoints(ProcessRole::Gateway, None);
+    for other in state.endpoints(ProcessRole::Gateway, None) {
+        if !gateways.contains(&other) {
+            gateways.push(other);
+        }
     }
-    let gateways: Vec<String> = gateways.into_iter().take(1).collect();
     let control = state.endpoints(ProcessRole::Control, None);
     if gateways.is_empty() || control.is_empty() {
         anyhow::bail!(

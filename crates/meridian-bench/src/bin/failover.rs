@@ -1,0 +1,352 @@
+//! `meridian-failover-bench`: what replication and failover cost and how fast
+//! they are, on labs it starts itself (three regions, TLS and WAN emulation on).
+//!
+//! - **RTO**: kill the primary region of an async active-passive namespace while
+//!   a client in eu-west writes through its local gateway; time from the kill to
+//!   the first acknowledged write issued after the kill plus 250 ms (so no answer
+//!   still in flight from the dead primary is counted). Repeated `--runs` times,
+//!   each on a fresh lab.
+//! - **Lag**: a paced write load (`--rate` writes/s) on an async namespace; the
+//!   standby's lag in seconds sampled every 100 ms from the primary's leader.
+//! - **Sync vs async**: the same closed-loop load on an async and a sync
+//!   namespace, latency side by side.
+//! - **Bytes**: compressed bytes shipped across the WAN per byte written.
+
+use anyhow::Context;
+use clap::Parser;
+use meridian_client::{Client, ClientOptions, pb};
+use meridian_lab::{Lab, LabSpec, ProcessRole, WanSettings};
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+/// Command line.
+#[derive(Debug, Parser)]
+struct Args {
+    /// The `meridian` binary the labs run.
+    #[arg(long, default_value = "target/release/meridian")]
+    binary: PathBuf,
+    /// Directory for the labs.
+    #[arg(long)]
+    dir: PathBuf,
+    /// Nodes per regional shard.
+    #[arg(long, default_value_t = 3)]
+    nodes: usize,
+    /// RTO measurements (a fresh lab each).
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+    /// Target write rate for the lag measurement.
+    #[arg(long, default_value_t = 5_000)]
+    rate: u64,
+    /// Seconds of each load phase.
+    #[arg(long, default_value_t = 15)]
+    seconds: u64,
+    /// Concurrent writers in load phases.
+    #[arg(long, default_value_t = 64)]
+    clients: usize,
+    /// Value size in bytes.
+    #[arg(long, default_value_t = 256)]
+    value_size: usize,
+    /// Write the results as JSON to this file.
+    #[arg(long)]
+    json_out: Option<PathBuf>,
+}
+
+#[derive(Debug, Default, Serialize)]
+struct Report {
+    rto_ms: Vec<f64>,
+    rto_median_ms: f64,
+    rto_max_ms: f64,
+    lag: Option<LagReport>,
+    latency: BTreeMap<String, LatencyReport>,
+    wan_bytes_per_byte_written: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct LagReport {
+    target_rate: u64,
+    achieved_rate: f64,
+    p50_seconds: f64,
+    p99_seconds: f64,
+    max_seconds: f64,
+}
+
+#[derive(Debug, Serialize)]
+struct LatencyReport {
+    ops_per_second: f64,
+    p50_ms: f64,
+    p99_ms: f64,
+}
+
+fn percentile(samples: &mut [f64], q: f64) -> f64 {
+    if samples.is_empty() {
+        return 0.0;
+    }
+    samples.sort_by(f64::total_cmp);
+    let index = ((samples.len() as f64 * q).ceil() as usize).clamp(1, samples.len()) - 1;
+    samples[index]
+}
+
+async fn start_lab(args: &Args, name: &str) -> anyhow::Result<Lab> {
+    let mut lab = Lab::up(&LabSpec {
+        dir: args.dir.join(name),
+        regions: ["us-east", "eu-west", "ap-south"]
+            .map(String::from)
+            .to_vec(),
+        nodes: args.nodes,
+        binary: args.binary.clone(),
+        env: vec![],
+        tls: true,
+        wan: Some(WanSettings::default()),
+    })?
+    .kill_on_drop();
+    lab.wait_ready(Duration::from_secs(180), |_, _| {}).await?;
+    Ok(lab)
+}
+
+fn client(lab: &Lab, endpoints: Vec<String>, budget: Duration) -> anyhow::Result<Client> {
+    Ok(Client::with_options(
+        endpoints,
+        ClientOptions {
+            attempt_timeout: budget.min(Duration::from_secs(3)),
+            retry_budget: budget,
+            dialer: lab.dialer().clone(),
+            ..ClientOptions::default()
+        },
+    )?)
+}
+
+async fn place(lab: &Lab, name: &str, sync: bool) -> anyhow::Result<()> {
+    let control = client(
+        lab,
+        lab.state().endpoints(ProcessRole::Control, None),
+        Duration::from_secs(30),
+    )?;
+    control
+        .place_namespace(pb::Placement {
+            name: name.into(),
+            home_region: "us-east".into(),
+            mode: pb::NamespaceMode::ActivePassive as i32,
+            sync,
+            standby_regions: vec!["eu-west".into()],
+            allowed_jurisdictions: vec!["US".into(), "EU".into()],
+            ..Default::default()
+        })
+        .await?;
+    Ok(())
+}
+
+fn primary_shard(lab: &Lab) -> anyhow::Result<Client> {
+    let nodes = lab
+        .state()
+        .processes
+        .iter()
+        .filter(|p| p.role == ProcessRole::Node && p.region == "us-east")
+        .map(|p| p.grpc.clone())
+        .collect();
+    client(lab, nodes, Duration::from_secs(10))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    std::fs::create_dir_all(&args.dir)?;
+    let mut report = Report::default();
+
+    for run in 0..args.runs {
+        let rto = rto_run(&args, run).await?;
+        eprintln!("RTO run {}: {:.0} ms", run + 1, rto);
+        report.rto_ms.push(rto);
+    }
+    let mut rto = report.rto_ms.clone();
+    report.rto_median_ms = percentile(&mut rto, 0.5);
+    report.rto_max_ms = percentile(&mut rto, 1.0);
+
+    let lab = start_lab(&args, "load").await?;
+    place(&lab, "paced", false).await?;
+    place(&lab, "async", false).await?;
+    place(&lab, "sync", true).await?;
+    report.lag = Some(lag(&args, &lab).await?);
+    for namespace in ["async", "sync"] {
+        report
+            .latency
+            .insert(namespace.into(), closed_loop(&args, &lab, namespace).await?);
+    }
+    let status = primary_shard(&lab)?.replication_status().await?;
+    let sent: u64 = status
+        .namespaces
+        .iter()
+        .flat_map(|n| &n.standbys)
+        .map(|s| s.bytes_sent)
+        .sum();
+    let written = WRITTEN.load(Ordering::Relaxed);
+    report.wan_bytes_per_byte_written = sent as f64 / written.max(1) as f64;
+    drop(lab);
+
+    let text = serde_json::to_string_pretty(&report)?;
+    println!("{text}");
+    if let Some(path) = &args.json_out {
+        std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
+/// Key and value bytes the load phases wrote.
+static WRITTEN: AtomicU64 = AtomicU64::new(0);
+
+async fn rto_run(args: &Args, run: usize) -> anyhow::Result<f64> {
+    let mut lab = start_lab(args, &format!("rto-{run}")).await?;
+    place(&lab, "rto", false).await?;
+    let gateway = Arc::new(client(
+        &lab,
+        lab.state().endpoints(ProcessRole::Gateway, Some("eu-west")),
+        Duration::from_secs(2),
+    )?);
+    let acked = Arc::new(AtomicU64::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let first_after: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
+    let killed: Arc<std::sync::Mutex<Option<Instant>>> = Arc::default();
+    let writer = {
+        let (gateway, acked, stop) = (gateway.clone(), acked.clone(), stop.clone());
+        let (first_after, killed) = (first_after.clone(), killed.clone());
+        tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let issued = Instant::now();
+                let ok = gateway
+                    .put("rto", format!("k{i}").as_bytes(), b"v")
+                    .await
+                    .is_ok();
+                i += 1;
+                if !ok {
+                    continue;
+                }
+                acked.fetch_add(1, Ordering::Relaxed);
+                let kill = *killed.lock().unwrap_or_else(|e| e.into_inner());
+                if let Some(kill) = kill
+                    && issued > kill + Duration::from_millis(250)
+                {
+                    first_after
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .get_or_insert(Instant::now());
+                }
+            }
+        })
+    };
+    while acked.load(Ordering::Relaxed) < 20 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let kill = Instant::now();
+    *killed.lock().unwrap_or_else(|e| e.into_inner()) = Some(kill);
+    lab.kill("us-east")?;
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let recovered = loop {
+        if let Some(at) = *first_after.lock().unwrap_or_else(|e| e.into_inner()) {
+            break at;
+        }
+        anyhow::ensure!(Instant::now() < deadline, "no write succeeded within 120 s");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    stop.store(true, Ordering::Relaxed);
+    let _ = writer.await;
+    let _ = lab.down();
+    Ok(recovered.duration_since(kill).as_secs_f64() * 1e3)
+}
+
+/// Paced writes to the primary's shard at `rate`/s, sampling the standby lag.
+async fn lag(args: &Args, lab: &Lab) -> anyhow::Result<LagReport> {
+    let primary = Arc::new(primary_shard(lab)?);
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let per_client = args.rate as f64 / args.clients as f64;
+    let value = vec![b'x'; args.value_size];
+    let mut writers = Vec::new();
+    for c in 0..args.clients {
+        let (primary, stop, done, value) =
+            (primary.clone(), stop.clone(), done.clone(), value.clone());
+        writers.push(tokio::spawn(async move {
+            let interval = Duration::from_secs_f64(1.0 / per_client);
+            let mut next = tokio::time::Instant::now();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                next += interval;
+                tokio::time::sleep_until(next).await;
+                let key = format!("paced-{c}-{}", i % 1_000);
+                if primary.put("paced", key.as_bytes(), &value).await.is_ok() {
+                    done.fetch_add(1, Ordering::Relaxed);
+                    WRITTEN.fetch_add((key.len() + value.len()) as u64, Ordering::Relaxed);
+                }
+                i += 1;
+            }
+        }));
+    }
+    let started = Instant::now();
+    let mut samples = Vec::new();
+    while started.elapsed() < Duration::from_secs(args.seconds) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if let Ok(status) = primary.replication_status().await
+            && let Some(ns) = status.namespaces.iter().find(|n| n.namespace == "paced")
+        {
+            samples.extend(ns.standbys.iter().map(|s| s.lag_seconds));
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        let _ = writer.await;
+    }
+    let achieved_rate = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    Ok(LagReport {
+        target_rate: args.rate,
+        achieved_rate,
+        p50_seconds: percentile(&mut samples, 0.5),
+        p99_seconds: percentile(&mut samples, 0.99),
+        max_seconds: percentile(&mut samples, 1.0),
+    })
+}
+
+/// As many writes as `clients` closed loops can do, recording latency.
+async fn closed_loop(args: &Args, lab: &Lab, namespace: &str) -> anyhow::Result<LatencyReport> {
+    let primary = Arc::new(primary_shard(lab)?);
+    let stop = Arc::new(AtomicBool::new(false));
+    let value = vec![b'x'; args.value_size];
+    let mut writers = Vec::new();
+    for c in 0..args.clients {
+        let (primary, stop, value) = (primary.clone(), stop.clone(), value.clone());
+        let namespace = namespace.to_string();
+        writers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("loop-{c}-{}", i % 1_000);
+                let started = Instant::now();
+                if primary
+                    .put(&namespace, key.as_bytes(), &value)
+                    .await
+                    .is_ok()
+                {
+                    latencies.push(started.elapsed().as_secs_f64() * 1e3);
+                    WRITTEN.fetch_add((key.len() + value.len()) as u64, Ordering::Relaxed);
+                }
+                i += 1;
+            }
+            latencies
+        }));
+    }
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for writer in writers {
+        all.extend(writer.await.unwrap_or_default());
+    }
+    let ops_per_second = all.len() as f64 / started.elapsed().as_secs_f64();
+    Ok(LatencyReport {
+        ops_per_second,
+        p50_ms: percentile(&mut all, 0.5),
+        p99_ms: percentile(&mut all, 0.99),
+    })
+}
