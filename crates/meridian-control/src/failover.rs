@@ -58,7 +58,18 @@ pub async fn run(node: Arc<ControlNode>) {
         // A new leader cannot know which leases its predecessor granted: it
         // waits a whole lease before promoting anything.
         let since = *leader_since.get_or_insert_with(Instant::now);
-        probe_all(&node, &config, &mut health, &mut clients).await;
+        // Leases are granted only by a leader that a quorum still follows: a
+        // deposed leader cut off with one region must not keep that region's
+        // primary writable while the others elect a new leader and fail over.
+        // Each lease is shortened by the time since this confirmation began,
+        // so it ends before any successor could have been elected plus a lease.
+        let confirmed = Instant::now();
+        if node.read_barrier().await.is_err() {
+            tracing::warn!("leadership not confirmed by a quorum; no probes or leases this round");
+            tokio::time::sleep(interval.saturating_sub(round.elapsed())).await;
+            continue;
+        }
+        probe_all(&node, &config, &mut health, &mut clients, confirmed).await;
         if config.automatic {
             fail_over_failed(&node, &config, &health, since, &mut clients).await;
         }
@@ -143,6 +154,7 @@ async fn probe_all(
     config: &crate::config::FailoverSection,
     health: &mut HashMap<String, ShardHealth>,
     clients: &mut HashMap<String, (Vec<String>, Arc<Client>)>,
+    confirmed: Instant,
 ) {
     let shards: Vec<(String, Vec<String>)> = node.with_state(|state| {
         state
@@ -168,9 +180,12 @@ async fn probe_all(
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .contains(&shard);
+        let remaining = config
+            .lease_ms
+            .saturating_sub(confirmed.elapsed().as_millis() as u64);
         let request = pb::LeaseRequest {
             // A shard being drained keeps answering probes but gets no lease.
-            lease_ms: if draining { 0 } else { config.lease_ms },
+            lease_ms: if draining { 0 } else { remaining },
             desired: desired.remove(&shard).unwrap_or_default(),
         };
         probes.push(tokio::spawn(async move {

@@ -1,0 +1,169 @@
+//! Split brain: us-east is partitioned from every other region while a client
+//! inside us-east keeps writing to its local shard. The other regions fail the
+//! namespace over; the cut-off primary, without a write lease, refuses writes
+//! (fenced) instead of accepting them silently. After the partition heals it
+//! becomes a standby of the new primary and converges to it: nothing diverges.
+
+use meridian_client::{Client, ClientOptions, pb};
+use meridian_lab::{Lab, LabSpec, ProcessRole, WanSettings};
+use std::time::{Duration, Instant};
+
+fn client(lab: &Lab, endpoints: Vec<String>, budget: Duration) -> Client {
+    Client::with_options(
+        endpoints,
+        ClientOptions {
+            attempt_timeout: budget.min(Duration::from_secs(2)),
+            retry_budget: budget,
+            dialer: lab.dialer().clone(),
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+fn nodes(lab: &Lab, region: &str) -> Vec<String> {
+    lab.state()
+        .processes
+        .iter()
+        .filter(|p| p.role == ProcessRole::Node && p.region == region)
+        .map(|p| p.grpc.clone())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_partitioned_primary_is_fenced_and_rejoins_without_divergence() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::up(&LabSpec {
+        dir: dir.path().join("lab"),
+        regions: vec!["us-east".into(), "eu-west".into(), "ap-south".into()],
+        nodes: 1,
+        binary: env!("CARGO_BIN_EXE_meridian").into(),
+        env: vec![],
+        tls: true,
+        wan: Some(WanSettings::default()),
+    })
+    .unwrap()
+    .kill_on_drop();
+    lab.wait_ready(Duration::from_secs(120), |_, _| {})
+        .await
+        .unwrap();
+    let control_endpoints = lab.state().endpoints(ProcessRole::Control, None);
+    let control = client(&lab, control_endpoints, Duration::from_secs(20));
+    control
+        .place_namespace(pb::Placement {
+            name: "accounts".into(),
+            home_region: "us-east".into(),
+            mode: pb::NamespaceMode::ActivePassive as i32,
+            standby_regions: vec!["eu-west".into()],
+            allowed_jurisdictions: vec!["US".into(), "EU".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // A client inside us-east, talking to its local shard directly.
+    let local = client(&lab, nodes(&lab, "us-east"), Duration::from_secs(1));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while local.put("accounts", b"before", b"1").await.is_err() {
+        assert!(Instant::now() < deadline, "no write before the partition");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    lab.partition("us-east", "eu-west").unwrap();
+    lab.partition("us-east", "ap-south").unwrap();
+    let partitioned_at = Instant::now();
+    let mut acked_during = Vec::new();
+    let failover = loop {
+        let key = format!("during-{}", acked_during.len() + 1000);
+        if local.put("accounts", key.as_bytes(), b"x").await.is_ok() {
+            acked_during.push((key, Instant::now()));
+        }
+        if let Ok(list) = control.list_failovers(Some("accounts")).await
+            && let Some(first) = list.into_iter().next()
+        {
+            break first;
+        }
+        assert!(
+            partitioned_at.elapsed() < Duration::from_secs(90),
+            "no failover while us-east was cut off"
+        );
+    };
+    let failover_seen_at = Instant::now();
+    assert_eq!(failover.to_region, "eu-west");
+    // The cut-off primary stopped taking writes before the standby was promoted.
+    for (key, at) in &acked_during {
+        assert!(
+            *at < failover_seen_at,
+            "{key} acknowledged after the failover"
+        );
+    }
+    for i in 0..10 {
+        let refused = local
+            .put("accounts", format!("fenced-{i}").as_bytes(), b"x")
+            .await;
+        assert!(
+            refused.is_err(),
+            "the partitioned old primary accepted a write after the failover"
+        );
+    }
+    // The new primary takes writes from the rest of the world.
+    let eu_gateway = client(
+        &lab,
+        lab.state().endpoints(ProcessRole::Gateway, Some("eu-west")),
+        Duration::from_secs(20),
+    );
+    eu_gateway.put("accounts", b"after", b"2").await.unwrap();
+
+    // Heal: the old primary learns the new epoch, becomes a standby, sets aside
+    // what it alone had, and converges.
+    lab.heal("us-east", "eu-west").unwrap();
+    lab.heal("us-east", "ap-south").unwrap();
+    let old = client(&lab, nodes(&lab, "us-east"), Duration::from_secs(10));
+    let new = client(&lab, nodes(&lab, "eu-west"), Duration::from_secs(10));
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let converged = async {
+            let status = old.replication_status().await.ok()?;
+            let ns = status
+                .namespaces
+                .iter()
+                .find(|n| n.namespace == "accounts")?;
+            if ns.role != pb::NamespaceRole::Standby as i32 {
+                return None;
+            }
+            let a = new.check_integrity("accounts").await.ok()?;
+            let b = old.check_integrity("accounts").await.ok()?;
+            (a.digest == b.digest).then_some(())
+        }
+        .await;
+        if converged.is_some() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the old primary did not converge"
+        );
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    }
+    let after = old
+        .get("accounts", b"after", pb::Consistency::Eventual)
+        .await
+        .unwrap();
+    assert_eq!(after.map(|kv| kv.value), Some(b"2".to_vec()));
+    let refused = old.put("accounts", b"late", b"x").await.unwrap_err();
+    assert!(refused.to_string().contains("standby"), "{refused}");
+    // Whatever the old primary acknowledged during the partition and its
+    // successor never got is recorded, not silently dropped.
+    let lost = old.lost_writes("accounts").await.unwrap();
+    let lost_keys: Vec<String> = lost
+        .iter()
+        .map(|w| String::from_utf8_lossy(&w.key).into_owned())
+        .collect();
+    for (key, _) in &acked_during {
+        let kept = new
+            .get("accounts", key.as_bytes(), pb::Consistency::Strong)
+            .await
+            .unwrap()
+            .is_some();
+        assert!(kept || lost_keys.contains(key), "{key} vanished");
+    }
+}
