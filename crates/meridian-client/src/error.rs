@@ -82,6 +82,7 @@ impl From<ClientError> for Status {
             | ClientError::AlreadyExists(m)
             | ClientError::FailedPrecondition(m)
             | ClientError::DataLoss(m) => m.clone(),
+            ClientError::ResourceExhausted { message, .. } => message.clone(),
             other => other.to_string(),
         };
         let mut status = Status::new(code, message);

@@ -20,4 +20,4 @@ mod routing;
 
 pub use error::ClientError;
 pub use meridian_proto::v1 as pb;
-pub use routing::{Client, ClientOptions};
+pub use routing::{Client, ClientOptions, ReplicationSettings};

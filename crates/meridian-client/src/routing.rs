@@ -15,6 +15,18 @@ use tonic::{Code, Status};
 /// Metadata key with the leader's address on a redirect.
 const LEADER_ADDRESS_HEADER: &str = "meridian-leader-address";
 
+/// How a replicated namespace's primary treats writes (see
+/// `Admin.ConfigureNamespace`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplicationSettings {
+    /// Acknowledge only once a standby confirmed.
+    pub sync: bool,
+    /// RPO gate in changes (0: none).
+    pub max_lag_entries: u64,
+    /// RPO gate in milliseconds (0: none).
+    pub max_lag_ms: u64,
+}
+
 /// Tunables of a [`Client`].
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
@@ -579,13 +591,15 @@ impl Client {
         namespace: &str,
         role: pb::NamespaceRole,
         epoch: u64,
-        sync: bool,
+        settings: ReplicationSettings,
     ) -> Result<u64, ClientError> {
         let request = pb::ConfigureNamespaceRequest {
             namespace: namespace.to_string(),
             role: role as i32,
             epoch,
-            sync,
+            sync: settings.sync,
+            max_lag_entries: settings.max_lag_entries,
+            max_lag_ms: settings.max_lag_ms,
         };
         // Idempotent at a given epoch: safe to retry like a read.
         let response = self

@@ -73,6 +73,15 @@ pub enum ControlCommand {
         /// Who asked.
         requester: Requester,
     },
+    /// Sets a namespace's RPO gate.
+    SetMaxLag {
+        /// The namespace.
+        namespace: String,
+        /// The bound.
+        max_lag: crate::model::MaxLag,
+        /// Who asked.
+        requester: Requester,
+    },
 }
 
 /// Why the control plane refused a command; decided identically on every replica.
@@ -133,6 +142,8 @@ pub enum ControlResult {
         /// Routing-table version without it.
         routing_version: u64,
     },
+    /// A namespace setting changed.
+    Updated,
     /// The namespace failed over.
     FailedOver {
         /// The record.

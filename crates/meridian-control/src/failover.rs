@@ -95,6 +95,8 @@ fn desired_by_shard(node: &ControlNode) -> HashMap<String, Vec<pb::DesiredNamesp
                     epoch: namespace.epoch,
                     fork_seq: 0,
                     sync,
+                    max_lag_entries: namespace.max_lag.entries,
+                    max_lag_ms: namespace.max_lag.ms,
                 });
             for standby in &namespace.standbys {
                 // A former primary of this namespace keeps what its successor
@@ -114,6 +116,8 @@ fn desired_by_shard(node: &ControlNode) -> HashMap<String, Vec<pb::DesiredNamesp
                         epoch: namespace.epoch,
                         fork_seq,
                         sync,
+                        max_lag_entries: namespace.max_lag.entries,
+                        max_lag_ms: namespace.max_lag.ms,
                     });
             }
         }

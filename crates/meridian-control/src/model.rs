@@ -79,6 +79,17 @@ pub struct Namespace {
     pub epoch: u64,
     /// Standby copies (active-passive), one per standby region.
     pub standbys: Vec<StandbyCopy>,
+    /// The RPO gate: how far a standby may fall behind before writes stop.
+    pub max_lag: MaxLag,
+}
+
+/// A bound on standby lag; zero fields mean "no bound".
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct MaxLag {
+    /// Changes not yet confirmed by a standby.
+    pub entries: u64,
+    /// Age of the oldest change not yet confirmed, in milliseconds.
+    pub ms: u64,
 }
 
 /// Where a standby copy of a namespace lives.

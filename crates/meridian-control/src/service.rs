@@ -33,6 +33,7 @@ impl ControlService {
         policy: &PlacementPolicy,
         shard: &crate::model::Shard,
         standbys: &[crate::model::StandbyCopy],
+        max_lag: crate::model::MaxLag,
     ) -> Result<(), ControlError> {
         let dialer = &self.node.dialer;
         create_on_shard(shard, name, dialer).await?;
@@ -41,8 +42,12 @@ impl ControlService {
         if !replicated {
             return Ok(());
         }
-        let sync = matches!(policy.mode, NamespaceMode::ActivePassive { sync: true });
-        configure_on_shard(shard, name, pb::NamespaceRole::Primary, 1, sync, dialer).await?;
+        let settings = meridian_client::ReplicationSettings {
+            sync: matches!(policy.mode, NamespaceMode::ActivePassive { sync: true }),
+            max_lag_entries: max_lag.entries,
+            max_lag_ms: max_lag.ms,
+        };
+        configure_on_shard(shard, name, pb::NamespaceRole::Primary, 1, settings, dialer).await?;
         for standby in standbys {
             let Some(standby_shard) = self
                 .node
@@ -59,7 +64,7 @@ impl ControlService {
                 name,
                 pb::NamespaceRole::Standby,
                 1,
-                sync,
+                settings,
                 dialer,
             )
             .await?;
@@ -121,6 +126,8 @@ fn placement(namespace: &Namespace) -> pb::Placement {
             .collect(),
         shard: namespace.shard.clone(),
         epoch: namespace.epoch,
+        max_lag_entries: namespace.max_lag.entries,
+        max_lag_ms: namespace.max_lag.ms,
     }
 }
 
@@ -347,7 +354,7 @@ async fn configure_on_shard(
     namespace: &str,
     role: pb::NamespaceRole,
     epoch: u64,
-    sync: bool,
+    settings: meridian_client::ReplicationSettings,
     dialer: &meridian_net::Dialer,
 ) -> Result<(), ControlError> {
     let addresses: Vec<String> = shard.members.values().map(|m| m.address.clone()).collect();
@@ -359,7 +366,7 @@ async fn configure_on_shard(
     let client = meridian_client::Client::with_options(addresses, options)
         .map_err(|e| ControlError::Unavailable(format!("shard {}: {e}", shard.id)))?;
     client
-        .configure_namespace(namespace, role, epoch, sync)
+        .configure_namespace(namespace, role, epoch, settings)
         .await
         .map(|_| ())
         .map_err(|err| {
@@ -462,6 +469,10 @@ impl Control for ControlService {
             .into_inner()
             .placement
             .ok_or_else(|| ControlError::Invalid("placement is required".into()))?;
+        let max_lag = crate::model::MaxLag {
+            entries: requested.max_lag_entries,
+            ms: requested.max_lag_ms,
+        };
         let (name, policy) = policy_from(requested)?;
         // Decide on the (up-to-date) leader, create the namespace on the chosen
         // shard, and only then publish the route: a route never points at a
@@ -473,7 +484,7 @@ impl Control for ControlService {
             .with_state(|s| s.plan_placement(&name, policy.clone()));
         let shard = match planned {
             Ok((policy, shard, standbys)) => {
-                self.create_copies(&name, &policy, &shard, &standbys)
+                self.create_copies(&name, &policy, &shard, &standbys, max_lag)
                     .await?;
                 Some(shard.id)
             }
@@ -487,12 +498,27 @@ impl Control for ControlService {
         };
         match self.node.propose(command).await? {
             ControlResult::NamespaceCreated {
-                namespace,
+                mut namespace,
                 routing_version,
-            } => Ok(Response::new(pb::PlaceNamespaceResponse {
-                placement: Some(placement(&namespace)),
-                routing_version,
-            })),
+            } => {
+                if max_lag != crate::model::MaxLag::default() {
+                    self.node
+                        .propose(ControlCommand::SetMaxLag {
+                            namespace: namespace.name.clone(),
+                            max_lag,
+                            requester: Requester {
+                                actor: "placement".into(),
+                                at_unix_ms: now_unix_ms(),
+                            },
+                        })
+                        .await?;
+                    namespace.max_lag = max_lag;
+                }
+                Ok(Response::new(pb::PlaceNamespaceResponse {
+                    placement: Some(placement(&namespace)),
+                    routing_version,
+                }))
+            }
             other => Err(Status::internal(format!("unexpected result {other:?}"))),
         }
     }

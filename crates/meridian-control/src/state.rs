@@ -234,6 +234,7 @@ impl ControlState {
                     shard,
                     epoch: 1,
                     standbys,
+                    max_lag: crate::model::MaxLag::default(),
                 };
                 self.counters.routing_version += 1;
                 self.namespaces.insert(name.clone(), namespace.clone());
@@ -329,6 +330,16 @@ impl ControlState {
                     routing_version: self.counters.routing_version,
                 })
             }
+            ControlCommand::SetMaxLag {
+                namespace, max_lag, ..
+            } => {
+                let Some(entry) = self.namespaces.get_mut(&namespace) else {
+                    return Err(ControlRejection::NamespaceNotFound(namespace));
+                };
+                entry.max_lag = max_lag;
+                changes.push(Change::Namespace(namespace));
+                Ok(ControlResult::Updated)
+            }
             ControlCommand::DeleteNamespace { name, .. } => {
                 let Some(removed) = self.namespaces.remove(&name) else {
                     return Err(ControlRejection::NamespaceNotFound(name));
@@ -390,6 +401,17 @@ fn describe(command: &ControlCommand) -> (Requester, String) {
         } => (
             requester.clone(),
             format!("failover namespace {namespace} to shard {to_shard}: {cause}"),
+        ),
+        ControlCommand::SetMaxLag {
+            namespace,
+            max_lag,
+            requester,
+        } => (
+            requester.clone(),
+            format!(
+                "set max_lag of {namespace}: {} changes, {} ms",
+                max_lag.entries, max_lag.ms
+            ),
         ),
         ControlCommand::DeleteNamespace { name, requester } => {
             (requester.clone(), format!("delete namespace {name}"))

@@ -52,6 +52,7 @@ fn decode_namespace(raw: &[u8]) -> io::Result<crate::model::Namespace> {
                 shard: old.shard,
                 epoch: old.epoch,
                 standbys: Vec::new(),
+                max_lag: crate::model::MaxLag::default(),
             })
         }
         _ => Err(io::Error::new(

@@ -74,6 +74,10 @@ pub enum Command {
         fork_seq: Option<u64>,
         /// Acknowledge client writes only once a standby has them durably.
         sync: bool,
+        /// RPO gate: most changes a standby may be behind (0: no bound).
+        max_lag_entries: u64,
+        /// RPO gate: oldest unconfirmed change's age in ms (0: no bound).
+        max_lag_ms: u64,
     },
     /// Applies changes shipped from the namespace's primary, in sequence order;
     /// already-applied sequence numbers are skipped, a gap stops the batch.

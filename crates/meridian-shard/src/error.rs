@@ -79,6 +79,23 @@ pub enum ShardError {
         /// How long the primary waited.
         waited_ms: u64,
     },
+    /// The RPO gate: a standby is further behind than the namespace's
+    /// `max_lag` (RESOURCE_EXHAUSTED; nothing was written).
+    #[error(
+        "namespace {namespace:?}: standby {standby} is {entries} changes and {seconds:.1} s behind; max_lag is {limit} — writes are refused until it catches up (nothing was written)"
+    )]
+    LagExceeded {
+        /// The namespace.
+        namespace: String,
+        /// The lagging standby (shard and region).
+        standby: String,
+        /// Changes behind.
+        entries: u64,
+        /// Age of its oldest unconfirmed change.
+        seconds: f64,
+        /// The bound, as configured.
+        limit: String,
+    },
     /// Listeners or TLS could not be set up (start-up only).
     #[error(transparent)]
     Net(#[from] meridian_net::NetError),
@@ -117,6 +134,7 @@ impl ShardError {
             ShardError::Raft(_) => Code::Unavailable,
             ShardError::Net(_) => Code::Internal,
             ShardError::NoLease | ShardError::NotReplicated { .. } => Code::Unavailable,
+            ShardError::LagExceeded { .. } => Code::ResourceExhausted,
         }
     }
 }

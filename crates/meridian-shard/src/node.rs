@@ -44,6 +44,9 @@ pub struct ShardNode {
     lease_reads: ReadBarrier,
 }
 
+/// How long a write over the RPO gate waits for the standby before refusal.
+const RPO_THROTTLE: std::time::Duration = std::time::Duration::from_millis(500);
+
 impl ShardNode {
     /// Opens storage, starts Raft and, for a brand-new member of the initial
     /// membership, initializes the shard.
@@ -184,6 +187,53 @@ impl ShardNode {
         }
     }
 
+    /// The RPO gate: while a standby is further behind than the namespace's
+    /// `max_lag`, a write waits briefly for it to catch up (throttling), then is
+    /// refused with the lag named.
+    async fn check_rpo(&self, command: &Command) -> Result<(), ShardError> {
+        let namespace = match command {
+            Command::Put { namespace, .. }
+            | Command::Delete { namespace, .. }
+            | Command::Txn { namespace, .. }
+            | Command::Import { namespace, .. } => namespace,
+            _ => return Ok(()),
+        };
+        let over = || {
+            let record = self.machine.namespace(namespace)?;
+            if record.role != crate::command::NamespaceRole::Primary
+                || (record.max_lag_entries == 0 && record.max_lag_ms == 0)
+            {
+                return None;
+            }
+            let (shard, region, entries, seconds) =
+                self.replication.worst_lag(namespace, record.change_seq)?;
+            let too_many = record.max_lag_entries > 0 && entries >= record.max_lag_entries;
+            let too_old = record.max_lag_ms > 0 && seconds * 1e3 >= record.max_lag_ms as f64;
+            (too_many || too_old).then(|| ShardError::LagExceeded {
+                namespace: namespace.clone(),
+                standby: format!("{shard} ({region})"),
+                entries,
+                seconds,
+                limit: match (record.max_lag_entries, record.max_lag_ms) {
+                    (0, ms) => format!("{ms} ms"),
+                    (entries, 0) => format!("{entries} changes"),
+                    (entries, ms) => format!("{entries} changes or {ms} ms"),
+                },
+            })
+        };
+        let deadline = std::time::Instant::now() + RPO_THROTTLE;
+        loop {
+            let Some(refusal) = over() else {
+                return Ok(());
+            };
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return Err(refusal);
+            }
+            self.replication.wait_any_ack(left).await;
+        }
+    }
+
     /// A client write to a replicated namespace needs the lease: without it
     /// this shard may already have been failed over.
     fn check_lease(&self, command: &Command) -> Result<(), ShardError> {
@@ -212,6 +262,7 @@ impl ShardNode {
             return Err(self.not_leader());
         }
         self.check_lease(&command)?;
+        self.check_rpo(&command).await?;
         if let Err((free_bytes, min_free_bytes)) = self.disk.check() {
             return Err(ShardError::DiskFull {
                 free_bytes,

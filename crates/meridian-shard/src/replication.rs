@@ -18,7 +18,6 @@ use crate::command::{ChangeRecord, NamespaceRole};
 use crate::node::ShardNode;
 use meridian_client::routes::SharedRoutes;
 use meridian_client::{Client, ClientOptions, pb};
-use openraft::async_runtime::WatchReceiver;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -138,6 +137,32 @@ impl ReplicationProgress {
             .filter_map(|(_, p)| p.acked)
             .max()
             .unwrap_or(0)
+    }
+
+    /// The standby of `namespace` furthest behind `head`: its shard, region,
+    /// changes behind, and the age of its oldest unconfirmed change.
+    pub fn worst_lag(&self, namespace: &str, head: u64) -> Option<(String, String, u64, f64)> {
+        self.pairs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|((ns, _), _)| ns == namespace)
+            .map(|((_, shard), p)| {
+                (
+                    shard.clone(),
+                    p.region.clone(),
+                    head.saturating_sub(p.acked.unwrap_or(0)),
+                    p.lag_seconds(),
+                )
+            })
+            .max_by(|a, b| a.2.cmp(&b.2).then(a.3.total_cmp(&b.3)))
+    }
+
+    /// Waits until the next confirmation from any standby, or `timeout`.
+    pub async fn wait_any_ack(&self, timeout: Duration) {
+        let mut acks = self.acks.subscribe();
+        acks.borrow_and_update();
+        let _ = tokio::time::timeout(timeout, acks.changed()).await;
     }
 
     /// Waits until some standby of `namespace` confirmed `seq`, or `timeout`.
@@ -266,7 +291,7 @@ async fn ship(
     node.replication.update(&namespace, &target.shard, |p| {
         p.region = target.region.clone();
     });
-    let mut applied = node.raft.raft.metrics();
+    let mut changed = node.machine.subscribe_changes();
     let mut acked: Option<u64> = None;
     let mut trimmed = 0u64;
     let mut failures = 0u32;
@@ -297,17 +322,28 @@ async fn ship(
                         send_counted(&node, &client, &namespace, record.epoch, &target, &changes)
                             .await
                     }
+                    Ok(changes) if changes.is_empty() && position >= record.trimmed_through => {
+                        // Applied in memory, its batch not yet committed to the
+                        // engine: read again in a moment.
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                        continue;
+                    }
                     Ok(_) => {
-                        // The log no longer reaches back to the standby's position.
-                        tracing::error!(
+                        // The log no longer reaches back to the standby's
+                        // position (trimmed before it joined): a full copy.
+                        tracing::warn!(
                             %namespace,
                             standby = %target.shard,
                             position,
                             trimmed_through = record.trimmed_through,
-                            "standby is behind the change log; it needs a full resync"
+                            "standby is behind the change log; sending a full copy"
                         );
-                        tokio::time::sleep(Duration::from_secs(5)).await;
-                        continue;
+                        full_copy(&node, &client, &namespace, record.epoch)
+                            .await
+                            .map(|applied_seq| pb::ReplicateResponse {
+                                applied_seq,
+                                resync_needed: false,
+                            })
                     }
                     Err(err) => Err(err.to_string()),
                 }
@@ -361,9 +397,9 @@ async fn ship(
                 continue;
             }
         }
-        // Caught up: wait for the next applied entry (or re-check now and then).
-        let _ = tokio::time::timeout(Duration::from_millis(500), applied.changed()).await;
-        applied.borrow_and_update();
+        // Caught up: wait for the next logged change (or re-check now and then).
+        let _ = tokio::time::timeout(Duration::from_millis(500), changed.changed()).await;
+        changed.borrow_and_update();
         node.replication.update(&namespace, &target.shard, |p| {
             p.head = node
                 .machine

@@ -39,6 +39,10 @@ pub struct NamespaceRecord {
     pub resync_needed: bool,
     /// Writes are acknowledged only once a standby confirmed them.
     pub sync: bool,
+    /// RPO gate: most changes a standby may be behind (0: no bound).
+    pub max_lag_entries: u64,
+    /// RPO gate: oldest unconfirmed change's age in ms (0: no bound).
+    pub max_lag_ms: u64,
 }
 
 /// The first stored form of [`NamespaceRecord`], read and upgraded on load.
@@ -59,6 +63,8 @@ struct Configuration {
     log_changes: bool,
     fork_seq: Option<u64>,
     sync: bool,
+    max_lag_entries: u64,
+    max_lag_ms: u64,
 }
 
 /// What applying a client write did, beyond its result: the change in key
@@ -83,6 +89,10 @@ pub struct KvStateMachine {
     /// All namespace records, mirrored in memory: every request checks its
     /// namespace, and the list is small (bounded by `max_namespaces`).
     cache: RwLock<BTreeMap<String, NamespaceRecord>>,
+    /// Bumped whenever a change is logged, so replicators ship it at once.
+    /// (The batch commits a moment after `apply` returns; a replicator that
+    /// reads too early finds nothing yet and reads again.)
+    changes_logged: tokio::sync::watch::Sender<u64>,
 }
 
 /// A stored key's current version and value.
@@ -110,6 +120,7 @@ impl KvStateMachine {
             changes,
             lost,
             cache: RwLock::new(BTreeMap::new()),
+            changes_logged: tokio::sync::watch::channel(0).0,
         };
         machine.reload_cache()?;
         Ok(machine)
@@ -134,6 +145,11 @@ impl KvStateMachine {
             .unwrap_or_else(|e| e.into_inner())
             .get(namespace)
             .copied()
+    }
+
+    /// Follows the count of logged changes (replicators wait on it).
+    pub fn subscribe_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.changes_logged.subscribe()
     }
 
     /// Up to `max` logged changes of `namespace` after sequence number `after`,
@@ -330,6 +346,8 @@ impl KvStateMachine {
                     trimmed_through: 0,
                     resync_needed: false,
                     sync: false,
+                    max_lag_entries: 0,
+                    max_lag_ms: 0,
                 };
                 batch.insert(
                     &self.namespaces,
@@ -396,6 +414,8 @@ impl KvStateMachine {
                 log_changes,
                 fork_seq,
                 sync,
+                max_lag_entries,
+                max_lag_ms,
             } => self.configure(
                 &namespace,
                 Configuration {
@@ -404,6 +424,8 @@ impl KvStateMachine {
                     log_changes,
                     fork_seq,
                     sync,
+                    max_lag_entries,
+                    max_lag_ms,
                 },
                 batch,
             ),
@@ -513,7 +535,11 @@ impl KvStateMachine {
                 postcard::to_stdvec(&change).map_err(io::Error::other)?,
             );
         }
-        self.store_record(namespace, record, batch)
+        self.store_record(namespace, record, batch)?;
+        if logged {
+            self.changes_logged.send_modify(|n| *n = n.wrapping_add(1));
+        }
+        Ok(())
     }
 
     fn store_record(
@@ -549,6 +575,8 @@ impl KvStateMachine {
             log_changes,
             fork_seq,
             sync,
+            max_lag_entries,
+            max_lag_ms,
         } = wanted;
         let Some(mut record) = self.namespace(namespace) else {
             return Ok(CommandResult::Rejected(Rejection::NamespaceNotFound {
@@ -589,6 +617,8 @@ impl KvStateMachine {
         record.epoch = epoch;
         record.log_changes = log_changes;
         record.sync = sync;
+        record.max_lag_entries = max_lag_entries;
+        record.max_lag_ms = max_lag_ms;
         self.store_record(namespace, record, batch)?;
         Ok(CommandResult::Configured)
     }
@@ -894,6 +924,8 @@ fn decode_record(raw: &[u8]) -> io::Result<NamespaceRecord> {
                 trimmed_through: 0,
                 resync_needed: false,
                 sync: false,
+                max_lag_entries: 0,
+                max_lag_ms: 0,
             })
         }
         _ => Err(io::Error::new(
@@ -1264,6 +1296,8 @@ mod tests {
             log_changes: true,
             fork_seq: None,
             sync: false,
+            max_lag_entries: 0,
+            max_lag_ms: 0,
         });
         assert_eq!(configured, CommandResult::Configured);
         primary.put("a", "1");
@@ -1284,6 +1318,8 @@ mod tests {
             log_changes: true,
             fork_seq: None,
             sync: false,
+            max_lag_entries: 0,
+            max_lag_ms: 0,
         });
         // Client writes are refused on a standby.
         assert!(matches!(
@@ -1337,6 +1373,8 @@ mod tests {
                 log_changes: true,
                 fork_seq: None,
                 sync: false,
+                max_lag_entries: 0,
+                max_lag_ms: 0,
             }),
             CommandResult::Rejected(Rejection::StaleEpoch { .. })
         ));
@@ -1346,5 +1384,76 @@ mod tests {
         });
         let left = primary.machine.changes_after("ns", 0, 100).unwrap();
         assert_eq!(left.iter().map(|c| c.seq).collect::<Vec<_>>(), [3]);
+    }
+
+    #[test]
+    fn a_demoted_primary_sets_aside_what_its_successor_lacks_and_is_rebuilt() {
+        let configure = |role, epoch, fork_seq| Command::ConfigureNamespace {
+            namespace: "ns".into(),
+            role,
+            epoch,
+            log_changes: true,
+            fork_seq,
+            sync: false,
+            max_lag_entries: 0,
+            max_lag_ms: 0,
+        };
+        let mut old = Harness::new();
+        old.create("ns");
+        old.apply(configure(NamespaceRole::Primary, 1, None));
+        for i in 0..5 {
+            old.put(&format!("k{i}"), "v");
+        }
+        // The successor had changes 1..=3; 4 and 5 never reached it.
+        old.apply(configure(NamespaceRole::Standby, 2, Some(3)));
+        let record = old.machine.namespace("ns").unwrap();
+        assert!(record.resync_needed);
+        assert_eq!(record.change_seq, 3);
+        let lost = old.machine.lost_writes("ns").unwrap();
+        assert_eq!(
+            lost.iter().map(|(e, c)| (*e, c.seq)).collect::<Vec<_>>(),
+            [(1, 4), (1, 5)]
+        );
+        assert_eq!(lost[0].1.writes[0].key, b"k3");
+        // No changes are applied while it waits for a rebuild.
+        assert_eq!(
+            old.apply(Command::ApplyReplicated {
+                namespace: "ns".into(),
+                epoch: 2,
+                changes: vec![],
+            }),
+            CommandResult::Replicated { applied_seq: 3 }
+        );
+        // The rebuild replaces its copy with the new primary's.
+        let mut new = Harness::new();
+        new.create("ns");
+        new.apply(configure(NamespaceRole::Primary, 2, None));
+        for i in 0..3 {
+            new.put(&format!("k{i}"), "v");
+        }
+        new.put("k9", "new");
+        let (seq, entries) = new.machine.copy_at_seq("ns").unwrap();
+        old.apply(Command::ResyncBegin {
+            namespace: "ns".into(),
+            epoch: 2,
+        });
+        old.apply(Command::ResyncEntries {
+            namespace: "ns".into(),
+            epoch: 2,
+            entries,
+        });
+        let end = old.apply(Command::ResyncEnd {
+            namespace: "ns".into(),
+            epoch: 2,
+            through_seq: seq,
+        });
+        assert_eq!(end, CommandResult::Replicated { applied_seq: seq });
+        assert!(!old.machine.namespace("ns").unwrap().resync_needed);
+        assert_eq!(
+            old.machine.digest("ns").unwrap(),
+            new.machine.digest("ns").unwrap()
+        );
+        // The lost writes stay on record after the rebuild.
+        assert_eq!(old.machine.lost_writes("ns").unwrap().len(), 2);
     }
 }

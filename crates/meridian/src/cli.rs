@@ -270,6 +270,10 @@ pub enum NamespaceCommand {
         /// Standby (or, active-active, peer) regions.
         #[arg(long, value_delimiter = ',')]
         standby: Vec<String>,
+        /// RPO gate: refuse writes while a standby is further behind than this —
+        /// a number of changes (`500`) or a time (`2s`, `750ms`).
+        #[arg(long, value_parser = parse_max_lag)]
+        max_lag: Option<MaxLagArg>,
     },
     /// List namespaces.
     List,
@@ -283,6 +287,36 @@ pub enum NamespaceCommand {
         /// Name.
         name: String,
     },
+}
+
+/// A `--max-lag` bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MaxLagArg {
+    /// Changes behind.
+    Entries(u64),
+    /// Milliseconds behind.
+    Millis(u64),
+}
+
+fn parse_max_lag(text: &str) -> Result<MaxLagArg, String> {
+    let number = |digits: &str| {
+        digits
+            .parse::<u64>()
+            .ok()
+            .filter(|n| *n > 0)
+            .ok_or_else(|| {
+                format!(
+                    "{text:?}: expected a positive number of changes, or a time such as 2s or 750ms"
+                )
+            })
+    };
+    if let Some(ms) = text.strip_suffix("ms") {
+        Ok(MaxLagArg::Millis(number(ms)?))
+    } else if let Some(seconds) = text.strip_suffix('s') {
+        Ok(MaxLagArg::Millis(number(seconds)?.saturating_mul(1_000)))
+    } else {
+        Ok(MaxLagArg::Entries(number(text)?))
+    }
 }
 
 /// `meridian region`.

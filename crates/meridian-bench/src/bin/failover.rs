@@ -10,7 +10,8 @@
 //!   standby's lag in seconds sampled every 100 ms from the primary's leader.
 //! - **Sync vs async**: the same closed-loop load on an async and a sync
 //!   namespace, latency side by side.
-//! - **Bytes**: compressed bytes shipped across the WAN per byte written.
+//! - **Bytes**: compressed bytes shipped across the WAN per byte written (values
+//!   are random printable characters, so compression is not flattered).
 
 use anyhow::Context;
 use clap::Parser;
@@ -194,6 +195,14 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Random printable bytes: values that compress about as well as typical text
+/// or JSON payloads, not as well as a repeated byte.
+fn random_value(len: usize) -> Vec<u8> {
+    use rand::Rng;
+    let mut rng = rand::rng();
+    (0..len).map(|_| rng.random_range(b' '..=b'~')).collect()
+}
+
 /// Key and value bytes the load phases wrote.
 static WRITTEN: AtomicU64 = AtomicU64::new(0);
 
@@ -276,6 +285,7 @@ async fn lag(args: &Args, lab: &Lab) -> anyhow::Result<LagReport> {
                 next += interval;
                 tokio::time::sleep_until(next).await;
                 let key = format!("paced-{c}-{}", i % 1_000);
+                let value = random_value(value.len());
                 if primary.put("paced", key.as_bytes(), &value).await.is_ok() {
                     done.fetch_add(1, Ordering::Relaxed);
                     WRITTEN.fetch_add((key.len() + value.len()) as u64, Ordering::Relaxed);
@@ -322,6 +332,7 @@ async fn closed_loop(args: &Args, lab: &Lab, namespace: &str) -> anyhow::Result<
             let mut i = 0u64;
             while !stop.load(Ordering::Relaxed) {
                 let key = format!("loop-{c}-{}", i % 1_000);
+                let value = random_value(value.len());
                 let started = Instant::now();
                 if primary
                     .put(&namespace, key.as_bytes(), &value)

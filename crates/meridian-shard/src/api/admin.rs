@@ -168,9 +168,21 @@ impl AdminService {
             let Some(record) = self.node.machine.namespace(&desired.namespace) else {
                 continue;
             };
-            if (record.role, record.epoch, record.sync) == (role, desired.epoch, desired.sync)
-                || desired.epoch < record.epoch
-            {
+            let current = (
+                record.role,
+                record.epoch,
+                record.sync,
+                record.max_lag_entries,
+                record.max_lag_ms,
+            );
+            let wanted = (
+                role,
+                desired.epoch,
+                desired.sync,
+                desired.max_lag_entries,
+                desired.max_lag_ms,
+            );
+            if current == wanted || desired.epoch < record.epoch {
                 continue;
             }
             tracing::info!(
@@ -187,6 +199,8 @@ impl AdminService {
                     log_changes: true,
                     fork_seq: (role == NamespaceRole::Standby).then_some(desired.fork_seq),
                     sync: desired.sync,
+                    max_lag_entries: desired.max_lag_entries,
+                    max_lag_ms: desired.max_lag_ms,
                 })
                 .await?;
         }
@@ -613,6 +627,8 @@ impl Admin for AdminService {
                     log_changes: true,
                     fork_seq: None,
                     sync: request.sync,
+                    max_lag_entries: request.max_lag_entries,
+                    max_lag_ms: request.max_lag_ms,
                 })
                 .await?
             {
@@ -688,6 +704,16 @@ impl Admin for AdminService {
         _request: Request<pb::ReplicationStatusRequest>,
     ) -> Result<Response<pb::ReplicationStatusResponse>, Status> {
         let started = Instant::now();
+        // Only the leader ships, so only it knows the standbys' positions.
+        if !self.node.raft.raft.is_leader() {
+            return finish(
+                &self.node.metrics,
+                "ReplicationStatus",
+                None,
+                started,
+                Err(self.node.not_leader()),
+            );
+        }
         let progress = self.node.replication.snapshot();
         let mut namespaces = Vec::new();
         for (name, record) in self.node.machine.namespaces() {
@@ -701,7 +727,7 @@ impl Admin for AdminService {
                     shard: shard.clone(),
                     region: p.region.clone(),
                     acked_seq: p.acked.unwrap_or(0),
-                    lag_entries: p.lag_entries(),
+                    lag_entries: record.change_seq.saturating_sub(p.acked.unwrap_or(0)),
                     lag_seconds: p.lag_seconds(),
                     bytes_sent: p.bytes_sent,
                 })

@@ -35,6 +35,8 @@ fn placement_json(p: &pb::Placement) -> serde_json::Value {
         "allowed_jurisdictions": p.allowed_jurisdictions,
         "shard": p.shard,
         "epoch": p.epoch,
+        "max_lag_entries": p.max_lag_entries,
+        "max_lag_ms": p.max_lag_ms,
     })
 }
 
@@ -86,7 +88,13 @@ async fn run_on_control(
             mode: requested,
             sync,
             standby,
+            max_lag,
         } => {
+            let (max_lag_entries, max_lag_ms) = match max_lag {
+                Some(crate::cli::MaxLagArg::Entries(n)) => (n, 0),
+                Some(crate::cli::MaxLagArg::Millis(ms)) => (0, ms),
+                None => (0, 0),
+            };
             let home = match region {
                 Some(region) => region,
                 None => regions
@@ -102,6 +110,8 @@ async fn run_on_control(
                     sync,
                     standby_regions: standby,
                     allowed_jurisdictions: jurisdiction,
+                    max_lag_entries,
+                    max_lag_ms,
                     ..Default::default()
                 })
                 .await?;
