@@ -595,6 +595,30 @@ async fn move_one(
                 _ => break standby_seq,
             }
         };
+        // Moving back to a former primary (failback) or to any standby: only a
+        // faithful copy may take over. With a drained primary both copies are
+        // still, so their digests must be equal.
+        if primary_seq.is_some() {
+            let (theirs, ours) = (
+                standby.check_integrity(&namespace.name).await,
+                primary.check_integrity(&namespace.name).await,
+            );
+            match (theirs, ours) {
+                (Ok(theirs), Ok(ours)) if theirs.digest != ours.digest => {
+                    return Err(ControlError::Unavailable(format!(
+                        "standby {} of {:?} is at the primary's position but its integrity digest differs ({} vs {}); not moving",
+                        target.shard, namespace.name, theirs.digest, ours.digest
+                    )));
+                }
+                (Err(err), _) | (_, Err(err)) => {
+                    return Err(ControlError::Unavailable(format!(
+                        "cannot compare integrity digests of {:?} before moving it: {err}",
+                        namespace.name
+                    )));
+                }
+                _ => {}
+            }
+        }
         let last_known = node
             .positions
             .lock()

@@ -42,9 +42,15 @@ const MISS_TTL: Duration = Duration::from_secs(1);
 /// Bound on remembered misses (random names must not grow memory).
 const MAX_MISSES: usize = 10_000;
 
-/// Whether a read may be served by any replica.
-fn is_eventual(read: Option<&pb::ReadOptions>) -> bool {
-    read.is_some_and(|r| r.consistency() == pb::Consistency::Eventual)
+/// How far from the primary a read may be served: `None` for the primary's
+/// leader only; `Some(false)` any replica; `Some(true)` a shard leader within
+/// a staleness bound.
+fn nearest_kind(read: Option<&pb::ReadOptions>) -> Option<bool> {
+    match read.map(|r| r.consistency()) {
+        Some(pb::Consistency::Eventual) => Some(false),
+        Some(pb::Consistency::Bounded) => Some(true),
+        _ => None,
+    }
 }
 
 /// Metadata key naming the client for rate limiting.
@@ -158,38 +164,75 @@ impl GatewayService {
         self.count(result)
     }
 
-    /// Serves an `eventual` read from the nearest healthy replica of
-    /// `namespace`'s shard. `None` means "use the usual path": no replica has
-    /// been measured yet, or the chosen one could not answer (it is marked
-    /// unhealthy until the prober sees it again).
+    /// Serves an `eventual` or `bounded` read from the nearest healthy copy of
+    /// `namespace`: any member of its primary shard or of a standby shard, by
+    /// measured round trip. Eventual reads go to that member; bounded reads to
+    /// the leader of its shard (a standby serves them only while it was current
+    /// within the bound). `None` means "use the primary as usual": nothing
+    /// measured yet, or the chosen copy could not or would not answer.
     async fn read_nearest<T, F, Fut>(
         &self,
         namespace: &str,
+        bounded: bool,
         call: F,
     ) -> Option<Result<Response<T>, Status>>
     where
         F: FnOnce(Arc<Client>) -> Fut,
         Fut: std::future::Future<Output = Result<T, ClientError>>,
     {
-        let address = {
+        let (address, shard, members) = {
             let table = self.routes.read().unwrap_or_else(|e| e.into_inner());
             let route = table.routes.get(namespace)?;
-            let members = table.shards.get(&route.shard)?;
-            self.replicas.nearest(members)?.to_string()
+            let copies: Vec<(&String, &Vec<String>)> = std::iter::once(&route.shard)
+                .chain(route.standbys.iter().map(|s| &s.shard))
+                .filter_map(|shard| table.shards.get(shard).map(|m| (shard, m)))
+                .collect();
+            let all: Vec<String> = copies.iter().flat_map(|(_, m)| m.iter().cloned()).collect();
+            let address = self.replicas.nearest(&all)?.to_string();
+            let (shard, members) = copies.into_iter().find(|(_, m)| m.contains(&address))?;
+            (address, shard.clone(), members.clone())
         };
-        let client = self.replica_client(&address)?;
+        let client = if bounded {
+            self.shard_client(&shard, members)?
+        } else {
+            self.replica_client(&address)?
+        };
         match call(client).await {
             Ok(response) => {
                 self.counters.replica_reads.inc();
                 Some(self.count(Ok(response)))
             }
             Err(ClientError::Unavailable(_)) => {
-                self.replicas.record(&address, None);
+                if !bounded {
+                    self.replicas.record(&address, None);
+                }
                 None
             }
-            // NOT_FOUND, INVALID_ARGUMENT...: the replica answered.
+            // A standby that is too stale (or a copy mid-move) declines: the
+            // primary answers instead.
+            Err(ClientError::FailedPrecondition(_)) => None,
+            // NOT_FOUND, INVALID_ARGUMENT...: the copy answered.
             Err(other) => Some(self.count(Err(other))),
         }
+    }
+
+    /// A leader-following client for `shard` (cached while its members stay).
+    fn shard_client(&self, shard: &str, members: Vec<String>) -> Option<Arc<Client>> {
+        let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((known, client)) = clients.get(shard)
+            && *known == members
+        {
+            return Some(client.clone());
+        }
+        let options = ClientOptions {
+            retry_budget: Duration::from_millis(self.limits.forward_budget_ms.min(1_000)),
+            attempt_timeout: Duration::from_millis(self.limits.forward_budget_ms.clamp(500, 1_000)),
+            dialer: self.dialer.clone(),
+            ..ClientOptions::default()
+        };
+        let client = Arc::new(Client::with_options(members.clone(), options).ok()?);
+        clients.insert(shard.to_string(), (members, client.clone()));
+        Some(client)
     }
 
     fn replica_client(&self, address: &str) -> Option<Arc<Client>> {
@@ -338,9 +381,9 @@ impl Kv for GatewayService {
         self.admit(&request)?;
         let request = request.into_inner();
         let namespace = request.namespace.clone();
-        if is_eventual(request.read.as_ref()) {
+        if let Some(bounded) = nearest_kind(request.read.as_ref()) {
             let nearest = self
-                .read_nearest(&namespace, |client| {
+                .read_nearest(&namespace, bounded, |client| {
                     let request = request.clone();
                     async move { client.get_request(request).await }
                 })
@@ -390,9 +433,9 @@ impl Kv for GatewayService {
         self.admit(&request)?;
         let request = request.into_inner();
         let namespace = request.namespace.clone();
-        if is_eventual(request.read.as_ref()) {
+        if let Some(bounded) = nearest_kind(request.read.as_ref()) {
             let nearest = self
-                .read_nearest(&namespace, |client| {
+                .read_nearest(&namespace, bounded, |client| {
                     let request = request.clone();
                     async move { client.scan(request).await }
                 })

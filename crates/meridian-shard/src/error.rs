@@ -96,6 +96,20 @@ pub enum ShardError {
         /// The bound, as configured.
         limit: String,
     },
+    /// A bounded read at a standby that was not current within the bound
+    /// (FAILED_PRECONDITION: read from the primary instead).
+    #[error(
+        "the standby copy of namespace {namespace:?} was last known current {} ago; the read's bound is {bound_ms} ms — read from the primary",
+        staleness_ms.map_or("never".to_string(), |ms| format!("{ms} ms"))
+    )]
+    TooStale {
+        /// The namespace.
+        namespace: String,
+        /// How long ago it was known current (`None`: never since this node led).
+        staleness_ms: Option<u64>,
+        /// The read's bound.
+        bound_ms: u64,
+    },
     /// Listeners or TLS could not be set up (start-up only).
     #[error(transparent)]
     Net(#[from] meridian_net::NetError),
@@ -135,6 +149,7 @@ impl ShardError {
             ShardError::Net(_) => Code::Internal,
             ShardError::NoLease | ShardError::NotReplicated { .. } => Code::Unavailable,
             ShardError::LagExceeded { .. } => Code::ResourceExhausted,
+            ShardError::TooStale { .. } => Code::FailedPrecondition,
         }
     }
 }

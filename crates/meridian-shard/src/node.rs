@@ -38,6 +38,9 @@ pub struct ShardNode {
     /// namespaces; granted by the control plane's probes. The control plane
     /// promotes a standby only after a lease it granted has surely run out.
     lease_until: std::sync::Mutex<Option<std::time::Instant>>,
+    /// On a standby's leader: when each namespace was last known to hold
+    /// everything its primary had logged (bounded reads at the standby).
+    standby_current_at: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
     /// Coalesced read barrier for strong reads (configured policy).
     strong_reads: ReadBarrier,
     /// Coalesced lease check for bounded and session reads.
@@ -88,6 +91,7 @@ impl ShardNode {
         Ok(Arc::new(Self {
             registered,
             lease_until: std::sync::Mutex::new(None),
+            standby_current_at: Default::default(),
             strong_reads,
             lease_reads,
             config,
@@ -321,6 +325,62 @@ impl ShardNode {
             return Err(self.not_leader());
         }
         barrier.wait().await.map_err(ShardError::from)
+    }
+
+    /// Records that this standby copy of `namespace` held everything its
+    /// primary had logged, as of now.
+    pub fn note_standby_current(&self, namespace: &str) {
+        self.standby_current_at
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(namespace.to_string(), std::time::Instant::now());
+    }
+
+    /// The read rule of one namespace: on its primary, as [`Self::read_barrier`];
+    /// on a standby copy, eventual reads are served as they are, bounded reads
+    /// only by the standby's leader while it was current within the bound, and
+    /// strong or session reads are refused (they belong to the primary).
+    pub async fn read_gate(
+        &self,
+        namespace: &str,
+        options: Option<&ReadOptions>,
+    ) -> Result<(), ShardError> {
+        let standby = self
+            .machine
+            .namespace(namespace)
+            .filter(|r| r.role == crate::command::NamespaceRole::Standby);
+        let Some(record) = standby else {
+            return self.read_barrier(options).await;
+        };
+        match options.map(|o| o.consistency()).unwrap_or_default() {
+            Consistency::Eventual => Ok(()),
+            Consistency::Bounded => {
+                if !self.raft.raft.is_leader() {
+                    return Err(self.not_leader());
+                }
+                let bound_ms = options.map_or(0, |o| o.max_staleness_ms);
+                let staleness_ms = self
+                    .standby_current_at
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(namespace)
+                    .map(|at| at.elapsed().as_millis() as u64);
+                match staleness_ms {
+                    Some(ms) if ms <= bound_ms && !record.resync_needed => Ok(()),
+                    _ => Err(ShardError::TooStale {
+                        namespace: namespace.to_string(),
+                        staleness_ms,
+                        bound_ms,
+                    }),
+                }
+            }
+            _ => Err(ShardError::Rejected(
+                crate::command::Rejection::NotPrimary {
+                    name: namespace.to_string(),
+                    epoch: record.epoch,
+                },
+            )),
+        }
     }
 
     /// Whether the node is a member with a known leader, has applied what it

@@ -30,6 +30,8 @@ const MAX_BATCH_CHANGES: usize = 1_024;
 pub const MAX_BATCH_BYTES: usize = 64 << 20;
 /// zstd level: fast, still a good ratio on key-value batches.
 const ZSTD_LEVEL: i32 = 3;
+/// A caught-up standby hears from its primary at least this often.
+const HEARTBEAT: Duration = Duration::from_millis(500);
 /// Key-values per chunk of a full copy.
 const RESYNC_CHUNK: usize = 2_048;
 /// Trim the log once standbys are this many changes past the last trim.
@@ -312,15 +314,23 @@ async fn ship(
         let head = record.change_seq;
         let result = match acked {
             // Where is the standby? Its answer is the durable cursor.
-            None => send(&client, &namespace, record.epoch, &[]).await,
+            None => send(&client, &namespace, record.epoch, head).await,
             Some(position) if position < head => {
                 match node
                     .machine
                     .changes_after(&namespace, position, MAX_BATCH_CHANGES)
                 {
                     Ok(changes) if changes.first().map(|c| c.seq) == Some(position + 1) => {
-                        send_counted(&node, &client, &namespace, record.epoch, &target, &changes)
-                            .await
+                        send_counted(
+                            &node,
+                            &client,
+                            &namespace,
+                            record.epoch,
+                            &target,
+                            &changes,
+                            head,
+                        )
+                        .await
                     }
                     Ok(changes) if changes.is_empty() && position >= record.trimmed_through => {
                         // Applied in memory, its batch not yet committed to the
@@ -397,8 +407,14 @@ async fn ship(
                 continue;
             }
         }
-        // Caught up: wait for the next logged change (or re-check now and then).
-        let _ = tokio::time::timeout(Duration::from_millis(500), changed.changed()).await;
+        // Caught up: wait for the next logged change; after a quiet spell, ask
+        // again (a heartbeat that keeps the standby's freshness known).
+        if tokio::time::timeout(HEARTBEAT, changed.changed())
+            .await
+            .is_err()
+        {
+            acked = None;
+        }
         changed.borrow_and_update();
         node.replication.update(&namespace, &target.shard, |p| {
             p.head = node
@@ -419,10 +435,11 @@ async fn send_counted(
     epoch: u64,
     target: &Target,
     changes: &[ChangeRecord],
+    head: u64,
 ) -> Result<pb::ReplicateResponse, String> {
     let (payload, raw) = encode_batch(changes).map_err(|e| e.to_string())?;
     let bytes = payload.len() as u64;
-    let result = send_payload(client, namespace, epoch, changes.len(), payload, None).await;
+    let result = send_payload(client, namespace, epoch, changes.len(), payload, None, head).await;
     if result.is_ok() {
         node.replication
             .raw_bytes_sent
@@ -435,14 +452,16 @@ async fn send_counted(
     result
 }
 
+/// An empty batch: asks the standby's position and tells it the primary's head
+/// (a heartbeat that keeps its freshness known for bounded reads).
 async fn send(
     client: &Client,
     namespace: &str,
     epoch: u64,
-    changes: &[ChangeRecord],
+    head: u64,
 ) -> Result<pb::ReplicateResponse, String> {
-    let (payload, _) = encode_batch(changes).map_err(|e| e.to_string())?;
-    send_payload(client, namespace, epoch, changes.len(), payload, None).await
+    let (payload, _) = encode_batch(&[]).map_err(|e| e.to_string())?;
+    send_payload(client, namespace, epoch, 0, payload, None, head).await
 }
 
 async fn send_payload(
@@ -452,6 +471,7 @@ async fn send_payload(
     count: usize,
     payload: Vec<u8>,
     resync: Option<pb::ResyncChunk>,
+    primary_seq: u64,
 ) -> Result<pb::ReplicateResponse, String> {
     client
         .replicate(pb::ReplicateRequest {
@@ -460,6 +480,7 @@ async fn send_payload(
             count: count as u32,
             payload,
             resync,
+            primary_seq,
         })
         .await
         .map_err(|e| e.to_string())
@@ -502,6 +523,7 @@ async fn full_copy(
                 last: i == last,
                 through_seq,
             }),
+            through_seq,
         )
         .await?;
         position = response.applied_seq;

@@ -111,6 +111,34 @@ async fn changes_reach_the_standby_with_identical_versions_and_resume_after_an_o
     assert_eq!(on_primary.digest, on_standby.digest);
     assert_eq!(on_primary.key_count, on_standby.key_count);
 
+    // Standby reads: bounded reads are served by the standby while it is
+    // current within the bound (the primary's heartbeats keep it known), eventual
+    // ones always; strong reads belong to the primary.
+    let bounded = pb::GetRequest {
+        namespace: "orders".into(),
+        key: b"order-0001".to_vec(),
+        read: Some(pb::ReadOptions {
+            consistency: pb::Consistency::Bounded as i32,
+            max_staleness_ms: 3_000,
+        }),
+    };
+    let from_standby = standby.get_request(bounded.clone()).await.unwrap();
+    let from_primary = primary.get_request(bounded.clone()).await.unwrap();
+    assert_eq!(from_standby.kv, from_primary.kv);
+    let strong = standby
+        .get("orders", b"order-0001", pb::Consistency::Strong)
+        .await
+        .unwrap_err();
+    assert!(strong.to_string().contains("standby"), "{strong}");
+    let eu_gateway = client(
+        lab.state().endpoints(ProcessRole::Gateway, Some("eu-west")),
+        &lab,
+    );
+    assert_eq!(
+        eu_gateway.get_request(bounded).await.unwrap().kv,
+        from_primary.kv
+    );
+
     // The standby refuses client writes, naming the rule.
     let refused = standby.put("orders", b"x", b"y").await.unwrap_err();
     assert!(refused.to_string().contains("standby"), "{refused}");

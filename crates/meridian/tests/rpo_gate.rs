@@ -129,6 +129,30 @@ async fn writes_stop_at_max_lag_and_resume_after_catch_up() {
         assert!(accepted <= 40, "writes were never refused");
     };
     assert!(accepted <= 20, "{accepted} writes passed a max_lag of 20");
+    // A bounded read at the cut-off standby refuses once its bound has passed.
+    let standby_nodes: Vec<String> = state
+        .processes
+        .iter()
+        .filter(|p| p.role == ProcessRole::Node && p.region == standby)
+        .map(|p| p.grpc.clone())
+        .collect();
+    let standby_client = client(&lab, standby_nodes, Duration::from_secs(5));
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    let stale = standby_client
+        .get_request(pb::GetRequest {
+            namespace: "orders".into(),
+            key: b"k1".to_vec(),
+            read: Some(pb::ReadOptions {
+                consistency: pb::Consistency::Bounded as i32,
+                max_staleness_ms: 1_000,
+            }),
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        stale.to_string().contains("read from the primary"),
+        "{stale}"
+    );
     assert!(refusal.contains("max_lag"), "{refusal}");
     assert!(refusal.contains(standby), "{refusal}");
 

@@ -85,9 +85,14 @@ impl AdminService {
         if record.resync_needed || changes.iter().all(|c| c.seq <= record.change_seq) {
             self.node.read_barrier(None).await?;
             let now = self.node.machine.namespace(&request.namespace);
+            let applied_seq = now.map_or(0, |r| r.change_seq);
+            let resync_needed = now.is_some_and(|r| r.resync_needed);
+            if !resync_needed && applied_seq >= request.primary_seq {
+                self.node.note_standby_current(&request.namespace);
+            }
             return Ok(pb::ReplicateResponse {
-                applied_seq: now.map_or(0, |r| r.change_seq),
-                resync_needed: now.is_some_and(|r| r.resync_needed),
+                applied_seq,
+                resync_needed,
             });
         }
         match self
@@ -99,10 +104,15 @@ impl AdminService {
             })
             .await?
         {
-            CommandResult::Replicated { applied_seq } => Ok(pb::ReplicateResponse {
-                applied_seq,
-                resync_needed: false,
-            }),
+            CommandResult::Replicated { applied_seq } => {
+                if applied_seq >= request.primary_seq {
+                    self.node.note_standby_current(&request.namespace);
+                }
+                Ok(pb::ReplicateResponse {
+                    applied_seq,
+                    resync_needed: false,
+                })
+            }
             other => Err(unexpected(other)),
         }
     }

@@ -37,7 +37,9 @@ impl KvService {
     async fn get(&self, request: pb::GetRequest) -> Result<pb::GetResponse, ShardError> {
         convert::namespace(&request.namespace)?;
         self.node.config.limits.check_key(&request.key)?;
-        self.node.read_barrier(request.read.as_ref()).await?;
+        self.node
+            .read_gate(&request.namespace, request.read.as_ref())
+            .await?;
         self.require_namespace(&request.namespace)?;
         let kv = self
             .node
@@ -137,7 +139,9 @@ impl KvService {
             }
             start = request.continuation_token;
         }
-        self.node.read_barrier(request.read.as_ref()).await?;
+        self.node
+            .read_gate(&request.namespace, request.read.as_ref())
+            .await?;
         self.require_namespace(&request.namespace)?;
         let (entries, next) =
             self.node
