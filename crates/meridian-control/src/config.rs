@@ -41,6 +41,14 @@ pub struct FailoverSection {
     pub lease_ms: u64,
     /// Fail over automatically; otherwise only record that the shard failed.
     pub automatic: bool,
+    /// Also failed: the p99 of probe round trips above this (0: off)...
+    pub p99_latency_ms: u64,
+    /// ...throughout this window.
+    pub latency_window_ms: u64,
+    /// Also failed: the share of failed probes above this (0.0: off)...
+    pub error_rate: f64,
+    /// ...throughout this window.
+    pub error_window_ms: u64,
 }
 
 impl Default for FailoverSection {
@@ -51,6 +59,10 @@ impl Default for FailoverSection {
             failed_probes: 3,
             lease_ms: 3_500,
             automatic: true,
+            p99_latency_ms: 0,
+            latency_window_ms: 120_000,
+            error_rate: 0.0,
+            error_window_ms: 60_000,
         }
     }
 }
@@ -146,6 +158,12 @@ impl ControlConfig {
             return Err(ConfigError::Invalid {
                 key: "failover.failed_probes",
                 reason: "probes and their interval must be positive".into(),
+            });
+        }
+        if !(0.0..=1.0).contains(&failover.error_rate) {
+            return Err(ConfigError::Invalid {
+                key: "failover.error_rate",
+                reason: format!("{} is not a share between 0 and 1", failover.error_rate),
             });
         }
         if failover.lease_ms <= failover.probe_interval_ms {

@@ -34,6 +34,10 @@ struct ShardHealth {
     failures: u32,
     /// When the last successful probe's answer arrived.
     last_ok: Option<Instant>,
+    /// When the answer to the last probe that granted a lease arrived.
+    last_grant: Option<Instant>,
+    /// Recent probes: when, and the round trip if it succeeded.
+    samples: std::collections::VecDeque<(Instant, Option<Duration>)>,
     /// When the shard was first seen failing in the current streak (Unix ms).
     failing_since_ms: Option<u64>,
     /// Positions from the last successful probe: namespace -> (role, seq, resync).
@@ -192,16 +196,31 @@ async fn probe_all(
             lease_ms: if draining { 0 } else { remaining },
             desired: desired.remove(&shard).unwrap_or_default(),
         };
+        let granted = request.lease_ms > 0;
         probes.push(tokio::spawn(async move {
+            let sent = Instant::now();
             let answer = tokio::time::timeout(timeout * 2, client.lease(request)).await;
-            (shard, answer, Instant::now())
+            (shard, answer, sent, Instant::now(), granted)
         }));
     }
+    let window = Duration::from_millis(config.latency_window_ms.max(config.error_window_ms));
     for probe in probes {
-        let Ok((shard, answer, at)) = probe.await else {
+        let Ok((shard, answer, sent, at, granted)) = probe.await else {
             continue;
         };
         let entry = health.entry(shard.clone()).or_default();
+        let ok = matches!(answer, Ok(Ok(_)));
+        entry.samples.push_back((at, ok.then(|| at - sent)));
+        while entry
+            .samples
+            .front()
+            .is_some_and(|(when, _)| at.duration_since(*when) > window)
+        {
+            entry.samples.pop_front();
+        }
+        if ok && granted {
+            entry.last_grant = Some(at);
+        }
         match answer {
             Ok(Ok(response)) => {
                 if entry.failures >= config.failed_probes {
@@ -255,24 +274,35 @@ async fn fail_over_failed(
 ) {
     let lease = Duration::from_millis(config.lease_ms) + LEASE_MARGIN;
     for (shard, shard_health) in health {
-        if shard_health.failures < config.failed_probes {
+        let Some(cause) = policy_verdict(shard, shard_health, config) else {
             continue;
-        }
-        let last_grant = shard_health
-            .last_ok
-            .unwrap_or(leader_since)
-            .max(leader_since);
-        if last_grant.elapsed() < lease {
-            continue;
-        }
+        };
         let victims: Vec<crate::model::Namespace> = node.with_state(|state| {
             state
                 .namespaces
                 .values()
                 .filter(|n| &n.shard == shard && n.replicated())
+                .filter(|n| best_standby(n, health, config).is_some())
                 .cloned()
                 .collect()
         });
+        if victims.is_empty() {
+            continue;
+        }
+        // A shard failed by latency or errors still answers probes: stop
+        // granting it leases (until its namespaces have moved), then wait out
+        // the last one.
+        node.draining
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(shard.clone());
+        let last_grant = shard_health
+            .last_grant
+            .unwrap_or(leader_since)
+            .max(leader_since);
+        if last_grant.elapsed() < lease {
+            continue;
+        }
         for namespace in victims {
             let Some((target, promoted_seq)) = best_standby(&namespace, health, config) else {
                 tracing::warn!(namespace = %namespace.name, "primary failed and no standby is healthy");
@@ -282,10 +312,7 @@ async fn fail_over_failed(
                 .positions
                 .get(&namespace.name)
                 .map_or(0, |(_, seq, _)| *seq);
-            let cause = format!(
-                "primary shard {shard} failed {} consecutive probes (policy: {} failed probes at {} ms)",
-                shard_health.failures, config.failed_probes, config.probe_interval_ms
-            );
+            let cause = cause.clone();
             let command = ControlCommand::Failover {
                 namespace: namespace.name.clone(),
                 to_shard: target.clone(),
@@ -309,7 +336,75 @@ async fn fail_over_failed(
                 }
             }
         }
+        // Its replicated namespaces have moved; what it still hosts needs no
+        // lease or will be re-checked next round.
+        node.draining
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(shard);
     }
+}
+
+/// Whether the failover policy declares `shard` failed, and why: consecutive
+/// failed probes; or, when configured, the p99 probe round trip or the share of
+/// failed probes above its threshold over a full window.
+fn policy_verdict(
+    shard: &str,
+    health: &ShardHealth,
+    config: &crate::config::FailoverSection,
+) -> Option<String> {
+    if health.failures >= config.failed_probes {
+        return Some(format!(
+            "primary shard {shard} failed {} consecutive probes (policy: {} failed probes at {} ms)",
+            health.failures, config.failed_probes, config.probe_interval_ms
+        ));
+    }
+    let now = Instant::now();
+    let covering = |window_ms: u64| -> Option<Vec<&(Instant, Option<Duration>)>> {
+        let window = Duration::from_millis(window_ms);
+        let samples: Vec<_> = health
+            .samples
+            .iter()
+            .filter(|(at, _)| now.duration_since(*at) <= window)
+            .collect();
+        // Only a window the samples actually span counts ("for a duration").
+        let oldest = samples.first()?.0;
+        (now.duration_since(oldest) + Duration::from_millis(config.probe_interval_ms) >= window)
+            .then_some(samples)
+    };
+    if config.p99_latency_ms > 0
+        && let Some(samples) = covering(config.latency_window_ms)
+    {
+        let mut latencies: Vec<Duration> = samples.iter().filter_map(|(_, l)| *l).collect();
+        latencies.sort();
+        if let Some(p99) = latencies
+            .get((latencies.len() * 99).div_ceil(100).saturating_sub(1))
+            .copied()
+            && p99 > Duration::from_millis(config.p99_latency_ms)
+        {
+            return Some(format!(
+                "primary shard {shard}: probe p99 {} ms above {} ms for {} ms",
+                p99.as_millis(),
+                config.p99_latency_ms,
+                config.latency_window_ms
+            ));
+        }
+    }
+    if config.error_rate > 0.0
+        && let Some(samples) = covering(config.error_window_ms)
+    {
+        let failed = samples.iter().filter(|(_, l)| l.is_none()).count();
+        let rate = failed as f64 / samples.len() as f64;
+        if rate > config.error_rate {
+            return Some(format!(
+                "primary shard {shard}: {:.0} % of probes failed over {} ms (policy: above {:.0} %)",
+                rate * 100.0,
+                config.error_window_ms,
+                config.error_rate * 100.0
+            ));
+        }
+    }
+    None
 }
 
 /// The healthy standby with the most data, and its position.
@@ -649,4 +744,60 @@ async fn move_one(
         .unwrap_or_else(|e| e.into_inner())
         .remove(&namespace.shard);
     result
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::FailoverSection;
+
+    fn health(span: Duration, every: Duration, latency: Option<Duration>) -> ShardHealth {
+        let now = Instant::now();
+        let mut health = ShardHealth::default();
+        let mut age = span;
+        loop {
+            health.samples.push_back((now - age, latency));
+            if age < every {
+                break;
+            }
+            age -= every;
+        }
+        health
+    }
+
+    #[test]
+    fn policies_fire_only_over_a_full_window() {
+        let config = FailoverSection {
+            p99_latency_ms: 100,
+            latency_window_ms: 3_000,
+            error_rate: 0.5,
+            error_window_ms: 3_000,
+            ..FailoverSection::default()
+        };
+        let second = Duration::from_secs(1);
+        let slow = Some(Duration::from_millis(250));
+        let fast = Some(Duration::from_millis(5));
+        assert!(
+            policy_verdict("s", &health(Duration::from_secs(3), second, slow), &config)
+                .is_some_and(|why| why.contains("p99"))
+        );
+        assert!(policy_verdict("s", &health(second, second, slow), &config).is_none());
+        assert!(
+            policy_verdict("s", &health(Duration::from_secs(3), second, fast), &config).is_none()
+        );
+        assert!(
+            policy_verdict("s", &health(Duration::from_secs(3), second, None), &config)
+                .is_some_and(|why| why.contains("probes failed"))
+        );
+        let mut failing = ShardHealth {
+            failures: 3,
+            ..ShardHealth::default()
+        };
+        assert!(
+            policy_verdict("s", &failing, &FailoverSection::default())
+                .is_some_and(|why| why.contains("3 consecutive"))
+        );
+        failing.failures = 2;
+        assert!(policy_verdict("s", &failing, &FailoverSection::default()).is_none());
+    }
 }
