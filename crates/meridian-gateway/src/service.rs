@@ -119,7 +119,41 @@ impl GatewayService {
     /// Forwards one call for `namespace` through its shard's breaker.
     async fn forward<T, F, Fut>(&self, namespace: &str, call: F) -> Result<Response<T>, Status>
     where
-        F: FnOnce(Arc<Client>) -> Fut,
+        F: Fn(Arc<Client>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        let first = self.forward_once(namespace, &call).await;
+        match &first {
+            // The shard says it is no longer the namespace's primary: a failover
+            // moved it and this gateway's push has not arrived yet. Ask the
+            // control plane for the current route and retry once there.
+            Err(status)
+                if status.code() == tonic::Code::FailedPrecondition
+                    && status.message().contains("is a standby on this shard") =>
+            {
+                if let Ok(response) = self.control.get_route(namespace).await
+                    && let Some(route) = response.route
+                {
+                    self.routes
+                        .write()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .learn(route, response.version);
+                    return self.forward_once(namespace, &call).await;
+                }
+                first
+            }
+            _ => first,
+        }
+    }
+
+    /// One forwarding attempt through the shard's breaker.
+    async fn forward_once<T, F, Fut>(
+        &self,
+        namespace: &str,
+        call: &F,
+    ) -> Result<Response<T>, Status>
+    where
+        F: Fn(Arc<Client>) -> Fut,
         Fut: std::future::Future<Output = Result<T, ClientError>>,
     {
         let (shard, client) = self.client_for(namespace).await?;
@@ -392,8 +426,9 @@ impl Kv for GatewayService {
                 return answer;
             }
         }
-        self.forward(&namespace, |client| async move {
-            client.get_request(request).await
+        self.forward(&namespace, |client| {
+            let request = request.clone();
+            async move { client.get_request(request).await }
         })
         .await
     }
@@ -405,10 +440,13 @@ impl Kv for GatewayService {
         self.admit(&request)?;
         let request = request.into_inner();
         let namespace = request.namespace.clone();
-        self.forward(&namespace, |client| async move {
-            client
-                .put(&request.namespace, &request.key, &request.value)
-                .await
+        self.forward(&namespace, |client| {
+            let request = request.clone();
+            async move {
+                client
+                    .put(&request.namespace, &request.key, &request.value)
+                    .await
+            }
         })
         .await
     }
@@ -420,8 +458,9 @@ impl Kv for GatewayService {
         self.admit(&request)?;
         let request = request.into_inner();
         let namespace = request.namespace.clone();
-        self.forward(&namespace, |client| async move {
-            client.delete(&request.namespace, &request.key).await
+        self.forward(&namespace, |client| {
+            let request = request.clone();
+            async move { client.delete(&request.namespace, &request.key).await }
         })
         .await
     }
@@ -444,10 +483,10 @@ impl Kv for GatewayService {
                 return answer;
             }
         }
-        self.forward(
-            &namespace,
-            |client| async move { client.scan(request).await },
-        )
+        self.forward(&namespace, |client| {
+            let request = request.clone();
+            async move { client.scan(request).await }
+        })
         .await
     }
 
@@ -458,10 +497,10 @@ impl Kv for GatewayService {
         self.admit(&request)?;
         let request = request.into_inner();
         let namespace = request.namespace.clone();
-        self.forward(
-            &namespace,
-            |client| async move { client.txn(request).await },
-        )
+        self.forward(&namespace, |client| {
+            let request = request.clone();
+            async move { client.txn(request).await }
+        })
         .await
     }
 }

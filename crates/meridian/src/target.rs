@@ -89,6 +89,29 @@ pub fn resolve(target: &TargetArgs, region: Option<&str>) -> anyhow::Result<Targ
     })
 }
 
+/// A control-plane client for long operations (failover, drain, promote: each
+/// pauses writes, waits for standbys and compares digests across regions).
+pub fn long_control_client(target: &TargetArgs) -> anyhow::Result<Client> {
+    let (endpoints, dialer) = if target.endpoint.is_empty() {
+        let state = lab(target)?;
+        (
+            state.endpoints(ProcessRole::Control, None),
+            state.client_dialer()?,
+        )
+    } else {
+        (target.endpoint.clone(), endpoint_dialer(target)?)
+    };
+    Ok(Client::with_options(
+        endpoints,
+        meridian_client::ClientOptions {
+            attempt_timeout: std::time::Duration::from_secs(120),
+            retry_budget: std::time::Duration::from_secs(120),
+            dialer,
+            ..Default::default()
+        },
+    )?)
+}
+
 /// A client for data calls: `--endpoint`, or the lab's gateway.
 pub fn data_client(target: &TargetArgs) -> anyhow::Result<Client> {
     Ok(match resolve(target, None)? {

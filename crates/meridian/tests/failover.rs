@@ -292,6 +292,18 @@ async fn async_failover_on_region_loss_keeps_every_acknowledged_write_accounted_
     .await;
 
     // Failback by drain: nothing acknowledged is lost, digests equal before.
+    // (A drain pauses writes, waits for the standby and compares digests
+    // across the WAN: give the call time.)
+    let control = Client::with_options(
+        lab.state().endpoints(ProcessRole::Control, None),
+        ClientOptions {
+            attempt_timeout: Duration::from_secs(60),
+            retry_budget: Duration::from_secs(60),
+            dialer: lab.dialer().clone(),
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap();
     let back = control
         .failover(pb::FailoverRequest {
             namespace: "ledger".into(),

@@ -82,7 +82,7 @@ pub async fn run(format: OutputFormat, args: FailoverArgs) -> anyhow::Result<()>
                     "name what to move: --namespace NS or --from REGION (and optionally --to REGION); see also `failover history`"
                 );
             }
-            let control = control_client(&args.target)?;
+            let control = target::long_control_client(&args.target)?;
             let moved = control
                 .failover(pb::FailoverRequest {
                     namespace: args.namespace.unwrap_or_default(),

@@ -14,7 +14,7 @@ pub async fn run(format: OutputFormat, args: RegionArgs) -> anyhow::Result<()> {
     };
     match &args.command {
         RegionCommand::Drain { region } => {
-            let moved = control
+            let moved = target::long_control_client(&args.target)?
                 .failover(meridian_client::pb::FailoverRequest {
                     from_region: region.clone(),
                     ..Default::default()
@@ -24,7 +24,7 @@ pub async fn run(format: OutputFormat, args: RegionArgs) -> anyhow::Result<()> {
             return Ok(());
         }
         RegionCommand::Promote { region, force } => {
-            let moved = control
+            let moved = target::long_control_client(&args.target)?
                 .failover(meridian_client::pb::FailoverRequest {
                     to_region: region.clone(),
                     force: *force,
