@@ -26,6 +26,18 @@ pub struct NodeConfig {
     pub limits: Limits,
     /// The control plane this node registers with.
     pub control: ControlSection,
+    /// Shipping active-passive namespaces to their standbys.
+    pub replication: ReplicationSection,
+}
+
+/// Cross-region replication settings.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ReplicationSection {
+    /// Cap on the compressed bytes this node ships to standbys per second, over
+    /// all namespaces and standbys (0: no cap). Bursts of up to one second's
+    /// worth pass at once.
+    pub max_bytes_per_second: u64,
 }
 
 /// The control plane this node registers with.

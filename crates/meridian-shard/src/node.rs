@@ -29,6 +29,8 @@ pub struct ShardNode {
     pub metrics: Arc<ShardMetrics>,
     /// What the replicator has shipped to each standby (on the leader).
     pub replication: crate::replication::ReplicationProgress,
+    /// The cap on bytes shipped to standbys.
+    pub bandwidth: crate::replication::BandwidthCap,
     disk: DiskGuard,
     ready: AtomicBool,
     /// Set once the control plane has accepted this node's registration (always
@@ -88,6 +90,8 @@ impl ShardNode {
         let strong_reads = ReadBarrier::new(raft.raft.clone(), strong_policy);
         let lease_reads = ReadBarrier::new(raft.raft.clone(), RaftReadPolicy::LeaseRead);
         let registered = AtomicBool::new(config.control.endpoints.is_empty());
+        let bandwidth =
+            crate::replication::BandwidthCap::new(config.replication.max_bytes_per_second);
         Ok(Arc::new(Self {
             registered,
             lease_until: std::sync::Mutex::new(None),
@@ -99,6 +103,7 @@ impl ShardNode {
             machine,
             metrics,
             replication: Default::default(),
+            bandwidth,
             disk,
             ready: AtomicBool::new(false),
         }))
