@@ -40,12 +40,16 @@ fn info_row(f: &pb::FailoverInfo) -> Vec<String> {
         format!("{} -> {}", f.from_region, f.to_region),
         f.epoch.to_string(),
         format!("{} ms", f.promoted_at_ms.saturating_sub(f.detected_at_ms)),
-        format!(
-            "changes {}..{} ({} known)",
-            f.promoted_seq + 1,
-            f.primary_seq.max(f.promoted_seq),
-            f.primary_seq.saturating_sub(f.promoted_seq)
-        ),
+        if f.primary_seq > f.promoted_seq {
+            format!(
+                "changes {}..{} ({} known)",
+                f.promoted_seq + 1,
+                f.primary_seq,
+                f.primary_seq - f.promoted_seq
+            )
+        } else {
+            format!("none known (after change {})", f.promoted_seq)
+        },
         f.cause.clone(),
     ]
 }
