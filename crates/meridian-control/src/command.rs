@@ -73,6 +73,15 @@ pub enum ControlCommand {
         /// Who asked.
         requester: Requester,
     },
+    /// Sets a namespace's failover policy.
+    SetFailoverPolicy {
+        /// The namespace.
+        namespace: String,
+        /// Its policy over the global one.
+        policy: crate::model::FailoverOverride,
+        /// Who asked.
+        requester: Requester,
+    },
     /// Sets a namespace's RPO gate.
     SetMaxLag {
         /// The namespace.

@@ -274,16 +274,22 @@ async fn fail_over_failed(
 ) {
     let lease = Duration::from_millis(config.lease_ms) + LEASE_MARGIN;
     for (shard, shard_health) in health {
-        let Some(cause) = policy_verdict(shard, shard_health, config) else {
-            continue;
-        };
-        let victims: Vec<crate::model::Namespace> = node.with_state(|state| {
+        // Each namespace is judged by its own policy (the global one with its
+        // overrides) against the same probes.
+        let victims: Vec<(crate::model::Namespace, String)> = node.with_state(|state| {
             state
                 .namespaces
                 .values()
                 .filter(|n| &n.shard == shard && n.replicated())
-                .filter(|n| best_standby(n, health, config).is_some())
-                .cloned()
+                .filter_map(|n| {
+                    let policy = n.failover.apply(config);
+                    if !policy.automatic {
+                        return None;
+                    }
+                    let cause = policy_verdict(shard, shard_health, &policy)?;
+                    best_standby(n, health, config)?;
+                    Some((n.clone(), cause))
+                })
                 .collect()
         });
         if victims.is_empty() {
@@ -303,7 +309,7 @@ async fn fail_over_failed(
         if last_grant.elapsed() < lease {
             continue;
         }
-        for namespace in victims {
+        for (namespace, cause) in victims {
             let Some((target, promoted_seq)) = best_standby(&namespace, health, config) else {
                 tracing::warn!(namespace = %namespace.name, "primary failed and no standby is healthy");
                 continue;
@@ -312,7 +318,6 @@ async fn fail_over_failed(
                 .positions
                 .get(&namespace.name)
                 .map_or(0, |(_, seq, _)| *seq);
-            let cause = cause.clone();
             let command = ControlCommand::Failover {
                 namespace: namespace.name.clone(),
                 to_shard: target.clone(),

@@ -81,6 +81,36 @@ pub struct Namespace {
     pub standbys: Vec<StandbyCopy>,
     /// The RPO gate: how far a standby may fall behind before writes stop.
     pub max_lag: MaxLag,
+    /// This namespace's failover policy over the global one.
+    pub failover: FailoverOverride,
+}
+
+/// A namespace's failover policy; zero fields take the global setting.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct FailoverOverride {
+    /// Consecutive failed probes that fail its primary (0: global).
+    pub failed_probes: u32,
+    /// Probe p99 round trip that fails its primary (0: global).
+    pub p99_latency_ms: u64,
+    /// Never fail over automatically; only an operator may.
+    pub manual_only: bool,
+}
+
+impl FailoverOverride {
+    /// The global policy with this namespace's settings applied.
+    pub fn apply(&self, global: &crate::config::FailoverSection) -> crate::config::FailoverSection {
+        let mut policy = global.clone();
+        if self.failed_probes > 0 {
+            policy.failed_probes = self.failed_probes;
+        }
+        if self.p99_latency_ms > 0 {
+            policy.p99_latency_ms = self.p99_latency_ms;
+        }
+        if self.manual_only {
+            policy.automatic = false;
+        }
+        policy
+    }
 }
 
 /// A bound on standby lag; zero fields mean "no bound".

@@ -128,6 +128,9 @@ fn placement(namespace: &Namespace) -> pb::Placement {
         epoch: namespace.epoch,
         max_lag_entries: namespace.max_lag.entries,
         max_lag_ms: namespace.max_lag.ms,
+        failover_probes: namespace.failover.failed_probes,
+        failover_p99_ms: namespace.failover.p99_latency_ms,
+        manual_failover_only: namespace.failover.manual_only,
     }
 }
 
@@ -473,6 +476,11 @@ impl Control for ControlService {
             entries: requested.max_lag_entries,
             ms: requested.max_lag_ms,
         };
+        let failover = crate::model::FailoverOverride {
+            failed_probes: requested.failover_probes,
+            p99_latency_ms: requested.failover_p99_ms,
+            manual_only: requested.manual_failover_only,
+        };
         let (name, policy) = policy_from(requested)?;
         // Decide on the (up-to-date) leader, create the namespace on the chosen
         // shard, and only then publish the route: a route never points at a
@@ -513,6 +521,19 @@ impl Control for ControlService {
                         })
                         .await?;
                     namespace.max_lag = max_lag;
+                }
+                if failover != crate::model::FailoverOverride::default() {
+                    self.node
+                        .propose(ControlCommand::SetFailoverPolicy {
+                            namespace: namespace.name.clone(),
+                            policy: failover,
+                            requester: Requester {
+                                actor: "placement".into(),
+                                at_unix_ms: now_unix_ms(),
+                            },
+                        })
+                        .await?;
+                    namespace.failover = failover;
                 }
                 Ok(Response::new(pb::PlaceNamespaceResponse {
                     placement: Some(placement(&namespace)),

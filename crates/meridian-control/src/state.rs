@@ -235,6 +235,7 @@ impl ControlState {
                     epoch: 1,
                     standbys,
                     max_lag: crate::model::MaxLag::default(),
+                    failover: crate::model::FailoverOverride::default(),
                 };
                 self.counters.routing_version += 1;
                 self.namespaces.insert(name.clone(), namespace.clone());
@@ -330,6 +331,16 @@ impl ControlState {
                     routing_version: self.counters.routing_version,
                 })
             }
+            ControlCommand::SetFailoverPolicy {
+                namespace, policy, ..
+            } => {
+                let Some(entry) = self.namespaces.get_mut(&namespace) else {
+                    return Err(ControlRejection::NamespaceNotFound(namespace));
+                };
+                entry.failover = policy;
+                changes.push(Change::Namespace(namespace));
+                Ok(ControlResult::Updated)
+            }
             ControlCommand::SetMaxLag {
                 namespace, max_lag, ..
             } => {
@@ -401,6 +412,14 @@ fn describe(command: &ControlCommand) -> (Requester, String) {
         } => (
             requester.clone(),
             format!("failover namespace {namespace} to shard {to_shard}: {cause}"),
+        ),
+        ControlCommand::SetFailoverPolicy {
+            namespace,
+            policy,
+            requester,
+        } => (
+            requester.clone(),
+            format!("set failover policy of {namespace}: {policy:?}"),
         ),
         ControlCommand::SetMaxLag {
             namespace,

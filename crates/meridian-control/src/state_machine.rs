@@ -53,6 +53,7 @@ fn decode_namespace(raw: &[u8]) -> io::Result<crate::model::Namespace> {
                 epoch: old.epoch,
                 standbys: Vec::new(),
                 max_lag: crate::model::MaxLag::default(),
+                failover: crate::model::FailoverOverride::default(),
             })
         }
         _ => Err(io::Error::new(

@@ -274,6 +274,16 @@ pub enum NamespaceCommand {
         /// a number of changes (`500`) or a time (`2s`, `750ms`).
         #[arg(long, value_parser = parse_max_lag)]
         max_lag: Option<MaxLagArg>,
+        /// Fail this namespace over after this many consecutive failed probes
+        /// of its primary (default: the control plane's policy).
+        #[arg(long)]
+        failover_probes: Option<u32>,
+        /// Also fail it over when its primary's probe p99 stays above this (ms).
+        #[arg(long)]
+        failover_p99_ms: Option<u64>,
+        /// Never fail it over automatically; only `meridian failover` moves it.
+        #[arg(long)]
+        manual_failover: bool,
     },
     /// List namespaces.
     List,

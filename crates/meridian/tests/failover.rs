@@ -91,6 +91,19 @@ async fn async_failover_on_region_loss_keeps_every_acknowledged_write_accounted_
             .await
             .unwrap();
     }
+    // A namespace whose own policy says "only an operator fails me over".
+    control
+        .place_namespace(pb::Placement {
+            name: "held".into(),
+            home_region: "us-east".into(),
+            mode: pb::NamespaceMode::ActivePassive as i32,
+            standby_regions: vec!["eu-west".into()],
+            allowed_jurisdictions: vec!["US".into(), "EU".into()],
+            manual_failover_only: true,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
     let sync_seen = Arc::new(Mutex::new(Seen::default()));
 
     // A client in eu-west writes continuously through its local gateway.
@@ -186,6 +199,15 @@ async fn async_failover_on_region_loss_keeps_every_acknowledged_write_accounted_
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    // Per-namespace policy: the same dead primary, but "held" stays put.
+    assert!(
+        control
+            .list_failovers(Some("held"))
+            .await
+            .unwrap()
+            .is_empty(),
+        "a manual-only namespace was failed over automatically"
+    );
     writer.await.unwrap();
 
     // Sync: every acknowledged write survived the region loss.

@@ -37,6 +37,9 @@ fn placement_json(p: &pb::Placement) -> serde_json::Value {
         "epoch": p.epoch,
         "max_lag_entries": p.max_lag_entries,
         "max_lag_ms": p.max_lag_ms,
+        "failover_probes": p.failover_probes,
+        "failover_p99_ms": p.failover_p99_ms,
+        "manual_failover_only": p.manual_failover_only,
     })
 }
 
@@ -89,6 +92,9 @@ async fn run_on_control(
             sync,
             standby,
             max_lag,
+            failover_probes,
+            failover_p99_ms,
+            manual_failover,
         } => {
             let (max_lag_entries, max_lag_ms) = match max_lag {
                 Some(crate::cli::MaxLagArg::Entries(n)) => (n, 0),
@@ -112,6 +118,9 @@ async fn run_on_control(
                     allowed_jurisdictions: jurisdiction,
                     max_lag_entries,
                     max_lag_ms,
+                    failover_probes: failover_probes.unwrap_or(0),
+                    failover_p99_ms: failover_p99_ms.unwrap_or(0),
+                    manual_failover_only: manual_failover,
                     ..Default::default()
                 })
                 .await?;
