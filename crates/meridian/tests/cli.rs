@@ -166,14 +166,25 @@ fn detached_lab_and_client_commands() {
     json(&["lab", "kill", &leader, "--dir", &lab_arg]);
     let get = json(&["kv", "get", "cli", "greeting", "--lab", &lab_arg]);
     assert_eq!(get["value"], "hello");
-    let health = json(&["region", "health", "us-east", "--lab", &lab_arg]);
-    let down: Vec<&Value> = health["members"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|m| m["ready"] == false)
-        .collect();
-    assert_eq!(down.len(), 1, "the killed node is reported: {health}");
+    // Readiness follows the election within a moment: poll until it settles.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let health = json(&["region", "health", "us-east", "--lab", &lab_arg]);
+        let down = health["members"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|m| m["ready"] == false)
+            .count();
+        if down == 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the killed node (and only it) should be reported: {health}"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
     json(&["lab", "restart", &leader, "--dir", &lab_arg]);
     let status = json(&["lab", "status", "--dir", &lab_arg]);
     assert!(
