@@ -32,6 +32,11 @@ fn json(args: &[&str]) -> Value {
 }
 
 /// Stops the lab in `dir` when dropped, even if the test fails.
+/// The two tests start labs from separate `meridian` processes, which pick
+/// free ports independently: run them one at a time so they cannot be handed
+/// the same port.
+static ONE_LAB_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 struct LabGuard<'a>(&'a Path);
 
 impl Drop for LabGuard<'_> {
@@ -42,6 +47,7 @@ impl Drop for LabGuard<'_> {
 
 #[test]
 fn detached_lab_and_client_commands() {
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let lab = dir.path().join("lab");
     let lab_arg = lab.to_string_lossy().to_string();
@@ -217,6 +223,7 @@ fn is_zombie(pid: u64) -> bool {
 
 #[test]
 fn foreground_lab_stops_cleanly_on_ctrl_c() {
+    let _one = ONE_LAB_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let lab = dir.path().join("lab");
     let lab_arg = lab.to_string_lossy().to_string();
@@ -251,9 +258,13 @@ fn foreground_lab_stops_cleanly_on_ctrl_c() {
     let up: Value = serde_json::from_str(&printed).unwrap_or_else(|e| panic!("{e}: {printed}"));
     let pids: Vec<u64> = up["lab"]["processes"]
         .as_array()
-        .unwrap()
+        .unwrap_or_else(|| panic!("lab up did not print a lab: {up}"))
         .iter()
-        .map(|p| p["pid"].as_u64().unwrap())
+        .map(|p| {
+            p["pid"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("a process without a pid: {up}"))
+        })
         .collect();
     assert_eq!(pids.len(), 7);
     // SAFETY: signalling the child this test started.

@@ -370,4 +370,42 @@ async fn async_failover_on_region_loss_keeps_every_acknowledged_write_accounted_
         .await
         .unwrap_err();
     assert!(refused.to_string().contains("residency"), "{refused}");
+
+    // The lost writes can be re-applied through the current primary (the CLI
+    // finds them on every shard and writes them through a gateway).
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args([
+            "failover",
+            "lost",
+            "ledger",
+            "--reapply",
+            "--output",
+            "json",
+            "--lab",
+        ])
+        .arg(lab.dir())
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(
+        report["reapplied"].as_u64(),
+        Some(lost.len() as u64),
+        "{report}"
+    );
+    for key in &missing {
+        let kv = home
+            .get("ledger", key.as_bytes(), pb::Consistency::Strong)
+            .await
+            .unwrap();
+        assert_eq!(
+            kv.map(|kv| kv.value),
+            Some(seen.acked[key].as_bytes().to_vec()),
+            "{key} was not re-applied"
+        );
+    }
 }
