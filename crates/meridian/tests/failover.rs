@@ -326,6 +326,24 @@ async fn async_failover_on_region_loss_keeps_every_acknowledged_write_accounted_
         },
     )
     .unwrap();
+    // A writer keeps going through the drain (async mode): whatever it got
+    // acknowledged must be on the namespace's home afterwards.
+    let drain_acked = Arc::new(Mutex::new(Vec::<String>::new()));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let drain_writer = {
+        let (gateway, drain_acked, stop) = (gateway.clone(), drain_acked.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut i = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let key = format!("drain-{i:05}");
+                if gateway.put("ledger", key.as_bytes(), b"d").await.is_ok() {
+                    drain_acked.lock().unwrap().push(key);
+                }
+                i += 1;
+            }
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
     let back = control
         .failover(pb::FailoverRequest {
             namespace: "ledger".into(),
@@ -334,6 +352,9 @@ async fn async_failover_on_region_loss_keeps_every_acknowledged_write_accounted_
         })
         .await
         .unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    drain_writer.await.unwrap();
     assert_eq!(back.len(), 1);
     assert_eq!(
         back[0].primary_seq, back[0].promoted_seq,
@@ -345,6 +366,18 @@ async fn async_failover_on_region_loss_keeps_every_acknowledged_write_accounted_
         Duration::from_secs(20),
     );
     home.put("ledger", b"after-failback", b"ok").await.unwrap();
+    let drain_acked = std::mem::take(&mut *drain_acked.lock().unwrap());
+    assert!(!drain_acked.is_empty());
+    for key in &drain_acked {
+        let kv = home
+            .get("ledger", key.as_bytes(), pb::Consistency::Strong)
+            .await
+            .unwrap();
+        assert!(
+            kv.is_some(),
+            "{key} was acknowledged during the drain and lost"
+        );
+    }
     for (key, value) in seen
         .acked
         .iter()
