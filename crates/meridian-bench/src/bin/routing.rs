@@ -52,6 +52,10 @@ struct Args {
     /// Write the results as JSON to this file.
     #[arg(long)]
     json_out: Option<PathBuf>,
+    /// Only measure the lookup cost in a synthetic table of this many routes
+    /// (no lab).
+    #[arg(long)]
+    lookup_only: Option<usize>,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -147,6 +151,36 @@ fn rss_mib(pid: u32) -> f64 {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    if let Some(routes) = args.lookup_only {
+        let mut table = meridian_gateway::routes::RouteTable::default();
+        table.apply(pb::RoutingUpdate {
+            version: 1,
+            full: true,
+            upserts: (0..routes)
+                .map(|i| pb::Route {
+                    namespace: format!("scale-{i}"),
+                    shard: format!("shard-{}", i % 3),
+                    region: "r".into(),
+                    epoch: 1,
+                    ..Default::default()
+                })
+                .collect(),
+            shards: (0..3)
+                .map(|s| pb::ShardInfo {
+                    id: format!("shard-{s}"),
+                    region: "r".into(),
+                    members: Vec::new(),
+                })
+                .collect(),
+            ..Default::default()
+        });
+        let ns = lookup_cost(&table)?;
+        println!(
+            "{}",
+            serde_json::json!({ "routes": routes, "lookup_ns": ns })
+        );
+        return Ok(());
+    }
     let regions: Vec<String> = ["us-east", "eu-west", "ap-south"]
         .map(String::from)
         .to_vec();
@@ -358,23 +392,7 @@ async fn run(args: &Args, lab: &mut Lab, regions: &[String]) -> anyhow::Result<R
     lab.wait_ready(Duration::from_secs(120), |_, _| {}).await?;
     let gateway_restart_ready_ms = started.elapsed().as_secs_f64() * 1e3;
 
-    // Lookup cost in a table of this size.
-    let names: Vec<String> = table.routes.keys().cloned().collect();
-    let lookups = 1_000_000usize;
-    let started = Instant::now();
-    let mut found = 0usize;
-    for i in 0..lookups {
-        let name = &names[(i.wrapping_mul(2_654_435_761)) % names.len()];
-        if let Some(route) = table.routes.get(name.as_str())
-            && table.shards.contains_key(&route.shard)
-        {
-            found += 1;
-        }
-    }
-    let lookup_ns = started.elapsed().as_nanos() as f64 / lookups as f64;
-    if found != lookups {
-        bail!("only {found} of {lookups} lookups found their route and shard");
-    }
+    let lookup_ns = lookup_cost(&table)?;
     report.scale = Some(Scale {
         namespaces: table.routes.len(),
         placements_per_second,
@@ -398,4 +416,28 @@ fn wan_routes(
     };
     let config = meridian_wan::WanConfig::load(&wan.config)?;
     Ok(meridian_lab::wan::dial_via(&config, region))
+}
+
+/// Nanoseconds per routing lookup (route by namespace, then its shard) over a
+/// million lookups of names spread over the whole table.
+fn lookup_cost(table: &meridian_gateway::routes::RouteTable) -> anyhow::Result<f64> {
+    let names: Vec<String> = table.routes.keys().cloned().collect();
+    anyhow::ensure!(!names.is_empty(), "the table is empty");
+    let lookups = 1_000_000usize;
+    let started = Instant::now();
+    let mut found = 0usize;
+    for i in 0..lookups {
+        let name = &names[(i.wrapping_mul(2_654_435_761)) % names.len()];
+        if let Some(route) = table.routes.get(name.as_str())
+            && table.shards.contains_key(&route.shard)
+        {
+            found += 1;
+        }
+    }
+    let ns = started.elapsed().as_nanos() as f64 / lookups as f64;
+    anyhow::ensure!(
+        found == lookups,
+        "only {found} of {lookups} lookups found their route and shard"
+    );
+    Ok(ns)
 }
