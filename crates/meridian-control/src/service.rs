@@ -220,20 +220,28 @@ fn policy_from(placement: pb::Placement) -> Result<(String, PlacementPolicy), Co
     ))
 }
 
-/// Creates `namespace` on `shard` (an existing one is fine: a retried placement).
-async fn create_on_shard(
+/// A client for administrative calls on `shard`'s members.
+fn shard_admin_client(
     shard: &crate::model::Shard,
-    namespace: &str,
     dialer: &meridian_net::Dialer,
-) -> Result<(), ControlError> {
+) -> Result<meridian_client::Client, ControlError> {
     let addresses: Vec<String> = shard.members.values().map(|m| m.address.clone()).collect();
     let options = meridian_client::ClientOptions {
         retry_budget: std::time::Duration::from_secs(10),
         dialer: dialer.clone(),
         ..Default::default()
     };
-    let client = meridian_client::Client::with_options(addresses, options)
-        .map_err(|e| ControlError::Unavailable(format!("shard {}: {e}", shard.id)))?;
+    meridian_client::Client::with_options(addresses, options)
+        .map_err(|e| ControlError::Unavailable(format!("shard {}: {e}", shard.id)))
+}
+
+/// Creates `namespace` on `shard` (an existing one is fine: a retried placement).
+async fn create_on_shard(
+    shard: &crate::model::Shard,
+    namespace: &str,
+    dialer: &meridian_net::Dialer,
+) -> Result<(), ControlError> {
+    let client = shard_admin_client(shard, dialer)?;
     match client.create_namespace(namespace).await {
         Ok(_) | Err(meridian_client::ClientError::AlreadyExists(_)) => Ok(()),
         Err(err) => Err(ControlError::Unavailable(format!(
@@ -360,14 +368,7 @@ async fn configure_on_shard(
     settings: meridian_client::ReplicationSettings,
     dialer: &meridian_net::Dialer,
 ) -> Result<(), ControlError> {
-    let addresses: Vec<String> = shard.members.values().map(|m| m.address.clone()).collect();
-    let options = meridian_client::ClientOptions {
-        retry_budget: std::time::Duration::from_secs(10),
-        dialer: dialer.clone(),
-        ..Default::default()
-    };
-    let client = meridian_client::Client::with_options(addresses, options)
-        .map_err(|e| ControlError::Unavailable(format!("shard {}: {e}", shard.id)))?;
+    let client = shard_admin_client(shard, dialer)?;
     client
         .configure_namespace(namespace, role, epoch, settings)
         .await

@@ -208,10 +208,10 @@ impl GatewayService {
         &self,
         namespace: &str,
         bounded: bool,
-        call: F,
+        call: &F,
     ) -> Option<Result<Response<T>, Status>>
     where
-        F: FnOnce(Arc<Client>) -> Fut,
+        F: Fn(Arc<Client>) -> Fut,
         Fut: std::future::Future<Output = Result<T, ClientError>>,
     {
         let (address, shard, members) = {
@@ -248,6 +248,26 @@ impl GatewayService {
             // NOT_FOUND, INVALID_ARGUMENT...: the copy answered.
             Err(other) => Some(self.count(Err(other))),
         }
+    }
+
+    /// A read: from the nearest copy when its consistency allows, else (or
+    /// when that copy declines) through the primary.
+    async fn read<T, F, Fut>(
+        &self,
+        namespace: &str,
+        read: Option<&pb::ReadOptions>,
+        call: F,
+    ) -> Result<Response<T>, Status>
+    where
+        F: Fn(Arc<Client>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        if let Some(bounded) = nearest_kind(read)
+            && let Some(answer) = self.read_nearest(namespace, bounded, &call).await
+        {
+            return answer;
+        }
+        self.forward(namespace, call).await
     }
 
     /// A leader-following client for `shard` (cached while its members stay).
@@ -415,18 +435,8 @@ impl Kv for GatewayService {
         self.admit(&request)?;
         let request = request.into_inner();
         let namespace = request.namespace.clone();
-        if let Some(bounded) = nearest_kind(request.read.as_ref()) {
-            let nearest = self
-                .read_nearest(&namespace, bounded, |client| {
-                    let request = request.clone();
-                    async move { client.get_request(request).await }
-                })
-                .await;
-            if let Some(answer) = nearest {
-                return answer;
-            }
-        }
-        self.forward(&namespace, |client| {
+        let read = request.read;
+        self.read(&namespace, read.as_ref(), |client| {
             let request = request.clone();
             async move { client.get_request(request).await }
         })
@@ -472,18 +482,8 @@ impl Kv for GatewayService {
         self.admit(&request)?;
         let request = request.into_inner();
         let namespace = request.namespace.clone();
-        if let Some(bounded) = nearest_kind(request.read.as_ref()) {
-            let nearest = self
-                .read_nearest(&namespace, bounded, |client| {
-                    let request = request.clone();
-                    async move { client.scan(request).await }
-                })
-                .await;
-            if let Some(answer) = nearest {
-                return answer;
-            }
-        }
-        self.forward(&namespace, |client| {
+        let read = request.read;
+        self.read(&namespace, read.as_ref(), |client| {
             let request = request.clone();
             async move { client.scan(request).await }
         })

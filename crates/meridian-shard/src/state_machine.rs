@@ -623,6 +623,26 @@ impl KvStateMachine {
         Ok(CommandResult::Configured)
     }
 
+    /// The record of `namespace` if it is a standby here at `epoch`: only then
+    /// may its primary's changes or a rebuild be applied.
+    fn standby_of_epoch(&self, namespace: &str, epoch: u64) -> Result<NamespaceRecord, Rejection> {
+        let name = || namespace.to_string();
+        let record = self
+            .namespace(namespace)
+            .ok_or_else(|| Rejection::NamespaceNotFound { name: name() })?;
+        if record.role != NamespaceRole::Standby {
+            return Err(Rejection::NotStandby { name: name() });
+        }
+        if epoch != record.epoch {
+            return Err(Rejection::StaleEpoch {
+                name: name(),
+                current: record.epoch,
+                requested: epoch,
+            });
+        }
+        Ok(record)
+    }
+
     /// Applies shipped changes with the primary's versions, idempotently.
     fn apply_replicated(
         &self,
@@ -631,23 +651,10 @@ impl KvStateMachine {
         changes: Vec<ChangeRecord>,
         batch: &mut ApplyBatch,
     ) -> io::Result<CommandResult> {
-        let Some(mut record) = self.namespace(namespace) else {
-            return Ok(CommandResult::Rejected(Rejection::NamespaceNotFound {
-                name: namespace.to_string(),
-            }));
+        let mut record = match self.standby_of_epoch(namespace, epoch) {
+            Ok(record) => record,
+            Err(rejection) => return Ok(CommandResult::Rejected(rejection)),
         };
-        if record.role != NamespaceRole::Standby {
-            return Ok(CommandResult::Rejected(Rejection::NotStandby {
-                name: namespace.to_string(),
-            }));
-        }
-        if epoch != record.epoch {
-            return Ok(CommandResult::Rejected(Rejection::StaleEpoch {
-                name: namespace.to_string(),
-                current: record.epoch,
-                requested: epoch,
-            }));
-        }
         if record.resync_needed {
             return Ok(CommandResult::Replicated {
                 applied_seq: record.change_seq,
@@ -705,23 +712,10 @@ impl KvStateMachine {
         batch: &mut ApplyBatch,
         step: impl FnOnce(&Self, &mut NamespaceRecord, &mut ApplyBatch) -> io::Result<()>,
     ) -> io::Result<CommandResult> {
-        let Some(mut record) = self.namespace(namespace) else {
-            return Ok(CommandResult::Rejected(Rejection::NamespaceNotFound {
-                name: namespace.to_string(),
-            }));
+        let mut record = match self.standby_of_epoch(namespace, epoch) {
+            Ok(record) => record,
+            Err(rejection) => return Ok(CommandResult::Rejected(rejection)),
         };
-        if record.role != NamespaceRole::Standby {
-            return Ok(CommandResult::Rejected(Rejection::NotStandby {
-                name: namespace.to_string(),
-            }));
-        }
-        if epoch != record.epoch {
-            return Ok(CommandResult::Rejected(Rejection::StaleEpoch {
-                name: namespace.to_string(),
-                current: record.epoch,
-                requested: epoch,
-            }));
-        }
         step(self, &mut record, batch)?;
         let applied_seq = record.change_seq;
         self.store_record(namespace, record, batch)?;

@@ -6,34 +6,13 @@
 //! converges to the new primary, and a drain moves it back losing nothing.
 
 use meridian_client::{Client, ClientError, ClientOptions, pb};
-use meridian_lab::{Lab, LabSpec, ProcessRole, WanSettings};
+mod common;
+
+use common::{lab_client, region_nodes};
+use meridian_lab::ProcessRole;
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-
-fn client(endpoints: Vec<String>, lab: &Lab, budget: Duration) -> Client {
-    Client::with_options(
-        endpoints,
-        ClientOptions {
-            attempt_timeout: budget.min(Duration::from_secs(3)),
-            retry_budget: budget,
-            dialer: lab.dialer().clone(),
-            ..ClientOptions::default()
-        },
-    )
-    .unwrap()
-}
-
-fn shard(lab: &Lab, region: &str) -> Client {
-    let nodes = lab
-        .state()
-        .processes
-        .iter()
-        .filter(|p| p.role == ProcessRole::Node && p.region == region)
-        .map(|p| p.grpc.clone())
-        .collect();
-    client(nodes, lab, Duration::from_secs(20))
-}
 
 /// What the writer saw: acknowledged writes, and writes whose outcome is unknown.
 #[derive(Default)]
@@ -58,23 +37,10 @@ async fn wait_for<T>(what: &str, limit: Duration, mut check: impl AsyncFnMut() -
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn async_failover_on_region_loss_keeps_every_acknowledged_write_accounted_for() {
     let dir = tempfile::tempdir().unwrap();
-    let mut lab = Lab::up(&LabSpec {
-        dir: dir.path().join("lab"),
-        regions: vec!["us-east".into(), "eu-west".into(), "ap-south".into()],
-        nodes: 1,
-        binary: env!("CARGO_BIN_EXE_meridian").into(),
-        env: vec![],
-        tls: true,
-        wan: Some(WanSettings::default()),
-    })
-    .unwrap()
-    .kill_on_drop();
-    lab.wait_ready(Duration::from_secs(120), |_, _| {})
-        .await
-        .unwrap();
-    let control = client(
-        lab.state().endpoints(ProcessRole::Control, None),
+    let mut lab = common::multi_region_lab(dir.path()).await;
+    let control = lab_client(
         &lab,
+        lab.state().endpoints(ProcessRole::Control, None),
         Duration::from_secs(20),
     );
     for (name, sync) in [("ledger", false), ("sync-ledger", true)] {
@@ -107,9 +73,9 @@ async fn async_failover_on_region_loss_keeps_every_acknowledged_write_accounted_
     let sync_seen = Arc::new(Mutex::new(Seen::default()));
 
     // A client in eu-west writes continuously through its local gateway.
-    let gateway = Arc::new(client(
-        lab.state().endpoints(ProcessRole::Gateway, Some("eu-west")),
+    let gateway = Arc::new(lab_client(
         &lab,
+        lab.state().endpoints(ProcessRole::Gateway, Some("eu-west")),
         Duration::from_secs(2),
     ));
     let seen = Arc::new(Mutex::new(Seen::default()));
@@ -211,7 +177,7 @@ async fn async_failover_on_region_loss_keeps_every_acknowledged_write_accounted_
     writer.await.unwrap();
 
     // Sync: every acknowledged write survived the region loss.
-    let new_primary = shard(&lab, "eu-west");
+    let new_primary = lab_client(&lab, region_nodes(&lab, "eu-west"), Duration::from_secs(20));
     let sync_acked = std::mem::take(&mut sync_seen.lock().unwrap().acked);
     assert!(sync_acked.len() >= 20, "{}", sync_acked.len());
     for (key, value) in &sync_acked {
@@ -260,7 +226,7 @@ async fn async_failover_on_region_loss_keeps_every_acknowledged_write_accounted_
     lab.wait_ready(Duration::from_secs(120), |_, _| {})
         .await
         .unwrap();
-    let old_primary = shard(&lab, "us-east");
+    let old_primary = lab_client(&lab, region_nodes(&lab, "us-east"), Duration::from_secs(20));
     let refused = old_primary.put("ledger", b"late", b"x").await.unwrap_err();
     assert!(
         refused.to_string().contains("standby") || refused.to_string().contains("no write lease"),
@@ -360,9 +326,9 @@ async fn async_failover_on_region_loss_keeps_every_acknowledged_write_accounted_
         back[0].primary_seq, back[0].promoted_seq,
         "a drain loses nothing: {back:?}"
     );
-    let home = client(
-        lab.state().endpoints(ProcessRole::Gateway, Some("us-east")),
+    let home = lab_client(
         &lab,
+        lab.state().endpoints(ProcessRole::Gateway, Some("us-east")),
         Duration::from_secs(20),
     );
     home.put("ledger", b"after-failback", b"ok").await.unwrap();

@@ -2,32 +2,12 @@
 //! namespace reach its standby region with the primary's versions, resume after
 //! the standby region was down, and are refused on the standby itself.
 
-use meridian_client::{Client, ClientOptions, pb};
-use meridian_lab::{Lab, LabSpec, ProcessRole, WanSettings};
+use meridian_client::{Client, pb};
+mod common;
+
+use common::{lab_client, region_nodes};
+use meridian_lab::ProcessRole;
 use std::time::{Duration, Instant};
-
-fn client(endpoints: Vec<String>, lab: &Lab) -> Client {
-    Client::with_options(
-        endpoints,
-        ClientOptions {
-            retry_budget: Duration::from_secs(20),
-            dialer: lab.dialer().clone(),
-            ..ClientOptions::default()
-        },
-    )
-    .unwrap()
-}
-
-fn shard_client(lab: &Lab, region: &str) -> Client {
-    let nodes = lab
-        .state()
-        .processes
-        .iter()
-        .filter(|p| p.role == ProcessRole::Node && p.region == region)
-        .map(|p| p.grpc.clone())
-        .collect();
-    client(nodes, lab)
-}
 
 async fn digest(client: &Client, namespace: &str) -> pb::CheckIntegrityResponse {
     client.check_integrity(namespace).await.unwrap()
@@ -62,21 +42,12 @@ async fn wait_caught_up(primary: &Client, namespace: &str) -> pb::NamespaceRepli
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn changes_reach_the_standby_with_identical_versions_and_resume_after_an_outage() {
     let dir = tempfile::tempdir().unwrap();
-    let mut lab = Lab::up(&LabSpec {
-        dir: dir.path().join("lab"),
-        regions: vec!["us-east".into(), "eu-west".into(), "ap-south".into()],
-        nodes: 1,
-        binary: env!("CARGO_BIN_EXE_meridian").into(),
-        env: vec![],
-        tls: true,
-        wan: Some(WanSettings::default()),
-    })
-    .unwrap()
-    .kill_on_drop();
-    lab.wait_ready(Duration::from_secs(120), |_, _| {})
-        .await
-        .unwrap();
-    let control = client(lab.state().endpoints(ProcessRole::Control, None), &lab);
+    let mut lab = common::multi_region_lab(dir.path()).await;
+    let control = lab_client(
+        &lab,
+        lab.state().endpoints(ProcessRole::Control, None),
+        Duration::from_secs(20),
+    );
     control
         .place_namespace(pb::Placement {
             name: "orders".into(),
@@ -88,9 +59,10 @@ async fn changes_reach_the_standby_with_identical_versions_and_resume_after_an_o
         })
         .await
         .unwrap();
-    let gateway = client(
-        lab.state().endpoints(ProcessRole::Gateway, Some("us-east")),
+    let gateway = lab_client(
         &lab,
+        lab.state().endpoints(ProcessRole::Gateway, Some("us-east")),
+        Duration::from_secs(20),
     );
     for i in 0..300 {
         let key = format!("order-{:04}", i % 200);
@@ -102,8 +74,8 @@ async fn changes_reach_the_standby_with_identical_versions_and_resume_after_an_o
             gateway.delete("orders", key.as_bytes()).await.unwrap();
         }
     }
-    let primary = shard_client(&lab, "us-east");
-    let standby = shard_client(&lab, "eu-west");
+    let primary = lab_client(&lab, region_nodes(&lab, "us-east"), Duration::from_secs(20));
+    let standby = lab_client(&lab, region_nodes(&lab, "eu-west"), Duration::from_secs(20));
     let caught_up = wait_caught_up(&primary, "orders").await;
     assert!(caught_up.change_seq >= 300, "{caught_up:?}");
     let on_primary = digest(&primary, "orders").await;
@@ -130,9 +102,10 @@ async fn changes_reach_the_standby_with_identical_versions_and_resume_after_an_o
         .await
         .unwrap_err();
     assert!(strong.to_string().contains("standby"), "{strong}");
-    let eu_gateway = client(
-        lab.state().endpoints(ProcessRole::Gateway, Some("eu-west")),
+    let eu_gateway = lab_client(
         &lab,
+        lab.state().endpoints(ProcessRole::Gateway, Some("eu-west")),
+        Duration::from_secs(20),
     );
     assert_eq!(
         eu_gateway.get_request(bounded).await.unwrap().kv,

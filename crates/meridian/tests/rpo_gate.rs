@@ -2,42 +2,19 @@
 //! writes are refused (RESOURCE_EXHAUSTED naming the lag) once the standby is
 //! that far behind, and resume when the partition heals and it catches up.
 
-use meridian_client::{Client, ClientError, ClientOptions, pb};
-use meridian_lab::{Lab, LabSpec, ProcessRole, WanSettings};
-use std::time::{Duration, Instant};
+use meridian_client::{ClientError, pb};
+mod common;
 
-fn client(lab: &Lab, endpoints: Vec<String>, budget: Duration) -> Client {
-    Client::with_options(
-        endpoints,
-        ClientOptions {
-            attempt_timeout: budget.min(Duration::from_secs(2)),
-            retry_budget: budget,
-            dialer: lab.dialer().clone(),
-            ..ClientOptions::default()
-        },
-    )
-    .unwrap()
-}
+use common::lab_client;
+use meridian_lab::ProcessRole;
+use std::time::{Duration, Instant};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn writes_stop_at_max_lag_and_resume_after_catch_up() {
     let dir = tempfile::tempdir().unwrap();
-    let mut lab = Lab::up(&LabSpec {
-        dir: dir.path().join("lab"),
-        regions: vec!["us-east".into(), "eu-west".into(), "ap-south".into()],
-        nodes: 1,
-        binary: env!("CARGO_BIN_EXE_meridian").into(),
-        env: vec![],
-        tls: true,
-        wan: Some(WanSettings::default()),
-    })
-    .unwrap()
-    .kill_on_drop();
-    lab.wait_ready(Duration::from_secs(120), |_, _| {})
-        .await
-        .unwrap();
+    let lab = common::multi_region_lab(dir.path()).await;
     let state = lab.state().clone();
-    let control = client(
+    let control = lab_client(
         &lab,
         state.endpoints(ProcessRole::Control, None),
         Duration::from_secs(20),
@@ -79,7 +56,7 @@ async fn writes_stop_at_max_lag_and_resume_after_catch_up() {
         .filter(|p| p.role == ProcessRole::Node && p.region == "us-east")
         .map(|p| p.grpc.clone())
         .collect();
-    let primary = client(&lab, primary_nodes, Duration::from_secs(5));
+    let primary = lab_client(&lab, primary_nodes, Duration::from_secs(5));
     let deadline = Instant::now() + Duration::from_secs(30);
     let mut written = 0;
     while written < 10 {
@@ -96,6 +73,10 @@ async fn writes_stop_at_max_lag_and_resume_after_catch_up() {
         );
     }
 
+    // The bound reaches the primary with its copy and with every probe; a probe
+    // built between the placement's two commits (namespace, then bound) can
+    // carry "no bound" for up to one probe interval. Let the probes settle.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
     // The standby has everything, and the primary's leader knows it.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
@@ -136,7 +117,7 @@ async fn writes_stop_at_max_lag_and_resume_after_catch_up() {
         .filter(|p| p.role == ProcessRole::Node && p.region == standby)
         .map(|p| p.grpc.clone())
         .collect();
-    let standby_client = client(&lab, standby_nodes, Duration::from_secs(5));
+    let standby_client = lab_client(&lab, standby_nodes, Duration::from_secs(5));
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     let stale = standby_client
         .get_request(pb::GetRequest {

@@ -4,51 +4,19 @@
 //! (fenced) instead of accepting them silently. After the partition heals it
 //! becomes a standby of the new primary and converges to it: nothing diverges.
 
-use meridian_client::{Client, ClientOptions, pb};
-use meridian_lab::{Lab, LabSpec, ProcessRole, WanSettings};
+use meridian_client::pb;
+mod common;
+
+use common::{lab_client, region_nodes};
+use meridian_lab::ProcessRole;
 use std::time::{Duration, Instant};
-
-fn client(lab: &Lab, endpoints: Vec<String>, budget: Duration) -> Client {
-    Client::with_options(
-        endpoints,
-        ClientOptions {
-            attempt_timeout: budget.min(Duration::from_secs(2)),
-            retry_budget: budget,
-            dialer: lab.dialer().clone(),
-            ..ClientOptions::default()
-        },
-    )
-    .unwrap()
-}
-
-fn nodes(lab: &Lab, region: &str) -> Vec<String> {
-    lab.state()
-        .processes
-        .iter()
-        .filter(|p| p.role == ProcessRole::Node && p.region == region)
-        .map(|p| p.grpc.clone())
-        .collect()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_partitioned_primary_is_fenced_and_rejoins_without_divergence() {
     let dir = tempfile::tempdir().unwrap();
-    let mut lab = Lab::up(&LabSpec {
-        dir: dir.path().join("lab"),
-        regions: vec!["us-east".into(), "eu-west".into(), "ap-south".into()],
-        nodes: 1,
-        binary: env!("CARGO_BIN_EXE_meridian").into(),
-        env: vec![],
-        tls: true,
-        wan: Some(WanSettings::default()),
-    })
-    .unwrap()
-    .kill_on_drop();
-    lab.wait_ready(Duration::from_secs(120), |_, _| {})
-        .await
-        .unwrap();
+    let lab = common::multi_region_lab(dir.path()).await;
     let control_endpoints = lab.state().endpoints(ProcessRole::Control, None);
-    let control = client(&lab, control_endpoints, Duration::from_secs(20));
+    let control = lab_client(&lab, control_endpoints, Duration::from_secs(20));
     control
         .place_namespace(pb::Placement {
             name: "accounts".into(),
@@ -61,7 +29,7 @@ async fn a_partitioned_primary_is_fenced_and_rejoins_without_divergence() {
         .await
         .unwrap();
     // A client inside us-east, talking to its local shard directly.
-    let local = client(&lab, nodes(&lab, "us-east"), Duration::from_secs(1));
+    let local = lab_client(&lab, region_nodes(&lab, "us-east"), Duration::from_secs(1));
     let deadline = Instant::now() + Duration::from_secs(30);
     while local.put("accounts", b"before", b"1").await.is_err() {
         assert!(Instant::now() < deadline, "no write before the partition");
@@ -106,7 +74,7 @@ async fn a_partitioned_primary_is_fenced_and_rejoins_without_divergence() {
         );
     }
     // The new primary takes writes from the rest of the world.
-    let eu_gateway = client(
+    let eu_gateway = lab_client(
         &lab,
         lab.state().endpoints(ProcessRole::Gateway, Some("eu-west")),
         Duration::from_secs(20),
@@ -117,8 +85,8 @@ async fn a_partitioned_primary_is_fenced_and_rejoins_without_divergence() {
     // what it alone had, and converges.
     lab.heal("us-east", "eu-west").unwrap();
     lab.heal("us-east", "ap-south").unwrap();
-    let old = client(&lab, nodes(&lab, "us-east"), Duration::from_secs(10));
-    let new = client(&lab, nodes(&lab, "eu-west"), Duration::from_secs(10));
+    let old = lab_client(&lab, region_nodes(&lab, "us-east"), Duration::from_secs(10));
+    let new = lab_client(&lab, region_nodes(&lab, "eu-west"), Duration::from_secs(10));
     let deadline = Instant::now() + Duration::from_secs(90);
     loop {
         let converged = async {

@@ -153,3 +153,48 @@ pub async fn assert_all_present(client: &Client, namespace: &str, acked: &[Acked
         );
     }
 }
+
+/// The multi-region lab as `lab up` makes it (us-east, eu-west, ap-south; mutual
+/// TLS; WAN emulation) with one node per shard, started under `dir` and ready.
+pub async fn multi_region_lab(dir: &std::path::Path) -> Lab {
+    let mut lab = Lab::up(&LabSpec {
+        dir: dir.join("lab"),
+        regions: vec!["us-east".into(), "eu-west".into(), "ap-south".into()],
+        nodes: 1,
+        binary: env!("CARGO_BIN_EXE_meridian").into(),
+        env: vec![],
+        tls: true,
+        wan: Some(meridian_lab::WanSettings::default()),
+    })
+    .expect("lab up")
+    .kill_on_drop();
+    lab.wait_ready(Duration::from_secs(120), |_, _| {})
+        .await
+        .expect("lab ready");
+    lab
+}
+
+/// A client of `endpoints` in `lab` (with its certificate) that retries for
+/// `budget`.
+pub fn lab_client(lab: &Lab, endpoints: Vec<String>, budget: Duration) -> Client {
+    Client::with_options(
+        endpoints,
+        ClientOptions {
+            attempt_timeout: budget.min(Duration::from_secs(3)),
+            retry_budget: budget,
+            dialer: lab.dialer().clone(),
+            ..ClientOptions::default()
+        },
+    )
+    .expect("client")
+}
+
+/// gRPC addresses of the shard nodes of `region`.
+pub fn region_nodes(lab: &Lab, region: &str) -> Vec<String> {
+    lab.state()
+        .processes
+        .iter()
+        .filter(|p| p.role == meridian_lab::ProcessRole::Node && p.region == region)
+        .map(|p| p.grpc.clone())
+        .collect()
+}
