@@ -31,6 +31,8 @@ pub struct ShardNode {
     pub replication: crate::replication::ReplicationProgress,
     /// The cap on bytes shipped to standbys.
     pub bandwidth: crate::replication::BandwidthCap,
+    /// Keeps replicated batches applying in sequence order (on a standby).
+    pub apply_lanes: crate::replication::ApplyLanes,
     disk: DiskGuard,
     ready: AtomicBool,
     /// Set once the control plane has accepted this node's registration (always
@@ -104,6 +106,7 @@ impl ShardNode {
             metrics,
             replication: Default::default(),
             bandwidth,
+            apply_lanes: Default::default(),
             disk,
             ready: AtomicBool::new(false),
         }))

@@ -16,6 +16,8 @@
 
 use crate::command::{ChangeRecord, NamespaceRole};
 use crate::node::ShardNode;
+use futures::StreamExt;
+use futures::stream::FuturesOrdered;
 use meridian_client::routes::SharedRoutes;
 use meridian_client::{Client, ClientOptions, pb};
 use std::collections::HashMap;
@@ -25,6 +27,10 @@ use std::time::{Duration, Instant};
 
 /// Changes per batch at most.
 const MAX_BATCH_CHANGES: usize = 1_024;
+/// Batches on the wire to one standby at once: enough to cover a WAN round
+/// trip at thousands of writes a second, few enough that a stalled standby does
+/// not pile up work.
+const MAX_IN_FLIGHT: usize = 4;
 /// Largest decompressed batch a standby accepts (guards against a batch that
 /// would expand without bound).
 pub const MAX_BATCH_BYTES: usize = 64 << 20;
@@ -313,7 +319,16 @@ fn wanted_pairs(node: &ShardNode, routes: &SharedRoutes) -> HashMap<(String, Str
     wanted
 }
 
+/// A batch on its way to a standby: the last sequence number it carries and
+/// the standby's answer.
+type Shipment = futures::future::BoxFuture<'static, (u64, Result<pb::ReplicateResponse, String>)>;
+
 /// Ships `namespace` to one standby for as long as the task lives.
+///
+/// Batches are pipelined: up to [`MAX_IN_FLIGHT`] are on the wire at once, so a
+/// change waits for a free slot rather than for the previous batch's round
+/// trip, and the lag stays near one WAN trip plus the standby's commit. While
+/// the pipe is full, new changes gather into the next (larger) batch.
 async fn ship(
     node: Arc<ShardNode>,
     namespace: String,
@@ -329,7 +344,7 @@ async fn ship(
             ..ClientOptions::default()
         },
     ) {
-        Ok(client) => client,
+        Ok(client) => Arc::new(client),
         Err(err) => {
             tracing::error!(%namespace, standby = %target.shard, error = %err, "cannot ship");
             return;
@@ -338,164 +353,345 @@ async fn ship(
     node.replication.update(&namespace, &target.shard, |p| {
         p.region = target.region.clone();
     });
-    let mut changed = node.machine.subscribe_changes();
-    let mut acked: Option<u64> = None;
-    let mut trimmed = 0u64;
-    let mut failures = 0u32;
+    let mut pair = Pair {
+        node,
+        client,
+        namespace,
+        target,
+        clock: ChangeClock::default(),
+        in_flight: FuturesOrdered::new(),
+        acked: None,
+        sent: 0,
+        trimmed: 0,
+        failures: 0,
+        last_answer: Instant::now(),
+    };
+    let mut changed = pair.node.machine.subscribe_changes();
     loop {
-        if !node.raft.raft.is_leader() {
-            acked = None;
+        changed.borrow_and_update();
+        if !pair.node.raft.raft.is_leader() {
+            pair.reset();
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         }
-        let Some(record) = node.machine.namespace(&namespace) else {
+        let Some(record) = pair.node.machine.namespace(&pair.namespace) else {
             return;
         };
         if record.role != NamespaceRole::Primary {
             // Fenced or demoted: the route will stop this task shortly.
+            pair.reset();
             tokio::time::sleep(Duration::from_millis(200)).await;
             continue;
         }
         let head = record.change_seq;
-        let result = match acked {
+        pair.clock.observe(head);
+        let Some(position) = pair.acked else {
             // Where is the standby? Its answer is the durable cursor.
-            None => send(&client, &namespace, record.epoch, head).await,
-            Some(position) if position < head => {
-                match node
-                    .machine
-                    .changes_after(&namespace, position, MAX_BATCH_CHANGES)
-                {
-                    Ok(changes) if changes.first().map(|c| c.seq) == Some(position + 1) => {
-                        send_counted(
-                            &node,
-                            &client,
-                            &namespace,
-                            record.epoch,
-                            &target,
-                            &changes,
-                            head,
-                        )
-                        .await
-                    }
-                    Ok(changes) if changes.is_empty() && position >= record.trimmed_through => {
-                        // Applied in memory, its batch not yet committed to the
-                        // engine: read again in a moment.
-                        tokio::time::sleep(Duration::from_millis(1)).await;
-                        continue;
-                    }
-                    Ok(_) => {
-                        // The log no longer reaches back to the standby's
-                        // position (trimmed before it joined): a full copy.
-                        tracing::warn!(
-                            %namespace,
-                            standby = %target.shard,
-                            position,
-                            trimmed_through = record.trimmed_through,
-                            "standby is behind the change log; sending a full copy"
-                        );
-                        full_copy(&node, &client, &namespace, record.epoch)
-                            .await
-                            .map(|applied_seq| pb::ReplicateResponse {
-                                applied_seq,
-                                resync_needed: false,
-                            })
-                    }
-                    Err(err) => Err(err.to_string()),
+            pair.reset();
+            let result = send(&pair.client, &pair.namespace, record.epoch, head).await;
+            let result = settle(
+                (&pair.node, &pair.client, &pair.namespace),
+                record.epoch,
+                result,
+            )
+            .await;
+            if pair.answered(result, head).await && head <= pair.acked.unwrap_or(0) {
+                // A heartbeat answered and nothing is waiting: sleep until
+                // the next change or the next heartbeat.
+                let quiet = tokio::time::timeout(HEARTBEAT, changed.changed()).await;
+                if quiet.is_err() {
+                    pair.acked = None;
                 }
             }
-            Some(position) => Ok(pb::ReplicateResponse {
-                applied_seq: position,
-                resync_needed: false,
-            }),
+            continue;
         };
-        // A diverged standby (a demoted primary) is rebuilt with a full copy.
-        let result = match result {
-            Ok(response) if response.resync_needed => {
-                full_copy(&node, &client, &namespace, record.epoch).await
-            }
-            Ok(response) => Ok(response.applied_seq),
-            Err(err) => Err(err),
+        let read_again_soon = pair.fill(&record, head, position).await;
+        if pair.acked.is_none() {
+            continue;
+        }
+        // Wait for an answer, a new change, or (caught up) the heartbeat.
+        let quiet = if read_again_soon {
+            Duration::from_millis(1)
+        } else {
+            HEARTBEAT.saturating_sub(pair.last_answer.elapsed())
         };
-        match result {
-            Ok(position) => {
-                failures = 0;
-                acked = Some(position);
-                node.replication.update(&namespace, &target.shard, |p| {
-                    p.acked = Some(position);
-                    p.head = head.max(position);
-                    if position >= head {
-                        p.waiting_since = None;
-                    } else if p.waiting_since.is_none() {
-                        p.waiting_since = Some(Instant::now());
-                    }
-                });
-                if position >= trimmed + TRIM_EVERY {
-                    trimmed = trim(&node, &namespace, position).await.unwrap_or(trimmed);
-                }
-                if position < head {
-                    continue;
+        tokio::select! {
+            Some((last, result)) = pair.in_flight.next(), if !pair.in_flight.is_empty() => {
+                let result = settle((&pair.node, &pair.client, &pair.namespace), record.epoch, result).await;
+                let head = pair.node.machine.namespace(&pair.namespace).map_or(head, |r| r.change_seq);
+                if pair.answered(result, head).await && pair.acked.is_some_and(|a| a < last) {
+                    // The standby stopped short (a gap or a rebuild): what
+                    // follows on the wire will not apply either.
+                    pair.in_flight = FuturesOrdered::new();
+                    pair.sent = pair.acked.unwrap_or(0);
                 }
             }
-            Err(err) => {
-                failures += 1;
-                acked = None;
-                node.replication.update(&namespace, &target.shard, |p| {
-                    p.head = head;
-                    if p.waiting_since.is_none() && head > p.acked.unwrap_or(0) {
-                        p.waiting_since = Some(Instant::now());
-                    }
-                });
-                if failures % 10 == 1 {
-                    tracing::warn!(%namespace, standby = %target.shard, error = %err, "shipping failed; retrying");
+            _ = changed.changed() => {}
+            _ = tokio::time::sleep(quiet) => {
+                if pair.in_flight.is_empty() && pair.sent >= head && !read_again_soon {
+                    // Quiet: ask again, a heartbeat that keeps the standby's
+                    // freshness known for bounded reads.
+                    pair.acked = None;
                 }
-                tokio::time::sleep(Duration::from_millis(200)).await;
-                continue;
             }
         }
-        // Caught up: wait for the next logged change; after a quiet spell, ask
-        // again (a heartbeat that keeps the standby's freshness known).
-        if tokio::time::timeout(HEARTBEAT, changed.changed())
-            .await
-            .is_err()
-        {
-            acked = None;
-        }
-        changed.borrow_and_update();
-        node.replication.update(&namespace, &target.shard, |p| {
-            p.head = node
-                .machine
-                .namespace(&namespace)
-                .map_or(p.head, |r| r.change_seq);
-            if p.head > p.acked.unwrap_or(0) && p.waiting_since.is_none() {
-                p.waiting_since = Some(Instant::now());
-            }
-        });
     }
 }
 
-async fn send_counted(
-    node: &ShardNode,
-    client: &Client,
-    namespace: &str,
-    epoch: u64,
-    target: &Target,
-    changes: &[ChangeRecord],
-    head: u64,
-) -> Result<pb::ReplicateResponse, String> {
-    let (payload, raw) = encode_batch(changes).map_err(|e| e.to_string())?;
-    let bytes = payload.len() as u64;
-    node.bandwidth.take(payload.len()).await;
-    let result = send_payload(client, namespace, epoch, changes.len(), payload, None, head).await;
-    if result.is_ok() {
-        node.replication
-            .raw_bytes_sent
-            .fetch_add(raw as u64, Ordering::Relaxed);
-        node.replication.update(namespace, &target.shard, |p| {
-            p.bytes_sent += bytes;
-        });
-        node.metrics.replication_bytes.inc_by(bytes);
+/// One (namespace, standby) pair's shipping state on the primary's leader.
+struct Pair {
+    node: Arc<ShardNode>,
+    client: Arc<Client>,
+    namespace: String,
+    target: Target,
+    clock: ChangeClock,
+    in_flight: FuturesOrdered<Shipment>,
+    /// Last position the standby confirmed; None until it says (then ask).
+    acked: Option<u64>,
+    /// Last sequence number put on the wire (meaningful while `acked` is set).
+    sent: u64,
+    /// Where the change log was last trimmed to.
+    trimmed: u64,
+    failures: u32,
+    last_answer: Instant,
+}
+
+impl Pair {
+    /// Forgets what is on the wire; the next round asks the standby first.
+    fn reset(&mut self) {
+        self.in_flight = FuturesOrdered::new();
+        self.acked = None;
     }
-    result
+
+    /// Puts batches on the wire until the pipe is full or nothing is left.
+    /// Returns true when the log should be read again in a moment.
+    async fn fill(
+        &mut self,
+        record: &crate::state_machine::NamespaceRecord,
+        head: u64,
+        position: u64,
+    ) -> bool {
+        while self.in_flight.len() < MAX_IN_FLIGHT && self.sent < head {
+            let changes = match self.node.machine.changes_after(
+                &self.namespace,
+                self.sent,
+                MAX_BATCH_CHANGES,
+            ) {
+                Ok(changes) => changes,
+                Err(err) => {
+                    tracing::error!(namespace = %self.namespace, error = %err, "cannot read the change log");
+                    return true;
+                }
+            };
+            if changes.first().map(|c| c.seq) == Some(self.sent + 1) {
+                let last = changes.last().map_or(self.sent, |c| c.seq);
+                let (payload, raw) = match encode_batch(&changes) {
+                    Ok(encoded) => encoded,
+                    Err(err) => {
+                        tracing::error!(namespace = %self.namespace, error = %err, "cannot encode a batch");
+                        return true;
+                    }
+                };
+                self.node.bandwidth.take(payload.len()).await;
+                self.in_flight.push_back(shipment(
+                    self,
+                    record.epoch,
+                    (payload, raw, changes.len()),
+                    (last, head),
+                ));
+                self.sent = last;
+            } else if changes.is_empty() && self.sent >= record.trimmed_through {
+                // Applied in memory, its batch not yet committed to the
+                // engine: read again in a moment.
+                return true;
+            } else if self.in_flight.is_empty() {
+                // The log no longer reaches back to the standby's position
+                // (trimmed before it joined): a full copy.
+                tracing::warn!(
+                    namespace = %self.namespace,
+                    standby = %self.target.shard,
+                    position,
+                    trimmed_through = record.trimmed_through,
+                    "standby is behind the change log; sending a full copy"
+                );
+                let copied =
+                    full_copy(&self.node, &self.client, &self.namespace, record.epoch).await;
+                self.answered(copied, head).await;
+                return false;
+            } else {
+                // Let what is on the wire land first.
+                return false;
+            }
+        }
+        false
+    }
+
+    /// Takes in a standby's answer (its position, or why not). Returns whether
+    /// it answered.
+    async fn answered(&mut self, result: Result<u64, String>, head: u64) -> bool {
+        match result {
+            Ok(confirmed) => {
+                self.failures = 0;
+                self.last_answer = Instant::now();
+                let confirmed = confirmed.max(self.acked.unwrap_or(0));
+                // After a first answer or a full copy, ship from where the
+                // standby is.
+                if self.acked.is_none() || confirmed > self.sent {
+                    self.sent = confirmed;
+                }
+                self.acked = Some(confirmed);
+                self.clock.observe(head);
+                self.clock.confirmed(confirmed);
+                self.publish(head);
+                if confirmed >= self.trimmed + TRIM_EVERY {
+                    self.trimmed = trim(&self.node, &self.namespace, confirmed)
+                        .await
+                        .unwrap_or(self.trimmed);
+                }
+                true
+            }
+            Err(err) => {
+                self.failures += 1;
+                self.reset();
+                self.clock.observe(head);
+                self.publish(head);
+                if self.failures % 10 == 1 {
+                    tracing::warn!(namespace = %self.namespace, standby = %self.target.shard, error = %err, "shipping failed; retrying");
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                false
+            }
+        }
+    }
+
+    /// Records the pair's progress for `ReplicationStatus`, the metrics and
+    /// sync writes.
+    fn publish(&self, head: u64) {
+        let acked = self.acked;
+        let waiting_since = self.clock.oldest_unconfirmed();
+        self.node
+            .replication
+            .update(&self.namespace, &self.target.shard, |p| {
+                if let Some(acked) = acked {
+                    p.acked = Some(acked.max(p.acked.unwrap_or(0)));
+                }
+                p.head = head.max(p.acked.unwrap_or(0));
+                p.waiting_since = waiting_since;
+            });
+    }
+}
+
+/// One batch on its way, counted in the byte totals once the standby took it.
+fn shipment(
+    pair: &Pair,
+    epoch: u64,
+    (payload, raw, count): (Vec<u8>, usize, usize),
+    (last, head): (u64, u64),
+) -> Shipment {
+    let (node, client) = (pair.node.clone(), pair.client.clone());
+    let (namespace, shard) = (pair.namespace.clone(), pair.target.shard.clone());
+    Box::pin(async move {
+        let bytes = payload.len() as u64;
+        let result = send_payload(&client, &namespace, epoch, count, payload, None, head).await;
+        if result.is_ok() {
+            node.replication
+                .raw_bytes_sent
+                .fetch_add(raw as u64, Ordering::Relaxed);
+            node.replication.update(&namespace, &shard, |p| {
+                p.bytes_sent += bytes;
+            });
+            node.metrics.replication_bytes.inc_by(bytes);
+        }
+        (last, result)
+    })
+}
+
+/// Turns a standby's answer into its position, rebuilding it first if it said
+/// it has diverged (a demoted primary).
+async fn settle(
+    (node, client, namespace): (&ShardNode, &Client, &str),
+    epoch: u64,
+    result: Result<pb::ReplicateResponse, String>,
+) -> Result<u64, String> {
+    match result {
+        Ok(response) if response.resync_needed => full_copy(node, client, namespace, epoch).await,
+        Ok(response) => Ok(response.applied_seq),
+        Err(err) => Err(err),
+    }
+}
+
+/// When this node first saw each stretch of a namespace's change log, so that
+/// lag in seconds is the age of the oldest change a standby has not confirmed
+/// (not the time since the shipper last looked).
+#[derive(Debug, Default)]
+struct ChangeClock {
+    /// (last sequence number of a stretch, when the stretch was first seen),
+    /// oldest first, only stretches not yet confirmed.
+    seen: std::collections::VecDeque<(u64, Instant)>,
+}
+
+/// Stretches remembered at most; past it the newest stretch grows instead
+/// (its time stays the older one, so lag is never understated).
+const CLOCK_STRETCHES: usize = 65_536;
+
+impl ChangeClock {
+    fn observe(&mut self, head: u64) {
+        let full = self.seen.len() >= CLOCK_STRETCHES;
+        match self.seen.back_mut() {
+            Some((last, _)) if *last >= head => {}
+            Some((last, _)) if full => *last = head,
+            _ => self.seen.push_back((head, Instant::now())),
+        }
+    }
+
+    fn confirmed(&mut self, position: u64) {
+        while self.seen.front().is_some_and(|(last, _)| *last <= position) {
+            self.seen.pop_front();
+        }
+    }
+
+    fn oldest_unconfirmed(&self) -> Option<Instant> {
+        self.seen.front().map(|(_, at)| *at)
+    }
+}
+
+/// Serializes replicated batches per namespace on a standby, in the order they
+/// arrive, so pipelined batches reach Raft in sequence order; a batch that
+/// overtook its predecessor waits for it briefly.
+#[derive(Debug, Default)]
+pub struct ApplyLanes {
+    lanes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+/// How long a batch waits for the batch before it before applying what it can.
+const OVERTAKE_WAIT: Duration = Duration::from_secs(1);
+
+impl ApplyLanes {
+    /// Holds `namespace`'s lane once the standby's position (`position()`)
+    /// reaches `first - 1`, or once [`OVERTAKE_WAIT`] has passed.
+    pub async fn enter(
+        &self,
+        namespace: &str,
+        first: u64,
+        position: impl Fn() -> u64,
+    ) -> tokio::sync::OwnedMutexGuard<()> {
+        let lane = self
+            .lanes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(namespace.to_string())
+            .or_default()
+            .clone();
+        let deadline = Instant::now() + OVERTAKE_WAIT;
+        loop {
+            let guard = lane.clone().lock_owned().await;
+            if position().saturating_add(1) >= first || Instant::now() >= deadline {
+                return guard;
+            }
+            drop(guard);
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
 }
 
 /// An empty batch: asks the standby's position and tells it the primary's head
@@ -617,6 +813,33 @@ mod tests {
         );
         let none = BandwidthCap::new(0);
         assert_eq!(none.reserve(usize::MAX), Duration::ZERO);
+    }
+
+    #[test]
+    fn lag_is_the_age_of_the_oldest_unconfirmed_change() {
+        let mut clock = ChangeClock::default();
+        assert_eq!(clock.oldest_unconfirmed(), None);
+        clock.observe(5);
+        let first = clock.oldest_unconfirmed().unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        clock.observe(9);
+        clock.observe(9);
+        assert_eq!(
+            clock.seen.len(),
+            2,
+            "a head seen again is not a new stretch"
+        );
+        clock.confirmed(3);
+        assert_eq!(
+            clock.oldest_unconfirmed(),
+            Some(first),
+            "change 4 is still waiting"
+        );
+        clock.confirmed(5);
+        let second = clock.oldest_unconfirmed().unwrap();
+        assert!(second > first, "changes 6..=9 were seen later");
+        clock.confirmed(9);
+        assert_eq!(clock.oldest_unconfirmed(), None);
     }
 
     #[test]

@@ -80,6 +80,20 @@ impl AdminService {
                 requested: request.epoch,
             }));
         }
+        // Pipelined batches apply one at a time and in order; one that
+        // overtook its predecessor on the way waits for it.
+        let first = changes.first().map_or(0, |c| c.seq);
+        let machine = &self.node.machine;
+        let _lane = self
+            .node
+            .apply_lanes
+            .enter(&request.namespace, first, || {
+                machine
+                    .namespace(&request.namespace)
+                    .map_or(0, |r| r.change_seq)
+            })
+            .await;
+        let record = machine.namespace(&request.namespace).unwrap_or(record);
         // Nothing new (or a copy waiting for a rebuild): answer the position
         // without a Raft round, after a barrier so it is what a quorum has.
         if record.resync_needed || changes.iter().all(|c| c.seq <= record.change_seq) {
