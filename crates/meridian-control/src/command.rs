@@ -91,6 +91,23 @@ pub enum ControlCommand {
         /// Who asked.
         requester: Requester,
     },
+    /// Places a new namespace with its RPO gate and failover policy in one
+    /// step, so no route is ever published without the bound it was asked
+    /// with (what `CreateNamespace` followed by `SetMaxLag` could not promise).
+    PlaceNamespace {
+        /// Name.
+        name: String,
+        /// Requested policy (allowed jurisdictions may be empty: home's apply).
+        policy: PlacementPolicy,
+        /// The shard the leader chose and already created the namespace on.
+        shard: Option<String>,
+        /// The RPO gate.
+        max_lag: crate::model::MaxLag,
+        /// Its failover policy over the global one.
+        failover: crate::model::FailoverOverride,
+        /// Who asked.
+        requester: Requester,
+    },
 }
 
 /// Why the control plane refused a command; decided identically on every replica.

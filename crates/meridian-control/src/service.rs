@@ -499,48 +499,22 @@ impl Control for ControlService {
             }
             Err(_) => None,
         };
-        let command = ControlCommand::CreateNamespace {
+        let command = ControlCommand::PlaceNamespace {
             name,
             policy,
             shard,
+            max_lag,
+            failover,
             requester,
         };
         match self.node.propose(command).await? {
             ControlResult::NamespaceCreated {
-                mut namespace,
+                namespace,
                 routing_version,
-            } => {
-                if max_lag != crate::model::MaxLag::default() {
-                    self.node
-                        .propose(ControlCommand::SetMaxLag {
-                            namespace: namespace.name.clone(),
-                            max_lag,
-                            requester: Requester {
-                                actor: "placement".into(),
-                                at_unix_ms: now_unix_ms(),
-                            },
-                        })
-                        .await?;
-                    namespace.max_lag = max_lag;
-                }
-                if failover != crate::model::FailoverOverride::default() {
-                    self.node
-                        .propose(ControlCommand::SetFailoverPolicy {
-                            namespace: namespace.name.clone(),
-                            policy: failover,
-                            requester: Requester {
-                                actor: "placement".into(),
-                                at_unix_ms: now_unix_ms(),
-                            },
-                        })
-                        .await?;
-                    namespace.failover = failover;
-                }
-                Ok(Response::new(pb::PlaceNamespaceResponse {
-                    placement: Some(placement(&namespace)),
-                    routing_version,
-                }))
-            }
+            } => Ok(Response::new(pb::PlaceNamespaceResponse {
+                placement: Some(placement(&namespace)),
+                routing_version,
+            })),
             other => Err(Status::internal(format!("unexpected result {other:?}"))),
         }
     }

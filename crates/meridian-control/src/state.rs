@@ -222,30 +222,16 @@ impl ControlState {
                 Ok(ControlResult::MemberRegistered)
             }
             ControlCommand::CreateNamespace { name, policy, .. } => {
-                if self.namespaces.contains_key(&name) {
-                    return Err(ControlRejection::NamespaceExists(name));
-                }
-                let policy = placement::resolve_policy(&name, policy, &self.regions)?;
-                let (shard, standbys) = self.choose_shards(&policy)?;
-                *self.shard_load.entry(shard.clone()).or_insert(0) += 1;
-                let namespace = Namespace {
-                    name: name.clone(),
-                    policy,
-                    shard,
-                    epoch: 1,
-                    standbys,
-                    max_lag: crate::model::MaxLag::default(),
-                    failover: crate::model::FailoverOverride::default(),
-                };
-                self.counters.routing_version += 1;
-                self.namespaces.insert(name.clone(), namespace.clone());
-                changes.push(Change::Namespace(name));
-                changes.push(Change::Counters);
-                Ok(ControlResult::NamespaceCreated {
-                    namespace,
-                    routing_version: self.counters.routing_version,
-                })
+                let settings = (Default::default(), Default::default());
+                self.place(name, policy, settings, changes)
             }
+            ControlCommand::PlaceNamespace {
+                name,
+                policy,
+                max_lag,
+                failover,
+                ..
+            } => self.place(name, policy, (max_lag, failover), changes),
             ControlCommand::Failover {
                 namespace,
                 to_shard,
@@ -369,6 +355,42 @@ impl ControlState {
     }
 }
 
+impl ControlState {
+    /// Places a new namespace (residency checked, least-loaded shards) and
+    /// publishes its route.
+    fn place(
+        &mut self,
+        name: String,
+        policy: crate::model::PlacementPolicy,
+        (max_lag, failover): (crate::model::MaxLag, crate::model::FailoverOverride),
+        changes: &mut Vec<Change>,
+    ) -> Result<ControlResult, ControlRejection> {
+        if self.namespaces.contains_key(&name) {
+            return Err(ControlRejection::NamespaceExists(name));
+        }
+        let policy = placement::resolve_policy(&name, policy, &self.regions)?;
+        let (shard, standbys) = self.choose_shards(&policy)?;
+        *self.shard_load.entry(shard.clone()).or_insert(0) += 1;
+        let namespace = Namespace {
+            name: name.clone(),
+            policy,
+            shard,
+            epoch: 1,
+            standbys,
+            max_lag,
+            failover,
+        };
+        self.counters.routing_version += 1;
+        self.namespaces.insert(name.clone(), namespace.clone());
+        changes.push(Change::Namespace(name));
+        changes.push(Change::Counters);
+        Ok(ControlResult::NamespaceCreated {
+            namespace,
+            routing_version: self.counters.routing_version,
+        })
+    }
+}
+
 /// The requester and a one-line description of a command, for the audit log.
 fn describe(command: &ControlCommand) -> (Requester, String) {
     match command {
@@ -389,6 +411,12 @@ fn describe(command: &ControlCommand) -> (Requester, String) {
             ),
         ),
         ControlCommand::CreateNamespace {
+            name,
+            policy,
+            requester,
+            ..
+        }
+        | ControlCommand::PlaceNamespace {
             name,
             policy,
             requester,

@@ -12,7 +12,7 @@ use meridian_raft::read_barrier::ReadBarrier;
 use meridian_raft::{RaftNode, Request, StorageEngine};
 use openraft::ReadPolicy as RaftReadPolicy;
 use openraft::async_runtime::WatchReceiver;
-use openraft::errors::{ClientWriteError, ForwardToLeader, RaftError};
+use openraft::errors::{ClientWriteError, ForwardToLeader};
 use openraft::{RaftMetrics, ServerState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -50,6 +50,14 @@ pub struct ShardNode {
     /// Coalesced lease check for bounded and session reads.
     lease_reads: ReadBarrier,
 }
+
+/// A command queued for the Raft log; its outcome arrives when it applies.
+pub struct Pending(
+    openraft::type_config::alias::OneshotReceiverOf<
+        meridian_raft::TypeConfig,
+        openraft::raft::ClientWriteResult<meridian_raft::TypeConfig>,
+    >,
+);
 
 /// How long a write over the RPO gate waits for the standby before refusal.
 const RPO_THROTTLE: std::time::Duration = std::time::Duration::from_millis(500);
@@ -270,43 +278,64 @@ impl ShardNode {
     /// applies it, and returns its result. A state-machine rejection becomes an
     /// error.
     pub async fn propose(&self, command: Command) -> Result<CommandResult, ShardError> {
+        let pending = self.submit(&command).await?;
+        self.committed(&command, pending).await
+    }
+
+    /// Hands `command` to Raft and returns as soon as it is queued for the log,
+    /// without waiting for the commit: commands submitted one after another
+    /// from one task reach the log in that order. Finish with
+    /// [`Self::committed`].
+    pub async fn submit(&self, command: &Command) -> Result<Pending, ShardError> {
         if !self.raft.raft.is_leader() {
             return Err(self.not_leader());
         }
-        self.check_lease(&command)?;
-        self.check_rpo(&command).await?;
+        self.check_lease(command)?;
+        self.check_rpo(command).await?;
         if let Err((free_bytes, min_free_bytes)) = self.disk.check() {
             return Err(ShardError::DiskFull {
                 free_bytes,
                 min_free_bytes,
             });
         }
-        let encoded = postcard::to_stdvec(&command).map_err(std::io::Error::other)?;
-        let response = self
+        let encoded = postcard::to_stdvec(command).map_err(std::io::Error::other)?;
+        let (responder, receiver) = openraft::impls::ProgressResponder::complete_only();
+        self.raft
             .raft
-            .raft
-            .client_write(Request(encoded))
+            .write(Request(encoded))
+            .responder(responder)
             .await
+            .map_err(|fatal| ShardError::Raft(fatal.to_string()))?;
+        Ok(Pending(receiver))
+    }
+
+    /// Waits for a [`Self::submit`]ted command to commit and apply, then for
+    /// what its acknowledgement needs (a current lease; a standby's copy in
+    /// sync mode), and returns its result.
+    pub async fn committed(
+        &self,
+        command: &Command,
+        pending: Pending,
+    ) -> Result<CommandResult, ShardError> {
+        let response = pending
+            .0
+            .await
+            .map_err(|_| ShardError::OutcomeUnknown)?
             .map_err(|err| match err {
-                RaftError::APIError(ClientWriteError::ForwardToLeader(forward)) => {
-                    self.forward_error(&forward)
-                }
-                RaftError::APIError(ClientWriteError::LogEntryDiscarded(_)) => {
-                    ShardError::OutcomeUnknown
-                }
-                RaftError::APIError(other) => ShardError::Raft(other.to_string()),
-                RaftError::Fatal(fatal) => ShardError::Raft(fatal.to_string()),
+                ClientWriteError::ForwardToLeader(forward) => self.forward_error(&forward),
+                ClientWriteError::LogEntryDiscarded(_) => ShardError::OutcomeUnknown,
+                other => ShardError::Raft(other.to_string()),
             })?;
         let result: CommandResult = postcard::from_bytes(&response.data.0)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         // The lease may have run out while the write was committing; then a
         // standby may already have been promoted, and this write must not be
         // acknowledged as if it were safe (it is kept as a lost write if so).
-        if self.check_lease(&command).is_err() {
+        if self.check_lease(command).is_err() {
             return Err(ShardError::OutcomeUnknown);
         }
         if !matches!(result, CommandResult::Rejected(_)) {
-            self.wait_for_standby(&command).await?;
+            self.wait_for_standby(command).await?;
         }
         match result {
             CommandResult::Rejected(rejection) => Err(ShardError::Rejected(rejection)),

@@ -30,7 +30,7 @@ const MAX_BATCH_CHANGES: usize = 1_024;
 /// Batches on the wire to one standby at once: enough to cover a WAN round
 /// trip at thousands of writes a second, few enough that a stalled standby does
 /// not pile up work.
-const MAX_IN_FLIGHT: usize = 4;
+const MAX_IN_FLIGHT: usize = 8;
 /// Largest decompressed batch a standby accepts (guards against a batch that
 /// would expand without bound).
 pub const MAX_BATCH_BYTES: usize = 64 << 20;
@@ -363,6 +363,7 @@ async fn ship(
         acked: None,
         sent: 0,
         trimmed: 0,
+        trimming: None,
         failures: 0,
         last_answer: Instant::now(),
     };
@@ -450,8 +451,10 @@ struct Pair {
     acked: Option<u64>,
     /// Last sequence number put on the wire (meaningful while `acked` is set).
     sent: u64,
-    /// Where the change log was last trimmed to.
+    /// Where the change log was last trimmed to (or is being trimmed to).
     trimmed: u64,
+    /// The trim under way, if any.
+    trimming: Option<tokio::task::JoinHandle<()>>,
     failures: u32,
     last_answer: Instant,
 }
@@ -543,10 +546,16 @@ impl Pair {
                 self.clock.observe(head);
                 self.clock.confirmed(confirmed);
                 self.publish(head);
-                if confirmed >= self.trimmed + TRIM_EVERY {
-                    self.trimmed = trim(&self.node, &self.namespace, confirmed)
-                        .await
-                        .unwrap_or(self.trimmed);
+                // Trim in the background: a local Raft round must not hold up
+                // the shipping. One trim at a time; what a failed one left is
+                // covered by the next.
+                let idle = self.trimming.as_ref().is_none_or(|t| t.is_finished());
+                if idle && confirmed >= self.trimmed + TRIM_EVERY {
+                    self.trimmed = confirmed;
+                    let (node, namespace) = (self.node.clone(), self.namespace.clone());
+                    self.trimming = Some(tokio::spawn(async move {
+                        trim(&node, &namespace, confirmed).await;
+                    }));
                 }
                 true
             }
@@ -656,25 +665,29 @@ impl ChangeClock {
 }
 
 /// Serializes replicated batches per namespace on a standby, in the order they
-/// arrive, so pipelined batches reach Raft in sequence order; a batch that
-/// overtook its predecessor waits for it briefly.
+/// arrive, so pipelined batches reach the Raft log in sequence order; a batch
+/// that overtook its predecessor on the way waits for it briefly. A lane holds
+/// the last sequence number submitted to Raft through it, so the next batch
+/// need not wait for the previous one to commit.
 #[derive(Debug, Default)]
 pub struct ApplyLanes {
-    lanes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    lanes: Mutex<HashMap<String, Arc<tokio::sync::Mutex<u64>>>>,
 }
 
 /// How long a batch waits for the batch before it before applying what it can.
 const OVERTAKE_WAIT: Duration = Duration::from_secs(1);
 
 impl ApplyLanes {
-    /// Holds `namespace`'s lane once the standby's position (`position()`)
-    /// reaches `first - 1`, or once [`OVERTAKE_WAIT`] has passed.
+    /// Holds `namespace`'s lane once the changes before `first` are applied
+    /// (`applied()`) or submitted through the lane, or once [`OVERTAKE_WAIT`]
+    /// has passed. Set the guard to the batch's last sequence number once it
+    /// is submitted.
     pub async fn enter(
         &self,
         namespace: &str,
         first: u64,
-        position: impl Fn() -> u64,
-    ) -> tokio::sync::OwnedMutexGuard<()> {
+        applied: impl Fn() -> u64,
+    ) -> tokio::sync::OwnedMutexGuard<u64> {
         let lane = self
             .lanes
             .lock()
@@ -685,7 +698,8 @@ impl ApplyLanes {
         let deadline = Instant::now() + OVERTAKE_WAIT;
         loop {
             let guard = lane.clone().lock_owned().await;
-            if position().saturating_add(1) >= first || Instant::now() >= deadline {
+            let through = applied().max(*guard);
+            if through.saturating_add(1) >= first || Instant::now() >= deadline {
                 return guard;
             }
             drop(guard);
@@ -773,8 +787,8 @@ async fn full_copy(
     Ok(position)
 }
 
-/// Drops log entries every standby has; returns the new trim point.
-async fn trim(node: &ShardNode, namespace: &str, position: u64) -> Option<u64> {
+/// Drops log entries every standby has (at most through `position`).
+async fn trim(node: &ShardNode, namespace: &str, position: u64) -> Option<()> {
     // Only what every standby of the namespace has confirmed may go.
     let through = node
         .replication
@@ -789,8 +803,8 @@ async fn trim(node: &ShardNode, namespace: &str, position: u64) -> Option<u64> {
         through,
     })
     .await
-    .ok()?;
-    Some(through)
+    .ok()
+    .map(drop)
 }
 
 #[cfg(test)]

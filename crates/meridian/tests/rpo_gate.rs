@@ -73,10 +73,6 @@ async fn writes_stop_at_max_lag_and_resume_after_catch_up() {
         );
     }
 
-    // The bound reaches the primary with its copy and with every probe; a probe
-    // built between the placement's two commits (namespace, then bound) can
-    // carry "no bound" for up to one probe interval. Let the probes settle.
-    tokio::time::sleep(Duration::from_millis(2_500)).await;
     // The standby has everything, and the primary's leader knows it.
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {

@@ -7,7 +7,10 @@
 //!   still in flight from the dead primary is counted). Repeated `--runs` times,
 //!   each on a fresh lab.
 //! - **Lag**: a paced write load (`--rate` writes/s) on an async namespace; the
-//!   standby's lag in seconds sampled every 100 ms from the primary's leader.
+//!   standby's lag in seconds sampled every 100 ms from the primary's leader
+//!   (age of the oldest change the standby has not confirmed, so it includes
+//!   the confirmation's trip back), and the lag a reader at the standby sees
+//!   (acknowledgement of a probe write to its first read at the standby).
 //! - **Sync vs async**: the same closed-loop load on an async and a sync
 //!   namespace, latency side by side.
 //! - **Bytes**: compressed bytes shipped across the WAN per byte written (values
@@ -73,6 +76,10 @@ struct LagReport {
     p50_seconds: f64,
     p99_seconds: f64,
     max_seconds: f64,
+    visible_samples: usize,
+    visible_p50_seconds: f64,
+    visible_p99_seconds: f64,
+    visible_max_seconds: f64,
 }
 
 #[derive(Debug, Serialize)]
@@ -141,11 +148,15 @@ async fn place(lab: &Lab, name: &str, sync: bool) -> anyhow::Result<()> {
 }
 
 fn primary_shard(lab: &Lab) -> anyhow::Result<Client> {
+    region_shard(lab, "us-east")
+}
+
+fn region_shard(lab: &Lab, region: &str) -> anyhow::Result<Client> {
     let nodes = lab
         .state()
         .processes
         .iter()
-        .filter(|p| p.role == ProcessRole::Node && p.region == "us-east")
+        .filter(|p| p.role == ProcessRole::Node && p.region == region)
         .map(|p| p.grpc.clone())
         .collect();
     client(lab, nodes, Duration::from_secs(10))
@@ -294,6 +305,11 @@ async fn lag(args: &Args, lab: &Lab) -> anyhow::Result<LagReport> {
             }
         }));
     }
+    let visible = tokio::spawn(visibility_lag(
+        primary.clone(),
+        Arc::new(region_shard(lab, "eu-west")?),
+        stop.clone(),
+    ));
     let started = Instant::now();
     let mut samples = Vec::new();
     while started.elapsed() < Duration::from_secs(args.seconds) {
@@ -309,13 +325,86 @@ async fn lag(args: &Args, lab: &Lab) -> anyhow::Result<LagReport> {
         let _ = writer.await;
     }
     let achieved_rate = done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64();
+    let mut visible = visible.await.unwrap_or_default();
     Ok(LagReport {
         target_rate: args.rate,
         achieved_rate,
         p50_seconds: percentile(&mut samples, 0.5),
         p99_seconds: percentile(&mut samples, 0.99),
         max_seconds: percentile(&mut samples, 1.0),
+        visible_samples: visible.len(),
+        visible_p50_seconds: percentile(&mut visible, 0.5),
+        visible_p99_seconds: percentile(&mut visible, 0.99),
+        visible_max_seconds: percentile(&mut visible, 1.0),
     })
+}
+
+/// Replication lag as a reader in the standby region sees it: a probe key on
+/// the primary gets a new counter every 20 ms (mixed into the paced load), and
+/// a reader polls the standby shard for it every 2 ms; each counter's lag is
+/// from its write's acknowledgement to the first read that returns it. The
+/// poll interval and the read's own latency are included (an overstatement
+/// of at most a few ms).
+async fn visibility_lag(
+    primary: Arc<Client>,
+    standby: Arc<Client>,
+    stop: Arc<AtomicBool>,
+) -> Vec<f64> {
+    let acked: Arc<std::sync::Mutex<BTreeMap<u64, Instant>>> = Arc::default();
+    let writer = {
+        let (acked, stop) = (acked.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut counter = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                counter += 1;
+                if primary
+                    .put("paced", b"lag-probe", counter.to_string().as_bytes())
+                    .await
+                    .is_ok()
+                {
+                    acked
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(counter, Instant::now());
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+    };
+    let mut lags = Vec::new();
+    let mut last_seen = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        tokio::time::sleep(Duration::from_millis(2)).await;
+        let Ok(Some(kv)) = standby
+            .get("paced", b"lag-probe", pb::Consistency::Eventual)
+            .await
+        else {
+            continue;
+        };
+        let seen_at = Instant::now();
+        let Some(counter) = std::str::from_utf8(&kv.value)
+            .ok()
+            .and_then(|v| v.parse::<u64>().ok())
+        else {
+            continue;
+        };
+        if counter <= last_seen {
+            continue;
+        }
+        last_seen = counter;
+        // Not yet acknowledged when seen: visible before the writer heard back,
+        // a lag of zero at most.
+        let lag = acked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&counter)
+            .map_or(0.0, |at| {
+                seen_at.saturating_duration_since(*at).as_secs_f64()
+            });
+        lags.push(lag);
+    }
+    let _ = writer.await;
+    lags
 }
 
 /// As many writes as `clients` closed loops can do, recording latency.

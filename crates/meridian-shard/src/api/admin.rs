@@ -84,7 +84,7 @@ impl AdminService {
         // overtook its predecessor on the way waits for it.
         let first = changes.first().map_or(0, |c| c.seq);
         let machine = &self.node.machine;
-        let _lane = self
+        let mut lane = self
             .node
             .apply_lanes
             .enter(&request.namespace, first, || {
@@ -109,15 +109,18 @@ impl AdminService {
                 resync_needed,
             });
         }
-        match self
-            .node
-            .propose(Command::ApplyReplicated {
-                namespace: request.namespace.clone(),
-                epoch: request.epoch,
-                changes,
-            })
-            .await?
-        {
+        let last = changes.last().map_or(0, |c| c.seq);
+        let command = Command::ApplyReplicated {
+            namespace: request.namespace.clone(),
+            epoch: request.epoch,
+            changes,
+        };
+        // Queue it for the log in order, then let the next batch in while this
+        // one commits.
+        let pending = self.node.submit(&command).await?;
+        *lane = last;
+        drop(lane);
+        match self.node.committed(&command, pending).await? {
             CommandResult::Replicated { applied_seq } => {
                 if applied_seq >= request.primary_seq {
                     self.node.note_standby_current(&request.namespace);
