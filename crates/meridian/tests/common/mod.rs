@@ -157,12 +157,20 @@ pub async fn assert_all_present(client: &Client, namespace: &str, acked: &[Acked
 /// The multi-region lab as `lab up` makes it (us-east, eu-west, ap-south; mutual
 /// TLS; WAN emulation) with one node per shard, started under `dir` and ready.
 pub async fn multi_region_lab(dir: &std::path::Path) -> Lab {
+    multi_region_lab_with(dir, &[]).await
+}
+
+/// [`multi_region_lab`] with `MERIDIAN__...` settings for every shard node.
+pub async fn multi_region_lab_with(dir: &std::path::Path, node_env: &[(&str, &str)]) -> Lab {
     let mut lab = Lab::up(&LabSpec {
         dir: dir.join("lab"),
         regions: vec!["us-east".into(), "eu-west".into(), "ap-south".into()],
         nodes: 1,
         binary: env!("CARGO_BIN_EXE_meridian").into(),
-        env: vec![],
+        env: node_env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
         tls: true,
         wan: Some(meridian_lab::WanSettings::default()),
     })
