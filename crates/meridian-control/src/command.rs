@@ -108,6 +108,28 @@ pub enum ControlCommand {
         /// Who asked.
         requester: Requester,
     },
+    /// [`ControlCommand::Failover`] that also records the loss window's time
+    /// bounds (what the leader proposes now; the older form applies with them
+    /// unknown).
+    FailoverBounded {
+        /// The namespace.
+        namespace: String,
+        /// The standby shard to promote.
+        to_shard: String,
+        /// Why.
+        cause: String,
+        /// When the primary was declared failed (Unix ms).
+        detected_at_ms: u64,
+        /// The old primary's last known sequence number.
+        primary_seq: u64,
+        /// The promoted standby's sequence number.
+        promoted_seq: u64,
+        /// When the old primary reported `primary_seq`, and until when it may
+        /// have acknowledged writes.
+        window: crate::model::LossWindow,
+        /// Who asked.
+        requester: Requester,
+    },
 }
 
 /// Why the control plane refused a command; decided identically on every replica.

@@ -25,6 +25,11 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+/// The wall-clock time (Unix ms) of a monotonic instant in the past.
+fn unix_ms_at(at: Instant) -> u64 {
+    now_unix_ms().saturating_sub(at.elapsed().as_millis() as u64)
+}
+
 /// Extra wait past a lease's end before promoting (clock-rate differences).
 const LEASE_MARGIN: Duration = Duration::from_millis(250);
 
@@ -42,6 +47,9 @@ struct ShardHealth {
     failing_since_ms: Option<u64>,
     /// Positions from the last successful probe: namespace -> (role, seq, resync).
     positions: HashMap<String, (i32, u64, bool)>,
+    /// When that probe was sent: every write the shard acknowledged before
+    /// then is counted in `positions`.
+    positions_at: Option<Instant>,
 }
 
 /// Probes and fails over forever (acting only while this member leads).
@@ -229,6 +237,7 @@ async fn probe_all(
                 entry.failures = 0;
                 entry.failing_since_ms = None;
                 entry.last_ok = Some(at);
+                entry.positions_at = Some(sent);
                 entry.positions = response
                     .positions
                     .into_iter()
@@ -318,13 +327,22 @@ async fn fail_over_failed(
                 .positions
                 .get(&namespace.name)
                 .map_or(0, |(_, seq, _)| *seq);
-            let command = ControlCommand::Failover {
+            // The old primary reported its position with its last good probe
+            // and may have acknowledged writes until its last lease ran out:
+            // those writes are in the loss window although no position
+            // counted them.
+            let window = crate::model::LossWindow {
+                reported_at_ms: shard_health.positions_at.map_or(0, unix_ms_at),
+                writes_until_ms: unix_ms_at(last_grant) + lease.as_millis() as u64,
+            };
+            let command = ControlCommand::FailoverBounded {
                 namespace: namespace.name.clone(),
                 to_shard: target.clone(),
                 cause,
                 detected_at_ms: shard_health.failing_since_ms.unwrap_or_else(now_unix_ms),
                 primary_seq,
                 promoted_seq,
+                window,
                 requester: Requester {
                     actor: "failover-policy".into(),
                     at_unix_ms: now_unix_ms(),
@@ -654,15 +672,27 @@ async fn move_one(
         if primary.lease(revoke.clone()).await.is_ok() {
             tokio::time::sleep(timeout * 2).await;
         }
-        let (primary_seq, cause) = match primary.lease(revoke.clone()).await {
+        let (primary_seq, cause, window) = match primary.lease(revoke.clone()).await {
+            // Drained: without a lease it acknowledges nothing more.
             Ok(response) => (
                 Some(position(&response)),
                 format!("manual failover by {} (drained)", request.actor),
+                crate::model::LossWindow {
+                    reported_at_ms: now_unix_ms(),
+                    writes_until_ms: now_unix_ms(),
+                },
             ),
             Err(err) if request.force => {
                 tracing::warn!(error = %err, "primary unreachable; waiting out its lease");
                 tokio::time::sleep(Duration::from_millis(config.lease_ms) + LEASE_MARGIN).await;
-                (None, format!("manual failover by {} (forced: primary unreachable)", request.actor))
+                (
+                    None,
+                    format!("manual failover by {} (forced: primary unreachable)", request.actor),
+                    crate::model::LossWindow {
+                        reported_at_ms: 0,
+                        writes_until_ms: now_unix_ms(),
+                    },
+                )
             }
             Err(err) => {
                 return Err(ControlError::Unavailable(format!(
@@ -726,13 +756,14 @@ async fn move_one(
             .get(&namespace.shard)
             .and_then(|p| p.get(&namespace.name).copied())
             .unwrap_or(0);
-        let command = ControlCommand::Failover {
+        let command = ControlCommand::FailoverBounded {
             namespace: namespace.name.clone(),
             to_shard: target.shard.clone(),
             cause,
             detected_at_ms,
             primary_seq: primary_seq.unwrap_or(last_known),
             promoted_seq,
+            window,
             requester: Requester {
                 actor: request.actor.clone(),
                 at_unix_ms: now_unix_ms(),

@@ -210,6 +210,52 @@ pub struct FailoverRecord {
     /// The promoted standby's change sequence number: changes after it that
     /// the old primary had are the possible loss.
     pub promoted_seq: u64,
+    /// When the old primary reported `primary_seq` (Unix ms; 0: unknown).
+    pub reported_at_ms: u64,
+    /// Until when the old primary may have acknowledged writes (Unix ms): the
+    /// end of the last write lease it was granted, or `reported_at_ms` when it
+    /// was drained. Writes it acknowledged after reporting and before this are
+    /// in the loss window too, beyond `primary_seq`. 0: unknown.
+    pub writes_until_ms: u64,
+}
+
+/// The time bounds of a failover's loss window (Unix ms; 0: unknown).
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub struct LossWindow {
+    /// When the old primary reported its last known position.
+    pub reported_at_ms: u64,
+    /// Until when it may have acknowledged writes.
+    pub writes_until_ms: u64,
+}
+
+/// The first stored form of [`FailoverRecord`] (before the time bounds of the
+/// loss window), upgraded on load.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FailoverRecordV1 {
+    /// Sequence number.
+    pub id: u64,
+    /// The namespace.
+    pub namespace: String,
+    /// Old primary.
+    pub from_region: String,
+    /// Old primary's shard.
+    pub from_shard: String,
+    /// New primary.
+    pub to_region: String,
+    /// New primary's shard.
+    pub to_shard: String,
+    /// Epoch after the failover.
+    pub epoch: u64,
+    /// Why.
+    pub cause: String,
+    /// When the primary was declared failed (Unix ms).
+    pub detected_at_ms: u64,
+    /// When the new primary was chosen (Unix ms).
+    pub promoted_at_ms: u64,
+    /// The old primary's last known change sequence number.
+    pub primary_seq: u64,
+    /// The promoted standby's change sequence number.
+    pub promoted_seq: u64,
 }
 
 impl FailoverRecord {

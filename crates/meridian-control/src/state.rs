@@ -240,6 +240,28 @@ impl ControlState {
                 primary_seq,
                 promoted_seq,
                 requester,
+            } => self.apply_inner(
+                ControlCommand::FailoverBounded {
+                    namespace,
+                    to_shard,
+                    cause,
+                    detected_at_ms,
+                    primary_seq,
+                    promoted_seq,
+                    window: crate::model::LossWindow::default(),
+                    requester,
+                },
+                changes,
+            ),
+            ControlCommand::FailoverBounded {
+                namespace,
+                to_shard,
+                cause,
+                detected_at_ms,
+                primary_seq,
+                promoted_seq,
+                window,
+                requester,
             } => {
                 let Some(current) = self.namespaces.get(&namespace).cloned() else {
                     return Err(ControlRejection::NamespaceNotFound(namespace));
@@ -305,6 +327,8 @@ impl ControlState {
                     promoted_at_ms: requester.at_unix_ms,
                     primary_seq,
                     promoted_seq,
+                    reported_at_ms: window.reported_at_ms,
+                    writes_until_ms: window.writes_until_ms,
                 };
                 self.namespaces.insert(namespace.clone(), moved);
                 self.failovers.insert(id, record.clone());
@@ -432,6 +456,13 @@ fn describe(command: &ControlCommand) -> (Requester, String) {
             ),
         ),
         ControlCommand::Failover {
+            namespace,
+            to_shard,
+            cause,
+            requester,
+            ..
+        }
+        | ControlCommand::FailoverBounded {
             namespace,
             to_shard,
             cause,

@@ -33,6 +33,45 @@ fn decode<T: DeserializeOwned>(raw: &[u8]) -> io::Result<T> {
     }
 }
 
+/// Failover records are stored in format 2 (with the loss window's time
+/// bounds); format 1 is upgraded with those unknown.
+const FAILOVER_FORMAT: u8 = 2;
+
+fn encode_failover(record: &crate::model::FailoverRecord) -> io::Result<Vec<u8>> {
+    postcard::to_extend(record, vec![FAILOVER_FORMAT]).map_err(io::Error::other)
+}
+
+fn decode_failover(raw: &[u8]) -> io::Result<crate::model::FailoverRecord> {
+    let invalid = |e| io::Error::new(io::ErrorKind::InvalidData, e);
+    match raw.split_first() {
+        Some((&FAILOVER_FORMAT, body)) => postcard::from_bytes(body).map_err(invalid),
+        Some((&1, body)) => {
+            let old: crate::model::FailoverRecordV1 =
+                postcard::from_bytes(body).map_err(invalid)?;
+            Ok(crate::model::FailoverRecord {
+                id: old.id,
+                namespace: old.namespace,
+                from_region: old.from_region,
+                from_shard: old.from_shard,
+                to_region: old.to_region,
+                to_shard: old.to_shard,
+                epoch: old.epoch,
+                cause: old.cause,
+                detected_at_ms: old.detected_at_ms,
+                promoted_at_ms: old.promoted_at_ms,
+                primary_seq: old.primary_seq,
+                promoted_seq: old.promoted_seq,
+                reported_at_ms: 0,
+                writes_until_ms: 0,
+            })
+        }
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "failover record has an unknown format",
+        )),
+    }
+}
+
 /// Namespaces are stored in format 2 (with standbys); format 1 is upgraded.
 const NAMESPACE_FORMAT: u8 = 2;
 
@@ -148,7 +187,7 @@ impl ControlStateMachine {
         }
         for guard in self.failovers.iter() {
             let (_, raw) = guard.into_inner().map_err(to_io)?;
-            let record: crate::model::FailoverRecord = decode(&raw)?;
+            let record = decode_failover(&raw)?;
             state.failovers.insert(record.id, record);
         }
         if let Some(raw) = self.meta.get(COUNTERS_KEY).map_err(to_io)? {
@@ -201,7 +240,11 @@ impl ControlStateMachine {
             }
             Change::Failover(id) => {
                 if let Some(record) = state.failovers.get(id) {
-                    batch.insert(&self.failovers, id.to_be_bytes().to_vec(), encode(record)?);
+                    batch.insert(
+                        &self.failovers,
+                        id.to_be_bytes().to_vec(),
+                        encode_failover(record)?,
+                    );
                 }
             }
             Change::Counters => {

@@ -251,8 +251,15 @@ struct Target {
 }
 
 /// Keeps one shipping task per (namespace, standby) of the namespaces this
-/// shard is primary for, following the routing table. Runs until aborted.
-pub async fn run(node: Arc<ShardNode>, routes: SharedRoutes, dialer: meridian_net::Dialer) {
+/// shard is primary for, following the routing table: looks again as soon as
+/// `routes_changed` fires (a new namespace starts shipping at once), and every
+/// half second for role changes. Runs until aborted.
+pub async fn run(
+    node: Arc<ShardNode>,
+    routes: SharedRoutes,
+    routes_changed: Arc<tokio::sync::Notify>,
+    dialer: meridian_net::Dialer,
+) {
     let mut tasks: HashMap<(String, String), (Target, tokio::task::JoinHandle<()>)> =
         HashMap::new();
     loop {
@@ -277,7 +284,7 @@ pub async fn run(node: Arc<ShardNode>, routes: SharedRoutes, dialer: meridian_ne
             ));
             tasks.insert(key, (target, task));
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        let _ = tokio::time::timeout(Duration::from_millis(500), routes_changed.notified()).await;
     }
 }
 

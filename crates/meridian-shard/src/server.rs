@@ -53,16 +53,19 @@ pub async fn run(
     // standbys are) and ship active-passive namespaces to them.
     let replication = (!config.control.endpoints.is_empty()).then(|| {
         let table: meridian_client::routes::SharedRoutes = Arc::default();
+        let routes_changed = Arc::new(tokio::sync::Notify::new());
+        let notify = routes_changed.clone();
         let follower = tokio::spawn(meridian_client::routes::follow(
             config.control.endpoints.clone(),
             transport.dialer.clone(),
             format!("{}-{}", config.node.shard, config.node.id),
             table.clone(),
-            |_| {},
+            move |_| notify.notify_one(),
         ));
         let replicator = tokio::spawn(crate::replication::run(
             node.clone(),
             table,
+            routes_changed,
             transport.dialer.clone(),
         ));
         (follower, replicator)

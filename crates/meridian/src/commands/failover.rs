@@ -30,7 +30,54 @@ fn info_json(f: &pb::FailoverInfo) -> serde_json::Value {
         "primary_seq": f.primary_seq,
         "promoted_seq": f.promoted_seq,
         "known_lost_changes": f.primary_seq.saturating_sub(f.promoted_seq),
+        "reported_at_ms": f.reported_at_ms,
+        "writes_until_ms": f.writes_until_ms,
     })
+}
+
+/// The loss window in words: the changes known to be missing from the new
+/// primary, then the writes the old primary may have acknowledged after it
+/// last reported its position (until its write lease ran out).
+fn loss_window(f: &pb::FailoverInfo) -> String {
+    let known = if f.primary_seq > f.promoted_seq {
+        format!(
+            "changes {}..{} ({} known)",
+            f.promoted_seq + 1,
+            f.primary_seq,
+            f.primary_seq - f.promoted_seq
+        )
+    } else {
+        format!("none known after change {}", f.promoted_seq)
+    };
+    let unreported = if f.writes_until_ms == 0 {
+        " + any acknowledged after its last report".to_string()
+    } else if f.reported_at_ms == 0 {
+        format!(
+            " + any acknowledged before {}",
+            utc_clock(f.writes_until_ms)
+        )
+    } else if f.writes_until_ms > f.reported_at_ms {
+        format!(
+            " + any acknowledged in the {} ms after its last report ({})",
+            f.writes_until_ms - f.reported_at_ms,
+            utc_clock(f.reported_at_ms)
+        )
+    } else {
+        String::new()
+    };
+    known + &unreported
+}
+
+/// `HH:MM:SS.mmm UTC` of a Unix time in milliseconds.
+fn utc_clock(unix_ms: u64) -> String {
+    let ms_of_day = unix_ms % 86_400_000;
+    format!(
+        "{:02}:{:02}:{:02}.{:03} UTC",
+        ms_of_day / 3_600_000,
+        ms_of_day / 60_000 % 60,
+        ms_of_day / 1_000 % 60,
+        ms_of_day % 1_000
+    )
 }
 
 fn info_row(f: &pb::FailoverInfo) -> Vec<String> {
@@ -40,16 +87,7 @@ fn info_row(f: &pb::FailoverInfo) -> Vec<String> {
         format!("{} -> {}", f.from_region, f.to_region),
         f.epoch.to_string(),
         format!("{} ms", f.promoted_at_ms.saturating_sub(f.detected_at_ms)),
-        if f.primary_seq > f.promoted_seq {
-            format!(
-                "changes {}..{} ({} known)",
-                f.promoted_seq + 1,
-                f.primary_seq,
-                f.primary_seq - f.promoted_seq
-            )
-        } else {
-            format!("none known (after change {})", f.promoted_seq)
-        },
+        loss_window(f),
         f.cause.clone(),
     ]
 }
