@@ -38,6 +38,11 @@ pub struct ClientOptions {
     pub backoff: Duration,
     /// How members are dialed (TLS identity, address rewrites).
     pub dialer: meridian_net::Dialer,
+    /// HTTP/2 connections kept per member, calls spread over them in turn. One
+    /// connection is one stream of frames handled by one task at each end; a
+    /// process forwarding many clients' calls (the gateway) keeps several so
+    /// that neither end serializes on it.
+    pub connections_per_member: usize,
 }
 
 impl Default for ClientOptions {
@@ -47,6 +52,7 @@ impl Default for ClientOptions {
             retry_budget: Duration::from_secs(15),
             backoff: Duration::from_millis(100),
             dialer: meridian_net::Dialer::plaintext(),
+            connections_per_member: 1,
         }
     }
 }
@@ -67,8 +73,10 @@ pub struct Client {
     endpoints: Vec<String>,
     options: ClientOptions,
     leader: Mutex<Option<String>>,
-    channels: Mutex<HashMap<String, Channel>>,
+    channels: Mutex<HashMap<String, Vec<Channel>>>,
     next_endpoint: Mutex<usize>,
+    /// Which of a member's connections the next call uses.
+    next_connection: std::sync::atomic::AtomicUsize,
 }
 
 /// What to do after a failed attempt.
@@ -118,6 +126,7 @@ impl Client {
             leader: Mutex::new(None),
             channels: Mutex::new(HashMap::new()),
             next_endpoint: Mutex::new(0),
+            next_connection: std::sync::atomic::AtomicUsize::new(0),
         })
     }
 
@@ -130,9 +139,12 @@ impl Client {
     }
 
     fn channel(&self, address: &str) -> Result<Channel, ClientError> {
+        let turn = self
+            .next_connection
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         let mut channels = self.channels.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(channel) = channels.get(address) {
-            return Ok(channel.clone());
+        if let Some(pool) = channels.get(address) {
+            return Ok(pool[turn % pool.len()].clone());
         }
         let endpoint = self
             .options
@@ -141,8 +153,12 @@ impl Client {
             .map_err(|e| ClientError::NoEndpoints(e.to_string()))?
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true);
-        let channel = endpoint.connect_lazy();
-        channels.insert(address.to_string(), channel.clone());
+        // Each `connect_lazy` is its own connection (a clone would share one).
+        let pool: Vec<Channel> = (0..self.options.connections_per_member.max(1))
+            .map(|_| endpoint.connect_lazy())
+            .collect();
+        let channel = pool[turn % pool.len()].clone();
+        channels.insert(address.to_string(), pool);
         Ok(channel)
     }
 

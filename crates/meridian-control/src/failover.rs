@@ -157,6 +157,7 @@ fn client_for(
                 retry_budget: timeout,
                 backoff: Duration::from_millis(20),
                 dialer: node.dialer.clone(),
+                ..ClientOptions::default()
             },
         )
         .ok()?,

@@ -38,6 +38,9 @@ pub struct GatewayLimits {
     /// How often every shard member's round trip is measured (nearest-replica
     /// reads).
     pub probe_interval_ms: u64,
+    /// HTTP/2 connections kept to each shard member; the gateway's calls are
+    /// spread over them so that no single connection's task is the bottleneck.
+    pub connections_per_member: usize,
 }
 
 impl Default for GatewayLimits {
@@ -49,6 +52,7 @@ impl Default for GatewayLimits {
             breaker_open_ms: 2_000,
             forward_budget_ms: 5_000,
             probe_interval_ms: 1_000,
+            connections_per_member: 4,
         }
     }
 }
@@ -154,6 +158,12 @@ impl GatewayConfig {
                     "{} is outside 50..=60000 ms",
                     config.limits.probe_interval_ms
                 ),
+            });
+        }
+        if !(1..=64).contains(&config.limits.connections_per_member) {
+            return Err(GatewayConfigError::Invalid {
+                key: "limits.connections_per_member",
+                reason: format!("{} is outside 1..=64", config.limits.connections_per_member),
             });
         }
         Ok(config)

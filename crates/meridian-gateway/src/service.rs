@@ -282,6 +282,7 @@ impl GatewayService {
             retry_budget: Duration::from_millis(self.limits.forward_budget_ms.min(1_000)),
             attempt_timeout: Duration::from_millis(self.limits.forward_budget_ms.clamp(500, 1_000)),
             dialer: self.dialer.clone(),
+            connections_per_member: self.limits.connections_per_member,
             ..ClientOptions::default()
         };
         let client = Arc::new(Client::with_options(members.clone(), options).ok()?);
@@ -301,6 +302,7 @@ impl GatewayService {
             attempt_timeout: Duration::from_secs(1),
             retry_budget: Duration::from_secs(1),
             dialer: self.dialer.clone(),
+            connections_per_member: self.limits.connections_per_member,
             ..ClientOptions::default()
         };
         let client = Arc::new(Client::with_options([address.to_string()], options).ok()?);
@@ -400,6 +402,7 @@ impl GatewayService {
             retry_budget: Duration::from_millis(self.limits.forward_budget_ms),
             attempt_timeout: Duration::from_millis(self.limits.forward_budget_ms.clamp(500, 5_000)),
             dialer: self.dialer.clone(),
+            connections_per_member: self.limits.connections_per_member,
             ..ClientOptions::default()
         };
         let client = Arc::new(Client::with_options(members.clone(), options).map_err(|e| {
