@@ -192,10 +192,25 @@ fn key(index: usize) -> Vec<u8> {
     format!("bench-key-{index:08}").into_bytes()
 }
 
+/// A request that names its load-generator client, as a real client would: the
+/// gateway rate-limits per client, and 64 clients behind one IP address are
+/// 64 clients, not one.
+fn named<T>(
+    client: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
+    message: T,
+) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request
+        .metadata_mut()
+        .insert("meridian-client", client.clone());
+    request
+}
+
 /// One operation against `system`; the error text is only counted.
 async fn operation(
     system: System,
     channel: &Channel,
+    client: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
     workload: &str,
     key: Vec<u8>,
     value: &[u8],
@@ -203,20 +218,26 @@ async fn operation(
     let result = match (system, workload) {
         (System::Meridian | System::Gateway, "put") => {
             pb::kv_client::KvClient::new(channel.clone())
-                .put(pb::PutRequest {
-                    namespace: NAMESPACE.into(),
-                    key,
-                    value: value.to_vec(),
-                })
+                .put(named(
+                    client,
+                    pb::PutRequest {
+                        namespace: NAMESPACE.into(),
+                        key,
+                        value: value.to_vec(),
+                    },
+                ))
                 .await
                 .map(|_| ())
         }
         (System::Meridian | System::Gateway, _) => pb::kv_client::KvClient::new(channel.clone())
-            .get(pb::GetRequest {
-                namespace: NAMESPACE.into(),
-                key,
-                read: None,
-            })
+            .get(named(
+                client,
+                pb::GetRequest {
+                    namespace: NAMESPACE.into(),
+                    key,
+                    read: None,
+                },
+            ))
             .await
             .map(|_| ()),
         (System::Etcd, "put") => etcd::kv_client::KvClient::new(channel.clone())
@@ -250,8 +271,10 @@ async fn run(
     let measure_from = start + WARM_UP;
     let end = measure_from + Duration::from_secs(args.duration);
     let mut tasks = Vec::with_capacity(clients);
-    for _ in 0..clients {
+    for client_index in 0..clients {
         let channel = channel(leader)?;
+        let client_name: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+            format!("bench-{client_index}").parse()?;
         let value = value.clone();
         let workload = workload.to_string();
         let keys = args.keys;
@@ -266,7 +289,15 @@ async fn run(
                     break;
                 }
                 let index = rand::rng().random_range(0..keys);
-                let outcome = operation(system, &channel, &workload, key(index), &value).await;
+                let outcome = operation(
+                    system,
+                    &channel,
+                    &client_name,
+                    &workload,
+                    key(index),
+                    &value,
+                )
+                .await;
                 if now >= measure_from {
                     match outcome {
                         Ok(()) => {
@@ -310,9 +341,11 @@ async fn preload(system: System, leader: &str, args: &Args) -> anyhow::Result<()
         let channel = channel(leader)?;
         let value = value.clone();
         let keys = args.keys;
+        let client_name: tonic::metadata::MetadataValue<tonic::metadata::Ascii> =
+            format!("preload-{worker}").parse()?;
         tasks.push(tokio::spawn(async move {
             for index in (worker..keys).step_by(32) {
-                operation(system, &channel, "put", key(index), &value).await?;
+                operation(system, &channel, &client_name, "put", key(index), &value).await?;
             }
             Ok::<_, String>(())
         }));
