@@ -420,6 +420,10 @@ async fn ship(
         // Wait for an answer, a new change, or (caught up) the heartbeat.
         let quiet = if read_again_soon {
             Duration::from_millis(1)
+        } else if !pair.in_flight.is_empty() {
+            // An answer (or the call's own timeout) wakes the loop; a timer
+            // that had already run out would only spin it.
+            HEARTBEAT
         } else {
             HEARTBEAT.saturating_sub(pair.last_answer.elapsed())
         };
