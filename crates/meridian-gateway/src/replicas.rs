@@ -4,8 +4,12 @@
 //! A background prober calls each member's `grpc.health.v1` check once per
 //! interval through the gateway's dialer (so through the WAN emulator in the
 //! lab, TLS included) and keeps an exponentially weighted average of the round
-//! trip. A member is healthy while its last probe answered SERVING; a failed
-//! forwarded read marks it unhealthy at once, without waiting for the prober.
+//! trip. A member is healthy while its last probe got an answer; among healthy
+//! members, those that answered SERVING (in a shard with a leader, caught up)
+//! come first, and one that answered NOT_SERVING — say the last member of a
+//! shard that lost its quorum — is still used for eventual reads when nothing
+//! better answers. A failed forwarded read marks a member unhealthy at once,
+//! without waiting for the prober.
 
 use crate::routes::SharedRoutes;
 use meridian_net::Dialer;
@@ -24,6 +28,7 @@ const ALPHA: f64 = 0.3;
 struct Sample {
     rtt_ms: f64,
     healthy: bool,
+    serving: bool,
 }
 
 /// Round trips and health by member address.
@@ -33,8 +38,14 @@ pub struct ReplicaLatency {
 }
 
 impl ReplicaLatency {
-    /// Records one probe of `address`: its round trip, or `None` if it failed.
+    /// Records one call to `address`: its round trip, or `None` if it failed.
     pub fn record(&self, address: &str, rtt: Option<Duration>) {
+        self.record_probe(address, rtt, rtt.is_some());
+    }
+
+    /// Records one probe of `address`: its round trip (`None`: no answer) and
+    /// whether it answered SERVING.
+    pub fn record_probe(&self, address: &str, rtt: Option<Duration>, serving: bool) {
         let mut samples = self.samples.write().unwrap_or_else(|e| e.into_inner());
         match rtt {
             Some(rtt) => {
@@ -42,9 +53,11 @@ impl ReplicaLatency {
                 let sample = samples.entry(address.to_string()).or_insert(Sample {
                     rtt_ms: ms,
                     healthy: true,
+                    serving,
                 });
                 sample.rtt_ms = ALPHA * ms + (1.0 - ALPHA) * sample.rtt_ms;
                 sample.healthy = true;
+                sample.serving = serving;
             }
             None => {
                 if let Some(sample) = samples.get_mut(address) {
@@ -54,14 +67,19 @@ impl ReplicaLatency {
         }
     }
 
-    /// The healthy member of `members` with the smallest measured round trip;
-    /// `None` when none has been measured healthy (use the leader path).
+    /// The healthy member of `members` with the smallest measured round trip,
+    /// serving members first; `None` when none has been measured healthy (use
+    /// the leader path).
     pub fn nearest<'a>(&self, members: &'a [String]) -> Option<&'a str> {
         let samples = self.samples.read().unwrap_or_else(|e| e.into_inner());
         members
             .iter()
-            .filter_map(|m| samples.get(m).filter(|s| s.healthy).map(|s| (m, s.rtt_ms)))
-            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .filter_map(|m| samples.get(m).filter(|s| s.healthy).map(|s| (m, s)))
+            .min_by(|a, b| {
+                (!a.1.serving)
+                    .cmp(&!b.1.serving)
+                    .then(a.1.rtt_ms.total_cmp(&b.1.rtt_ms))
+            })
             .map(|(m, _)| m.as_str())
     }
 
@@ -119,11 +137,13 @@ pub async fn probe(
                     }),
                 )
                 .await;
+                let rtt = started.elapsed();
                 let serving = matches!(
                     answer,
                     Ok(Ok(ref response)) if response.get_ref().status == ServingStatus::Serving as i32
                 );
-                book.record(&address, serving.then(|| started.elapsed()));
+                let answered = matches!(answer, Ok(Ok(_)));
+                book.record_probe(&address, answered.then_some(rtt), serving);
             }));
         }
         for probe in probes {
@@ -152,10 +172,20 @@ mod tests {
             Some("c"),
             "unhealthy members are skipped"
         );
+        // A member that answers but is not serving (no quorum behind it)
+        // comes after every serving one, and before none at all.
+        book.record_probe("a", Some(Duration::from_millis(1)), false);
+        assert_eq!(book.nearest(&members), Some("c"));
+        assert_eq!(book.nearest(&members[..1]), Some("a"));
         // One slow sample moves the average, not all the way.
         book.record("c", Some(Duration::from_millis(400)));
         let c = book.rtt_ms("c").unwrap();
         assert!(c > 40.0 && c < 400.0, "{c}");
-        assert_eq!(book.nearest(&members), Some("a"));
+        book.record("a", Some(Duration::from_millis(95)));
+        assert_eq!(
+            book.nearest(&members),
+            Some("a"),
+            "serving again, and nearer"
+        );
     }
 }

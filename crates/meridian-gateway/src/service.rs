@@ -37,6 +37,9 @@ pub struct GatewayService {
     replica_clients: Mutex<HashMap<String, Arc<Client>>>,
 }
 
+/// Members an eventual read tries, nearest first, before the primary's path.
+const NEAREST_TRIES: usize = 3;
+
 /// How long a confirmed miss is answered locally.
 const MISS_TTL: Duration = Duration::from_secs(1);
 /// Bound on remembered misses (random names must not grow memory).
@@ -214,40 +217,43 @@ impl GatewayService {
         F: Fn(Arc<Client>) -> Fut,
         Fut: std::future::Future<Output = Result<T, ClientError>>,
     {
-        let (address, shard, members) = {
-            let table = self.routes.read().unwrap_or_else(|e| e.into_inner());
-            let route = table.routes.get(namespace)?;
-            let copies: Vec<(&String, &Vec<String>)> = std::iter::once(&route.shard)
-                .chain(route.standbys.iter().map(|s| &s.shard))
-                .filter_map(|shard| table.shards.get(shard).map(|m| (shard, m)))
-                .collect();
-            let all: Vec<String> = copies.iter().flat_map(|(_, m)| m.iter().cloned()).collect();
-            let address = self.replicas.nearest(&all)?.to_string();
-            let (shard, members) = copies.into_iter().find(|(_, m)| m.contains(&address))?;
-            (address, shard.clone(), members.clone())
-        };
-        let client = if bounded {
-            self.shard_client(&shard, members)?
-        } else {
-            self.replica_client(&address)?
-        };
-        match call(client).await {
-            Ok(response) => {
-                self.counters.replica_reads.inc();
-                Some(self.count(Ok(response)))
-            }
-            Err(ClientError::Unavailable(_)) => {
-                if !bounded {
-                    self.replicas.record(&address, None);
+        // A member that went away since its last probe is marked unhealthy
+        // and the next nearest is tried, a few at most.
+        for _ in 0..NEAREST_TRIES {
+            let (address, shard, members) = {
+                let table = self.routes.read().unwrap_or_else(|e| e.into_inner());
+                let route = table.routes.get(namespace)?;
+                let copies: Vec<(&String, &Vec<String>)> = std::iter::once(&route.shard)
+                    .chain(route.standbys.iter().map(|s| &s.shard))
+                    .filter_map(|shard| table.shards.get(shard).map(|m| (shard, m)))
+                    .collect();
+                let all: Vec<String> = copies.iter().flat_map(|(_, m)| m.iter().cloned()).collect();
+                let address = self.replicas.nearest(&all)?.to_string();
+                let (shard, members) = copies.into_iter().find(|(_, m)| m.contains(&address))?;
+                (address, shard.clone(), members.clone())
+            };
+            let client = if bounded {
+                self.shard_client(&shard, members)?
+            } else {
+                self.replica_client(&address)?
+            };
+            match call(client).await {
+                Ok(response) => {
+                    self.counters.replica_reads.inc();
+                    return Some(self.count(Ok(response)));
                 }
-                None
+                // A bounded read went to the shard's leader, whichever
+                // member that is: no other member to try.
+                Err(ClientError::Unavailable(_)) if bounded => return None,
+                Err(ClientError::Unavailable(_)) => self.replicas.record(&address, None),
+                // A standby that is too stale (or a copy mid-move) declines:
+                // the primary answers instead.
+                Err(ClientError::FailedPrecondition(_)) => return None,
+                // NOT_FOUND, INVALID_ARGUMENT...: the copy answered.
+                Err(other) => return Some(self.count(Err(other))),
             }
-            // A standby that is too stale (or a copy mid-move) declines: the
-            // primary answers instead.
-            Err(ClientError::FailedPrecondition(_)) => None,
-            // NOT_FOUND, INVALID_ARGUMENT...: the copy answered.
-            Err(other) => Some(self.count(Err(other))),
         }
+        None
     }
 
     /// A read: from the nearest copy when its consistency allows, else (or
