@@ -169,3 +169,53 @@ impl GatewayConfig {
         Ok(config)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(body: &str) -> Result<GatewayConfig, GatewayConfigError> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("gateway.toml");
+        std::fs::write(&file, body).expect("write config");
+        GatewayConfig::load(Some(&file))
+    }
+
+    const CONTROL: &str = "[control]\nendpoints = [\"127.0.0.1:7000\"]\n";
+
+    #[test]
+    fn a_file_with_a_control_plane_loads_with_defaults() {
+        let config = load(CONTROL).expect("valid");
+        assert_eq!(config.limits.connections_per_member, 4);
+        assert_eq!(config.limits.probe_interval_ms, 1_000);
+    }
+
+    #[test]
+    fn unusable_limits_are_refused_by_name() {
+        for (limits, key) in [
+            (
+                "connections_per_member = 0",
+                "limits.connections_per_member",
+            ),
+            (
+                "connections_per_member = 65",
+                "limits.connections_per_member",
+            ),
+            ("probe_interval_ms = 10", "limits.probe_interval_ms"),
+        ] {
+            match load(&format!("{CONTROL}[limits]\n{limits}\n")) {
+                Err(GatewayConfigError::Invalid { key: refused, .. }) => {
+                    assert_eq!(refused, key, "{limits}")
+                }
+                other => panic!("{limits}: {other:?}"),
+            }
+        }
+        assert!(matches!(
+            load("[control]\nendpoints = []\n"),
+            Err(GatewayConfigError::Invalid {
+                key: "control.endpoints",
+                ..
+            })
+        ));
+    }
+}
