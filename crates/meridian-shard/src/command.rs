@@ -217,6 +217,21 @@ pub struct Compare {
     pub target: CompareTarget,
 }
 
+impl Command {
+    /// The namespace a client's write changes (put, delete, txn, import);
+    /// `None` for everything else. Leases, the RPO gate and sync replication
+    /// apply to these writes only.
+    pub fn client_write_namespace(&self) -> Option<&str> {
+        match self {
+            Command::Put { namespace, .. }
+            | Command::Delete { namespace, .. }
+            | Command::Txn { namespace, .. }
+            | Command::Import { namespace, .. } => Some(namespace),
+            _ => None,
+        }
+    }
+}
+
 /// The result of applying a [`Command`].
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub enum CommandResult {

@@ -179,12 +179,8 @@ impl ShardNode {
     /// A sync namespace's write is acknowledged only once a standby region has
     /// it durably (applied through the standby shard's Raft log).
     async fn wait_for_standby(&self, command: &Command) -> Result<(), ShardError> {
-        let namespace = match command {
-            Command::Put { namespace, .. }
-            | Command::Delete { namespace, .. }
-            | Command::Txn { namespace, .. }
-            | Command::Import { namespace, .. } => namespace,
-            _ => return Ok(()),
+        let Some(namespace) = command.client_write_namespace() else {
+            return Ok(());
         };
         let Some(record) = self.machine.namespace(namespace) else {
             return Ok(());
@@ -201,7 +197,7 @@ impl ShardNode {
             Ok(())
         } else {
             Err(ShardError::NotReplicated {
-                namespace: namespace.clone(),
+                namespace: namespace.to_string(),
                 waited_ms: self.config.limits.sync_timeout_ms,
             })
         }
@@ -211,12 +207,8 @@ impl ShardNode {
     /// `max_lag`, a write waits briefly for it to catch up (throttling), then is
     /// refused with the lag named.
     async fn check_rpo(&self, command: &Command) -> Result<(), ShardError> {
-        let namespace = match command {
-            Command::Put { namespace, .. }
-            | Command::Delete { namespace, .. }
-            | Command::Txn { namespace, .. }
-            | Command::Import { namespace, .. } => namespace,
-            _ => return Ok(()),
+        let Some(namespace) = command.client_write_namespace() else {
+            return Ok(());
         };
         let over = || {
             let record = self.machine.namespace(namespace)?;
@@ -230,7 +222,7 @@ impl ShardNode {
             let too_many = record.max_lag_entries > 0 && entries >= record.max_lag_entries;
             let too_old = record.max_lag_ms > 0 && seconds * 1e3 >= record.max_lag_ms as f64;
             (too_many || too_old).then(|| ShardError::LagExceeded {
-                namespace: namespace.clone(),
+                namespace: namespace.to_string(),
                 standby: format!("{shard} ({region})"),
                 entries,
                 seconds,
@@ -257,12 +249,8 @@ impl ShardNode {
     /// A client write to a replicated namespace needs the lease: without it
     /// this shard may already have been failed over.
     fn check_lease(&self, command: &Command) -> Result<(), ShardError> {
-        let namespace = match command {
-            Command::Put { namespace, .. }
-            | Command::Delete { namespace, .. }
-            | Command::Txn { namespace, .. }
-            | Command::Import { namespace, .. } => namespace,
-            _ => return Ok(()),
+        let Some(namespace) = command.client_write_namespace() else {
+            return Ok(());
         };
         let replicated = self
             .machine
