@@ -15,6 +15,27 @@ pub struct Requester {
     pub at_unix_ms: u64,
 }
 
+/// A failover: which standby takes over a namespace, why, and the positions
+/// that bound what may be lost. Encoded exactly like the fields of the first
+/// `Failover` command, so logs written before it was a struct still decode.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FailoverMove {
+    /// The namespace.
+    pub namespace: String,
+    /// The standby shard to promote.
+    pub to_shard: String,
+    /// Why.
+    pub cause: String,
+    /// When the primary was declared failed (Unix ms).
+    pub detected_at_ms: u64,
+    /// The old primary's last known sequence number.
+    pub primary_seq: u64,
+    /// The promoted standby's sequence number.
+    pub promoted_seq: u64,
+    /// Who asked.
+    pub requester: Requester,
+}
+
 /// A change to the control plane's state.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
 pub enum ControlCommand {
@@ -56,23 +77,9 @@ pub enum ControlCommand {
         requester: Requester,
     },
     /// Makes a standby the namespace's primary: bumps the epoch (fencing the
-    /// old primary), swaps the roles, publishes the route, records the failover.
-    Failover {
-        /// The namespace.
-        namespace: String,
-        /// The standby shard to promote.
-        to_shard: String,
-        /// Why.
-        cause: String,
-        /// When the primary was declared failed (Unix ms).
-        detected_at_ms: u64,
-        /// The old primary's last known sequence number.
-        primary_seq: u64,
-        /// The promoted standby's sequence number.
-        promoted_seq: u64,
-        /// Who asked.
-        requester: Requester,
-    },
+    /// old primary), swaps the roles, publishes the route, records the failover
+    /// (the loss window's time bounds unknown; see `FailoverBounded`).
+    Failover(FailoverMove),
     /// Sets a namespace's failover policy.
     SetFailoverPolicy {
         /// The namespace.
@@ -109,27 +116,8 @@ pub enum ControlCommand {
         requester: Requester,
     },
     /// [`ControlCommand::Failover`] that also records the loss window's time
-    /// bounds (what the leader proposes now; the older form applies with them
-    /// unknown).
-    FailoverBounded {
-        /// The namespace.
-        namespace: String,
-        /// The standby shard to promote.
-        to_shard: String,
-        /// Why.
-        cause: String,
-        /// When the primary was declared failed (Unix ms).
-        detected_at_ms: u64,
-        /// The old primary's last known sequence number.
-        primary_seq: u64,
-        /// The promoted standby's sequence number.
-        promoted_seq: u64,
-        /// When the old primary reported `primary_seq`, and until when it may
-        /// have acknowledged writes.
-        window: crate::model::LossWindow,
-        /// Who asked.
-        requester: Requester,
-    },
+    /// bounds (what the leader proposes now).
+    FailoverBounded(FailoverMove, crate::model::LossWindow),
 }
 
 /// Why the control plane refused a command; decided identically on every replica.
@@ -206,4 +194,34 @@ pub enum ControlResult {
         /// The audit record of the refusal.
         audit: AuditRecord,
     },
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A `Failover` entry already in a Raft log was written as a struct
+    /// variant: its index, then the fields in order. The newtype form must
+    /// produce the same bytes.
+    #[test]
+    fn a_failover_encodes_as_the_original_struct_variant() {
+        let step = FailoverMove {
+            namespace: "orders".into(),
+            to_shard: "eu-west-s1".into(),
+            cause: "test".into(),
+            detected_at_ms: 1,
+            primary_seq: 7,
+            promoted_seq: 5,
+            requester: Requester {
+                actor: "cli".into(),
+                at_unix_ms: 2,
+            },
+        };
+        let mut expected = vec![4u8];
+        expected.extend(postcard::to_stdvec(&step).unwrap());
+        let encoded = postcard::to_stdvec(&ControlCommand::Failover(step.clone())).unwrap();
+        assert_eq!(encoded, expected);
+        let decoded: ControlCommand = postcard::from_bytes(&encoded).unwrap();
+        assert_eq!(decoded, ControlCommand::Failover(step));
+    }
 }

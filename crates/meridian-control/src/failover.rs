@@ -336,19 +336,21 @@ async fn fail_over_failed(
                 reported_at_ms: shard_health.positions_at.map_or(0, unix_ms_at),
                 writes_until_ms: unix_ms_at(last_grant) + lease.as_millis() as u64,
             };
-            let command = ControlCommand::FailoverBounded {
-                namespace: namespace.name.clone(),
-                to_shard: target.clone(),
-                cause,
-                detected_at_ms: shard_health.failing_since_ms.unwrap_or_else(now_unix_ms),
-                primary_seq,
-                promoted_seq,
-                window,
-                requester: Requester {
-                    actor: "failover-policy".into(),
-                    at_unix_ms: now_unix_ms(),
+            let command = ControlCommand::FailoverBounded(
+                crate::command::FailoverMove {
+                    namespace: namespace.name.clone(),
+                    to_shard: target.clone(),
+                    cause,
+                    detected_at_ms: shard_health.failing_since_ms.unwrap_or_else(now_unix_ms),
+                    primary_seq,
+                    promoted_seq,
+                    requester: Requester {
+                        actor: "failover-policy".into(),
+                        at_unix_ms: now_unix_ms(),
+                    },
                 },
-            };
+                window,
+            );
             match node.propose(command).await {
                 Ok(ControlResult::FailedOver { record, .. }) => {
                     log_failover(&record);
@@ -757,19 +759,21 @@ async fn move_one(
             .get(&namespace.shard)
             .and_then(|p| p.get(&namespace.name).copied())
             .unwrap_or(0);
-        let command = ControlCommand::FailoverBounded {
-            namespace: namespace.name.clone(),
-            to_shard: target.shard.clone(),
-            cause,
-            detected_at_ms,
-            primary_seq: primary_seq.unwrap_or(last_known),
-            promoted_seq,
-            window,
-            requester: Requester {
-                actor: request.actor.clone(),
-                at_unix_ms: now_unix_ms(),
+        let command = ControlCommand::FailoverBounded(
+            crate::command::FailoverMove {
+                namespace: namespace.name.clone(),
+                to_shard: target.shard.clone(),
+                cause,
+                detected_at_ms,
+                primary_seq: primary_seq.unwrap_or(last_known),
+                promoted_seq,
+                requester: Requester {
+                    actor: request.actor.clone(),
+                    at_unix_ms: now_unix_ms(),
+                },
             },
-        };
+            window,
+        );
         match node.propose(command).await? {
             ControlResult::FailedOver { record, .. } => Ok(record),
             other => Err(ControlError::Unavailable(format!("unexpected result {other:?}"))),

@@ -232,135 +232,16 @@ impl ControlState {
                 failover,
                 ..
             } => self.place(name, policy, (max_lag, failover), changes),
-            ControlCommand::Failover {
-                namespace,
-                to_shard,
-                cause,
-                detected_at_ms,
-                primary_seq,
-                promoted_seq,
-                requester,
-            } => self.apply_inner(
-                ControlCommand::FailoverBounded {
-                    namespace,
-                    to_shard,
-                    cause,
-                    detected_at_ms,
-                    primary_seq,
-                    promoted_seq,
-                    window: crate::model::LossWindow::default(),
-                    requester,
-                },
-                changes,
-            ),
-            ControlCommand::FailoverBounded {
-                namespace,
-                to_shard,
-                cause,
-                detected_at_ms,
-                primary_seq,
-                promoted_seq,
-                window,
-                requester,
-            } => {
-                let Some(current) = self.namespaces.get(&namespace).cloned() else {
-                    return Err(ControlRejection::NamespaceNotFound(namespace));
-                };
-                let Some(target) = current
-                    .standbys
-                    .iter()
-                    .find(|s| s.shard == to_shard)
-                    .cloned()
-                else {
-                    return Err(ControlRejection::NotAStandby {
-                        namespace,
-                        shard: to_shard,
-                        standbys: current
-                            .standbys
-                            .iter()
-                            .map(|s| format!("{} ({})", s.shard, s.region))
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    });
-                };
-                // Residency is re-checked at every move, not trusted from placement.
-                let region = self
-                    .regions
-                    .get(&target.region)
-                    .ok_or_else(|| ControlRejection::UnknownRegion(target.region.clone()))?;
-                crate::residency::check_region(
-                    &namespace,
-                    &current.policy.allowed_jurisdictions,
-                    region,
-                    "failover target",
-                )
-                .map_err(|e| {
-                    ControlRejection::Placement(PlacementError::Residency(e.to_string()))
-                })?;
-                let mut moved = current.clone();
-                let old = crate::model::StandbyCopy {
-                    region: current.policy.home_region.clone(),
-                    shard: current.shard.clone(),
-                };
-                moved.epoch += 1;
-                moved.shard = target.shard.clone();
-                moved.policy.home_region = target.region.clone();
-                moved.standbys.retain(|s| s.shard != target.shard);
-                moved.standbys.push(old.clone());
-                moved.policy.standby_regions =
-                    moved.standbys.iter().map(|s| s.region.clone()).collect();
-                if let Some(load) = self.shard_load.get_mut(&old.shard) {
-                    *load = load.saturating_sub(1);
-                }
-                *self.shard_load.entry(target.shard.clone()).or_insert(0) += 1;
-                let id = self.failovers.keys().next_back().copied().unwrap_or(0) + 1;
-                let record = crate::model::FailoverRecord {
-                    id,
-                    namespace: namespace.clone(),
-                    from_region: old.region,
-                    from_shard: old.shard,
-                    to_region: target.region,
-                    to_shard: target.shard,
-                    epoch: moved.epoch,
-                    cause,
-                    detected_at_ms,
-                    promoted_at_ms: requester.at_unix_ms,
-                    primary_seq,
-                    promoted_seq,
-                    reported_at_ms: window.reported_at_ms,
-                    writes_until_ms: window.writes_until_ms,
-                };
-                self.namespaces.insert(namespace.clone(), moved);
-                self.failovers.insert(id, record.clone());
-                self.counters.routing_version += 1;
-                changes.push(Change::Namespace(namespace));
-                changes.push(Change::Failover(id));
-                changes.push(Change::Counters);
-                Ok(ControlResult::FailedOver {
-                    record,
-                    routing_version: self.counters.routing_version,
-                })
+            ControlCommand::Failover(step) => {
+                self.fail_over(step, crate::model::LossWindow::default(), changes)
             }
+            ControlCommand::FailoverBounded(step, window) => self.fail_over(step, window, changes),
             ControlCommand::SetFailoverPolicy {
                 namespace, policy, ..
-            } => {
-                let Some(entry) = self.namespaces.get_mut(&namespace) else {
-                    return Err(ControlRejection::NamespaceNotFound(namespace));
-                };
-                entry.failover = policy;
-                changes.push(Change::Namespace(namespace));
-                Ok(ControlResult::Updated)
-            }
+            } => self.update_namespace(namespace, changes, |entry| entry.failover = policy),
             ControlCommand::SetMaxLag {
                 namespace, max_lag, ..
-            } => {
-                let Some(entry) = self.namespaces.get_mut(&namespace) else {
-                    return Err(ControlRejection::NamespaceNotFound(namespace));
-                };
-                entry.max_lag = max_lag;
-                changes.push(Change::Namespace(namespace));
-                Ok(ControlResult::Updated)
-            }
+            } => self.update_namespace(namespace, changes, |entry| entry.max_lag = max_lag),
             ControlCommand::DeleteNamespace { name, .. } => {
                 let Some(removed) = self.namespaces.remove(&name) else {
                     return Err(ControlRejection::NamespaceNotFound(name));
@@ -377,9 +258,114 @@ impl ControlState {
             }
         }
     }
-}
 
-impl ControlState {
+    /// Changes one setting of an existing namespace (no route change).
+    fn update_namespace(
+        &mut self,
+        namespace: String,
+        changes: &mut Vec<Change>,
+        update: impl FnOnce(&mut Namespace),
+    ) -> Result<ControlResult, ControlRejection> {
+        let Some(entry) = self.namespaces.get_mut(&namespace) else {
+            return Err(ControlRejection::NamespaceNotFound(namespace));
+        };
+        update(entry);
+        changes.push(Change::Namespace(namespace));
+        Ok(ControlResult::Updated)
+    }
+
+    /// Applies a failover: the standby becomes the primary at a new epoch.
+    fn fail_over(
+        &mut self,
+        step: crate::command::FailoverMove,
+        window: crate::model::LossWindow,
+        changes: &mut Vec<Change>,
+    ) -> Result<ControlResult, ControlRejection> {
+        let crate::command::FailoverMove {
+            namespace,
+            to_shard,
+            cause,
+            detected_at_ms,
+            primary_seq,
+            promoted_seq,
+            requester,
+        } = step;
+        let Some(current) = self.namespaces.get(&namespace).cloned() else {
+            return Err(ControlRejection::NamespaceNotFound(namespace));
+        };
+        let Some(target) = current
+            .standbys
+            .iter()
+            .find(|s| s.shard == to_shard)
+            .cloned()
+        else {
+            return Err(ControlRejection::NotAStandby {
+                namespace,
+                shard: to_shard,
+                standbys: current
+                    .standbys
+                    .iter()
+                    .map(|s| format!("{} ({})", s.shard, s.region))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            });
+        };
+        // Residency is re-checked at every move, not trusted from placement.
+        let region = self
+            .regions
+            .get(&target.region)
+            .ok_or_else(|| ControlRejection::UnknownRegion(target.region.clone()))?;
+        crate::residency::check_region(
+            &namespace,
+            &current.policy.allowed_jurisdictions,
+            region,
+            "failover target",
+        )
+        .map_err(|e| ControlRejection::Placement(PlacementError::Residency(e.to_string())))?;
+        let mut moved = current.clone();
+        let old = crate::model::StandbyCopy {
+            region: current.policy.home_region.clone(),
+            shard: current.shard.clone(),
+        };
+        moved.epoch += 1;
+        moved.shard = target.shard.clone();
+        moved.policy.home_region = target.region.clone();
+        moved.standbys.retain(|s| s.shard != target.shard);
+        moved.standbys.push(old.clone());
+        moved.policy.standby_regions = moved.standbys.iter().map(|s| s.region.clone()).collect();
+        if let Some(load) = self.shard_load.get_mut(&old.shard) {
+            *load = load.saturating_sub(1);
+        }
+        *self.shard_load.entry(target.shard.clone()).or_insert(0) += 1;
+        let id = self.failovers.keys().next_back().copied().unwrap_or(0) + 1;
+        let record = crate::model::FailoverRecord {
+            id,
+            namespace: namespace.clone(),
+            from_region: old.region,
+            from_shard: old.shard,
+            to_region: target.region,
+            to_shard: target.shard,
+            epoch: moved.epoch,
+            cause,
+            detected_at_ms,
+            promoted_at_ms: requester.at_unix_ms,
+            primary_seq,
+            promoted_seq,
+            reported_at_ms: window.reported_at_ms,
+            writes_until_ms: window.writes_until_ms,
+        };
+        self.namespaces.insert(namespace.clone(), moved);
+        self.failovers.insert(id, record.clone());
+        self.counters.routing_version += 1;
+        changes.push(Change::Namespace(namespace));
+        changes.push(Change::Failover(id));
+        changes.push(Change::Counters);
+        Ok(ControlResult::FailedOver {
+            record,
+            routing_version: self.counters.routing_version,
+        })
+    }
+
     /// Places a new namespace (residency checked, least-loaded shards) and
     /// publishes its route.
     fn place(
@@ -455,22 +441,12 @@ fn describe(command: &ControlCommand) -> (Requester, String) {
                 policy.allowed_jurisdictions
             ),
         ),
-        ControlCommand::Failover {
-            namespace,
-            to_shard,
-            cause,
-            requester,
-            ..
-        }
-        | ControlCommand::FailoverBounded {
-            namespace,
-            to_shard,
-            cause,
-            requester,
-            ..
-        } => (
-            requester.clone(),
-            format!("failover namespace {namespace} to shard {to_shard}: {cause}"),
+        ControlCommand::Failover(step) | ControlCommand::FailoverBounded(step, _) => (
+            step.requester.clone(),
+            format!(
+                "failover namespace {} to shard {}: {}",
+                step.namespace, step.to_shard, step.cause
+            ),
         ),
         ControlCommand::SetFailoverPolicy {
             namespace,
