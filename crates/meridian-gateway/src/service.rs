@@ -91,6 +91,18 @@ impl GatewayService {
         }
     }
 
+    /// How the gateway's shard clients dial and retry: its dialer and
+    /// connection count, with the given attempt timeout and retry budget.
+    fn client_options(&self, attempt_timeout: Duration, retry_budget: Duration) -> ClientOptions {
+        ClientOptions {
+            attempt_timeout,
+            retry_budget,
+            dialer: self.dialer.clone(),
+            connections_per_member: self.limits.connections_per_member,
+            ..ClientOptions::default()
+        }
+    }
+
     /// Applies the caller's rate limit.
     fn admit<T>(&self, request: &Request<T>) -> Result<(), Status> {
         let client = request
@@ -284,13 +296,10 @@ impl GatewayService {
         {
             return Some(client.clone());
         }
-        let options = ClientOptions {
-            retry_budget: Duration::from_millis(self.limits.forward_budget_ms.min(1_000)),
-            attempt_timeout: Duration::from_millis(self.limits.forward_budget_ms.clamp(500, 1_000)),
-            dialer: self.dialer.clone(),
-            connections_per_member: self.limits.connections_per_member,
-            ..ClientOptions::default()
-        };
+        let options = self.client_options(
+            Duration::from_millis(self.limits.forward_budget_ms.clamp(500, 1_000)),
+            Duration::from_millis(self.limits.forward_budget_ms.min(1_000)),
+        );
         let client = Arc::new(Client::with_options(members.clone(), options).ok()?);
         clients.insert(shard.to_string(), (members, client.clone()));
         Some(client)
@@ -304,13 +313,7 @@ impl GatewayService {
         if let Some(client) = clients.get(address) {
             return Some(client.clone());
         }
-        let options = ClientOptions {
-            attempt_timeout: Duration::from_secs(1),
-            retry_budget: Duration::from_secs(1),
-            dialer: self.dialer.clone(),
-            connections_per_member: self.limits.connections_per_member,
-            ..ClientOptions::default()
-        };
+        let options = self.client_options(Duration::from_secs(1), Duration::from_secs(1));
         let client = Arc::new(Client::with_options([address.to_string()], options).ok()?);
         clients.insert(address.to_string(), client.clone());
         Some(client)
@@ -404,13 +407,10 @@ impl GatewayService {
             return Ok(Some((route.shard.clone(), client.clone())));
         }
         let members = members.to_vec();
-        let options = ClientOptions {
-            retry_budget: Duration::from_millis(self.limits.forward_budget_ms),
-            attempt_timeout: Duration::from_millis(self.limits.forward_budget_ms.clamp(500, 5_000)),
-            dialer: self.dialer.clone(),
-            connections_per_member: self.limits.connections_per_member,
-            ..ClientOptions::default()
-        };
+        let options = self.client_options(
+            Duration::from_millis(self.limits.forward_budget_ms.clamp(500, 5_000)),
+            Duration::from_millis(self.limits.forward_budget_ms),
+        );
         let client = Arc::new(Client::with_options(members.clone(), options).map_err(|e| {
             Status::unavailable(format!(
                 "shard {} has no reachable members: {e}",
