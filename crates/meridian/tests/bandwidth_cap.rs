@@ -2,7 +2,6 @@
 //! a burst of incompressible writes reaches the standby no faster than the cap
 //! allows, and all of it arrives.
 
-use meridian_client::pb;
 mod common;
 
 use common::{lab_client, region_nodes};
@@ -41,14 +40,7 @@ async fn shipping_never_outruns_the_bandwidth_cap_and_loses_nothing() {
         Duration::from_secs(20),
     );
     control
-        .place_namespace(pb::Placement {
-            name: "media".into(),
-            home_region: "us-east".into(),
-            mode: pb::NamespaceMode::ActivePassive as i32,
-            standby_regions: vec!["eu-west".into()],
-            allowed_jurisdictions: vec!["US".into(), "EU".into()],
-            ..Default::default()
-        })
+        .place_namespace(common::us_east_with_eu_standby("media"))
         .await
         .unwrap();
     let primary = lab_client(&lab, region_nodes(&lab, "us-east"), Duration::from_secs(20));

@@ -54,13 +54,8 @@ async fn async_failover_on_region_loss_keeps_every_acknowledged_write_accounted_
     for (name, sync) in [("ledger", false), ("sync-ledger", true)] {
         control
             .place_namespace(pb::Placement {
-                name: name.into(),
-                home_region: "us-east".into(),
-                mode: pb::NamespaceMode::ActivePassive as i32,
                 sync,
-                standby_regions: vec!["eu-west".into()],
-                allowed_jurisdictions: vec!["US".into(), "EU".into()],
-                ..Default::default()
+                ..common::us_east_with_eu_standby(name)
             })
             .await
             .unwrap();
@@ -68,13 +63,8 @@ async fn async_failover_on_region_loss_keeps_every_acknowledged_write_accounted_
     // A namespace whose own policy says "only an operator fails me over".
     control
         .place_namespace(pb::Placement {
-            name: "held".into(),
-            home_region: "us-east".into(),
-            mode: pb::NamespaceMode::ActivePassive as i32,
-            standby_regions: vec!["eu-west".into()],
-            allowed_jurisdictions: vec!["US".into(), "EU".into()],
             manual_failover_only: true,
-            ..Default::default()
+            ..common::us_east_with_eu_standby("held")
         })
         .await
         .unwrap();

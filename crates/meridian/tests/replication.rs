@@ -49,14 +49,7 @@ async fn changes_reach_the_standby_with_identical_versions_and_resume_after_an_o
         Duration::from_secs(20),
     );
     control
-        .place_namespace(pb::Placement {
-            name: "orders".into(),
-            home_region: "us-east".into(),
-            mode: pb::NamespaceMode::ActivePassive as i32,
-            standby_regions: vec!["eu-west".into()],
-            allowed_jurisdictions: vec!["US".into(), "EU".into()],
-            ..Default::default()
-        })
+        .place_namespace(common::us_east_with_eu_standby("orders"))
         .await
         .unwrap();
     let gateway = lab_client(

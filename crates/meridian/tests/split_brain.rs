@@ -18,14 +18,7 @@ async fn a_partitioned_primary_is_fenced_and_rejoins_without_divergence() {
     let control_endpoints = lab.state().endpoints(ProcessRole::Control, None);
     let control = lab_client(&lab, control_endpoints, Duration::from_secs(20));
     control
-        .place_namespace(pb::Placement {
-            name: "accounts".into(),
-            home_region: "us-east".into(),
-            mode: pb::NamespaceMode::ActivePassive as i32,
-            standby_regions: vec!["eu-west".into()],
-            allowed_jurisdictions: vec!["US".into(), "EU".into()],
-            ..Default::default()
-        })
+        .place_namespace(common::us_east_with_eu_standby("accounts"))
         .await
         .unwrap();
     // A client inside us-east, talking to its local shard directly.

@@ -206,3 +206,16 @@ pub fn region_nodes(lab: &Lab, region: &str) -> Vec<String> {
         .map(|p| p.grpc.clone())
         .collect()
 }
+
+/// An active-passive placement of `name` homed in us-east with its standby in
+/// eu-west (jurisdictions US and EU allowed); other fields by struct update.
+pub fn us_east_with_eu_standby(name: &str) -> pb::Placement {
+    pb::Placement {
+        name: name.into(),
+        home_region: "us-east".into(),
+        mode: pb::NamespaceMode::ActivePassive as i32,
+        standby_regions: vec!["eu-west".into()],
+        allowed_jurisdictions: vec!["US".into(), "EU".into()],
+        ..Default::default()
+    }
+}
