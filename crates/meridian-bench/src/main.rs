@@ -14,6 +14,7 @@ mod etcd {
 use anyhow::{Context, bail};
 use clap::Parser;
 use hdrhistogram::Histogram;
+use meridian_net::coalesce::Coalesce;
 use meridian_proto::v1 as pb;
 use rand::Rng;
 use serde::Serialize;
@@ -54,6 +55,11 @@ struct Args {
     /// Write the results as JSON to this file.
     #[arg(long)]
     json_out: Option<std::path::PathBuf>,
+    /// Measure each row this many times, the systems taking turns, and report
+    /// each system's median run (by ops/s): slow drift of a shared machine then
+    /// lands on both sides instead of on whichever ran second.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
 }
 
 /// One measured run.
@@ -68,6 +74,8 @@ struct RunResult {
     p50_ms: f64,
     p99_ms: f64,
     p999_ms: f64,
+    /// ops/s of every round of this row (the reported run is their median).
+    round_ops_per_second: Vec<f64>,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -91,10 +99,16 @@ impl System {
 const NAMESPACE: &str = "bench";
 const WARM_UP: Duration = Duration::from_secs(2);
 
-fn channel(address: &str) -> anyhow::Result<Channel> {
-    Ok(Endpoint::from_shared(format!("http://{address}"))?
-        .tcp_nodelay(true)
-        .connect_lazy())
+/// A connection to `address`. Requests go out as one HEADERS + DATA pair
+/// with END_STREAM on the data, as common gRPC clients send them (tonic on its
+/// own sends END_STREAM in a further empty frame, which would load every
+/// server here with an extra read per call).
+fn channel(address: &str) -> anyhow::Result<Coalesce<Channel>> {
+    Ok(Coalesce::new(
+        Endpoint::from_shared(format!("http://{address}"))?
+            .tcp_nodelay(true)
+            .connect_lazy(),
+    ))
 }
 
 /// Retries leader discovery while a freshly started cluster elects.
@@ -209,7 +223,7 @@ fn named<T>(
 /// One operation against `system`; the error text is only counted.
 async fn operation(
     system: System,
-    channel: &Channel,
+    channel: &Coalesce<Channel>,
     client: &tonic::metadata::MetadataValue<tonic::metadata::Ascii>,
     workload: &str,
     key: Vec<u8>,
@@ -331,6 +345,7 @@ async fn run(
         p50_ms: ms(0.50),
         p99_ms: ms(0.99),
         p999_ms: ms(0.999),
+        round_ops_per_second: Vec::new(),
     })
 }
 
@@ -408,25 +423,28 @@ async fn main() -> anyhow::Result<()> {
             }
         }
         for &clients in &args.clients {
-            let mut row = Vec::new();
-            for (system, leader) in &systems {
-                eprintln!(
-                    "running {workload} with {clients} clients against {} for {} s",
-                    system.name(),
-                    args.duration
-                );
-                let result = run(*system, leader, workload, clients, &args).await?;
-                eprintln!(
-                    "  {:>9.0} ops/s  p50 {:.2} ms  p99 {:.2} ms  p999 {:.2} ms  errors {}",
-                    result.ops_per_second,
-                    result.p50_ms,
-                    result.p99_ms,
-                    result.p999_ms,
-                    result.errors
-                );
-                row.push(result);
+            let mut runs: Vec<Vec<RunResult>> = vec![Vec::new(); systems.len()];
+            for round in 1..=args.rounds.max(1) {
+                for (index, (system, leader)) in systems.iter().enumerate() {
+                    eprintln!(
+                        "running {workload} with {clients} clients against {} for {} s (round {round}/{})",
+                        system.name(),
+                        args.duration,
+                        args.rounds.max(1)
+                    );
+                    let result = run(*system, leader, workload, clients, &args).await?;
+                    eprintln!(
+                        "  {:>9.0} ops/s  p50 {:.2} ms  p99 {:.2} ms  p999 {:.2} ms  errors {}",
+                        result.ops_per_second,
+                        result.p50_ms,
+                        result.p99_ms,
+                        result.p999_ms,
+                        result.errors
+                    );
+                    runs[index].push(result);
+                }
             }
-            results.extend(row);
+            results.extend(runs.into_iter().filter_map(median_run));
         }
     }
     print_table(&results);
@@ -434,6 +452,17 @@ async fn main() -> anyhow::Result<()> {
         std::fs::write(path, serde_json::to_string_pretty(&results)?)?;
     }
     Ok(())
+}
+
+/// The run with the median ops/s (the upper one of an even count), with the
+/// ops/s of every run for the record.
+fn median_run(mut runs: Vec<RunResult>) -> Option<RunResult> {
+    runs.sort_by(|a, b| a.ops_per_second.total_cmp(&b.ops_per_second));
+    let all: Vec<f64> = runs.iter().map(|r| r.ops_per_second).collect();
+    let middle = runs.len() / 2;
+    let mut median = runs.into_iter().nth(middle)?;
+    median.round_ops_per_second = all;
+    Some(median)
 }
 
 fn print_table(results: &[RunResult]) {
@@ -480,5 +509,45 @@ fn print_table(results: &[RunResult]) {
             ops_ratio,
             p99_ratio
         );
+    }
+    print_peaks(results);
+}
+
+/// Each system's best throughput over the client counts run: its capacity,
+/// as opposed to one client count's closed-loop rate (which at low counts is
+/// just the inverse of latency).
+fn print_peaks(results: &[RunResult]) {
+    let peak = |system: &str, workload: &str| {
+        results
+            .iter()
+            .filter(|r| r.system == system && r.workload == workload)
+            .max_by(|a, b| a.ops_per_second.total_cmp(&b.ops_per_second))
+    };
+    let mut workloads: Vec<&str> = results.iter().map(|r| r.workload.as_str()).collect();
+    workloads.dedup();
+    println!();
+    println!(
+        "{:<9} {:<9} {:>10} {:>8} {:>13}",
+        "peak", "system", "ops/s", "clients", "ops ratio"
+    );
+    for workload in workloads {
+        for system in ["etcd", "meridian", "gateway"] {
+            let Some(best) = peak(system, workload) else {
+                continue;
+            };
+            let versus = match system {
+                "meridian" => "etcd",
+                "gateway" => "meridian",
+                _ => "",
+            };
+            let ratio = peak(versus, workload)
+                .filter(|p| p.ops_per_second > 0.0)
+                .map(|p| format!("{:.2}x", best.ops_per_second / p.ops_per_second))
+                .unwrap_or_default();
+            println!(
+                "{:<9} {:<9} {:>10.0} {:>8} {:>13}",
+                workload, system, best.ops_per_second, best.clients, ratio
+            );
+        }
     }
 }

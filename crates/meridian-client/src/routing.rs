@@ -10,6 +10,9 @@ use std::future::Future;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 use tonic::transport::Channel;
+
+/// One connection to a member; ready requests go out in one frame.
+type Conn = meridian_net::coalesce::Coalesce<Channel>;
 use tonic::{Code, Status};
 
 /// Metadata key with the leader's address on a redirect.
@@ -73,7 +76,7 @@ pub struct Client {
     endpoints: Vec<String>,
     options: ClientOptions,
     leader: Mutex<Option<String>>,
-    channels: Mutex<HashMap<String, Vec<Channel>>>,
+    channels: Mutex<HashMap<String, Vec<Conn>>>,
     next_endpoint: Mutex<usize>,
     /// Which of a member's connections the next call uses.
     next_connection: std::sync::atomic::AtomicUsize,
@@ -138,7 +141,7 @@ impl Client {
             .clone()
     }
 
-    fn channel(&self, address: &str) -> Result<Channel, ClientError> {
+    fn channel(&self, address: &str) -> Result<Conn, ClientError> {
         let turn = self
             .next_connection
             .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
@@ -154,8 +157,8 @@ impl Client {
             .connect_timeout(Duration::from_secs(1))
             .tcp_nodelay(true);
         // Each `connect_lazy` is its own connection (a clone would share one).
-        let pool: Vec<Channel> = (0..self.options.connections_per_member.max(1))
-            .map(|_| endpoint.connect_lazy())
+        let pool: Vec<Conn> = (0..self.options.connections_per_member.max(1))
+            .map(|_| meridian_net::coalesce::Coalesce::new(endpoint.connect_lazy()))
             .collect();
         let channel = pool[turn % pool.len()].clone();
         channels.insert(address.to_string(), pool);
@@ -177,7 +180,7 @@ impl Client {
     /// within the budget according to `kind`.
     async fn call<T, F, Fut>(&self, kind: CallKind, attempt: F) -> Result<T, ClientError>
     where
-        F: Fn(Channel) -> Fut,
+        F: Fn(Conn) -> Fut,
         Fut: Future<Output = Result<tonic::Response<T>, Status>>,
     {
         let started = Instant::now();

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
 /// Everything a `meridian control` member needs to start.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ControlConfig {
     /// Identity and storage.
@@ -24,6 +24,26 @@ pub struct ControlConfig {
     pub regions: Vec<RegionSeed>,
     /// Probing shards, write leases and automatic failover.
     pub failover: FailoverSection,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            node: ControlNodeSection::default(),
+            network: NetworkSection::default(),
+            cluster: ClusterSection::default(),
+            raft: RaftSection {
+                // Control-plane members sit in different regions and write
+                // rarely: batching gains nothing there, while a full window on
+                // a 100+ ms link would hold a failover's commit back a round
+                // trip.
+                append_window: 0,
+                ..RaftSection::default()
+            },
+            regions: Vec::new(),
+            failover: FailoverSection::default(),
+        }
+    }
 }
 
 /// The global failover policy and the probes behind it.

@@ -11,12 +11,15 @@
 //!   Meridian server shares.
 //! - [`certs`]: a development certificate authority for `meridian certs init`
 //!   and the lab.
+//! - [`coalesce`]: outgoing calls whose request is ready are sent in one HTTP/2
+//!   frame (one write) instead of two.
 //!
 //! Mutual TLS means both sides prove themselves: servers present a certificate
 //! signed by the cluster CA and require the same of every client, so a process
 //! (or a user) without a certificate from that CA cannot call anything.
 
 pub mod certs;
+pub mod coalesce;
 pub mod dial;
 pub mod https;
 pub mod serve;

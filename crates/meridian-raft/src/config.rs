@@ -103,6 +103,10 @@ pub struct RaftSection {
     pub read_policy: ReadPolicy,
     /// Time limit for one Raft RPC to a peer.
     pub rpc_timeout_ms: u64,
+    /// Log-append requests a leader keeps unanswered per follower; entries
+    /// arriving while the window is full go out together in the next request
+    /// (see `append_window`). 0 lifts the cap.
+    pub append_window: usize,
 }
 
 impl Default for RaftSection {
@@ -115,6 +119,7 @@ impl Default for RaftSection {
             keep_entries_after_snapshot: 2_000,
             read_policy: ReadPolicy::ReadIndex,
             rpc_timeout_ms: 2_000,
+            append_window: crate::append_window::DEFAULT_WINDOW,
         }
     }
 }
@@ -160,6 +165,7 @@ impl RaftSection {
             snapshot_after_entries: self.snapshot_after_entries,
             keep_entries_after_snapshot: self.keep_entries_after_snapshot,
             install_snapshot_timeout_ms: self.rpc_timeout_ms.max(30_000),
+            append_window: self.append_window,
             dialer,
         }
     }

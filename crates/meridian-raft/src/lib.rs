@@ -13,11 +13,14 @@
 //!   adapter that applies committed entries to it and builds/installs snapshots.
 //! - [`snapshot`]: the versioned, checksummed snapshot file format.
 //! - [`network`]: the client side of the gRPC Raft transport.
+//! - [`append_window`]: the cap on unanswered log appends per follower that
+//!   makes entries arriving one by one travel in batches.
 //! - [`transport`]: the server side of the gRPC Raft transport.
 //! - [`read_barrier`]: one leadership confirmation shared by concurrent reads.
 //! - [`node`]: wiring the parts into a running [`RaftNode`].
 //! - [`metrics`]: storage metrics (fsync latency, group size).
 
+pub mod append_window;
 pub mod apply_batch;
 pub mod config;
 pub mod engine;

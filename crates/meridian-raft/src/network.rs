@@ -4,6 +4,7 @@
 //! Connections are lazy and every call has the deadline openraft asks for, so a
 //! dead or partitioned peer costs one timeout, never a hung replication stream.
 
+use crate::append_window::AppendWindow;
 use crate::snapshot::SnapshotFile;
 use crate::types::{TypeConfig, Vote};
 use futures::future::BoxFuture;
@@ -36,13 +37,15 @@ const SNAPSHOT_CHUNK_BYTES: usize = 1 << 20;
 pub struct NetworkFactory {
     /// How peers are dialed (TLS, WAN rewrites).
     pub dialer: meridian_net::Dialer,
+    /// Unanswered log-append requests per stream (0: no cap).
+    pub append_window: usize,
 }
 
 impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
     type Network = PeerClient;
 
     async fn new_client(&mut self, target: u64, node: &BasicNode) -> Self::Network {
-        PeerClient::new(target, &node.addr, &self.dialer)
+        PeerClient::new(target, &node.addr, &self.dialer, self.append_window)
     }
 }
 
@@ -50,10 +53,16 @@ impl RaftNetworkFactory<TypeConfig> for NetworkFactory {
 pub struct PeerClient {
     target: u64,
     client: Result<RaftTransportClient<Channel>, String>,
+    append_window: usize,
 }
 
 impl PeerClient {
-    fn new(target: u64, address: &str, dialer: &meridian_net::Dialer) -> Self {
+    fn new(
+        target: u64,
+        address: &str,
+        dialer: &meridian_net::Dialer,
+        append_window: usize,
+    ) -> Self {
         let client = dialer
             .endpoint(address)
             .map(|endpoint| {
@@ -70,7 +79,11 @@ impl PeerClient {
                     .max_encoding_message_size(256 << 20)
             })
             .map_err(|e| e.to_string());
-        Self { target, client }
+        Self {
+            target,
+            client,
+            append_window,
+        }
     }
 
     fn client(&self) -> Result<RaftTransportClient<Channel>, RPCError<TypeConfig>> {
@@ -159,7 +172,11 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     {
         Box::pin(async move {
             let mut client = self.client()?;
-            let outbound = input.map(|request| {
+            let window = AppendWindow::new(match self.append_window {
+                0 => usize::MAX,
+                n => n,
+            });
+            let outbound = window.requests(input).map(|request| {
                 encode_payload(&request).unwrap_or_else(|e| RaftPayload {
                     format: PAYLOAD_FORMAT,
                     data: Default::default(),
@@ -167,7 +184,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
                 })
             });
             let replies = with_deadline(option.hard_ttl(), client.stream_append(outbound)).await?;
-            let replies = replies.map(|reply| match reply {
+            let replies = window.replies(replies).map(|reply| match reply {
                 Ok(payload) => decode_payload::<StreamAppendResult<TypeConfig>>(payload),
                 Err(status) => Err(status_to_error(status)),
             });

@@ -32,6 +32,8 @@ pub struct RaftNodeOptions {
     pub keep_entries_after_snapshot: u64,
     /// Deadline for sending a whole snapshot to a follower.
     pub install_snapshot_timeout_ms: u64,
+    /// Unanswered log-append requests per follower stream (0: no cap).
+    pub append_window: usize,
     /// How peers are dialed (TLS, WAN rewrites).
     pub dialer: meridian_net::Dialer,
 }
@@ -81,6 +83,7 @@ impl RaftNode {
             Arc::new(config),
             NetworkFactory {
                 dialer: options.dialer.clone(),
+                append_window: options.append_window,
             },
             log_store,
             state_machine.clone(),
