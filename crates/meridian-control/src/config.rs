@@ -206,3 +206,26 @@ impl ControlConfig {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_control_plane_does_not_cap_appends_even_with_a_partial_raft_section() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let file = dir.path().join("control.toml");
+        std::fs::write(
+            &file,
+            "[node]\nid = 1\n\n[raft]\nheartbeat_interval_ms = 100\n",
+        )
+        .expect("config written");
+        let config = ControlConfig::load(Some(&file)).expect("config loads");
+        assert_eq!(config.raft.append_window, 0);
+        // Shards keep the window.
+        assert_eq!(
+            RaftSection::default().append_window,
+            meridian_raft::append_window::DEFAULT_WINDOW
+        );
+    }
+}
