@@ -63,85 +63,91 @@ fn take_ready(mut body: Body) -> Body {
     // Polling without a real waker is fine: a body that is not ready keeps no
     // promise to this waker, and the transport polls it again with its own.
     let mut cx = Context::from_waker(Waker::noop());
-    let mut taken = BytesMut::new();
+    let mut taken = Taken::default();
     loop {
-        match Pin::new(&mut body).poll_frame(&mut cx) {
-            Poll::Ready(None) => return Body::new(Complete::new(taken.freeze())),
+        let next = match Pin::new(&mut body).poll_frame(&mut cx) {
+            Poll::Ready(None) => return Body::new(Ready::new(taken, None, Body::empty())),
             Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
                 Ok(data) => {
-                    taken.extend_from_slice(&data);
-                    if taken.len() >= MAX_TAKEN {
-                        return Body::new(Prefixed::new(taken.freeze(), None, body));
+                    taken.push(data);
+                    if taken.len() < MAX_TAKEN {
+                        continue;
                     }
+                    None
                 }
                 // Trailers end a body; nothing follows them.
-                Err(trailers) => {
-                    return Body::new(Prefixed::new(taken.freeze(), Some(trailers), body));
-                }
+                Err(trailers) => Some(Ok(trailers)),
             },
-            Poll::Ready(Some(Err(status))) => {
-                return Body::new(Prefixed::new(
-                    taken.freeze(),
-                    None,
-                    Body::new(Failed(Some(status))),
-                ));
+            Poll::Ready(Some(Err(status))) => Some(Err(status)),
+            Poll::Pending => None,
+        };
+        return Body::new(Ready::new(taken, next, body));
+    }
+}
+
+/// The data taken so far: the common single chunk is kept as it is, without
+/// a copy; only a second chunk makes a joined buffer.
+#[derive(Default)]
+enum Taken {
+    #[default]
+    Nothing,
+    One(Bytes),
+    Joined(BytesMut),
+}
+
+impl Taken {
+    fn push(&mut self, data: Bytes) {
+        *self = match std::mem::take(self) {
+            Taken::Nothing => Taken::One(data),
+            Taken::One(first) => {
+                let mut joined = BytesMut::from(first);
+                joined.extend_from_slice(&data);
+                Taken::Joined(joined)
             }
-            Poll::Pending => return Body::new(Prefixed::new(taken.freeze(), None, body)),
+            Taken::Joined(mut joined) => {
+                joined.extend_from_slice(&data);
+                Taken::Joined(joined)
+            }
+        };
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Taken::Nothing => 0,
+            Taken::One(data) => data.len(),
+            Taken::Joined(data) => data.len(),
+        }
+    }
+
+    fn into_bytes(self) -> Option<Bytes> {
+        match self {
+            Taken::Nothing => None,
+            Taken::One(data) => Some(data),
+            Taken::Joined(data) => Some(data.freeze()),
         }
     }
 }
 
-/// A body that is all there from the start.
-struct Complete {
-    data: Option<Bytes>,
-}
-
-impl Complete {
-    fn new(data: Bytes) -> Self {
-        Self {
-            data: (!data.is_empty()).then_some(data),
-        }
-    }
-}
-
-impl HttpBody for Complete {
-    type Data = Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
-        Poll::Ready(self.data.take().map(|data| Ok(Frame::data(data))))
-    }
-
-    fn is_end_stream(&self) -> bool {
-        self.data.is_none()
-    }
-
-    fn size_hint(&self) -> SizeHint {
-        SizeHint::with_exact(self.data.as_ref().map_or(0, |d| d.len() as u64))
-    }
-}
-
-/// What was ready (and possibly trailers that ended it), then the rest.
-struct Prefixed {
+/// What was ready, then the frame that stopped the taking (trailers or an
+/// error), then the rest of the original body. With nothing left behind, the
+/// body is complete from the start: hyper sends its data with END_STREAM.
+struct Ready {
     taken: Option<Bytes>,
-    trailers: Option<Frame<Bytes>>,
+    next: Option<Result<Frame<Bytes>, tonic::Status>>,
     rest: Body,
 }
 
-impl Prefixed {
-    fn new(taken: Bytes, trailers: Option<Frame<Bytes>>, rest: Body) -> Self {
+impl Ready {
+    fn new(taken: Taken, next: Option<Result<Frame<Bytes>, tonic::Status>>, rest: Body) -> Self {
         Self {
-            taken: (!taken.is_empty()).then_some(taken),
-            trailers,
+            taken: taken.into_bytes().filter(|data| !data.is_empty()),
+            next,
             rest,
         }
     }
 }
 
-impl HttpBody for Prefixed {
+impl HttpBody for Ready {
     type Data = Bytes;
     type Error = tonic::Status;
 
@@ -152,29 +158,25 @@ impl HttpBody for Prefixed {
         if let Some(data) = self.taken.take() {
             return Poll::Ready(Some(Ok(Frame::data(data))));
         }
-        if let Some(trailers) = self.trailers.take() {
-            return Poll::Ready(Some(Ok(trailers)));
+        if let Some(next) = self.next.take() {
+            return Poll::Ready(Some(next));
         }
         Pin::new(&mut self.rest).poll_frame(cx)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.taken.is_none() && self.trailers.is_none() && self.rest.is_end_stream()
+        self.taken.is_none() && self.next.is_none() && self.rest.is_end_stream()
     }
-}
 
-/// A body whose next frame is an error the original body reported.
-struct Failed(Option<tonic::Status>);
-
-impl HttpBody for Failed {
-    type Data = Bytes;
-    type Error = tonic::Status;
-
-    fn poll_frame(
-        mut self: Pin<&mut Self>,
-        _cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, tonic::Status>>> {
-        Poll::Ready(self.0.take().map(Err))
+    fn size_hint(&self) -> SizeHint {
+        let taken = self.taken.as_ref().map_or(0, |data| data.len() as u64);
+        let rest = self.rest.size_hint();
+        let mut hint = SizeHint::new();
+        hint.set_lower(rest.lower() + taken);
+        if let Some(upper) = rest.upper() {
+            hint.set_upper(upper + taken);
+        }
+        hint
     }
 }
 
