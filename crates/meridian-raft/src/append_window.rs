@@ -40,12 +40,12 @@ pub struct AppendWindow {
 }
 
 impl AppendWindow {
-    /// A window letting `limit` requests (at least one) be unanswered.
+    /// A window letting `limit` requests be unanswered; 0 lifts the cap.
     pub fn new(limit: usize) -> Self {
         Self {
             shared: Arc::new(Shared {
                 in_flight: AtomicUsize::new(0),
-                limit: limit.max(1),
+                limit: if limit == 0 { usize::MAX } else { limit },
                 sender: AtomicWaker::new(),
             }),
         }

@@ -172,10 +172,7 @@ impl RaftNetworkV2<TypeConfig> for PeerClient {
     {
         Box::pin(async move {
             let mut client = self.client()?;
-            let window = AppendWindow::new(match self.append_window {
-                0 => usize::MAX,
-                n => n,
-            });
+            let window = AppendWindow::new(self.append_window);
             let outbound = window.requests(input).map(|request| {
                 encode_payload(&request).unwrap_or_else(|e| RaftPayload {
                     format: PAYLOAD_FORMAT,
