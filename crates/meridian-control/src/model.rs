@@ -210,13 +210,10 @@ pub struct FailoverRecord {
     /// The promoted standby's change sequence number: changes after it that
     /// the old primary had are the possible loss.
     pub promoted_seq: u64,
-    /// When the old primary reported `primary_seq` (Unix ms; 0: unknown).
-    pub reported_at_ms: u64,
-    /// Until when the old primary may have acknowledged writes (Unix ms): the
-    /// end of the last write lease it was granted, or `reported_at_ms` when it
-    /// was drained. Writes it acknowledged after reporting and before this are
-    /// in the loss window too, beyond `primary_seq`. 0: unknown.
-    pub writes_until_ms: u64,
+    /// When `primary_seq` was reported and until when the old primary may
+    /// have acknowledged writes beyond it. Stored inline: the bytes are those
+    /// of the two fields it holds.
+    pub loss_window: LossWindow,
 }
 
 /// The time bounds of a failover's loss window (Unix ms; 0: unknown).
@@ -224,7 +221,10 @@ pub struct FailoverRecord {
 pub struct LossWindow {
     /// When the old primary reported its last known position.
     pub reported_at_ms: u64,
-    /// Until when it may have acknowledged writes.
+    /// Until when it may have acknowledged writes: the end of the last write
+    /// lease it was granted, or `reported_at_ms` when it was drained. Writes
+    /// it acknowledged after reporting and before this are in the loss window
+    /// too, beyond the reported position.
     pub writes_until_ms: u64,
 }
 

@@ -265,8 +265,8 @@ fn failover_info(record: &crate::model::FailoverRecord) -> pb::FailoverInfo {
         promoted_at_ms: record.promoted_at_ms,
         primary_seq: record.primary_seq,
         promoted_seq: record.promoted_seq,
-        reported_at_ms: record.reported_at_ms,
-        writes_until_ms: record.writes_until_ms,
+        reported_at_ms: record.loss_window.reported_at_ms,
+        writes_until_ms: record.loss_window.writes_until_ms,
     }
 }
 

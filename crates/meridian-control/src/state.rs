@@ -351,8 +351,7 @@ impl ControlState {
             promoted_at_ms: requester.at_unix_ms,
             primary_seq,
             promoted_seq,
-            reported_at_ms: window.reported_at_ms,
-            writes_until_ms: window.writes_until_ms,
+            loss_window: window,
         };
         self.namespaces.insert(namespace.clone(), moved);
         self.failovers.insert(id, record.clone());

@@ -61,8 +61,7 @@ fn decode_failover(raw: &[u8]) -> io::Result<crate::model::FailoverRecord> {
                 promoted_at_ms: old.promoted_at_ms,
                 primary_seq: old.primary_seq,
                 promoted_seq: old.promoted_seq,
-                reported_at_ms: 0,
-                writes_until_ms: 0,
+                loss_window: crate::model::LossWindow::default(),
             })
         }
         _ => Err(io::Error::new(
@@ -312,6 +311,44 @@ mod tests {
     use crate::command::{ControlResult, Requester};
     use crate::model::Region;
     use meridian_raft::metrics::StorageMetrics;
+
+    #[test]
+    fn a_failover_record_stores_its_loss_window_as_two_plain_fields() {
+        let record = crate::model::FailoverRecord {
+            id: 3,
+            namespace: "payments".into(),
+            from_region: "us-east".into(),
+            from_shard: "us-east-s1".into(),
+            to_region: "eu-west".into(),
+            to_shard: "eu-west-s1".into(),
+            epoch: 2,
+            cause: "test".into(),
+            detected_at_ms: 10,
+            promoted_at_ms: 11,
+            primary_seq: 40,
+            promoted_seq: 38,
+            loss_window: crate::model::LossWindow {
+                reported_at_ms: 12,
+                writes_until_ms: 13,
+            },
+        };
+        let flat = (
+            3u64,
+            "payments",
+            "us-east",
+            "us-east-s1",
+            "eu-west",
+            "eu-west-s1",
+            2u64,
+            "test",
+            (10u64, 11u64, 40u64, 38u64, 12u64, 13u64),
+        );
+        let mut expected = vec![FAILOVER_FORMAT];
+        expected.extend(postcard::to_stdvec(&flat).unwrap());
+        let stored = encode_failover(&record).unwrap();
+        assert_eq!(stored, expected);
+        assert_eq!(decode_failover(&stored).unwrap(), record);
+    }
 
     #[test]
     fn state_survives_reopen() {
