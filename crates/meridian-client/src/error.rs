@@ -1,7 +1,39 @@
 //! Typed client errors.
 
+pub use meridian_proto::reason::Reason;
 use std::time::Duration;
 use tonic::{Code, Status};
+
+/// A server's refusal: its message for people and, when it carries one, the
+/// machine-readable [`Reason`] programs act on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// The server's message (for people; never parsed).
+    pub message: String,
+    /// Why, in a form to act on.
+    pub reason: Option<Reason>,
+}
+
+impl std::fmt::Display for Refusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl From<String> for Refusal {
+    fn from(message: String) -> Self {
+        Refusal {
+            message,
+            reason: None,
+        }
+    }
+}
+
+impl From<&str> for Refusal {
+    fn from(message: &str) -> Self {
+        message.to_string().into()
+    }
+}
 
 /// What a client call can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -22,14 +54,16 @@ pub enum ClientError {
         message: String,
         /// When to retry, if the server said.
         retry_after: Option<Duration>,
+        /// Why, when the server said.
+        reason: Option<Reason>,
     },
     /// A precondition failed (e.g. a fenced namespace); the message names the
     /// current primary where known.
     #[error("failed precondition: {0}")]
-    FailedPrecondition(String),
+    FailedPrecondition(Refusal),
     /// No member could serve the call within the retry budget.
     #[error("unavailable: {0}")]
-    Unavailable(String),
+    Unavailable(Refusal),
     /// A write was sent but its outcome is unknown (the connection or the leader
     /// was lost before the answer). Read the key to find out.
     #[error("outcome unknown: {0}")]
@@ -58,6 +92,17 @@ impl ClientError {
             ClientError::Unavailable(_) | ClientError::ResourceExhausted { .. }
         )
     }
+
+    /// The server's machine-readable reason, when it gave one.
+    pub fn reason(&self) -> Option<&Reason> {
+        match self {
+            ClientError::FailedPrecondition(refusal) | ClientError::Unavailable(refusal) => {
+                refusal.reason.as_ref()
+            }
+            ClientError::ResourceExhausted { reason, .. } => reason.as_ref(),
+            _ => None,
+        }
+    }
 }
 
 impl From<ClientError> for Status {
@@ -80,8 +125,8 @@ impl From<ClientError> for Status {
             ClientError::InvalidArgument(m)
             | ClientError::NotFound(m)
             | ClientError::AlreadyExists(m)
-            | ClientError::FailedPrecondition(m)
             | ClientError::DataLoss(m) => m.clone(),
+            ClientError::FailedPrecondition(refusal) => refusal.message.clone(),
             ClientError::ResourceExhausted { message, .. } => message.clone(),
             other => other.to_string(),
         };
@@ -94,6 +139,10 @@ impl From<ClientError> for Status {
         {
             status.metadata_mut().insert("retry-after-ms", value);
         }
+        // The reason travels on, so the original caller can act on it too.
+        if let Some(reason) = error.reason() {
+            reason.attach(&mut status);
+        }
         status
     }
 }
@@ -101,6 +150,7 @@ impl From<ClientError> for Status {
 impl From<Status> for ClientError {
     fn from(status: Status) -> Self {
         let message = status.message().to_string();
+        let reason = Reason::of(&status);
         match status.code() {
             Code::InvalidArgument | Code::OutOfRange => ClientError::InvalidArgument(message),
             Code::NotFound => ClientError::NotFound(message),
@@ -115,10 +165,15 @@ impl From<Status> for ClientError {
                 ClientError::ResourceExhausted {
                     message,
                     retry_after,
+                    reason,
                 }
             }
-            Code::FailedPrecondition => ClientError::FailedPrecondition(message),
-            Code::Unavailable | Code::DeadlineExceeded => ClientError::Unavailable(message),
+            Code::FailedPrecondition => {
+                ClientError::FailedPrecondition(Refusal { message, reason })
+            }
+            Code::Unavailable | Code::DeadlineExceeded => {
+                ClientError::Unavailable(Refusal { message, reason })
+            }
             Code::DataLoss => ClientError::DataLoss(message),
             code => ClientError::Other { code, message },
         }

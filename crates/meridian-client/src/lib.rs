@@ -18,6 +18,6 @@ mod error;
 pub mod routes;
 mod routing;
 
-pub use error::ClientError;
+pub use error::{ClientError, Reason, Refusal};
 pub use meridian_proto::v1 as pb;
 pub use routing::{Client, ClientOptions, ReplicationSettings};

@@ -1,6 +1,6 @@
 //! The client: leader discovery, redirects, and the retry rules.
 
-use crate::error::ClientError;
+use crate::error::{ClientError, Reason};
 use meridian_proto::v1 as pb;
 use meridian_proto::v1::admin_client::AdminClient;
 use meridian_proto::v1::control_client::ControlClient;
@@ -16,7 +16,6 @@ type Conn = meridian_net::coalesce::Coalesce<Channel>;
 use tonic::{Code, Status};
 
 /// Metadata key with the leader's address on a redirect.
-const LEADER_ADDRESS_HEADER: &str = "meridian-leader-address";
 
 /// How a replicated namespace's primary treats writes (see
 /// `Admin.ConfigureNamespace`).
@@ -85,7 +84,9 @@ pub struct Client {
 /// What to do after a failed attempt.
 enum Next {
     RetryAt(String),
-    RetryElsewhere,
+    /// Try another member (or the same one later); the refusal, when there
+    /// was one, is what the caller sees if the budget runs out.
+    RetryElsewhere(Option<crate::error::Refusal>),
     Fail(ClientError),
 }
 
@@ -203,20 +204,23 @@ impl Client {
                         "no answer from {target} within {:?}",
                         self.options.attempt_timeout
                     ))),
-                    _ => Next::RetryElsewhere,
+                    _ => Next::RetryElsewhere(None),
                 },
             };
             match next {
                 Next::RetryAt(address) => {
                     tracing::debug!(from = %target, to = %address, "following leader redirect");
                     self.set_leader(Some(address.clone()));
-                    last_error =
-                        ClientError::Unavailable(format!("redirected from {target} to {address}"));
+                    last_error = ClientError::Unavailable(
+                        format!("redirected from {target} to {address}").into(),
+                    );
                     target = address;
                 }
-                Next::RetryElsewhere => {
+                Next::RetryElsewhere(refusal) => {
                     last_error =
-                        ClientError::Unavailable(format!("{target} could not serve the call"));
+                        ClientError::Unavailable(refusal.unwrap_or_else(|| {
+                            format!("{target} could not serve the call").into()
+                        }));
                     self.set_leader(None);
                     tokio::time::sleep(self.options.backoff).await;
                     target = self.rotate();
@@ -225,10 +229,13 @@ impl Client {
             }
         }
         Err(match last_error {
-            ClientError::Unavailable(message) => ClientError::Unavailable(format!(
-                "gave up after {:?}: {message}",
-                self.options.retry_budget
-            )),
+            ClientError::Unavailable(refusal) => ClientError::Unavailable(crate::error::Refusal {
+                message: format!(
+                    "gave up after {:?}: {}",
+                    self.options.retry_budget, refusal.message
+                ),
+                reason: refusal.reason,
+            }),
             other => other,
         })
     }
@@ -242,26 +249,31 @@ impl Client {
         ) {
             return Next::Fail(status.into());
         }
-        if let Some(leader) = status
-            .metadata()
-            .get(LEADER_ADDRESS_HEADER)
-            .and_then(|v| v.to_str().ok())
-            && leader != target
-        {
-            return Next::RetryAt(leader.to_string());
-        }
-        let message = status.message();
-        if message.starts_with("not the leader")
-            || message.starts_with("no quorum")
-            || message.starts_with("no write lease")
-        {
-            // The server refused before doing anything.
-            return Next::RetryElsewhere;
+        match Reason::of(&status) {
+            Some(Reason::NotLeader {
+                leader_address: Some(leader),
+                ..
+            }) if leader != target => return Next::RetryAt(leader),
+            // The shard refused before doing anything and may serve the
+            // call shortly (another member, a quorum or a lease again).
+            Some(reason) if reason.retry_in_shard() => {
+                return Next::RetryElsewhere(Some(crate::error::Refusal {
+                    message: format!("{target}: {}", status.message()),
+                    reason: Some(reason),
+                }));
+            }
+            // Refused before doing anything, for a reason another member
+            // cannot fix (the caller acts on the reason).
+            Some(reason) if reason.nothing_done() => return Next::Fail(status.into()),
+            _ => {}
         }
         if kind != CallKind::Write || never_sent(&status) {
-            return Next::RetryElsewhere;
+            return Next::RetryElsewhere(None);
         }
-        Next::Fail(ClientError::OutcomeUnknown(format!("{target}: {message}")))
+        Next::Fail(ClientError::OutcomeUnknown(format!(
+            "{target}: {}",
+            status.message()
+        )))
     }
 
     /// Reads a key (`None` if missing).
@@ -409,9 +421,9 @@ impl Client {
         let call = admin.cluster_status(pb::ClusterStatusRequest {});
         match tokio::time::timeout(self.options.attempt_timeout, call).await {
             Ok(result) => Ok(result?.into_inner()),
-            Err(_) => Err(ClientError::Unavailable(format!(
-                "{address} did not answer"
-            ))),
+            Err(_) => Err(ClientError::Unavailable(
+                format!("{address} did not answer").into(),
+            )),
         }
     }
 
@@ -425,9 +437,9 @@ impl Client {
         let call = control.control_status(pb::ClusterStatusRequest {});
         match tokio::time::timeout(self.options.attempt_timeout, call).await {
             Ok(result) => Ok(result?.into_inner()),
-            Err(_) => Err(ClientError::Unavailable(format!(
-                "{address} did not answer"
-            ))),
+            Err(_) => Err(ClientError::Unavailable(
+                format!("{address} did not answer").into(),
+            )),
         }
     }
 
@@ -465,9 +477,9 @@ impl Client {
         let call = admin.check_integrity(request);
         match tokio::time::timeout(self.options.attempt_timeout, call).await {
             Ok(result) => Ok(result?.into_inner()),
-            Err(_) => Err(ClientError::Unavailable(format!(
-                "{address} did not answer"
-            ))),
+            Err(_) => Err(ClientError::Unavailable(
+                format!("{address} did not answer").into(),
+            )),
         }
     }
 

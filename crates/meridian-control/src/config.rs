@@ -69,6 +69,12 @@ pub struct FailoverSection {
     pub error_rate: f64,
     /// ...throughout this window.
     pub error_window_ms: u64,
+    /// The clock assumption: the largest offset between any shard node's
+    /// wall clock and the control plane's (as CockroachDB's `max-offset`).
+    /// Sent with every lease grant; a shard holds a grant for
+    /// `lease_ms - measured age - max_clock_offset_ms` and refuses grants
+    /// that come from further in its future than this.
+    pub max_clock_offset_ms: u64,
 }
 
 impl Default for FailoverSection {
@@ -83,6 +89,7 @@ impl Default for FailoverSection {
             latency_window_ms: 120_000,
             error_rate: 0.0,
             error_window_ms: 60_000,
+            max_clock_offset_ms: 250,
         }
     }
 }
@@ -184,6 +191,15 @@ impl ControlConfig {
             return Err(ConfigError::Invalid {
                 key: "failover.error_rate",
                 reason: format!("{} is not a share between 0 and 1", failover.error_rate),
+            });
+        }
+        if failover.max_clock_offset_ms.saturating_mul(2) >= failover.lease_ms {
+            return Err(ConfigError::Invalid {
+                key: "failover.max_clock_offset_ms",
+                reason: format!(
+                    "{} leaves too little of failover.lease_ms ({}): it must be under half the lease",
+                    failover.max_clock_offset_ms, failover.lease_ms
+                ),
             });
         }
         if failover.lease_ms <= failover.probe_interval_ms {

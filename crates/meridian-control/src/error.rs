@@ -2,7 +2,6 @@
 
 use crate::command::ControlRejection;
 use crate::placement::PlacementError;
-use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
 /// Everything a control-plane request can fail with.
@@ -71,14 +70,13 @@ impl ControlError {
 impl From<ControlError> for Status {
     fn from(error: ControlError) -> Self {
         let mut status = Status::new(error.code(), error.to_string());
-        if let ControlError::NotLeader {
-            leader_address: Some(address),
-        } = &error
-            && let Ok(value) = MetadataValue::try_from(address.as_str())
-        {
-            status
-                .metadata_mut()
-                .insert("meridian-leader-address", value);
+        // The one place control-plane errors get their machine-readable reason.
+        if let ControlError::NotLeader { leader_address } = &error {
+            meridian_proto::reason::Reason::NotLeader {
+                leader_id: None,
+                leader_address: leader_address.clone(),
+            }
+            .attach(&mut status);
         }
         status
     }

@@ -11,11 +11,11 @@
 //!
 //! The default policy declares a shard failed after `failed_probes` consecutive
 //! failed probes. Its active-passive namespaces then fail over to the standby
-//! with the most data, but only once the lease the old primary last got has
-//! surely expired (`last successful probe + lease_ms`, measured from when the
-//! answer arrived here, which is after the shard started its lease): from then
-//! on the old primary cannot acknowledge another write, so no two primaries
-//! ever accept writes at once.
+//! chosen by [`crate::promotion`], but only once every lease the old primary
+//! may hold has surely ended by the [`crate::lease`] ledger — every grant
+//! counted from its send time, answered or not: from then on the old primary
+//! cannot acknowledge another write or serve a strong read, so no two
+//! primaries ever act at once.
 
 use crate::command::{ControlCommand, ControlResult, Requester};
 use crate::model::FailoverRecord;
@@ -30,8 +30,75 @@ fn unix_ms_at(at: Instant) -> u64 {
     now_unix_ms().saturating_sub(at.elapsed().as_millis() as u64)
 }
 
-/// Extra wait past a lease's end before promoting (clock-rate differences).
-const LEASE_MARGIN: Duration = Duration::from_millis(250);
+/// A grant request for `shard` numbered by the leader's ledger, counted
+/// from `counted_from` (a revocation while the shard drains); `None` when
+/// this member does not lead (no ledger).
+fn grant(
+    node: &ControlNode,
+    config: &crate::config::FailoverSection,
+    shard: &str,
+    desired: Vec<pb::DesiredNamespace>,
+    counted_from: Instant,
+) -> Option<(pb::LeaseRequest, crate::lease::Ticket)> {
+    let ticket = node
+        .leases
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .as_mut()?
+        .issue(shard, Duration::from_millis(config.lease_ms), counted_from);
+    Some((lease_request(config, ticket, desired, counted_from), ticket))
+}
+
+fn lease_request(
+    config: &crate::config::FailoverSection,
+    ticket: crate::lease::Ticket,
+    desired: Vec<pb::DesiredNamespace>,
+    counted_from: Instant,
+) -> pb::LeaseRequest {
+    pb::LeaseRequest {
+        lease_ms: ticket.lease_ms,
+        desired,
+        sent_unix_ms: unix_ms_at(counted_from),
+        max_clock_offset_ms: config.max_clock_offset_ms,
+        grant_term: ticket.order.0,
+        grant_seq: ticket.order.1,
+    }
+}
+
+/// Notes a shard's answer to a grant: an acknowledged revocation ends every
+/// earlier grant; the clock offset is checked against the assumption.
+fn note_answer(
+    node: &ControlNode,
+    config: &crate::config::FailoverSection,
+    shard: &str,
+    ticket: crate::lease::Ticket,
+    response: &pb::LeaseResponse,
+    (sent, answered): (Instant, Instant),
+) {
+    if ticket.lease_ms == 0
+        && let Some(ledger) = node
+            .leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+    {
+        ledger.revoked(shard, ticket);
+    }
+    if !response.refused.is_empty() {
+        tracing::warn!(%shard, refused = %response.refused, "shard did not take its lease grant");
+    }
+    // The node's clock at the answer against the middle of the round trip
+    // here; the round trip's half is the uncertainty.
+    if response.node_unix_ms > 0 {
+        let middle = unix_ms_at(sent) + (answered - sent).as_millis() as u64 / 2;
+        let offset = response.node_unix_ms.abs_diff(middle);
+        let uncertainty = (answered - sent).as_millis() as u64 / 2;
+        if offset.saturating_sub(uncertainty) > config.max_clock_offset_ms {
+            tracing::error!(%shard, offset_ms = offset, uncertainty_ms = uncertainty, max_clock_offset_ms = config.max_clock_offset_ms,
+                "shard clock is further from the control plane's than the stated assumption; it will refuse leases");
+        }
+    }
+}
 
 /// What the leader knows about one shard from its probes.
 #[derive(Debug, Default, Clone)]
@@ -39,8 +106,6 @@ struct ShardHealth {
     failures: u32,
     /// When the last successful probe's answer arrived.
     last_ok: Option<Instant>,
-    /// When the answer to the last probe that granted a lease arrived.
-    last_grant: Option<Instant>,
     /// Recent probes: when, and the round trip if it succeeded.
     samples: std::collections::VecDeque<(Instant, Option<Duration>)>,
     /// When the shard was first seen failing in the current streak (Unix ms).
@@ -63,13 +128,32 @@ pub async fn run(node: Arc<ControlNode>) {
         let round = Instant::now();
         if !node.raft.raft.is_leader() {
             leader_since = None;
+            *node.leases.lock().unwrap_or_else(|e| e.into_inner()) = None;
             health.clear();
             tokio::time::sleep(interval).await;
             continue;
         }
-        // A new leader cannot know which leases its predecessor granted: it
-        // waits a whole lease before promoting anything.
-        let since = *leader_since.get_or_insert_with(Instant::now);
+        // A new leader cannot know which leases its predecessor granted: its
+        // ledger counts a whole lease for every shard from now.
+        leader_since.get_or_insert_with(|| {
+            let now = Instant::now();
+            let term = {
+                use openraft::async_runtime::WatchReceiver;
+                node.raft.raft.metrics().borrow_watched().current_term
+            };
+            *node.leases.lock().unwrap_or_else(|e| e.into_inner()) = Some(
+                crate::lease::LeaseLedger::new(term, now, Duration::from_millis(config.lease_ms)),
+            );
+            now
+        });
+        if let Some(ledger) = node
+            .leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_mut()
+        {
+            ledger.prune(round);
+        }
         // Leases are granted only by a leader that a quorum still follows: a
         // deposed leader cut off with one region must not keep that region's
         // primary writable while the others elect a new leader and fail over.
@@ -83,7 +167,7 @@ pub async fn run(node: Arc<ControlNode>) {
         }
         probe_all(&node, &config, &mut health, &mut clients, confirmed).await;
         if config.automatic {
-            fail_over_failed(&node, &config, &health, since, &mut clients).await;
+            fail_over_failed(&node, &config, &health, &mut clients).await;
         }
         tokio::time::sleep(interval.saturating_sub(round.elapsed())).await;
     }
@@ -98,6 +182,14 @@ fn desired_by_shard(node: &ControlNode) -> HashMap<String, Vec<pb::DesiredNamesp
                 namespace.policy.mode,
                 crate::model::NamespaceMode::ActivePassive { sync: true }
             );
+            let former_primary = state
+                .failovers
+                .values()
+                .rev()
+                .find(|f| f.namespace == namespace.name)
+                .filter(|f| f.to_shard == namespace.shard)
+                .map(|f| f.from_shard.clone())
+                .unwrap_or_default();
             desired
                 .entry(namespace.shard.clone())
                 .or_default()
@@ -109,6 +201,12 @@ fn desired_by_shard(node: &ControlNode) -> HashMap<String, Vec<pb::DesiredNamesp
                     sync,
                     max_lag_entries: namespace.max_lag.entries,
                     max_lag_ms: namespace.max_lag.ms,
+                    sync_confirmations: if sync {
+                        crate::promotion::sync_confirmations(namespace.standbys.len()) as u32
+                    } else {
+                        0
+                    },
+                    former_primary,
                 });
             for standby in &namespace.standbys {
                 // A former primary of this namespace keeps what its successor
@@ -130,6 +228,8 @@ fn desired_by_shard(node: &ControlNode) -> HashMap<String, Vec<pb::DesiredNamesp
                         sync,
                         max_lag_entries: namespace.max_lag.entries,
                         max_lag_ms: namespace.max_lag.ms,
+                        sync_confirmations: 0,
+                        former_primary: String::new(),
                     });
             }
         }
@@ -192,29 +292,27 @@ async fn probe_all(
         let Some(client) = client_for(node, clients, &shard, members, timeout) else {
             continue;
         };
-        let draining = node
-            .draining
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .contains(&shard);
-        let remaining = config
-            .lease_ms
-            .saturating_sub(confirmed.elapsed().as_millis() as u64);
-        let request = pb::LeaseRequest {
-            // A shard being drained keeps answering probes but gets no lease.
-            lease_ms: if draining { 0 } else { remaining },
-            desired: desired.remove(&shard).unwrap_or_default(),
+        // Counted from the start of the leadership confirmation (so it ends
+        // before any successor could have been elected plus a lease). A
+        // shard being drained keeps answering probes but gets revocations.
+        let Some((request, ticket)) = grant(
+            node,
+            config,
+            &shard,
+            desired.remove(&shard).unwrap_or_default(),
+            confirmed,
+        ) else {
+            continue;
         };
-        let granted = request.lease_ms > 0;
         probes.push(tokio::spawn(async move {
             let sent = Instant::now();
             let answer = tokio::time::timeout(timeout * 2, client.lease(request)).await;
-            (shard, answer, sent, Instant::now(), granted)
+            (shard, answer, sent, Instant::now(), ticket)
         }));
     }
     let window = Duration::from_millis(config.latency_window_ms.max(config.error_window_ms));
     for probe in probes {
-        let Ok((shard, answer, sent, at, granted)) = probe.await else {
+        let Ok((shard, answer, sent, at, ticket)) = probe.await else {
             continue;
         };
         let entry = health.entry(shard.clone()).or_default();
@@ -227,11 +325,9 @@ async fn probe_all(
         {
             entry.samples.pop_front();
         }
-        if ok && granted {
-            entry.last_grant = Some(at);
-        }
         match answer {
             Ok(Ok(response)) => {
+                note_answer(node, config, &shard, ticket, &response, (sent, at));
                 if entry.failures >= config.failed_probes {
                     tracing::info!(%shard, "shard answers probes again");
                 }
@@ -279,10 +375,8 @@ async fn fail_over_failed(
     node: &Arc<ControlNode>,
     config: &crate::config::FailoverSection,
     health: &HashMap<String, ShardHealth>,
-    leader_since: Instant,
     clients: &mut HashMap<String, (Vec<String>, Arc<Client>)>,
 ) {
-    let lease = Duration::from_millis(config.lease_ms) + LEASE_MARGIN;
     for (shard, shard_health) in health {
         // Each namespace is judged by its own policy (the global one with its
         // overrides) against the same probes.
@@ -297,8 +391,10 @@ async fn fail_over_failed(
                         return None;
                     }
                     let cause = policy_verdict(shard, shard_health, &policy)?;
-                    best_standby(n, health, config)?;
-                    Some((n.clone(), cause))
+                    candidates(n, health, config, None)
+                        .iter()
+                        .any(|c| c.eligible)
+                        .then(|| (n.clone(), cause))
                 })
                 .collect()
         });
@@ -308,21 +404,32 @@ async fn fail_over_failed(
         // A shard failed by latency or errors still answers probes: stop
         // granting it leases (until its namespaces have moved), then wait out
         // the last one.
-        node.draining
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(shard.clone());
-        let last_grant = shard_health
-            .last_grant
-            .unwrap_or(leader_since)
-            .max(leader_since);
-        if last_grant.elapsed() < lease {
-            continue;
-        }
-        for (namespace, cause) in victims {
-            let Some((target, promoted_seq)) = best_standby(&namespace, health, config) else {
-                tracing::warn!(namespace = %namespace.name, "primary failed and no standby is healthy");
+        let lease_end = {
+            let mut leases = node.leases.lock().unwrap_or_else(|e| e.into_inner());
+            let Some(ledger) = leases.as_mut() else {
+                return;
+            };
+            ledger.start_drain(shard);
+            if ledger.may_hold_until(shard, Instant::now()).is_some() {
                 continue;
+            }
+            ledger.lease_end(shard)
+        };
+        for (namespace, cause) in victims {
+            let sync = matches!(
+                namespace.policy.mode,
+                crate::model::NamespaceMode::ActivePassive { sync: true }
+            );
+            let choice = crate::promotion::choose_target(
+                &candidates(&namespace, health, config, lease_end),
+                sync,
+            );
+            let (target, promoted_seq) = match choice {
+                Ok(choice) => choice,
+                Err(why) => {
+                    tracing::warn!(namespace = %namespace.name, ?why, "primary failed; no standby may be promoted yet");
+                    continue;
+                }
             };
             let primary_seq = shard_health
                 .positions
@@ -334,7 +441,7 @@ async fn fail_over_failed(
             // counted them.
             let window = crate::model::LossWindow {
                 reported_at_ms: shard_health.positions_at.map_or(0, unix_ms_at),
-                writes_until_ms: unix_ms_at(last_grant) + lease.as_millis() as u64,
+                writes_until_ms: lease_end.map_or_else(now_unix_ms, unix_ms_at),
             };
             let command = ControlCommand::FailoverBounded(
                 crate::command::FailoverMove {
@@ -364,10 +471,14 @@ async fn fail_over_failed(
         }
         // Its replicated namespaces have moved; what it still hosts needs no
         // lease or will be re-checked next round.
-        node.draining
+        if let Some(ledger) = node
+            .leases
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(shard);
+            .as_mut()
+        {
+            ledger.end_drain(shard);
+        }
     }
 }
 
@@ -433,25 +544,38 @@ fn policy_verdict(
     None
 }
 
-/// The healthy standby with the most data, and its position.
-fn best_standby(
+/// Every standby of `namespace` as the promotion rule sees it; a position
+/// counts as reported after the old primary's lease when its probe was sent
+/// after `lease_end`.
+fn candidates(
     namespace: &crate::model::Namespace,
     health: &HashMap<String, ShardHealth>,
     config: &crate::config::FailoverSection,
-) -> Option<(String, u64)> {
+    lease_end: Option<Instant>,
+) -> Vec<crate::promotion::Candidate> {
     namespace
         .standbys
         .iter()
-        .filter_map(|standby| {
-            let h = health.get(&standby.shard)?;
-            if h.failures >= config.failed_probes || h.last_ok.is_none() {
-                return None;
+        .map(|standby| {
+            let h = health.get(&standby.shard);
+            let position = h.and_then(|h| h.positions.get(&namespace.name));
+            let healthy = h.is_some_and(|h| h.failures == 0 && h.last_ok.is_some());
+            let eligible = healthy
+                && h.is_some_and(|h| h.failures < config.failed_probes)
+                && position.is_some_and(|(role, _, resync)| {
+                    *role == pb::NamespaceRole::Standby as i32 && !resync
+                });
+            let reported_after_lease = h
+                .and_then(|h| h.positions_at)
+                .is_some_and(|at| lease_end.is_none_or(|end| at > end));
+            crate::promotion::Candidate {
+                shard: standby.shard.clone(),
+                position: position.map_or(0, |(_, seq, _)| *seq),
+                eligible,
+                reported_after_lease,
             }
-            let (role, seq, resync) = h.positions.get(&namespace.name)?;
-            (*role == pb::NamespaceRole::Standby as i32 && !resync)
-                .then(|| (standby.shard.clone(), *seq))
         })
-        .max_by_key(|(shard, seq)| (*seq, std::cmp::Reverse(shard.clone())))
+        .collect()
 }
 
 fn log_failover(record: &FailoverRecord) {
@@ -488,13 +612,10 @@ pub async fn promote_now(
     let desired = desired_by_shard(node)
         .remove(&record.to_shard)
         .unwrap_or_default();
-    if let Err(err) = client
-        .lease(pb::LeaseRequest {
-            lease_ms: config.lease_ms,
-            desired,
-        })
-        .await
-    {
+    let Some((request, _)) = grant(node, config, &record.to_shard, desired, Instant::now()) else {
+        return;
+    };
+    if let Err(err) = client.lease(request).await {
         tracing::warn!(shard = %record.to_shard, error = %err, "promotion probe failed; the next round retries");
     }
 }
@@ -652,10 +773,17 @@ async fn move_one(
         timeout,
     )
     .ok_or_else(|| ControlError::Unavailable("standby shard has no members".into()))?;
-    node.draining
+    let revoke = node
+        .leases
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .insert(namespace.shard.clone());
+        .as_mut()
+        .map(|ledger| ledger.revoke(&namespace.shard))
+        .ok_or_else(|| {
+            ControlError::Unavailable(
+                "this control-plane member is not yet leading with a lease ledger; retry".into(),
+            )
+        })?;
     let result = async {
         let detected_at_ms = now_unix_ms();
         let position = |response: &pb::LeaseResponse| {
@@ -665,29 +793,39 @@ async fn move_one(
                 .find(|p| p.namespace == namespace.name)
                 .map_or(0, |p| p.change_seq)
         };
-        // Revoke the primary's lease; the answer is its final position.
-        let revoke = pb::LeaseRequest {
-            lease_ms: 0,
-            desired: Vec::new(),
-        };
-        // A probe built before this shard was marked draining may still land
-        // and grant a lease: revoke, let such probes time out, revoke again.
-        if primary.lease(revoke.clone()).await.is_ok() {
-            tokio::time::sleep(timeout * 2).await;
-        }
-        let (primary_seq, cause, window) = match primary.lease(revoke.clone()).await {
+        // Revoke the primary's lease; the answer is its final position. The
+        // revocation is numbered after every grant sent so far, so a grant
+        // still on its way is ignored when it lands: once the shard answers,
+        // it holds no lease.
+        let revocation = lease_request(config, revoke, Vec::new(), Instant::now());
+        let (primary_seq, cause, window) = match primary.lease(revocation).await {
             // Drained: without a lease it acknowledges nothing more.
-            Ok(response) => (
+            Ok(response) => {
+                if let Some(ledger) = node.leases.lock().unwrap_or_else(|e| e.into_inner()).as_mut() {
+                    ledger.revoked(&namespace.shard, revoke);
+                }
+                (
                 Some(position(&response)),
                 format!("manual failover by {} (drained)", request.actor),
                 crate::model::LossWindow {
                     reported_at_ms: now_unix_ms(),
                     writes_until_ms: now_unix_ms(),
                 },
-            ),
+            )
+            }
             Err(err) if request.force => {
                 tracing::warn!(error = %err, "primary unreachable; waiting out its lease");
-                tokio::time::sleep(Duration::from_millis(config.lease_ms) + LEASE_MARGIN).await;
+                // Until every grant it may hold has surely ended.
+                loop {
+                    let until = node
+                        .leases
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .as_ref()
+                        .and_then(|l| l.may_hold_until(&namespace.shard, Instant::now()));
+                    let Some(until) = until else { break };
+                    tokio::time::sleep_until(until.into()).await;
+                }
                 (
                     None,
                     format!("manual failover by {} (forced: primary unreachable)", request.actor),
@@ -707,11 +845,10 @@ async fn move_one(
         // Wait until the standby has everything the primary logged.
         let deadline = Instant::now() + DRAIN_TIMEOUT;
         let promoted_seq = loop {
+            let (grant_request, _) = grant(node, config, &target.shard, Vec::new(), Instant::now())
+                .ok_or_else(|| ControlError::Unavailable("leadership lost during the move".into()))?;
             let standby_seq = standby
-                .lease(pb::LeaseRequest {
-                    lease_ms: config.lease_ms,
-                    desired: Vec::new(),
-                })
+                .lease(grant_request)
                 .await
                 .map(|r| position(&r))
                 .map_err(|e| ControlError::Unavailable(format!("standby {}: {e}", target.shard)))?;
@@ -780,10 +917,14 @@ async fn move_one(
         }
     }
     .await;
-    node.draining
+    if let Some(ledger) = node
+        .leases
         .lock()
         .unwrap_or_else(|e| e.into_inner())
-        .remove(&namespace.shard);
+        .as_mut()
+    {
+        ledger.end_drain(&namespace.shard);
+    }
     result
 }
 

@@ -26,8 +26,9 @@ pub struct ControlNode {
     pub machine: Arc<ControlStateMachine>,
     /// How shards and peers are dialed (TLS, WAN rewrites).
     pub dialer: meridian_net::Dialer,
-    /// Shards being drained: probes grant them no write lease.
-    pub draining: std::sync::Mutex<std::collections::HashSet<String>>,
+    /// Every lease grant this member sent while leading, and which shards
+    /// are being drained (`None` while it does not lead).
+    pub leases: std::sync::Mutex<Option<crate::lease::LeaseLedger>>,
     /// Each shard's namespace positions from its last successful probe.
     pub positions:
         std::sync::Mutex<std::collections::HashMap<String, std::collections::HashMap<String, u64>>>,
@@ -70,7 +71,7 @@ impl ControlNode {
             raft,
             machine,
             dialer,
-            draining: Default::default(),
+            leases: Default::default(),
             positions: Default::default(),
             reads,
         }))

@@ -1,6 +1,8 @@
 //! Circuit breakers per shard: after `threshold` consecutive failures a shard's
 //! breaker opens and calls fail at once for `open_for`; then one trial call is let
 //! through (half-open) — success closes the breaker, failure opens it again.
+//! A trial that never reports (its call was cancelled) counts as failed once
+//! `open_for` has passed, so the breaker cannot stick half-open.
 //! Pure logic; the caller passes the time.
 
 use std::time::{Duration, Instant};
@@ -18,8 +20,12 @@ pub enum BreakerState {
         /// When a trial may be made.
         until: Instant,
     },
-    /// One trial call is in flight.
-    HalfOpen,
+    /// One trial call is in flight; if it has not reported by `until`, it
+    /// counts as failed and another trial may go.
+    HalfOpen {
+        /// When an unreported trial is given up.
+        until: Instant,
+    },
 }
 
 /// One shard's breaker.
@@ -45,13 +51,14 @@ impl Breaker {
     pub fn allow(&mut self, now: Instant) -> Result<(), Duration> {
         match self.state {
             BreakerState::Closed { .. } => Ok(()),
-            BreakerState::Open { until } if now >= until => {
-                self.state = BreakerState::HalfOpen;
+            BreakerState::Open { until } | BreakerState::HalfOpen { until } if now >= until => {
+                self.state = BreakerState::HalfOpen {
+                    until: now + self.open_for,
+                };
                 Ok(())
             }
-            BreakerState::Open { until } => Err(until - now),
             // Only one trial at a time.
-            BreakerState::HalfOpen => Err(self.open_for),
+            BreakerState::Open { until } | BreakerState::HalfOpen { until } => Err(until - now),
         }
     }
 
@@ -96,6 +103,21 @@ mod tests {
         assert!(breaker.allow(start + Duration::from_secs(2)).is_ok());
         assert!(breaker.allow(start + Duration::from_secs(2)).is_err());
         breaker.record(true, start + Duration::from_secs(2));
+        assert_eq!(breaker.state(), BreakerState::Closed { failures: 0 });
+    }
+
+    #[test]
+    fn a_trial_that_never_reports_does_not_stick() {
+        let start = Instant::now();
+        let open_for = Duration::from_secs(1);
+        let mut breaker = Breaker::new(1, open_for);
+        breaker.record(false, start);
+        // The trial goes out and its caller goes away without a verdict.
+        assert!(breaker.allow(start + open_for).is_ok());
+        assert!(breaker.allow(start + open_for).is_err());
+        // Once the trial's time is up, it counts as failed: a new trial goes.
+        assert!(breaker.allow(start + open_for * 2).is_ok());
+        breaker.record(true, start + open_for * 2);
         assert_eq!(breaker.state(), BreakerState::Closed { failures: 0 });
     }
 

@@ -59,11 +59,14 @@ fn nearest_kind(read: Option<&pb::ReadOptions>) -> Option<bool> {
 /// Metadata key naming the client for rate limiting.
 const CLIENT_HEADER: &str = "meridian-client";
 
-fn with_retry_after(mut status: Status, after: Duration) -> Status {
-    if let Ok(value) = after.as_millis().max(1).to_string().parse() {
-        status.metadata_mut().insert("retry-after-ms", value);
-    }
+/// Attaches `reason` (which carries `retry-after-ms`) to `status`.
+fn with_reason(mut status: Status, reason: meridian_client::Reason) -> Status {
+    reason.attach(&mut status);
     status
+}
+
+fn retry_after_ms(after: Duration) -> u64 {
+    u64::try_from(after.as_millis()).unwrap_or(u64::MAX).max(1)
 }
 
 impl GatewayService {
@@ -119,14 +122,16 @@ impl GatewayService {
             .acquire(&client, Instant::now());
         outcome.map_err(|after| {
             self.counters.rate_limited.inc();
-            with_retry_after(
+            with_reason(
                 Status::resource_exhausted(format!(
                     "rate limit: client {client:?} exceeded limits.requests_per_second = {} (burst {}); retry after {} ms",
                     self.limits.requests_per_second,
                     self.limits.burst,
                     after.as_millis().max(1)
                 )),
-                after,
+                meridian_client::Reason::RateLimited {
+                    retry_after_ms: retry_after_ms(after),
+                },
             )
         })
     }
@@ -139,12 +144,13 @@ impl GatewayService {
     {
         let first = self.forward_once(namespace, &call).await;
         match &first {
-            // The shard says it is no longer the namespace's primary: a failover
-            // moved it and this gateway's push has not arrived yet. Ask the
-            // control plane for the current route and retry once there.
+            // The shard says it is no longer (or may no longer be) the
+            // namespace's primary: a failover moved it and this gateway's
+            // push has not arrived yet. Ask the control plane for the current
+            // route and retry once there.
             Err(status)
-                if status.code() == tonic::Code::FailedPrecondition
-                    && status.message().contains("is a standby on this shard") =>
+                if meridian_client::Reason::of(status)
+                    .is_some_and(|reason| reason.route_may_be_stale()) =>
             {
                 if let Ok(response) = self.control.get_route(namespace).await
                     && let Some(route) = response.route
@@ -186,13 +192,15 @@ impl GatewayService {
             .allow(Instant::now());
         if let Err(after) = allowed {
             self.counters.failed.inc();
-            return Err(with_retry_after(
+            return Err(with_reason(
                 Status::unavailable(format!(
                     "circuit breaker open for shard {shard}: it failed {} calls in a row; retry after {} ms",
                     self.limits.breaker_failures,
                     after.as_millis().max(1)
                 )),
-                after,
+                meridian_client::Reason::BreakerOpen {
+                    retry_after_ms: retry_after_ms(after),
+                },
             ));
         }
         let result = call(client).await;

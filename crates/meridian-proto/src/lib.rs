@@ -4,8 +4,12 @@
 //!   (`Kv`, `Admin`, and the internal `RaftTransport`).
 //! - [`FILE_DESCRIPTOR_SET`]: the compiled descriptors, served by gRPC reflection so
 //!   `grpcurl` works without the `.proto` files.
+//! - [`reason`]: machine-readable reasons for refusals, carried in metadata,
+//!   attached and read back in one place.
 //!
 //! The `.proto` files under `proto/` are the public API; this crate only compiles them.
+
+pub mod reason;
 
 /// Generated code for protobuf package `meridian.v1`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

@@ -351,4 +351,19 @@ pub enum Rejection {
         /// The namespace.
         name: String,
     },
+    /// A version or change sequence number above the limit, which would let
+    /// later writes overflow (imports and rebuilds carry them from outside).
+    #[error(
+        "namespace {name:?}: {what} {value} exceeds the limit {limit} (versions and change sequence numbers must leave room to grow)"
+    )]
+    OutOfRange {
+        /// The namespace.
+        name: String,
+        /// What was out of range ("imported version", "resync through_seq").
+        what: String,
+        /// The value given.
+        value: u64,
+        /// The limit.
+        limit: u64,
+    },
 }

@@ -5,13 +5,12 @@
 
 use crate::command::Rejection;
 use crate::limits::LimitError;
-use tonic::metadata::MetadataValue;
 use tonic::{Code, Status};
 
-/// Metadata key carrying the leader's node id on a redirect.
-pub const LEADER_ID_HEADER: &str = "meridian-leader-id";
-/// Metadata key carrying the leader's gRPC address on a redirect.
-pub const LEADER_ADDRESS_HEADER: &str = "meridian-leader-address";
+use meridian_proto::reason::Reason;
+pub use meridian_proto::reason::{
+    LEADER_ADDRESS_KEY as LEADER_ADDRESS_HEADER, LEADER_ID_KEY as LEADER_ID_HEADER,
+};
 
 /// Everything a shard request can fail with.
 #[derive(Debug, thiserror::Error)]
@@ -60,13 +59,35 @@ pub enum ShardError {
     /// Raft stopped or failed (UNAVAILABLE).
     #[error("raft unavailable: {0}")]
     Raft(String),
-    /// The shard's leader holds no write lease from the control plane, so it
-    /// may have been failed over: writes to replicated namespaces wait
-    /// (UNAVAILABLE; nothing was written).
+    /// The shard's leader holds no current lease from the control plane, so
+    /// another region may already have been promoted: writes and strong,
+    /// session and bounded reads of the replicated namespace are refused
+    /// (UNAVAILABLE; nothing was done).
     #[error(
-        "no write lease: this shard has not been confirmed by the control plane recently, so writes to replicated namespaces are paused (it may have been failed over); nothing was written"
+        "no write lease: namespace {namespace:?} (epoch {epoch} here) is replicated and this shard has not been confirmed as its primary by the control plane recently, so it may have been failed over; writes and strong, session and bounded reads are refused here (nothing was done) — retry, or read eventual"
     )]
-    NoLease,
+    NoLease {
+        /// The namespace.
+        namespace: String,
+        /// Its epoch on this shard.
+        epoch: u64,
+    },
+    /// A sync namespace has fewer standbys able to confirm writes than its
+    /// acknowledgement rule needs: the write is refused before anything is
+    /// applied (UNAVAILABLE; nothing was written).
+    #[error(
+        "namespace {namespace:?} is sync and needs {needed} standby confirmation(s) per write, but only {able} standby(s) can confirm now ({detail}); the write was refused before anything was applied"
+    )]
+    NoSyncQuorum {
+        /// The namespace.
+        namespace: String,
+        /// Confirmations a write needs.
+        needed: usize,
+        /// Standbys able to confirm now.
+        able: usize,
+        /// Which standbys cannot, and why.
+        detail: String,
+    },
     /// A sync namespace's write committed in the primary region, but no standby
     /// confirmed it in time: it is not acknowledged (UNAVAILABLE; outcome
     /// unknown, as a failover may or may not keep it).
@@ -77,6 +98,18 @@ pub enum ShardError {
         /// The namespace.
         namespace: String,
         /// How long the primary waited.
+        waited_ms: u64,
+    },
+    /// A strong, session or bounded read of a sync namespace could see
+    /// changes no standby has confirmed yet, and none confirmed them in time
+    /// (UNAVAILABLE; nothing was done, retry).
+    #[error(
+        "namespace {namespace:?} is sync and its standbys have not confirmed its latest changes within {waited_ms} ms, so a strong read could see a write a failover would lose; retry, or read eventual"
+    )]
+    NotConfirmed {
+        /// The namespace.
+        namespace: String,
+        /// How long the read waited.
         waited_ms: u64,
     },
     /// The RPO gate: a standby is further behind than the namespace's
@@ -110,6 +143,18 @@ pub enum ShardError {
         /// The read's bound.
         bound_ms: u64,
     },
+    /// This copy of the namespace is waiting to be rebuilt from its primary
+    /// (a demoted former primary): it serves no reads until then
+    /// (FAILED_PRECONDITION: read from the primary).
+    #[error(
+        "this copy of namespace {namespace:?} (epoch {epoch}) is being rebuilt from its primary and serves no reads until then — read from the primary"
+    )]
+    Rebuilding {
+        /// The namespace.
+        namespace: String,
+        /// Its epoch here.
+        epoch: u64,
+    },
     /// Listeners or TLS could not be set up (start-up only).
     #[error(transparent)]
     Net(#[from] meridian_net::NetError),
@@ -134,6 +179,7 @@ impl ShardError {
             ShardError::Rejected(Rejection::NamespaceNotFound { .. }) => Code::NotFound,
             ShardError::Rejected(Rejection::NamespaceExists { .. }) => Code::AlreadyExists,
             ShardError::Rejected(Rejection::TooManyNamespaces { .. }) => Code::ResourceExhausted,
+            ShardError::Rejected(Rejection::OutOfRange { .. }) => Code::InvalidArgument,
             ShardError::Rejected(
                 Rejection::NotPrimary { .. }
                 | Rejection::StaleEpoch { .. }
@@ -147,31 +193,67 @@ impl ShardError {
             ShardError::Storage(_) => Code::Internal,
             ShardError::Raft(_) => Code::Unavailable,
             ShardError::Net(_) => Code::Internal,
-            ShardError::NoLease | ShardError::NotReplicated { .. } => Code::Unavailable,
+            ShardError::NoLease { .. }
+            | ShardError::NotReplicated { .. }
+            | ShardError::NotConfirmed { .. }
+            | ShardError::NoSyncQuorum { .. } => Code::Unavailable,
             ShardError::LagExceeded { .. } => Code::ResourceExhausted,
-            ShardError::TooStale { .. } => Code::FailedPrecondition,
+            ShardError::TooStale { .. } | ShardError::Rebuilding { .. } => Code::FailedPrecondition,
         }
+    }
+}
+
+impl ShardError {
+    /// The machine-readable reason a caller acts on, for the refusals that
+    /// have one. This is the one place shard errors get their reasons.
+    pub fn reason(&self) -> Option<Reason> {
+        Some(match self {
+            ShardError::NotLeader {
+                leader_id,
+                leader_address,
+            } => Reason::NotLeader {
+                leader_id: *leader_id,
+                leader_address: leader_address.clone(),
+            },
+            ShardError::NoQuorum(_) | ShardError::NotConfirmed { .. } => Reason::NoQuorum,
+            ShardError::OutcomeUnknown | ShardError::NotReplicated { .. } => Reason::OutcomeUnknown,
+            ShardError::NoLease { namespace, epoch } => Reason::NoLease {
+                namespace: namespace.clone(),
+                epoch: *epoch,
+            },
+            ShardError::NoSyncQuorum { namespace, .. } => Reason::NoSyncQuorum {
+                namespace: namespace.clone(),
+            },
+            ShardError::LagExceeded { namespace, .. } => Reason::RpoExceeded {
+                namespace: namespace.clone(),
+            },
+            ShardError::DiskFull { .. } => Reason::DiskFull,
+            ShardError::Rebuilding { namespace, epoch } => Reason::NotPrimary {
+                namespace: namespace.clone(),
+                epoch: *epoch,
+                primary: None,
+            },
+            ShardError::Rejected(Rejection::NotPrimary { name, epoch }) => Reason::NotPrimary {
+                namespace: name.clone(),
+                epoch: *epoch,
+                primary: None,
+            },
+            ShardError::Rejected(Rejection::StaleEpoch { name, current, .. }) => {
+                Reason::StaleEpoch {
+                    namespace: name.clone(),
+                    epoch: *current,
+                }
+            }
+            _ => return None,
+        })
     }
 }
 
 impl From<ShardError> for Status {
     fn from(error: ShardError) -> Self {
         let mut status = Status::new(error.code(), error.to_string());
-        if let ShardError::NotLeader {
-            leader_id,
-            leader_address,
-        } = &error
-        {
-            if let Some(id) = leader_id {
-                status
-                    .metadata_mut()
-                    .insert(LEADER_ID_HEADER, MetadataValue::from(*id));
-            }
-            if let Some(address) = leader_address
-                && let Ok(value) = address.parse()
-            {
-                status.metadata_mut().insert(LEADER_ADDRESS_HEADER, value);
-            }
+        if let Some(reason) = error.reason() {
+            reason.attach(&mut status);
         }
         status
     }

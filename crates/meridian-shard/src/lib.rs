@@ -8,6 +8,8 @@
 //! - [`state_machine`]: applying commands; reads of the applied state.
 //! - [`digest`]: integrity digests that any two copies of a namespace can compare.
 //! - [`node`]: request logic — proposing, read barriers, leader discovery.
+//! - [`lease`]: the write lease from the control plane (when a grant holds).
+//! - [`sync_rule`]: when a sync namespace's write may be proposed and acknowledged.
 //! - [`replication`]: shipping active-passive namespaces to their standbys.
 //! - [`api`]: the `meridian.v1` gRPC services (`Kv`, `Admin`).
 //! - [`server`]: serving gRPC and HTTP (`/health/*`, `/metrics`) until shutdown.
@@ -20,12 +22,14 @@ pub mod digest;
 pub mod disk;
 pub mod error;
 pub mod keys;
+pub mod lease;
 pub mod limits;
 pub mod metrics;
 pub mod node;
 pub mod replication;
 pub mod server;
 pub mod state_machine;
+pub mod sync_rule;
 
 pub use config::NodeConfig;
 pub use error::ShardError;

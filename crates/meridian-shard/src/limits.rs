@@ -107,6 +107,11 @@ pub enum LimitError {
     Malformed(String),
 }
 
+/// Largest version an imported or replicated key may carry, and largest
+/// change sequence number a rebuild may set: 2^62, leaving room for 2^62
+/// further writes, so version and sequence arithmetic can never overflow.
+pub const MAX_VERSION: u64 = 1 << 62;
+
 /// Longest namespace name.
 pub const MAX_NAMESPACE_NAME: usize = 63;
 

@@ -38,10 +38,13 @@ pub struct ShardNode {
     /// Set once the control plane has accepted this node's registration (always
     /// true for a standalone shard).
     registered: AtomicBool,
-    /// Until when this node (as leader) may accept writes to replicated
-    /// namespaces; granted by the control plane's probes. The control plane
-    /// promotes a standby only after a lease it granted has surely run out.
-    lease_until: std::sync::Mutex<Option<std::time::Instant>>,
+    /// The write lease for replicated namespaces, granted by the control
+    /// plane's probes (see [`crate::lease`]). The control plane promotes a
+    /// standby only after every lease it granted has surely run out.
+    lease: std::sync::Mutex<crate::lease::LeaseState>,
+    /// Standby confirmations each sync namespace's writes need, as the
+    /// control plane's last lease probe said (see [`crate::sync_rule`]).
+    sync_policies: std::sync::Mutex<std::collections::HashMap<String, SyncPolicy>>,
     /// On a standby's leader: when each namespace was last known to hold
     /// everything its primary had logged (bounded reads at the standby).
     standby_current_at: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
@@ -49,6 +52,16 @@ pub struct ShardNode {
     strong_reads: ReadBarrier,
     /// Coalesced lease check for bounded and session reads.
     lease_reads: ReadBarrier,
+}
+
+/// A sync namespace's acknowledgement rule, as the control plane's last
+/// lease probe gave it.
+#[derive(Debug, Clone, Default)]
+pub struct SyncPolicy {
+    /// Standby confirmations a write needs (0: not known yet).
+    pub confirmations: usize,
+    /// The shard this copy took over from in its last promotion, if any.
+    pub former_primary: Option<String>,
 }
 
 /// A command queued for the Raft log; its outcome arrives when it applies.
@@ -104,7 +117,8 @@ impl ShardNode {
             crate::replication::BandwidthCap::new(config.replication.max_bytes_per_second);
         Ok(Arc::new(Self {
             registered,
-            lease_until: std::sync::Mutex::new(None),
+            lease: Default::default(),
+            sync_policies: Default::default(),
             standby_current_at: Default::default(),
             strong_reads,
             lease_reads,
@@ -162,22 +176,89 @@ impl ShardNode {
         }
     }
 
-    /// Grants this node a write lease of `duration` from now.
-    pub fn grant_lease(&self, duration: std::time::Duration) {
-        *self.lease_until.lock().unwrap_or_else(|e| e.into_inner()) =
-            Some(std::time::Instant::now() + duration);
+    /// This node's current Raft term.
+    fn current_term(&self) -> u64 {
+        self.raft.raft.metrics().borrow_watched().current_term
     }
 
-    /// Whether this node holds a current write lease.
+    /// Takes (or revokes, or refuses) a lease grant from the control plane,
+    /// bound to the current Raft term; returns what was decided.
+    pub fn apply_grant(&self, grant: &crate::lease::Grant) -> crate::lease::LeaseDecision {
+        let term = self.current_term();
+        let decision = self.lease.lock().unwrap_or_else(|e| e.into_inner()).apply(
+            grant,
+            std::time::Instant::now(),
+            crate::lease::now_unix_ms(),
+            term,
+        );
+        if let crate::lease::LeaseDecision::Refuse(refusal) = &decision {
+            tracing::warn!(%refusal, "lease grant refused");
+        }
+        decision
+    }
+
+    /// Whether this node holds a current write lease as its shard's leader.
     pub fn has_lease(&self) -> bool {
-        self.lease_until
+        let term = self.current_term();
+        self.lease
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .is_some_and(|until| std::time::Instant::now() < until)
+            .holds(std::time::Instant::now(), term)
     }
 
-    /// A sync namespace's write is acknowledged only once a standby region has
-    /// it durably (applied through the standby shard's Raft log).
+    /// Records a sync namespace's acknowledgement rule (from the control
+    /// plane's lease probe).
+    pub fn set_sync_policy(&self, namespace: &str, policy: SyncPolicy) {
+        self.sync_policies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(namespace.to_string(), policy);
+    }
+
+    fn sync_policy(&self, namespace: &str) -> SyncPolicy {
+        self.sync_policies
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(namespace)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    fn confirmations_needed(&self, namespace: &str) -> usize {
+        self.sync_policy(namespace).confirmations
+    }
+
+    /// A sync namespace's write is proposed only while enough standbys can
+    /// confirm it; otherwise it is refused before anything is applied.
+    fn check_sync_quorum(&self, command: &Command) -> Result<(), ShardError> {
+        let Some(namespace) = command.client_write_namespace() else {
+            return Ok(());
+        };
+        let Some(record) = self.machine.namespace(namespace) else {
+            return Ok(());
+        };
+        if !record.sync
+            || record.epoch == 0
+            || record.role != crate::command::NamespaceRole::Primary
+        {
+            return Ok(());
+        }
+        crate::sync_rule::may_propose(
+            self.confirmations_needed(namespace),
+            &self.replication.views(namespace),
+            std::time::Instant::now(),
+        )
+        .map_err(|refusal| ShardError::NoSyncQuorum {
+            namespace: namespace.to_string(),
+            needed: refusal.needed,
+            able: refusal.able,
+            detail: refusal.detail,
+        })
+    }
+
+    /// A sync namespace's write is acknowledged only once as many standby
+    /// regions as the sync rule needs have it durably (applied through each
+    /// standby shard's Raft log).
     async fn wait_for_standby(&self, command: &Command) -> Result<(), ShardError> {
         let Some(namespace) = command.client_write_namespace() else {
             return Ok(());
@@ -191,7 +272,12 @@ impl ShardNode {
         let timeout = std::time::Duration::from_millis(self.config.limits.sync_timeout_ms);
         if self
             .replication
-            .wait_acked(namespace, record.change_seq, timeout)
+            .wait_confirmed(
+                namespace,
+                record.change_seq,
+                self.confirmations_needed(namespace),
+                timeout,
+            )
             .await
         {
             Ok(())
@@ -249,17 +335,27 @@ impl ShardNode {
     /// A client write to a replicated namespace needs the lease: without it
     /// this shard may already have been failed over.
     fn check_lease(&self, command: &Command) -> Result<(), ShardError> {
-        let Some(namespace) = command.client_write_namespace() else {
-            return Ok(());
-        };
+        match command.client_write_namespace() {
+            Some(namespace) => self.check_namespace_lease(namespace),
+            None => Ok(()),
+        }
+    }
+
+    /// On a replicated namespace's primary, anything that must not happen on
+    /// a replaced primary (acknowledging a write, a strong, session or bounded
+    /// read) needs the current lease.
+    fn check_namespace_lease(&self, namespace: &str) -> Result<(), ShardError> {
         let replicated = self
             .machine
             .namespace(namespace)
-            .is_some_and(|r| r.epoch > 0 && r.role == crate::command::NamespaceRole::Primary);
-        if replicated && !self.has_lease() {
-            return Err(ShardError::NoLease);
+            .filter(|r| r.epoch > 0 && r.role == crate::command::NamespaceRole::Primary);
+        match replicated {
+            Some(record) if !self.has_lease() => Err(ShardError::NoLease {
+                namespace: namespace.to_string(),
+                epoch: record.epoch,
+            }),
+            _ => Ok(()),
         }
-        Ok(())
     }
 
     /// Replicates `command` to a quorum (each member fsyncs before acknowledging),
@@ -279,6 +375,7 @@ impl ShardNode {
             return Err(self.not_leader());
         }
         self.check_lease(command)?;
+        self.check_sync_quorum(command)?;
         self.check_rpo(command).await?;
         if let Err((free_bytes, min_free_bytes)) = self.disk.check() {
             return Err(ShardError::DiskFull {
@@ -352,6 +449,54 @@ impl ShardNode {
         barrier.wait().await.map_err(ShardError::from)
     }
 
+    /// The fence on a replicated namespace's primary, after the read barrier:
+    /// strong, session and bounded reads need the lease (checked after the
+    /// barrier, so no other copy was promoted before the read's data was
+    /// current), and in sync mode they also wait until the standbys hold
+    /// every change the read may see — otherwise a read could return a write
+    /// that a failover then loses, and a later read would go back in time.
+    async fn fence_read(
+        &self,
+        namespace: &str,
+        options: Option<&ReadOptions>,
+    ) -> Result<(), ShardError> {
+        if options.is_some_and(|o| o.consistency() == Consistency::Eventual) {
+            return Ok(());
+        }
+        self.check_namespace_lease(namespace)?;
+        let Some(record) = self.machine.namespace(namespace) else {
+            return Ok(());
+        };
+        if record.sync && record.epoch > 0 {
+            let timeout = std::time::Duration::from_millis(self.config.limits.sync_timeout_ms);
+            let policy = self.sync_policy(namespace);
+            // The former primary holds (once rebuilt, before it may be
+            // promoted) everything this copy had when it took over.
+            let holds = policy
+                .former_primary
+                .map(|shard| (shard, record.promoted_seq));
+            if !self
+                .replication
+                .wait_held(
+                    namespace,
+                    record.change_seq,
+                    policy.confirmations,
+                    holds,
+                    timeout,
+                )
+                .await
+            {
+                return Err(ShardError::NotConfirmed {
+                    namespace: namespace.to_string(),
+                    waited_ms: self.config.limits.sync_timeout_ms,
+                });
+            }
+            // The lease must still hold once the standbys have caught up.
+            self.check_namespace_lease(namespace)?;
+        }
+        Ok(())
+    }
+
     /// Records that this standby copy of `namespace` held everything its
     /// primary had logged, as of now.
     pub fn note_standby_current(&self, namespace: &str) {
@@ -375,9 +520,16 @@ impl ShardNode {
             .namespace(namespace)
             .filter(|r| r.role == crate::command::NamespaceRole::Standby);
         let Some(record) = standby else {
-            return self.read_barrier(options).await;
+            self.read_barrier(options).await?;
+            return self.fence_read(namespace, options).await;
         };
         match options.map(|o| o.consistency()).unwrap_or_default() {
+            // A copy waiting to be rebuilt holds its set-aside writes and
+            // possibly partial data: it serves nothing until rebuilt.
+            Consistency::Eventual if record.resync_needed => Err(ShardError::Rebuilding {
+                namespace: namespace.to_string(),
+                epoch: record.epoch,
+            }),
             Consistency::Eventual => Ok(()),
             Consistency::Bounded => {
                 if !self.raft.raft.is_leader() {

@@ -82,6 +82,10 @@ pub struct StandbyProgress {
     pub waiting_since: Option<Instant>,
     /// Compressed bytes sent to it.
     pub bytes_sent: u64,
+    /// When it last answered.
+    pub last_answer: Option<Instant>,
+    /// Whether it is being rebuilt with a full copy (it cannot confirm writes).
+    pub rebuilding: bool,
 }
 
 impl StandbyProgress {
@@ -218,13 +222,65 @@ impl ReplicationProgress {
         let _ = tokio::time::timeout(timeout, acks.changed()).await;
     }
 
-    /// Waits until some standby of `namespace` confirmed `seq`, or `timeout`.
-    pub async fn wait_acked(&self, namespace: &str, seq: u64, timeout: Duration) -> bool {
+    /// What the sync rule needs to know of every standby of `namespace`.
+    pub fn views(&self, namespace: &str) -> Vec<crate::sync_rule::StandbyView> {
+        self.pairs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|((ns, _), _)| ns == namespace)
+            .map(|((_, shard), p)| crate::sync_rule::StandbyView {
+                shard: shard.clone(),
+                confirmed: p.acked,
+                last_answer: p.last_answer,
+                rebuilding: p.rebuilding,
+            })
+            .collect()
+    }
+
+    /// Waits until `needed` standbys of `namespace` confirmed `seq` (the
+    /// sync rule), or `timeout`.
+    pub async fn wait_confirmed(
+        &self,
+        namespace: &str,
+        seq: u64,
+        needed: usize,
+        timeout: Duration,
+    ) -> bool {
+        self.wait_held(namespace, seq, needed, None, timeout).await
+    }
+
+    /// As [`Self::wait_confirmed`], counting standby `holds.0` as having
+    /// confirmed everything up to `holds.1` (a former primary that is rebuilt
+    /// before it may be promoted).
+    pub async fn wait_held(
+        &self,
+        namespace: &str,
+        seq: u64,
+        needed: usize,
+        holds: Option<(String, u64)>,
+        timeout: Duration,
+    ) -> bool {
         let mut acks = self.acks.subscribe();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             acks.borrow_and_update();
-            if self.best_acked(namespace) >= seq {
+            let mut views = self.views(namespace);
+            if let Some((shard, through)) = &holds {
+                match views.iter_mut().find(|v| &v.shard == shard) {
+                    Some(view) => {
+                        view.confirmed = Some(view.confirmed.unwrap_or(0).max(*through));
+                        view.rebuilding = false;
+                    }
+                    None => views.push(crate::sync_rule::StandbyView {
+                        shard: shard.clone(),
+                        confirmed: Some(*through),
+                        last_answer: None,
+                        rebuilding: false,
+                    }),
+                }
+            }
+            if crate::sync_rule::acknowledged(needed, &views, seq) {
                 return true;
             }
             match tokio::time::timeout_at(deadline, acks.changed()).await {
@@ -398,7 +454,12 @@ async fn ship(
             pair.reset();
             let result = send(&pair.client, &pair.namespace, record.epoch, head).await;
             let result = settle(
-                (&pair.node, &pair.client, &pair.namespace),
+                (
+                    &pair.node,
+                    &pair.client,
+                    &pair.namespace,
+                    &pair.target.shard,
+                ),
                 record.epoch,
                 result,
             )
@@ -429,7 +490,7 @@ async fn ship(
         };
         tokio::select! {
             Some((last, result)) = pair.in_flight.next(), if !pair.in_flight.is_empty() => {
-                let result = settle((&pair.node, &pair.client, &pair.namespace), record.epoch, result).await;
+                let result = settle((&pair.node, &pair.client, &pair.namespace, &pair.target.shard), record.epoch, result).await;
                 let head = pair.node.machine.namespace(&pair.namespace).map_or(head, |r| r.change_seq);
                 if pair.answered(result, head).await && pair.acked.is_some_and(|a| a < last) {
                     // The standby stopped short (a gap or a rebuild): what
@@ -547,6 +608,12 @@ impl Pair {
             Ok(confirmed) => {
                 self.failures = 0;
                 self.last_answer = Instant::now();
+                let at = self.last_answer;
+                self.node
+                    .replication
+                    .update(&self.namespace, &self.target.shard, |p| {
+                        p.last_answer = Some(at);
+                    });
                 let confirmed = confirmed.max(self.acked.unwrap_or(0));
                 // After a first answer or a full copy, ship from where the
                 // standby is.
@@ -629,12 +696,19 @@ fn shipment(
 /// Turns a standby's answer into its position, rebuilding it first if it said
 /// it has diverged (a demoted primary).
 async fn settle(
-    (node, client, namespace): (&ShardNode, &Client, &str),
+    (node, client, namespace, shard): (&ShardNode, &Client, &str, &str),
     epoch: u64,
     result: Result<pb::ReplicateResponse, String>,
 ) -> Result<u64, String> {
     match result {
-        Ok(response) if response.resync_needed => full_copy(node, client, namespace, epoch).await,
+        Ok(response) if response.resync_needed => {
+            node.replication
+                .update(namespace, shard, |p| p.rebuilding = true);
+            let result = full_copy(node, client, namespace, epoch).await;
+            node.replication
+                .update(namespace, shard, |p| p.rebuilding = result.is_err());
+            result
+        }
         Ok(response) => Ok(response.applied_seq),
         Err(err) => Err(err),
     }

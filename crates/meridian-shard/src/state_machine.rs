@@ -43,6 +43,28 @@ pub struct NamespaceRecord {
     pub max_lag_entries: u64,
     /// RPO gate: oldest unconfirmed change's age in ms (0: no bound).
     pub max_lag_ms: u64,
+    /// The change position this copy had when it was last promoted from
+    /// standby to primary (0: never promoted). The former primary it took
+    /// over from is rebuilt before it may be promoted again, so it counts as
+    /// holding every change up to here (the sync read fence).
+    pub promoted_seq: u64,
+}
+
+/// The second stored form of [`NamespaceRecord`] (before `promoted_seq`),
+/// read and upgraded on load.
+#[derive(Debug, Clone, Copy, Deserialize)]
+struct NamespaceRecordV2 {
+    created_index: u64,
+    key_count: u64,
+    role: NamespaceRole,
+    epoch: u64,
+    change_seq: u64,
+    log_changes: bool,
+    trimmed_through: u64,
+    resync_needed: bool,
+    sync: bool,
+    max_lag_entries: u64,
+    max_lag_ms: u64,
 }
 
 /// The first stored form of [`NamespaceRecord`], read and upgraded on load.
@@ -53,7 +75,7 @@ struct NamespaceRecordV1 {
 }
 
 /// Format of stored [`NamespaceRecord`]s; bumped on any change, with an upgrade.
-const NAMESPACE_RECORD_FORMAT: u8 = 2;
+const NAMESPACE_RECORD_FORMAT: u8 = 3;
 
 /// The fields of a [`Command::ConfigureNamespace`].
 #[derive(Debug, Clone, Copy)]
@@ -160,7 +182,10 @@ impl KvStateMachine {
         after: u64,
         max: usize,
     ) -> io::Result<Vec<ChangeRecord>> {
-        let lower = keys::data_key(namespace, &(after + 1).to_be_bytes());
+        let Some(first) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        let lower = keys::data_key(namespace, &first.to_be_bytes());
         let upper = keys::prefix_end(&keys::namespace_prefix(namespace))
             .ok_or_else(|| io::Error::other("namespace prefix has no end"))?;
         let mut out = Vec::new();
@@ -301,6 +326,34 @@ impl KvStateMachine {
         Ok((digest.finish(), count))
     }
 
+    /// The logged changes of `namespace` after `after`, in order, as they will
+    /// be once the pending batch commits (for use while applying).
+    fn pending_changes_after(
+        &self,
+        namespace: &str,
+        after: u64,
+        batch: &ApplyBatch,
+    ) -> io::Result<Vec<ChangeRecord>> {
+        let Some(next) = after.checked_add(1) else {
+            return Ok(Vec::new());
+        };
+        let prefix = keys::namespace_prefix(namespace);
+        let first = keys::data_key(namespace, &next.to_be_bytes());
+        let mut out = Vec::new();
+        for key in batch.keys_with_prefix(&self.changes, &prefix)? {
+            if key < first {
+                continue;
+            }
+            if let Some(raw) = batch.get(&self.changes, &key)? {
+                out.push(
+                    postcard::from_bytes(&raw)
+                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
+                );
+            }
+        }
+        Ok(out)
+    }
+
     /// Reads a key through the pending batch (for use while applying).
     fn pending_get(
         &self,
@@ -348,6 +401,7 @@ impl KvStateMachine {
                     sync: false,
                     max_lag_entries: 0,
                     max_lag_ms: 0,
+                    promoted_seq: 0,
                 };
                 batch.insert(
                     &self.namespaces,
@@ -465,6 +519,18 @@ impl KvStateMachine {
             }),
             Command::ResyncEnd {
                 namespace,
+                through_seq,
+                ..
+            } if through_seq > crate::limits::MAX_VERSION => {
+                Ok(CommandResult::Rejected(Rejection::OutOfRange {
+                    name: namespace,
+                    what: "resync through_seq".into(),
+                    value: through_seq,
+                    limit: crate::limits::MAX_VERSION,
+                }))
+            }
+            Command::ResyncEnd {
+                namespace,
                 epoch,
                 through_seq,
             } => self.resync_step(&namespace, epoch, batch, |_, record, _| {
@@ -524,7 +590,7 @@ impl KvStateMachine {
         }
         record.key_count = record.key_count.saturating_add_signed(effects.key_delta);
         if logged {
-            record.change_seq += 1;
+            record.change_seq = record.change_seq.saturating_add(1);
             let change = ChangeRecord {
                 seq: record.change_seq,
                 writes: effects.writes,
@@ -596,7 +662,11 @@ impl KvStateMachine {
             && epoch > record.epoch
             && record.change_seq > fork
         {
-            for change in self.changes_after(namespace, fork, usize::MAX)? {
+            // Read through the batch: changes logged earlier in the same
+            // apply batch are not in the engine yet, and every replica must
+            // set aside exactly the same writes however its entries were
+            // batched.
+            for change in self.pending_changes_after(namespace, fork, batch)? {
                 let mut lost_key = keys::namespace_prefix(namespace);
                 lost_key.extend_from_slice(&record.epoch.to_be_bytes());
                 lost_key.extend_from_slice(&change.seq.to_be_bytes());
@@ -612,6 +682,9 @@ impl KvStateMachine {
             }
             record.change_seq = fork;
             record.resync_needed = true;
+        }
+        if record.role == NamespaceRole::Standby && role == NamespaceRole::Primary {
+            record.promoted_seq = record.change_seq;
         }
         record.role = role;
         record.epoch = epoch;
@@ -664,7 +737,7 @@ impl KvStateMachine {
             if change.seq <= record.change_seq {
                 continue;
             }
-            if change.seq != record.change_seq + 1 {
+            if Some(change.seq) != record.change_seq.checked_add(1) {
                 break;
             }
             for write in &change.writes {
@@ -757,7 +830,10 @@ impl KvStateMachine {
         fx: &mut Effects,
     ) -> PutOutcome {
         let previous_version = previous.map_or(0, |(version, _)| version);
-        let version = index.max(previous_version + 1);
+        // Saturating: every way in (imports, rebuilds, replication) keeps
+        // versions at or below MAX_VERSION, so this never saturates in
+        // practice, and a bad value can never panic a replica.
+        let version = index.max(previous_version.saturating_add(1));
         if previous_version == 0 {
             fx.key_delta += 1;
         }
@@ -855,6 +931,17 @@ impl KvStateMachine {
         batch: &mut ApplyBatch,
         fx: &mut Effects,
     ) -> io::Result<CommandResult> {
+        if let Some(entry) = entries
+            .iter()
+            .find(|e| e.version > crate::limits::MAX_VERSION)
+        {
+            return Ok(CommandResult::Rejected(Rejection::OutOfRange {
+                name: namespace.to_string(),
+                what: "imported version".into(),
+                value: entry.version,
+                limit: crate::limits::MAX_VERSION,
+            }));
+        }
         let mut seen = std::collections::HashSet::new();
         let count = entries.len() as u64;
         for entry in entries {
@@ -905,6 +992,23 @@ fn decode_record(raw: &[u8]) -> io::Result<NamespaceRecord> {
     let invalid = |e| io::Error::new(io::ErrorKind::InvalidData, e);
     match raw.split_first() {
         Some((&NAMESPACE_RECORD_FORMAT, body)) => postcard::from_bytes(body).map_err(invalid),
+        Some((&2, body)) => {
+            let old: NamespaceRecordV2 = postcard::from_bytes(body).map_err(invalid)?;
+            Ok(NamespaceRecord {
+                created_index: old.created_index,
+                key_count: old.key_count,
+                role: old.role,
+                epoch: old.epoch,
+                change_seq: old.change_seq,
+                log_changes: old.log_changes,
+                trimmed_through: old.trimmed_through,
+                resync_needed: old.resync_needed,
+                sync: old.sync,
+                max_lag_entries: old.max_lag_entries,
+                max_lag_ms: old.max_lag_ms,
+                promoted_seq: 0,
+            })
+        }
         // Written before replication existed: a primary without a change log.
         Some((&1, body)) => {
             let old: NamespaceRecordV1 = postcard::from_bytes(body).map_err(invalid)?;
@@ -920,6 +1024,7 @@ fn decode_record(raw: &[u8]) -> io::Result<NamespaceRecord> {
                 sync: false,
                 max_lag_entries: 0,
                 max_lag_ms: 0,
+                promoted_seq: 0,
             })
         }
         _ => Err(io::Error::new(
@@ -1024,6 +1129,117 @@ mod tests {
             key: key.into(),
             value: value.into(),
         }
+    }
+
+    /// Every keyspace's stored bytes, in order.
+    fn dump(h: &Harness) -> Vec<(String, Vec<u8>, Vec<u8>)> {
+        let mut out = Vec::new();
+        for keyspace in h.machine.keyspaces() {
+            for guard in keyspace.iter() {
+                let (key, value) = guard.into_inner().unwrap();
+                out.push((keyspace.name().to_string(), key.to_vec(), value.to_vec()));
+            }
+        }
+        out
+    }
+
+    /// Applies `commands` in runs: `splits` has bit i set when a batch ends
+    /// after command i (one atomic batch per run, as Raft applies them).
+    fn apply_in_batches(commands: &[Command], splits: u32) -> Harness {
+        let mut h = Harness::new();
+        let mut batch = ApplyBatch::new(h.engine.database());
+        for (i, command) in commands.iter().enumerate() {
+            h.index += 1;
+            let encoded = postcard::to_stdvec(command).unwrap();
+            h.machine.apply(h.index, &encoded, &mut batch).unwrap();
+            if splits & (1 << i) != 0 || i + 1 == commands.len() {
+                std::mem::replace(&mut batch, ApplyBatch::new(h.engine.database()))
+                    .commit()
+                    .unwrap();
+            }
+        }
+        h
+    }
+
+    #[test]
+    fn the_lost_write_set_aside_is_the_same_however_entries_are_batched() {
+        let configure = |role, epoch, fork_seq| Command::ConfigureNamespace {
+            namespace: "ns".into(),
+            role,
+            epoch,
+            log_changes: true,
+            fork_seq,
+            sync: false,
+            max_lag_entries: 0,
+            max_lag_ms: 0,
+        };
+        let put = |key: &str| Command::Put {
+            namespace: "ns".into(),
+            key: key.into(),
+            value: b"v".to_vec(),
+        };
+        let commands = vec![
+            Command::CreateNamespace {
+                name: "ns".into(),
+                max_namespaces: 10,
+            },
+            configure(NamespaceRole::Primary, 1, None),
+            put("a"),
+            put("b"),
+            put("c"),
+            put("d"),
+            // Demoted: its successor had change 1; changes 2..4 are lost writes.
+            configure(NamespaceRole::Standby, 2, Some(1)),
+        ];
+        let reference = apply_in_batches(&commands, u32::MAX);
+        let lost = reference.machine.lost_writes("ns").unwrap();
+        assert_eq!(lost.len(), 3, "{lost:?}");
+        let expected = dump(&reference);
+        for splits in 0..(1u32 << (commands.len() - 1)) {
+            let h = apply_in_batches(&commands, splits);
+            assert_eq!(dump(&h), expected, "batch splits {splits:#b}");
+        }
+    }
+
+    #[test]
+    fn versions_from_outside_cannot_overflow_later_writes() {
+        let mut h = Harness::new();
+        h.create("ns");
+        let import = |version| Command::Import {
+            namespace: "ns".into(),
+            entries: vec![VersionedEntry {
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+                version,
+            }],
+        };
+        let refused = h.apply(import(u64::MAX));
+        assert!(
+            matches!(
+                refused,
+                CommandResult::Rejected(Rejection::OutOfRange { .. })
+            ),
+            "{refused:?}"
+        );
+        // At the limit it is taken, and a later write still goes up.
+        assert!(matches!(
+            h.apply(import(crate::limits::MAX_VERSION)),
+            CommandResult::Imported { .. }
+        ));
+        let next = h.put("k", "w");
+        assert_eq!(next.version, crate::limits::MAX_VERSION + 1);
+        let refused = h.apply(Command::ResyncEnd {
+            namespace: "ns".into(),
+            epoch: 1,
+            through_seq: u64::MAX,
+        });
+        assert!(
+            matches!(
+                refused,
+                CommandResult::Rejected(Rejection::OutOfRange { .. })
+            ),
+            "{refused:?}"
+        );
     }
 
     #[test]

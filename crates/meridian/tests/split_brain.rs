@@ -1,7 +1,9 @@
 //! Split brain: us-east is partitioned from every other region while a client
 //! inside us-east keeps writing to its local shard. The other regions fail the
 //! namespace over; the cut-off primary, without a write lease, refuses writes
-//! (fenced) instead of accepting them silently. After the partition heals it
+//! (fenced) instead of accepting them silently, and serves no strong, session
+//! or bounded read either (a stale read would break linearizability). After
+//! the partition heals it
 //! becomes a standby of the new primary and converges to it: nothing diverges.
 
 use meridian_client::pb;
@@ -73,6 +75,46 @@ async fn a_partitioned_primary_is_fenced_and_rejoins_without_divergence() {
         Duration::from_secs(20),
     );
     eu_gateway.put("accounts", b"after", b"2").await.unwrap();
+    eu_gateway.put("accounts", b"before", b"2").await.unwrap();
+    // Nor does it serve strong (or session, or bounded) reads: another region
+    // is primary now and may already have taken writes it has not seen. The
+    // refusal carries a typed reason, not just a message.
+    let us_gateway = lab_client(
+        &lab,
+        lab.state().endpoints(ProcessRole::Gateway, Some("us-east")),
+        Duration::from_secs(1),
+    );
+    for consistency in [
+        pb::Consistency::Strong,
+        pb::Consistency::Session,
+        pb::Consistency::Bounded,
+    ] {
+        let direct = local.get("accounts", b"before", consistency).await;
+        let refused = direct.expect_err("the replaced primary served a read directly");
+        assert!(
+            matches!(
+                refused.reason(),
+                Some(meridian_client::Reason::NoLease { .. })
+            ),
+            "{consistency:?}: {refused}"
+        );
+        // Through the us-east gateway a read fails or finds the new primary;
+        // it never returns the value the new primary has overwritten.
+        if let Ok(kv) = us_gateway.get("accounts", b"before", consistency).await {
+            assert_eq!(
+                kv.map(|kv| kv.value),
+                Some(b"2".to_vec()),
+                "{consistency:?}: the us-east gateway served a stale read from the replaced primary"
+            );
+        }
+    }
+    // Eventual reads stay available (they promise nothing more).
+    assert!(
+        local
+            .get("accounts", b"before", pb::Consistency::Eventual)
+            .await
+            .is_ok()
+    );
 
     // Heal: the old primary learns the new epoch, becomes a standby, sets aside
     // what it alone had, and converges.

@@ -195,6 +195,14 @@ impl AdminService {
             let Some(record) = self.node.machine.namespace(&desired.namespace) else {
                 continue;
             };
+            self.node.set_sync_policy(
+                &desired.namespace,
+                crate::node::SyncPolicy {
+                    confirmations: desired.sync_confirmations as usize,
+                    former_primary: (!desired.former_primary.is_empty())
+                        .then(|| desired.former_primary.clone()),
+                },
+            );
             let current = (
                 record.role,
                 record.epoch,
@@ -233,8 +241,23 @@ impl AdminService {
         }
         // Only after every demotion above is applied: a lease never covers a
         // namespace this shard no longer owns.
-        self.node
-            .grant_lease(std::time::Duration::from_millis(request.lease_ms));
+        let decision = self.node.apply_grant(&crate::lease::Grant {
+            lease_ms: request.lease_ms,
+            sent_unix_ms: request.sent_unix_ms,
+            max_clock_offset_ms: request.max_clock_offset_ms,
+            order: (request.grant_term, request.grant_seq),
+        });
+        let (held_ms, refused) = match decision {
+            crate::lease::LeaseDecision::Hold(length) => (
+                u64::try_from(length.as_millis()).unwrap_or(u64::MAX),
+                String::new(),
+            ),
+            crate::lease::LeaseDecision::Revoke => (0, String::new()),
+            crate::lease::LeaseDecision::Superseded => {
+                (0, "superseded by a newer grant or revocation".to_string())
+            }
+            crate::lease::LeaseDecision::Refuse(refusal) => (0, refusal.to_string()),
+        };
         let positions = self
             .node
             .machine
@@ -255,6 +278,9 @@ impl AdminService {
         Ok(pb::LeaseResponse {
             node_id: self.node.id(),
             positions,
+            held_ms,
+            refused,
+            node_unix_ms: crate::lease::now_unix_ms(),
         })
     }
 
@@ -478,6 +504,13 @@ impl AdminService {
                         }
                         if kv.version == 0 {
                             return Err(invalid("imported keys need a version above 0".into()));
+                        }
+                        if kv.version > crate::limits::MAX_VERSION {
+                            return Err(invalid(format!(
+                                "imported version {} exceeds the limit MAX_VERSION = 2^62 (= {})",
+                                kv.version,
+                                crate::limits::MAX_VERSION
+                            )));
                         }
                         digest.add(&kv.key, kv.version, &kv.value);
                         last_key = Some(kv.key.clone());
