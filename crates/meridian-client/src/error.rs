@@ -93,13 +93,15 @@ impl ClientError {
         )
     }
 
-    /// The server's machine-readable reason, when it gave one.
-    pub fn reason(&self) -> Option<&Reason> {
+    /// The machine-readable reason: the server's, when it gave one, and
+    /// `outcome-unknown` for a write whose fate this client does not know.
+    pub fn reason(&self) -> Option<Reason> {
         match self {
             ClientError::FailedPrecondition(refusal) | ClientError::Unavailable(refusal) => {
-                refusal.reason.as_ref()
+                refusal.reason.clone()
             }
-            ClientError::ResourceExhausted { reason, .. } => reason.as_ref(),
+            ClientError::ResourceExhausted { reason, .. } => reason.clone(),
+            ClientError::OutcomeUnknown(_) => Some(Reason::OutcomeUnknown),
             _ => None,
         }
     }

@@ -118,6 +118,27 @@ pub enum ControlCommand {
     /// [`ControlCommand::Failover`] that also records the loss window's time
     /// bounds (what the leader proposes now).
     FailoverBounded(FailoverMove, crate::model::LossWindow),
+    /// [`ControlCommand::PlaceNamespace`] carrying every shard the leader
+    /// created a copy on (home and standbys), which the state machine
+    /// applies as they are (after re-checking region and residency) instead
+    /// of choosing again — with two shards in a region it could choose
+    /// another one than the copy was created on.
+    PlaceNamespaceOn {
+        /// Name.
+        name: String,
+        /// Requested policy (allowed jurisdictions may be empty: home's apply).
+        policy: PlacementPolicy,
+        /// The home shard the copy was created on.
+        shard: String,
+        /// The standby shards copies were created on.
+        standbys: Vec<crate::model::StandbyCopy>,
+        /// The RPO gate.
+        max_lag: crate::model::MaxLag,
+        /// Its failover policy over the global one.
+        failover: crate::model::FailoverOverride,
+        /// Who asked.
+        requester: Requester,
+    },
 }
 
 /// Why the control plane refused a command; decided identically on every replica.

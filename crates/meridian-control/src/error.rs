@@ -51,6 +51,9 @@ impl ControlError {
             ControlError::Rejected(ControlRejection::Placement(PlacementError::NoShard {
                 ..
             })) => Code::FailedPrecondition,
+            ControlError::Rejected(ControlRejection::Placement(
+                PlacementError::NotImplemented(_),
+            )) => Code::Unimplemented,
             ControlError::Rejected(ControlRejection::NamespaceExists(_)) => Code::AlreadyExists,
             ControlError::Rejected(ControlRejection::NamespaceNotFound(_)) => Code::NotFound,
             ControlError::Rejected(ControlRejection::UnknownRegion(_)) => Code::NotFound,

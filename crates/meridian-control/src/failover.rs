@@ -415,19 +415,19 @@ async fn fail_over_failed(
             }
             ledger.lease_end(shard)
         };
+        let mut all_moved = true;
         for (namespace, cause) in victims {
             let sync = matches!(
                 namespace.policy.mode,
                 crate::model::NamespaceMode::ActivePassive { sync: true }
             );
-            let choice = crate::promotion::choose_target(
-                &candidates(&namespace, health, config, lease_end),
-                sync,
-            );
+            let candidates = candidates(&namespace, health, config, lease_end);
+            let choice = crate::promotion::choose_target(&candidates, sync);
             let (target, promoted_seq) = match choice {
                 Ok(choice) => choice,
                 Err(why) => {
-                    tracing::warn!(namespace = %namespace.name, ?why, "primary failed; no standby may be promoted yet");
+                    tracing::warn!(namespace = %namespace.name, ?why, ?candidates, "primary failed; no standby may be promoted yet");
+                    all_moved = false;
                     continue;
                 }
             };
@@ -463,11 +463,20 @@ async fn fail_over_failed(
                     log_failover(&record);
                     promote_now(node, config, &record, clients).await;
                 }
-                Ok(other) => tracing::error!(?other, "unexpected failover result"),
+                Ok(other) => {
+                    all_moved = false;
+                    tracing::error!(?other, "unexpected failover result")
+                }
                 Err(err) => {
+                    all_moved = false;
                     tracing::warn!(namespace = %namespace.name, error = %err, "failover refused")
                 }
             }
+        }
+        // Until every failed namespace has moved, the shard stays drained
+        // (no new lease), so the wait for its lease to end is not restarted.
+        if !all_moved {
+            continue;
         }
         // Its replicated namespaces have moved; what it still hosts needs no
         // lease or will be re-checked next round.
@@ -845,7 +854,10 @@ async fn move_one(
         // Wait until the standby has everything the primary logged.
         let deadline = Instant::now() + DRAIN_TIMEOUT;
         let promoted_seq = loop {
-            let (grant_request, _) = grant(node, config, &target.shard, Vec::new(), Instant::now())
+            let desired = desired_by_shard(node)
+                .remove(&target.shard)
+                .unwrap_or_default();
+            let (grant_request, _) = grant(node, config, &target.shard, desired, Instant::now())
                 .ok_or_else(|| ControlError::Unavailable("leadership lost during the move".into()))?;
             let standby_seq = standby
                 .lease(grant_request)

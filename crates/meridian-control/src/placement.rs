@@ -15,6 +15,10 @@ pub enum PlacementError {
     /// The policy is inconsistent (INVALID_ARGUMENT).
     #[error("invalid placement policy: {0}")]
     InvalidPolicy(String),
+    /// The mode is not implemented yet (UNIMPLEMENTED): refused rather than
+    /// accepted and silently served as something else.
+    #[error("{0}")]
+    NotImplemented(String),
     /// No shard can take the namespace (UNAVAILABLE / FAILED_PRECONDITION).
     #[error("no shard available in region {region:?}: {reason}")]
     NoShard {
@@ -52,6 +56,11 @@ pub fn resolve_policy(
     mut policy: PlacementPolicy,
     regions: &BTreeMap<String, Region>,
 ) -> Result<PlacementPolicy, PlacementError> {
+    if policy.mode == NamespaceMode::ActiveActive {
+        return Err(PlacementError::NotImplemented(format!(
+            "namespace {name:?}: mode active-active is not implemented yet (writes in several regions merged as CRDTs); create it as active-passive (optionally --sync) for now"
+        )));
+    }
     let home = region(regions, &policy.home_region)?;
     if policy.allowed_jurisdictions.is_empty() {
         policy.allowed_jurisdictions = home.jurisdictions.clone();
@@ -157,6 +166,16 @@ mod tests {
                 "EU home, EU standby",
                 policy("eu-west", ap, &["eu-central"], &["EU"]),
                 Ok(()),
+            ),
+            (
+                "active-active is refused until it is implemented",
+                policy(
+                    "eu-west",
+                    NamespaceMode::ActiveActive,
+                    &["eu-central"],
+                    &["EU"],
+                ),
+                Err("not implemented yet"),
             ),
             (
                 "EU namespace homed in us-east",

@@ -493,21 +493,29 @@ impl Control for ControlService {
         let planned = self
             .node
             .with_state(|s| s.plan_placement(&name, policy.clone()));
-        let shard = match planned {
-            Ok((policy, shard, standbys)) => {
-                self.create_copies(&name, &policy, &shard, &standbys, max_lag)
+        let command = match planned {
+            Ok((resolved, shard, standbys)) => {
+                self.create_copies(&name, &resolved, &shard, &standbys, max_lag)
                     .await?;
-                Some(shard.id)
+                // The state machine applies exactly the shards created on.
+                ControlCommand::PlaceNamespaceOn {
+                    name,
+                    policy,
+                    shard: shard.id,
+                    standbys,
+                    max_lag,
+                    failover,
+                    requester,
+                }
             }
-            Err(_) => None,
-        };
-        let command = ControlCommand::PlaceNamespace {
-            name,
-            policy,
-            shard,
-            max_lag,
-            failover,
-            requester,
+            Err(_) => ControlCommand::PlaceNamespace {
+                name,
+                policy,
+                shard: None,
+                max_lag,
+                failover,
+                requester,
+            },
         };
         match self.node.propose(command).await? {
             ControlResult::NamespaceCreated {

@@ -221,17 +221,44 @@ impl ControlState {
                 }
                 Ok(ControlResult::MemberRegistered)
             }
-            ControlCommand::CreateNamespace { name, policy, .. } => {
+            ControlCommand::CreateNamespace {
+                name,
+                policy,
+                shard,
+                ..
+            } => {
                 let settings = (Default::default(), Default::default());
-                self.place(name, policy, settings, changes)
+                self.place(name, policy, shard.map(|s| (s, None)), settings, changes)
             }
             ControlCommand::PlaceNamespace {
                 name,
                 policy,
+                shard,
                 max_lag,
                 failover,
                 ..
-            } => self.place(name, policy, (max_lag, failover), changes),
+            } => self.place(
+                name,
+                policy,
+                shard.map(|s| (s, None)),
+                (max_lag, failover),
+                changes,
+            ),
+            ControlCommand::PlaceNamespaceOn {
+                name,
+                policy,
+                shard,
+                standbys,
+                max_lag,
+                failover,
+                ..
+            } => self.place(
+                name,
+                policy,
+                Some((shard, Some(standbys))),
+                (max_lag, failover),
+                changes,
+            ),
             ControlCommand::Failover(step) => {
                 self.fail_over(step, crate::model::LossWindow::default(), changes)
             }
@@ -367,10 +394,25 @@ impl ControlState {
 
     /// Places a new namespace (residency checked, least-loaded shards) and
     /// publishes its route.
+    fn mismatch(&self, shard: &str, region: &str) -> ControlRejection {
+        ControlRejection::ShardRegionMismatch {
+            shard: shard.to_string(),
+            existing: self
+                .shards
+                .get(shard)
+                .map_or_else(|| "(no such shard)".to_string(), |s| s.region.clone()),
+            requested: region.to_string(),
+        }
+    }
+
+    /// Places `name`: on the shards the leader created its copies on
+    /// (`created`: home shard, and standby shards when known), checked to be
+    /// in the right regions, or on the least-loaded ones.
     fn place(
         &mut self,
         name: String,
         policy: crate::model::PlacementPolicy,
+        created: Option<(String, Option<Vec<crate::model::StandbyCopy>>)>,
         (max_lag, failover): (crate::model::MaxLag, crate::model::FailoverOverride),
         changes: &mut Vec<Change>,
     ) -> Result<ControlResult, ControlRejection> {
@@ -378,7 +420,31 @@ impl ControlState {
             return Err(ControlRejection::NamespaceExists(name));
         }
         let policy = placement::resolve_policy(&name, policy, &self.regions)?;
-        let (shard, standbys) = self.choose_shards(&policy)?;
+        let (chosen_shard, chosen_standbys) = self.choose_shards(&policy)?;
+        let in_region =
+            |shard: &str, region: &str| self.shards.get(shard).is_some_and(|s| s.region == region);
+        let (shard, standbys) = match created {
+            None => (chosen_shard, chosen_standbys),
+            Some((shard, standbys)) => {
+                if !in_region(&shard, &policy.home_region) {
+                    return Err(self.mismatch(&shard, &policy.home_region));
+                }
+                let standbys = standbys.unwrap_or(chosen_standbys);
+                let regions: Vec<&String> = standbys.iter().map(|s| &s.region).collect();
+                if regions != policy.standby_regions.iter().collect::<Vec<_>>() {
+                    return Err(ControlRejection::Placement(
+                        placement::PlacementError::InvalidPolicy(format!(
+                            "standby copies {regions:?} do not match the standby regions {:?}",
+                            policy.standby_regions
+                        )),
+                    ));
+                }
+                if let Some(bad) = standbys.iter().find(|s| !in_region(&s.shard, &s.region)) {
+                    return Err(self.mismatch(&bad.shard, &bad.region));
+                }
+                (shard, standbys)
+            }
+        };
         *self.shard_load.entry(shard.clone()).or_insert(0) += 1;
         let namespace = Namespace {
             name: name.clone(),
@@ -426,6 +492,12 @@ fn describe(command: &ControlCommand) -> (Requester, String) {
             ..
         }
         | ControlCommand::PlaceNamespace {
+            name,
+            policy,
+            requester,
+            ..
+        }
+        | ControlCommand::PlaceNamespaceOn {
             name,
             policy,
             requester,
@@ -551,6 +623,83 @@ mod tests {
         assert_eq!(routing_version, before + 1);
         assert_eq!(state.routes().len(), 1);
         assert_eq!(state.routes()[0].region, "eu-west");
+    }
+
+    #[test]
+    fn placement_keeps_the_shard_the_copy_was_created_on() {
+        let mut state = lab_state();
+        // A second shard in eu-west; the least-loaded rule would pick
+        // eu-west-s1 (ties go to the smallest id).
+        state.apply(ControlCommand::RegisterMember {
+            shard: "eu-west-s2".into(),
+            region: "eu-west".into(),
+            member: ShardMember {
+                node_id: 1,
+                address: "eu-west-2:1".into(),
+            },
+            requester: requester(),
+        });
+        let policy = |standbys: &[&str]| PlacementPolicy {
+            home_region: "eu-west".into(),
+            mode: if standbys.is_empty() {
+                NamespaceMode::RegionLocked
+            } else {
+                NamespaceMode::ActivePassive { sync: false }
+            },
+            standby_regions: standbys.iter().map(|s| s.to_string()).collect(),
+            allowed_jurisdictions: ["EU".to_string(), "US".to_string()].into(),
+        };
+        let (result, _) = state.apply(ControlCommand::PlaceNamespace {
+            name: "a".into(),
+            policy: policy(&[]),
+            shard: Some("eu-west-s2".into()),
+            max_lag: Default::default(),
+            failover: Default::default(),
+            requester: requester(),
+        });
+        let ControlResult::NamespaceCreated { namespace, .. } = result else {
+            panic!("{result:?}");
+        };
+        assert_eq!(namespace.shard, "eu-west-s2");
+        // With standbys: home and standby copies as created.
+        let (result, _) = state.apply(ControlCommand::PlaceNamespaceOn {
+            name: "b".into(),
+            policy: PlacementPolicy {
+                home_region: "us-east".into(),
+                ..policy(&["eu-west"])
+            },
+            shard: "us-east-s1".into(),
+            standbys: vec![crate::model::StandbyCopy {
+                region: "eu-west".into(),
+                shard: "eu-west-s2".into(),
+            }],
+            max_lag: Default::default(),
+            failover: Default::default(),
+            requester: requester(),
+        });
+        let ControlResult::NamespaceCreated { namespace, .. } = result else {
+            panic!("{result:?}");
+        };
+        assert_eq!(namespace.standbys[0].shard, "eu-west-s2");
+        // A shard outside the region it is claimed for is refused.
+        let (result, _) = state.apply(ControlCommand::PlaceNamespace {
+            name: "c".into(),
+            policy: policy(&[]),
+            shard: Some("us-east-s1".into()),
+            max_lag: Default::default(),
+            failover: Default::default(),
+            requester: requester(),
+        });
+        assert!(
+            matches!(
+                result,
+                ControlResult::Rejected {
+                    rejection: ControlRejection::ShardRegionMismatch { .. },
+                    ..
+                }
+            ),
+            "{result:?}"
+        );
     }
 
     #[test]

@@ -123,7 +123,9 @@ impl Reason {
     /// Whether the same shard may serve the call shortly: another member (a
     /// new leader), or this one once it has a quorum or a lease again. The
     /// refusal is about this member or this moment, not the namespace's
-    /// placement.
+    /// placement. (A sync namespace short of standbys is not: a lost region
+    /// does not come back within a retry budget, and the caller must hear
+    /// the refusal, not a timeout.)
     pub fn retry_in_shard(&self) -> bool {
         matches!(
             self,
@@ -204,7 +206,15 @@ impl Reason {
         };
         let number = |key: &str| text(key).and_then(|v| v.parse::<u64>().ok());
         let namespace = || text(NAMESPACE_KEY).unwrap_or_default();
-        Some(match text(REASON_KEY)?.as_str() {
+        let Some(name) = text(REASON_KEY) else {
+            // Servers from before reasons existed sent only the redirect
+            // metadata (still a typed field, not message text).
+            return text(LEADER_ADDRESS_KEY).map(|address| Reason::NotLeader {
+                leader_id: number(LEADER_ID_KEY),
+                leader_address: Some(address),
+            });
+        };
+        Some(match name.as_str() {
             "not-leader" => Reason::NotLeader {
                 leader_id: number(LEADER_ID_KEY),
                 leader_address: text(LEADER_ADDRESS_KEY),
@@ -339,6 +349,21 @@ mod tests {
                 reason.name()
             );
         }
+    }
+
+    #[test]
+    fn a_bare_redirect_from_an_older_server_is_still_a_redirect() {
+        let mut status = Status::unavailable("whatever");
+        status
+            .metadata_mut()
+            .insert(LEADER_ADDRESS_KEY, "127.0.0.1:7401".parse().unwrap());
+        assert_eq!(
+            Reason::of(&status),
+            Some(Reason::NotLeader {
+                leader_id: None,
+                leader_address: Some("127.0.0.1:7401".into())
+            })
+        );
     }
 
     #[test]

@@ -44,9 +44,10 @@ impl StorageEngine {
         let (flush_requests, pending) = mpsc::channel();
         let flusher_db = db.clone();
         let flusher_metrics = metrics.clone();
+        let mode = flush_mode();
         std::thread::Builder::new()
             .name("raft-log-flusher".into())
-            .spawn(move || run_flusher(flusher_db, pending, flusher_metrics))?;
+            .spawn(move || run_flusher(flusher_db, pending, flusher_metrics, mode))?;
         Ok(Self {
             db,
             dir: dir.to_path_buf(),
@@ -100,18 +101,36 @@ impl StorageEngine {
     }
 }
 
+/// Environment variable that makes the log flusher skip its fsync (hand the
+/// journal to the OS only). It exists for one purpose: the power-loss test
+/// shows that acknowledged writes are lost without the fsync, which proves the
+/// test can see a missing fsync. Never set it anywhere else.
+pub const UNSAFE_SKIP_LOG_FSYNC: &str = "MERIDIAN_UNSAFE_SKIP_LOG_FSYNC";
+
+fn flush_mode() -> PersistMode {
+    if std::env::var_os(UNSAFE_SKIP_LOG_FSYNC).is_some_and(|v| v == "1") {
+        tracing::error!(
+            "{UNSAFE_SKIP_LOG_FSYNC}=1: the Raft log is NOT fsynced; acknowledged writes can be lost on power failure (test use only)"
+        );
+        PersistMode::Buffer
+    } else {
+        PersistMode::SyncData
+    }
+}
+
 /// Waits for flush requests, then makes everything written so far durable with one
 /// fsync and completes every request that was waiting.
 fn run_flusher(
     db: Database,
     pending: mpsc::Receiver<IOFlushed<TypeConfig>>,
     metrics: Arc<StorageMetrics>,
+    mode: PersistMode,
 ) {
     while let Ok(first) = pending.recv() {
         let mut group = vec![first];
         group.extend(pending.try_iter());
         let started = Instant::now();
-        let result = db.persist(PersistMode::SyncData);
+        let result = db.persist(mode);
         metrics
             .fsync_seconds
             .observe(started.elapsed().as_secs_f64());

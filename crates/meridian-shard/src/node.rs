@@ -12,7 +12,7 @@ use meridian_raft::read_barrier::ReadBarrier;
 use meridian_raft::{RaftNode, Request, StorageEngine};
 use openraft::ReadPolicy as RaftReadPolicy;
 use openraft::async_runtime::WatchReceiver;
-use openraft::errors::{ClientWriteError, ForwardToLeader};
+use openraft::errors::ClientWriteError;
 use openraft::{RaftMetrics, ServerState};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -42,9 +42,9 @@ pub struct ShardNode {
     /// plane's probes (see [`crate::lease`]). The control plane promotes a
     /// standby only after every lease it granted has surely run out.
     lease: std::sync::Mutex<crate::lease::LeaseState>,
-    /// Standby confirmations each sync namespace's writes need, as the
-    /// control plane's last lease probe said (see [`crate::sync_rule`]).
-    sync_policies: std::sync::Mutex<std::collections::HashMap<String, SyncPolicy>>,
+    /// The namespaces the lease covers (those the last grant taken lists as
+    /// primary here), with each one's sync rule (see [`crate::sync_rule`]).
+    covered: std::sync::Mutex<std::collections::HashMap<String, SyncPolicy>>,
     /// On a standby's leader: when each namespace was last known to hold
     /// everything its primary had logged (bounded reads at the standby).
     standby_current_at: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
@@ -118,7 +118,7 @@ impl ShardNode {
         Ok(Arc::new(Self {
             registered,
             lease: Default::default(),
-            sync_policies: Default::default(),
+            covered: Default::default(),
             standby_current_at: Default::default(),
             strong_reads,
             lease_reads,
@@ -158,13 +158,6 @@ impl ShardNode {
         }
     }
 
-    fn forward_error(&self, forward: &ForwardToLeader<meridian_raft::TypeConfig>) -> ShardError {
-        ShardError::NotLeader {
-            leader_id: forward.leader_id,
-            leader_address: forward.leader_node.as_ref().map(|n| n.addr.clone()),
-        }
-    }
-
     /// Header describing where an answer came from.
     pub fn header(&self) -> ResponseHeader {
         let metrics = self.raft.raft.metrics();
@@ -182,15 +175,34 @@ impl ShardNode {
     }
 
     /// Takes (or revokes, or refuses) a lease grant from the control plane,
-    /// bound to the current Raft term; returns what was decided.
-    pub fn apply_grant(&self, grant: &crate::lease::Grant) -> crate::lease::LeaseDecision {
+    /// bound to the current Raft term, covering the namespaces in `covered`;
+    /// returns what was decided.
+    pub fn apply_grant(
+        &self,
+        covered: std::collections::HashMap<String, SyncPolicy>,
+        grant: &crate::lease::Grant,
+    ) -> crate::lease::LeaseDecision {
         let term = self.current_term();
-        let decision = self.lease.lock().unwrap_or_else(|e| e.into_inner()).apply(
+        let mut lease = self.lease.lock().unwrap_or_else(|e| e.into_inner());
+        let decision = lease.apply(
             grant,
             std::time::Instant::now(),
             crate::lease::now_unix_ms(),
             term,
         );
+        match &decision {
+            crate::lease::LeaseDecision::Hold(_) => {
+                *self.covered.lock().unwrap_or_else(|e| e.into_inner()) = covered;
+            }
+            crate::lease::LeaseDecision::Revoke => {
+                self.covered
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .clear();
+            }
+            _ => {}
+        }
+        drop(lease);
         if let crate::lease::LeaseDecision::Refuse(refusal) = &decision {
             tracing::warn!(%refusal, "lease grant refused");
         }
@@ -206,17 +218,8 @@ impl ShardNode {
             .holds(std::time::Instant::now(), term)
     }
 
-    /// Records a sync namespace's acknowledgement rule (from the control
-    /// plane's lease probe).
-    pub fn set_sync_policy(&self, namespace: &str, policy: SyncPolicy) {
-        self.sync_policies
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(namespace.to_string(), policy);
-    }
-
     fn sync_policy(&self, namespace: &str) -> SyncPolicy {
-        self.sync_policies
+        self.covered
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(namespace)
@@ -349,8 +352,14 @@ impl ShardNode {
             .machine
             .namespace(namespace)
             .filter(|r| r.epoch > 0 && r.role == crate::command::NamespaceRole::Primary);
+        let covered = || {
+            self.covered
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .contains_key(namespace)
+        };
         match replicated {
-            Some(record) if !self.has_lease() => Err(ShardError::NoLease {
+            Some(record) if !self.has_lease() || !covered() => Err(ShardError::NoLease {
                 namespace: namespace.to_string(),
                 epoch: record.epoch,
             }),
@@ -407,8 +416,12 @@ impl ShardNode {
             .await
             .map_err(|_| ShardError::OutcomeUnknown)?
             .map_err(|err| match err {
-                ClientWriteError::ForwardToLeader(forward) => self.forward_error(&forward),
-                ClientWriteError::LogEntryDiscarded(_) => ShardError::OutcomeUnknown,
+                // The command was handed to Raft: a leader that stepped down
+                // may have appended it, and its successor may commit it. A
+                // redirect here would let the caller apply it twice.
+                ClientWriteError::ForwardToLeader(_) | ClientWriteError::LogEntryDiscarded(_) => {
+                    ShardError::OutcomeUnknown
+                }
                 other => ShardError::Raft(other.to_string()),
             })?;
         let result: CommandResult = postcard::from_bytes(&response.data.0)

@@ -191,6 +191,47 @@ async fn async_failover_on_region_loss_keeps_every_acknowledged_write_accounted_
         );
     }
 
+    // Sync, with its only standby region gone (the old primary): a write is
+    // refused before anything is applied, with a typed reason naming the
+    // rule — not applied and left "outcome unknown" for want of a standby.
+    let refused_at = Instant::now();
+    let refused = gateway
+        .put("sync-ledger", b"after-region-loss", b"x")
+        .await
+        .expect_err("a sync write was acknowledged with no standby able to hold it");
+    assert!(
+        matches!(
+            refused.reason(),
+            Some(meridian_client::Reason::NoSyncQuorum { .. })
+        ),
+        "{refused}"
+    );
+    assert!(
+        refused_at.elapsed() < Duration::from_secs(4),
+        "the refusal took {:?}",
+        refused_at.elapsed()
+    );
+    assert!(
+        new_primary
+            .get(
+                "sync-ledger",
+                b"after-region-loss",
+                pb::Consistency::Eventual
+            )
+            .await
+            .unwrap()
+            .is_none(),
+        "the refused write was applied"
+    );
+    // Strong reads of what it already holds still work: the former primary
+    // is rebuilt from it before it could ever be promoted again.
+    let (key, value) = sync_acked.iter().next().unwrap();
+    let found = new_primary
+        .get("sync-ledger", key.as_bytes(), pb::Consistency::Strong)
+        .await
+        .unwrap();
+    assert_eq!(found.map(|kv| kv.value), Some(value.as_bytes().to_vec()));
+
     // Async: every acknowledged write is on the new primary, or was
     // acknowledged by the old one before it was fenced.
     let seen = std::mem::take(&mut *seen.lock().unwrap());

@@ -195,14 +195,7 @@ impl AdminService {
             let Some(record) = self.node.machine.namespace(&desired.namespace) else {
                 continue;
             };
-            self.node.set_sync_policy(
-                &desired.namespace,
-                crate::node::SyncPolicy {
-                    confirmations: desired.sync_confirmations as usize,
-                    former_primary: (!desired.former_primary.is_empty())
-                        .then(|| desired.former_primary.clone()),
-                },
-            );
+
             let current = (
                 record.role,
                 record.epoch,
@@ -241,12 +234,32 @@ impl AdminService {
         }
         // Only after every demotion above is applied: a lease never covers a
         // namespace this shard no longer owns.
-        let decision = self.node.apply_grant(&crate::lease::Grant {
-            lease_ms: request.lease_ms,
-            sent_unix_ms: request.sent_unix_ms,
-            max_clock_offset_ms: request.max_clock_offset_ms,
-            order: (request.grant_term, request.grant_seq),
-        });
+        // The lease covers exactly the namespaces the grant lists as primary
+        // here, with their sync rule.
+        let covered = request
+            .desired
+            .iter()
+            .filter(|d| d.role() == pb::NamespaceRole::Primary)
+            .map(|d| {
+                (
+                    d.namespace.clone(),
+                    crate::node::SyncPolicy {
+                        confirmations: d.sync_confirmations as usize,
+                        former_primary: (!d.former_primary.is_empty())
+                            .then(|| d.former_primary.clone()),
+                    },
+                )
+            })
+            .collect();
+        let decision = self.node.apply_grant(
+            covered,
+            &crate::lease::Grant {
+                lease_ms: request.lease_ms,
+                sent_unix_ms: request.sent_unix_ms,
+                max_clock_offset_ms: request.max_clock_offset_ms,
+                order: (request.grant_term, request.grant_seq),
+            },
+        );
         let (held_ms, refused) = match decision {
             crate::lease::LeaseDecision::Hold(length) => (
                 u64::try_from(length.as_millis()).unwrap_or(u64::MAX),

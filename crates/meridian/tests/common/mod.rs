@@ -7,6 +7,15 @@ use meridian_client::{Client, ClientOptions, pb};
 use meridian_lab::{Lab, LabSpec};
 use std::time::{Duration, Instant};
 
+/// The `meridian` binary the servers run: this build's, unless
+/// `MERIDIAN_TEST_BINARY` names another (to show a check fails against an
+/// older build: the test's own code stays the same).
+pub fn server_binary() -> std::path::PathBuf {
+    std::env::var_os("MERIDIAN_TEST_BINARY")
+        .map(Into::into)
+        .unwrap_or_else(|| env!("CARGO_BIN_EXE_meridian").into())
+}
+
 /// A running test shard.
 pub struct TestShard {
     pub lab: Lab,
@@ -22,7 +31,7 @@ impl TestShard {
             dir: dir.path().to_path_buf(),
             regions: vec!["us-east".into()],
             nodes,
-            binary: env!("CARGO_BIN_EXE_meridian").into(),
+            binary: server_binary(),
             tls: false,
             wan: None,
             env: env
@@ -162,11 +171,20 @@ pub async fn multi_region_lab(dir: &std::path::Path) -> Lab {
 
 /// [`multi_region_lab`] with `MERIDIAN__...` settings for every shard node.
 pub async fn multi_region_lab_with(dir: &std::path::Path, node_env: &[(&str, &str)]) -> Lab {
+    multi_region_lab_of(dir, 1, node_env).await
+}
+
+/// [`multi_region_lab_with`] with `nodes` nodes per shard.
+pub async fn multi_region_lab_of(
+    dir: &std::path::Path,
+    nodes: usize,
+    node_env: &[(&str, &str)],
+) -> Lab {
     let mut lab = Lab::up(&LabSpec {
         dir: dir.join("lab"),
         regions: vec!["us-east".into(), "eu-west".into(), "ap-south".into()],
-        nodes: 1,
-        binary: env!("CARGO_BIN_EXE_meridian").into(),
+        nodes,
+        binary: server_binary(),
         env: node_env
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -176,7 +194,7 @@ pub async fn multi_region_lab_with(dir: &std::path::Path, node_env: &[(&str, &st
     })
     .expect("lab up")
     .kill_on_drop();
-    lab.wait_ready(Duration::from_secs(120), |_, _| {})
+    lab.wait_ready(Duration::from_secs(180), |_, _| {})
         .await
         .expect("lab ready");
     lab
