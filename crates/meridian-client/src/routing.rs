@@ -15,8 +15,6 @@ use tonic::transport::Channel;
 type Conn = meridian_net::coalesce::Coalesce<Channel>;
 use tonic::{Code, Status};
 
-/// Metadata key with the leader's address on a redirect.
-
 /// How a replicated namespace's primary treats writes (see
 /// `Admin.ConfigureNamespace`).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

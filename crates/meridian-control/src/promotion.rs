@@ -17,7 +17,8 @@
 
 /// Standby confirmations a sync write needs with `standbys` standby regions.
 pub fn sync_confirmations(standbys: usize) -> usize {
-    (standbys + 1) / 2
+    // floor((n + 1) / 2), which is ceil(n / 2).
+    standbys.div_ceil(2)
 }
 
 /// One standby as the prober last saw it.
@@ -98,13 +99,14 @@ mod tests {
 
     #[test]
     fn choice_table() {
-        // (case, candidates, sync, expected)
-        let cases: Vec<(
-            &str,
+        /// (case, candidates, sync, expected)
+        type Case = (
+            &'static str,
             Vec<Candidate>,
             bool,
             Result<(String, u64), NoPromotion>,
-        )> = vec![
+        );
+        let cases: Vec<Case> = vec![
             (
                 "async: the highest healthy position wins",
                 vec![

@@ -182,7 +182,9 @@ mod tests {
     #[test]
     fn decision_table() {
         let now = 100_000;
-        let cases: &[(&str, Grant, Option<(u64, u64)>, LeaseDecision)] = &[
+        /// (case, grant, order of the last grant taken, decision)
+        type Case = (&'static str, Grant, Option<(u64, u64)>, LeaseDecision);
+        let cases: &[Case] = &[
             (
                 "fresh grant: the offset is taken off",
                 grant(3_500, now, (1, 1)),

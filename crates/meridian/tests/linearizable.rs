@@ -1,8 +1,11 @@
 //! Linearizability from the outside: clients write and read (strong) through
 //! every region's gateway and directly to shard nodes, recording every call,
 //! while faults hit a sync active-passive namespace (two standby regions) on
-//! 3-node shards in every region. The recorded history goes through the linearizability checker
-//! (which is itself shown to reject known-bad histories in its crate): zero
+//! 3-node shards in every region: (1) the primary region partitioned from
+//! both others until a failover, then healed; (2) the primary shard's leader
+//! killed (-9) three times under load, then the whole primary region killed
+//! and restarted. The recorded history goes through the linearizability
+//! checker (itself shown to reject known-bad histories in its crate): zero
 //! violations allowed.
 //!
 //! Run against another build's servers with `MERIDIAN_TEST_BINARY=path`.
@@ -54,7 +57,7 @@ async fn run_client(
         seed ^= seed >> 7;
         seed ^= seed << 17;
         let key = KEYS[(seed % KEYS.len() as u64) as usize];
-        if (seed >> 8) % 2 == 0 {
+        if (seed >> 8).is_multiple_of(2) {
             let value = format!("c{id}-{n}");
             let pending = recorder.invoke(id, key, Input::Put(value.clone()));
             let result = client
@@ -161,10 +164,10 @@ async fn wait_for_acks(acked: &AtomicU64, at_least: u64, limit: Duration) {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn a_partitioned_sync_primary_region_keeps_the_history_linearizable() {
-    let dir = tempfile::tempdir().unwrap();
-    let lab = common::multi_region_lab_of(dir.path(), 3, &[]).await;
+/// A lab with 3-node shards in every region and the sync namespace (two
+/// standby regions) placed.
+async fn linear_lab(dir: &std::path::Path) -> (Lab, Client) {
+    let lab = common::multi_region_lab_of(dir, 3, &[]).await;
     // Placing on three loaded regions across the emulated WAN can take a
     // while: one patient attempt, not a resend with an unknown outcome.
     let control = Client::with_options(
@@ -194,6 +197,48 @@ async fn a_partitioned_sync_primary_region_keeps_the_history_linearizable() {
             }
         }
     }
+    (lab, control)
+}
+
+async fn wait_for_failover(control: &Client) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Ok(list) = control.list_failovers(Some(NAMESPACE)).await
+            && !list.is_empty()
+        {
+            return;
+        }
+        assert!(Instant::now() < deadline, "no failover");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// The name of the us-east shard's current leader.
+async fn us_east_leader(lab: &Lab) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        for process in lab
+            .state()
+            .processes
+            .iter()
+            .filter(|p| p.role == ProcessRole::Node && p.region == "us-east" && p.pid.is_some())
+        {
+            let probe = lab_client(lab, vec![process.grpc.clone()], Duration::from_millis(500));
+            if let Ok(status) = probe.cluster_status_of(&process.grpc).await
+                && status.leader_id == status.node_id
+            {
+                return process.name.clone();
+            }
+        }
+        assert!(Instant::now() < deadline, "no us-east leader");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_partitioned_sync_primary_region_keeps_the_history_linearizable() {
+    let dir = tempfile::tempdir().unwrap();
+    let (lab, control) = linear_lab(dir.path()).await;
     let recorder = Arc::new(Recorder::new());
     let stop = Arc::new(AtomicBool::new(false));
     let acked = Arc::new(AtomicU64::new(0));
@@ -204,16 +249,7 @@ async fn a_partitioned_sync_primary_region_keeps_the_history_linearizable() {
     // Cut the primary region off from both others; eu-west is promoted.
     lab.partition("us-east", "eu-west").unwrap();
     lab.partition("us-east", "ap-south").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        if let Ok(list) = control.list_failovers(Some(NAMESPACE)).await
-            && !list.is_empty()
-        {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no failover");
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
+    wait_for_failover(&control).await;
     // Writes go on in the rest of the world while the old primary is cut off.
     let before = acked.load(Ordering::Relaxed);
     wait_for_acks(&acked, before + 20, Duration::from_secs(60)).await;
@@ -223,6 +259,48 @@ async fn a_partitioned_sync_primary_region_keeps_the_history_linearizable() {
     let before = acked.load(Ordering::Relaxed);
     wait_for_acks(&acked, before + 20, Duration::from_secs(60)).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
+    for client in clients {
+        client.await.unwrap();
+    }
+    assert_linearizable(&recorder);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn leader_kills_and_the_loss_and_return_of_the_primary_region_keep_the_history_linearizable()
+{
+    let dir = tempfile::tempdir().unwrap();
+    let (mut lab, control) = linear_lab(dir.path()).await;
+    let recorder = Arc::new(Recorder::new());
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked = Arc::new(AtomicU64::new(0));
+    let clients = start_clients(&lab, &recorder, &stop, &acked);
+    wait_for_acks(&acked, 20, Duration::from_secs(60)).await;
+
+    // kill -9 the primary shard's leader, three times, under load.
+    for _ in 0..3 {
+        let leader = us_east_leader(&lab).await;
+        lab.kill(&leader).unwrap();
+        let before = acked.load(Ordering::Relaxed);
+        wait_for_acks(&acked, before + 10, Duration::from_secs(60)).await;
+        lab.restart(&leader).unwrap();
+    }
+    lab.wait_ready(Duration::from_secs(60), |_, _| {})
+        .await
+        .unwrap();
+
+    // Lose the whole primary region; eu-west is promoted; writes go on.
+    lab.kill("us-east").unwrap();
+    wait_for_failover(&control).await;
+    let before = acked.load(Ordering::Relaxed);
+    wait_for_acks(&acked, before + 20, Duration::from_secs(60)).await;
+    // It returns (fenced, rebuilt as a standby); writes go on.
+    lab.restart("us-east").unwrap();
+    lab.wait_ready(Duration::from_secs(120), |_, _| {})
+        .await
+        .unwrap();
+    let before = acked.load(Ordering::Relaxed);
+    wait_for_acks(&acked, before + 20, Duration::from_secs(60)).await;
     stop.store(true, Ordering::Relaxed);
     for client in clients {
         client.await.unwrap();

@@ -5,7 +5,12 @@
 //!   a client in eu-west writes through its local gateway; time from the kill to
 //!   the first acknowledged write issued after the kill plus 250 ms (so no answer
 //!   still in flight from the dead primary is counted). Repeated `--runs` times,
-//!   each on a fresh lab.
+//!   each on a fresh lab. `rto-sync2`: the same with a sync namespace that has
+//!   two standby regions (writes must resume without the lost region).
+//! - **Reads**: strong reads at `--clients` closed loops on the us-east shard,
+//!   for a region-locked namespace (read-index only) and an async and a sync
+//!   replicated one (fenced by the lease; sync also by standby confirmation),
+//!   rounds alternating: what the read fence costs.
 //! - **Lag**: a paced write load (`--rate` writes/s) on an async namespace; the
 //!   standby's lag in seconds sampled every 100 ms from the primary's leader
 //!   (age of the oldest change the standby has not confirmed, so it includes
@@ -57,6 +62,19 @@ struct Args {
     /// Write the results as JSON to this file.
     #[arg(long)]
     json_out: Option<PathBuf>,
+    /// Phases to run: `rto` (async, one standby), `rto-sync2` (sync, two
+    /// standby regions), `load` (lag, write latency, WAN bytes), `reads`
+    /// (strong reads on a region-locked vs a replicated namespace: the cost of
+    /// the read fence).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "rto,rto-sync2,load,reads"
+    )]
+    phases: Vec<String>,
+    /// Alternating rounds of the `reads` phase.
+    #[arg(long, default_value_t = 3)]
+    read_rounds: usize,
 }
 
 #[derive(Debug, Default, Serialize)]
@@ -64,6 +82,14 @@ struct Report {
     rto_ms: Vec<f64>,
     rto_median_ms: f64,
     rto_max_ms: f64,
+    /// Sync namespace with two standby regions: time from killing the
+    /// primary region to the first acknowledged write.
+    rto_sync2_ms: Vec<f64>,
+    rto_sync2_median_ms: f64,
+    rto_sync2_max_ms: f64,
+    /// Strong reads at `clients` closed loops against the us-east shard, per
+    /// namespace kind, every round.
+    reads: BTreeMap<String, Vec<LatencyReport>>,
     lag: Option<LagReport>,
     latency: BTreeMap<String, LatencyReport>,
     wan_bytes_per_byte_written: f64,
@@ -128,13 +154,9 @@ fn client(lab: &Lab, endpoints: Vec<String>, budget: Duration) -> anyhow::Result
 }
 
 async fn place(lab: &Lab, name: &str, sync: bool) -> anyhow::Result<()> {
-    let control = client(
+    place_with(
         lab,
-        lab.state().endpoints(ProcessRole::Control, None),
-        Duration::from_secs(30),
-    )?;
-    control
-        .place_namespace(pb::Placement {
+        pb::Placement {
             name: name.into(),
             home_region: "us-east".into(),
             mode: pb::NamespaceMode::ActivePassive as i32,
@@ -142,9 +164,28 @@ async fn place(lab: &Lab, name: &str, sync: bool) -> anyhow::Result<()> {
             standby_regions: vec!["eu-west".into()],
             allowed_jurisdictions: vec!["US".into(), "EU".into()],
             ..Default::default()
-        })
-        .await?;
+        },
+    )
+    .await
+}
+
+async fn place_with(lab: &Lab, placement: pb::Placement) -> anyhow::Result<()> {
+    let control = client(
+        lab,
+        lab.state().endpoints(ProcessRole::Control, None),
+        Duration::from_secs(30),
+    )?;
+    control.place_namespace(placement).await?;
     Ok(())
+}
+
+/// How the RTO namespace is replicated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum RtoMode {
+    /// Async, one standby region (eu-west).
+    Async,
+    /// Sync, two standby regions (eu-west, ap-south).
+    SyncTwoStandbys,
 }
 
 fn primary_shard(lab: &Lab) -> anyhow::Result<Client> {
@@ -168,15 +209,32 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&args.dir)?;
     let mut report = Report::default();
 
+    let phase = |name: &str| args.phases.iter().any(|p| p == name);
     for run in 0..args.runs {
-        let rto = rto_run(&args, run).await?;
-        eprintln!("RTO run {}: {:.0} ms", run + 1, rto);
-        report.rto_ms.push(rto);
+        if phase("rto") {
+            let rto = rto_run(&args, run, RtoMode::Async).await?;
+            eprintln!("RTO run {} (async): {:.0} ms", run + 1, rto);
+            report.rto_ms.push(rto);
+        }
+        if phase("rto-sync2") {
+            let rto = rto_run(&args, run, RtoMode::SyncTwoStandbys).await?;
+            eprintln!("RTO run {} (sync, two standbys): {:.0} ms", run + 1, rto);
+            report.rto_sync2_ms.push(rto);
+        }
     }
     let mut rto = report.rto_ms.clone();
     report.rto_median_ms = percentile(&mut rto, 0.5);
     report.rto_max_ms = percentile(&mut rto, 1.0);
+    let mut rto = report.rto_sync2_ms.clone();
+    report.rto_sync2_median_ms = percentile(&mut rto, 0.5);
+    report.rto_sync2_max_ms = percentile(&mut rto, 1.0);
 
+    if phase("reads") {
+        report.reads = fenced_reads(&args).await?;
+    }
+    if !phase("load") {
+        return finish(&args, &report);
+    }
     let lab = start_lab(&args, "load").await?;
     place(&lab, "paced", false).await?;
     place(&lab, "async", false).await?;
@@ -197,13 +255,99 @@ async fn main() -> anyhow::Result<()> {
     let written = WRITTEN.load(Ordering::Relaxed);
     report.wan_bytes_per_byte_written = sent as f64 / written.max(1) as f64;
     drop(lab);
+    finish(&args, &report)
+}
 
-    let text = serde_json::to_string_pretty(&report)?;
+fn finish(args: &Args, report: &Report) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(report)?;
     println!("{text}");
     if let Some(path) = &args.json_out {
         std::fs::write(path, &text).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// Strong reads through the us-east shard on a region-locked namespace (no
+/// fence: read-index only), an async and a sync replicated one (fenced: the
+/// lease, and for sync the standby confirmation), rounds alternating.
+async fn fenced_reads(args: &Args) -> anyhow::Result<BTreeMap<String, Vec<LatencyReport>>> {
+    let lab = start_lab(args, "reads").await?;
+    place_with(
+        &lab,
+        pb::Placement {
+            name: "plain".into(),
+            home_region: "us-east".into(),
+            mode: pb::NamespaceMode::RegionLocked as i32,
+            allowed_jurisdictions: vec!["US".into()],
+            ..Default::default()
+        },
+    )
+    .await?;
+    place(&lab, "async", false).await?;
+    place(&lab, "sync", true).await?;
+    let primary = Arc::new(primary_shard(&lab)?);
+    let value = random_value(args.value_size);
+    for namespace in ["plain", "async", "sync"] {
+        for i in 0..1_000 {
+            primary
+                .put(namespace, format!("r-{i}").as_bytes(), &value)
+                .await?;
+        }
+    }
+    let mut reports: BTreeMap<String, Vec<LatencyReport>> = BTreeMap::new();
+    for round in 0..args.read_rounds {
+        for namespace in ["plain", "async", "sync"] {
+            let report = read_loop(args, &primary, namespace).await;
+            eprintln!(
+                "reads round {} {namespace}: {:.0}/s p99 {:.2} ms",
+                round + 1,
+                report.ops_per_second,
+                report.p99_ms
+            );
+            reports.entry(namespace.into()).or_default().push(report);
+        }
+    }
+    Ok(reports)
+}
+
+/// `clients` closed loops of strong reads on `namespace` for `seconds`.
+async fn read_loop(args: &Args, primary: &Arc<Client>, namespace: &str) -> LatencyReport {
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut readers = Vec::new();
+    for c in 0..args.clients {
+        let (primary, stop) = (primary.clone(), stop.clone());
+        let namespace = namespace.to_string();
+        readers.push(tokio::spawn(async move {
+            let mut latencies = Vec::new();
+            let mut i = c as u64;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("r-{}", i % 1_000);
+                let started = Instant::now();
+                if primary
+                    .get(&namespace, key.as_bytes(), pb::Consistency::Strong)
+                    .await
+                    .is_ok()
+                {
+                    latencies.push(started.elapsed().as_secs_f64() * 1e3);
+                }
+                i += 7;
+            }
+            latencies
+        }));
+    }
+    let started = Instant::now();
+    tokio::time::sleep(Duration::from_secs(args.seconds)).await;
+    stop.store(true, Ordering::Relaxed);
+    let mut all = Vec::new();
+    for reader in readers {
+        all.extend(reader.await.unwrap_or_default());
+    }
+    let ops_per_second = all.len() as f64 / started.elapsed().as_secs_f64();
+    LatencyReport {
+        ops_per_second,
+        p50_ms: percentile(&mut all, 0.5),
+        p99_ms: percentile(&mut all, 0.99),
+    }
 }
 
 /// Random printable bytes: values that compress about as well as typical text
@@ -217,9 +361,26 @@ fn random_value(len: usize) -> Vec<u8> {
 /// Key and value bytes the load phases wrote.
 static WRITTEN: AtomicU64 = AtomicU64::new(0);
 
-async fn rto_run(args: &Args, run: usize) -> anyhow::Result<f64> {
-    let mut lab = start_lab(args, &format!("rto-{run}")).await?;
-    place(&lab, "rto", false).await?;
+async fn rto_run(args: &Args, run: usize, mode: RtoMode) -> anyhow::Result<f64> {
+    let mut lab = start_lab(args, &format!("rto-{run}-{mode:?}")).await?;
+    match mode {
+        RtoMode::Async => place(&lab, "rto", false).await?,
+        RtoMode::SyncTwoStandbys => {
+            place_with(
+                &lab,
+                pb::Placement {
+                    name: "rto".into(),
+                    home_region: "us-east".into(),
+                    mode: pb::NamespaceMode::ActivePassive as i32,
+                    sync: true,
+                    standby_regions: vec!["eu-west".into(), "ap-south".into()],
+                    allowed_jurisdictions: vec!["US".into(), "EU".into(), "IN".into()],
+                    ..Default::default()
+                },
+            )
+            .await?
+        }
+    }
     let gateway = Arc::new(client(
         &lab,
         lab.state().endpoints(ProcessRole::Gateway, Some("eu-west")),
