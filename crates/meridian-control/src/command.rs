@@ -139,6 +139,17 @@ pub enum ControlCommand {
         /// Who asked.
         requester: Requester,
     },
+    /// A deleted namespace's copy (data, change log, lost writes) is gone
+    /// from `shard`; once every copy is, the deletion is complete and the
+    /// name may be used again.
+    NamespaceCopyDeleted {
+        /// The namespace.
+        name: String,
+        /// The shard that no longer holds it.
+        shard: String,
+        /// Who finished it (the control plane's deletion worker, or an operator).
+        requester: Requester,
+    },
 }
 
 /// Why the control plane refused a command; decided identically on every replica.
@@ -178,6 +189,17 @@ pub enum ControlRejection {
         /// Its standby shards.
         standbys: String,
     },
+    /// The name belongs to a namespace still being deleted: some copies are
+    /// not gone yet, and a new namespace must never adopt one.
+    #[error(
+        "namespace {name:?} is still being deleted (copies remain on {shards}); it can be created again once every copy is gone — retry the removal to finish it"
+    )]
+    BeingDeleted {
+        /// The namespace.
+        name: String,
+        /// Shards that still hold a copy.
+        shards: String,
+    },
 }
 
 /// The result of a command.
@@ -194,10 +216,16 @@ pub enum ControlResult {
         /// Routing-table version that first contains it.
         routing_version: u64,
     },
-    /// The namespace and its route are gone from `routing_version`.
+    /// The namespace and its route are gone from `routing_version`; its
+    /// copies are deleted on `pending` (none left: complete).
     NamespaceDeleted {
         /// Routing-table version without it.
         routing_version: u64,
+    },
+    /// One copy of a deleted namespace is gone; `remaining` shards still hold one.
+    CopyDeleted {
+        /// Shards still holding a copy.
+        remaining: Vec<String>,
     },
     /// A namespace setting changed.
     Updated,

@@ -57,6 +57,9 @@ impl ControlError {
             ControlError::Rejected(ControlRejection::NamespaceExists(_)) => Code::AlreadyExists,
             ControlError::Rejected(ControlRejection::NamespaceNotFound(_)) => Code::NotFound,
             ControlError::Rejected(ControlRejection::UnknownRegion(_)) => Code::NotFound,
+            ControlError::Rejected(ControlRejection::BeingDeleted { .. }) => {
+                Code::FailedPrecondition
+            }
             ControlError::Rejected(ControlRejection::NotAStandby { .. }) => {
                 Code::FailedPrecondition
             }

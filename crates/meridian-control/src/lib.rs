@@ -11,6 +11,9 @@
 //!   `meridian.v1.Control` gRPC service (including `WatchRoutes`), health.
 //! - [`failover`]: the leader's health probes, write leases and automatic
 //!   failover of active-passive namespaces.
+//! - [`lease`]: lease accounting (every grant counted from its send time).
+//! - [`promotion`]: the sync rule and the choice of a promotion target.
+//! - [`deletion`]: deleting every copy of a deleted namespace, resumably.
 //! - [`route_log`]: which routes changed at each recent version (route deltas).
 //! - [`admin_http`]: the JSON admin API and its OpenAPI document.
 //! - [`config`], [`error`]: configuration and the error-to-status mapping.
@@ -23,6 +26,7 @@
 pub mod admin_http;
 pub mod command;
 pub mod config;
+pub mod deletion;
 pub mod error;
 pub mod failover;
 pub mod lease;

@@ -181,6 +181,18 @@ pub struct AuditRecord {
     pub outcome: String,
 }
 
+/// A namespace being deleted: its route is gone; these shards may still
+/// hold a copy (data, change log, lost writes) until they confirm deletion.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Deletion {
+    /// The namespace.
+    pub name: String,
+    /// Shards that may still hold a copy.
+    pub shards: std::collections::BTreeSet<String>,
+    /// When the deletion was asked for (Unix ms).
+    pub requested_at_ms: u64,
+}
+
 /// One failover of a namespace: why, when, from where to where, and the
 /// replication positions that bound what may have been lost.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]

@@ -57,6 +57,7 @@ pub async fn run(
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
     let seeder = tokio::spawn(node.clone().seed_regions());
     let prober = tokio::spawn(crate::failover::run(node.clone()));
+    let deleter = tokio::spawn(crate::deletion::run(node.clone()));
     let health_node = node.clone();
     let health_task = tokio::spawn(serve::report_health(
         health_reporter,
@@ -111,6 +112,7 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
     seeder.abort();
     prober.abort();
+    deleter.abort();
     health_task.abort();
     node.raft.engine.sync_now()?;
     Ok(())

@@ -536,11 +536,6 @@ impl Control for ControlService {
         let requester = Self::requester(&request);
         let name = request.into_inner().name;
         self.node.read_barrier().await?;
-        let shard = self.node.with_state(|s| {
-            s.namespaces
-                .get(&name)
-                .and_then(|ns| s.shards.get(&ns.shard).cloned())
-        });
         let routing_version = match self
             .node
             .propose(ControlCommand::DeleteNamespace {
@@ -552,23 +547,16 @@ impl Control for ControlService {
             ControlResult::NamespaceDeleted { routing_version } => routing_version,
             other => return Err(Status::internal(format!("unexpected result {other:?}"))),
         };
-        // The route is gone first, so no gateway sends new writes; then the data.
-        if let Some(shard) = shard {
-            let addresses: Vec<String> =
-                shard.members.values().map(|m| m.address.clone()).collect();
-            match meridian_client::Client::with_dialer(addresses, self.node.dialer.clone()) {
-                Ok(client) => match client.delete_namespace(&name).await {
-                    Ok(_) | Err(meridian_client::ClientError::NotFound(_)) => {}
-                    Err(err) => {
-                        return Err(ControlError::Unavailable(format!(
-                            "route removed, but deleting the data on shard {} failed: {err}; retry the removal",
-                            shard.id
-                        ))
-                        .into());
-                    }
-                },
-                Err(err) => tracing::warn!(error = %err, "no shard members to delete from"),
-            }
+        // The route is gone first, so no gateway sends new writes; then
+        // every copy. What cannot be reached now is finished by the leader's
+        // deletion worker (and by asking again).
+        let remaining = crate::deletion::finish(&self.node, &name).await;
+        if !remaining.is_empty() {
+            return Err(ControlError::Unavailable(format!(
+                "route of {name:?} removed, but copies remain on {} (unreachable now); they are deleted in the background, and the name stays reserved until then — retry to finish now",
+                remaining.join(", ")
+            ))
+            .into());
         }
         Ok(Response::new(pb::RemoveNamespaceResponse {
             routing_version,

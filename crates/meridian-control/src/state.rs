@@ -22,6 +22,8 @@ pub enum Change {
     Failover(u64),
     /// The routing version or audit counter moved.
     Counters,
+    /// A deletion was written (or completed, if absent now).
+    Deletion(String),
 }
 
 /// Counters kept next to the tables.
@@ -48,6 +50,8 @@ pub struct ControlState {
     pub counters: Counters,
     /// Failovers by sequence number.
     pub failovers: BTreeMap<u64, crate::model::FailoverRecord>,
+    /// Namespaces being deleted: shards that may still hold a copy.
+    pub deletions: BTreeMap<String, crate::model::Deletion>,
     /// Namespaces per shard, derived from `namespaces` (placement picks the
     /// least-loaded shard; counting on every placement would cost O(namespaces)).
     /// Kept by `apply`; rebuilt by [`ControlState::rebuild_derived`] after loading.
@@ -121,6 +125,7 @@ impl ControlState {
         if self.namespaces.contains_key(name) {
             return Err(ControlRejection::NamespaceExists(name.to_string()));
         }
+        self.check_not_being_deleted(name)?;
         let policy = placement::resolve_policy(name, policy, &self.regions)?;
         let (shard, standbys) = self.choose_shards(&policy)?;
         let shard = self
@@ -269,19 +274,59 @@ impl ControlState {
             ControlCommand::SetMaxLag {
                 namespace, max_lag, ..
             } => self.update_namespace(namespace, changes, |entry| entry.max_lag = max_lag),
-            ControlCommand::DeleteNamespace { name, .. } => {
+            ControlCommand::DeleteNamespace { name, requester } => {
                 let Some(removed) = self.namespaces.remove(&name) else {
+                    // Asking again finishes a deletion under way.
+                    if self.deletions.contains_key(&name) {
+                        return Ok(ControlResult::NamespaceDeleted {
+                            routing_version: self.counters.routing_version,
+                        });
+                    }
                     return Err(ControlRejection::NamespaceNotFound(name));
                 };
                 if let Some(load) = self.shard_load.get_mut(&removed.shard) {
                     *load = load.saturating_sub(1);
                 }
+                // Every shard that may hold a copy: the primary, the standbys
+                // (former primaries among them, with their lost writes).
+                let shards = std::iter::once(removed.shard.clone())
+                    .chain(removed.standbys.iter().map(|s| s.shard.clone()))
+                    .chain(
+                        self.failovers
+                            .values()
+                            .filter(|f| f.namespace == name)
+                            .flat_map(|f| [f.from_shard.clone(), f.to_shard.clone()]),
+                    )
+                    .collect();
+                self.deletions.insert(
+                    name.clone(),
+                    crate::model::Deletion {
+                        name: name.clone(),
+                        shards,
+                        requested_at_ms: requester.at_unix_ms,
+                    },
+                );
                 self.counters.routing_version += 1;
-                changes.push(Change::Namespace(name));
+                changes.push(Change::Namespace(name.clone()));
+                changes.push(Change::Deletion(name));
                 changes.push(Change::Counters);
                 Ok(ControlResult::NamespaceDeleted {
                     routing_version: self.counters.routing_version,
                 })
+            }
+            ControlCommand::NamespaceCopyDeleted { name, shard, .. } => {
+                let Some(deletion) = self.deletions.get_mut(&name) else {
+                    return Ok(ControlResult::CopyDeleted {
+                        remaining: Vec::new(),
+                    });
+                };
+                deletion.shards.remove(&shard);
+                let remaining: Vec<String> = deletion.shards.iter().cloned().collect();
+                if remaining.is_empty() {
+                    self.deletions.remove(&name);
+                }
+                changes.push(Change::Deletion(name));
+                Ok(ControlResult::CopyDeleted { remaining })
             }
         }
     }
@@ -394,6 +439,23 @@ impl ControlState {
 
     /// Places a new namespace (residency checked, least-loaded shards) and
     /// publishes its route.
+    /// A name whose earlier namespace still has copies somewhere cannot be
+    /// placed: the new one must never adopt an old copy.
+    fn check_not_being_deleted(&self, name: &str) -> Result<(), ControlRejection> {
+        match self.deletions.get(name) {
+            Some(deletion) => Err(ControlRejection::BeingDeleted {
+                name: name.to_string(),
+                shards: deletion
+                    .shards
+                    .iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            }),
+            None => Ok(()),
+        }
+    }
+
     fn mismatch(&self, shard: &str, region: &str) -> ControlRejection {
         ControlRejection::ShardRegionMismatch {
             shard: shard.to_string(),
@@ -419,6 +481,7 @@ impl ControlState {
         if self.namespaces.contains_key(&name) {
             return Err(ControlRejection::NamespaceExists(name));
         }
+        self.check_not_being_deleted(&name)?;
         let policy = placement::resolve_policy(&name, policy, &self.regions)?;
         let (chosen_shard, chosen_standbys) = self.choose_shards(&policy)?;
         let in_region =
@@ -541,6 +604,14 @@ fn describe(command: &ControlCommand) -> (Requester, String) {
         ControlCommand::DeleteNamespace { name, requester } => {
             (requester.clone(), format!("delete namespace {name}"))
         }
+        ControlCommand::NamespaceCopyDeleted {
+            name,
+            shard,
+            requester,
+        } => (
+            requester.clone(),
+            format!("copy of deleted namespace {name} removed from shard {shard}"),
+        ),
     }
 }
 
@@ -700,6 +771,64 @@ mod tests {
             ),
             "{result:?}"
         );
+    }
+
+    #[test]
+    fn a_deleted_name_stays_reserved_until_every_copy_is_gone() {
+        let mut state = lab_state();
+        let created = create(&mut state, "ledger", "us-east", &["eu-west"], &["US", "EU"]);
+        assert!(matches!(created, ControlResult::NamespaceCreated { .. }));
+        let delete = |state: &mut ControlState| {
+            state
+                .apply(ControlCommand::DeleteNamespace {
+                    name: "ledger".into(),
+                    requester: requester(),
+                })
+                .0
+        };
+        assert!(matches!(
+            delete(&mut state),
+            ControlResult::NamespaceDeleted { .. }
+        ));
+        assert!(state.routes().is_empty());
+        let shards: Vec<&String> = state.deletions["ledger"].shards.iter().collect();
+        assert_eq!(shards, ["eu-west-s1", "us-east-s1"]);
+        // The name cannot be placed again while a copy may remain...
+        let again = create(&mut state, "ledger", "us-east", &["eu-west"], &["US", "EU"]);
+        assert!(
+            matches!(
+                again,
+                ControlResult::Rejected {
+                    rejection: ControlRejection::BeingDeleted { .. },
+                    ..
+                }
+            ),
+            "{again:?}"
+        );
+        // ...and asking to delete again resumes instead of NOT_FOUND.
+        assert!(matches!(
+            delete(&mut state),
+            ControlResult::NamespaceDeleted { .. }
+        ));
+        for shard in ["us-east-s1", "eu-west-s1"] {
+            state.apply(ControlCommand::NamespaceCopyDeleted {
+                name: "ledger".into(),
+                shard: shard.into(),
+                requester: requester(),
+            });
+        }
+        assert!(state.deletions.is_empty());
+        let again = create(&mut state, "ledger", "us-east", &["eu-west"], &["US", "EU"]);
+        assert!(
+            matches!(again, ControlResult::NamespaceCreated { .. }),
+            "{again:?}"
+        );
+        // Now the name is unknown to deletion: NOT_FOUND after a real delete
+        // and completion.
+        assert!(matches!(
+            delete(&mut state),
+            ControlResult::NamespaceDeleted { .. }
+        ));
     }
 
     #[test]

@@ -112,6 +112,8 @@ pub struct ControlStateMachine {
     namespaces: Keyspace,
     audit: Keyspace,
     failovers: Keyspace,
+    /// Namespaces being deleted, by name.
+    deletions: Keyspace,
     meta: Keyspace,
     state: Arc<RwLock<ControlState>>,
     /// The routing-table version, announced after every applied command so
@@ -132,6 +134,7 @@ impl ControlStateMachine {
             namespaces: keyspace("control_namespaces")?,
             audit: keyspace("control_audit")?,
             failovers: keyspace("control_failovers")?,
+            deletions: keyspace("control_deletions")?,
             meta: keyspace("control_meta")?,
             state: Arc::new(RwLock::new(ControlState::default())),
             versions: tokio::sync::watch::channel(0).0,
@@ -188,6 +191,11 @@ impl ControlStateMachine {
             let (_, raw) = guard.into_inner().map_err(to_io)?;
             let record = decode_failover(&raw)?;
             state.failovers.insert(record.id, record);
+        }
+        for guard in self.deletions.iter() {
+            let (_, raw) = guard.into_inner().map_err(to_io)?;
+            let deletion: crate::model::Deletion = decode(&raw)?;
+            state.deletions.insert(deletion.name.clone(), deletion);
         }
         if let Some(raw) = self.meta.get(COUNTERS_KEY).map_err(to_io)? {
             state.counters = decode::<Counters>(&raw)?;
@@ -249,6 +257,12 @@ impl ControlStateMachine {
             Change::Counters => {
                 batch.insert(&self.meta, COUNTERS_KEY.to_vec(), encode(&state.counters)?)
             }
+            Change::Deletion(name) => match state.deletions.get(name) {
+                Some(deletion) => {
+                    batch.insert(&self.deletions, name.as_bytes().to_vec(), encode(deletion)?)
+                }
+                None => batch.remove(&self.deletions, name.as_bytes().to_vec()),
+            },
         }
         Ok(())
     }
@@ -262,6 +276,7 @@ impl Application for ControlStateMachine {
             self.namespaces.clone(),
             self.audit.clone(),
             self.failovers.clone(),
+            self.deletions.clone(),
             self.meta.clone(),
         ]
     }
@@ -287,7 +302,8 @@ impl Application for ControlStateMachine {
                     Change::Region(_)
                     | Change::Audit(_)
                     | Change::Failover(_)
-                    | Change::Counters => {}
+                    | Change::Counters
+                    | Change::Deletion(_) => {}
                 }
             }
         }

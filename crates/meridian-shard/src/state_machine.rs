@@ -415,10 +415,15 @@ impl KvStateMachine {
             }
             Command::DeleteNamespace { name } => {
                 let mut cache = self.cache.write().unwrap_or_else(|e| e.into_inner());
-                if !cache.contains_key(&name) {
+                // Lost-write records go too: delete means every byte.
+                let lost = batch.keys_with_prefix(&self.lost, &keys::namespace_prefix(&name))?;
+                if !cache.contains_key(&name) && lost.is_empty() {
                     return Ok(CommandResult::Rejected(Rejection::NamespaceNotFound {
                         name,
                     }));
+                }
+                for key in lost {
+                    batch.remove(&self.lost, key);
                 }
                 let mut keys_deleted = 0;
                 for key in batch.keys_with_prefix(&self.data, &keys::namespace_prefix(&name))? {
@@ -1199,6 +1204,50 @@ mod tests {
             let h = apply_in_batches(&commands, splits);
             assert_eq!(dump(&h), expected, "batch splits {splits:#b}");
         }
+    }
+
+    #[test]
+    fn deleting_a_namespace_removes_its_lost_writes_too() {
+        let commands = vec![
+            Command::CreateNamespace {
+                name: "ns".into(),
+                max_namespaces: 10,
+            },
+            Command::ConfigureNamespace {
+                namespace: "ns".into(),
+                role: NamespaceRole::Primary,
+                epoch: 1,
+                log_changes: true,
+                fork_seq: None,
+                sync: false,
+                max_lag_entries: 0,
+                max_lag_ms: 0,
+            },
+            Command::Put {
+                namespace: "ns".into(),
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+            },
+            Command::ConfigureNamespace {
+                namespace: "ns".into(),
+                role: NamespaceRole::Standby,
+                epoch: 2,
+                log_changes: true,
+                fork_seq: Some(0),
+                sync: false,
+                max_lag_entries: 0,
+                max_lag_ms: 0,
+            },
+        ];
+        let mut h = apply_in_batches(&commands, u32::MAX);
+        assert_eq!(h.machine.lost_writes("ns").unwrap().len(), 1);
+        let result = h.apply(Command::DeleteNamespace { name: "ns".into() });
+        assert!(
+            matches!(result, CommandResult::NamespaceDeleted { .. }),
+            "{result:?}"
+        );
+        assert!(h.machine.lost_writes("ns").unwrap().is_empty());
+        assert!(dump(&h).is_empty(), "bytes left behind: {:?}", dump(&h));
     }
 
     #[test]
