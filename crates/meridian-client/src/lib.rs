@@ -5,16 +5,20 @@
 //! - [`ClientError`]: what a call can fail with, typed so callers can tell "retry",
 //!   "fix your request" and "outcome unknown" apart.
 //!
-//! Routing: calls go to the leader. A node that is not the leader answers with the
-//! leader's address (metadata `meridian-leader-address`), which the client follows
+//! - [`lost`]: planning the safe re-application of writes a failover lost.
+//!
+//! Routing: calls go to the leader. A node that is not the leader answers with a
+//! typed `not-leader` reason and the leader's address, which the client follows
 //! and remembers. Reads at `eventual` consistency may be answered by any member.
 //!
-//! Retries: a call is retried on another member only when it certainly did not take
-//! effect — the connection was refused, or the server said it is not the leader —
-//! or when it is a read. A write whose connection broke after it was sent fails with
-//! [`ClientError::OutcomeUnknown`] rather than risk applying it twice.
+//! Retries: a call is retried only when it certainly did not take effect — the
+//! connection was refused, or the server's typed reason says nothing was done
+//! (not the leader, no quorum, no lease) — or when it is a read. A write whose
+//! connection broke after it was sent fails with [`ClientError::OutcomeUnknown`]
+//! rather than risk applying it twice. Decisions read [`Reason`]s, never messages.
 
 mod error;
+pub mod lost;
 pub mod routes;
 mod routing;
 

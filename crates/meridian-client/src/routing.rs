@@ -695,6 +695,29 @@ impl Client {
         Ok(response.writes)
     }
 
+    /// Removes set-aside lost changes `(epoch, seq)` of `namespace` from this
+    /// shard; returns how many were still there.
+    pub async fn discard_lost_writes(
+        &self,
+        namespace: &str,
+        changes: &[(u64, u64)],
+    ) -> Result<u64, ClientError> {
+        let request = pb::DiscardLostWritesRequest {
+            namespace: namespace.to_string(),
+            changes: changes
+                .iter()
+                .map(|&(epoch, seq)| pb::LostChangeId { epoch, seq })
+                .collect(),
+        };
+        let response = self
+            .call(CallKind::Write, |channel| {
+                let request = request.clone();
+                async move { AdminClient::new(channel).discard_lost_writes(request).await }
+            })
+            .await?;
+        Ok(response.discarded)
+    }
+
     /// Control plane: failovers, oldest first (of one namespace if given).
     pub async fn list_failovers(
         &self,

@@ -86,8 +86,9 @@ pub enum Command {
         namespace: String,
         /// The primary's epoch; must equal this standby's.
         epoch: u64,
-        /// Changes in sequence order.
-        changes: Vec<ChangeRecord>,
+        /// Changes in sequence order (format 1, without previous versions;
+        /// kept so that log entries written before format 2 still apply).
+        changes: Vec<ChangeRecordV1>,
     },
     /// Drops change-log entries up to `through` (every standby has them).
     TrimChanges {
@@ -122,6 +123,22 @@ pub enum Command {
         /// The primary's sequence number the copy corresponds to.
         through_seq: u64,
     },
+    /// [`Command::ApplyReplicated`] with format-2 change records.
+    ApplyChanges {
+        /// The namespace.
+        namespace: String,
+        /// The primary's epoch; must equal this standby's.
+        epoch: u64,
+        /// Changes in sequence order.
+        changes: Vec<ChangeRecord>,
+    },
+    /// Removes set-aside lost writes (re-applied or discarded by an operator).
+    DiscardLost {
+        /// The namespace.
+        namespace: String,
+        /// `(epoch, seq)` of each lost change to remove.
+        changes: Vec<(u64, u64)>,
+    },
 }
 
 /// A namespace's role on a shard.
@@ -152,6 +169,48 @@ pub struct ReplicatedWrite {
     pub value: Option<Vec<u8>>,
     /// The key's version after the write (the removed version for a delete).
     pub version: u64,
+    /// The key's version before the write (0: absent), when known (`None`
+    /// for changes recorded in format 1). A lost write is re-applied only
+    /// while the key still has this version on the new primary.
+    pub previous_version: Option<u64>,
+}
+
+/// Format 1 of [`ChangeRecord`] (before previous versions were recorded).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ChangeRecordV1 {
+    /// Position in the namespace's change sequence.
+    pub seq: u64,
+    /// The writes of the command, in order.
+    pub writes: Vec<ReplicatedWriteV1>,
+}
+
+/// Format 1 of [`ReplicatedWrite`].
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ReplicatedWriteV1 {
+    /// The key.
+    pub key: Vec<u8>,
+    /// The new value; `None` for a delete.
+    pub value: Option<Vec<u8>>,
+    /// The key's version after the write.
+    pub version: u64,
+}
+
+impl From<ChangeRecordV1> for ChangeRecord {
+    fn from(old: ChangeRecordV1) -> Self {
+        ChangeRecord {
+            seq: old.seq,
+            writes: old
+                .writes
+                .into_iter()
+                .map(|w| ReplicatedWrite {
+                    key: w.key,
+                    value: w.value,
+                    version: w.version,
+                    previous_version: None,
+                })
+                .collect(),
+        }
+    }
 }
 
 /// One key with its value and version, as exported.
@@ -272,6 +331,11 @@ pub enum CommandResult {
     },
     /// Change-log entries were dropped.
     Trimmed,
+    /// Set-aside lost writes were removed.
+    Discarded {
+        /// Lost changes removed.
+        count: u64,
+    },
 }
 
 /// Outcome of a put.

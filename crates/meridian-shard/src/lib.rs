@@ -5,6 +5,7 @@
 //! - [`limits`]: request limits and the errors that name them.
 //! - [`keys`]: how namespaced keys and versioned values are laid out in storage.
 //! - [`command`]: the commands replicated through the Raft log and their results.
+//! - [`formats`]: versioned encodings of what is stored and sent (golden samples).
 //! - [`state_machine`]: applying commands; reads of the applied state.
 //! - [`digest`]: integrity digests that any two copies of a namespace can compare.
 //! - [`node`]: request logic — proposing, read barriers, leader discovery.
@@ -21,6 +22,7 @@ pub mod config;
 pub mod digest;
 pub mod disk;
 pub mod error;
+pub mod formats;
 pub mod keys;
 pub mod lease;
 pub mod limits;

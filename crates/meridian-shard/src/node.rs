@@ -392,7 +392,7 @@ impl ShardNode {
                 min_free_bytes,
             });
         }
-        let encoded = postcard::to_stdvec(command).map_err(std::io::Error::other)?;
+        let encoded = crate::formats::encode_command(command)?;
         let (responder, receiver) = openraft::impls::ProgressResponder::complete_only();
         self.raft
             .raft

@@ -43,18 +43,19 @@ const RESYNC_CHUNK: usize = 2_048;
 /// Trim the log once standbys are this many changes past the last trim.
 const TRIM_EVERY: u64 = 1_024;
 
-/// Compresses a batch for the wire; returns the payload and the raw size.
+/// Compresses a batch for the wire (format [`crate::formats::BATCH_FORMAT`]);
+/// returns the payload and the raw size.
 pub fn encode_batch(changes: &[ChangeRecord]) -> std::io::Result<(Vec<u8>, usize)> {
     let raw = postcard::to_stdvec(changes).map_err(std::io::Error::other)?;
     let compressed = zstd::bulk::compress(&raw, ZSTD_LEVEL)?;
     Ok((compressed, raw.len()))
 }
 
-/// Decodes a batch from the wire, refusing one that expands past
+/// Decodes a batch of `format` from the wire, refusing one that expands past
 /// [`MAX_BATCH_BYTES`].
-pub fn decode_batch(payload: &[u8]) -> std::io::Result<Vec<ChangeRecord>> {
+pub fn decode_batch(payload: &[u8], format: u32) -> std::io::Result<Vec<ChangeRecord>> {
     let raw = zstd::bulk::decompress(payload, MAX_BATCH_BYTES)?;
-    postcard::from_bytes(&raw).map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))
+    crate::formats::decode_batch_body(&raw, format)
 }
 
 /// Compresses key-values for a full copy.
@@ -822,6 +823,7 @@ async fn send_payload(
             payload,
             resync,
             primary_seq,
+            payload_format: crate::formats::BATCH_FORMAT,
         })
         .await
         .map_err(|e| e.to_string())
@@ -950,12 +952,16 @@ mod tests {
                     key: format!("user/{seq:08}").into_bytes(),
                     value: Some(vec![b'x'; 256]),
                     version: seq * 3,
+                    previous_version: Some(seq * 3 - 1),
                 }],
             })
             .collect();
         let (payload, raw) = encode_batch(&changes).unwrap();
         assert!(payload.len() * 5 < raw, "{} vs {raw}", payload.len());
-        assert_eq!(decode_batch(&payload).unwrap(), changes);
-        assert!(decode_batch(b"not zstd").is_err());
+        assert_eq!(
+            decode_batch(&payload, crate::formats::BATCH_FORMAT).unwrap(),
+            changes
+        );
+        assert!(decode_batch(b"not zstd", crate::formats::BATCH_FORMAT).is_err());
     }
 }

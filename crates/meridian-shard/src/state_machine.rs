@@ -191,10 +191,7 @@ impl KvStateMachine {
         let mut out = Vec::new();
         for guard in self.changes.range(lower..upper).take(max) {
             let (_, raw) = guard.into_inner().map_err(storage_error)?;
-            out.push(
-                postcard::from_bytes(&raw)
-                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
-            );
+            out.push(crate::formats::decode_change(&raw)?);
         }
         Ok(out)
     }
@@ -210,8 +207,7 @@ impl KvStateMachine {
                 .get(..8)
                 .and_then(|b| b.try_into().ok())
                 .map_or(0, u64::from_be_bytes);
-            let change = postcard::from_bytes(&raw)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            let change = crate::formats::decode_change(&raw)?;
             out.push((epoch, change));
         }
         Ok(out)
@@ -345,10 +341,7 @@ impl KvStateMachine {
                 continue;
             }
             if let Some(raw) = batch.get(&self.changes, &key)? {
-                out.push(
-                    postcard::from_bytes(&raw)
-                        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?,
-                );
+                out.push(crate::formats::decode_change(&raw)?);
             }
         }
         Ok(out)
@@ -548,7 +541,28 @@ impl KvStateMachine {
                 namespace,
                 epoch,
                 changes,
+            } => {
+                let changes = changes.into_iter().map(ChangeRecord::from).collect();
+                self.apply_replicated(&namespace, epoch, changes, batch)
+            }
+            Command::ApplyChanges {
+                namespace,
+                epoch,
+                changes,
             } => self.apply_replicated(&namespace, epoch, changes, batch),
+            Command::DiscardLost { namespace, changes } => {
+                let mut discarded = 0u64;
+                for (epoch, seq) in changes {
+                    let mut lost_key = keys::namespace_prefix(&namespace);
+                    lost_key.extend_from_slice(&epoch.to_be_bytes());
+                    lost_key.extend_from_slice(&seq.to_be_bytes());
+                    if batch.get(&self.lost, &lost_key)?.is_some() {
+                        batch.remove(&self.lost, lost_key);
+                        discarded += 1;
+                    }
+                }
+                Ok(CommandResult::Discarded { count: discarded })
+            }
             Command::TrimChanges { namespace, through } => {
                 self.trim_changes(&namespace, through, batch)
             }
@@ -603,7 +617,7 @@ impl KvStateMachine {
             batch.insert(
                 &self.changes,
                 keys::data_key(namespace, &change.seq.to_be_bytes()),
-                postcard::to_stdvec(&change).map_err(io::Error::other)?,
+                crate::formats::encode_change(&change)?,
             );
         }
         self.store_record(namespace, record, batch)?;
@@ -678,7 +692,7 @@ impl KvStateMachine {
                 batch.insert(
                     &self.lost,
                     lost_key,
-                    postcard::to_stdvec(&change).map_err(io::Error::other)?,
+                    crate::formats::encode_change(&change)?,
                 );
                 batch.remove(
                     &self.changes,
@@ -773,7 +787,7 @@ impl KvStateMachine {
                 batch.insert(
                     &self.changes,
                     keys::data_key(namespace, &change.seq.to_be_bytes()),
-                    postcard::to_stdvec(&change).map_err(io::Error::other)?,
+                    crate::formats::encode_change(&change)?,
                 );
             }
         }
@@ -851,6 +865,7 @@ impl KvStateMachine {
             key,
             value: Some(value.to_vec()),
             version,
+            previous_version: Some(previous_version),
         });
         PutOutcome {
             version,
@@ -874,6 +889,7 @@ impl KvStateMachine {
                     key: key.to_vec(),
                     value: None,
                     version: previous_version,
+                    previous_version: Some(previous_version),
                 });
                 DeleteOutcome {
                     deleted: true,
@@ -950,7 +966,9 @@ impl KvStateMachine {
         let mut seen = std::collections::HashSet::new();
         let count = entries.len() as u64;
         for entry in entries {
-            let existed = self.pending_get(batch, namespace, &entry.key)?.is_some();
+            let existing = self.pending_get(batch, namespace, &entry.key)?;
+            let existed = existing.is_some();
+            let previous_version = existing.map_or(0, |(version, _)| version);
             if !existed && seen.insert(entry.key.clone()) {
                 fx.key_delta += 1;
             }
@@ -963,6 +981,7 @@ impl KvStateMachine {
                 key: entry.key,
                 value: Some(entry.value),
                 version: entry.version,
+                previous_version: Some(previous_version),
             });
         }
         Ok(CommandResult::Imported { count })
@@ -1056,8 +1075,7 @@ impl Application for KvStateMachine {
     }
 
     fn apply(&self, index: u64, command: &[u8], batch: &mut ApplyBatch) -> io::Result<Vec<u8>> {
-        let command: Command = postcard::from_bytes(command)
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        let command = crate::formats::decode_command(command)?;
         let result = self.apply_command(index, command, batch)?;
         postcard::to_stdvec(&result).map_err(io::Error::other)
     }
@@ -1204,6 +1222,63 @@ mod tests {
             let h = apply_in_batches(&commands, splits);
             assert_eq!(dump(&h), expected, "batch splits {splits:#b}");
         }
+    }
+
+    #[test]
+    fn namespace_records_of_every_format_decode() {
+        let record = NamespaceRecord {
+            created_index: 5,
+            key_count: 2,
+            role: NamespaceRole::Standby,
+            epoch: 3,
+            change_seq: 17,
+            log_changes: true,
+            trimmed_through: 9,
+            resync_needed: false,
+            sync: true,
+            max_lag_entries: 100,
+            max_lag_ms: 0,
+            promoted_seq: 4,
+        };
+        let encoded = encode_record(&record).unwrap();
+        let golden = crate::formats::golden("namespace-record-v3.bin", &encoded);
+        assert_eq!(encoded, golden, "namespace record format changed");
+        assert_eq!(decode_record(&golden).unwrap(), record);
+        // Format 2 (before promoted_seq) upgrades with promoted_seq 0.
+        let mut v2 = vec![2u8];
+        v2.extend(
+            postcard::to_stdvec(&(
+                5u64,
+                2u64,
+                NamespaceRole::Standby,
+                3u64,
+                17u64,
+                true,
+                9u64,
+                false,
+                true,
+                100u64,
+                0u64,
+            ))
+            .unwrap(),
+        );
+        let v2 = crate::formats::golden("namespace-record-v2.bin", &v2);
+        assert_eq!(
+            decode_record(&v2).unwrap(),
+            NamespaceRecord {
+                promoted_seq: 0,
+                ..record
+            }
+        );
+        let mut v1 = vec![1u8];
+        v1.extend(postcard::to_stdvec(&(5u64, 2u64)).unwrap());
+        let v1 = crate::formats::golden("namespace-record-v1.bin", &v1);
+        let upgraded = decode_record(&v1).unwrap();
+        assert_eq!(
+            (upgraded.created_index, upgraded.key_count, upgraded.epoch),
+            (5, 2, 0)
+        );
+        assert!(decode_record(&[9, 0]).is_err());
     }
 
     #[test]
@@ -1590,13 +1665,13 @@ mod tests {
             CommandResult::Rejected(Rejection::NotPrimary { .. })
         ));
         // A gap stops the batch; a stale epoch is refused.
-        let gap = standby.apply(Command::ApplyReplicated {
+        let gap = standby.apply(Command::ApplyChanges {
             namespace: "ns".into(),
             epoch: 1,
             changes: changes[1..].to_vec(),
         });
         assert_eq!(gap, CommandResult::Replicated { applied_seq: 0 });
-        let stale = standby.apply(Command::ApplyReplicated {
+        let stale = standby.apply(Command::ApplyChanges {
             namespace: "ns".into(),
             epoch: 0,
             changes: changes.clone(),
@@ -1606,7 +1681,7 @@ mod tests {
             CommandResult::Rejected(Rejection::StaleEpoch { .. })
         ));
         for _ in 0..2 {
-            let applied = standby.apply(Command::ApplyReplicated {
+            let applied = standby.apply(Command::ApplyChanges {
                 namespace: "ns".into(),
                 epoch: 1,
                 changes: changes.clone(),
@@ -1676,7 +1751,7 @@ mod tests {
         assert_eq!(lost[0].1.writes[0].key, b"k3");
         // No changes are applied while it waits for a rebuild.
         assert_eq!(
-            old.apply(Command::ApplyReplicated {
+            old.apply(Command::ApplyChanges {
                 namespace: "ns".into(),
                 epoch: 2,
                 changes: vec![],

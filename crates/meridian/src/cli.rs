@@ -87,9 +87,14 @@ pub enum FailoverCommand {
     Lost {
         /// The namespace.
         namespace: String,
-        /// Write them again through the current primary, oldest first.
-        #[arg(long)]
+        /// Write each key's last lost value again through the current
+        /// primary, only if the key has not changed since the failover
+        /// (others are skipped and listed); then remove the records.
+        #[arg(long, conflicts_with = "discard")]
         reapply: bool,
+        /// Remove the records without writing anything.
+        #[arg(long)]
+        discard: bool,
     },
 }
 

@@ -169,4 +169,86 @@ async fn a_partitioned_primary_is_fenced_and_rejoins_without_divergence() {
             .is_some();
         assert!(kept || lost_keys.contains(key), "{key} vanished");
     }
+
+    reapply_lost_writes(&lab, &new, &lost).await;
+}
+
+/// `meridian failover lost --reapply` writes back each lost key's last value
+/// only where the key has not changed since the failover, removes the records
+/// of what it re-applied, keeps the others until `--discard`.
+async fn reapply_lost_writes(
+    lab: &meridian_lab::Lab,
+    new: &meridian_client::Client,
+    lost: &[pb::LostWrite],
+) {
+    if lost.is_empty() {
+        eprintln!("no write was lost in this run; nothing to re-apply");
+        return;
+    }
+    // One lost key changes on the new primary after the failover.
+    let changed = lost[0].key.clone();
+    new.put("accounts", &changed, b"newer").await.unwrap();
+    let lab_dir = lab.dir().to_string_lossy().into_owned();
+    let cli = |extra: &str| {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
+            .args(["failover", "lost", "accounts", extra, "--lab", &lab_dir])
+            .args(["--output", "json"])
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()
+    };
+    let report = cli("--reapply");
+    let changed_name = String::from_utf8_lossy(&changed).into_owned();
+    assert_eq!(
+        report["skipped_changed_since_failover"],
+        serde_json::json!([changed_name]),
+        "{report}"
+    );
+    let reapplied: Vec<String> = report["reapplied"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|k| k.as_str().unwrap().to_string())
+        .collect();
+    for write in lost.iter().filter(|w| w.key != changed) {
+        let name = String::from_utf8_lossy(&write.key).into_owned();
+        assert!(reapplied.contains(&name), "{name} not re-applied: {report}");
+    }
+    assert_eq!(
+        new.get("accounts", &changed, pb::Consistency::Strong)
+            .await
+            .unwrap()
+            .map(|kv| kv.value),
+        Some(b"newer".to_vec()),
+        "a newer value was overwritten by a lost write"
+    );
+    for name in &reapplied {
+        let last = lost
+            .iter()
+            .rfind(|w| String::from_utf8_lossy(&w.key) == *name)
+            .unwrap();
+        let found = new
+            .get("accounts", name.as_bytes(), pb::Consistency::Strong)
+            .await
+            .unwrap()
+            .map(|kv| kv.value);
+        assert_eq!(found, last.value, "{name}");
+    }
+    // Again: nothing left to re-apply; the changed key's record stays.
+    let again = cli("--reapply");
+    assert_eq!(again["reapplied"], serde_json::json!([]), "{again}");
+    assert_eq!(again["lost_writes"].as_array().unwrap().len(), 1, "{again}");
+    let discarded = cli("--discard");
+    assert_eq!(
+        discarded["records_removed"],
+        serde_json::json!(1),
+        "{discarded}"
+    );
+    let after = cli("--reapply");
+    assert_eq!(after["lost_writes"], serde_json::json!([]), "{after}");
 }

@@ -59,12 +59,13 @@ impl AdminService {
                 .resync_chunk(&request.namespace, request.epoch, resync, &request.payload)
                 .await;
         }
-        let changes = crate::replication::decode_batch(&request.payload).map_err(|e| {
-            LimitError::Malformed(format!(
-                "replication payload (at most {} bytes decompressed): {e}",
-                crate::replication::MAX_BATCH_BYTES
-            ))
-        })?;
+        let changes = crate::replication::decode_batch(&request.payload, request.payload_format)
+            .map_err(|e| {
+                LimitError::Malformed(format!(
+                    "replication payload (at most {} bytes decompressed): {e}",
+                    crate::replication::MAX_BATCH_BYTES
+                ))
+            })?;
         if changes.len() != request.count as usize {
             return Err(LimitError::Malformed(format!(
                 "replication batch holds {} changes, the request says {}",
@@ -110,7 +111,7 @@ impl AdminService {
             });
         }
         let last = changes.last().map_or(0, |c| c.seq);
-        let command = Command::ApplyReplicated {
+        let command = Command::ApplyChanges {
             namespace: request.namespace.clone(),
             epoch: request.epoch,
             changes,
@@ -763,6 +764,7 @@ impl Admin for AdminService {
                         key: write.key,
                         value: write.value,
                         version: write.version,
+                        previous_version: write.previous_version,
                     });
                 }
             }
@@ -770,6 +772,43 @@ impl Admin for AdminService {
         }
         .await;
         finish(&self.node.metrics, "LostWrites", None, started, result)
+    }
+
+    async fn discard_lost_writes(
+        &self,
+        request: Request<pb::DiscardLostWritesRequest>,
+    ) -> Result<Response<pb::DiscardLostWritesResponse>, Status> {
+        let started = Instant::now();
+        let request = request.into_inner();
+        let result = async {
+            validate_namespace_name(&request.namespace)?;
+            let limit = self.node.config.limits.max_batch_ops;
+            if request.changes.len() > limit {
+                return Err(LimitError::Malformed(format!(
+                    "{} lost changes in one call; max_batch_ops is {limit}",
+                    request.changes.len()
+                ))
+                .into());
+            }
+            let command = Command::DiscardLost {
+                namespace: request.namespace,
+                changes: request.changes.iter().map(|c| (c.epoch, c.seq)).collect(),
+            };
+            match self.node.propose(command).await? {
+                CommandResult::Discarded { count } => {
+                    Ok(pb::DiscardLostWritesResponse { discarded: count })
+                }
+                other => Err(ShardError::Raft(format!("unexpected result {other:?}"))),
+            }
+        }
+        .await;
+        finish(
+            &self.node.metrics,
+            "DiscardLostWrites",
+            None,
+            started,
+            result,
+        )
     }
 
     async fn replication_status(

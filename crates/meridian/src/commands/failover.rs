@@ -115,8 +115,17 @@ pub async fn run(format: OutputFormat, args: FailoverArgs) -> anyhow::Result<()>
             );
             Ok(())
         }
-        Some(FailoverCommand::Lost { namespace, reapply }) => {
-            lost(format, &args.target, &namespace, reapply).await
+        Some(FailoverCommand::Lost {
+            namespace,
+            reapply,
+            discard,
+        }) => {
+            let action = match (reapply, discard) {
+                (true, _) => LostAction::Reapply,
+                (_, true) => LostAction::Discard,
+                _ => LostAction::List,
+            };
+            lost(format, &args.target, &namespace, action).await
         }
         None => {
             if args.namespace.is_none() && args.from.is_none() {
@@ -149,42 +158,100 @@ pub fn report(format: OutputFormat, moved: &[pb::FailoverInfo]) {
     );
 }
 
-/// Lists (and optionally re-applies) the lost writes of `namespace` held by
-/// any shard.
+/// What `failover lost` does besides listing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LostAction {
+    List,
+    Reapply,
+    Discard,
+}
+
+/// What a re-application did, per key.
+#[derive(Debug, Default)]
+struct Outcome {
+    reapplied: Vec<String>,
+    skipped_changed: Vec<String>,
+    skipped_unknown: Vec<String>,
+    discarded: u64,
+}
+
+/// Lists the lost writes of `namespace` held by any shard; optionally
+/// re-applies them (conditionally, see `meridian_client::lost`) or discards
+/// them.
 async fn lost(
     format: OutputFormat,
     target: &TargetArgs,
     namespace: &str,
-    reapply: bool,
+    action: LostAction,
 ) -> anyhow::Result<()> {
     let control = control_client(target)?;
     let dialer = target::dialer(target)?;
     let mut writes = Vec::new();
+    let mut shards = Vec::new();
     for shard in control.list_shards().await? {
         let members: Vec<String> = shard.members.iter().map(|m| m.address.clone()).collect();
         let Ok(client) = Client::with_dialer(members, dialer.clone()) else {
             continue;
         };
         match client.lost_writes(namespace).await {
-            Ok(found) => writes.extend(found.into_iter().map(|w| (shard.id.clone(), w))),
+            Ok(found) => {
+                writes.extend(found.iter().cloned().map(|w| (shard.id.clone(), w)));
+                if !found.is_empty() {
+                    shards.push((shard.id.clone(), client, found));
+                }
+            }
             // A shard without the namespace has nothing to report.
             Err(meridian_client::ClientError::NotFound(_)) => {}
             Err(err) => anyhow::bail!("shard {}: {err}", shard.id),
         }
     }
-    let mut reapplied = 0;
-    if reapply {
+    let mut outcome = Outcome::default();
+    if action != LostAction::List {
         let data = target::data_client(target)?;
-        for (_, write) in &writes {
-            match &write.value {
-                Some(value) => {
-                    data.put(namespace, &write.key, value).await?;
-                }
-                None => {
-                    data.delete(namespace, &write.key).await?;
+        for (_, client, found) in &shards {
+            let mut done = Vec::new();
+            for step in meridian_client::lost::plan(found) {
+                match step {
+                    meridian_client::lost::Step::Reapply {
+                        key,
+                        value,
+                        base,
+                        changes,
+                    } => {
+                        let name = String::from_utf8_lossy(&key).into_owned();
+                        if action == LostAction::Reapply {
+                            let txn = meridian_client::lost::transaction(
+                                namespace,
+                                &key,
+                                value.as_deref(),
+                                base,
+                            );
+                            // Records go once re-applied; a key changed
+                            // since the failover keeps them for the operator.
+                            if data.txn(txn).await?.succeeded {
+                                outcome.reapplied.push(name);
+                                done.extend(changes);
+                            } else {
+                                outcome.skipped_changed.push(name);
+                            }
+                        } else {
+                            done.extend(changes);
+                        }
+                    }
+                    meridian_client::lost::Step::Unknown { key, changes } => {
+                        if action == LostAction::Discard {
+                            done.extend(changes);
+                        } else {
+                            outcome
+                                .skipped_unknown
+                                .push(String::from_utf8_lossy(&key).into_owned());
+                        }
+                    }
                 }
             }
-            reapplied += 1;
+            for chunk in done.chunks(512) {
+                outcome.discarded += client.discard_lost_writes(namespace, chunk).await?;
+            }
         }
     }
     let rows = writes
@@ -225,12 +292,30 @@ async fn lost(
     }
     emit(
         format,
-        json!({ "namespace": namespace, "lost_writes": json_writes, "reapplied": reapplied }),
+        json!({
+            "namespace": namespace,
+            "lost_writes": json_writes,
+            "reapplied": outcome.reapplied,
+            "skipped_changed_since_failover": outcome.skipped_changed,
+            "skipped_base_version_unknown": outcome.skipped_unknown,
+            "records_removed": outcome.discarded,
+        }),
         &["shard", "epoch", "seq", "key", "value", "version"],
         rows,
     );
-    if reapply && format == OutputFormat::Table {
-        println!("re-applied {reapplied} writes through the current primary");
+    if action != LostAction::List && format == OutputFormat::Table {
+        println!(
+            "re-applied {} key(s); skipped {} changed since the failover{}; skipped {} recorded without a base version (use --discard); removed {} lost change record(s)",
+            outcome.reapplied.len(),
+            outcome.skipped_changed.len(),
+            if outcome.skipped_changed.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", outcome.skipped_changed.join(", "))
+            },
+            outcome.skipped_unknown.len(),
+            outcome.discarded
+        );
     }
     Ok(())
 }
