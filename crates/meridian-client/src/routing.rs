@@ -603,6 +603,21 @@ impl Client {
         .await
     }
 
+    /// Control plane: audit records after sequence `after` (at most `limit`; 0: the server's default).
+    pub async fn audit_log(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<Vec<pb::AuditRecord>, ClientError> {
+        let request = pb::AuditLogRequest { after, limit };
+        let response = self
+            .call(CallKind::LeaderRead, |channel| async move {
+                ControlClient::new(channel).audit_log(request).await
+            })
+            .await?;
+        Ok(response.records)
+    }
+
     /// Control plane: every placement and the routing version.
     pub async fn list_placements(&self) -> Result<pb::ListPlacementsResponse, ClientError> {
         self.call(CallKind::LeaderRead, |channel| async move {

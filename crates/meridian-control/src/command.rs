@@ -136,6 +136,8 @@ pub enum ControlCommand {
         max_lag: crate::model::MaxLag,
         /// Its failover policy over the global one.
         failover: crate::model::FailoverOverride,
+        /// What it does when too few standbys can confirm sync writes.
+        on_standby_loss: crate::model::StandbyLossPolicy,
         /// Who asked.
         requester: Requester,
     },
@@ -148,6 +150,19 @@ pub enum ControlCommand {
         /// The shard that no longer holds it.
         shard: String,
         /// Who finished it (the control plane's deletion worker, or an operator).
+        requester: Requester,
+    },
+    /// The standby-loss policy switches a sync namespace to async
+    /// (`degraded`) or back; recorded in the audit log and the failover
+    /// history.
+    SetSyncDegraded {
+        /// The namespace.
+        namespace: String,
+        /// Async for now (true) or sync again (false).
+        degraded: bool,
+        /// Why, in words.
+        cause: String,
+        /// Who decided (the control plane's prober).
         requester: Requester,
     },
 }

@@ -166,6 +166,7 @@ pub async fn run(node: Arc<ControlNode>) {
             continue;
         }
         probe_all(&node, &config, &mut health, &mut clients, confirmed).await;
+        apply_standby_loss_policies(&node, &config, &health).await;
         if config.automatic {
             fail_over_failed(&node, &config, &health, &mut clients).await;
         }
@@ -178,14 +179,14 @@ fn desired_by_shard(node: &ControlNode) -> HashMap<String, Vec<pb::DesiredNamesp
     node.with_state(|state| {
         let mut desired: HashMap<String, Vec<pb::DesiredNamespace>> = HashMap::new();
         for namespace in state.namespaces.values().filter(|n| n.replicated()) {
-            let sync = matches!(
-                namespace.policy.mode,
-                crate::model::NamespaceMode::ActivePassive { sync: true }
-            );
+            // A sync namespace switched to async by its standby-loss policy
+            // is configured as async until restored.
+            let sync = namespace.sync_in_force();
             let former_primary = state
                 .failovers
                 .values()
                 .rev()
+                .filter(|f| f.is_move())
                 .find(|f| f.namespace == namespace.name)
                 .filter(|f| f.to_shard == namespace.shard)
                 .map(|f| f.from_shard.clone())
@@ -215,6 +216,7 @@ fn desired_by_shard(node: &ControlNode) -> HashMap<String, Vec<pb::DesiredNamesp
                     .failovers
                     .values()
                     .rev()
+                    .filter(|f| f.is_move())
                     .find(|f| f.namespace == namespace.name && f.from_shard == standby.shard)
                     .map_or(0, |f| f.promoted_seq);
                 desired
@@ -417,10 +419,7 @@ async fn fail_over_failed(
         };
         let mut all_moved = true;
         for (namespace, cause) in victims {
-            let sync = matches!(
-                namespace.policy.mode,
-                crate::model::NamespaceMode::ActivePassive { sync: true }
-            );
+            let sync = namespace.sync_in_force();
             let candidates = candidates(&namespace, health, config, lease_end);
             let choice = crate::promotion::choose_target(&candidates, sync);
             let (target, promoted_seq) = match choice {
@@ -487,6 +486,89 @@ async fn fail_over_failed(
             .as_mut()
         {
             ledger.end_drain(shard);
+        }
+    }
+}
+
+/// Sync namespaces whose policy is `on_standby_loss = degrade`: switched to
+/// async when too few standbys can confirm writes, back to sync once enough
+/// are current again (`promotion::standby_loss_verdict`); each switch is a
+/// command, so it is audited and in the failover history.
+async fn apply_standby_loss_policies(
+    node: &Arc<ControlNode>,
+    config: &crate::config::FailoverSection,
+    health: &HashMap<String, ShardHealth>,
+) {
+    let decisions: Vec<(String, bool, String)> = node.with_state(|state| {
+        state
+            .namespaces
+            .values()
+            .filter(|n| {
+                n.replicated()
+                    && n.wants_sync()
+                    && n.on_standby_loss == crate::model::StandbyLossPolicy::Degrade
+            })
+            .filter_map(|n| {
+                let primary_seq = health
+                    .get(&n.shard)
+                    .and_then(|h| h.positions.get(&n.name))
+                    .map(|(_, seq, _)| *seq)?;
+                let states: Vec<crate::promotion::StandbyState> = n
+                    .standbys
+                    .iter()
+                    .map(|standby| {
+                        let h = health.get(&standby.shard);
+                        let position = h.and_then(|h| h.positions.get(&n.name));
+                        let able = h.is_some_and(|h| {
+                            h.failures < config.failed_probes && h.last_ok.is_some()
+                        }) && position.is_some_and(|(role, _, resync)| {
+                            *role == pb::NamespaceRole::Standby as i32 && !resync
+                        });
+                        crate::promotion::StandbyState {
+                            able,
+                            current: position.is_some_and(|(_, seq, _)| *seq >= primary_seq),
+                        }
+                    })
+                    .collect();
+                let change = crate::promotion::standby_loss_verdict(&states, n.sync_degraded)?;
+                let lost: Vec<&str> = n
+                    .standbys
+                    .iter()
+                    .zip(&states)
+                    .filter(|(_, s)| !s.able)
+                    .map(|(c, _)| c.shard.as_str())
+                    .collect();
+                Some(match change {
+                    crate::promotion::SyncChange::Degrade => (
+                        n.name.clone(),
+                        true,
+                        format!(
+                            "sync switched to async by policy on-standby-loss=degrade: standbys that cannot confirm: {}",
+                            lost.join(", ")
+                        ),
+                    ),
+                    crate::promotion::SyncChange::Restore => (
+                        n.name.clone(),
+                        false,
+                        "sync restored: enough standbys are current again".to_string(),
+                    ),
+                })
+            })
+            .collect()
+    });
+    for (namespace, degraded, cause) in decisions {
+        tracing::warn!(%namespace, degraded, %cause, "standby-loss policy");
+        let command = ControlCommand::SetSyncDegraded {
+            namespace: namespace.clone(),
+            degraded,
+            cause,
+            requester: Requester {
+                actor: "standby-loss-policy".into(),
+                at_unix_ms: now_unix_ms(),
+            },
+        };
+        if let Err(err) = node.propose(command).await {
+            tracing::warn!(%namespace, error = %err, "could not record the standby-loss switch");
         }
     }
 }

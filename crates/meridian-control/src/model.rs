@@ -83,6 +83,42 @@ pub struct Namespace {
     pub max_lag: MaxLag,
     /// This namespace's failover policy over the global one.
     pub failover: FailoverOverride,
+    /// What a sync namespace does when too few standbys can confirm writes.
+    pub on_standby_loss: StandbyLossPolicy,
+    /// Whether the standby-loss policy has switched this sync namespace to
+    /// async for now (recorded in the audit log and the failover history).
+    pub sync_degraded: bool,
+}
+
+/// What a sync namespace does when too few standbys can confirm writes.
+#[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
+pub enum StandbyLossPolicy {
+    /// Writes are refused before anything is applied until standbys return.
+    #[default]
+    Refuse,
+    /// Switch to async (audited, in the failover history, exported as a
+    /// metric) and back to sync once enough standbys are current again.
+    Degrade,
+}
+
+/// The second stored form of [`Namespace`] (before the standby-loss
+/// policy), upgraded on load.
+#[derive(Debug, Clone, Deserialize)]
+pub struct NamespaceV2 {
+    /// Name.
+    pub name: String,
+    /// Placement policy.
+    pub policy: PlacementPolicy,
+    /// Primary shard.
+    pub shard: String,
+    /// Epoch.
+    pub epoch: u64,
+    /// Standby copies.
+    pub standbys: Vec<StandbyCopy>,
+    /// RPO gate.
+    pub max_lag: MaxLag,
+    /// Failover policy.
+    pub failover: FailoverOverride,
 }
 
 /// A namespace's failover policy; zero fields take the global setting.
@@ -148,6 +184,28 @@ impl Namespace {
     /// Whether changes ship to standbys (active-passive with standbys).
     pub fn replicated(&self) -> bool {
         matches!(self.policy.mode, NamespaceMode::ActivePassive { .. }) && !self.standbys.is_empty()
+    }
+
+    /// Whether the namespace asks for sync replication.
+    pub fn wants_sync(&self) -> bool {
+        matches!(
+            self.policy.mode,
+            NamespaceMode::ActivePassive { sync: true }
+        )
+    }
+
+    /// Whether writes are acknowledged in sync mode now (asked for, and not
+    /// degraded by the standby-loss policy).
+    pub fn sync_in_force(&self) -> bool {
+        self.wants_sync() && !self.sync_degraded
+    }
+}
+
+impl FailoverRecord {
+    /// Whether the record is a move of the primary (not a sync-mode change
+    /// recorded in the history, whose two shards are the same).
+    pub fn is_move(&self) -> bool {
+        self.from_shard != self.to_shard
     }
 }
 

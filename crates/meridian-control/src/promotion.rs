@@ -77,6 +77,39 @@ pub fn choose_target(candidates: &[Candidate], sync: bool) -> Result<(String, u6
         .ok_or(NoPromotion::NoEligibleStandby)
 }
 
+/// A sync namespace's standby, as the prober sees it, for the standby-loss
+/// policy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StandbyState {
+    /// It answers probes, holds the copy as a standby and is not being rebuilt.
+    pub able: bool,
+    /// Its position equals the primary's last reported one.
+    pub current: bool,
+}
+
+/// What the `--on-standby-loss degrade` policy does now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncChange {
+    /// Too few standbys can confirm writes: switch to async (audited).
+    Degrade,
+    /// Enough standbys can confirm and are current again: back to sync.
+    Restore,
+}
+
+/// The standby-loss verdict for a sync namespace whose policy allows
+/// degrading: degrade once fewer standbys can confirm than the sync rule
+/// needs; restore once that many are able and current again. `None`: no change.
+pub fn standby_loss_verdict(standbys: &[StandbyState], degraded: bool) -> Option<SyncChange> {
+    let needed = sync_confirmations(standbys.len());
+    let able = standbys.iter().filter(|s| s.able).count();
+    let current = standbys.iter().filter(|s| s.able && s.current).count();
+    match degraded {
+        false if able < needed => Some(SyncChange::Degrade),
+        true if current >= needed => Some(SyncChange::Restore),
+        _ => None,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,6 +216,71 @@ mod tests {
         ];
         for (case, candidates, sync, expected) in cases {
             assert_eq!(choose_target(&candidates, sync), expected, "{case}");
+        }
+    }
+
+    #[test]
+    fn standby_loss_table() {
+        let able_current = StandbyState {
+            able: true,
+            current: true,
+        };
+        let able_behind = StandbyState {
+            able: true,
+            current: false,
+        };
+        let lost = StandbyState {
+            able: false,
+            current: false,
+        };
+        // (case, standbys, degraded now, verdict)
+        let cases = [
+            ("one standby, fine", vec![able_current], false, None),
+            (
+                "one standby, lost",
+                vec![lost],
+                false,
+                Some(SyncChange::Degrade),
+            ),
+            ("degraded, still lost", vec![lost], true, None),
+            ("degraded, back but behind", vec![able_behind], true, None),
+            (
+                "degraded, back and current",
+                vec![able_current],
+                true,
+                Some(SyncChange::Restore),
+            ),
+            (
+                "two standbys, one lost: still a majority",
+                vec![able_behind, lost],
+                false,
+                None,
+            ),
+            (
+                "two standbys, both lost",
+                vec![lost, lost],
+                false,
+                Some(SyncChange::Degrade),
+            ),
+            (
+                "three standbys, two lost",
+                vec![able_current, lost, lost],
+                false,
+                Some(SyncChange::Degrade),
+            ),
+            (
+                "three, degraded, two current again",
+                vec![able_current, able_current, lost],
+                true,
+                Some(SyncChange::Restore),
+            ),
+        ];
+        for (case, standbys, degraded, expected) in cases {
+            assert_eq!(
+                standby_loss_verdict(&standbys, degraded),
+                expected,
+                "{case}"
+            );
         }
     }
 }

@@ -128,6 +128,11 @@ fn placement(namespace: &Namespace) -> pb::Placement {
         epoch: namespace.epoch,
         max_lag_entries: namespace.max_lag.entries,
         max_lag_ms: namespace.max_lag.ms,
+        on_standby_loss: match namespace.on_standby_loss {
+            crate::model::StandbyLossPolicy::Refuse => pb::StandbyLossPolicy::Refuse,
+            crate::model::StandbyLossPolicy::Degrade => pb::StandbyLossPolicy::Degrade,
+        } as i32,
+        sync_degraded: namespace.sync_degraded,
         failover_probes: namespace.failover.failed_probes,
         failover_p99_ms: namespace.failover.p99_latency_ms,
         manual_failover_only: namespace.failover.manual_only,
@@ -484,6 +489,25 @@ impl Control for ControlService {
             p99_latency_ms: requested.failover_p99_ms,
             manual_only: requested.manual_failover_only,
         };
+        let on_standby_loss = match pb::StandbyLossPolicy::try_from(requested.on_standby_loss) {
+            Ok(pb::StandbyLossPolicy::Refuse) => crate::model::StandbyLossPolicy::Refuse,
+            Ok(pb::StandbyLossPolicy::Degrade) if requested.sync => {
+                crate::model::StandbyLossPolicy::Degrade
+            }
+            Ok(pb::StandbyLossPolicy::Degrade) => {
+                return Err(ControlError::Invalid(
+                    "on_standby_loss = degrade applies to sync namespaces only (add sync)".into(),
+                )
+                .into());
+            }
+            Err(_) => {
+                return Err(ControlError::Invalid(format!(
+                    "unknown on_standby_loss {}",
+                    requested.on_standby_loss
+                ))
+                .into());
+            }
+        };
         let (name, policy) = policy_from(requested)?;
         // Decide on the (up-to-date) leader, create the namespace on the chosen
         // shard, and only then publish the route: a route never points at a
@@ -505,6 +529,7 @@ impl Control for ControlService {
                     standbys,
                     max_lag,
                     failover,
+                    on_standby_loss,
                     requester,
                 }
             }

@@ -26,6 +26,14 @@ pub enum Change {
     Deletion(String),
 }
 
+/// A new namespace's settings besides its placement: RPO gate, failover
+/// policy, standby-loss policy.
+type Settings = (
+    crate::model::MaxLag,
+    crate::model::FailoverOverride,
+    crate::model::StandbyLossPolicy,
+);
+
 /// Counters kept next to the tables.
 #[derive(Debug, Clone, Copy, Default, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Counters {
@@ -232,7 +240,7 @@ impl ControlState {
                 shard,
                 ..
             } => {
-                let settings = (Default::default(), Default::default());
+                let settings = (Default::default(), Default::default(), Default::default());
                 self.place(name, policy, shard.map(|s| (s, None)), settings, changes)
             }
             ControlCommand::PlaceNamespace {
@@ -246,7 +254,7 @@ impl ControlState {
                 name,
                 policy,
                 shard.map(|s| (s, None)),
-                (max_lag, failover),
+                (max_lag, failover, Default::default()),
                 changes,
             ),
             ControlCommand::PlaceNamespaceOn {
@@ -256,14 +264,21 @@ impl ControlState {
                 standbys,
                 max_lag,
                 failover,
+                on_standby_loss,
                 ..
             } => self.place(
                 name,
                 policy,
                 Some((shard, Some(standbys))),
-                (max_lag, failover),
+                (max_lag, failover, on_standby_loss),
                 changes,
             ),
+            ControlCommand::SetSyncDegraded {
+                namespace,
+                degraded,
+                cause,
+                requester,
+            } => self.set_sync_degraded(namespace, degraded, cause, requester, changes),
             ControlCommand::Failover(step) => {
                 self.fail_over(step, crate::model::LossWindow::default(), changes)
             }
@@ -439,6 +454,51 @@ impl ControlState {
 
     /// Places a new namespace (residency checked, least-loaded shards) and
     /// publishes its route.
+    /// Switches a sync namespace to async (or back) under its standby-loss
+    /// policy, and records it in the failover history (a record whose two
+    /// shards are the namespace's primary: not a move).
+    fn set_sync_degraded(
+        &mut self,
+        namespace: String,
+        degraded: bool,
+        cause: String,
+        requester: Requester,
+        changes: &mut Vec<Change>,
+    ) -> Result<ControlResult, ControlRejection> {
+        let Some(entry) = self.namespaces.get_mut(&namespace) else {
+            return Err(ControlRejection::NamespaceNotFound(namespace));
+        };
+        if !entry.wants_sync() || entry.sync_degraded == degraded {
+            return Ok(ControlResult::Updated);
+        }
+        entry.sync_degraded = degraded;
+        let region = self
+            .shards
+            .get(&entry.shard)
+            .map(|s| s.region.clone())
+            .unwrap_or_default();
+        let id = self.failovers.keys().next_back().map_or(1, |last| last + 1);
+        let record = crate::model::FailoverRecord {
+            id,
+            namespace: namespace.clone(),
+            from_region: region.clone(),
+            from_shard: entry.shard.clone(),
+            to_region: region,
+            to_shard: entry.shard.clone(),
+            epoch: entry.epoch,
+            cause,
+            detected_at_ms: requester.at_unix_ms,
+            promoted_at_ms: requester.at_unix_ms,
+            primary_seq: 0,
+            promoted_seq: 0,
+            loss_window: Default::default(),
+        };
+        self.failovers.insert(id, record);
+        changes.push(Change::Namespace(namespace));
+        changes.push(Change::Failover(id));
+        Ok(ControlResult::Updated)
+    }
+
     /// A name whose earlier namespace still has copies somewhere cannot be
     /// placed: the new one must never adopt an old copy.
     fn check_not_being_deleted(&self, name: &str) -> Result<(), ControlRejection> {
@@ -475,7 +535,7 @@ impl ControlState {
         name: String,
         policy: crate::model::PlacementPolicy,
         created: Option<(String, Option<Vec<crate::model::StandbyCopy>>)>,
-        (max_lag, failover): (crate::model::MaxLag, crate::model::FailoverOverride),
+        (max_lag, failover, on_standby_loss): Settings,
         changes: &mut Vec<Change>,
     ) -> Result<ControlResult, ControlRejection> {
         if self.namespaces.contains_key(&name) {
@@ -517,6 +577,8 @@ impl ControlState {
             standbys,
             max_lag,
             failover,
+            on_standby_loss,
+            sync_degraded: false,
         };
         self.counters.routing_version += 1;
         self.namespaces.insert(name.clone(), namespace.clone());
@@ -604,6 +666,22 @@ fn describe(command: &ControlCommand) -> (Requester, String) {
         ControlCommand::DeleteNamespace { name, requester } => {
             (requester.clone(), format!("delete namespace {name}"))
         }
+        ControlCommand::SetSyncDegraded {
+            namespace,
+            degraded,
+            cause,
+            requester,
+        } => (
+            requester.clone(),
+            format!(
+                "namespace {namespace}: {} ({cause})",
+                if *degraded {
+                    "sync switched to async by its standby-loss policy"
+                } else {
+                    "sync restored"
+                }
+            ),
+        ),
         ControlCommand::NamespaceCopyDeleted {
             name,
             shard,
@@ -746,6 +824,7 @@ mod tests {
             }],
             max_lag: Default::default(),
             failover: Default::default(),
+            on_standby_loss: Default::default(),
             requester: requester(),
         });
         let ControlResult::NamespaceCreated { namespace, .. } = result else {

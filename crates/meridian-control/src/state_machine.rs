@@ -72,7 +72,7 @@ fn decode_failover(raw: &[u8]) -> io::Result<crate::model::FailoverRecord> {
 }
 
 /// Namespaces are stored in format 2 (with standbys); format 1 is upgraded.
-const NAMESPACE_FORMAT: u8 = 2;
+const NAMESPACE_FORMAT: u8 = 3;
 
 fn encode_namespace(namespace: &crate::model::Namespace) -> io::Result<Vec<u8>> {
     postcard::to_extend(namespace, vec![NAMESPACE_FORMAT]).map_err(io::Error::other)
@@ -92,6 +92,22 @@ fn decode_namespace(raw: &[u8]) -> io::Result<crate::model::Namespace> {
                 standbys: Vec::new(),
                 max_lag: crate::model::MaxLag::default(),
                 failover: crate::model::FailoverOverride::default(),
+                on_standby_loss: Default::default(),
+                sync_degraded: false,
+            })
+        }
+        Some((&2, body)) => {
+            let old: crate::model::NamespaceV2 = postcard::from_bytes(body).map_err(invalid)?;
+            Ok(crate::model::Namespace {
+                name: old.name,
+                policy: old.policy,
+                shard: old.shard,
+                epoch: old.epoch,
+                standbys: old.standbys,
+                max_lag: old.max_lag,
+                failover: old.failover,
+                on_standby_loss: Default::default(),
+                sync_degraded: false,
             })
         }
         _ => Err(io::Error::new(

@@ -98,6 +98,15 @@ pub enum FailoverCommand {
     },
 }
 
+/// `--on-standby-loss`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StandbyLossArg {
+    /// Refuse writes until standbys return.
+    Refuse,
+    /// Switch to async until standbys are current again.
+    Degrade,
+}
+
 /// `meridian replication`.
 #[derive(Debug, Args)]
 pub struct ReplicationArgs {
@@ -289,6 +298,11 @@ pub enum NamespaceCommand {
         /// Never fail it over automatically; only `meridian failover` moves it.
         #[arg(long)]
         manual_failover: bool,
+        /// Sync only: when too few standbys can confirm writes, `refuse`
+        /// writes (default) or `degrade` to async (audited, in the failover
+        /// history, a metric) until enough standbys are current again.
+        #[arg(long, value_enum, default_value = "refuse")]
+        on_standby_loss: StandbyLossArg,
     },
     /// List namespaces.
     List,

@@ -40,6 +40,8 @@ fn placement_json(p: &pb::Placement) -> serde_json::Value {
         "failover_probes": p.failover_probes,
         "failover_p99_ms": p.failover_p99_ms,
         "manual_failover_only": p.manual_failover_only,
+        "on_standby_loss": if p.on_standby_loss == pb::StandbyLossPolicy::Degrade as i32 { "degrade" } else { "refuse" },
+        "sync_degraded": p.sync_degraded,
     })
 }
 
@@ -95,6 +97,7 @@ async fn run_on_control(
             failover_probes,
             failover_p99_ms,
             manual_failover,
+            on_standby_loss,
         } => {
             let (max_lag_entries, max_lag_ms) = match max_lag {
                 Some(crate::cli::MaxLagArg::Entries(n)) => (n, 0),
@@ -121,6 +124,10 @@ async fn run_on_control(
                     failover_probes: failover_probes.unwrap_or(0),
                     failover_p99_ms: failover_p99_ms.unwrap_or(0),
                     manual_failover_only: manual_failover,
+                    on_standby_loss: match on_standby_loss {
+                        crate::cli::StandbyLossArg::Refuse => pb::StandbyLossPolicy::Refuse,
+                        crate::cli::StandbyLossArg::Degrade => pb::StandbyLossPolicy::Degrade,
+                    } as i32,
                     ..Default::default()
                 })
                 .await?;
