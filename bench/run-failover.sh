@@ -5,12 +5,14 @@
 # tests.
 #
 #   bench/run-failover.sh            # RUNS=10 RATE=5000 SECONDS=15 CLIENTS=64
+#   PHASES=rto,rto-sync2,reads bench/run-failover.sh   # a subset of the phases
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-10}
 RATE=${RATE:-5000}
 SECONDS_PER_PHASE=${SECONDS:-15}
 CLIENTS=${CLIENTS:-64}
+PHASES=${PHASES:-rto,rto-sync2,load,reads}
 cargo build --release -p meridian -p meridian-bench
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
@@ -23,5 +25,6 @@ target/release/meridian-failover-bench \
   --rate "$RATE" \
   --seconds "$SECONDS_PER_PHASE" \
   --clients "$CLIENTS" \
+  --phases "$PHASES" \
   --json-out "$OUT"
 echo "results in $OUT"

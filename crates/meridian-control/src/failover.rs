@@ -75,7 +75,7 @@ fn note_answer(
     response: &pb::LeaseResponse,
     (sent, answered): (Instant, Instant),
 ) {
-    if ticket.lease_ms == 0
+    if ticket.is_revocation()
         && let Some(ledger) = node
             .leases
             .lock()
@@ -297,14 +297,19 @@ async fn probe_all(
         // Counted from the start of the leadership confirmation (so it ends
         // before any successor could have been elected plus a lease). A
         // shard being drained keeps answering probes but gets revocations.
-        let Some((request, ticket)) = grant(
-            node,
-            config,
-            &shard,
-            desired.remove(&shard).unwrap_or_default(),
-            confirmed,
-        ) else {
-            continue;
+        let wanted = desired.remove(&shard).unwrap_or_default();
+        let failing = health.get(&shard).is_some_and(|h| h.failures > 0);
+        let (request, ticket) = if failing {
+            // Its last probe failed: probe it without a grant. Its current
+            // lease runs on; a grant it might receive late would only push
+            // back the moment it surely holds none (and a failover with it).
+            let ticket = crate::lease::Ticket::NO_GRANT;
+            (lease_request(config, ticket, wanted, confirmed), ticket)
+        } else {
+            let Some(granted) = grant(node, config, &shard, wanted, confirmed) else {
+                continue;
+            };
+            granted
         };
         probes.push(tokio::spawn(async move {
             let sent = Instant::now();

@@ -25,10 +25,25 @@ pub const LEASE_MARGIN: Duration = Duration::from_millis(250);
 /// One grant to send: its number and lease.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Ticket {
-    /// `(term, sequence)`.
+    /// `(term, sequence)`; `(0, 0)` for a probe that carries no grant.
     pub order: (u64, u64),
-    /// The lease carried (0: a revocation).
+    /// The lease carried (0: a revocation, unless it carries no grant).
     pub lease_ms: u64,
+}
+
+impl Ticket {
+    /// A probe without a grant: the shard's lease is left as it is. Sent to
+    /// a shard whose last probe failed — a grant it may receive late would
+    /// only push back, by the whole lease, the moment it surely holds none.
+    pub const NO_GRANT: Ticket = Ticket {
+        order: (0, 0),
+        lease_ms: 0,
+    };
+
+    /// Whether this is a revocation (not a probe without a grant).
+    pub fn is_revocation(&self) -> bool {
+        self.lease_ms == 0 && *self != Ticket::NO_GRANT
+    }
 }
 
 #[derive(Debug, Default, Clone)]
@@ -220,6 +235,14 @@ mod tests {
         assert_eq!(ledger.may_hold_until("s", start), None);
         ledger.end_drain("s");
         assert_eq!(ledger.issue("s", LEASE, start).lease_ms, 3_500);
+    }
+
+    #[test]
+    fn a_probe_without_a_grant_is_neither_a_grant_nor_a_revocation() {
+        assert!(!Ticket::NO_GRANT.is_revocation());
+        let mut ledger = LeaseLedger::new(1, Instant::now(), LEASE);
+        assert!(ledger.revoke("s").is_revocation());
+        assert!(!ledger.issue("t", LEASE, Instant::now()).is_revocation());
     }
 
     #[test]

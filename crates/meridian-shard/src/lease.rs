@@ -52,6 +52,8 @@ pub enum LeaseDecision {
     Revoke,
     /// Not newer than the last grant taken: leave the lease as it is.
     Superseded,
+    /// A probe that carries no grant (order `(0, 0)`): the lease is left as it is.
+    NoGrant,
     /// Do not take it; the lease stays as it is (it runs out on its own).
     Refuse(LeaseRefusal),
 }
@@ -87,6 +89,9 @@ pub enum LeaseRefusal {
 /// Decides what a node does with `grant`, given the order of the last grant
 /// it took and its wall clock now.
 pub fn decide(grant: &Grant, last_taken: Option<(u64, u64)>, now_unix_ms: u64) -> LeaseDecision {
+    if grant.order == (0, 0) {
+        return LeaseDecision::NoGrant;
+    }
     if last_taken.is_some_and(|last| grant.order <= last) {
         return LeaseDecision::Superseded;
     }
@@ -137,7 +142,7 @@ impl LeaseState {
     ) -> LeaseDecision {
         let decision = decide(grant, self.last_taken, now_unix_ms);
         match &decision {
-            LeaseDecision::Superseded => {}
+            LeaseDecision::Superseded | LeaseDecision::NoGrant => {}
             LeaseDecision::Refuse(_) => self.last_taken = Some(grant.order),
             LeaseDecision::Revoke => {
                 self.last_taken = Some(grant.order);
@@ -239,6 +244,12 @@ mod tests {
                 grant(3_500, now, (1, 900)),
                 Some((2, 1)),
                 LeaseDecision::Superseded,
+            ),
+            (
+                "a probe without a grant changes nothing",
+                grant(0, now, (0, 0)),
+                Some((2, 1)),
+                LeaseDecision::NoGrant,
             ),
             (
                 "revocation",

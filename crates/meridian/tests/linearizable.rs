@@ -21,6 +21,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 const NAMESPACE: &str = "linear";
+
+/// The tests here each run sixteen processes; one at a time on a small machine.
+static ONE_LAB_AT_A_TIME: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 const KEYS: [&str; 4] = ["k0", "k1", "k2", "k3"];
 
 /// What a write's result says about whether it took effect.
@@ -237,6 +240,7 @@ async fn us_east_leader(lab: &Lab) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_partitioned_sync_primary_region_keeps_the_history_linearizable() {
+    let _one_lab = ONE_LAB_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let (lab, control) = linear_lab(dir.path()).await;
     let recorder = Arc::new(Recorder::new());
@@ -269,6 +273,7 @@ async fn a_partitioned_sync_primary_region_keeps_the_history_linearizable() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn leader_kills_and_the_loss_and_return_of_the_primary_region_keep_the_history_linearizable()
 {
+    let _one_lab = ONE_LAB_AT_A_TIME.lock().await;
     let dir = tempfile::tempdir().unwrap();
     let (mut lab, control) = linear_lab(dir.path()).await;
     let recorder = Arc::new(Recorder::new());

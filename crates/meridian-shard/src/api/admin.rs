@@ -266,7 +266,9 @@ impl AdminService {
                 u64::try_from(length.as_millis()).unwrap_or(u64::MAX),
                 String::new(),
             ),
-            crate::lease::LeaseDecision::Revoke => (0, String::new()),
+            crate::lease::LeaseDecision::Revoke | crate::lease::LeaseDecision::NoGrant => {
+                (0, String::new())
+            }
             crate::lease::LeaseDecision::Superseded => {
                 (0, "superseded by a newer grant or revocation".to_string())
             }
