@@ -71,7 +71,8 @@ fn decode_failover(raw: &[u8]) -> io::Result<crate::model::FailoverRecord> {
     }
 }
 
-/// Namespaces are stored in format 2 (with standbys); format 1 is upgraded.
+/// Namespaces are stored in format 3 (with the standby-loss policy); formats
+/// 1 (before standbys) and 2 are upgraded.
 const NAMESPACE_FORMAT: u8 = 3;
 
 fn encode_namespace(namespace: &crate::model::Namespace) -> io::Result<Vec<u8>> {
@@ -380,6 +381,98 @@ mod tests {
         let stored = encode_failover(&record).unwrap();
         assert_eq!(stored, expected);
         assert_eq!(decode_failover(&stored).unwrap(), record);
+    }
+
+    /// The golden sample `name` in `testdata/formats/`, written first from
+    /// `bytes` when `MERIDIAN_BLESS_FORMATS=1` (a deliberate format change).
+    fn golden(name: &str, bytes: &[u8]) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../testdata/formats")
+            .join(name);
+        if std::env::var_os("MERIDIAN_BLESS_FORMATS").is_some_and(|v| v == "1") {
+            std::fs::write(&path, bytes).unwrap();
+        }
+        std::fs::read(&path).unwrap_or_else(|e| panic!("golden sample {}: {e}", path.display()))
+    }
+
+    #[test]
+    fn namespace_and_deletion_records_match_their_golden_samples() {
+        let namespace = crate::model::Namespace {
+            name: "payments".into(),
+            policy: crate::model::PlacementPolicy {
+                home_region: "us-east".into(),
+                mode: crate::model::NamespaceMode::ActivePassive { sync: true },
+                standby_regions: vec!["eu-west".into()],
+                allowed_jurisdictions: ["EU".to_string(), "US".to_string()].into(),
+            },
+            shard: "us-east-s1".into(),
+            epoch: 2,
+            standbys: vec![crate::model::StandbyCopy {
+                region: "eu-west".into(),
+                shard: "eu-west-s1".into(),
+            }],
+            max_lag: crate::model::MaxLag {
+                entries: 500,
+                ms: 0,
+            },
+            failover: crate::model::FailoverOverride {
+                failed_probes: 5,
+                p99_latency_ms: 0,
+                manual_only: false,
+            },
+            on_standby_loss: crate::model::StandbyLossPolicy::Degrade,
+            sync_degraded: true,
+        };
+        let stored = encode_namespace(&namespace).unwrap();
+        assert_eq!(
+            stored,
+            golden("control-namespace-v3.bin", &stored),
+            "format changed"
+        );
+        assert_eq!(decode_namespace(&stored).unwrap(), namespace);
+        // Format 2 (before the standby-loss policy) upgrades to refuse, not degraded.
+        let v2 = crate::model::NamespaceV2 {
+            name: namespace.name.clone(),
+            policy: namespace.policy.clone(),
+            shard: namespace.shard.clone(),
+            epoch: namespace.epoch,
+            standbys: namespace.standbys.clone(),
+            max_lag: namespace.max_lag,
+            failover: namespace.failover,
+        };
+        let mut old = vec![2u8];
+        old.extend(
+            postcard::to_stdvec(&(
+                &v2.name,
+                &v2.policy,
+                &v2.shard,
+                v2.epoch,
+                &v2.standbys,
+                v2.max_lag,
+                v2.failover,
+            ))
+            .unwrap(),
+        );
+        let old = golden("control-namespace-v2.bin", &old);
+        let upgraded = decode_namespace(&old).unwrap();
+        assert_eq!(
+            upgraded.on_standby_loss,
+            crate::model::StandbyLossPolicy::Refuse
+        );
+        assert!(!upgraded.sync_degraded);
+        assert_eq!(upgraded.standbys, namespace.standbys);
+        let deletion = crate::model::Deletion {
+            name: "payments".into(),
+            shards: ["eu-west-s1".to_string(), "us-east-s1".to_string()].into(),
+            requested_at_ms: 1_700_000_000_000,
+        };
+        let stored = encode(&deletion).unwrap();
+        assert_eq!(
+            stored,
+            golden("control-deletion-v1.bin", &stored),
+            "format changed"
+        );
+        assert_eq!(decode::<crate::model::Deletion>(&stored).unwrap(), deletion);
     }
 
     #[test]

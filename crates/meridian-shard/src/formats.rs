@@ -198,6 +198,34 @@ mod tests {
     }
 
     #[test]
+    fn the_lease_grant_wire_format_matches_its_golden_sample() {
+        use meridian_proto::v1 as pb;
+        use prost::Message;
+        let grant = pb::LeaseRequest {
+            lease_ms: 3_500,
+            desired: vec![pb::DesiredNamespace {
+                namespace: "payments".into(),
+                role: pb::NamespaceRole::Primary as i32,
+                epoch: 2,
+                fork_seq: 0,
+                sync: true,
+                max_lag_entries: 0,
+                max_lag_ms: 0,
+                sync_confirmations: 1,
+                former_primary: "us-east-s1".into(),
+            }],
+            sent_unix_ms: 1_700_000_000_000,
+            max_clock_offset_ms: 250,
+            grant_term: 4,
+            grant_seq: 77,
+        };
+        let encoded = grant.encode_to_vec();
+        let stored = golden("lease-request-v2.bin", &encoded);
+        assert_eq!(encoded, stored, "lease grant wire format changed");
+        assert_eq!(pb::LeaseRequest::decode(stored.as_slice()).unwrap(), grant);
+    }
+
+    #[test]
     fn unknown_formats_are_refused_by_name() {
         let error = decode_change(&[CHANGE_MARK, 9, 1]).unwrap_err();
         assert!(error.to_string().contains("unknown format 9"), "{error}");
