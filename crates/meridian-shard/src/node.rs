@@ -72,6 +72,10 @@ pub struct Pending(
     >,
 );
 
+/// How long a sync namespace's strong read waits for standby confirmations
+/// before it is refused (retryable, reason `no-quorum`).
+const SYNC_READ_WAIT: std::time::Duration = std::time::Duration::from_secs(1);
+
 /// How long a write over the RPO gate waits for the standby before refusal.
 const RPO_THROTTLE: std::time::Duration = std::time::Duration::from_millis(500);
 
@@ -481,7 +485,10 @@ impl ShardNode {
             return Ok(());
         };
         if record.sync && record.epoch > 0 {
-            let timeout = std::time::Duration::from_millis(self.config.limits.sync_timeout_ms);
+            // A read waits briefly, then is refused with a typed, retryable
+            // reason (the caller's own timeout must not be what answers it).
+            let timeout = std::time::Duration::from_millis(self.config.limits.sync_timeout_ms)
+                .min(SYNC_READ_WAIT);
             let policy = self.sync_policy(namespace);
             // The former primary holds (once rebuilt, before it may be
             // promoted) everything this copy had when it took over.
@@ -501,7 +508,7 @@ impl ShardNode {
             {
                 return Err(ShardError::NotConfirmed {
                     namespace: namespace.to_string(),
-                    waited_ms: self.config.limits.sync_timeout_ms,
+                    waited_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
                 });
             }
             // The lease must still hold once the standbys have caught up.
