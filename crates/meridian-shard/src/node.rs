@@ -339,6 +339,26 @@ impl ShardNode {
         }
     }
 
+    /// A client write to a standby copy is refused before proposing. (The
+    /// state machine refuses it too, but only by the role at apply time: a
+    /// write admitted while the copy was a standby could otherwise apply
+    /// just after a promotion, without the lease and sync checks a primary's
+    /// writes pass — applied, never confirmed, outcome unknown.)
+    fn check_not_standby(&self, command: &Command) -> Result<(), ShardError> {
+        let Some(namespace) = command.client_write_namespace() else {
+            return Ok(());
+        };
+        match self.machine.namespace(namespace) {
+            Some(record) if record.role == crate::command::NamespaceRole::Standby => Err(
+                ShardError::Rejected(crate::command::Rejection::NotPrimary {
+                    name: namespace.to_string(),
+                    epoch: record.epoch,
+                }),
+            ),
+            _ => Ok(()),
+        }
+    }
+
     /// A client write to a replicated namespace needs the lease: without it
     /// this shard may already have been failed over.
     fn check_lease(&self, command: &Command) -> Result<(), ShardError> {
@@ -387,6 +407,7 @@ impl ShardNode {
         if !self.raft.raft.is_leader() {
             return Err(self.not_leader());
         }
+        self.check_not_standby(command)?;
         self.check_lease(command)?;
         self.check_sync_quorum(command)?;
         self.check_rpo(command).await?;

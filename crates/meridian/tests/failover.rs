@@ -224,6 +224,17 @@ async fn async_failover_on_region_loss_keeps_every_acknowledged_write_accounted_
         );
     }
 
+    // And strong reads of them are served by the promoted copy (the former
+    // primary counts as holding what it had; no unconfirmed write slipped
+    // in after the promotion).
+    for key in sync_acked.keys().take(20) {
+        let found = new_primary
+            .get("sync-ledger", key.as_bytes(), pb::Consistency::Strong)
+            .await
+            .unwrap();
+        assert!(found.is_some(), "{key}");
+    }
+
     // Sync, with its only standby region gone (the old primary): a write is
     // refused before anything is applied, with a typed reason naming the
     // rule — not applied and left "outcome unknown" for want of a standby.
