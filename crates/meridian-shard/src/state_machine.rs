@@ -1154,6 +1154,20 @@ mod tests {
         }
     }
 
+    /// Configures namespace "ns" with change logging (async, no RPO gate).
+    fn configure(role: NamespaceRole, epoch: u64, fork_seq: Option<u64>) -> Command {
+        Command::ConfigureNamespace {
+            namespace: "ns".into(),
+            role,
+            epoch,
+            log_changes: true,
+            fork_seq,
+            sync: false,
+            max_lag_entries: 0,
+            max_lag_ms: 0,
+        }
+    }
+
     /// Every keyspace's stored bytes, in order.
     fn dump(h: &Harness) -> Vec<(String, Vec<u8>, Vec<u8>)> {
         let mut out = Vec::new();
@@ -1186,16 +1200,6 @@ mod tests {
 
     #[test]
     fn the_lost_write_set_aside_is_the_same_however_entries_are_batched() {
-        let configure = |role, epoch, fork_seq| Command::ConfigureNamespace {
-            namespace: "ns".into(),
-            role,
-            epoch,
-            log_changes: true,
-            fork_seq,
-            sync: false,
-            max_lag_entries: 0,
-            max_lag_ms: 0,
-        };
         let put = |key: &str| Command::Put {
             namespace: "ns".into(),
             key: key.into(),
@@ -1288,31 +1292,13 @@ mod tests {
                 name: "ns".into(),
                 max_namespaces: 10,
             },
-            Command::ConfigureNamespace {
-                namespace: "ns".into(),
-                role: NamespaceRole::Primary,
-                epoch: 1,
-                log_changes: true,
-                fork_seq: None,
-                sync: false,
-                max_lag_entries: 0,
-                max_lag_ms: 0,
-            },
+            configure(NamespaceRole::Primary, 1, None),
             Command::Put {
                 namespace: "ns".into(),
                 key: b"k".to_vec(),
                 value: b"v".to_vec(),
             },
-            Command::ConfigureNamespace {
-                namespace: "ns".into(),
-                role: NamespaceRole::Standby,
-                epoch: 2,
-                log_changes: true,
-                fork_seq: Some(0),
-                sync: false,
-                max_lag_entries: 0,
-                max_lag_ms: 0,
-            },
+            configure(NamespaceRole::Standby, 2, Some(0)),
         ];
         let mut h = apply_in_batches(&commands, u32::MAX);
         assert_eq!(h.machine.lost_writes("ns").unwrap().len(), 1);
@@ -1722,16 +1708,6 @@ mod tests {
 
     #[test]
     fn a_demoted_primary_sets_aside_what_its_successor_lacks_and_is_rebuilt() {
-        let configure = |role, epoch, fork_seq| Command::ConfigureNamespace {
-            namespace: "ns".into(),
-            role,
-            epoch,
-            log_changes: true,
-            fork_seq,
-            sync: false,
-            max_lag_entries: 0,
-            max_lag_ms: 0,
-        };
         let mut old = Harness::new();
         old.create("ns");
         old.apply(configure(NamespaceRole::Primary, 1, None));
