@@ -459,6 +459,14 @@ impl ShardNode {
         }
         if !matches!(result, CommandResult::Rejected(_)) {
             self.wait_for_standby(command).await?;
+            // The confirmations may have come after the lease ran out. The
+            // control plane promotes a standby on positions reported after
+            // the lease's end, which need not include a confirmation sent
+            // later: acknowledging then could lose the write in a failover.
+            // (Found by the simulation, seed 136.)
+            if self.check_lease(command).is_err() {
+                return Err(ShardError::OutcomeUnknown);
+            }
         }
         match result {
             CommandResult::Rejected(rejection) => Err(ShardError::Rejected(rejection)),
