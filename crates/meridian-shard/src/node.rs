@@ -498,9 +498,8 @@ impl ShardNode {
     /// The fence on a replicated namespace's primary, after the read barrier:
     /// strong, session and bounded reads need the lease (checked after the
     /// barrier, so no other copy was promoted before the read's data was
-    /// current), and in sync mode they also wait until the standbys hold
-    /// every change the read may see — otherwise a read could return a write
-    /// that a failover then loses, and a later read would go back in time.
+    /// current). Sync namespaces also need [`Self::confirm_read`] after the
+    /// read.
     async fn fence_read(
         &self,
         namespace: &str,
@@ -509,41 +508,61 @@ impl ShardNode {
         if options.is_some_and(|o| o.consistency() == Consistency::Eventual) {
             return Ok(());
         }
-        self.check_namespace_lease(namespace)?;
+        self.check_namespace_lease(namespace)
+    }
+
+    /// After a read that passed [`Self::read_gate`] on a sync namespace's
+    /// primary: waits until the standbys hold every change the state read
+    /// may contain, then checks the lease again — otherwise a read could
+    /// return a write that a failover then loses, and a later read would go
+    /// back in time. The position is taken *after* the read, so it bounds
+    /// every write the value can come from (taking it before would let a
+    /// write applied in between be returned unconfirmed; the simulation
+    /// found that, seed 376). Waits briefly, then refuses with a typed,
+    /// retryable reason.
+    pub async fn confirm_read(
+        &self,
+        namespace: &str,
+        options: Option<&ReadOptions>,
+    ) -> Result<(), ShardError> {
+        if options.is_some_and(|o| o.consistency() == Consistency::Eventual) {
+            return Ok(());
+        }
         let Some(record) = self.machine.namespace(namespace) else {
             return Ok(());
         };
-        if record.sync && record.epoch > 0 {
-            // A read waits briefly, then is refused with a typed, retryable
-            // reason (the caller's own timeout must not be what answers it).
-            let timeout = std::time::Duration::from_millis(self.config.limits.sync_timeout_ms)
-                .min(SYNC_READ_WAIT);
-            let policy = self.sync_policy(namespace);
-            // The former primary holds (once rebuilt, before it may be
-            // promoted) everything this copy had when it took over.
-            let holds = policy
-                .former_primary
-                .map(|shard| (shard, record.promoted_seq));
-            if !self
-                .replication
-                .wait_held(
-                    namespace,
-                    record.change_seq,
-                    policy.confirmations,
-                    holds,
-                    timeout,
-                )
-                .await
-            {
-                return Err(ShardError::NotConfirmed {
-                    namespace: namespace.to_string(),
-                    waited_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-                });
-            }
-            // The lease must still hold once the standbys have caught up.
-            self.check_namespace_lease(namespace)?;
+        if !record.sync
+            || record.epoch == 0
+            || record.role != crate::command::NamespaceRole::Primary
+        {
+            return Ok(());
         }
-        Ok(())
+        let timeout = std::time::Duration::from_millis(self.config.limits.sync_timeout_ms)
+            .min(SYNC_READ_WAIT);
+        let policy = self.sync_policy(namespace);
+        // The former primary holds (once rebuilt, before it may be promoted)
+        // everything this copy had when it took over.
+        let holds = policy
+            .former_primary
+            .map(|shard| (shard, record.promoted_seq));
+        if !self
+            .replication
+            .wait_held(
+                namespace,
+                record.change_seq,
+                policy.confirmations,
+                holds,
+                timeout,
+            )
+            .await
+        {
+            return Err(ShardError::NotConfirmed {
+                namespace: namespace.to_string(),
+                waited_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
+            });
+        }
+        // The lease must still hold once the standbys have caught up.
+        self.check_namespace_lease(namespace)
     }
 
     /// Records that this standby copy of `namespace` held everything its

@@ -64,8 +64,8 @@ pub struct Proposal {
 pub struct Wait {
     pub from: Proc,
     pub seq: u64,
-    /// For reads: the key to read once confirmed.
-    pub read_key: Option<String>,
+    /// For reads: the value read, returned once confirmed.
+    pub read_value: Option<Option<String>>,
 }
 
 /// A region's shard.
@@ -478,7 +478,7 @@ impl World {
                     crate::shard::Wait {
                         from: proposal.from,
                         seq: record.change_seq,
-                        read_key: None,
+                        read_value: None,
                     },
                 );
                 self.at(
@@ -537,6 +537,13 @@ impl World {
             self.answer(r, from, op, Output::Refused);
             return Ok(());
         }
+        // Read first, then (sync) wait until the standbys hold everything
+        // the state read may contain: the position after the read bounds the
+        // writes the value can come from (`ShardNode::confirm_read`).
+        let value = self.shards[r]
+            .machine()
+            .get(NS, key.as_bytes())?
+            .map(|(_, v)| String::from_utf8_lossy(&v).into_owned());
         match self.shards[r].record() {
             Some(record) if record.sync && record.epoch > 0 => {
                 self.shards[r].waits.insert(
@@ -544,7 +551,7 @@ impl World {
                     Wait {
                         from,
                         seq: record.change_seq,
-                        read_key: Some(key),
+                        read_value: Some(value),
                     },
                 );
                 self.at(
@@ -557,17 +564,8 @@ impl World {
                 );
                 self.check_waits(r);
             }
-            _ => self.serve_read(r, from, op, &key)?,
+            _ => self.answer(r, from, op, Output::Value(value)),
         }
-        Ok(())
-    }
-
-    fn serve_read(&mut self, r: usize, from: Proc, op: u64, key: &str) -> io::Result<()> {
-        let value = self.shards[r]
-            .machine()
-            .get(NS, key.as_bytes())?
-            .map(|(_, v)| String::from_utf8_lossy(&v).into_owned());
-        self.answer(r, from, op, Output::Value(value));
         Ok(())
     }
 
@@ -602,7 +600,11 @@ impl World {
             .waits
             .iter()
             .filter(|(_, w)| {
-                let views = if w.read_key.is_some() { &held } else { &plain };
+                let views = if w.read_value.is_some() {
+                    &held
+                } else {
+                    &plain
+                };
                 acknowledged(needed, views, w.seq)
             })
             .map(|(op, w)| (*op, w.clone()))
@@ -610,17 +612,13 @@ impl World {
         let lease_ok = shard.lease_ok(now);
         for (op, wait) in done {
             self.shards[r].waits.remove(&op);
-            match wait.read_key {
+            match wait.read_value {
                 // As `ShardNode::committed`: the lease must still hold when
                 // the confirmations are in.
                 None if !lease_ok => self.answer(r, wait.from, op, Output::Unknown),
                 None => self.answer(r, wait.from, op, Output::Done),
                 Some(_) if !lease_ok => self.answer(r, wait.from, op, Output::Refused),
-                Some(key) => {
-                    if let Err(err) = self.serve_read(r, wait.from, op, &key) {
-                        self.note(format!("read failed: {err}"));
-                    }
-                }
+                Some(value) => self.answer(r, wait.from, op, Output::Value(value)),
             }
         }
     }
@@ -631,7 +629,7 @@ impl World {
             return;
         }
         if let Some(wait) = self.shards[r].waits.remove(&op) {
-            let output = match wait.read_key {
+            let output = match wait.read_value {
                 None => Output::Unknown,
                 Some(_) => Output::Refused,
             };

@@ -23,7 +23,10 @@ const KNOWN_OPEN: &[u64] = &[
 /// Seeds of bugs the simulation found and that are fixed: each must pass.
 /// 136: a sync write was acknowledged on a standby's confirmation that came
 /// after the primary's lease ended (the promotion did not count it).
-const REGRESSIONS: &[u64] = &[136];
+/// 376: a sync strong read waited for the standbys to confirm the position
+/// from *before* it read, and returned a write applied in between that was
+/// never confirmed (and then lost in a failover).
+const REGRESSIONS: &[u64] = &[136, 376];
 
 fn run_range(seeds: std::ops::Range<u64>) {
     let mut unexpected = Vec::new();

@@ -50,6 +50,9 @@ impl KvService {
                 value,
                 version,
             });
+        self.node
+            .confirm_read(&request.namespace, request.read.as_ref())
+            .await?;
         Ok(pb::GetResponse {
             header: Some(self.node.header()),
             kv,
@@ -147,6 +150,9 @@ impl KvService {
             self.node
                 .machine
                 .scan(&request.namespace, &start, end.as_deref(), page)?;
+        self.node
+            .confirm_read(&request.namespace, request.read.as_ref())
+            .await?;
         Ok(pb::ScanResponse {
             header: Some(self.node.header()),
             kvs: entries
