@@ -241,14 +241,15 @@ impl ShardNode {
         let Some(namespace) = command.client_write_namespace() else {
             return Ok(());
         };
+        self.check_still_primary(namespace)?;
         let Some(record) = self.machine.namespace(namespace) else {
             return Ok(());
         };
-        if !record.sync
-            || record.epoch == 0
-            || record.role != crate::command::NamespaceRole::Primary
-        {
+        if record.epoch == 0 {
             return Ok(());
+        }
+        if !record.sync {
+            return self.check_namespace_lease(namespace);
         }
         crate::sync_rule::may_propose(
             self.confirmations_needed(namespace),
@@ -508,7 +509,28 @@ impl ShardNode {
         if options.is_some_and(|o| o.consistency() == Consistency::Eventual) {
             return Ok(());
         }
+        self.check_still_primary(namespace)?;
         self.check_namespace_lease(namespace)
+    }
+
+    /// A read admitted while this copy was the primary must not be served
+    /// from it once it has been demoted in between (the lease check alone
+    /// passes on a standby: it applies to primaries). Found by the
+    /// simulation, seed 3505.
+    fn check_still_primary(&self, namespace: &str) -> Result<(), ShardError> {
+        match self.machine.namespace(namespace) {
+            Some(record)
+                if record.epoch > 0 && record.role == crate::command::NamespaceRole::Standby =>
+            {
+                Err(ShardError::Rejected(
+                    crate::command::Rejection::NotPrimary {
+                        name: namespace.to_string(),
+                        epoch: record.epoch,
+                    },
+                ))
+            }
+            _ => Ok(()),
+        }
     }
 
     /// After a read that passed [`Self::read_gate`] on a sync namespace's
@@ -528,14 +550,15 @@ impl ShardNode {
         if options.is_some_and(|o| o.consistency() == Consistency::Eventual) {
             return Ok(());
         }
+        self.check_still_primary(namespace)?;
         let Some(record) = self.machine.namespace(namespace) else {
             return Ok(());
         };
-        if !record.sync
-            || record.epoch == 0
-            || record.role != crate::command::NamespaceRole::Primary
-        {
+        if record.epoch == 0 {
             return Ok(());
+        }
+        if !record.sync {
+            return self.check_namespace_lease(namespace);
         }
         let timeout = std::time::Duration::from_millis(self.config.limits.sync_timeout_ms)
             .min(SYNC_READ_WAIT);

@@ -533,7 +533,11 @@ impl World {
             return Ok(());
         };
         let now = self.instant(self.now);
-        if !self.shards[r].lease_ok(now) {
+        // Still the primary (`check_still_primary`) and holding the lease.
+        let primary = self.shards[r]
+            .record()
+            .is_some_and(|c| c.role == NamespaceRole::Primary);
+        if !primary || !self.shards[r].lease_ok(now) {
             self.answer(r, from, op, Output::Refused);
             return Ok(());
         }
@@ -609,7 +613,10 @@ impl World {
             })
             .map(|(op, w)| (*op, w.clone()))
             .collect();
-        let lease_ok = shard.lease_ok(now);
+        let lease_ok = shard.lease_ok(now)
+            && shard
+                .record()
+                .is_some_and(|c| c.role == NamespaceRole::Primary);
         for (op, wait) in done {
             self.shards[r].waits.remove(&op);
             match wait.read_value {
