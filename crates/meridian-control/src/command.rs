@@ -165,6 +165,18 @@ pub enum ControlCommand {
         /// Who decided (the control plane's prober).
         requester: Requester,
     },
+    /// The new primary of a failover reported where it took over: the fork
+    /// point every other copy of the namespace is cut back to.
+    ConfirmTakeover {
+        /// The namespace.
+        namespace: String,
+        /// The epoch the failover created.
+        epoch: u64,
+        /// Where its primary took over.
+        takeover: crate::model::Takeover,
+        /// Who reported it (the control plane's prober).
+        requester: Requester,
+    },
 }
 
 /// Why the control plane refused a command; decided identically on every replica.

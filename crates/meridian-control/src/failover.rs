@@ -191,6 +191,20 @@ fn desired_by_shard(node: &ControlNode) -> HashMap<String, Vec<pb::DesiredNamesp
                 .filter(|f| f.to_shard == namespace.shard)
                 .map(|f| f.from_shard.clone())
                 .unwrap_or_default();
+            // Every failover whose new primary reported where it took over:
+            // each copy computes its fork point from them.
+            let takeovers: Vec<pb::Takeover> = state
+                .failovers
+                .values()
+                .filter(|f| f.namespace == namespace.name && f.is_move())
+                .filter_map(|f| {
+                    f.takeover.map(|t| pb::Takeover {
+                        epoch: f.epoch,
+                        source_epoch: t.source_epoch,
+                        seq: t.seq,
+                    })
+                })
+                .collect();
             desired
                 .entry(namespace.shard.clone())
                 .or_default()
@@ -208,6 +222,8 @@ fn desired_by_shard(node: &ControlNode) -> HashMap<String, Vec<pb::DesiredNamesp
                         0
                     },
                     former_primary,
+                    takeovers: takeovers.clone(),
+                    fork_from_takeovers: true,
                 });
             for standby in &namespace.standbys {
                 // A former primary of this namespace keeps what its successor
@@ -232,6 +248,8 @@ fn desired_by_shard(node: &ControlNode) -> HashMap<String, Vec<pb::DesiredNamesp
                         max_lag_ms: namespace.max_lag.ms,
                         sync_confirmations: 0,
                         former_primary: String::new(),
+                        takeovers: takeovers.clone(),
+                        fork_from_takeovers: true,
                     });
             }
         }
@@ -318,6 +336,7 @@ async fn probe_all(
         }));
     }
     let window = Duration::from_millis(config.latency_window_ms.max(config.error_window_ms));
+    let mut takeovers = Vec::new();
     for probe in probes {
         let Ok((shard, answer, sent, at, ticket)) = probe.await else {
             continue;
@@ -335,6 +354,7 @@ async fn probe_all(
         match answer {
             Ok(Ok(response)) => {
                 note_answer(node, config, &shard, ticket, &response, (sent, at));
+                takeovers.extend(reported_takeovers(&response));
                 if entry.failures >= config.failed_probes {
                     tracing::info!(%shard, "shard answers probes again");
                 }
@@ -361,6 +381,64 @@ async fn probe_all(
             }
             Ok(Err(err)) => note_failure(entry, &shard, config, &err.to_string()),
             Err(_) => note_failure(entry, &shard, config, "probe timed out"),
+        }
+    }
+    confirm_takeovers(node, takeovers).await;
+}
+
+/// Takeovers a shard's answer reports: every namespace it holds as a
+/// primary promoted by a failover, with the epoch and position it took over
+/// at.
+fn reported_takeovers(
+    response: &pb::LeaseResponse,
+) -> impl Iterator<Item = (String, u64, crate::model::Takeover)> + '_ {
+    response
+        .positions
+        .iter()
+        .filter(|p| p.role == pb::NamespaceRole::Primary as i32 && p.promoted_from_epoch > 0)
+        .map(|p| {
+            (
+                p.namespace.clone(),
+                p.epoch,
+                crate::model::Takeover {
+                    source_epoch: p.promoted_from_epoch,
+                    seq: p.promoted_seq,
+                },
+            )
+        })
+}
+
+/// Records the takeovers reported that the failover history lacks (each
+/// failover's first report only).
+async fn confirm_takeovers(
+    node: &Arc<ControlNode>,
+    reported: Vec<(String, u64, crate::model::Takeover)>,
+) {
+    for (namespace, epoch, takeover) in reported {
+        let unknown = node.with_state(|state| {
+            state.failovers.values().rev().any(|f| {
+                f.namespace == namespace && f.epoch == epoch && f.is_move() && f.takeover.is_none()
+            })
+        });
+        if !unknown {
+            continue;
+        }
+        let command = ControlCommand::ConfirmTakeover {
+            namespace: namespace.clone(),
+            epoch,
+            takeover,
+            requester: Requester {
+                actor: "failover-policy".into(),
+                at_unix_ms: now_unix_ms(),
+            },
+        };
+        match node.propose(command).await {
+            Ok(_) => {
+                tracing::info!(%namespace, epoch, seq = takeover.seq, source_epoch = takeover.source_epoch, "new primary's takeover recorded")
+            }
+            Err(err) => {
+                tracing::warn!(%namespace, epoch, error = %err, "cannot record a takeover; the next probe retries")
+            }
         }
     }
 }
@@ -711,8 +789,13 @@ pub async fn promote_now(
     let Some((request, _)) = grant(node, config, &record.to_shard, desired, Instant::now()) else {
         return;
     };
-    if let Err(err) = client.lease(request).await {
-        tracing::warn!(shard = %record.to_shard, error = %err, "promotion probe failed; the next round retries");
+    match client.lease(request).await {
+        // The new primary says where it took over: other copies can be
+        // cut back to it from the next round on.
+        Ok(response) => confirm_takeovers(node, reported_takeovers(&response).collect()).await,
+        Err(err) => {
+            tracing::warn!(shard = %record.to_shard, error = %err, "promotion probe failed; the next round retries")
+        }
     }
 }
 

@@ -284,6 +284,80 @@ pub struct FailoverRecord {
     /// have acknowledged writes beyond it. Stored inline: the bytes are those
     /// of the two fields it holds.
     pub loss_window: LossWindow,
+    /// Where the new primary really took over, once it reported it (a move
+    /// only; `None` until then). `promoted_seq` is the position the promotion
+    /// was decided on; the standby may have applied more of the old primary's
+    /// changes before it became primary, so this is what fork points use.
+    pub takeover: Option<Takeover>,
+}
+
+/// Where a failover's new primary took over: it held the history of
+/// `source_epoch` up to `seq` when it became primary.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Takeover {
+    /// The epoch the promoted copy held.
+    pub source_epoch: u64,
+    /// Its change position.
+    pub seq: u64,
+}
+
+/// The second stored form of [`FailoverRecord`] (before `takeover`),
+/// upgraded on load.
+#[derive(Debug, Clone, Deserialize)]
+pub struct FailoverRecordV2 {
+    /// Sequence number.
+    pub id: u64,
+    /// The namespace.
+    pub namespace: String,
+    /// Old primary.
+    pub from_region: String,
+    /// Old primary's shard.
+    pub from_shard: String,
+    /// New primary.
+    pub to_region: String,
+    /// New primary's shard.
+    pub to_shard: String,
+    /// Epoch after the failover.
+    pub epoch: u64,
+    /// Why.
+    pub cause: String,
+    /// When the primary was declared failed (Unix ms).
+    pub detected_at_ms: u64,
+    /// When the new primary was chosen (Unix ms).
+    pub promoted_at_ms: u64,
+    /// The old primary's last known change sequence number.
+    pub primary_seq: u64,
+    /// The promoted standby's change sequence number.
+    pub promoted_seq: u64,
+    /// The loss window.
+    pub loss_window: LossWindow,
+}
+
+impl FailoverRecordV2 {
+    /// Upgrades to the current form. Before takeovers were reported, a
+    /// promotion was assumed to continue the previous epoch at `promoted_seq`.
+    pub fn upgrade(self) -> FailoverRecord {
+        let takeover = (self.from_shard != self.to_shard && self.epoch > 1).then_some(Takeover {
+            source_epoch: self.epoch - 1,
+            seq: self.promoted_seq,
+        });
+        FailoverRecord {
+            id: self.id,
+            namespace: self.namespace,
+            from_region: self.from_region,
+            from_shard: self.from_shard,
+            to_region: self.to_region,
+            to_shard: self.to_shard,
+            epoch: self.epoch,
+            cause: self.cause,
+            detected_at_ms: self.detected_at_ms,
+            promoted_at_ms: self.promoted_at_ms,
+            primary_seq: self.primary_seq,
+            promoted_seq: self.promoted_seq,
+            loss_window: self.loss_window,
+            takeover,
+        }
+    }
 }
 
 /// The time bounds of a failover's loss window (Unix ms; 0: unknown).

@@ -329,6 +329,29 @@ impl ControlState {
                     routing_version: self.counters.routing_version,
                 })
             }
+            ControlCommand::ConfirmTakeover {
+                namespace,
+                epoch,
+                takeover,
+                ..
+            } => {
+                // Only the first report counts: the position a primary took
+                // over at never changes.
+                let record = self
+                    .failovers
+                    .values_mut()
+                    .rev()
+                    .find(|f| f.namespace == namespace && f.epoch == epoch && f.is_move());
+                match record {
+                    Some(record) if record.takeover.is_none() => {
+                        record.takeover = Some(takeover);
+                        changes.push(Change::Failover(record.id));
+                    }
+                    Some(_) => {}
+                    None => return Err(ControlRejection::NamespaceNotFound(namespace)),
+                }
+                Ok(ControlResult::Updated)
+            }
             ControlCommand::NamespaceCopyDeleted { name, shard, .. } => {
                 let Some(deletion) = self.deletions.get_mut(&name) else {
                     return Ok(ControlResult::CopyDeleted {
@@ -439,6 +462,8 @@ impl ControlState {
             primary_seq,
             promoted_seq,
             loss_window: window,
+            // Known once the new primary reports it (`ConfirmTakeover`).
+            takeover: None,
         };
         self.namespaces.insert(namespace.clone(), moved);
         self.failovers.insert(id, record.clone());
@@ -492,6 +517,7 @@ impl ControlState {
             primary_seq: 0,
             promoted_seq: 0,
             loss_window: Default::default(),
+            takeover: None,
         };
         self.failovers.insert(id, record);
         changes.push(Change::Namespace(namespace));
@@ -690,6 +716,18 @@ fn describe(command: &ControlCommand) -> (Requester, String) {
             requester.clone(),
             format!("copy of deleted namespace {name} removed from shard {shard}"),
         ),
+        ControlCommand::ConfirmTakeover {
+            namespace,
+            epoch,
+            takeover,
+            requester,
+        } => (
+            requester.clone(),
+            format!(
+                "primary of namespace {namespace} at epoch {epoch} took over at change {} of epoch {}",
+                takeover.seq, takeover.source_epoch
+            ),
+        ),
     }
 }
 
@@ -755,6 +793,64 @@ mod tests {
                 shard: None,
             })
             .0
+    }
+
+    #[test]
+    fn a_failover_records_its_takeover_once_the_new_primary_reports_it() {
+        let mut state = lab_state();
+        create(&mut state, "ns", "us-east", &["eu-west"], &["US", "EU"]);
+        let (result, _) = state.apply(ControlCommand::FailoverBounded(
+            crate::command::FailoverMove {
+                namespace: "ns".into(),
+                to_shard: "eu-west-s1".into(),
+                cause: "test".into(),
+                detected_at_ms: 1,
+                primary_seq: 10,
+                promoted_seq: 7,
+                requester: requester(),
+            },
+            Default::default(),
+        ));
+        let ControlResult::FailedOver { record, .. } = result else {
+            panic!("{result:?}");
+        };
+        assert_eq!((record.epoch, record.takeover), (2, None));
+        let confirm = |seq| ControlCommand::ConfirmTakeover {
+            namespace: "ns".into(),
+            epoch: 2,
+            takeover: crate::model::Takeover {
+                source_epoch: 1,
+                seq,
+            },
+            requester: requester(),
+        };
+        // It had applied two more of the old primary's changes by then.
+        let (_, changes) = state.apply(confirm(9));
+        assert!(changes.contains(&Change::Failover(record.id)));
+        // Only the first report counts.
+        state.apply(confirm(12));
+        let stored = state.failovers[&record.id].takeover;
+        assert_eq!(
+            stored,
+            Some(crate::model::Takeover {
+                source_epoch: 1,
+                seq: 9
+            })
+        );
+        // An epoch no failover created is refused.
+        let (result, _) = state.apply(ControlCommand::ConfirmTakeover {
+            namespace: "ns".into(),
+            epoch: 5,
+            takeover: crate::model::Takeover {
+                source_epoch: 1,
+                seq: 1,
+            },
+            requester: requester(),
+        });
+        assert!(
+            matches!(result, ControlResult::Rejected { .. }),
+            "{result:?}"
+        );
     }
 
     #[test]

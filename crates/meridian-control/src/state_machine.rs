@@ -33,9 +33,10 @@ fn decode<T: DeserializeOwned>(raw: &[u8]) -> io::Result<T> {
     }
 }
 
-/// Failover records are stored in format 2 (with the loss window's time
-/// bounds); format 1 is upgraded with those unknown.
-const FAILOVER_FORMAT: u8 = 2;
+/// Failover records are stored in format 3 (with the takeover); format 2
+/// (before it) and format 1 (before the loss window's time bounds) are
+/// upgraded.
+const FAILOVER_FORMAT: u8 = 3;
 
 fn encode_failover(record: &crate::model::FailoverRecord) -> io::Result<Vec<u8>> {
     postcard::to_extend(record, vec![FAILOVER_FORMAT]).map_err(io::Error::other)
@@ -45,10 +46,15 @@ fn decode_failover(raw: &[u8]) -> io::Result<crate::model::FailoverRecord> {
     let invalid = |e| io::Error::new(io::ErrorKind::InvalidData, e);
     match raw.split_first() {
         Some((&FAILOVER_FORMAT, body)) => postcard::from_bytes(body).map_err(invalid),
+        Some((&2, body)) => {
+            let old: crate::model::FailoverRecordV2 =
+                postcard::from_bytes(body).map_err(invalid)?;
+            Ok(old.upgrade())
+        }
         Some((&1, body)) => {
             let old: crate::model::FailoverRecordV1 =
                 postcard::from_bytes(body).map_err(invalid)?;
-            Ok(crate::model::FailoverRecord {
+            Ok(crate::model::FailoverRecordV2 {
                 id: old.id,
                 namespace: old.namespace,
                 from_region: old.from_region,
@@ -62,7 +68,8 @@ fn decode_failover(raw: &[u8]) -> io::Result<crate::model::FailoverRecord> {
                 primary_seq: old.primary_seq,
                 promoted_seq: old.promoted_seq,
                 loss_window: crate::model::LossWindow::default(),
-            })
+            }
+            .upgrade())
         }
         _ => Err(io::Error::new(
             io::ErrorKind::InvalidData,
@@ -346,7 +353,7 @@ mod tests {
     use meridian_raft::metrics::StorageMetrics;
 
     #[test]
-    fn a_failover_record_stores_its_loss_window_as_two_plain_fields() {
+    fn failover_records_of_every_format_decode() {
         let record = crate::model::FailoverRecord {
             id: 3,
             namespace: "payments".into(),
@@ -364,7 +371,21 @@ mod tests {
                 reported_at_ms: 12,
                 writes_until_ms: 13,
             },
+            takeover: Some(crate::model::Takeover {
+                source_epoch: 1,
+                seq: 39,
+            }),
         };
+        let stored = encode_failover(&record).unwrap();
+        assert_eq!(
+            stored,
+            golden("control-failover-v3.bin", &stored),
+            "format changed"
+        );
+        assert_eq!(decode_failover(&stored).unwrap(), record);
+        // Format 2 (before the takeover): the loss window is two plain
+        // fields; upgraded assuming the promotion continued epoch 1 at
+        // `promoted_seq`.
         let flat = (
             3u64,
             "payments",
@@ -376,11 +397,19 @@ mod tests {
             "test",
             (10u64, 11u64, 40u64, 38u64, 12u64, 13u64),
         );
-        let mut expected = vec![FAILOVER_FORMAT];
-        expected.extend(postcard::to_stdvec(&flat).unwrap());
-        let stored = encode_failover(&record).unwrap();
-        assert_eq!(stored, expected);
-        assert_eq!(decode_failover(&stored).unwrap(), record);
+        let mut v2 = vec![2u8];
+        v2.extend(postcard::to_stdvec(&flat).unwrap());
+        let v2 = golden("control-failover-v2.bin", &v2);
+        assert_eq!(
+            decode_failover(&v2).unwrap(),
+            crate::model::FailoverRecord {
+                takeover: Some(crate::model::Takeover {
+                    source_epoch: 1,
+                    seq: 38
+                }),
+                ..record
+            }
+        );
     }
 
     /// The golden sample `name` in `testdata/formats/`, written first from

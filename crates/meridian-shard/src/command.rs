@@ -139,6 +139,16 @@ pub enum Command {
         /// `(epoch, seq)` of each lost change to remove.
         changes: Vec<(u64, u64)>,
     },
+    /// This copy's history leaves its namespace's current history after
+    /// `fork_seq` (where the failovers since its epoch took over): changes
+    /// after it are set aside as lost writes and the copy waits for a
+    /// rebuild. Any role; nothing if it holds nothing after `fork_seq`.
+    SetAsideAfter {
+        /// The namespace.
+        namespace: String,
+        /// The last change its history shares with the current one.
+        fork_seq: u64,
+    },
 }
 
 /// A namespace's role on a shard.

@@ -213,6 +213,8 @@ mod tests {
                 max_lag_ms: 0,
                 sync_confirmations: 1,
                 former_primary: "us-east-s1".into(),
+                takeovers: Vec::new(),
+                fork_from_takeovers: false,
             }],
             sent_unix_ms: 1_700_000_000_000,
             max_clock_offset_ms: 250,
@@ -221,6 +223,18 @@ mod tests {
         };
         let encoded = grant.encode_to_vec();
         let stored = golden("lease-request-v2.bin", &encoded);
+        assert_eq!(encoded, stored, "lease grant wire format changed");
+        assert_eq!(pb::LeaseRequest::decode(stored.as_slice()).unwrap(), grant);
+        // With the failovers' takeovers (a control plane that reports them).
+        let mut grant = grant;
+        grant.desired[0].takeovers = vec![pb::Takeover {
+            epoch: 2,
+            source_epoch: 1,
+            seq: 41,
+        }];
+        grant.desired[0].fork_from_takeovers = true;
+        let encoded = grant.encode_to_vec();
+        let stored = golden("lease-request-v3.bin", &encoded);
         assert_eq!(encoded, stored, "lease grant wire format changed");
         assert_eq!(pb::LeaseRequest::decode(stored.as_slice()).unwrap(), grant);
     }

@@ -22,6 +22,7 @@ pub mod config;
 pub mod digest;
 pub mod disk;
 pub mod error;
+pub mod fork;
 pub mod formats;
 pub mod keys;
 pub mod lease;

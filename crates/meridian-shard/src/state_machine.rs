@@ -48,6 +48,28 @@ pub struct NamespaceRecord {
     /// over from is rebuilt before it may be promoted again, so it counts as
     /// holding every change up to here (the sync read fence).
     pub promoted_seq: u64,
+    /// The epoch this copy held when it was last promoted (0: never): with
+    /// `promoted_seq`, where the history of its current epoch leaves the
+    /// history it came from (a `Takeover`, reported to the control plane).
+    pub promoted_from_epoch: u64,
+}
+
+/// The third stored form of [`NamespaceRecord`] (before
+/// `promoted_from_epoch`), read and upgraded on load.
+#[derive(Debug, Clone, Copy, Deserialize)]
+struct NamespaceRecordV3 {
+    created_index: u64,
+    key_count: u64,
+    role: NamespaceRole,
+    epoch: u64,
+    change_seq: u64,
+    log_changes: bool,
+    trimmed_through: u64,
+    resync_needed: bool,
+    sync: bool,
+    max_lag_entries: u64,
+    max_lag_ms: u64,
+    promoted_seq: u64,
 }
 
 /// The second stored form of [`NamespaceRecord`] (before `promoted_seq`),
@@ -75,7 +97,7 @@ struct NamespaceRecordV1 {
 }
 
 /// Format of stored [`NamespaceRecord`]s; bumped on any change, with an upgrade.
-const NAMESPACE_RECORD_FORMAT: u8 = 3;
+const NAMESPACE_RECORD_FORMAT: u8 = 4;
 
 /// The fields of a [`Command::ConfigureNamespace`].
 #[derive(Debug, Clone, Copy)]
@@ -395,6 +417,7 @@ impl KvStateMachine {
                     max_lag_entries: 0,
                     max_lag_ms: 0,
                     promoted_seq: 0,
+                    promoted_from_epoch: 0,
                 };
                 batch.insert(
                     &self.namespaces,
@@ -563,6 +586,10 @@ impl KvStateMachine {
                 }
                 Ok(CommandResult::Discarded { count: discarded })
             }
+            Command::SetAsideAfter {
+                namespace,
+                fork_seq,
+            } => self.fork(&namespace, fork_seq, batch),
             Command::TrimChanges { namespace, through } => {
                 self.trim_changes(&namespace, through, batch)
             }
@@ -679,31 +706,12 @@ impl KvStateMachine {
             && record.role == NamespaceRole::Primary
             && role == NamespaceRole::Standby
             && epoch > record.epoch
-            && record.change_seq > fork
         {
-            // Read through the batch: changes logged earlier in the same
-            // apply batch are not in the engine yet, and every replica must
-            // set aside exactly the same writes however its entries were
-            // batched.
-            for change in self.pending_changes_after(namespace, fork, batch)? {
-                let mut lost_key = keys::namespace_prefix(namespace);
-                lost_key.extend_from_slice(&record.epoch.to_be_bytes());
-                lost_key.extend_from_slice(&change.seq.to_be_bytes());
-                batch.insert(
-                    &self.lost,
-                    lost_key,
-                    crate::formats::encode_change(&change)?,
-                );
-                batch.remove(
-                    &self.changes,
-                    keys::data_key(namespace, &change.seq.to_be_bytes()),
-                );
-            }
-            record.change_seq = fork;
-            record.resync_needed = true;
+            self.set_aside_after(namespace, &mut record, fork, batch)?;
         }
         if record.role == NamespaceRole::Standby && role == NamespaceRole::Primary {
             record.promoted_seq = record.change_seq;
+            record.promoted_from_epoch = record.epoch;
         }
         record.role = role;
         record.epoch = epoch;
@@ -711,6 +719,58 @@ impl KvStateMachine {
         record.sync = sync;
         record.max_lag_entries = max_lag_entries;
         record.max_lag_ms = max_lag_ms;
+        self.store_record(namespace, record, batch)?;
+        Ok(CommandResult::Configured)
+    }
+
+    /// Sets aside every change after `fork` as lost writes (under the copy's
+    /// current epoch) and marks the copy for a rebuild; nothing if it holds
+    /// nothing after `fork`.
+    fn set_aside_after(
+        &self,
+        namespace: &str,
+        record: &mut NamespaceRecord,
+        fork: u64,
+        batch: &mut ApplyBatch,
+    ) -> io::Result<()> {
+        if record.change_seq <= fork {
+            return Ok(());
+        }
+        // Read through the batch: changes logged earlier in the same apply
+        // batch are not in the engine yet, and every replica must set aside
+        // exactly the same writes however its entries were batched.
+        for change in self.pending_changes_after(namespace, fork, batch)? {
+            let mut lost_key = keys::namespace_prefix(namespace);
+            lost_key.extend_from_slice(&record.epoch.to_be_bytes());
+            lost_key.extend_from_slice(&change.seq.to_be_bytes());
+            batch.insert(
+                &self.lost,
+                lost_key,
+                crate::formats::encode_change(&change)?,
+            );
+            batch.remove(
+                &self.changes,
+                keys::data_key(namespace, &change.seq.to_be_bytes()),
+            );
+        }
+        record.change_seq = fork;
+        record.resync_needed = true;
+        Ok(())
+    }
+
+    /// [`Command::SetAsideAfter`].
+    fn fork(
+        &self,
+        namespace: &str,
+        fork: u64,
+        batch: &mut ApplyBatch,
+    ) -> io::Result<CommandResult> {
+        let Some(mut record) = self.namespace(namespace) else {
+            return Ok(CommandResult::Rejected(Rejection::NamespaceNotFound {
+                name: namespace.to_string(),
+            }));
+        };
+        self.set_aside_after(namespace, &mut record, fork, batch)?;
         self.store_record(namespace, record, batch)?;
         Ok(CommandResult::Configured)
     }
@@ -1016,6 +1076,29 @@ fn decode_record(raw: &[u8]) -> io::Result<NamespaceRecord> {
     let invalid = |e| io::Error::new(io::ErrorKind::InvalidData, e);
     match raw.split_first() {
         Some((&NAMESPACE_RECORD_FORMAT, body)) => postcard::from_bytes(body).map_err(invalid),
+        Some((&3, body)) => {
+            let old: NamespaceRecordV3 = postcard::from_bytes(body).map_err(invalid)?;
+            Ok(NamespaceRecord {
+                created_index: old.created_index,
+                key_count: old.key_count,
+                role: old.role,
+                epoch: old.epoch,
+                change_seq: old.change_seq,
+                log_changes: old.log_changes,
+                trimmed_through: old.trimmed_through,
+                resync_needed: old.resync_needed,
+                sync: old.sync,
+                max_lag_entries: old.max_lag_entries,
+                max_lag_ms: old.max_lag_ms,
+                promoted_seq: old.promoted_seq,
+                // Before it was recorded, promotions followed one another.
+                promoted_from_epoch: if old.promoted_seq > 0 {
+                    old.epoch.saturating_sub(1)
+                } else {
+                    0
+                },
+            })
+        }
         Some((&2, body)) => {
             let old: NamespaceRecordV2 = postcard::from_bytes(body).map_err(invalid)?;
             Ok(NamespaceRecord {
@@ -1031,6 +1114,7 @@ fn decode_record(raw: &[u8]) -> io::Result<NamespaceRecord> {
                 max_lag_entries: old.max_lag_entries,
                 max_lag_ms: old.max_lag_ms,
                 promoted_seq: 0,
+                promoted_from_epoch: 0,
             })
         }
         // Written before replication existed: a primary without a change log.
@@ -1049,6 +1133,7 @@ fn decode_record(raw: &[u8]) -> io::Result<NamespaceRecord> {
                 max_lag_entries: 0,
                 max_lag_ms: 0,
                 promoted_seq: 0,
+                promoted_from_epoch: 0,
             })
         }
         _ => Err(io::Error::new(
@@ -1229,6 +1314,75 @@ mod tests {
     }
 
     #[test]
+    fn a_standby_ahead_of_its_new_history_sets_aside_the_rest_however_batched() {
+        // A standby that received changes 1..=4 from the old primary; the
+        // promoted copy took over at 2, so 3 and 4 never made it.
+        let change = |seq: u64, key: &str| ChangeRecord {
+            seq,
+            writes: vec![crate::command::ReplicatedWrite {
+                key: key.into(),
+                value: Some(b"v".to_vec()),
+                version: seq,
+                previous_version: None,
+            }],
+        };
+        let commands = vec![
+            Command::CreateNamespace {
+                name: "ns".into(),
+                max_namespaces: 10,
+            },
+            configure(NamespaceRole::Standby, 1, None),
+            Command::ApplyChanges {
+                namespace: "ns".into(),
+                epoch: 1,
+                changes: vec![change(1, "a"), change(2, "b")],
+            },
+            Command::ApplyChanges {
+                namespace: "ns".into(),
+                epoch: 1,
+                changes: vec![change(3, "c"), change(4, "d")],
+            },
+            Command::SetAsideAfter {
+                namespace: "ns".into(),
+                fork_seq: 2,
+            },
+            configure(NamespaceRole::Standby, 3, None),
+        ];
+        let reference = apply_in_batches(&commands, u32::MAX);
+        let lost = reference.machine.lost_writes("ns").unwrap();
+        assert_eq!(
+            lost.iter().map(|(e, c)| (*e, c.seq)).collect::<Vec<_>>(),
+            [(1, 3), (1, 4)]
+        );
+        let record = reference.machine.namespace("ns").unwrap();
+        assert!(record.resync_needed);
+        assert_eq!((record.change_seq, record.epoch), (2, 3));
+        let expected = dump(&reference);
+        for splits in 0..(1u32 << (commands.len() - 1)) {
+            let h = apply_in_batches(&commands, splits);
+            assert_eq!(dump(&h), expected, "batch splits {splits:#b}");
+        }
+        // Nothing beyond the fork point: nothing to set aside.
+        let mut h = apply_in_batches(&commands[..3], u32::MAX);
+        h.apply(Command::SetAsideAfter {
+            namespace: "ns".into(),
+            fork_seq: 2,
+        });
+        assert!(!h.machine.namespace("ns").unwrap().resync_needed);
+        assert!(h.machine.lost_writes("ns").unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_promotion_records_the_epoch_and_position_it_took_over_at() {
+        let mut h = Harness::new();
+        h.create("ns");
+        h.apply(configure(NamespaceRole::Standby, 1, None));
+        h.apply(configure(NamespaceRole::Primary, 3, None));
+        let record = h.machine.namespace("ns").unwrap();
+        assert_eq!((record.promoted_from_epoch, record.promoted_seq), (1, 0));
+    }
+
+    #[test]
     fn namespace_records_of_every_format_decode() {
         let record = NamespaceRecord {
             created_index: 5,
@@ -1243,11 +1397,40 @@ mod tests {
             max_lag_entries: 100,
             max_lag_ms: 0,
             promoted_seq: 4,
+            promoted_from_epoch: 1,
         };
         let encoded = encode_record(&record).unwrap();
-        let golden = crate::formats::golden("namespace-record-v3.bin", &encoded);
+        let golden = crate::formats::golden("namespace-record-v4.bin", &encoded);
         assert_eq!(encoded, golden, "namespace record format changed");
         assert_eq!(decode_record(&golden).unwrap(), record);
+        // Format 3 (before promoted_from_epoch) upgrades assuming the
+        // promotions followed one another.
+        let mut v3 = vec![3u8];
+        v3.extend(
+            postcard::to_stdvec(&(
+                5u64,
+                2u64,
+                NamespaceRole::Standby,
+                3u64,
+                17u64,
+                true,
+                9u64,
+                false,
+                true,
+                100u64,
+                0u64,
+                4u64,
+            ))
+            .unwrap(),
+        );
+        let v3 = crate::formats::golden("namespace-record-v3.bin", &v3);
+        assert_eq!(
+            decode_record(&v3).unwrap(),
+            NamespaceRecord {
+                promoted_from_epoch: 2,
+                ..record
+            }
+        );
         // Format 2 (before promoted_seq) upgrades with promoted_seq 0.
         let mut v2 = vec![2u8];
         v2.extend(
@@ -1271,6 +1454,7 @@ mod tests {
             decode_record(&v2).unwrap(),
             NamespaceRecord {
                 promoted_seq: 0,
+                promoted_from_epoch: 0,
                 ..record
             }
         );

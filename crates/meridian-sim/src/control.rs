@@ -77,6 +77,18 @@ impl World {
     /// What shard `shard` should be for the namespace (as `desired_by_shard`).
     pub fn desired(&self, shard: usize) -> Option<Desired> {
         let p = &self.control.placement;
+        let takeovers: Vec<meridian_shard::fork::Takeover> = self
+            .moves
+            .iter()
+            .filter_map(|m| {
+                m.takeover
+                    .map(|(source_epoch, seq)| meridian_shard::fork::Takeover {
+                        epoch: m.epoch,
+                        source_epoch,
+                        seq,
+                    })
+            })
+            .collect();
         if shard == p.primary {
             let former_primary = self
                 .moves
@@ -94,6 +106,7 @@ impl World {
                     0
                 },
                 former_primary,
+                takeovers,
             });
         }
         if p.standbys.contains(&shard) {
@@ -104,6 +117,7 @@ impl World {
                 sync: p.sync,
                 confirmations: 0,
                 former_primary: None,
+                takeovers,
             });
         }
         None
@@ -181,6 +195,19 @@ impl World {
         let Msg::ProbeAnswer { id, position } = msg else {
             return;
         };
+        // As `confirm_takeovers`: the first report of where a failover's new
+        // primary took over is recorded.
+        if let Some(p) = position
+            && p.role == NamespaceRole::Primary
+            && p.promoted_from_epoch > 0
+            && let Some(m) = self
+                .moves
+                .iter_mut()
+                .rev()
+                .find(|m| m.epoch == p.epoch && m.takeover.is_none())
+        {
+            m.takeover = Some((p.promoted_from_epoch, p.promoted_seq));
+        }
         if let Some((shard, ticket)) = self.control.extra.remove(&id) {
             if ticket.is_revocation() {
                 self.control.ledger.revoked(REGIONS[shard], ticket);
@@ -281,6 +308,7 @@ impl World {
             from: shard,
             to,
             promoted_seq,
+            takeover: None,
         });
         self.note(format!(
             "FAILOVER {} -> {} epoch {epoch} promoted_seq {promoted_seq}",

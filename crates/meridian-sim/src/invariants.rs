@@ -160,11 +160,30 @@ impl World {
 
         // 3 and 4: the final history and the lost-write records.
         let primary = self.control.placement.primary;
-        // The final history: each epoch's writes up to where the next
-        // epoch's primary took over.
+        // The final history: walk from the final epoch up through the
+        // takeovers; a write of epoch `e` at `seq` is in it exactly when the
+        // walk reaches `e` and `seq` is at most every takeover position on
+        // the way (a write of an epoch off the walk never is: it came after
+        // that epoch's own takeover).
+        let final_epoch = self.shards[primary]
+            .record()
+            .filter(|c| c.role == NamespaceRole::Primary)
+            .map(|c| c.epoch)
+            .or_else(|| self.took_over_at.keys().next_back().copied())
+            .unwrap_or(1);
         let took_over_at = self.took_over_at.clone();
-        let in_history =
-            |epoch: u64, seq: u64| took_over_at.range(epoch + 1..).all(|(_, at)| seq <= *at);
+        let in_history_of = |target: u64, epoch: u64, seq: u64| {
+            let (mut at, mut limit) = (target, u64::MAX);
+            while at > epoch {
+                let Some(&(source, position)) = took_over_at.get(&at) else {
+                    return false;
+                };
+                limit = limit.min(position);
+                at = source;
+            }
+            at == epoch && seq <= limit
+        };
+        let in_history = |epoch: u64, seq: u64| in_history_of(final_epoch, epoch, seq);
         let kept: BTreeSet<u64> = self
             .applied
             .iter()
@@ -296,8 +315,24 @@ impl World {
             });
         }
         if !self.scenario.sync {
-            let lost =
-                |value: &str| op_of(value.as_bytes()).is_some_and(|op| recorded.contains_key(&op));
+            // Async failovers may lose writes (recorded), and a write an
+            // intermediate epoch lacked comes back when a later failover
+            // promotes a copy that has it: such writes, and reads that saw
+            // them, are left out.
+            let missed: BTreeSet<u64> = self
+                .applied
+                .iter()
+                .filter(|(_, a)| {
+                    self.took_over_at
+                        .range(a.epoch + 1..)
+                        .any(|(&later, _)| !in_history_of(later, a.epoch, a.seq))
+                })
+                .map(|(op, _)| *op)
+                .collect();
+            let lost = |value: &str| {
+                op_of(value.as_bytes())
+                    .is_some_and(|op| recorded.contains_key(&op) || missed.contains(&op))
+            };
             history.retain(|o| match (&o.input, &o.output) {
                 (Input::Put(value), _) => !lost(value),
                 (_, Output::Value(Some(value))) => !lost(value),

@@ -58,9 +58,32 @@ pub struct Report {
     pub trace: Vec<String>,
 }
 
+/// How to run a seed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Options {
+    /// Keep every message in the trace.
+    pub verbose: bool,
+    /// Use the fork rule from before failovers reported their takeovers
+    /// (only a former primary cut back, to the position the promotion was
+    /// decided on): the checks must catch it.
+    pub legacy_fork: bool,
+}
+
 /// Runs the simulation of `seed` (storage in a scratch directory, on tmpfs
 /// when there is one); `verbose` keeps every message in the trace.
 pub fn run(seed: u64, verbose: bool) -> Result<Report, SimError> {
+    run_with(
+        seed,
+        Options {
+            verbose,
+            ..Options::default()
+        },
+    )
+}
+
+/// Runs the simulation of `seed` with `options`.
+pub fn run_with(seed: u64, options: Options) -> Result<Report, SimError> {
+    let verbose = options.verbose;
     let shm = std::path::Path::new("/dev/shm");
     let dir = if shm.is_dir() {
         tempfile::Builder::new()
@@ -72,6 +95,7 @@ pub fn run(seed: u64, verbose: bool) -> Result<Report, SimError> {
     let scenario = Scenario::of(seed);
     let mut world = world::World::new(scenario.clone(), dir.path())?;
     world.verbose = verbose;
+    world.legacy_fork = options.legacy_fork;
     world.run()?;
     let (violations, stats) = world.check()?;
     Ok(Report {

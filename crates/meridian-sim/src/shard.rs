@@ -352,7 +352,29 @@ impl World {
         if let (Some(d), Some(record)) = (&desired, self.shards[r].record()) {
             let current = (record.role, record.epoch, record.sync);
             let wanted = (d.role, d.epoch, d.sync);
-            if current != wanted && d.epoch >= record.epoch {
+            // As the shard's `lease_inner`: with takeovers, a standby-to-be
+            // sets aside what lies beyond its fork point, or waits.
+            // The simulated control plane reports takeovers unless asked to
+            // run the old rule.
+            let legacy = self.legacy_fork;
+            let mut proceed = current != wanted && d.epoch >= record.epoch;
+            if proceed && !legacy && d.role == NamespaceRole::Standby {
+                match meridian_shard::fork::fork_point(&d.takeovers, record.epoch, d.epoch) {
+                    Ok(Some(fork)) if record.change_seq > fork => {
+                        self.note(format!(
+                            "{} sets aside changes after {fork} (epoch {} -> {})",
+                            REGIONS[r], record.epoch, d.epoch
+                        ));
+                        self.shards[r].commit(&Command::SetAsideAfter {
+                            namespace: NS.into(),
+                            fork_seq: fork,
+                        })?;
+                    }
+                    Ok(_) => {}
+                    Err(_) => proceed = false,
+                }
+            }
+            if proceed {
                 self.note(format!(
                     "{} becomes {:?} at epoch {} (fork {})",
                     REGIONS[r], d.role, d.epoch, d.fork_seq
@@ -362,7 +384,7 @@ impl World {
                     role: d.role,
                     epoch: d.epoch,
                     log_changes: true,
-                    fork_seq: (d.role == NamespaceRole::Standby).then_some(d.fork_seq),
+                    fork_seq: (legacy && d.role == NamespaceRole::Standby).then_some(d.fork_seq),
                     sync: d.sync,
                     max_lag_entries: 0,
                     max_lag_ms: 0,
@@ -371,7 +393,8 @@ impl World {
                     && now.role == NamespaceRole::Primary
                     && record.role == NamespaceRole::Standby
                 {
-                    self.took_over_at.insert(now.epoch, now.promoted_seq);
+                    self.took_over_at
+                        .insert(now.epoch, (now.promoted_from_epoch, now.promoted_seq));
                 }
             }
         }
@@ -406,6 +429,8 @@ impl World {
             epoch: c.epoch,
             change_seq: c.change_seq,
             resync_needed: c.resync_needed,
+            promoted_from_epoch: c.promoted_from_epoch,
+            promoted_seq: c.promoted_seq,
         });
         self.send(
             Proc::Shard(r),

@@ -82,6 +82,7 @@ pub struct Desired {
     pub sync: bool,
     pub confirmations: usize,
     pub former_primary: Option<usize>,
+    pub takeovers: Vec<meridian_shard::fork::Takeover>,
 }
 
 /// A shard's position in [`NS`], as a probe answer reports it.
@@ -91,6 +92,8 @@ pub struct Position {
     pub epoch: u64,
     pub change_seq: u64,
     pub resync_needed: bool,
+    pub promoted_from_epoch: u64,
+    pub promoted_seq: u64,
 }
 
 /// A standby's answer to a shipment.
@@ -213,11 +216,13 @@ pub struct Applied {
 /// A failover the control plane carried out.
 #[derive(Debug, Clone)]
 pub struct Move {
-    #[allow(dead_code)] // kept for the trace's Debug output and the fork fix
     pub epoch: u64,
     pub from: usize,
     pub to: usize,
     pub promoted_seq: u64,
+    /// Where the new primary took over (source epoch, position), once it
+    /// reported it (`ConfirmTakeover`).
+    pub takeover: Option<(u64, u64)>,
 }
 
 /// The simulated world.
@@ -246,13 +251,16 @@ pub struct World {
     pub trace: Vec<String>,
     /// Whether to keep every delivery in the trace too.
     pub verbose: bool,
+    /// Run the fork rule from before takeovers were reported (to show the
+    /// checks catch it).
+    pub legacy_fork: bool,
     /// Which shard sent each shipment.
     pub ship_senders: BTreeMap<u64, usize>,
     /// Which gateway each operation came through.
     pub op_gateway: BTreeMap<u64, usize>,
-    /// Epoch -> the position its primary really had when it took over (the
-    /// truth the checks use; the control plane may know less).
-    pub took_over_at: BTreeMap<u64, u64>,
+    /// Epoch -> the epoch and position its primary really held when it took
+    /// over (the truth the checks use; the control plane may know less).
+    pub took_over_at: BTreeMap<u64, (u64, u64)>,
 }
 
 /// Unix milliseconds at simulated time 0.
@@ -290,6 +298,7 @@ impl World {
             moves: Vec::new(),
             trace: Vec::new(),
             verbose: false,
+            legacy_fork: false,
             ship_senders: BTreeMap::new(),
             op_gateway: BTreeMap::new(),
             took_over_at: BTreeMap::new(),

@@ -3,22 +3,10 @@
 //!
 //! The long run is `cargo sim --seeds 10000` (see BENCHMARKS.md).
 
-/// Seeds in the CI range that still break an invariant, with the bug. The
+/// Seeds in the CI range that still break an invariant (none now). The
 /// test fails if any of them starts passing (remove it here when fixed) or
 /// any other seed fails.
-///
-/// Open bug (issue 10): a failover's fork point is the promoted standby's
-/// position as last *reported*, and only a former primary is cut back to
-/// it. A promoted standby may apply more of the old primary's changes
-/// between its report and its promotion (the old primary ships without a
-/// lease), and another standby may hold changes the promoted one lacks, or
-/// skip an epoch (promoted, then failed again before taking over). Seen as:
-/// lost-write records listing writes the new primary has; a standby that
-/// keeps changes its new primary lacks (digests differ at the same
-/// position; a write lost without a record; a stale read).
-const KNOWN_OPEN: &[u64] = &[
-    13, 24, 26, 27, 60, 62, 66, 85, 98, 131, 138, 139, 157, 162, 183, 260, 273,
-];
+const KNOWN_OPEN: &[u64] = &[];
 
 /// Seeds of bugs the simulation found and that are fixed: each must pass.
 /// 136: a sync write was acknowledged on a standby's confirmation that came
@@ -29,7 +17,16 @@ const KNOWN_OPEN: &[u64] = &[
 /// 3505: a strong read admitted while the copy was primary was served after
 /// the copy had been demoted in between (the lease check passes on a
 /// standby), returning a value the new primary had overwritten.
-const REGRESSIONS: &[u64] = &[136, 376, 3505];
+/// 13, 138, 890, 2044: fork points. A failover's fork point was the position
+/// the promotion was decided on, and only a former primary was cut back to
+/// it: the promoted standby could apply more of the old primary's changes
+/// before it took over (lost-write records listing writes the new primary
+/// has), another standby could keep changes its new primary lacks (digests
+/// differ at the same position, a write lost without a record, stale
+/// reads), and a promotion could skip an epoch that never took over. Now
+/// every copy is cut back to where its history leaves the current one,
+/// computed from the takeovers the new primaries report.
+const REGRESSIONS: &[u64] = &[136, 376, 3505, 13, 138, 890, 2044];
 
 fn run_range(seeds: std::ops::Range<u64>) {
     let mut unexpected = Vec::new();
@@ -82,8 +79,15 @@ fn a_seed_replays_exactly() {
 }
 
 #[test]
-fn the_checks_can_fail() {
-    // A known-bad seed must be reported as such: the invariants are live.
-    let report = meridian_sim::run(13, false).unwrap();
-    assert!(!report.violations.is_empty());
+fn the_checks_catch_the_old_fork_rule() {
+    // The invariants are live: with the rule from before takeovers were
+    // reported, these seeds break them.
+    for seed in [13, 138] {
+        let options = meridian_sim::Options {
+            legacy_fork: true,
+            ..Default::default()
+        };
+        let report = meridian_sim::run_with(seed, options).unwrap();
+        assert!(!report.violations.is_empty(), "seed {seed}");
+    }
 }

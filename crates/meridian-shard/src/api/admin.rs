@@ -220,13 +220,54 @@ impl AdminService {
                 to = ?(role, desired.epoch),
                 "control plane changes this namespace's role"
             );
+            // A control plane that reports takeovers: the copy computes where
+            // its history leaves the current one and sets aside what lies
+            // beyond (a standby as much as a former primary). Older control
+            // planes send only a former primary's `fork_seq`.
+            let legacy_fork = !desired.fork_from_takeovers;
+            if !legacy_fork && role == NamespaceRole::Standby {
+                let takeovers: Vec<crate::fork::Takeover> = desired
+                    .takeovers
+                    .iter()
+                    .map(|t| crate::fork::Takeover {
+                        epoch: t.epoch,
+                        source_epoch: t.source_epoch,
+                        seq: t.seq,
+                    })
+                    .collect();
+                match crate::fork::fork_point(&takeovers, record.epoch, desired.epoch) {
+                    Ok(Some(fork)) if record.change_seq > fork => {
+                        tracing::warn!(
+                            namespace = %desired.namespace,
+                            epoch = record.epoch,
+                            change_seq = record.change_seq,
+                            fork,
+                            "this copy holds changes the current history lacks; setting them aside as lost writes"
+                        );
+                        self.node
+                            .propose(Command::SetAsideAfter {
+                                namespace: desired.namespace.clone(),
+                                fork_seq: fork,
+                            })
+                            .await?;
+                    }
+                    Ok(_) => {}
+                    Err(why) => {
+                        // Configured once the failovers on the way have
+                        // reported where they took over.
+                        tracing::info!(namespace = %desired.namespace, %why, "role change waits");
+                        continue;
+                    }
+                }
+            }
             self.node
                 .propose(Command::ConfigureNamespace {
                     namespace: desired.namespace.clone(),
                     role,
                     epoch: desired.epoch,
                     log_changes: true,
-                    fork_seq: (role == NamespaceRole::Standby).then_some(desired.fork_seq),
+                    fork_seq: (legacy_fork && role == NamespaceRole::Standby)
+                        .then_some(desired.fork_seq),
                     sync: desired.sync,
                     max_lag_entries: desired.max_lag_entries,
                     max_lag_ms: desired.max_lag_ms,
@@ -289,6 +330,8 @@ impl AdminService {
                 epoch: r.epoch,
                 change_seq: r.change_seq,
                 resync_needed: r.resync_needed,
+                promoted_from_epoch: r.promoted_from_epoch,
+                promoted_seq: r.promoted_seq,
             })
             .collect();
         Ok(pb::LeaseResponse {
