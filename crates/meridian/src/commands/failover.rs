@@ -208,6 +208,10 @@ async fn lost(
     let mut outcome = Outcome::default();
     if action != LostAction::List {
         let data = target::data_client(target)?;
+        // The same lost write can be recorded on several copies (the former
+        // primary and a standby that had received it); once handled from
+        // one, its other records go too.
+        let mut handled = std::collections::HashSet::new();
         for (_, client, found) in &shards {
             let mut done = Vec::new();
             for step in meridian_client::lost::plan(found) {
@@ -219,7 +223,10 @@ async fn lost(
                         changes,
                     } => {
                         let name = String::from_utf8_lossy(&key).into_owned();
-                        if action == LostAction::Reapply {
+                        let identity = (key.clone(), value.clone(), base);
+                        if handled.contains(&identity) {
+                            done.extend(changes);
+                        } else if action == LostAction::Reapply {
                             let txn = meridian_client::lost::transaction(
                                 namespace,
                                 &key,
@@ -231,11 +238,13 @@ async fn lost(
                             if data.txn(txn).await?.succeeded {
                                 outcome.reapplied.push(name);
                                 done.extend(changes);
+                                handled.insert(identity);
                             } else {
                                 outcome.skipped_changed.push(name);
                             }
                         } else {
                             done.extend(changes);
+                            handled.insert(identity);
                         }
                     }
                     meridian_client::lost::Step::Unknown { key, changes } => {
