@@ -64,6 +64,17 @@ pub struct SyncPolicy {
     pub former_primary: Option<String>,
 }
 
+/// How a read was admitted by [`ShardNode::read_gate`]: as the namespace's
+/// primary (fenced, and confirmed after the read in sync mode) or from a
+/// standby copy (eventual or bounded, served as it is).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReadAdmission {
+    /// Served by the primary (or an unreplicated namespace's leader).
+    Primary,
+    /// Served by a standby copy.
+    Standby,
+}
+
 /// A command queued for the Raft log; its outcome arrives when it applies.
 pub struct Pending(
     openraft::type_config::alias::OneshotReceiverOf<
@@ -546,8 +557,11 @@ impl ShardNode {
         &self,
         namespace: &str,
         options: Option<&ReadOptions>,
+        admitted: ReadAdmission,
     ) -> Result<(), ShardError> {
-        if options.is_some_and(|o| o.consistency() == Consistency::Eventual) {
+        if admitted == ReadAdmission::Standby
+            || options.is_some_and(|o| o.consistency() == Consistency::Eventual)
+        {
             return Ok(());
         }
         self.check_still_primary(namespace)?;
@@ -605,15 +619,27 @@ impl ShardNode {
         &self,
         namespace: &str,
         options: Option<&ReadOptions>,
-    ) -> Result<(), ShardError> {
+    ) -> Result<ReadAdmission, ShardError> {
         let standby = self
             .machine
             .namespace(namespace)
             .filter(|r| r.role == crate::command::NamespaceRole::Standby);
         let Some(record) = standby else {
             self.read_barrier(options).await?;
-            return self.fence_read(namespace, options).await;
+            self.fence_read(namespace, options).await?;
+            return Ok(ReadAdmission::Primary);
         };
+        self.standby_read_gate(namespace, options, record)
+            .map(|()| ReadAdmission::Standby)
+    }
+
+    /// The read rule on a standby copy (see [`Self::read_gate`]).
+    fn standby_read_gate(
+        &self,
+        namespace: &str,
+        options: Option<&ReadOptions>,
+        record: crate::state_machine::NamespaceRecord,
+    ) -> Result<(), ShardError> {
         match options.map(|o| o.consistency()).unwrap_or_default() {
             // A copy waiting to be rebuilt holds its set-aside writes and
             // possibly partial data: it serves nothing until rebuilt.

@@ -460,8 +460,12 @@ async fn async_failover_on_region_loss_keeps_every_acknowledged_write_accounted_
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     drain_writer.await.unwrap();
     assert_eq!(back.len(), 1);
-    assert_eq!(
-        back[0].primary_seq, back[0].promoted_seq,
+    // The standby reached the drained primary's final position before it
+    // was promoted. (It may be further: a write admitted just before the
+    // revocation can commit after it — never acknowledged, since the lease
+    // is gone — and still be shipped.)
+    assert!(
+        back[0].promoted_seq >= back[0].primary_seq,
         "a drain loses nothing: {back:?}"
     );
     let home = lab_client(

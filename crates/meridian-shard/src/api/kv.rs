@@ -37,7 +37,8 @@ impl KvService {
     async fn get(&self, request: pb::GetRequest) -> Result<pb::GetResponse, ShardError> {
         convert::namespace(&request.namespace)?;
         self.node.config.limits.check_key(&request.key)?;
-        self.node
+        let admitted = self
+            .node
             .read_gate(&request.namespace, request.read.as_ref())
             .await?;
         self.require_namespace(&request.namespace)?;
@@ -51,7 +52,7 @@ impl KvService {
                 version,
             });
         self.node
-            .confirm_read(&request.namespace, request.read.as_ref())
+            .confirm_read(&request.namespace, request.read.as_ref(), admitted)
             .await?;
         Ok(pb::GetResponse {
             header: Some(self.node.header()),
@@ -142,7 +143,8 @@ impl KvService {
             }
             start = request.continuation_token;
         }
-        self.node
+        let admitted = self
+            .node
             .read_gate(&request.namespace, request.read.as_ref())
             .await?;
         self.require_namespace(&request.namespace)?;
@@ -151,7 +153,7 @@ impl KvService {
                 .machine
                 .scan(&request.namespace, &start, end.as_deref(), page)?;
         self.node
-            .confirm_read(&request.namespace, request.read.as_ref())
+            .confirm_read(&request.namespace, request.read.as_ref(), admitted)
             .await?;
         Ok(pb::ScanResponse {
             header: Some(self.node.header()),
