@@ -618,6 +618,20 @@ impl Client {
         Ok(response.records)
     }
 
+    /// Control plane: one page of the audit log with the chain's anchor and
+    /// the last sequence number written.
+    pub async fn audit_page(
+        &self,
+        after: u64,
+        limit: u32,
+    ) -> Result<pb::AuditLogResponse, ClientError> {
+        let request = pb::AuditLogRequest { after, limit };
+        self.call(CallKind::LeaderRead, |channel| async move {
+            ControlClient::new(channel).audit_log(request).await
+        })
+        .await
+    }
+
     /// Control plane: every placement and the routing version.
     pub async fn list_placements(&self) -> Result<pb::ListPlacementsResponse, ClientError> {
         self.call(CallKind::LeaderRead, |channel| async move {

@@ -233,11 +233,17 @@ async fn audit(
         limit: query.limit,
     });
     match service.audit_log(request).await {
-        Ok(response) => Json(json!({
-            "records": response.into_inner().records.iter().map(|r| json!({
-                "sequence": r.sequence, "at_unix_ms": r.at_unix_ms, "actor": r.actor, "action": r.action, "outcome": r.outcome,
-            })).collect::<Vec<_>>()
-        }))
+        Ok(response) => {
+            let response = response.into_inner();
+            Json(json!({
+                "records": response.records.iter().map(|r| json!({
+                    "sequence": r.sequence, "at_unix_ms": r.at_unix_ms, "actor": r.actor, "action": r.action, "outcome": r.outcome,
+                    "prev_hash": hex::encode(&r.prev_hash), "hash": hex::encode(&r.hash),
+                })).collect::<Vec<_>>(),
+                "anchor": hex::encode(&response.anchor),
+                "last_sequence": response.last_sequence,
+            }))
+        }
         .into_response(),
         Err(status) => error(status),
     }

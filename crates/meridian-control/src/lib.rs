@@ -24,6 +24,7 @@
 //! tables of cases; the state machine only stores their outcome.
 
 pub mod admin_http;
+pub mod audit;
 pub mod command;
 pub mod config;
 pub mod deletion;

@@ -237,6 +237,28 @@ pub struct AuditRecord {
     pub action: String,
     /// `ok`, or the refusal.
     pub outcome: String,
+    /// The hash of the record before it (the chain's anchor for the first
+    /// record kept; zeros for the first record ever).
+    pub prev_hash: [u8; 32],
+    /// SHA-256 over this record's fields and `prev_hash`
+    /// (`crate::audit::record_hash`).
+    pub hash: [u8; 32],
+}
+
+/// The first stored form of [`AuditRecord`] (before the hash chain); the
+/// chain is computed when such records are loaded.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuditRecordV1 {
+    /// Sequence number.
+    pub sequence: u64,
+    /// When (Unix ms).
+    pub at_unix_ms: u64,
+    /// Who.
+    pub actor: String,
+    /// What.
+    pub action: String,
+    /// How it ended.
+    pub outcome: String,
 }
 
 /// A namespace being deleted: its route is gone; these shards may still

@@ -723,8 +723,9 @@ impl Control for ControlService {
             0 => 1000,
             n => n.min(10_000) as usize,
         };
-        let records = self.node.with_state(|s| {
-            s.audit
+        let (records, anchor, last_sequence) = self.node.with_state(|s| {
+            let records = s
+                .audit
                 .range(request.after.saturating_add(1)..)
                 .take(limit)
                 .map(|(_, r)| pb::AuditRecord {
@@ -733,10 +734,17 @@ impl Control for ControlService {
                     actor: r.actor.clone(),
                     action: r.action.clone(),
                     outcome: r.outcome.clone(),
+                    prev_hash: r.prev_hash.to_vec(),
+                    hash: r.hash.to_vec(),
                 })
-                .collect()
+                .collect();
+            (records, s.audit_anchor.to_vec(), s.counters.audit_sequence)
         });
-        Ok(Response::new(pb::AuditLogResponse { records }))
+        Ok(Response::new(pb::AuditLogResponse {
+            records,
+            anchor,
+            last_sequence,
+        }))
     }
 
     async fn control_status(

@@ -20,6 +20,10 @@ pub enum Change {
     Audit(u64),
     /// A failover record was appended.
     Failover(u64),
+    /// An audit record was dropped by retention.
+    AuditRemoved(u64),
+    /// The audit chain's anchor moved (retention).
+    AuditAnchor,
     /// The routing version or audit counter moved.
     Counters,
     /// A deletion was written (or completed, if absent now).
@@ -54,6 +58,8 @@ pub struct ControlState {
     pub namespaces: BTreeMap<String, Namespace>,
     /// Audit records by sequence number.
     pub audit: BTreeMap<u64, AuditRecord>,
+    /// The hash the first kept audit record links to (see `crate::audit`).
+    pub audit_anchor: [u8; 32],
     /// Counters.
     pub counters: Counters,
     /// Failovers by sequence number.
@@ -94,16 +100,31 @@ impl ControlState {
         changes: &mut Vec<Change>,
     ) -> AuditRecord {
         self.counters.audit_sequence += 1;
-        let record = AuditRecord {
-            sequence: self.counters.audit_sequence,
-            at_unix_ms: requester.at_unix_ms,
-            actor: requester.actor.clone(),
+        let prev_hash = self
+            .audit
+            .values()
+            .next_back()
+            .map_or(self.audit_anchor, |last| last.hash);
+        let record = crate::audit::sealed(
+            self.counters.audit_sequence,
+            requester.at_unix_ms,
+            requester.actor.clone(),
             action,
             outcome,
-        };
+            prev_hash,
+        );
         self.audit.insert(record.sequence, record.clone());
         changes.push(Change::Audit(record.sequence));
         changes.push(Change::Counters);
+        // Bounded: the oldest records go, their last hash becomes the anchor.
+        let expired = crate::audit::expired(&self.audit, record.at_unix_ms);
+        for sequence in expired {
+            if let Some(dropped) = self.audit.remove(&sequence) {
+                self.audit_anchor = dropped.hash;
+                changes.push(Change::AuditRemoved(sequence));
+                changes.push(Change::AuditAnchor);
+            }
+        }
         record
     }
 

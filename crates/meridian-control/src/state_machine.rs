@@ -33,6 +33,41 @@ fn decode<T: DeserializeOwned>(raw: &[u8]) -> io::Result<T> {
     }
 }
 
+/// Where the audit chain's anchor is kept.
+const AUDIT_ANCHOR_KEY: &[u8] = b"audit_anchor";
+
+/// Audit records are stored in format 2 (with the hash chain); format 1
+/// records get their links and hashes computed on load.
+const AUDIT_FORMAT: u8 = 2;
+
+fn encode_audit(record: &crate::model::AuditRecord) -> io::Result<Vec<u8>> {
+    postcard::to_extend(record, vec![AUDIT_FORMAT]).map_err(io::Error::other)
+}
+
+/// Decodes a stored audit record; a format-1 record is sealed linking to
+/// `prev` (the record loaded before it).
+fn decode_audit(raw: &[u8], prev: [u8; 32]) -> io::Result<crate::model::AuditRecord> {
+    let invalid = |e| io::Error::new(io::ErrorKind::InvalidData, e);
+    match raw.split_first() {
+        Some((&AUDIT_FORMAT, body)) => postcard::from_bytes(body).map_err(invalid),
+        Some((&RECORD_FORMAT, body)) => {
+            let old: crate::model::AuditRecordV1 = postcard::from_bytes(body).map_err(invalid)?;
+            Ok(crate::audit::sealed(
+                old.sequence,
+                old.at_unix_ms,
+                old.actor,
+                old.action,
+                old.outcome,
+                prev,
+            ))
+        }
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "audit record has an unknown format",
+        )),
+    }
+}
+
 /// Failover records are stored in format 3 (with the takeover); format 2
 /// (before it) and format 1 (before the loss window's time bounds) are
 /// upgraded.
@@ -206,9 +241,19 @@ impl ControlStateMachine {
             let namespace = decode_namespace(&raw)?;
             state.namespaces.insert(namespace.name.clone(), namespace);
         }
+        if let Some(raw) = self.meta.get(AUDIT_ANCHOR_KEY).map_err(to_io)? {
+            state.audit_anchor = decode(&raw)?;
+        }
         for guard in self.audit.iter() {
             let (_, raw) = guard.into_inner().map_err(to_io)?;
-            let record: crate::model::AuditRecord = decode(&raw)?;
+            // In sequence order (big-endian keys): a record from before the
+            // chain links to the one loaded just before it.
+            let prev = state
+                .audit
+                .values()
+                .next_back()
+                .map_or(state.audit_anchor, |r| r.hash);
+            let record = decode_audit(&raw, prev)?;
             state.audit.insert(record.sequence, record);
         }
         for guard in self.failovers.iter() {
@@ -265,10 +310,18 @@ impl ControlStateMachine {
                     batch.insert(
                         &self.audit,
                         sequence.to_be_bytes().to_vec(),
-                        encode(record)?,
+                        encode_audit(record)?,
                     );
                 }
             }
+            Change::AuditRemoved(sequence) => {
+                batch.remove(&self.audit, sequence.to_be_bytes().to_vec())
+            }
+            Change::AuditAnchor => batch.insert(
+                &self.meta,
+                AUDIT_ANCHOR_KEY.to_vec(),
+                encode(&state.audit_anchor)?,
+            ),
             Change::Failover(id) => {
                 if let Some(record) = state.failovers.get(id) {
                     batch.insert(
@@ -325,6 +378,8 @@ impl Application for ControlStateMachine {
                     Change::Shard(id) => log.record(version, RouteKey::Shard(id.clone())),
                     Change::Region(_)
                     | Change::Audit(_)
+                    | Change::AuditRemoved(_)
+                    | Change::AuditAnchor
                     | Change::Failover(_)
                     | Change::Counters
                     | Change::Deletion(_) => {}
@@ -533,5 +588,42 @@ mod tests {
         let reopened = ControlStateMachine::open(&engine).unwrap();
         assert_eq!(*reopened.state().read().unwrap(), before);
         assert_eq!(before.audit.len(), 1);
+        let records: Vec<_> = before.audit.values().cloned().collect();
+        assert_eq!(crate::audit::verify(&before.audit_anchor, &records), Ok(1));
+    }
+
+    #[test]
+    fn audit_records_of_every_format_decode_and_chain() {
+        let record = crate::audit::sealed(
+            4,
+            1_700_000_000_000,
+            "alice".into(),
+            "create namespace payments".into(),
+            "ok".into(),
+            [7; 32],
+        );
+        let stored = encode_audit(&record).unwrap();
+        assert_eq!(
+            stored,
+            golden("control-audit-v2.bin", &stored),
+            "format changed"
+        );
+        assert_eq!(decode_audit(&stored, [0; 32]).unwrap(), record);
+        // Format 1 (before the chain) is sealed on load, linked to the
+        // record loaded before it.
+        let mut v1 = vec![1u8];
+        v1.extend(
+            postcard::to_stdvec(&(
+                4u64,
+                1_700_000_000_000u64,
+                "alice",
+                "create namespace payments",
+                "ok",
+            ))
+            .unwrap(),
+        );
+        let v1 = golden("control-audit-v1.bin", &v1);
+        assert_eq!(decode_audit(&v1, [7; 32]).unwrap(), record);
+        assert!(decode_audit(&[9], [0; 32]).is_err());
     }
 }

@@ -50,6 +50,40 @@ pub enum Command {
     Wan(NodeArgs),
     /// Development certificates for mutual TLS.
     Certs(CertsArgs),
+    /// The control plane's audit log: list it, verify its hash chain.
+    Audit(AuditArgs),
+}
+
+/// `meridian audit`.
+#[derive(Debug, Args)]
+pub struct AuditArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(subcommand)]
+    pub command: AuditCommand,
+}
+
+/// `meridian audit ...`.
+#[derive(Debug, Subcommand)]
+pub enum AuditCommand {
+    /// Records, oldest first.
+    List {
+        /// Only records at or after this time (Unix ms).
+        #[arg(long)]
+        since: Option<u64>,
+        /// Only records of this actor.
+        #[arg(long)]
+        actor: Option<String>,
+        /// Only records whose action names this namespace.
+        #[arg(long)]
+        namespace: Option<String>,
+        /// At most this many (the newest ones).
+        #[arg(long)]
+        limit: Option<usize>,
+    },
+    /// Checks every record's hash and link: an edited, removed or reordered
+    /// record is named. Exits non-zero if the chain is broken.
+    Verify,
 }
 
 /// `meridian failover`.

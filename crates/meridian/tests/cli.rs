@@ -161,6 +161,37 @@ fn detached_lab_and_client_commands() {
     assert_eq!(members.len(), 3);
     assert!(members.iter().all(|m| m["ready"] == true), "{health}");
 
+    // The audit log: the changes above are in it, and its hash chain holds.
+    let audit = json(&["audit", "list", "--lab", &lab_arg]);
+    let records = audit["records"].as_array().unwrap();
+    assert!(
+        records.iter().any(|r| r["action"]
+            .as_str()
+            .unwrap()
+            .contains("create namespace cli")),
+        "{audit}"
+    );
+    assert!(
+        records
+            .windows(2)
+            .all(|w| w[1]["prev_hash"] == w[0]["hash"]),
+        "{audit}"
+    );
+    let only = json(&[
+        "audit",
+        "list",
+        "--namespace",
+        "cli",
+        "--limit",
+        "1",
+        "--lab",
+        &lab_arg,
+    ]);
+    assert_eq!(only["records"].as_array().unwrap().len(), 1, "{only}");
+    let verified = json(&["audit", "verify", "--lab", &lab_arg]);
+    assert_eq!(verified["verified"], true, "{verified}");
+    assert_eq!(verified["records"], records.len(), "{verified}");
+
     // Kill the leader through the CLI; the data is still there.
     let leader = processes
         .iter()

@@ -1,5 +1,6 @@
 //! One module per command group.
 
+mod audit;
 mod certs;
 mod control;
 mod failover;
@@ -28,5 +29,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Failover(args) => failover::run(cli.output, args).await,
         Command::Replication(args) => replication::run(cli.output, args).await,
         Command::Certs(args) => certs::run(cli.output, args),
+        Command::Audit(args) => audit::run(cli.output, args).await,
     }
 }
