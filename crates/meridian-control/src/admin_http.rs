@@ -164,10 +164,9 @@ async fn create_namespace(
             ..Default::default()
         }),
     });
-    request.metadata_mut().insert(
-        "meridian-actor",
-        tonic::metadata::MetadataValue::from_static("http-admin"),
-    );
+    request
+        .extensions_mut()
+        .insert(crate::service::LocalActor("http-admin".into()));
     match service.place_namespace(request).await {
         Ok(response) => {
             let response = response.into_inner();
@@ -189,10 +188,9 @@ async fn delete_namespace(
     Path(name): Path<String>,
 ) -> Response {
     let mut request = tonic::Request::new(pb::RemoveNamespaceRequest { name });
-    request.metadata_mut().insert(
-        "meridian-actor",
-        tonic::metadata::MetadataValue::from_static("http-admin"),
-    );
+    request
+        .extensions_mut()
+        .insert(crate::service::LocalActor("http-admin".into()));
     match service.remove_namespace(request).await {
         Ok(response) => Json(json!({ "routing_version": response.into_inner().routing_version }))
             .into_response(),

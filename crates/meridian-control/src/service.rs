@@ -83,19 +83,36 @@ impl ControlService {
             .with_state(|s| (s.counters.routing_version, route_table(s)))
     }
 
+    /// Who made the call, as the audit log records it: the identity in the
+    /// caller's certificate (mutual TLS), never something the caller states.
     fn requester<T>(request: &Request<T>) -> Requester {
-        let actor = request
-            .metadata()
-            .get("meridian-actor")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("anonymous")
-            .to_string();
+        let actor = if let Some(LocalActor(local)) = request.extensions().get::<LocalActor>() {
+            local.clone()
+        } else {
+            match request.peer_certs() {
+                Some(certs) => match certs.first() {
+                    Some(cert) => match meridian_net::Identity::from_certificate(cert) {
+                        Ok(identity) => identity.uri(),
+                        Err(_) => "certificate-without-identity".to_string(),
+                    },
+                    None => "unauthenticated".to_string(),
+                },
+                // Plain text: nobody is authenticated.
+                None => "unauthenticated".to_string(),
+            }
+        };
         Requester {
             actor,
             at_unix_ms: now_unix_ms(),
         }
     }
 }
+
+/// The actor of a call this process makes to its own service (its HTTP
+/// admin API), carried as a request extension — which a remote caller cannot
+/// set, unlike metadata.
+#[derive(Debug, Clone)]
+pub struct LocalActor(pub String);
 
 fn region_info(region: &Region) -> pb::RegionInfo {
     pb::RegionInfo {

@@ -116,13 +116,26 @@ impl Lab {
         }
         if spec.tls {
             let certs = dir.join("certs");
-            let mut names: Vec<String> = processes
+            // One identity per process (its region from the lab's plan, so
+            // a node's certificate says where it runs), and the CLI's user.
+            let mut identities: Vec<meridian_net::Identity> = processes
                 .iter()
-                .filter(|p| p.role != ProcessRole::Wan)
-                .map(|p| p.name.clone())
+                .filter_map(|p| {
+                    let (region, name) = (p.region.clone(), p.name.clone());
+                    match p.role {
+                        ProcessRole::Node => Some(meridian_net::Identity::Node { region, name }),
+                        ProcessRole::Gateway => {
+                            Some(meridian_net::Identity::Gateway { region, name })
+                        }
+                        ProcessRole::Control => Some(meridian_net::Identity::Control { name }),
+                        ProcessRole::Wan => None,
+                    }
+                })
                 .collect();
-            names.push(CLIENT_CERT.to_string());
-            meridian_net::certs::init(&certs, &names)
+            identities.push(meridian_net::Identity::User {
+                name: CLIENT_CERT.to_string(),
+            });
+            meridian_net::certs::init(&certs, &identities)
                 .map_err(|e| LabError::Invalid(format!("creating lab certificates: {e}")))?;
             wiring.certs = Some(certs);
         }

@@ -1,11 +1,15 @@
 //! A development certificate authority: `meridian certs init` and the lab use it
 //! to give every process (and the operator) a certificate signed by one CA.
 //!
-//! Certificates are ECDSA P-256, valid for both server and client use, and carry
-//! the cluster name [`SERVER_NAME`] plus `localhost` and `127.0.0.1`. They are for
-//! development and tests: a production deployment brings its own CA.
+//! Certificates are ECDSA P-256 and carry their holder's identity as one
+//! `spiffe://meridian/...` URI SAN ([`crate::identity`]). Servers' certificates
+//! (nodes, gateways, control-plane members) are valid for server and client
+//! use and also carry the cluster name [`SERVER_NAME`] plus `localhost` and
+//! `127.0.0.1`; users' certificates are client-only, so they cannot serve. They
+//! are for development and tests: a production deployment brings its own CA.
 
 use crate::NetError;
+use crate::identity::Identity;
 use crate::tls::SERVER_NAME;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
@@ -22,10 +26,10 @@ pub struct Issued {
     pub certificates: Vec<PathBuf>,
 }
 
-/// Creates a new CA in `dir` and one certificate per entry of `names`. Refuses
-/// to overwrite an existing `ca.pem`, so a running cluster's CA is never
-/// replaced by accident.
-pub fn init(dir: &Path, names: &[String]) -> Result<Issued, NetError> {
+/// Creates a new CA in `dir` and one certificate per identity, written as
+/// `NAME.pem` / `NAME.key` (the identity's name). Refuses to overwrite an
+/// existing `ca.pem`, so a running cluster's CA is never replaced by accident.
+pub fn init(dir: &Path, identities: &[Identity]) -> Result<Issued, NetError> {
     std::fs::create_dir_all(dir).map_err(|source| NetError::Write {
         path: dir.to_path_buf(),
         source,
@@ -40,8 +44,15 @@ pub fn init(dir: &Path, names: &[String]) -> Result<Issued, NetError> {
             ),
         });
     }
-    for name in names {
-        check_name(name)?;
+    let mut seen = std::collections::BTreeSet::new();
+    for identity in identities {
+        check_name(identity.name())?;
+        if !seen.insert(identity.name()) {
+            return Err(NetError::Generate {
+                name: identity.name().to_string(),
+                reason: "two identities share this name (it names the files)".into(),
+            });
+        }
     }
     let generate = |name: &str, e: rcgen::Error| NetError::Generate {
         name: name.to_string(),
@@ -61,22 +72,35 @@ pub fn init(dir: &Path, names: &[String]) -> Result<Issued, NetError> {
     write(&dir.join("ca.key"), ca_key.serialize_pem().as_bytes())?;
     let issuer = Issuer::new(ca_params, ca_key);
 
-    let mut certificates = Vec::with_capacity(names.len());
-    for name in names {
+    let mut certificates = Vec::with_capacity(identities.len());
+    for identity in identities {
+        let name = identity.name();
         let key = KeyPair::generate().map_err(|e| generate(name, e))?;
-        let mut params =
-            CertificateParams::new(vec![SERVER_NAME.to_string(), "localhost".to_string()])
-                .map_err(|e| generate(name, e))?;
-        params
-            .subject_alt_names
-            .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+        let dns = if identity.is_server() {
+            vec![SERVER_NAME.to_string(), "localhost".to_string()]
+        } else {
+            Vec::new()
+        };
+        let mut params = CertificateParams::new(dns).map_err(|e| generate(name, e))?;
+        if identity.is_server() {
+            params
+                .subject_alt_names
+                .push(SanType::IpAddress(std::net::Ipv4Addr::LOCALHOST.into()));
+        }
+        let uri = identity.uri().try_into().map_err(|e| generate(name, e))?;
+        params.subject_alt_names.push(SanType::URI(uri));
         let mut dn = DistinguishedName::new();
-        dn.push(DnType::CommonName, name.as_str());
+        dn.push(DnType::CommonName, identity.uri());
         params.distinguished_name = dn;
-        params.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
+        params.extended_key_usages = if identity.is_server() {
+            vec![
+                ExtendedKeyUsagePurpose::ServerAuth,
+                ExtendedKeyUsagePurpose::ClientAuth,
+            ]
+        } else {
+            // A user certificate cannot pose as a server.
+            vec![ExtendedKeyUsagePurpose::ClientAuth]
+        };
         params.use_authority_key_identifier_extension = true;
         let cert = params
             .signed_by(&key, &issuer)
@@ -145,17 +169,104 @@ fn write(path: &Path, bytes: &[u8]) -> Result<(), NetError> {
 mod tests {
     use super::*;
     use crate::tls::TlsFiles;
+    use std::sync::Arc;
 
     #[test]
     fn issued_files_load_and_ca_is_not_overwritten() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let issued = init(dir.path(), &["node".into(), "client".into()]).expect("init");
+        let node = Identity::parse("node/us-east/node").unwrap();
+        let user = Identity::parse("user/client").unwrap();
+        let issued = init(dir.path(), &[node.clone(), user.clone()]).expect("init");
         assert_eq!(issued.certificates.len(), 2);
         let material = TlsFiles::in_dir(dir.path(), "node").load().expect("load");
         material.rustls_server_config().expect("server config");
         material.rustls_client_config().expect("client config");
-        let again = init(dir.path(), &["x".into()]).unwrap_err();
+        let again = init(dir.path(), &[Identity::parse("user/x").unwrap()]).unwrap_err();
         assert!(again.to_string().contains("already exists"), "{again}");
-        assert!(init(dir.path(), &["../evil".into()]).is_err());
+        let other = tempfile::tempdir().expect("tempdir");
+        let twice = init(other.path(), &[user.clone(), user.clone()]).unwrap_err();
+        assert!(twice.to_string().contains("share this name"), "{twice}");
+    }
+
+    /// A TLS handshake in memory between `client` and `server`.
+    fn handshake(
+        client: Arc<rustls::ClientConfig>,
+        server: Arc<rustls::ServerConfig>,
+    ) -> Result<(), rustls::Error> {
+        let name = rustls::pki_types::ServerName::try_from(SERVER_NAME).unwrap();
+        let mut c = rustls::ClientConnection::new(client, name)?;
+        let mut s = rustls::ServerConnection::new(server)?;
+        for _ in 0..10 {
+            let mut wire = Vec::new();
+            c.write_tls(&mut wire).unwrap();
+            s.read_tls(&mut wire.as_slice()).unwrap();
+            s.process_new_packets()?;
+            let mut wire = Vec::new();
+            s.write_tls(&mut wire).unwrap();
+            c.read_tls(&mut wire.as_slice()).unwrap();
+            c.process_new_packets()?;
+            if !c.is_handshaking() && !s.is_handshaking() {
+                return Ok(());
+            }
+        }
+        Err(rustls::Error::General("handshake did not finish".into()))
+    }
+
+    #[test]
+    fn a_user_certificate_cannot_serve() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = Identity::parse("node/us-east/node").unwrap();
+        let user = Identity::parse("user/alice").unwrap();
+        init(dir.path(), &[node, user]).expect("init");
+        let node = TlsFiles::in_dir(dir.path(), "node").load().unwrap();
+        let alice = TlsFiles::in_dir(dir.path(), "alice").load().unwrap();
+        // alice calls the node: fine.
+        handshake(
+            alice.rustls_client_config().unwrap(),
+            node.rustls_server_config().unwrap(),
+        )
+        .expect("a user calls a server");
+        // The node calls "a server" presenting alice's certificate: refused.
+        let error = handshake(
+            node.rustls_client_config().unwrap(),
+            alice.rustls_server_config().unwrap(),
+        )
+        .unwrap_err();
+        assert!(
+            matches!(error, rustls::Error::InvalidCertificate(_)),
+            "{error:?}"
+        );
+    }
+
+    fn first_certificate(pem: &[u8]) -> Vec<u8> {
+        use rustls::pki_types::pem::PemObject;
+        rustls::pki_types::CertificateDer::pem_slice_iter(pem)
+            .next()
+            .unwrap()
+            .unwrap()
+            .to_vec()
+    }
+
+    #[test]
+    fn certificates_carry_exactly_their_identity_and_users_cannot_serve() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = Identity::parse("node/eu-west/eu-west-1").unwrap();
+        let user = Identity::parse("user/alice").unwrap();
+        init(dir.path(), &[node.clone(), user.clone()]).expect("init");
+        for identity in [&node, &user] {
+            let pem = std::fs::read(dir.path().join(format!("{}.pem", identity.name()))).unwrap();
+            let der = first_certificate(&pem);
+            assert_eq!(&Identity::from_certificate(&der).unwrap(), identity);
+            let (_, cert) = x509_parser::parse_x509_certificate(&der).unwrap();
+            let usage = cert.extended_key_usage().unwrap().unwrap().value;
+            assert!(usage.client_auth);
+            // Only servers may serve.
+            assert_eq!(usage.server_auth, identity.is_server(), "{identity}");
+        }
+        // A certificate without an identity is refused by name.
+        let ca = std::fs::read(dir.path().join("ca.pem")).unwrap();
+        let der = first_certificate(&ca);
+        let error = Identity::from_certificate(&der).unwrap_err();
+        assert!(error.to_string().contains("no spiffe://"), "{error}");
     }
 }

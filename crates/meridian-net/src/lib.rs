@@ -22,10 +22,12 @@ pub mod certs;
 pub mod coalesce;
 pub mod dial;
 pub mod https;
+pub mod identity;
 pub mod serve;
 pub mod tls;
 
 pub use dial::Dialer;
+pub use identity::Identity;
 pub use tls::{TlsFiles, TlsMaterial};
 
 use std::path::PathBuf;
@@ -64,6 +66,14 @@ pub enum NetError {
     Material {
         /// Which file or item.
         what: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An identity that is malformed, or a certificate without exactly one.
+    #[error("identity {identity:?}: {reason}")]
+    Identity {
+        /// The identity (or where it came from).
+        identity: String,
         /// What is wrong.
         reason: String,
     },

@@ -171,16 +171,20 @@ pub struct CertsArgs {
 /// `meridian certs ...`.
 #[derive(Debug, Subcommand)]
 pub enum CertsCommand {
-    /// Create a development CA and certificates signed by it. Every certificate
-    /// works as server and client identity; give each process its own.
+    /// Create a development CA and certificates signed by it, each carrying
+    /// one identity (a `spiffe://meridian/...` URI). Nodes, gateways and
+    /// control-plane members get server-and-client certificates; users get
+    /// client-only ones. Give each process its own.
     Init {
         /// Directory to write `ca.pem`, `ca.key`, `NAME.pem` and `NAME.key` to
         /// (must not hold a CA already).
         #[arg(long)]
         dir: PathBuf,
-        /// Certificate names (one per process, plus one per client).
-        #[arg(long = "name", value_delimiter = ',', default_values_t = [String::from("node"), String::from("client")])]
-        names: Vec<String>,
+        /// Identities: `node/REGION/NAME`, `gateway/REGION/NAME`,
+        /// `control/NAME`, `user/NAME` (or the full `spiffe://meridian/...`
+        /// URI). Files are named after NAME.
+        #[arg(long = "identity", value_delimiter = ',', default_values_t = [String::from("node/local/node"), String::from("user/client")])]
+        identities: Vec<String>,
     },
 }
 

@@ -164,11 +164,26 @@ fn detached_lab_and_client_commands() {
     // The audit log: the changes above are in it, and its hash chain holds.
     let audit = json(&["audit", "list", "--lab", &lab_arg]);
     let records = audit["records"].as_array().unwrap();
+    // The actor is the identity in the caller's certificate: the CLI's user,
+    // and each node registering itself.
+    let created = records
+        .iter()
+        .find(|r| {
+            r["action"]
+                .as_str()
+                .unwrap()
+                .contains("create namespace cli")
+        })
+        .unwrap_or_else(|| panic!("{audit}"));
+    assert_eq!(
+        created["actor"], "spiffe://meridian/user/client",
+        "{created}"
+    );
     assert!(
-        records.iter().any(|r| r["action"]
+        records.iter().any(|r| r["actor"]
             .as_str()
             .unwrap()
-            .contains("create namespace cli")),
+            .starts_with("spiffe://meridian/node/us-east/")),
         "{audit}"
     );
     assert!(

@@ -162,7 +162,13 @@ async fn wan_partitions_and_mutual_tls() {
         "plain text accepted"
     );
     let foreign = dir.path().join("foreign");
-    meridian_net::certs::init(&foreign, &["client".to_string()]).unwrap();
+    meridian_net::certs::init(
+        &foreign,
+        &[meridian_net::Identity::User {
+            name: "client".into(),
+        }],
+    )
+    .unwrap();
     let foreign = TlsFiles::in_dir(&foreign, "client").load().unwrap();
     assert!(
         attempt(Dialer::new(Default::default(), Some(&foreign)))

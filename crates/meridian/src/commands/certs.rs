@@ -5,8 +5,12 @@ use crate::output::emit_message;
 
 pub fn run(format: OutputFormat, args: CertsArgs) -> anyhow::Result<()> {
     match args.command {
-        CertsCommand::Init { dir, names } => {
-            let issued = meridian_net::certs::init(&dir, &names)?;
+        CertsCommand::Init { dir, identities } => {
+            let identities = identities
+                .iter()
+                .map(|text| meridian_net::Identity::parse(text))
+                .collect::<Result<Vec<_>, _>>()?;
+            let issued = meridian_net::certs::init(&dir, &identities)?;
             let listing: Vec<String> = issued
                 .certificates
                 .iter()
