@@ -30,6 +30,9 @@ pub enum ControlError {
     /// Listeners or TLS could not be set up (start-up only).
     #[error(transparent)]
     Net(#[from] meridian_net::NetError),
+    /// The caller's identity may not do this (PERMISSION_DENIED).
+    #[error(transparent)]
+    Denied(#[from] crate::authz::Denied),
 }
 
 fn leader_hint(address: Option<&str>) -> String {
@@ -69,6 +72,7 @@ impl ControlError {
             ControlError::Invalid(_) => Code::InvalidArgument,
             ControlError::NotLeader { .. } | ControlError::Unavailable(_) => Code::Unavailable,
             ControlError::Storage(_) | ControlError::Net(_) => Code::Internal,
+            ControlError::Denied(_) => Code::PermissionDenied,
         }
     }
 }

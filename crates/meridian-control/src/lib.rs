@@ -25,6 +25,7 @@
 
 pub mod admin_http;
 pub mod audit;
+pub mod authz;
 pub mod command;
 pub mod config;
 pub mod deletion;

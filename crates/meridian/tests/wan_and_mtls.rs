@@ -200,6 +200,48 @@ async fn wan_partitions_and_mutual_tls() {
     assert!(anonymous.is_err(), "a client without a certificate got in");
     assert!(attempt(dialer.clone()).await.is_ok());
 
+    // A member's region is the one its certificate names: the CLI's user
+    // certificate cannot register a node, and a us-east node cannot register
+    // in eu-west; in its own region it can (re-registering, idempotent).
+    let control_at = state.endpoints(ProcessRole::Control, None);
+    let node = lab.process("us-east-1").unwrap();
+    let register = |region: &str| pb::RegisterMemberRequest {
+        shard: node.shard.clone().unwrap(),
+        region: region.into(),
+        node_id: node.node_id.unwrap(),
+        address: node.grpc.clone(),
+    };
+    let as_user = client(control_at.clone(), dialer.clone(), Duration::from_secs(10));
+    let denied = as_user
+        .register_member(register("us-east"))
+        .await
+        .unwrap_err();
+    assert!(
+        denied.to_string().contains("spiffe://meridian/user/client")
+            && denied.to_string().contains("only a node registers itself"),
+        "{denied}"
+    );
+    let node_files = TlsFiles::in_dir(&certs, "us-east-1").load().unwrap();
+    let as_node = client(
+        control_at,
+        Dialer::new(Default::default(), Some(&node_files)),
+        Duration::from_secs(10),
+    );
+    let denied = as_node
+        .register_member(register("eu-west"))
+        .await
+        .unwrap_err();
+    assert!(
+        denied
+            .to_string()
+            .contains("its certificate places it in region us-east"),
+        "{denied}"
+    );
+    as_node
+        .register_member(register("us-east"))
+        .await
+        .expect("a node registers in its own region");
+
     // The HTTP side (metrics, health, admin API) is behind the same rule.
     let http = &lab.process("gateway-us-east").unwrap().http;
     let mut stream = std::net::TcpStream::connect(http).unwrap();
