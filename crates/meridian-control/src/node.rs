@@ -53,9 +53,12 @@ impl ControlNode {
         let engine =
             StorageEngine::open(&config.node.data_dir, Arc::new(StorageMetrics::default()))?;
         let machine = Arc::new(ControlStateMachine::open(&engine)?);
-        let options = config
-            .raft
-            .node_options(config.node.id, "control", dialer.clone());
+        let options = config.raft.node_options(
+            config.node.id,
+            "control",
+            dialer.clone(),
+            meridian_net::peers::Peers::ControlPlane,
+        );
         let raft = RaftNode::start(&options, engine, machine.clone())
             .await
             .map_err(|e| ControlError::Unavailable(e.to_string()))?;

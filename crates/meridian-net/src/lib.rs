@@ -23,6 +23,7 @@ pub mod coalesce;
 pub mod dial;
 pub mod https;
 pub mod identity;
+pub mod peers;
 pub mod serve;
 pub mod tls;
 

@@ -155,6 +155,7 @@ impl RaftSection {
         node_id: u64,
         group: &str,
         dialer: meridian_net::Dialer,
+        peers: meridian_net::peers::Peers,
     ) -> crate::RaftNodeOptions {
         crate::RaftNodeOptions {
             node_id,
@@ -167,6 +168,7 @@ impl RaftSection {
             install_snapshot_timeout_ms: self.rpc_timeout_ms.max(30_000),
             append_window: self.append_window,
             dialer,
+            peers,
         }
     }
 }

@@ -36,6 +36,8 @@ pub struct RaftNodeOptions {
     pub append_window: usize,
     /// How peers are dialed (TLS, WAN rewrites).
     pub dialer: meridian_net::Dialer,
+    /// Who may call this member's Raft transport (by certificate identity).
+    pub peers: meridian_net::peers::Peers,
 }
 
 /// A running Raft member: the openraft instance plus handles to its storage.
@@ -49,6 +51,8 @@ pub struct RaftNode {
     pub state_machine: StateMachineStore,
     /// This node's id.
     pub node_id: u64,
+    /// Who may call its Raft transport.
+    pub peers: meridian_net::peers::Peers,
 }
 
 impl RaftNode {
@@ -95,6 +99,7 @@ impl RaftNode {
             engine,
             state_machine,
             node_id: options.node_id,
+            peers: options.peers.clone(),
         })
     }
 
@@ -134,6 +139,11 @@ impl RaftNode {
 
     /// The gRPC service peers use to reach this node's Raft.
     pub fn transport_service(&self) -> RaftTransportServer<TransportService> {
-        TransportService::new(self.raft.clone(), self.engine.dir().join("snapshots")).into_server()
+        TransportService::new(
+            self.raft.clone(),
+            self.engine.dir().join("snapshots"),
+            self.peers.clone(),
+        )
+        .into_server()
     }
 }

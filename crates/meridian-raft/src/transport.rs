@@ -21,16 +21,28 @@ pub struct TransportService {
     raft: MeridianRaft,
     incoming_dir: PathBuf,
     next_incoming: AtomicU64,
+    /// Who may call (by certificate identity).
+    peers: meridian_net::peers::Peers,
 }
 
 impl TransportService {
-    /// A service feeding `raft`; received snapshots are staged in `incoming_dir`.
-    pub fn new(raft: MeridianRaft, incoming_dir: PathBuf) -> Self {
+    /// A service feeding `raft`, answering only `peers`; received snapshots
+    /// are staged in `incoming_dir`.
+    pub fn new(
+        raft: MeridianRaft,
+        incoming_dir: PathBuf,
+        peers: meridian_net::peers::Peers,
+    ) -> Self {
         Self {
             raft,
             incoming_dir,
             next_incoming: AtomicU64::new(0),
+            peers,
         }
+    }
+
+    fn admit<T>(&self, request: &Request<T>) -> Result<(), Status> {
+        meridian_net::peers::check(request, &self.peers, "RaftTransport")
     }
 
     /// Wraps the service for a tonic router, with message limits large enough for
@@ -94,6 +106,7 @@ impl RaftTransport for TransportService {
         &self,
         request: Request<Streaming<RaftPayload>>,
     ) -> Result<Response<Self::StreamAppendStream>, Status> {
+        self.admit(&request)?;
         // A malformed or failed item ends the request stream; the leader then
         // sees the reply stream end and starts a new one.
         let requests = request
@@ -117,11 +130,13 @@ impl RaftTransport for TransportService {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
+        self.admit(&request)?;
         let rpc = decode(request.get_ref())?;
         answer(self.raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
+        self.admit(&request)?;
         let rpc = decode(request.get_ref())?;
         answer(self.raft.vote(rpc).await)
     }
@@ -130,6 +145,7 @@ impl RaftTransport for TransportService {
         &self,
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftPayload>, Status> {
+        self.admit(&request)?;
         let mut chunks = request.into_inner();
         let first = chunks
             .next()

@@ -104,9 +104,13 @@ impl ShardNode {
         ));
         let engine = StorageEngine::open(&config.node.data_dir, metrics.storage.clone())?;
         let machine = Arc::new(KvStateMachine::open(&engine)?);
-        let options = config
-            .raft
-            .node_options(config.node.id, &config.node.shard, dialer);
+        let options = config.raft.node_options(
+            config.node.id,
+            &config.node.shard,
+            dialer,
+            // A shard's Raft: only the nodes of its region.
+            meridian_net::peers::Peers::NodesOf(config.node.region.clone()),
+        );
         let raft = RaftNode::start(&options, engine, machine.clone())
             .await
             .map_err(|e| ShardError::Raft(e.to_string()))?;

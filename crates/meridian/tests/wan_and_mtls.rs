@@ -242,6 +242,51 @@ async fn wan_partitions_and_mutual_tls() {
         .await
         .expect("a node registers in its own region");
 
+    // Peer APIs answer only the peers they are for. A user certificate cannot
+    // grant a shard a write lease, push changes into it or speak its Raft; a
+    // node of another region cannot join a shard's Raft either. (The checks
+    // come before anything is decoded: an empty payload would otherwise be
+    // INVALID_ARGUMENT.)
+    let shard_node = vec![node.grpc.clone()];
+    let as_user_to_node = client(shard_node.clone(), dialer.clone(), Duration::from_secs(10));
+    let lease = as_user_to_node
+        .lease(pb::LeaseRequest {
+            lease_ms: 3_500,
+            grant_term: 99,
+            grant_seq: 1,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        lease.to_string().contains("may not call Admin.Lease"),
+        "{lease}"
+    );
+    let raft_call = |dialer: Dialer| {
+        let address = node.grpc.clone();
+        async move {
+            let channel = dialer.endpoint(&address).unwrap().connect().await.unwrap();
+            meridian_proto::v1::raft_transport_client::RaftTransportClient::new(channel)
+                .vote(meridian_proto::v1::RaftPayload::default())
+                .await
+                .unwrap_err()
+        }
+    };
+    let refused = raft_call(dialer.clone()).await;
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    let far_files = TlsFiles::in_dir(&certs, "eu-west-1").load().unwrap();
+    let refused = raft_call(Dialer::new(Default::default(), Some(&far_files))).await;
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused
+            .message()
+            .contains("only shard nodes of region us-east"),
+        "{refused:?}"
+    );
+    // A node of the shard's own region gets past the check (to the payload).
+    let own = raft_call(Dialer::new(Default::default(), Some(&node_files))).await;
+    assert_eq!(own.code(), tonic::Code::InvalidArgument, "{own:?}");
+
     // The HTTP side (metrics, health, admin API) is behind the same rule.
     let http = &lab.process("gateway-us-east").unwrap().http;
     let mut stream = std::net::TcpStream::connect(http).unwrap();

@@ -725,6 +725,12 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ConfigureNamespaceRequest>,
     ) -> Result<Response<pb::ConfigureNamespaceResponse>, Status> {
+        // Roles and epochs are the control plane's to set.
+        meridian_net::peers::check(
+            &request,
+            &meridian_net::peers::Peers::ControlPlane,
+            "Admin.ConfigureNamespace",
+        )?;
         let request = request.into_inner();
         let role = match request.role() {
             pb::NamespaceRole::Primary => NamespaceRole::Primary,
@@ -776,6 +782,12 @@ impl Admin for AdminService {
         request: Request<pb::ReplicateRequest>,
     ) -> Result<Response<pb::ReplicateResponse>, Status> {
         let started = Instant::now();
+        // Changes come from another shard's node, never from a client.
+        meridian_net::peers::check(
+            &request,
+            &meridian_net::peers::Peers::Nodes,
+            "Admin.Replicate",
+        )?;
         let request = request.into_inner();
         let result = self.replicate_inner(request).await;
         finish(&self.node.metrics, "Replicate", None, started, result)
@@ -786,6 +798,12 @@ impl Admin for AdminService {
         request: Request<pb::LeaseRequest>,
     ) -> Result<Response<pb::LeaseResponse>, Status> {
         let started = Instant::now();
+        // Write leases (and desired roles) come from the control plane only.
+        meridian_net::peers::check(
+            &request,
+            &meridian_net::peers::Peers::ControlPlane,
+            "Admin.Lease",
+        )?;
         let request = request.into_inner();
         let result = self.lease_inner(request).await;
         finish(&self.node.metrics, "Lease", None, started, result)
