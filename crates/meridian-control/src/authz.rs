@@ -16,10 +16,10 @@ pub struct Denied {
     pub lacks: String,
 }
 
-/// The caller as authenticated by mutual TLS: `None` when the cluster runs
-/// in plain text (nobody is authenticated, and nothing can be refused by
-/// identity), else the identity in its certificate or why it has none.
-pub type Caller<'a> = Option<Result<&'a Identity, &'a str>>;
+/// The caller as mutual TLS authenticated it (`meridian_net::peers::caller`):
+/// `None` in plain text (nothing can be refused by identity), else the
+/// identity in its certificate or why it has none.
+pub type Caller<'a> = Option<&'a Result<Identity, String>>;
 
 /// Whether `caller` may register a member of a shard in `region`: only a
 /// node registers itself, and only in the region its certificate names (a
@@ -31,7 +31,7 @@ pub fn may_register(caller: Caller<'_>, region: &str) -> Result<(), Denied> {
         Some(Err(why)) => Err(Denied {
             identity: "(unidentified certificate)".into(),
             action,
-            lacks: why.to_string(),
+            lacks: why.clone(),
         }),
         Some(Ok(Identity::Node { region: own, .. })) if own == region => Ok(()),
         Some(Ok(identity @ Identity::Node { region: own, .. })) => Err(Denied {
@@ -53,24 +53,26 @@ mod tests {
 
     #[test]
     fn registration_table() {
-        let node = Identity::parse("node/us-east/us-east-1").unwrap();
-        let user = Identity::parse("user/client").unwrap();
-        let gateway = Identity::parse("gateway/us-east/gw-1").unwrap();
+        let id = |s: &str| Ok(Identity::parse(s).unwrap());
+        let node = id("node/us-east/us-east-1");
+        let user = id("user/client");
+        let gateway = id("gateway/us-east/gw-1");
+        let unidentified: Result<Identity, String> = Err("no identity".into());
         // (case, caller, region, allowed)
         let cases: Vec<(&str, Caller<'_>, &str, bool)> = vec![
             ("plain text: nothing to check", None, "eu-west", true),
-            ("a node in its own region", Some(Ok(&node)), "us-east", true),
+            ("a node in its own region", Some(&node), "us-east", true),
             (
                 "a node claiming another region",
-                Some(Ok(&node)),
+                Some(&node),
                 "eu-west",
                 false,
             ),
-            ("a user", Some(Ok(&user)), "us-east", false),
-            ("a gateway", Some(Ok(&gateway)), "us-east", false),
+            ("a user", Some(&user), "us-east", false),
+            ("a gateway", Some(&gateway), "us-east", false),
             (
                 "a certificate without identity",
-                Some(Err("no identity")),
+                Some(&unidentified),
                 "us-east",
                 false,
             ),
@@ -78,7 +80,7 @@ mod tests {
         for (case, caller, region, allowed) in cases {
             assert_eq!(may_register(caller, region).is_ok(), allowed, "{case}");
         }
-        let denied = may_register(Some(Ok(&node)), "eu-west").unwrap_err();
+        let denied = may_register(Some(&node), "eu-west").unwrap_err();
         assert_eq!(
             denied.to_string(),
             "spiffe://meridian/node/us-east/us-east-1 may not register a shard member in region eu-west: its certificate places it in region us-east"

@@ -83,23 +83,13 @@ impl ControlService {
             .with_state(|s| (s.counters.routing_version, route_table(s)))
     }
 
-    /// The caller's identity from the certificate the TLS handshake verified
-    /// (`None` in plain text).
-    fn caller<T>(request: &Request<T>) -> Option<Result<meridian_net::Identity, String>> {
-        let certs = request.peer_certs()?;
-        Some(match certs.first() {
-            Some(cert) => meridian_net::Identity::from_certificate(cert).map_err(|e| e.to_string()),
-            None => Err("no client certificate".to_string()),
-        })
-    }
-
     /// Who made the call, as the audit log records it: the identity in the
     /// caller's certificate (mutual TLS), never something the caller states.
     fn requester<T>(request: &Request<T>) -> Requester {
         let actor = if let Some(LocalActor(local)) = request.extensions().get::<LocalActor>() {
             local.clone()
         } else {
-            match Self::caller(request) {
+            match meridian_net::peers::caller(request) {
                 Some(Ok(identity)) => identity.uri(),
                 Some(Err(_)) => "certificate-without-identity".to_string(),
                 // Plain text: nobody is authenticated.
@@ -458,14 +448,10 @@ impl Control for ControlService {
         request: Request<pb::RegisterMemberRequest>,
     ) -> Result<Response<pb::RegisterMemberResponse>, Status> {
         let requester = Self::requester(&request);
-        let caller = Self::caller(&request);
+        let caller = meridian_net::peers::caller(&request);
         let request = request.into_inner();
         // A member's region is the one its certificate names.
-        crate::authz::may_register(
-            caller.as_ref().map(|c| c.as_ref().map_err(String::as_str)),
-            &request.region,
-        )
-        .map_err(ControlError::from)?;
+        crate::authz::may_register(caller.as_ref(), &request.region).map_err(ControlError::from)?;
         if request.shard.is_empty()
             || request.region.is_empty()
             || request.node_id == 0

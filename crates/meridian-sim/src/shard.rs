@@ -716,15 +716,12 @@ impl World {
             if now < pair.retry_at {
                 continue;
             }
+            let sent = pair.sent;
             let changes = if pair.acked.is_none() {
                 Vec::new()
-            } else if pair.sent < record.change_seq {
-                let changes = self.shards[r].machine().changes_after(
-                    NS,
-                    pair_sent(&self.shards[r], t),
-                    64,
-                )?;
-                if changes.first().map(|c| c.seq) != Some(pair_sent(&self.shards[r], t) + 1) {
+            } else if sent < record.change_seq {
+                let changes = self.shards[r].machine().changes_after(NS, sent, 64)?;
+                if changes.first().map(|c| c.seq) != Some(sent + 1) {
                     continue;
                 }
                 changes
@@ -733,25 +730,25 @@ impl World {
             } else {
                 continue;
             };
-            let id = self.id();
             let pair = self.shards[r].pairs.entry(t).or_default();
             if let Some(last) = changes.last() {
                 pair.sent = last.seq;
             }
-            pair.in_flight = Some((id, now + config::SHIP_TIMEOUT_MS));
             pair.last_sent_at = now;
-            self.ship_senders.insert(id, r);
-            self.send(
-                Proc::Shard(r),
-                Proc::Shard(t),
-                Msg::Ship {
-                    id,
-                    epoch: record.epoch,
-                    changes,
-                },
-            );
+            let epoch = record.epoch;
+            self.dispatch(r, t, |id| Msg::Ship { id, epoch, changes });
         }
         Ok(())
+    }
+
+    /// Puts one shipment (a batch or a full copy) from `r` to standby `t` on
+    /// the wire, as the pair's one call in flight.
+    fn dispatch(&mut self, r: usize, t: usize, msg: impl FnOnce(u64) -> Msg) {
+        let id = self.id();
+        let deadline = self.now + config::SHIP_TIMEOUT_MS;
+        self.shards[r].pairs.entry(t).or_default().in_flight = Some((id, deadline));
+        self.ship_senders.insert(id, r);
+        self.send(Proc::Shard(r), Proc::Shard(t), msg(id));
     }
 
     /// A standby's answer to a shipment.
@@ -768,30 +765,21 @@ impl World {
         pair.in_flight = None;
         match result {
             ShipResult::Applied {
-                seq,
                 resync_needed: true,
+                ..
             } => {
-                let _ = seq;
                 pair.last_answer = Some(now);
                 pair.rebuilding = true;
                 let Some(record) = self.shards[r].record() else {
                     return Ok(());
                 };
                 let (through_seq, entries) = self.shards[r].machine().copy_at_seq(NS)?;
-                let id = self.id();
-                let pair = self.shards[r].pairs.entry(t).or_default();
-                pair.in_flight = Some((id, now + config::SHIP_TIMEOUT_MS));
-                self.ship_senders.insert(id, r);
-                self.send(
-                    Proc::Shard(r),
-                    Proc::Shard(t),
-                    Msg::FullCopy {
-                        id,
-                        epoch: record.epoch,
-                        entries,
-                        through_seq,
-                    },
-                );
+                self.dispatch(r, t, |id| Msg::FullCopy {
+                    id,
+                    epoch: record.epoch,
+                    entries,
+                    through_seq,
+                });
             }
             ShipResult::Applied { seq, .. } => {
                 pair.last_answer = Some(now);
@@ -852,8 +840,4 @@ impl World {
         ));
         Ok(())
     }
-}
-
-fn pair_sent(shard: &Shard, t: usize) -> u64 {
-    shard.pairs.get(&t).map_or(0, |p| p.sent)
 }

@@ -3,7 +3,6 @@
 
 use crate::cli::{AuditArgs, AuditCommand, OutputFormat};
 use crate::output::emit;
-use crate::target::{self, Target};
 use meridian_client::pb;
 use meridian_control::audit::ChainBreak;
 use meridian_control::model::AuditRecord;
@@ -59,10 +58,7 @@ fn convert(r: pb::AuditRecord) -> anyhow::Result<AuditRecord> {
 }
 
 pub async fn run(format: OutputFormat, args: AuditArgs) -> anyhow::Result<()> {
-    let control = match target::resolve(&args.target, None)? {
-        Target::Lab { control, .. } => control,
-        Target::Direct(client) => client,
-    };
+    let control = super::failover::control_client(&args.target)?;
     let (anchor, records) = fetch(&control).await?;
     match args.command {
         AuditCommand::List {
