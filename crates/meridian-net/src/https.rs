@@ -24,16 +24,62 @@ pub async fn serve(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), NetError> {
     match tls {
-        None => axum::serve(listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(NetError::Listen),
+        None => axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<HttpPeer>(),
+        )
+        .with_graceful_shutdown(shutdown)
+        .await
+        .map_err(NetError::Listen),
         Some(tls) => {
             let listener = TlsListener::new(listener, tls)?;
-            axum::serve(listener, app)
-                .with_graceful_shutdown(shutdown)
-                .await
-                .map_err(NetError::Listen)
+            axum::serve(
+                listener,
+                app.into_make_service_with_connect_info::<HttpPeer>(),
+            )
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(NetError::Listen)
+        }
+    }
+}
+
+/// Who is on the other end of an HTTP connection (an axum `ConnectInfo`):
+/// handlers read the caller's certificate from it.
+#[derive(Debug, Clone)]
+pub struct HttpPeer {
+    /// The remote address.
+    pub address: SocketAddr,
+    /// `None` in plain text; over TLS, the client's certificate (DER) if it
+    /// presented one.
+    pub tls: Option<Option<Vec<u8>>>,
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TcpListener>>
+    for HttpPeer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TcpListener>) -> Self {
+        Self {
+            address: *stream.remote_addr(),
+            tls: None,
+        }
+    }
+}
+
+impl axum::extract::connect_info::Connected<axum::serve::IncomingStream<'_, TlsListener>>
+    for HttpPeer
+{
+    fn connect_info(stream: axum::serve::IncomingStream<'_, TlsListener>) -> Self {
+        let certificate = stream
+            .io()
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|certs| certs.first())
+            .map(|cert| cert.as_ref().to_vec());
+        Self {
+            address: *stream.remote_addr(),
+            tls: Some(certificate),
         }
     }
 }
