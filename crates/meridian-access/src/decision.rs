@@ -141,6 +141,10 @@ pub fn decide(
     now_ms: u64,
 ) -> Result<(), Refusal> {
     let action = || format!("{} {target}", need.verb());
+    // A policy whose first grants are not made yet is no policy: the first
+    // administrator would otherwise be refused (for good) instead of asked to
+    // retry (UNAVAILABLE) in the moment after a new cluster starts.
+    let policy = policy.filter(|p| p.bootstrapped);
     match caller {
         Caller::Plain => Ok(()),
         Caller::Unidentified(why) => Err(Refusal::Unauthenticated(why.clone())),
@@ -227,6 +231,9 @@ mod tests {
     fn decision_table() {
         use Permission::*;
         let mut policy = AccessPolicy::default();
+        policy
+            .apply(&AccessChange::Bootstrap { grants: vec![] }, 0)
+            .unwrap();
         let minted = token::mint();
         let expired = token::mint();
         let now = 1_000_000;
@@ -437,6 +444,19 @@ mod tests {
         );
         // Before the first push: Meridian's processes by kind, users wait.
         assert!(decide(None, &id("gateway/us-east/gw-1"), Write, orders, now).is_ok());
+        assert!(
+            matches!(
+                decide(
+                    Some(&AccessPolicy::default()),
+                    &id("user/admin"),
+                    Read,
+                    orders,
+                    now
+                ),
+                Err(Refusal::NoPolicy { .. })
+            ),
+            "a policy before its first grants is no policy yet"
+        );
         assert!(matches!(
             decide(None, &id("user/admin"), Read, orders, now),
             Err(Refusal::NoPolicy { .. })

@@ -66,7 +66,7 @@ pub enum AccessError {
     #[error("too many {what}: the limit is {limit}")]
     Limit {
         /// What.
-        what: &'static str,
+        what: String,
         /// The limit.
         limit: usize,
     },

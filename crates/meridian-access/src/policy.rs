@@ -371,7 +371,7 @@ impl AccessPolicy {
                 }
                 if !self.roles.contains_key(name) && self.roles.len() >= MAX_ROLES {
                     return Err(AccessError::Limit {
-                        what: "roles",
+                        what: "roles".into(),
                         limit: MAX_ROLES,
                     });
                 }
@@ -407,7 +407,7 @@ impl AccessPolicy {
                 normalize_identity(&grant.identity)?;
                 if !self.grants.contains(grant) && self.grants.len() >= MAX_GRANTS {
                     return Err(AccessError::Limit {
-                        what: "grants",
+                        what: "grants".into(),
                         limit: MAX_GRANTS,
                     });
                 }
@@ -447,7 +447,7 @@ impl AccessPolicy {
                 }
                 if self.tokens.len() >= MAX_TOKENS {
                     return Err(AccessError::Limit {
-                        what: "live tokens",
+                        what: "live tokens".into(),
                         limit: MAX_TOKENS,
                     });
                 }
@@ -469,7 +469,7 @@ impl AccessPolicy {
                 }
                 if !self.revoked.contains_key(&parsed.uri()) && self.revoked.len() >= MAX_REVOKED {
                     return Err(AccessError::Limit {
-                        what: "revoked identities",
+                        what: "revoked identities".into(),
                         limit: MAX_REVOKED,
                     });
                 }

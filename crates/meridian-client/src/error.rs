@@ -74,6 +74,14 @@ pub enum ClientError {
     /// The client was given no usable endpoint.
     #[error("no endpoints: {0}")]
     NoEndpoints(String),
+    /// The caller has no usable identity, or its API token is unknown,
+    /// revoked or expired. Do not retry with the same credentials.
+    #[error("unauthenticated: {0}")]
+    Unauthenticated(String),
+    /// The caller's identity lacks a permission; the message names the
+    /// identity and what it lacks. Do not retry without a new grant.
+    #[error("permission denied: {0}")]
+    PermissionDenied(String),
     /// Any other server error.
     #[error("{code:?}: {message}")]
     Other {
@@ -121,13 +129,17 @@ impl From<ClientError> for Status {
             | ClientError::OutcomeUnknown(_)
             | ClientError::NoEndpoints(_) => Code::Unavailable,
             ClientError::DataLoss(_) => Code::DataLoss,
+            ClientError::Unauthenticated(_) => Code::Unauthenticated,
+            ClientError::PermissionDenied(_) => Code::PermissionDenied,
             ClientError::Other { code, .. } => *code,
         };
         let message = match &error {
             ClientError::InvalidArgument(m)
             | ClientError::NotFound(m)
             | ClientError::AlreadyExists(m)
-            | ClientError::DataLoss(m) => m.clone(),
+            | ClientError::DataLoss(m)
+            | ClientError::Unauthenticated(m)
+            | ClientError::PermissionDenied(m) => m.clone(),
             ClientError::FailedPrecondition(refusal) => refusal.message.clone(),
             ClientError::ResourceExhausted { message, .. } => message.clone(),
             other => other.to_string(),
@@ -177,6 +189,8 @@ impl From<Status> for ClientError {
                 ClientError::Unavailable(Refusal { message, reason })
             }
             Code::DataLoss => ClientError::DataLoss(message),
+            Code::Unauthenticated => ClientError::Unauthenticated(message),
+            Code::PermissionDenied => ClientError::PermissionDenied(message),
             code => ClientError::Other { code, message },
         }
     }

@@ -20,6 +20,9 @@ pub struct RouteTable {
     pub routes: HashMap<String, pb::Route>,
     /// Member addresses by shard.
     pub shards: HashMap<String, Vec<String>>,
+    /// The access policy (roles, grants, token hashes, revoked identities);
+    /// `None` until the first push carries it.
+    pub access: Option<Arc<meridian_access::AccessPolicy>>,
     /// A full table arriving in several messages, applied once complete.
     pending: Option<PendingTable>,
 }
@@ -40,6 +43,9 @@ impl RouteTable {
     /// already applied (from a member that lags behind the one this gateway
     /// followed before) are ignored, so the table never goes back in time.
     pub fn apply(&mut self, update: pb::RoutingUpdate) {
+        if !update.access_policy.is_empty() {
+            self.apply_access(&update.access_policy);
+        }
         if update.full {
             self.pending = Some(PendingTable {
                 version: update.version,
@@ -86,6 +92,25 @@ impl RouteTable {
             self.shards.insert(shard.id.clone(), addresses(shard));
         }
         self.version = update.version;
+    }
+
+    /// Takes a pushed access policy unless the one held is newer (a member
+    /// that lags behind may push an older one).
+    fn apply_access(&mut self, encoded: &[u8]) {
+        match meridian_access::AccessPolicy::decode(encoded) {
+            Ok(policy) => {
+                if self
+                    .access
+                    .as_ref()
+                    .is_none_or(|held| held.version <= policy.version)
+                {
+                    self.access = Some(Arc::new(policy));
+                }
+            }
+            Err(err) => {
+                tracing::error!(error = %err, "unreadable access policy in the routing push")
+            }
+        }
     }
 
     /// Adds a route learned outside the push (a `GetRoute` answer at `version`),
@@ -223,6 +248,39 @@ mod tests {
         });
         assert_eq!(names(&table), ["z"]);
         assert!(table.synced);
+    }
+
+    #[test]
+    fn the_newest_access_policy_is_kept() {
+        let policy = |version| meridian_access::AccessPolicy {
+            version,
+            ..Default::default()
+        };
+        let mut table = RouteTable::default();
+        assert!(table.access.is_none());
+        table.apply(pb::RoutingUpdate {
+            version: 3,
+            full: true,
+            access_policy: policy(5).encode(),
+            ..Default::default()
+        });
+        assert_eq!(table.access.as_ref().map(|p| p.version), Some(5));
+        table.apply(pb::RoutingUpdate {
+            version: 4,
+            access_policy: policy(4).encode(),
+            ..Default::default()
+        });
+        assert_eq!(
+            table.access.as_ref().map(|p| p.version),
+            Some(5),
+            "older: ignored"
+        );
+        table.apply(pb::RoutingUpdate {
+            version: 5,
+            access_policy: policy(6).encode(),
+            ..Default::default()
+        });
+        assert_eq!(table.access.as_ref().map(|p| p.version), Some(6));
     }
 
     #[test]

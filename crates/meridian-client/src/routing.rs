@@ -157,7 +157,10 @@ impl Client {
             .tcp_nodelay(true);
         // Each `connect_lazy` is its own connection (a clone would share one).
         let pool: Vec<Conn> = (0..self.options.connections_per_member.max(1))
-            .map(|_| meridian_net::coalesce::Coalesce::new(endpoint.connect_lazy()))
+            .map(|_| {
+                meridian_net::coalesce::Coalesce::new(endpoint.connect_lazy())
+                    .with_authorization(self.options.dialer.authorization().cloned())
+            })
             .collect();
         let channel = pool[turn % pool.len()].clone();
         channels.insert(address.to_string(), pool);
@@ -628,6 +631,73 @@ impl Client {
         let request = pb::AuditLogRequest { after, limit };
         self.call(CallKind::LeaderRead, |channel| async move {
             ControlClient::new(channel).audit_log(request).await
+        })
+        .await
+    }
+
+    /// Control plane: adds a region or changes it.
+    pub async fn put_region(&self, region: pb::RegionInfo) -> Result<(), ClientError> {
+        let request = pb::PutRegionRequest {
+            region: Some(region),
+        };
+        self.call(CallKind::Write, |channel| {
+            let request = request.clone();
+            async move { ControlClient::new(channel).put_region(request).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Control plane: changes roles, grants, tokens or revoked identities.
+    pub async fn change_access(
+        &self,
+        change: pb::change_access_request::Change,
+    ) -> Result<pb::ChangeAccessResponse, ClientError> {
+        let request = pb::ChangeAccessRequest {
+            change: Some(change),
+        };
+        self.call(CallKind::Write, |channel| {
+            let request = request.clone();
+            async move { ControlClient::new(channel).change_access(request).await }
+        })
+        .await
+    }
+
+    /// Control plane: roles, grants, live tokens and revoked identities.
+    pub async fn list_access(&self) -> Result<pb::ListAccessResponse, ClientError> {
+        self.call(CallKind::LeaderRead, |channel| async move {
+            ControlClient::new(channel)
+                .list_access(pb::ListAccessRequest {})
+                .await
+        })
+        .await
+    }
+
+    /// Control plane: a new API token (its secret is in this answer only).
+    pub async fn create_token(
+        &self,
+        role: &str,
+        scope: &str,
+        ttl_seconds: u64,
+    ) -> Result<pb::CreateTokenResponse, ClientError> {
+        let request = pb::CreateTokenRequest {
+            role: role.to_string(),
+            scope: scope.to_string(),
+            ttl_seconds,
+        };
+        self.call(CallKind::Write, |channel| {
+            let request = request.clone();
+            async move { ControlClient::new(channel).create_token(request).await }
+        })
+        .await
+    }
+
+    /// Control plane: who it takes this client to be.
+    pub async fn who_am_i(&self) -> Result<pb::WhoAmIResponse, ClientError> {
+        self.call(CallKind::AnyMemberRead, |channel| async move {
+            ControlClient::new(channel)
+                .who_am_i(pb::WhoAmIRequest {})
+                .await
         })
         .await
     }

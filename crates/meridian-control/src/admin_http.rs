@@ -5,10 +5,11 @@
 use crate::service::ControlService;
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, FromRequestParts, Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get};
+use meridian_access::{Caller, Permission, Target};
 use meridian_proto::v1 as pb;
 use meridian_proto::v1::control_server::Control;
 use serde::Deserialize;
@@ -31,12 +32,44 @@ pub fn router(service: Arc<ControlService>) -> Router {
         .with_state(service)
 }
 
+/// The caller of an HTTP request: the identity in the client certificate of
+/// its connection, or its bearer token. Handlers hand it to the gRPC service
+/// as a request extension, which a remote caller cannot set.
+struct HttpCaller(Caller);
+
+impl<S: Send + Sync> FromRequestParts<S> for HttpCaller {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let caller = match parts
+            .extensions
+            .get::<ConnectInfo<meridian_net::https::HttpPeer>>()
+        {
+            Some(ConnectInfo(peer)) => meridian_access::caller::of_http(peer, &parts.headers),
+            None => Caller::Unidentified("the connection's peer is unknown".into()),
+        };
+        Ok(HttpCaller(caller))
+    }
+}
+
+/// A gRPC request made on behalf of `caller`.
+fn on_behalf<T>(caller: Caller, message: T) -> tonic::Request<T> {
+    let mut request = tonic::Request::new(message);
+    request.extensions_mut().insert(caller);
+    request
+}
+
 /// A gRPC status as an HTTP error with a JSON body.
 fn error(status: tonic::Status) -> Response {
     use tonic::Code;
     let http = match status.code() {
         Code::InvalidArgument | Code::OutOfRange => StatusCode::BAD_REQUEST,
         Code::NotFound => StatusCode::NOT_FOUND,
+        Code::Unauthenticated => StatusCode::UNAUTHORIZED,
+        Code::PermissionDenied => StatusCode::FORBIDDEN,
         Code::AlreadyExists => StatusCode::CONFLICT,
         Code::FailedPrecondition => StatusCode::PRECONDITION_FAILED,
         Code::ResourceExhausted => StatusCode::TOO_MANY_REQUESTS,
@@ -82,8 +115,14 @@ async fn openapi() -> impl IntoResponse {
     ([("content-type", "application/json")], OPENAPI)
 }
 
-async fn regions(State(service): State<Arc<ControlService>>) -> Response {
-    match service.list_regions(tonic::Request::new(pb::ListRegionsRequest {})).await {
+async fn regions(
+    State(service): State<Arc<ControlService>>,
+    HttpCaller(caller): HttpCaller,
+) -> Response {
+    match service
+        .list_regions(on_behalf(caller, pb::ListRegionsRequest {}))
+        .await
+    {
         Ok(response) => Json(json!({
             "regions": response.into_inner().regions.iter().map(|r| json!({
                 "name": r.name, "jurisdictions": r.jurisdictions, "latitude": r.latitude, "longitude": r.longitude,
@@ -94,8 +133,14 @@ async fn regions(State(service): State<Arc<ControlService>>) -> Response {
     }
 }
 
-async fn shards(State(service): State<Arc<ControlService>>) -> Response {
-    match service.list_shards(tonic::Request::new(pb::ListShardsRequest {})).await {
+async fn shards(
+    State(service): State<Arc<ControlService>>,
+    HttpCaller(caller): HttpCaller,
+) -> Response {
+    match service
+        .list_shards(on_behalf(caller, pb::ListShardsRequest {}))
+        .await
+    {
         Ok(response) => Json(json!({
             "shards": response.into_inner().shards.iter().map(|s| json!({
                 "id": s.id, "region": s.region, "members": s.members.iter().map(member).collect::<Vec<_>>(),
@@ -106,9 +151,12 @@ async fn shards(State(service): State<Arc<ControlService>>) -> Response {
     }
 }
 
-async fn namespaces(State(service): State<Arc<ControlService>>) -> Response {
+async fn namespaces(
+    State(service): State<Arc<ControlService>>,
+    HttpCaller(caller): HttpCaller,
+) -> Response {
     match service
-        .list_placements(tonic::Request::new(pb::ListPlacementsRequest {}))
+        .list_placements(on_behalf(caller, pb::ListPlacementsRequest {}))
         .await
     {
         Ok(response) => {
@@ -141,6 +189,7 @@ struct CreateNamespace {
 
 async fn create_namespace(
     State(service): State<Arc<ControlService>>,
+    HttpCaller(caller): HttpCaller,
     Json(body): Json<CreateNamespace>,
 ) -> Response {
     let mode = match body.mode.as_deref().unwrap_or("region-locked") {
@@ -153,20 +202,20 @@ async fn create_namespace(
             )));
         }
     };
-    let mut request = tonic::Request::new(pb::PlaceNamespaceRequest {
-        placement: Some(pb::Placement {
-            name: body.name,
-            home_region: body.home_region,
-            mode: mode as i32,
-            sync: body.sync,
-            standby_regions: body.standby_regions,
-            allowed_jurisdictions: body.allowed_jurisdictions,
-            ..Default::default()
-        }),
-    });
-    request
-        .extensions_mut()
-        .insert(crate::service::LocalActor("http-admin".into()));
+    let request = on_behalf(
+        caller,
+        pb::PlaceNamespaceRequest {
+            placement: Some(pb::Placement {
+                name: body.name,
+                home_region: body.home_region,
+                mode: mode as i32,
+                sync: body.sync,
+                standby_regions: body.standby_regions,
+                allowed_jurisdictions: body.allowed_jurisdictions,
+                ..Default::default()
+            }),
+        },
+    );
     match service.place_namespace(request).await {
         Ok(response) => {
             let response = response.into_inner();
@@ -185,12 +234,10 @@ async fn create_namespace(
 
 async fn delete_namespace(
     State(service): State<Arc<ControlService>>,
+    HttpCaller(caller): HttpCaller,
     Path(name): Path<String>,
 ) -> Response {
-    let mut request = tonic::Request::new(pb::RemoveNamespaceRequest { name });
-    request
-        .extensions_mut()
-        .insert(crate::service::LocalActor("http-admin".into()));
+    let request = on_behalf(caller, pb::RemoveNamespaceRequest { name });
     match service.remove_namespace(request).await {
         Ok(response) => Json(json!({ "routing_version": response.into_inner().routing_version }))
             .into_response(),
@@ -198,7 +245,19 @@ async fn delete_namespace(
     }
 }
 
-async fn routes(State(service): State<Arc<ControlService>>) -> Response {
+async fn routes(
+    State(service): State<Arc<ControlService>>,
+    HttpCaller(caller): HttpCaller,
+) -> Response {
+    let request = on_behalf(caller, ());
+    if let Err(status) = service.authorize(
+        &request,
+        "GET /v1/routes",
+        Permission::View,
+        Target::Cluster,
+    ) {
+        return error(status);
+    }
     if let Err(status) = service.barrier().await {
         return error(status);
     }
@@ -224,12 +283,16 @@ struct AuditQuery {
 
 async fn audit(
     State(service): State<Arc<ControlService>>,
+    HttpCaller(caller): HttpCaller,
     Query(query): Query<AuditQuery>,
 ) -> Response {
-    let request = tonic::Request::new(pb::AuditLogRequest {
-        after: query.after,
-        limit: query.limit,
-    });
+    let request = on_behalf(
+        caller,
+        pb::AuditLogRequest {
+            after: query.after,
+            limit: query.limit,
+        },
+    );
     match service.audit_log(request).await {
         Ok(response) => {
             let response = response.into_inner();

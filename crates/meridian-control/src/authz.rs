@@ -1,7 +1,8 @@
-//! Who may do what on the control plane (pure, table-tested). Grows with
-//! issue 11's roles and grants; today it decides who may register a shard
-//! member.
+//! Who may register a shard member (pure, table-tested). Everything else
+//! the control plane serves is decided by `meridian_access::decide` over the
+//! replicated access policy.
 
+use meridian_access::Caller;
 use meridian_net::Identity;
 
 /// A refusal: the caller's identity and what it lacks.
@@ -16,31 +17,26 @@ pub struct Denied {
     pub lacks: String,
 }
 
-/// The caller as mutual TLS authenticated it (`meridian_net::peers::caller`):
-/// `None` in plain text (nothing can be refused by identity), else the
-/// identity in its certificate or why it has none.
-pub type Caller<'a> = Option<&'a Result<Identity, String>>;
-
 /// Whether `caller` may register a member of a shard in `region`: only a
 /// node registers itself, and only in the region its certificate names (a
 /// node cannot claim a region its certificate does not carry).
-pub fn may_register(caller: Caller<'_>, region: &str) -> Result<(), Denied> {
+pub fn may_register(caller: &Caller, region: &str) -> Result<(), Denied> {
     let action = format!("register a shard member in region {region}");
     match caller {
-        None => Ok(()),
-        Some(Err(why)) => Err(Denied {
-            identity: "(unidentified certificate)".into(),
+        Caller::Plain => Ok(()),
+        Caller::Unidentified(why) => Err(Denied {
+            identity: caller.name(),
             action,
             lacks: why.clone(),
         }),
-        Some(Ok(Identity::Node { region: own, .. })) if own == region => Ok(()),
-        Some(Ok(identity @ Identity::Node { region: own, .. })) => Err(Denied {
+        Caller::Certificate(Identity::Node { region: own, .. }) if own == region => Ok(()),
+        Caller::Certificate(identity @ Identity::Node { region: own, .. }) => Err(Denied {
             identity: identity.uri(),
             action,
             lacks: format!("its certificate places it in region {own}"),
         }),
-        Some(Ok(identity)) => Err(Denied {
-            identity: identity.uri(),
+        Caller::Certificate(_) | Caller::Token(_) => Err(Denied {
+            identity: caller.name(),
             action,
             lacks: "only a node registers itself, with a node certificate".into(),
         }),
@@ -53,26 +49,30 @@ mod tests {
 
     #[test]
     fn registration_table() {
-        let id = |s: &str| Ok(Identity::parse(s).unwrap());
+        let id = |s: &str| Caller::Certificate(Identity::parse(s).unwrap());
         let node = id("node/us-east/us-east-1");
         let user = id("user/client");
         let gateway = id("gateway/us-east/gw-1");
-        let unidentified: Result<Identity, String> = Err("no identity".into());
+        let unidentified = Caller::Unidentified("no identity".into());
+        let token = Caller::Token(
+            meridian_access::token::parse(&meridian_access::token::mint().token).unwrap(),
+        );
         // (case, caller, region, allowed)
-        let cases: Vec<(&str, Caller<'_>, &str, bool)> = vec![
-            ("plain text: nothing to check", None, "eu-west", true),
-            ("a node in its own region", Some(&node), "us-east", true),
+        let cases: Vec<(&str, &Caller, &str, bool)> = vec![
             (
-                "a node claiming another region",
-                Some(&node),
+                "plain text: nothing to check",
+                &Caller::Plain,
                 "eu-west",
-                false,
+                true,
             ),
-            ("a user", Some(&user), "us-east", false),
-            ("a gateway", Some(&gateway), "us-east", false),
+            ("a node in its own region", &node, "us-east", true),
+            ("a node claiming another region", &node, "eu-west", false),
+            ("a user", &user, "us-east", false),
+            ("a gateway", &gateway, "us-east", false),
+            ("an API token", &token, "us-east", false),
             (
                 "a certificate without identity",
-                Some(&unidentified),
+                &unidentified,
                 "us-east",
                 false,
             ),
@@ -80,7 +80,7 @@ mod tests {
         for (case, caller, region, allowed) in cases {
             assert_eq!(may_register(caller, region).is_ok(), allowed, "{case}");
         }
-        let denied = may_register(Some(&node), "eu-west").unwrap_err();
+        let denied = may_register(&node, "eu-west").unwrap_err();
         assert_eq!(
             denied.to_string(),
             "spiffe://meridian/node/us-east/us-east-1 may not register a shard member in region eu-west: its certificate places it in region us-east"

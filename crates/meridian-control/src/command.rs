@@ -177,6 +177,38 @@ pub enum ControlCommand {
         /// Who reported it (the control plane's prober).
         requester: Requester,
     },
+    /// A change to roles, grants, tokens or revoked identities.
+    Access {
+        /// The change.
+        change: meridian_access::AccessChange,
+        /// Who asked.
+        requester: Requester,
+    },
+    /// Calls this control plane refused, for the audit log (each becomes a
+    /// record under the refused caller's name).
+    RecordRefusals {
+        /// The calls.
+        refusals: Vec<RefusedCall>,
+        /// Refusals not recorded because more came than the log takes.
+        dropped: u64,
+        /// Who records them (the leader).
+        requester: Requester,
+    },
+}
+
+/// A call refused by authorization, as the audit log keeps it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RefusedCall {
+    /// When (Unix ms).
+    pub at_unix_ms: u64,
+    /// The caller as authenticated (identity URI, `token:ID`, `unidentified`).
+    pub actor: String,
+    /// The API (`Control.PutRegion`, `GET /v1/namespaces`).
+    pub api: String,
+    /// What it acted on (`the cluster`, `namespace orders`).
+    pub target: String,
+    /// Why it was refused.
+    pub reason: String,
 }
 
 /// Why the control plane refused a command; decided identically on every replica.
@@ -215,6 +247,23 @@ pub enum ControlRejection {
         shard: String,
         /// Its standby shards.
         standbys: String,
+    },
+    /// An access change was refused (the message names the rule).
+    #[error(transparent)]
+    Access(#[from] meridian_access::AccessError),
+    /// A registered member cannot move itself to another address.
+    #[error(
+        "node {node_id} of shard {shard:?} is registered at {registered}; a node cannot re-register at another address ({requested}) — remove it from the shard and add it again"
+    )]
+    MemberMoved {
+        /// The shard.
+        shard: String,
+        /// The node.
+        node_id: u64,
+        /// Where it is registered.
+        registered: String,
+        /// Where it claims to be.
+        requested: String,
     },
     /// The name belongs to a namespace still being deleted: some copies are
     /// not gone yet, and a new namespace must never adopt one.
@@ -261,6 +310,14 @@ pub enum ControlResult {
         /// The record.
         record: crate::model::FailoverRecord,
         /// Routing-table version with the new primary.
+        routing_version: u64,
+    },
+    /// The access policy changed; gateways and nodes get it from
+    /// `routing_version`.
+    AccessChanged {
+        /// The policy's version.
+        policy_version: u64,
+        /// Routing version that carries it.
         routing_version: u64,
     },
     /// Refused; the audit log records the refusal too.

@@ -24,6 +24,8 @@ pub struct ControlConfig {
     pub regions: Vec<RegionSeed>,
     /// Probing shards, write leases and automatic failover.
     pub failover: FailoverSection,
+    /// Access control: the first grants of a new cluster.
+    pub auth: AuthSection,
 }
 
 impl Default for ControlConfig {
@@ -42,7 +44,65 @@ impl Default for ControlConfig {
             },
             regions: Vec::new(),
             failover: FailoverSection::default(),
+            auth: AuthSection::default(),
         }
+    }
+}
+
+/// `[auth]`: who administers a new cluster. The grants are made once, when
+/// the cluster's access policy is first created (revoking one later sticks);
+/// from then on `meridian auth grant|revoke` changes them.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSection {
+    /// The first grants.
+    pub bootstrap: Vec<BootstrapGrant>,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        Self {
+            bootstrap: vec![BootstrapGrant {
+                identity: "user/admin".into(),
+                role: "admin".into(),
+                namespace: None,
+            }],
+        }
+    }
+}
+
+/// One first grant: `{ identity = "user/admin", role = "admin" }`, optionally
+/// limited to a namespace (or `PREFIX*`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(deny_unknown_fields)]
+pub struct BootstrapGrant {
+    /// The identity (`user/NAME` or its `spiffe://` URI).
+    pub identity: String,
+    /// A built-in role (admin, writer, reader, viewer).
+    pub role: String,
+    /// Where (absent: everywhere).
+    #[serde(default)]
+    pub namespace: Option<String>,
+}
+
+impl AuthSection {
+    /// The first grants, checked.
+    pub fn bootstrap_grants(
+        &self,
+    ) -> Result<Vec<meridian_access::Grant>, meridian_access::AccessError> {
+        self.bootstrap
+            .iter()
+            .map(|g| {
+                let scope = meridian_access::Scope::parse(g.namespace.as_deref())?;
+                if meridian_access::policy::built_in_role(&g.role).is_none() {
+                    return Err(meridian_access::AccessError::Invalid(format!(
+                        "auth.bootstrap: role {:?} is not a built-in role (admin, writer, reader, viewer)",
+                        g.role
+                    )));
+                }
+                meridian_access::Grant::new(&g.identity, &g.role, scope)
+            })
+            .collect()
     }
 }
 
@@ -179,6 +239,12 @@ impl ControlConfig {
             .map_err(|reason| ConfigError::Invalid {
                 key: "cluster.initial_members",
                 reason,
+            })?;
+        self.auth
+            .bootstrap_grants()
+            .map_err(|e| ConfigError::Invalid {
+                key: "auth.bootstrap",
+                reason: e.to_string(),
             })?;
         let failover = &self.failover;
         if failover.failed_probes == 0 || failover.probe_interval_ms == 0 {

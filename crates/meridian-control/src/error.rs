@@ -69,6 +69,19 @@ impl ControlError {
             ControlError::Rejected(ControlRejection::ShardRegionMismatch { .. }) => {
                 Code::FailedPrecondition
             }
+            ControlError::Rejected(ControlRejection::MemberMoved { .. }) => Code::PermissionDenied,
+            ControlError::Rejected(ControlRejection::Access(err)) => {
+                use meridian_access::AccessError as E;
+                match err {
+                    E::Invalid(_) => Code::InvalidArgument,
+                    E::UnknownRole { .. } | E::NotGranted { .. } | E::UnknownToken(_) => {
+                        Code::NotFound
+                    }
+                    E::BuiltIn(_) | E::RoleInUse { .. } => Code::FailedPrecondition,
+                    E::Limit { .. } => Code::ResourceExhausted,
+                    E::Format(_) => Code::Internal,
+                }
+            }
             ControlError::Invalid(_) => Code::InvalidArgument,
             ControlError::NotLeader { .. } | ControlError::Unavailable(_) => Code::Unavailable,
             ControlError::Storage(_) | ControlError::Net(_) => Code::Internal,

@@ -32,8 +32,43 @@ pub struct ControlNode {
     /// Each shard's namespace positions from its last successful probe.
     pub positions:
         std::sync::Mutex<std::collections::HashMap<String, std::collections::HashMap<String, u64>>>,
+    /// Calls refused by authorization, waiting to be written to the audit
+    /// log by the leader (bounded: see [`RefusalQueue`]).
+    pub refusals: std::sync::Mutex<RefusalQueue>,
     state: Arc<RwLock<ControlState>>,
     reads: ReadBarrier,
+}
+
+/// Refused calls waiting for the audit log. Bounded, so a flood of refused
+/// calls costs memory and log space proportional to the bound, not to the
+/// flood: what does not fit is counted and recorded as a count.
+#[derive(Debug, Default)]
+pub struct RefusalQueue {
+    calls: Vec<crate::command::RefusedCall>,
+    dropped: u64,
+}
+
+/// Refused calls kept between two flushes at most.
+pub const REFUSALS_QUEUED: usize = 256;
+/// How often the leader writes refused calls to the audit log.
+const REFUSAL_FLUSH: Duration = Duration::from_millis(500);
+
+impl RefusalQueue {
+    /// Queues one refused call (or counts it when the queue is full).
+    pub fn push(&mut self, call: crate::command::RefusedCall) {
+        if self.calls.len() < REFUSALS_QUEUED {
+            self.calls.push(call);
+        } else {
+            self.dropped = self.dropped.saturating_add(1);
+        }
+    }
+
+    fn take(&mut self) -> (Vec<crate::command::RefusedCall>, u64) {
+        (
+            std::mem::take(&mut self.calls),
+            std::mem::take(&mut self.dropped),
+        )
+    }
 }
 
 /// Milliseconds since the Unix epoch, for audit records.
@@ -76,6 +111,7 @@ impl ControlNode {
             dialer,
             leases: Default::default(),
             positions: Default::default(),
+            refusals: Default::default(),
             reads,
         }))
     }
@@ -134,10 +170,66 @@ impl ControlNode {
         read(&self.state.read().unwrap_or_else(|e| e.into_inner()))
     }
 
+    fn own_requester(&self) -> Requester {
+        Requester {
+            actor: format!("control-{}", self.id()),
+            at_unix_ms: now_unix_ms(),
+        }
+    }
+
+    /// While this member leads, writes refused calls to the audit log
+    /// (refusals seen while following are dropped with the queue: only the
+    /// leader serves the calls that are authorized). Runs until Raft stops.
+    pub async fn record_refusals(self: Arc<Self>) {
+        loop {
+            tokio::time::sleep(REFUSAL_FLUSH).await;
+            let (refusals, dropped) = self
+                .refusals
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .take();
+            if (!refusals.is_empty() || dropped > 0) && self.raft.raft.is_leader() {
+                let command = ControlCommand::RecordRefusals {
+                    refusals,
+                    dropped,
+                    requester: self.own_requester(),
+                };
+                if let Err(err) = self.propose(command).await {
+                    tracing::warn!(error = %err, "could not record refused calls");
+                }
+            }
+            if self
+                .raft
+                .raft
+                .metrics()
+                .borrow_watched()
+                .running_state
+                .is_err()
+            {
+                return;
+            }
+        }
+    }
+
     /// While this member leads, makes sure every configured region is registered
-    /// as configured. Runs until Raft stops.
+    /// as configured and the configured first grants were made once. Runs
+    /// until Raft stops.
     pub async fn seed_regions(self: Arc<Self>) {
         loop {
+            if self.raft.raft.is_leader() && !self.with_state(|s| s.access.bootstrapped) {
+                match self.config.auth.bootstrap_grants() {
+                    Ok(grants) => {
+                        let command = ControlCommand::Access {
+                            change: meridian_access::AccessChange::Bootstrap { grants },
+                            requester: self.own_requester(),
+                        };
+                        if let Err(err) = self.propose(command).await {
+                            tracing::warn!(error = %err, "could not make the first grants");
+                        }
+                    }
+                    Err(err) => tracing::error!(error = %err, "bad [auth] configuration"),
+                }
+            }
             if self.raft.raft.is_leader() {
                 for seed in &self.config.regions {
                     let region = Region {
@@ -150,10 +242,7 @@ impl ControlNode {
                     if current.as_ref() != Some(&region) {
                         let command = ControlCommand::PutRegion {
                             region,
-                            requester: Requester {
-                                actor: format!("control-{}", self.id()),
-                                at_unix_ms: now_unix_ms(),
-                            },
+                            requester: self.own_requester(),
                         };
                         if let Err(err) = self.propose(command).await {
                             tracing::warn!(region = %seed.name, error = %err, "could not register region");

@@ -19,6 +19,8 @@ pub enum RouteKey {
     Namespace(String),
     /// A shard's members.
     Shard(String),
+    /// The access policy (roles, grants, tokens, revoked identities).
+    Access,
 }
 
 /// The recent changes, oldest first.

@@ -104,6 +104,11 @@ pub async fn run(
         tls = transport.tls.is_some(),
         "control-plane member started"
     );
+    if transport.tls.is_none() {
+        tracing::warn!(
+            "no [network.tls]: callers are not authenticated, so roles, grants and revocations are not enforced"
+        );
+    }
 
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
@@ -113,6 +118,7 @@ pub async fn run(
         .map_err(|e| ControlError::Unavailable(format!("reflection service: {e}")))?;
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
     let seeder = tokio::spawn(node.clone().seed_regions());
+    let refusals = tokio::spawn(node.clone().record_refusals());
     let prober = tokio::spawn(crate::failover::run(node.clone()));
     let deleter = tokio::spawn(crate::deletion::run(node.clone()));
     let health_node = node.clone();
@@ -180,6 +186,7 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(5), grpc_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
     seeder.abort();
+    refusals.abort();
     prober.abort();
     deleter.abort();
     health_task.abort();

@@ -1,11 +1,12 @@
 //! The `meridian.v1.Control` gRPC service. Protobuf conversions live here.
 
-use crate::command::{ControlCommand, ControlResult, Requester};
+use crate::command::{ControlCommand, ControlResult, RefusedCall, Requester};
 use crate::error::ControlError;
 use crate::model::{Namespace, NamespaceMode, PlacementPolicy, Region, ShardMember};
 use crate::node::{ControlNode, now_unix_ms};
 use crate::route_log::RouteKey;
 use crate::state::ControlState;
+use meridian_access::{Caller, Permission, Target};
 use meridian_proto::v1 as pb;
 use meridian_proto::v1::control_server::Control;
 use std::collections::BTreeMap;
@@ -83,31 +84,56 @@ impl ControlService {
             .with_state(|s| (s.counters.routing_version, route_table(s)))
     }
 
-    /// Who made the call, as the audit log records it: the identity in the
-    /// caller's certificate (mutual TLS), never something the caller states.
-    fn requester<T>(request: &Request<T>) -> Requester {
-        let actor = if let Some(LocalActor(local)) = request.extensions().get::<LocalActor>() {
-            local.clone()
-        } else {
-            match meridian_net::peers::caller(request) {
-                Some(Ok(identity)) => identity.uri(),
-                Some(Err(_)) => "certificate-without-identity".to_string(),
-                // Plain text: nobody is authenticated.
-                None => "unauthenticated".to_string(),
-            }
-        };
-        Requester {
-            actor,
-            at_unix_ms: now_unix_ms(),
+    /// Decides whether the caller of `request` may `need` on `target`
+    /// (`meridian_access::decide` over the replicated policy). Allowed: who
+    /// made the call, as the audit log records it — the identity the
+    /// transport authenticated, never something the caller states. Refused:
+    /// UNAUTHENTICATED or PERMISSION_DENIED naming the identity and what it
+    /// lacks, and the refusal is queued for the audit log.
+    pub fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        api: &str,
+        need: Permission,
+        target: Target<'_>,
+    ) -> Result<Requester, Status> {
+        let caller = meridian_access::caller::of_grpc(request);
+        let now = now_unix_ms();
+        let decided = self
+            .node
+            .with_state(|s| meridian_access::decide(Some(&s.access), &caller, need, target, now));
+        match decided {
+            Ok(()) => Ok(Requester {
+                actor: caller.name(),
+                at_unix_ms: now,
+            }),
+            Err(refusal) => Err(self.refuse(&caller, api, &target.to_string(), &refusal)),
         }
     }
-}
 
-/// The actor of a call this process makes to its own service (its HTTP
-/// admin API), carried as a request extension — which a remote caller cannot
-/// set, unlike metadata.
-#[derive(Debug, Clone)]
-pub struct LocalActor(pub String);
+    /// Queues a refused call for the audit log and returns its status.
+    fn refuse(
+        &self,
+        caller: &Caller,
+        api: &str,
+        target: &str,
+        refusal: &meridian_access::Refusal,
+    ) -> Status {
+        tracing::info!(caller = %caller.name(), api, target, %refusal, "call refused");
+        self.node
+            .refusals
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(RefusedCall {
+                at_unix_ms: now_unix_ms(),
+                actor: caller.name(),
+                api: api.to_string(),
+                target: target.to_string(),
+                reason: refusal.to_string(),
+            });
+        meridian_access::caller::status(refusal)
+    }
+}
 
 fn region_info(region: &Region) -> pb::RegionInfo {
     pb::RegionInfo {
@@ -319,6 +345,7 @@ fn next_updates(node: &crate::node::ControlNode, sent: Option<u64>) -> Vec<pb::R
                         update.shards.push(shard_info(shard));
                     }
                 }
+                RouteKey::Access => update.access_policy = state.access.encode(),
             }
         }
         Some(Some(update))
@@ -332,7 +359,7 @@ fn next_updates(node: &crate::node::ControlNode, sent: Option<u64>) -> Vec<pb::R
 
 /// The whole table as a sequence of messages (see `RoutingUpdate.more`).
 fn full_table(node: &crate::node::ControlNode) -> Vec<pb::RoutingUpdate> {
-    let (version, routes, shards) = node.with_state(|state| {
+    let (version, routes, shards, access) = node.with_state(|state| {
         (
             state.counters.routing_version,
             state
@@ -341,6 +368,7 @@ fn full_table(node: &crate::node::ControlNode) -> Vec<pb::RoutingUpdate> {
                 .map(|ns| pushed_route(state.route_of(ns)))
                 .collect::<Vec<_>>(),
             state.shards.values().map(shard_info).collect::<Vec<_>>(),
+            state.access.encode(),
         )
     });
     let mut updates: Vec<pb::RoutingUpdate> = routes
@@ -360,6 +388,7 @@ fn full_table(node: &crate::node::ControlNode) -> Vec<pb::RoutingUpdate> {
     }
     updates[0].full = true;
     updates[0].shards = shards;
+    updates[0].access_policy = access;
     if let Some(last) = updates.last_mut() {
         last.more = false;
     }
@@ -408,7 +437,12 @@ impl Control for ControlService {
         &self,
         request: Request<pb::PutRegionRequest>,
     ) -> Result<Response<pb::PutRegionResponse>, Status> {
-        let requester = Self::requester(&request);
+        let requester = self.authorize(
+            &request,
+            "Control.PutRegion",
+            Permission::Admin,
+            Target::Cluster,
+        )?;
         let region = request
             .into_inner()
             .region
@@ -434,8 +468,14 @@ impl Control for ControlService {
 
     async fn list_regions(
         &self,
-        _request: Request<pb::ListRegionsRequest>,
+        request: Request<pb::ListRegionsRequest>,
     ) -> Result<Response<pb::ListRegionsResponse>, Status> {
+        self.authorize(
+            &request,
+            "Control.ListRegions",
+            Permission::View,
+            Target::Cluster,
+        )?;
         self.node.read_barrier().await?;
         let regions = self
             .node
@@ -447,11 +487,22 @@ impl Control for ControlService {
         &self,
         request: Request<pb::RegisterMemberRequest>,
     ) -> Result<Response<pb::RegisterMemberResponse>, Status> {
-        let requester = Self::requester(&request);
-        let caller = meridian_net::peers::caller(&request);
+        let caller = meridian_access::caller::of_grpc(&request);
+        let requester = Requester {
+            actor: caller.name(),
+            at_unix_ms: now_unix_ms(),
+        };
         let request = request.into_inner();
         // A member's region is the one its certificate names.
-        crate::authz::may_register(caller.as_ref(), &request.region).map_err(ControlError::from)?;
+        if let Err(denied) = crate::authz::may_register(&caller, &request.region) {
+            let target = format!("shard {} in region {}", request.shard, request.region);
+            let refusal = meridian_access::Refusal::Denied {
+                who: denied.identity.clone(),
+                action: denied.action.clone(),
+                lacks: denied.lacks.clone(),
+            };
+            return Err(self.refuse(&caller, "Control.RegisterMember", &target, &refusal));
+        }
         if request.shard.is_empty()
             || request.region.is_empty()
             || request.node_id == 0
@@ -477,8 +528,14 @@ impl Control for ControlService {
 
     async fn list_shards(
         &self,
-        _request: Request<pb::ListShardsRequest>,
+        request: Request<pb::ListShardsRequest>,
     ) -> Result<Response<pb::ListShardsResponse>, Status> {
+        self.authorize(
+            &request,
+            "Control.ListShards",
+            Permission::View,
+            Target::Cluster,
+        )?;
         self.node.read_barrier().await?;
         let shards = self
             .node
@@ -490,7 +547,18 @@ impl Control for ControlService {
         &self,
         request: Request<pb::PlaceNamespaceRequest>,
     ) -> Result<Response<pb::PlaceNamespaceResponse>, Status> {
-        let requester = Self::requester(&request);
+        let name = request
+            .get_ref()
+            .placement
+            .as_ref()
+            .map(|p| p.name.clone())
+            .unwrap_or_default();
+        let requester = self.authorize(
+            &request,
+            "Control.PlaceNamespace",
+            Permission::Admin,
+            Target::Namespace(&name),
+        )?;
         let requested = request
             .into_inner()
             .placement
@@ -573,7 +641,12 @@ impl Control for ControlService {
         &self,
         request: Request<pb::RemoveNamespaceRequest>,
     ) -> Result<Response<pb::RemoveNamespaceResponse>, Status> {
-        let requester = Self::requester(&request);
+        let requester = self.authorize(
+            &request,
+            "Control.RemoveNamespace",
+            Permission::Admin,
+            Target::Namespace(&request.get_ref().name),
+        )?;
         let name = request.into_inner().name;
         self.node.read_barrier().await?;
         let routing_version = match self
@@ -605,8 +678,14 @@ impl Control for ControlService {
 
     async fn list_placements(
         &self,
-        _request: Request<pb::ListPlacementsRequest>,
+        request: Request<pb::ListPlacementsRequest>,
     ) -> Result<Response<pb::ListPlacementsResponse>, Status> {
+        self.authorize(
+            &request,
+            "Control.ListPlacements",
+            Permission::View,
+            Target::Cluster,
+        )?;
         self.node.read_barrier().await?;
         let (placements, routing_version) = self.node.with_state(|s| {
             (
@@ -624,6 +703,12 @@ impl Control for ControlService {
         &self,
         request: Request<pb::GetRouteRequest>,
     ) -> Result<Response<pb::GetRouteResponse>, Status> {
+        self.authorize(
+            &request,
+            "Control.GetRoute",
+            Permission::View,
+            Target::Namespace(&request.get_ref().namespace),
+        )?;
         let namespace = request.into_inner().namespace;
         self.node.read_barrier().await?;
         let response = self.node.with_state(|s| pb::GetRouteResponse {
@@ -640,6 +725,11 @@ impl Control for ControlService {
         &self,
         request: Request<pb::ListFailoversRequest>,
     ) -> Result<Response<pb::ListFailoversResponse>, Status> {
+        let target = match request.get_ref().namespace.as_str() {
+            "" => Target::Cluster,
+            name => Target::Namespace(name),
+        };
+        self.authorize(&request, "Control.ListFailovers", Permission::View, target)?;
         let namespace = request.into_inner().namespace;
         self.node.read_barrier().await?;
         let failovers = self.node.with_state(|s| {
@@ -656,7 +746,13 @@ impl Control for ControlService {
         &self,
         request: Request<pb::FailoverRequest>,
     ) -> Result<Response<pb::FailoverResponse>, Status> {
-        let actor = Self::requester(&request).actor;
+        let target = match request.get_ref().namespace.as_str() {
+            "" => Target::Cluster,
+            name => Target::Namespace(name),
+        };
+        let actor = self
+            .authorize(&request, "Control.Failover", Permission::Admin, target)?
+            .actor;
         let request = request.into_inner();
         if request.namespace.is_empty()
             && request.from_region.is_empty()
@@ -690,6 +786,12 @@ impl Control for ControlService {
         &self,
         request: Request<pb::WatchRoutesRequest>,
     ) -> Result<Response<Self::WatchRoutesStream>, Status> {
+        self.authorize(
+            &request,
+            "Control.WatchRoutes",
+            Permission::View,
+            Target::Cluster,
+        )?;
         let request = request.into_inner();
         let node = self.node.clone();
         let mut versions = node.machine.subscribe_versions();
@@ -732,6 +834,12 @@ impl Control for ControlService {
         &self,
         request: Request<pb::AuditLogRequest>,
     ) -> Result<Response<pb::AuditLogResponse>, Status> {
+        self.authorize(
+            &request,
+            "Control.AuditLog",
+            Permission::View,
+            Target::Cluster,
+        )?;
         let request = request.into_inner();
         self.node.read_barrier().await?;
         let limit = match request.limit {
@@ -764,8 +872,14 @@ impl Control for ControlService {
 
     async fn control_status(
         &self,
-        _request: Request<pb::ClusterStatusRequest>,
+        request: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        self.authorize(
+            &request,
+            "Control.ControlStatus",
+            Permission::View,
+            Target::Cluster,
+        )?;
         use openraft::async_runtime::WatchReceiver;
         let metrics = self.node.raft.raft.metrics().borrow_watched().clone();
         let membership = metrics.membership_config.membership();
@@ -793,4 +907,236 @@ impl Control for ControlService {
             members,
         }))
     }
+
+    async fn change_access(
+        &self,
+        request: Request<pb::ChangeAccessRequest>,
+    ) -> Result<Response<pb::ChangeAccessResponse>, Status> {
+        let requester = self.authorize(
+            &request,
+            "Control.ChangeAccess",
+            Permission::Admin,
+            Target::Cluster,
+        )?;
+        let change = access_change(request.into_inner())?;
+        self.node.read_barrier().await?;
+        match self
+            .node
+            .propose(ControlCommand::Access { change, requester })
+            .await?
+        {
+            ControlResult::AccessChanged {
+                policy_version,
+                routing_version,
+            } => Ok(Response::new(pb::ChangeAccessResponse {
+                policy_version,
+                routing_version,
+            })),
+            other => Err(Status::internal(format!("unexpected result {other:?}"))),
+        }
+    }
+
+    async fn list_access(
+        &self,
+        request: Request<pb::ListAccessRequest>,
+    ) -> Result<Response<pb::ListAccessResponse>, Status> {
+        self.authorize(
+            &request,
+            "Control.ListAccess",
+            Permission::View,
+            Target::Cluster,
+        )?;
+        self.node.read_barrier().await?;
+        let now = now_unix_ms();
+        let response = self.node.with_state(|s| {
+            let policy = &s.access;
+            pb::ListAccessResponse {
+                roles: policy
+                    .role_names()
+                    .into_iter()
+                    .map(|name| pb::RoleInfo {
+                        permissions: policy
+                            .role(&name)
+                            .unwrap_or_default()
+                            .into_iter()
+                            .map(|p| p.name().to_string())
+                            .collect(),
+                        built_in: meridian_access::policy::built_in_role(&name).is_some(),
+                        name,
+                    })
+                    .collect(),
+                grants: policy.grants.iter().map(grant_info).collect(),
+                tokens: policy
+                    .tokens
+                    .values()
+                    .filter(|t| t.expires_at_ms > now)
+                    .map(token_info)
+                    .collect(),
+                revoked: policy
+                    .revoked
+                    .iter()
+                    .map(|(identity, r)| pb::RevokedIdentity {
+                        identity: identity.clone(),
+                        revoked_by: r.by.clone(),
+                        at_unix_ms: r.at_ms,
+                    })
+                    .collect(),
+                policy_version: policy.version,
+            }
+        });
+        Ok(Response::new(response))
+    }
+
+    async fn create_token(
+        &self,
+        request: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        let requester = self.authorize(
+            &request,
+            "Control.CreateToken",
+            Permission::Admin,
+            Target::Cluster,
+        )?;
+        let request = request.into_inner();
+        let scope = meridian_access::Scope::parse(Some(&request.scope)).map_err(access_invalid)?;
+        if request.ttl_seconds == 0 || request.ttl_seconds > MAX_TOKEN_TTL_SECONDS {
+            return Err(ControlError::Invalid(format!(
+                "ttl_seconds must be between 1 and {MAX_TOKEN_TTL_SECONDS} (90 days)"
+            ))
+            .into());
+        }
+        let minted = meridian_access::token::mint();
+        let token = meridian_access::policy::ApiToken {
+            id: minted.id.clone(),
+            secret_sha256: minted.secret_sha256,
+            role: request.role,
+            scope,
+            created_by: requester.actor.clone(),
+            created_at_ms: requester.at_unix_ms,
+            // Bounded above, so this cannot overflow.
+            expires_at_ms: requester.at_unix_ms + request.ttl_seconds * 1000,
+        };
+        let info = token_info(&token);
+        self.node.read_barrier().await?;
+        match self
+            .node
+            .propose(ControlCommand::Access {
+                change: meridian_access::AccessChange::CreateToken(token),
+                requester,
+            })
+            .await?
+        {
+            ControlResult::AccessChanged {
+                routing_version, ..
+            } => Ok(Response::new(pb::CreateTokenResponse {
+                token: minted.token,
+                info: Some(info),
+                routing_version,
+            })),
+            other => Err(Status::internal(format!("unexpected result {other:?}"))),
+        }
+    }
+
+    async fn who_am_i(
+        &self,
+        request: Request<pb::WhoAmIRequest>,
+    ) -> Result<Response<pb::WhoAmIResponse>, Status> {
+        let caller = meridian_access::caller::of_grpc(&request);
+        let grants = self.node.with_state(|s| match &caller {
+            Caller::Certificate(identity) => {
+                let uri = identity.uri();
+                s.access.grants_of(&uri).map(grant_info).collect()
+            }
+            Caller::Token(presented) => s
+                .access
+                .tokens
+                .get(&presented.id)
+                .filter(|t| presented.matches(&t.secret_sha256))
+                .map(|t| {
+                    vec![pb::GrantInfo {
+                        identity: caller.name(),
+                        role: t.role.clone(),
+                        scope: t.scope.spec(),
+                    }]
+                })
+                .unwrap_or_default(),
+            Caller::Plain | Caller::Unidentified(_) => Vec::new(),
+        });
+        match &caller {
+            Caller::Unidentified(why) => Err(Status::unauthenticated(why.clone())),
+            Caller::Token(_) if grants.is_empty() => Err(Status::unauthenticated(
+                "unknown, revoked or expired API token",
+            )),
+            _ => Ok(Response::new(pb::WhoAmIResponse {
+                caller: caller.name(),
+                grants,
+                plain_text: caller == Caller::Plain,
+            })),
+        }
+    }
+}
+
+/// Tokens live at most this long (90 days): a forgotten token expires.
+pub const MAX_TOKEN_TTL_SECONDS: u64 = 90 * 24 * 3600;
+
+fn access_invalid(err: meridian_access::AccessError) -> ControlError {
+    ControlError::Invalid(err.to_string())
+}
+
+fn grant_info(grant: &meridian_access::Grant) -> pb::GrantInfo {
+    pb::GrantInfo {
+        identity: grant.identity.clone(),
+        role: grant.role.clone(),
+        scope: grant.scope.spec(),
+    }
+}
+
+fn token_info(token: &meridian_access::policy::ApiToken) -> pb::TokenInfo {
+    pb::TokenInfo {
+        id: token.id.clone(),
+        role: token.role.clone(),
+        scope: token.scope.spec(),
+        created_by: token.created_by.clone(),
+        created_at_unix_ms: token.created_at_ms,
+        expires_at_unix_ms: token.expires_at_ms,
+    }
+}
+
+fn grant_from(info: pb::GrantInfo) -> Result<meridian_access::Grant, ControlError> {
+    let scope = meridian_access::Scope::parse(Some(&info.scope)).map_err(access_invalid)?;
+    meridian_access::Grant::new(&info.identity, &info.role, scope).map_err(access_invalid)
+}
+
+/// The requested change, checked for shape (the state machine checks the rules).
+fn access_change(
+    request: pb::ChangeAccessRequest,
+) -> Result<meridian_access::AccessChange, ControlError> {
+    use meridian_access::AccessChange;
+    use pb::change_access_request::Change;
+    let change = request
+        .change
+        .ok_or_else(|| ControlError::Invalid("no change given".into()))?;
+    Ok(match change {
+        Change::PutRole(role) => AccessChange::PutRole {
+            permissions: role
+                .permissions
+                .iter()
+                .map(|p| Permission::parse(p))
+                .collect::<Result<_, _>>()
+                .map_err(access_invalid)?,
+            name: role.name,
+        },
+        Change::DeleteRole(name) => AccessChange::DeleteRole { name },
+        Change::Grant(grant) => AccessChange::Grant(grant_from(grant)?),
+        Change::Revoke(grant) => AccessChange::Revoke(grant_from(grant)?),
+        Change::RevokeToken(id) => AccessChange::RevokeToken { id },
+        Change::RevokeIdentity(identity) => AccessChange::RevokeIdentity {
+            identity: meridian_access::policy::normalize_identity(&identity)
+                .map_err(access_invalid)?,
+        },
+        Change::RestoreIdentity(identity) => AccessChange::RestoreIdentity {
+            identity: meridian_access::policy::normalize_identity(&identity)
+                .map_err(access_invalid)?,
+        },
+    })
 }

@@ -28,6 +28,8 @@ pub enum Change {
     Counters,
     /// A deletion was written (or completed, if absent now).
     Deletion(String),
+    /// The access policy changed.
+    Access,
 }
 
 /// A new namespace's settings besides its placement: RPO gate, failover
@@ -66,6 +68,8 @@ pub struct ControlState {
     pub failovers: BTreeMap<u64, crate::model::FailoverRecord>,
     /// Namespaces being deleted: shards that may still hold a copy.
     pub deletions: BTreeMap<String, crate::model::Deletion>,
+    /// Roles, grants, tokens and revoked identities.
+    pub access: meridian_access::AccessPolicy,
     /// Namespaces per shard, derived from `namespaces` (placement picks the
     /// least-loaded shard; counting on every placement would cost O(namespaces)).
     /// Kept by `apply`; rebuilt by [`ControlState::rebuild_derived`] after loading.
@@ -192,6 +196,38 @@ impl ControlState {
     /// Applies one command, returning its result and the records it changed.
     pub fn apply(&mut self, command: ControlCommand) -> (ControlResult, Vec<Change>) {
         let mut changes = Vec::new();
+        if let ControlCommand::RecordRefusals {
+            refusals,
+            dropped,
+            requester,
+        } = command
+        {
+            // One record per refused call, under the caller's name (no
+            // record of the recording itself).
+            for refused in refusals {
+                let caller = Requester {
+                    actor: refused.actor,
+                    at_unix_ms: refused.at_unix_ms,
+                };
+                self.audit(
+                    &caller,
+                    format!("call {} on {}", refused.api, refused.target),
+                    format!("refused: {}", refused.reason),
+                    &mut changes,
+                );
+            }
+            if dropped > 0 {
+                self.audit(
+                    &requester,
+                    "record refused calls".into(),
+                    format!(
+                        "{dropped} refused calls not recorded: more came than the audit log takes"
+                    ),
+                    &mut changes,
+                );
+            }
+            return (ControlResult::Updated, changes);
+        }
         let (requester, action) = describe(&command);
         let outcome = self.apply_inner(command, &mut changes);
         let result = match outcome {
@@ -244,9 +280,22 @@ impl ControlState {
                         requested: region,
                     });
                 }
-                // Gateways dial members from the routing table, so a new or moved
+                // A member cannot move itself: an address change would let
+                // whoever holds a node certificate of the region take over
+                // another node's place.
+                if let Some(registered) = entry.members.get(&member.node_id)
+                    && registered.address != member.address
+                {
+                    return Err(ControlRejection::MemberMoved {
+                        shard,
+                        node_id: member.node_id,
+                        registered: registered.address.clone(),
+                        requested: member.address,
+                    });
+                }
+                // Gateways dial members from the routing table, so a new
                 // member is a routing change; a re-registration is not.
-                let moved = entry.members.get(&member.node_id) != Some(&member);
+                let moved = !entry.members.contains_key(&member.node_id);
                 entry.members.insert(member.node_id, member);
                 changes.push(Change::Shard(shard));
                 if moved {
@@ -373,6 +422,19 @@ impl ControlState {
                 }
                 Ok(ControlResult::Updated)
             }
+            ControlCommand::Access { change, requester } => {
+                self.access
+                    .apply_by(&change, &requester.actor, requester.at_unix_ms)?;
+                // Gateways and nodes get the policy with the routing push.
+                self.counters.routing_version += 1;
+                changes.push(Change::Access);
+                changes.push(Change::Counters);
+                Ok(ControlResult::AccessChanged {
+                    policy_version: self.access.version,
+                    routing_version: self.counters.routing_version,
+                })
+            }
+            ControlCommand::RecordRefusals { .. } => Ok(ControlResult::Updated),
             ControlCommand::NamespaceCopyDeleted { name, shard, .. } => {
                 let Some(deletion) = self.deletions.get_mut(&name) else {
                     return Ok(ControlResult::CopyDeleted {
@@ -737,6 +799,10 @@ fn describe(command: &ControlCommand) -> (Requester, String) {
             requester.clone(),
             format!("copy of deleted namespace {name} removed from shard {shard}"),
         ),
+        ControlCommand::Access { change, requester } => (requester.clone(), change.describe()),
+        ControlCommand::RecordRefusals { requester, .. } => {
+            (requester.clone(), "record refused calls".into())
+        }
         ControlCommand::ConfirmTakeover {
             namespace,
             epoch,

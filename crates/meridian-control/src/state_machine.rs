@@ -35,6 +35,8 @@ fn decode<T: DeserializeOwned>(raw: &[u8]) -> io::Result<T> {
 
 /// Where the audit chain's anchor is kept.
 const AUDIT_ANCHOR_KEY: &[u8] = b"audit_anchor";
+/// The access policy, in `meridian_access`'s own versioned format.
+const ACCESS_KEY: &[u8] = b"access";
 
 /// Audit records are stored in format 2 (with the hash chain); format 1
 /// records get their links and hashes computed on load.
@@ -266,6 +268,10 @@ impl ControlStateMachine {
             let deletion: crate::model::Deletion = decode(&raw)?;
             state.deletions.insert(deletion.name.clone(), deletion);
         }
+        if let Some(raw) = self.meta.get(ACCESS_KEY).map_err(to_io)? {
+            state.access = meridian_access::AccessPolicy::decode(&raw)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+        }
         if let Some(raw) = self.meta.get(COUNTERS_KEY).map_err(to_io)? {
             state.counters = decode::<Counters>(&raw)?;
         }
@@ -340,6 +346,7 @@ impl ControlStateMachine {
                 }
                 None => batch.remove(&self.deletions, name.as_bytes().to_vec()),
             },
+            Change::Access => batch.insert(&self.meta, ACCESS_KEY.to_vec(), state.access.encode()),
         }
         Ok(())
     }
@@ -376,6 +383,7 @@ impl Application for ControlStateMachine {
                         log.record(version, RouteKey::Namespace(name.clone()))
                     }
                     Change::Shard(id) => log.record(version, RouteKey::Shard(id.clone())),
+                    Change::Access => log.record(version, RouteKey::Access),
                     Change::Region(_)
                     | Change::Audit(_)
                     | Change::AuditRemoved(_)

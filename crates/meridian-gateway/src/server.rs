@@ -35,6 +35,8 @@ pub struct GatewayMetrics {
     pub rate_limited: Counter,
     /// Eventual reads served by the nearest replica rather than the leader path.
     pub replica_reads: Counter,
+    /// Calls refused by authorization (no identity, no grant, revoked).
+    pub refused: Counter,
 }
 
 impl GatewayMetrics {
@@ -51,6 +53,7 @@ impl GatewayMetrics {
             failed: Counter::default(),
             rate_limited: Counter::default(),
             replica_reads: Counter::default(),
+            refused: Counter::default(),
         };
         let mut root = Registry::default();
         let registry = root.sub_registry_with_labels(labels.into_iter());
@@ -73,6 +76,11 @@ impl GatewayMetrics {
             "meridian_gateway_failed",
             "Calls that failed",
             metrics.failed.clone(),
+        );
+        registry.register(
+            "meridian_gateway_refused",
+            "Calls refused by authorization: no identity, no grant on the namespace, or a revoked identity",
+            metrics.refused.clone(),
         );
         registry.register(
             "meridian_gateway_replica_reads",

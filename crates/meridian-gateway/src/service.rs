@@ -6,6 +6,7 @@ use crate::config::GatewayLimits;
 use crate::rate_limit::RateLimiter;
 use crate::replicas::ReplicaLatency;
 use crate::routes::SharedRoutes;
+use meridian_access::{Caller, Permission, Target};
 use meridian_client::{Client, ClientError, ClientOptions};
 use meridian_proto::v1 as pb;
 use meridian_proto::v1::kv_server::Kv;
@@ -56,8 +57,11 @@ fn nearest_kind(read: Option<&pb::ReadOptions>) -> Option<bool> {
     }
 }
 
-/// Metadata key naming the client for rate limiting.
-const CLIENT_HEADER: &str = "meridian-client";
+fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 
 /// Attaches `reason` (which carries `retry-after-ms`) to `status`.
 fn with_reason(mut status: Status, reason: meridian_client::Reason) -> Status {
@@ -106,15 +110,46 @@ impl GatewayService {
         }
     }
 
-    /// Applies the caller's rate limit.
-    fn admit<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        let client = request
-            .metadata()
-            .get(CLIENT_HEADER)
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string)
-            .or_else(|| request.remote_addr().map(|a| a.ip().to_string()))
-            .unwrap_or_else(|| "unknown".into());
+    /// Decides whether the caller may `need` on `namespace` (the access
+    /// policy from the routing push; no round trip), then applies its rate
+    /// limit. Callers are told apart by their authenticated identity (or
+    /// token), never by something they state; in plain text, where nobody is
+    /// authenticated, by their address.
+    fn admit<T>(
+        &self,
+        request: &Request<T>,
+        namespace: &str,
+        needs: &[Permission],
+    ) -> Result<(), Status> {
+        let caller = meridian_access::caller::of_grpc(request);
+        let policy = self
+            .routes
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .access
+            .clone();
+        let now = now_unix_ms();
+        let decided = needs.iter().try_for_each(|need| {
+            meridian_access::decide(
+                policy.as_deref(),
+                &caller,
+                *need,
+                Target::Namespace(namespace),
+                now,
+            )
+        });
+        if let Err(refusal) = decided {
+            self.counters.refused.inc();
+            tracing::info!(caller = %caller.name(), namespace, %refusal, "call refused");
+            return Err(meridian_access::caller::status(&refusal));
+        }
+        let client = match caller {
+            Caller::Plain => request
+                .remote_addr()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_else(|| "unknown".into()),
+            known => known.name(),
+        };
         let outcome = self
             .limiter
             .lock()
@@ -124,7 +159,7 @@ impl GatewayService {
             self.counters.rate_limited.inc();
             with_reason(
                 Status::resource_exhausted(format!(
-                    "rate limit: client {client:?} exceeded limits.requests_per_second = {} (burst {}); retry after {} ms",
+                    "rate limit: {client} exceeded limits.requests_per_second = {} (burst {}); retry after {} ms",
                     self.limits.requests_per_second,
                     self.limits.burst,
                     after.as_millis().max(1)
@@ -449,7 +484,7 @@ impl Kv for GatewayService {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
-        self.admit(&request)?;
+        self.admit(&request, &request.get_ref().namespace, &[Permission::Read])?;
         let request = request.into_inner();
         let namespace = request.namespace.clone();
         let read = request.read;
@@ -464,7 +499,7 @@ impl Kv for GatewayService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        self.admit(&request)?;
+        self.admit(&request, &request.get_ref().namespace, &[Permission::Write])?;
         let request = request.into_inner();
         let namespace = request.namespace.clone();
         self.forward(&namespace, |client| {
@@ -482,7 +517,7 @@ impl Kv for GatewayService {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        self.admit(&request)?;
+        self.admit(&request, &request.get_ref().namespace, &[Permission::Write])?;
         let request = request.into_inner();
         let namespace = request.namespace.clone();
         self.forward(&namespace, |client| {
@@ -496,7 +531,7 @@ impl Kv for GatewayService {
         &self,
         request: Request<pb::ScanRequest>,
     ) -> Result<Response<pb::ScanResponse>, Status> {
-        self.admit(&request)?;
+        self.admit(&request, &request.get_ref().namespace, &[Permission::Read])?;
         let request = request.into_inner();
         let namespace = request.namespace.clone();
         let read = request.read;
@@ -511,7 +546,12 @@ impl Kv for GatewayService {
         &self,
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
-        self.admit(&request)?;
+        // A transaction reads (its comparisons) and writes.
+        self.admit(
+            &request,
+            &request.get_ref().namespace,
+            &[Permission::Read, Permission::Write],
+        )?;
         let request = request.into_inner();
         let namespace = request.namespace.clone();
         self.forward(&namespace, |client| {

@@ -2,7 +2,7 @@
 
 use crate::error::LabError;
 use crate::process;
-use crate::state::{CLIENT_CERT, LabState, ProcessRecord, ProcessRole, STATE_FORMAT};
+use crate::state::{CLIENT_CERT, LabState, ProcessRecord, ProcessRole, READER_CERT, STATE_FORMAT};
 use crate::topology::{self, Wiring};
 use crate::wan::{self, WanSettings};
 use meridian_net::Dialer;
@@ -132,9 +132,13 @@ impl Lab {
                     }
                 })
                 .collect();
-            identities.push(meridian_net::Identity::User {
-                name: CLIENT_CERT.to_string(),
-            });
+            // The CLI's users: an administrator and a read-only user (the
+            // control plane's `[auth]` grants them their roles).
+            for user in [CLIENT_CERT, READER_CERT] {
+                identities.push(meridian_net::Identity::User {
+                    name: user.to_string(),
+                });
+            }
             meridian_net::certs::init(&certs, &identities)
                 .map_err(|e| LabError::Invalid(format!("creating lab certificates: {e}")))?;
             wiring.certs = Some(certs);

@@ -8,8 +8,12 @@ use std::path::{Path, PathBuf};
 
 /// Current `lab.json` format.
 pub const STATE_FORMAT: u32 = 2;
-/// Name of the certificate clients of a TLS lab use (`certs/client.pem`).
-pub const CLIENT_CERT: &str = "client";
+/// Name of the certificate clients of a TLS lab use by default
+/// (`certs/admin.pem`, identity `user/admin`, granted the admin role).
+pub const CLIENT_CERT: &str = "admin";
+/// A read-only user of the lab (`certs/reader.pem`, identity `user/reader`,
+/// granted the reader role): reads and views, and is refused the rest.
+pub const READER_CERT: &str = "reader";
 /// File name of the state inside the lab directory.
 pub const STATE_FILE: &str = "lab.json";
 
@@ -146,12 +150,18 @@ impl LabState {
     /// A dialer for clients of this lab: the lab's client certificate when
     /// mutual TLS is on. Clients sit outside the emulated WAN (no rewrites).
     pub fn client_dialer(&self) -> Result<meridian_net::Dialer, LabError> {
+        self.client_dialer_as(CLIENT_CERT)
+    }
+
+    /// [`LabState::client_dialer`] with the lab certificate `name`
+    /// ([`CLIENT_CERT`], [`READER_CERT`], or one issued later).
+    pub fn client_dialer_as(&self, name: &str) -> Result<meridian_net::Dialer, LabError> {
         let Some(certs) = &self.certs else {
             return Ok(meridian_net::Dialer::plaintext());
         };
-        let material = meridian_net::TlsFiles::in_dir(certs, CLIENT_CERT)
+        let material = meridian_net::TlsFiles::in_dir(certs, name)
             .load()
-            .map_err(|e| LabError::Invalid(format!("lab certificates: {e}")))?;
+            .map_err(|e| LabError::Invalid(format!("lab certificate {name:?}: {e}")))?;
         Ok(meridian_net::Dialer::new(
             Default::default(),
             Some(&material),

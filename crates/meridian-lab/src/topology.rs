@@ -203,6 +203,18 @@ fn write_control_config(
     config.network.dial_via = wiring.dial_via(&record.region);
     config.cluster.initial_members = members;
     config.regions = wiring.regions.iter().map(|r| region_seed(r)).collect();
+    // The lab's two CLI users: an administrator and a read-only user.
+    config.auth.bootstrap = [
+        (crate::state::CLIENT_CERT, "admin"),
+        (crate::state::READER_CERT, "reader"),
+    ]
+    .into_iter()
+    .map(|(user, role)| meridian_control::config::BootstrapGrant {
+        identity: format!("user/{user}"),
+        role: role.into(),
+        namespace: None,
+    })
+    .collect();
     if wiring.wan.is_some() {
         // The control plane spans regions: with round trips up to ~200 ms the
         // LAN defaults (100 ms heartbeats, 400-800 ms elections) would elect

@@ -44,6 +44,77 @@ pub fn init(dir: &Path, identities: &[Identity]) -> Result<Issued, NetError> {
             ),
         });
     }
+    check_identities(identities)?;
+    let ca_key = KeyPair::generate().map_err(|e| generate("ca", e))?;
+    let ca_params = ca_params()?;
+    let ca_cert = ca_params
+        .self_signed(&ca_key)
+        .map_err(|e| generate("ca", e))?;
+    write(&ca_path, ca_cert.pem().as_bytes())?;
+    write(&dir.join("ca.key"), ca_key.serialize_pem().as_bytes())?;
+    let issuer = Issuer::new(ca_params, ca_key);
+    let certificates = sign_all(dir, &issuer, identities)?;
+    Ok(Issued {
+        ca: ca_path,
+        certificates,
+    })
+}
+
+/// Signs more certificates with the CA that [`init`] made in `dir`
+/// (`ca.pem`, `ca.key`): a new user, or a process's next certificate
+/// (rotation; `replace` allows overwriting `NAME.pem`/`NAME.key`, which a
+/// running process reloads without a restart).
+pub fn issue(dir: &Path, identities: &[Identity], replace: bool) -> Result<Issued, NetError> {
+    check_identities(identities)?;
+    let read = |path: PathBuf| {
+        std::fs::read_to_string(&path).map_err(|source| NetError::Read { path, source })
+    };
+    let ca_key = KeyPair::from_pem(&read(dir.join("ca.key"))?).map_err(|e| generate("ca", e))?;
+    let ca_path = dir.join("ca.pem");
+    read(ca_path.clone())?;
+    if !replace {
+        for identity in identities {
+            let path = dir.join(format!("{}.pem", identity.name()));
+            if path.exists() {
+                return Err(NetError::Generate {
+                    name: identity.name().to_string(),
+                    reason: format!(
+                        "{} exists; pass --replace to issue its next certificate",
+                        path.display()
+                    ),
+                });
+            }
+        }
+    }
+    // The issuer is the CA `init` made: same name and usages, same key (the
+    // authority key identifier is derived from the key).
+    let issuer = Issuer::new(ca_params()?, ca_key);
+    let certificates = sign_all(dir, &issuer, identities)?;
+    Ok(Issued {
+        ca: ca_path,
+        certificates,
+    })
+}
+
+fn generate(name: &str, e: rcgen::Error) -> NetError {
+    NetError::Generate {
+        name: name.to_string(),
+        reason: e.to_string(),
+    }
+}
+
+/// The development CA's certificate parameters (the same every time).
+fn ca_params() -> Result<CertificateParams, NetError> {
+    let mut ca_params = CertificateParams::new(Vec::new()).map_err(|e| generate("ca", e))?;
+    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "Meridian development CA");
+    ca_params.distinguished_name = dn;
+    Ok(ca_params)
+}
+
+fn check_identities(identities: &[Identity]) -> Result<(), NetError> {
     let mut seen = std::collections::BTreeSet::new();
     for identity in identities {
         check_name(identity.name())?;
@@ -54,24 +125,15 @@ pub fn init(dir: &Path, identities: &[Identity]) -> Result<Issued, NetError> {
             });
         }
     }
-    let generate = |name: &str, e: rcgen::Error| NetError::Generate {
-        name: name.to_string(),
-        reason: e.to_string(),
-    };
-    let ca_key = KeyPair::generate().map_err(|e| generate("ca", e))?;
-    let mut ca_params = CertificateParams::new(Vec::new()).map_err(|e| generate("ca", e))?;
-    ca_params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca_params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    let mut dn = DistinguishedName::new();
-    dn.push(DnType::CommonName, "Meridian development CA");
-    ca_params.distinguished_name = dn;
-    let ca_cert = ca_params
-        .self_signed(&ca_key)
-        .map_err(|e| generate("ca", e))?;
-    write(&ca_path, ca_cert.pem().as_bytes())?;
-    write(&dir.join("ca.key"), ca_key.serialize_pem().as_bytes())?;
-    let issuer = Issuer::new(ca_params, ca_key);
+    Ok(())
+}
 
+/// One certificate per identity, signed by `issuer`, written to `dir`.
+fn sign_all(
+    dir: &Path,
+    issuer: &Issuer<'_, KeyPair>,
+    identities: &[Identity],
+) -> Result<Vec<PathBuf>, NetError> {
     let mut certificates = Vec::with_capacity(identities.len());
     for identity in identities {
         let name = identity.name();
@@ -103,20 +165,19 @@ pub fn init(dir: &Path, identities: &[Identity]) -> Result<Issued, NetError> {
         };
         params.use_authority_key_identifier_extension = true;
         let cert = params
-            .signed_by(&key, &issuer)
+            .signed_by(&key, issuer)
             .map_err(|e| generate(name, e))?;
         let cert_path = dir.join(format!("{name}.pem"));
-        write(&cert_path, cert.pem().as_bytes())?;
+        // Key first: a process reloading on the certificate's change must
+        // find the matching key already in place.
         write(
             &dir.join(format!("{name}.key")),
             key.serialize_pem().as_bytes(),
         )?;
+        write(&cert_path, cert.pem().as_bytes())?;
         certificates.push(cert_path);
     }
-    Ok(Issued {
-        ca: ca_path,
-        certificates,
-    })
+    Ok(certificates)
 }
 
 /// Names become file names.
@@ -210,6 +271,33 @@ mod tests {
             }
         }
         Err(rustls::Error::General("handshake did not finish".into()))
+    }
+
+    #[test]
+    fn issued_later_certificates_are_trusted_and_replace_only_when_asked() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let node = Identity::parse("node/us-east/node").unwrap();
+        init(dir.path(), std::slice::from_ref(&node)).expect("init");
+        let bob = Identity::parse("user/bob").unwrap();
+        issue(dir.path(), std::slice::from_ref(&bob), false).expect("issue");
+        let server = TlsFiles::in_dir(dir.path(), "node").load().unwrap();
+        let bob_files = TlsFiles::in_dir(dir.path(), "bob").load().unwrap();
+        handshake(
+            bob_files.rustls_client_config().unwrap(),
+            server.rustls_server_config().unwrap(),
+        )
+        .expect("a later certificate is signed by the same CA");
+        let err = issue(dir.path(), std::slice::from_ref(&bob), false).unwrap_err();
+        assert!(err.to_string().contains("--replace"), "{err}");
+        let before = std::fs::read(dir.path().join("node.pem")).unwrap();
+        issue(dir.path(), std::slice::from_ref(&node), true).expect("rotate");
+        assert_ne!(std::fs::read(dir.path().join("node.pem")).unwrap(), before);
+        let rotated = TlsFiles::in_dir(dir.path(), "node").load().unwrap();
+        handshake(
+            bob_files.rustls_client_config().unwrap(),
+            rotated.rustls_server_config().unwrap(),
+        )
+        .expect("a rotated certificate is trusted");
     }
 
     #[test]

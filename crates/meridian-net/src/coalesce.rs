@@ -27,12 +27,24 @@ const MAX_TAKEN: usize = 1 << 20;
 #[derive(Debug, Clone)]
 pub struct Coalesce<S> {
     inner: S,
+    /// Sent as `authorization` on every request that has none (an API token).
+    authorization: Option<http::HeaderValue>,
 }
 
 impl<S> Coalesce<S> {
     /// Wraps `inner` (typically a `tonic::transport::Channel`).
     pub fn new(inner: S) -> Self {
-        Self { inner }
+        Self {
+            inner,
+            authorization: None,
+        }
+    }
+
+    /// Sends `value` as the `authorization` header of every request (the
+    /// dialer's API token, see [`crate::Dialer::with_bearer_token`]).
+    pub fn with_authorization(mut self, value: Option<http::HeaderValue>) -> Self {
+        self.authorization = value;
+        self
     }
 }
 
@@ -49,7 +61,13 @@ where
     }
 
     fn call(&mut self, request: http::Request<Body>) -> Self::Future {
-        let (parts, body) = request.into_parts();
+        let (mut parts, body) = request.into_parts();
+        if let Some(value) = &self.authorization {
+            parts
+                .headers
+                .entry(http::header::AUTHORIZATION)
+                .or_insert_with(|| value.clone());
+        }
         self.inner
             .call(http::Request::from_parts(parts, take_ready(body)))
     }

@@ -26,6 +26,8 @@ pub struct Dialer {
 struct Inner {
     via: BTreeMap<String, String>,
     tls: Option<ClientTlsConfig>,
+    /// `Bearer TOKEN`, sent with every call (tools without a certificate).
+    authorization: Option<http::HeaderValue>,
 }
 
 impl Dialer {
@@ -41,8 +43,34 @@ impl Dialer {
             inner: Arc::new(Inner {
                 via,
                 tls: tls.map(TlsMaterial::client_config),
+                authorization: None,
             }),
         }
+    }
+
+    /// This dialer, sending `authorization: Bearer TOKEN` with every call
+    /// (an API token from `meridian auth token create`).
+    pub fn with_bearer_token(self, token: &str) -> Result<Self, NetError> {
+        let mut value =
+            http::HeaderValue::from_str(&format!("Bearer {}", token.trim())).map_err(|_| {
+                NetError::Material {
+                    what: "API token".into(),
+                    reason: "it must be printable ASCII".into(),
+                }
+            })?;
+        value.set_sensitive(true);
+        Ok(Self {
+            inner: Arc::new(Inner {
+                via: self.inner.via.clone(),
+                tls: self.inner.tls.clone(),
+                authorization: Some(value),
+            }),
+        })
+    }
+
+    /// The `authorization` header every call carries, if any.
+    pub fn authorization(&self) -> Option<&http::HeaderValue> {
+        self.inner.authorization.as_ref()
     }
 
     /// Whether connections use TLS.

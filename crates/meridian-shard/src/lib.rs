@@ -12,10 +12,12 @@
 //! - [`lease`]: the write lease from the control plane (when a grant holds).
 //! - [`sync_rule`]: when a sync namespace's write may be proposed and acknowledged.
 //! - [`replication`]: shipping active-passive namespaces to their standbys.
+//! - [`access`]: who may call the data and admin APIs (the pushed access policy).
 //! - [`api`]: the `meridian.v1` gRPC services (`Kv`, `Admin`).
 //! - [`server`]: serving gRPC and HTTP (`/health/*`, `/metrics`) until shutdown.
 //! - [`metrics`], [`disk`], [`error`]: metrics, free-space guard, error mapping.
 
+pub mod access;
 pub mod api;
 pub mod command;
 pub mod config;

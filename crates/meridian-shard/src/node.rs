@@ -27,6 +27,8 @@ pub struct ShardNode {
     pub machine: Arc<KvStateMachine>,
     /// Metrics.
     pub metrics: Arc<ShardMetrics>,
+    /// Who may call the data and admin APIs.
+    pub access: crate::access::AccessGate,
     /// What the replicator has shipped to each standby (on the leader).
     pub replication: crate::replication::ReplicationProgress,
     /// The cap on bytes shipped to standbys.
@@ -135,6 +137,7 @@ impl ShardNode {
         let bandwidth =
             crate::replication::BandwidthCap::new(config.replication.max_bytes_per_second);
         Ok(Arc::new(Self {
+            access: crate::access::AccessGate::new(config.control.endpoints.is_empty()),
             registered,
             lease: Default::default(),
             covered: Default::default(),

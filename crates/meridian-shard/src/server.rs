@@ -41,6 +41,11 @@ pub async fn run(
         tls = transport.tls.is_some(),
         "shard node started"
     );
+    if transport.tls.is_none() {
+        tracing::warn!(
+            "no [network.tls]: callers are not authenticated, so roles, grants and revocations are not enforced"
+        );
+    }
 
     let registration = (!config.control.endpoints.is_empty()).then(|| {
         tokio::spawn(register(
@@ -53,6 +58,7 @@ pub async fn run(
     // standbys are) and ship active-passive namespaces to them.
     let replication = (!config.control.endpoints.is_empty()).then(|| {
         let table: meridian_client::routes::SharedRoutes = Arc::default();
+        node.access.follow(table.clone());
         let routes_changed = Arc::new(tokio::sync::Notify::new());
         let notify = routes_changed.clone();
         let follower = tokio::spawn(meridian_client::routes::follow(

@@ -52,6 +52,113 @@ pub enum Command {
     Certs(CertsArgs),
     /// The control plane's audit log: list it, verify its hash chain.
     Audit(AuditArgs),
+    /// Who may do what: roles, grants, API tokens, revoked identities.
+    Auth(AuthArgs),
+}
+
+/// `meridian auth`.
+#[derive(Debug, Args)]
+pub struct AuthArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(subcommand)]
+    pub command: AuthCommand,
+}
+
+/// `meridian auth ...`.
+#[derive(Debug, Subcommand)]
+pub enum AuthCommand {
+    /// Who the control plane takes you to be, and your grants.
+    Whoami,
+    /// Roles: built in (admin, writer, reader, viewer) and your own.
+    Role {
+        #[command(subcommand)]
+        command: RoleCommand,
+    },
+    /// Grants a role to an identity (`user/alice` or its `spiffe://` URI).
+    Grant {
+        /// The identity.
+        identity: String,
+        /// The role.
+        role: String,
+        /// Only this namespace, or namespaces starting with `PREFIX*`
+        /// (absent: all namespaces and the cluster).
+        #[arg(long)]
+        namespace: Option<String>,
+    },
+    /// Takes a grant back.
+    Revoke {
+        /// The identity.
+        identity: String,
+        /// The role.
+        role: String,
+        /// The grant's scope, as granted.
+        #[arg(long)]
+        namespace: Option<String>,
+    },
+    /// Every grant, live token and revoked identity.
+    List,
+    /// API tokens, for tools that cannot present a certificate.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Refuses an identity everywhere (within the routing push's latency),
+    /// whatever it was granted; for a lost or compromised certificate.
+    RevokeIdentity {
+        /// The identity.
+        identity: String,
+    },
+    /// Takes an identity off the revoked list.
+    RestoreIdentity {
+        /// The identity.
+        identity: String,
+    },
+}
+
+/// `meridian auth role ...`.
+#[derive(Debug, Subcommand)]
+pub enum RoleCommand {
+    /// Defines (or redefines) a role.
+    Create {
+        /// Its name (a-z, 0-9, '-', '_').
+        name: String,
+        /// What it allows: read, write, view, admin.
+        #[arg(long, value_delimiter = ',', required = true)]
+        permissions: Vec<String>,
+    },
+    /// Every role and what it allows.
+    List,
+    /// Deletes a role nobody holds.
+    Delete {
+        /// Its name.
+        name: String,
+    },
+}
+
+/// `meridian auth token ...`.
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Creates a token; it is shown once. Send it as `authorization: Bearer TOKEN`
+    /// (or `--token` / `MERIDIAN_TOKEN` with this CLI).
+    Create {
+        /// The role it carries.
+        #[arg(long)]
+        role: String,
+        /// Only this namespace, or `PREFIX*` (absent: everywhere).
+        #[arg(long)]
+        namespace: Option<String>,
+        /// How long it works: `90s`, `30m`, `24h`, `7d` (at most 90d).
+        #[arg(long, default_value = "24h")]
+        ttl: String,
+    },
+    /// Live tokens (ids, roles, scopes, expiry; never secrets).
+    List,
+    /// Revokes a token by id.
+    Revoke {
+        /// Its id.
+        id: String,
+    },
 }
 
 /// `meridian audit`.
@@ -183,8 +290,22 @@ pub enum CertsCommand {
         /// Identities: `node/REGION/NAME`, `gateway/REGION/NAME`,
         /// `control/NAME`, `user/NAME` (or the full `spiffe://meridian/...`
         /// URI). Files are named after NAME.
-        #[arg(long = "identity", value_delimiter = ',', default_values_t = [String::from("node/local/node"), String::from("user/client")])]
+        #[arg(long = "identity", value_delimiter = ',', default_values_t = [String::from("node/local/node"), String::from("user/admin")])]
         identities: Vec<String>,
+    },
+    /// Sign more certificates with an existing development CA (`ca.pem`,
+    /// `ca.key` in `--dir`): a new user, or a process's next certificate.
+    Issue {
+        /// Directory holding the CA; certificates are written next to it.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Identities, as for `init`.
+        #[arg(long = "identity", value_delimiter = ',', required = true)]
+        identities: Vec<String>,
+        /// Overwrite existing `NAME.pem`/`NAME.key` (rotation: running
+        /// processes reload them without a restart).
+        #[arg(long)]
+        replace: bool,
     },
 }
 
@@ -206,9 +327,15 @@ pub struct TargetArgs {
     /// client's certificate (see `--cert-name`). A lab's are found by itself.
     #[arg(long, global = true, env = "MERIDIAN_CERTS")]
     pub certs: Option<PathBuf>,
-    /// Name of the client certificate in `--certs` (`NAME.pem`, `NAME.key`).
-    #[arg(long, global = true, default_value = "client")]
+    /// Name of the client certificate (`NAME.pem`, `NAME.key`) in `--certs`,
+    /// or in a lab's certificates (`admin`, or `reader` for the read-only user).
+    #[arg(long, global = true, default_value = "admin")]
     pub cert_name: String,
+    /// An API token (`meridian auth token create`), sent as
+    /// `authorization: Bearer ...` with every call; it decides what the call
+    /// may do instead of the certificate.
+    #[arg(long, global = true, env = "MERIDIAN_TOKEN", hide_env_values = true)]
+    pub token: Option<String>,
 }
 
 /// `meridian node`.

@@ -39,13 +39,27 @@ fn lab(target: &TargetArgs) -> anyhow::Result<LabState> {
 
 /// The dialer for `--endpoint`: TLS with `--certs` if given.
 fn endpoint_dialer(target: &TargetArgs) -> anyhow::Result<Dialer> {
-    match &target.certs {
+    let dialer = match &target.certs {
         Some(dir) => {
             let material = TlsFiles::in_dir(dir, &target.cert_name).load()?;
-            Ok(Dialer::new(Default::default(), Some(&material)))
+            Dialer::new(Default::default(), Some(&material))
         }
-        None => Ok(Dialer::plaintext()),
-    }
+        None => Dialer::plaintext(),
+    };
+    with_token(target, dialer)
+}
+
+/// `dialer`, sending `--token` with every call when one is given.
+fn with_token(target: &TargetArgs, dialer: Dialer) -> anyhow::Result<Dialer> {
+    Ok(match &target.token {
+        Some(token) => dialer.with_bearer_token(token)?,
+        None => dialer,
+    })
+}
+
+/// The lab's dialer for `--cert-name` (and `--token`).
+fn lab_dialer(target: &TargetArgs, state: &LabState) -> anyhow::Result<Dialer> {
+    with_token(target, state.client_dialer_as(&target.cert_name)?)
 }
 
 /// The dialer a client command uses: `--certs` with `--endpoint`, else the
@@ -54,7 +68,7 @@ pub fn dialer(target: &TargetArgs) -> anyhow::Result<Dialer> {
     if !target.endpoint.is_empty() || target.certs.is_some() {
         return endpoint_dialer(target);
     }
-    Ok(lab(target)?.client_dialer()?)
+    lab_dialer(target, &lab(target)?)
 }
 
 /// Resolves `--endpoint` / `--lab` (and `--region` for the gateway).
@@ -66,7 +80,7 @@ pub fn resolve(target: &TargetArgs, region: Option<&str>) -> anyhow::Result<Targ
         )?));
     }
     let state = lab(target)?;
-    let dialer = state.client_dialer()?;
+    let dialer = lab_dialer(target, &state)?;
     // The chosen region's gateway first; the others are tried only when it
     // cannot be reached (its region may be down).
     let mut gateways = state.endpoints(ProcessRole::Gateway, region);
@@ -96,7 +110,7 @@ pub fn long_control_client(target: &TargetArgs) -> anyhow::Result<Client> {
         let state = lab(target)?;
         (
             state.endpoints(ProcessRole::Control, None),
-            state.client_dialer()?,
+            lab_dialer(target, &state)?,
         )
     } else {
         (target.endpoint.clone(), endpoint_dialer(target)?)

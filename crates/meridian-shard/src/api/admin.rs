@@ -7,6 +7,7 @@ use crate::digest::NamespaceDigest;
 use crate::error::ShardError;
 use crate::limits::{LimitError, validate_namespace_name};
 use crate::node::ShardNode;
+use meridian_access::{Permission, Target};
 use meridian_proto::v1 as pb;
 use meridian_proto::v1::admin_server::Admin;
 use openraft::{BasicNode, ChangeMembers};
@@ -31,6 +32,25 @@ impl AdminService {
     /// A service over `node`.
     pub fn new(node: Arc<ShardNode>) -> Self {
         Self { node }
+    }
+
+    /// Creating or importing a namespace puts its bytes on this shard, so
+    /// with a control plane only the control plane may (its placement
+    /// checked residency); a standalone shard needs an admin.
+    fn placement_only<T>(&self, request: &Request<T>, api: &str, name: &str) -> Result<(), Status> {
+        if self.node.access.is_standalone() {
+            let target = if name.is_empty() {
+                Target::Cluster
+            } else {
+                Target::Namespace(name)
+            };
+            return self
+                .node
+                .access
+                .check(request, Permission::Admin, target)
+                .map(|_| ());
+        }
+        meridian_net::peers::check(request, &meridian_net::peers::Peers::ControlPlane, api)
     }
 
     fn namespace_info(&self, name: &str) -> Option<pb::NamespaceInfo> {
@@ -813,6 +833,10 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::LostWritesRequest>,
     ) -> Result<Response<pb::LostWritesResponse>, Status> {
+        // Lost writes carry the namespace's data.
+        let target = Target::Namespace(&request.get_ref().namespace);
+        self.node.access.check(&request, Permission::View, target)?;
+        self.node.access.check(&request, Permission::Read, target)?;
         let started = Instant::now();
         let namespace = request.into_inner().namespace;
         let result = async {
@@ -841,6 +865,11 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::DiscardLostWritesRequest>,
     ) -> Result<Response<pb::DiscardLostWritesResponse>, Status> {
+        self.node.access.check(
+            &request,
+            Permission::Admin,
+            Target::Namespace(&request.get_ref().namespace),
+        )?;
         let started = Instant::now();
         let request = request.into_inner();
         let result = async {
@@ -876,8 +905,11 @@ impl Admin for AdminService {
 
     async fn replication_status(
         &self,
-        _request: Request<pb::ReplicationStatusRequest>,
+        request: Request<pb::ReplicationStatusRequest>,
     ) -> Result<Response<pb::ReplicationStatusResponse>, Status> {
+        self.node
+            .access
+            .check(&request, Permission::View, Target::Cluster)?;
         let started = Instant::now();
         // Only the leader ships, so only it knows the standbys' positions.
         if !self.node.raft.raft.is_leader() {
@@ -939,6 +971,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::CreateNamespaceRequest>,
     ) -> Result<Response<pb::CreateNamespaceResponse>, Status> {
+        self.placement_only(&request, "Admin.CreateNamespace", &request.get_ref().name)?;
         let started = Instant::now();
         let result = AdminService::create_namespace(self, request.into_inner().name)
             .await
@@ -952,6 +985,11 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::DeleteNamespaceRequest>,
     ) -> Result<Response<pb::DeleteNamespaceResponse>, Status> {
+        self.node.access.check(
+            &request,
+            Permission::Admin,
+            Target::Namespace(&request.get_ref().name),
+        )?;
         let started = Instant::now();
         let result = AdminService::delete_namespace(self, request.into_inner().name).await;
         finish(&self.node.metrics, "DeleteNamespace", None, started, result)
@@ -959,8 +997,11 @@ impl Admin for AdminService {
 
     async fn list_namespaces(
         &self,
-        _request: Request<pb::ListNamespacesRequest>,
+        request: Request<pb::ListNamespacesRequest>,
     ) -> Result<Response<pb::ListNamespacesResponse>, Status> {
+        self.node
+            .access
+            .check(&request, Permission::View, Target::Cluster)?;
         let started = Instant::now();
         let result = AdminService::list_namespaces(self).await;
         finish(&self.node.metrics, "ListNamespaces", None, started, result)
@@ -972,6 +1013,12 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ExportNamespaceRequest>,
     ) -> Result<Response<Self::ExportNamespaceStream>, Status> {
+        // An export is every byte of the namespace.
+        self.node.access.check(
+            &request,
+            Permission::Admin,
+            Target::Namespace(&request.get_ref().namespace),
+        )?;
         let started = Instant::now();
         let result = self.export(request.into_inner()).await;
         finish(&self.node.metrics, "ExportNamespace", None, started, result)
@@ -981,6 +1028,9 @@ impl Admin for AdminService {
         &self,
         request: Request<Streaming<pb::ExportChunk>>,
     ) -> Result<Response<pb::ImportNamespaceResponse>, Status> {
+        // Decided before a byte of the stream is read; the namespace's name
+        // is in the stream, so a standalone shard checks the cluster scope.
+        self.placement_only(&request, "Admin.ImportNamespace", "")?;
         let started = Instant::now();
         let result = self.import(request.into_inner()).await;
         finish(&self.node.metrics, "ImportNamespace", None, started, result)
@@ -990,6 +1040,11 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::CheckIntegrityRequest>,
     ) -> Result<Response<pb::CheckIntegrityResponse>, Status> {
+        self.node.access.check(
+            &request,
+            Permission::View,
+            Target::Namespace(&request.get_ref().namespace),
+        )?;
         let started = Instant::now();
         let result = AdminService::check_integrity(self, request.into_inner()).await;
         finish(&self.node.metrics, "CheckIntegrity", None, started, result)
@@ -997,8 +1052,11 @@ impl Admin for AdminService {
 
     async fn cluster_status(
         &self,
-        _request: Request<pb::ClusterStatusRequest>,
+        request: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
+        self.node
+            .access
+            .check(&request, Permission::View, Target::Cluster)?;
         let started = Instant::now();
         finish(
             &self.node.metrics,
@@ -1013,6 +1071,9 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::AddNodeRequest>,
     ) -> Result<Response<pb::AddNodeResponse>, Status> {
+        self.node
+            .access
+            .check(&request, Permission::Admin, Target::Cluster)?;
         let started = Instant::now();
         let result = AdminService::add_node(self, request.into_inner()).await;
         finish(&self.node.metrics, "AddNode", None, started, result)
@@ -1022,6 +1083,9 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::RemoveNodeRequest>,
     ) -> Result<Response<pb::RemoveNodeResponse>, Status> {
+        self.node
+            .access
+            .check(&request, Permission::Admin, Target::Cluster)?;
         let started = Instant::now();
         let result = AdminService::remove_node(self, request.into_inner()).await;
         finish(&self.node.metrics, "RemoveNode", None, started, result)

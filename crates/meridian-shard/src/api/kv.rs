@@ -6,6 +6,7 @@ use crate::error::ShardError;
 use crate::keys;
 use crate::limits::LimitError;
 use crate::node::ShardNode;
+use meridian_access::{Permission, Target};
 use meridian_proto::v1 as pb;
 use meridian_proto::v1::kv_server::Kv;
 use std::sync::Arc;
@@ -21,6 +22,22 @@ impl KvService {
     /// A service over `node`.
     pub fn new(node: Arc<ShardNode>) -> Self {
         Self { node }
+    }
+
+    /// Decides (by the pushed access policy) whether the caller may `needs`
+    /// on `namespace`.
+    fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        namespace: &str,
+        needs: &[Permission],
+    ) -> Result<(), Status> {
+        for need in needs {
+            self.node
+                .access
+                .check(request, *need, Target::Namespace(namespace))?;
+        }
+        Ok(())
     }
 
     fn require_namespace(&self, namespace: &str) -> Result<(), ShardError> {
@@ -233,6 +250,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
+        self.authorize(&request, &request.get_ref().namespace, &[Permission::Read])?;
         let started = Instant::now();
         let result = KvService::get(self, request.into_inner()).await;
         let metrics = &self.node.metrics;
@@ -243,6 +261,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
+        self.authorize(&request, &request.get_ref().namespace, &[Permission::Write])?;
         let started = Instant::now();
         let result = KvService::put(self, request.into_inner()).await;
         let metrics = &self.node.metrics;
@@ -259,6 +278,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
+        self.authorize(&request, &request.get_ref().namespace, &[Permission::Write])?;
         let started = Instant::now();
         let result = KvService::delete(self, request.into_inner()).await;
         let metrics = &self.node.metrics;
@@ -275,6 +295,7 @@ impl Kv for KvService {
         &self,
         request: Request<pb::ScanRequest>,
     ) -> Result<Response<pb::ScanResponse>, Status> {
+        self.authorize(&request, &request.get_ref().namespace, &[Permission::Read])?;
         let started = Instant::now();
         let result = KvService::scan(self, request.into_inner()).await;
         let metrics = &self.node.metrics;
@@ -291,6 +312,11 @@ impl Kv for KvService {
         &self,
         request: Request<pb::TxnRequest>,
     ) -> Result<Response<pb::TxnResponse>, Status> {
+        self.authorize(
+            &request,
+            &request.get_ref().namespace,
+            &[Permission::Read, Permission::Write],
+        )?;
         let started = Instant::now();
         let result = KvService::txn(self, request.into_inner()).await;
         let metrics = &self.node.metrics;

@@ -1,6 +1,7 @@
 //! One module per command group.
 
 mod audit;
+mod auth;
 mod certs;
 mod control;
 mod failover;
@@ -30,5 +31,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Replication(args) => replication::run(cli.output, args).await,
         Command::Certs(args) => certs::run(cli.output, args),
         Command::Audit(args) => audit::run(cli.output, args).await,
+        Command::Auth(args) => auth::run(cli.output, args).await,
     }
 }

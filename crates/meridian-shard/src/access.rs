@@ -1,0 +1,79 @@
+//! Who may call a shard node's data and admin APIs: `meridian_access::decide`
+//! over the access policy that arrives with the routing push (no round trip
+//! to the control plane per call). Peer APIs (Raft, Replicate, Lease,
+//! ConfigureNamespace) are checked by kind in `meridian_net::peers`.
+//!
+//! A standalone shard (no `[control]`) has no policy to follow: any
+//! certificate from the cluster CA may call it, as before roles existed.
+//! With a control plane, users wait (UNAVAILABLE, retryable) until the first
+//! push brings the policy; Meridian's own processes are decided by kind.
+
+use meridian_access::{Caller, Permission, Target};
+use meridian_client::routes::SharedRoutes;
+use std::sync::OnceLock;
+use tonic::{Request, Status};
+
+/// The access decision of one node.
+#[derive(Debug)]
+pub struct AccessGate {
+    standalone: bool,
+    routes: OnceLock<SharedRoutes>,
+}
+
+impl AccessGate {
+    /// A gate for a node with (`standalone == false`) or without a control plane.
+    pub fn new(standalone: bool) -> Self {
+        Self {
+            standalone,
+            routes: OnceLock::new(),
+        }
+    }
+
+    /// Decides from now on with the policy in `routes` (the node's routing
+    /// subscription).
+    pub fn follow(&self, routes: SharedRoutes) {
+        let _ = self.routes.set(routes);
+    }
+
+    /// The caller, if it may `need` on `target`; else UNAUTHENTICATED,
+    /// PERMISSION_DENIED (naming who and what it lacks) or UNAVAILABLE.
+    pub fn check<T>(
+        &self,
+        request: &Request<T>,
+        need: Permission,
+        target: Target<'_>,
+    ) -> Result<Caller, Status> {
+        let caller = meridian_access::caller::of_grpc(request);
+        if self.standalone {
+            return match caller {
+                Caller::Unidentified(why) => Err(Status::unauthenticated(why)),
+                known => Ok(known),
+            };
+        }
+        let policy = self.routes.get().and_then(|routes| {
+            routes
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .access
+                .clone()
+        });
+        match meridian_access::decide(policy.as_deref(), &caller, need, target, now_unix_ms()) {
+            Ok(()) => Ok(caller),
+            Err(refusal) => {
+                tracing::info!(caller = %caller.name(), %target, %refusal, "call refused");
+                Err(meridian_access::caller::status(&refusal))
+            }
+        }
+    }
+
+    /// Whether this node follows a control plane's policy.
+    pub fn is_standalone(&self) -> bool {
+        self.standalone
+    }
+}
+
+fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}

@@ -1,0 +1,379 @@
+//! Who may do what, end to end in the TLS lab: the lab's read-only user is
+//! refused every change (gRPC and HTTP, control plane, gateway and shard), a
+//! namespace-scoped grant reaches only its namespace, an API token works
+//! until it is revoked, a revoked identity is refused everywhere within the
+//! routing push, and the audit log names who did each change and who was
+//! refused.
+
+mod common;
+
+use meridian_client::{Client, ClientError, ClientOptions, pb};
+use meridian_lab::{Lab, ProcessRole};
+use meridian_net::{Dialer, Identity, TlsFiles, TlsMaterial};
+use std::future::Future;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn client(endpoints: Vec<String>, dialer: Dialer) -> Client {
+    Client::with_options(
+        endpoints,
+        ClientOptions {
+            attempt_timeout: Duration::from_secs(3),
+            retry_budget: Duration::from_secs(20),
+            dialer,
+            ..ClientOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+fn material(lab: &Lab, name: &str) -> TlsMaterial {
+    TlsFiles::in_dir(lab.state().certs.as_ref().unwrap(), name)
+        .load()
+        .unwrap()
+}
+
+fn dialer_of(lab: &Lab, name: &str) -> Dialer {
+    Dialer::new(Default::default(), Some(&material(lab, name)))
+}
+
+fn denied<T: std::fmt::Debug>(result: Result<T, ClientError>, who: &str, what: &str) {
+    match result {
+        Err(ClientError::PermissionDenied(message)) => assert!(
+            message.contains(who) && message.contains(what),
+            "refusal should name {who} and {what}: {message}"
+        ),
+        other => panic!("expected PERMISSION_DENIED for {who} ({what}), got {other:?}"),
+    }
+}
+
+/// Polls `check` until it holds (grants and revocations travel with the
+/// routing push), failing after `deadline`.
+async fn eventually<F, Fut>(what: &str, deadline: Duration, mut check: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        if check().await {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < deadline,
+            "{what}: not within {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// One HTTPS request to the control plane's admin API with `tls`'s
+/// certificate; the status code and body.
+async fn https(
+    address: &str,
+    tls: &TlsMaterial,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, String) {
+    let config = tls.rustls_client_config().unwrap();
+    let connector = tokio_rustls::TlsConnector::from(config);
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from(meridian_net::tls::SERVER_NAME).unwrap();
+    let mut stream = connector.connect(name, stream).await.unwrap();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: meridian\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    // A peer closing without close_notify is fine here: the response is read.
+    let _ = stream.read_to_end(&mut response).await;
+    let response = String::from_utf8_lossy(&response).to_string();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+fn region_locked(name: &str) -> pb::Placement {
+    pb::Placement {
+        name: name.into(),
+        home_region: "us-east".into(),
+        mode: pb::NamespaceMode::RegionLocked as i32,
+        ..Default::default()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn roles_grants_tokens_and_revocation() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = common::multi_region_lab(dir.path()).await;
+    let state = lab.state().clone();
+    let certs = state.certs.clone().unwrap();
+    meridian_net::certs::issue(&certs, &[Identity::parse("user/alice").unwrap()], false).unwrap();
+
+    let control_at = state.endpoints(ProcessRole::Control, None);
+    let gateway_at = state.endpoints(ProcessRole::Gateway, Some("us-east"));
+    let nodes_at = common::region_nodes(&lab, "us-east");
+    let admin = client(control_at.clone(), dialer_of(&lab, "admin"));
+    let reader_control = client(control_at.clone(), dialer_of(&lab, "reader"));
+    let admin_gateway = client(gateway_at.clone(), dialer_of(&lab, "admin"));
+    let reader_gateway = client(gateway_at.clone(), dialer_of(&lab, "reader"));
+    let reader_node = client(nodes_at.clone(), dialer_of(&lab, "reader"));
+
+    // The administrator works: it was granted admin when the cluster began.
+    for name in ["orders", "payments"] {
+        admin.place_namespace(region_locked(name)).await.unwrap();
+    }
+    admin_gateway.put("orders", b"k", b"v").await.unwrap();
+    let me = admin.who_am_i().await.unwrap();
+    assert_eq!(me.caller, "spiffe://meridian/user/admin");
+    assert!(
+        me.grants
+            .iter()
+            .any(|g| g.role == "admin" && g.scope == "*")
+    );
+
+    // The read-only user reads and views...
+    let read = reader_gateway
+        .get("orders", b"k", pb::Consistency::Strong)
+        .await
+        .unwrap();
+    assert_eq!(read.map(|kv| kv.value), Some(b"v".to_vec()));
+    reader_control.list_placements().await.unwrap();
+    // ...and is refused every change, wherever it asks.
+    let reader = "spiffe://meridian/user/reader";
+    denied(
+        reader_gateway.put("orders", b"k", b"x").await,
+        reader,
+        "write namespace orders",
+    );
+    denied(
+        reader_node.put("orders", b"k", b"x").await,
+        reader,
+        "write namespace orders",
+    );
+    denied(
+        reader_control.place_namespace(region_locked("mine")).await,
+        reader,
+        "administer namespace mine",
+    );
+    denied(
+        reader_control
+            .put_region(pb::RegionInfo {
+                name: "moon".into(),
+                jurisdictions: vec!["XX".into()],
+                ..Default::default()
+            })
+            .await,
+        reader,
+        "administer the cluster",
+    );
+    denied(
+        reader_control
+            .change_access(pb::change_access_request::Change::Grant(pb::GrantInfo {
+                identity: "user/reader".into(),
+                role: "admin".into(),
+                scope: "*".into(),
+            }))
+            .await,
+        reader,
+        "administer the cluster",
+    );
+    denied(
+        reader_node.add_node(9, "127.0.0.1:1").await,
+        reader,
+        "administer the cluster",
+    );
+    // Putting a namespace's bytes on a shard is the control plane's alone.
+    match reader_node.create_namespace("sneaky").await {
+        Err(ClientError::PermissionDenied(m)) => {
+            assert!(m.contains("control-plane members"), "{m}")
+        }
+        other => panic!("a user created a namespace on a shard: {other:?}"),
+    }
+    // Over HTTP: 403 with the same message; the admin's own call works.
+    let http = state
+        .processes
+        .iter()
+        .find(|p| p.role == ProcessRole::Control)
+        .unwrap()
+        .http
+        .clone();
+    let leader_http = {
+        // Mutating calls are served by the leader: find it by asking each member.
+        let mut found = None;
+        for p in state
+            .processes
+            .iter()
+            .filter(|p| p.role == ProcessRole::Control)
+        {
+            let (status, _) =
+                https(&p.http, &material(&lab, "admin"), "GET", "/v1/regions", "").await;
+            if status == 200 {
+                found = Some(p.http.clone());
+            }
+        }
+        found.unwrap_or(http)
+    };
+    let (status, body) = https(
+        &leader_http,
+        &material(&lab, "reader"),
+        "POST",
+        "/v1/namespaces",
+        r#"{"name":"web","home_region":"us-east"}"#,
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body.contains(reader) && body.contains("administer namespace web"),
+        "{body}"
+    );
+    let (status, body) = https(
+        &leader_http,
+        &material(&lab, "reader"),
+        "GET",
+        "/v1/audit",
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "the reader views the audit log: {body}");
+
+    // A grant on one namespace reaches that namespace only.
+    let alice = "spiffe://meridian/user/alice";
+    let alice_gateway = client(gateway_at.clone(), dialer_of(&lab, "alice"));
+    denied(
+        alice_gateway.put("orders", b"a", b"1").await,
+        alice,
+        "write namespace orders",
+    );
+    admin
+        .change_access(pb::change_access_request::Change::Grant(pb::GrantInfo {
+            identity: "user/alice".into(),
+            role: "writer".into(),
+            scope: "orders".into(),
+        }))
+        .await
+        .unwrap();
+    eventually(
+        "alice's grant reaches the gateway",
+        Duration::from_secs(10),
+        || async { alice_gateway.put("orders", b"a", b"1").await.is_ok() },
+    )
+    .await;
+    denied(
+        alice_gateway.put("payments", b"a", b"1").await,
+        alice,
+        "write namespace payments",
+    );
+
+    // An API token carries its own role and scope (here on top of the
+    // reader's certificate) until it is revoked.
+    let token = admin.create_token("writer", "payments", 600).await.unwrap();
+    let id = token.info.as_ref().unwrap().id.clone();
+    let with_token = client(
+        gateway_at.clone(),
+        dialer_of(&lab, "reader")
+            .with_bearer_token(&token.token)
+            .unwrap(),
+    );
+    eventually(
+        "the token reaches the gateway",
+        Duration::from_secs(10),
+        || async { with_token.put("payments", b"t", b"1").await.is_ok() },
+    )
+    .await;
+    denied(
+        with_token.put("orders", b"t", b"1").await,
+        &format!("token {id}"),
+        "write namespace orders",
+    );
+    admin
+        .change_access(pb::change_access_request::Change::RevokeToken(id.clone()))
+        .await
+        .unwrap();
+    eventually(
+        "a revoked token is refused",
+        Duration::from_secs(10),
+        || async {
+            matches!(
+                with_token.put("payments", b"t", b"2").await,
+                Err(ClientError::Unauthenticated(_))
+            )
+        },
+    )
+    .await;
+
+    // A revoked identity is refused everywhere, whatever it was granted.
+    admin
+        .change_access(pb::change_access_request::Change::RevokeIdentity(
+            "user/alice".into(),
+        ))
+        .await
+        .unwrap();
+    let alice_node = client(nodes_at.clone(), dialer_of(&lab, "alice"));
+    let took = eventually(
+        "alice is refused at gateway and node",
+        Duration::from_secs(10),
+        || async {
+            matches!(
+                alice_gateway.put("orders", b"a", b"2").await,
+                Err(ClientError::PermissionDenied(_))
+            ) && matches!(
+                alice_node
+                    .get("orders", b"a", pb::Consistency::Strong)
+                    .await,
+                Err(ClientError::PermissionDenied(_))
+            )
+        },
+    )
+    .await;
+    println!("revocation refused everywhere after {took:?}");
+
+    // The audit log: changes under the identity that made them, refusals
+    // under the identity refused.
+    let records = eventually(
+        "refusals reach the audit log",
+        Duration::from_secs(10),
+        || async {
+            let page = admin.audit_page(0, 10_000).await.unwrap();
+            page.records.iter().any(|r| {
+                r.actor == reader
+                    && r.action.contains("Control.PutRegion")
+                    && r.outcome.starts_with("refused")
+            })
+        },
+    )
+    .await;
+    let _ = records;
+    let page = admin.audit_page(0, 10_000).await.unwrap();
+    let find = |actor: &str, action: &str| {
+        page.records
+            .iter()
+            .any(|r| r.actor == actor && r.action.contains(action))
+    };
+    assert!(find(
+        "spiffe://meridian/user/admin",
+        "grant writer to spiffe://meridian/user/alice"
+    ));
+    assert!(find(
+        "spiffe://meridian/user/admin",
+        "revoke identity spiffe://meridian/user/alice"
+    ));
+    assert!(find(
+        "spiffe://meridian/user/admin",
+        "create namespace orders"
+    ));
+    assert!(find(
+        reader,
+        "call Control.PlaceNamespace on namespace mine"
+    ));
+    assert!(find(reader, "call Control.ChangeAccess on the cluster"));
+}
