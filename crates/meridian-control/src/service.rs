@@ -90,7 +90,29 @@ impl ControlService {
     /// transport authenticated, never something the caller states. Refused:
     /// UNAUTHENTICATED or PERMISSION_DENIED naming the identity and what it
     /// lacks, and the refusal is queued for the audit log.
+    ///
+    /// Calls the leader serves are decided on the leader (a follower
+    /// redirects first), so every refusal of them reaches the audit log.
     pub fn authorize<T>(
+        &self,
+        request: &Request<T>,
+        api: &str,
+        need: Permission,
+        target: Target<'_>,
+    ) -> Result<Requester, Status> {
+        if !self.node.raft.raft.is_leader() {
+            return Err(ControlError::NotLeader {
+                leader_address: self.node.leader_address(),
+            }
+            .into());
+        }
+        self.authorize_here(request, api, need, target)
+    }
+
+    /// [`ControlService::authorize`] for calls any member serves (route
+    /// watches, status): decided where they arrive; a follower's refusals are
+    /// logged, not audited (only the leader writes the log).
+    pub fn authorize_here<T>(
         &self,
         request: &Request<T>,
         api: &str,
@@ -487,6 +509,12 @@ impl Control for ControlService {
         &self,
         request: Request<pb::RegisterMemberRequest>,
     ) -> Result<Response<pb::RegisterMemberResponse>, Status> {
+        if !self.node.raft.raft.is_leader() {
+            return Err(ControlError::NotLeader {
+                leader_address: self.node.leader_address(),
+            }
+            .into());
+        }
         let caller = meridian_access::caller::of_grpc(&request);
         let requester = Requester {
             actor: caller.name(),
@@ -786,7 +814,7 @@ impl Control for ControlService {
         &self,
         request: Request<pb::WatchRoutesRequest>,
     ) -> Result<Response<Self::WatchRoutesStream>, Status> {
-        self.authorize(
+        self.authorize_here(
             &request,
             "Control.WatchRoutes",
             Permission::View,
@@ -874,7 +902,7 @@ impl Control for ControlService {
         &self,
         request: Request<pb::ClusterStatusRequest>,
     ) -> Result<Response<pb::ClusterStatusResponse>, Status> {
-        self.authorize(
+        self.authorize_here(
             &request,
             "Control.ControlStatus",
             Permission::View,

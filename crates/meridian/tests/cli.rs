@@ -176,7 +176,7 @@ fn detached_lab_and_client_commands() {
         })
         .unwrap_or_else(|| panic!("{audit}"));
     assert_eq!(
-        created["actor"], "spiffe://meridian/user/client",
+        created["actor"], "spiffe://meridian/user/admin",
         "{created}"
     );
     assert!(
@@ -206,6 +206,63 @@ fn detached_lab_and_client_commands() {
     let verified = json(&["audit", "verify", "--lab", &lab_arg]);
     assert_eq!(verified["verified"], true, "{verified}");
     assert_eq!(verified["records"], records.len(), "{verified}");
+
+    // The lab's read-only user reads, and is refused a write with a message
+    // that names it and what it lacks; the refusal is in the audit log.
+    let me = json(&["auth", "whoami", "--cert-name", "reader", "--lab", &lab_arg]);
+    assert_eq!(me["caller"], "spiffe://meridian/user/reader", "{me}");
+    assert_eq!(me["grants"][0]["role"], "reader", "{me}");
+    let read = json(&[
+        "kv",
+        "get",
+        "cli",
+        "greeting",
+        "--cert-name",
+        "reader",
+        "--lab",
+        &lab_arg,
+    ]);
+    assert_eq!(read["value"], "hello", "{read}");
+    let refused = meridian(&[
+        "namespace",
+        "create",
+        "nope",
+        "--cert-name",
+        "reader",
+        "--lab",
+        &lab_arg,
+    ]);
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success()
+            && stderr.contains("permission denied")
+            && stderr.contains("spiffe://meridian/user/reader may not administer namespace nope"),
+        "{stderr}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let audit = json(&[
+            "audit",
+            "list",
+            "--actor",
+            "spiffe://meridian/user/reader",
+            "--lab",
+            &lab_arg,
+        ]);
+        if audit["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["outcome"].as_str().unwrap().starts_with("refused"))
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the refusal is not in the audit log: {audit}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 
     // Kill the leader through the CLI; the data is still there.
     let leader = processes

@@ -18,6 +18,11 @@ impl Drop for KillOnDrop {
     }
 }
 
+/// A read of `namespace`. In plain text the gateway tells clients apart by
+/// their address (nobody is authenticated, and a header is whatever the
+/// caller says), so the test's second client connects from another loopback
+/// address; `client` names which one (and a header claiming to be another
+/// client changes nothing).
 fn get(namespace: &str, client: &str) -> tonic::Request<pb::GetRequest> {
     let mut request = tonic::Request::new(pb::GetRequest {
         namespace: namespace.into(),
@@ -89,6 +94,11 @@ async fn rate_limit_and_circuit_breaker() {
         .unwrap()
         .connect_lazy();
     let mut kv = pb::kv_client::KvClient::new(channel);
+    let other_address = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
+        .unwrap()
+        .local_address(Some("127.0.0.2".parse().unwrap()))
+        .connect_lazy();
+    let mut kv_b = pb::kv_client::KvClient::new(other_address);
 
     // Rate limit: the burst passes, the next call is refused with a retry-after,
     // and another client is unaffected.
@@ -111,7 +121,10 @@ async fn rate_limit_and_circuit_breaker() {
         .parse()
         .unwrap();
     assert!(retry_after > 0 && retry_after <= 200, "{retry_after}");
-    kv.get(get("protected", "client-b")).await.unwrap();
+    // Claiming to be another client in a header does not get around it.
+    let still = kv.get(get("protected", "client-b")).await.unwrap_err();
+    assert_eq!(still.code(), Code::ResourceExhausted, "{still:?}");
+    kv_b.get(get("protected", "client-b")).await.unwrap();
     tokio::time::sleep(Duration::from_millis(retry_after + 50)).await;
     kv.get(get("protected", "client-a")).await.unwrap();
 
@@ -120,6 +133,12 @@ async fn rate_limit_and_circuit_breaker() {
     for node in ["us-east-1", "us-east-2", "us-east-3"] {
         lab.kill(node).unwrap();
     }
+    // From a third address, with a full bucket of its own.
+    let third = tonic::transport::Endpoint::from_shared(format!("http://{grpc}"))
+        .unwrap()
+        .local_address(Some("127.0.0.3".parse().unwrap()))
+        .connect_lazy();
+    let mut kv = pb::kv_client::KvClient::new(third);
     for client in ["b1", "b2"] {
         let failed = kv.get(get("protected", client)).await.unwrap_err();
         assert_eq!(failed.code(), Code::Unavailable, "{failed:?}");

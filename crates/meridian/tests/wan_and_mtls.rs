@@ -217,7 +217,7 @@ async fn wan_partitions_and_mutual_tls() {
         .await
         .unwrap_err();
     assert!(
-        denied.to_string().contains("spiffe://meridian/user/client")
+        denied.to_string().contains("spiffe://meridian/user/admin")
             && denied.to_string().contains("only a node registers itself"),
         "{denied}"
     );
