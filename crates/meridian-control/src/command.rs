@@ -251,6 +251,19 @@ pub enum ControlRejection {
     /// An access change was refused (the message names the rule).
     #[error(transparent)]
     Access(#[from] meridian_access::AccessError),
+    /// A region's new jurisdictions would leave namespaces outside theirs.
+    #[error(
+        "region {region:?} cannot change its jurisdictions to {jurisdictions:?}: namespaces [{}] have copies there and do not allow those jurisdictions — move them first (failover or migration)",
+        namespaces.join(", ")
+    )]
+    RegionInUse {
+        /// The region.
+        region: String,
+        /// The jurisdictions asked for.
+        jurisdictions: Vec<String>,
+        /// Namespaces it would strand.
+        namespaces: Vec<String>,
+    },
     /// A registered member cannot move itself to another address.
     #[error(
         "node {node_id} of shard {shard:?} is registered at {registered}; a node cannot re-register at another address ({requested}) — remove it from the shard and add it again"

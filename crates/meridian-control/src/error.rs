@@ -70,6 +70,9 @@ impl ControlError {
                 Code::FailedPrecondition
             }
             ControlError::Rejected(ControlRejection::MemberMoved { .. }) => Code::PermissionDenied,
+            ControlError::Rejected(ControlRejection::RegionInUse { .. }) => {
+                Code::FailedPrecondition
+            }
             ControlError::Rejected(ControlRejection::Access(err)) => {
                 use meridian_access::AccessError as E;
                 match err {

@@ -239,7 +239,20 @@ impl ControlNode {
                         longitude: seed.longitude,
                     };
                     let current = self.with_state(|s| s.regions.get(&seed.name).cloned());
-                    if current.as_ref() != Some(&region) {
+                    // Configuration adds regions; it never changes one that
+                    // exists (its jurisdictions decide where data may live):
+                    // that is `PutRegion` by an admin, audited and checked.
+                    if let Some(current) = &current
+                        && current != &region
+                    {
+                        tracing::warn!(
+                            region = %seed.name,
+                            configured = ?region.jurisdictions,
+                            registered = ?current.jurisdictions,
+                            "the configured region differs from the registered one; the registered one stays (change it with PutRegion as an admin)"
+                        );
+                    }
+                    if current.is_none() {
                         let command = ControlCommand::PutRegion {
                             region,
                             requester: self.own_requester(),

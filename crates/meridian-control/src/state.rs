@@ -132,6 +132,30 @@ impl ControlState {
         record
     }
 
+    /// Namespaces with a copy in `region` (as primary or standby) that its
+    /// jurisdictions, if changed to `region`'s, would not allow.
+    fn namespaces_stranded_by(&self, region: &Region) -> Vec<String> {
+        self.namespaces
+            .values()
+            .filter(|ns| {
+                let home_here = self
+                    .shards
+                    .get(&ns.shard)
+                    .is_some_and(|s| s.region == region.name);
+                let standby_here = ns.standbys.iter().any(|s| s.region == region.name);
+                (home_here || standby_here)
+                    && crate::residency::check_region(
+                        &ns.name,
+                        &ns.policy.allowed_jurisdictions,
+                        region,
+                        "copy",
+                    )
+                    .is_err()
+            })
+            .map(|ns| ns.name.clone())
+            .collect()
+    }
+
     /// Recomputes what is derived from the tables; call after filling them
     /// directly (loading from storage).
     pub fn rebuild_derived(&mut self) {
@@ -255,6 +279,23 @@ impl ControlState {
     ) -> Result<ControlResult, ControlRejection> {
         match command {
             ControlCommand::PutRegion { region, .. } => {
+                // Changing a region's jurisdictions must not leave a copy of
+                // any namespace outside the jurisdictions it allows: that
+                // would make a residency violation out of a rename.
+                if self
+                    .regions
+                    .get(&region.name)
+                    .is_some_and(|r| r.jurisdictions != region.jurisdictions)
+                {
+                    let stranded = self.namespaces_stranded_by(&region);
+                    if !stranded.is_empty() {
+                        return Err(ControlRejection::RegionInUse {
+                            region: region.name,
+                            jurisdictions: region.jurisdictions.into_iter().collect(),
+                            namespaces: stranded,
+                        });
+                    }
+                }
                 changes.push(Change::Region(region.name.clone()));
                 self.regions.insert(region.name.clone(), region);
                 Ok(ControlResult::RegionStored)
@@ -880,6 +921,81 @@ mod tests {
                 shard: None,
             })
             .0
+    }
+
+    #[test]
+    fn regions_cannot_strand_namespaces_and_members_cannot_move() {
+        let mut state = lab_state();
+        assert!(matches!(
+            create(&mut state, "eu-data", "eu-west", &[], &["EU"]),
+            ControlResult::NamespaceCreated { .. }
+        ));
+        let put = |name: &str, tags: &[&str]| ControlCommand::PutRegion {
+            region: Region {
+                name: name.into(),
+                jurisdictions: tags.iter().map(|t| t.to_string()).collect(),
+                latitude: 0.0,
+                longitude: 0.0,
+            },
+            requester: requester(),
+        };
+        // (case, command, refused)
+        let cases = [
+            (
+                "re-tag a region that holds EU data as US",
+                put("eu-west", &["US"]),
+                true,
+            ),
+            (
+                "add a jurisdiction it keeps",
+                put("eu-west", &["EU", "UK"]),
+                false,
+            ),
+            ("re-tag an empty region", put("ap-south", &["SG"]), false),
+            ("a new region", put("me-central", &["AE"]), false),
+            (
+                "move a member to another address",
+                ControlCommand::RegisterMember {
+                    shard: "us-east-s1".into(),
+                    region: "us-east".into(),
+                    member: ShardMember {
+                        node_id: 1,
+                        address: "elsewhere:1".into(),
+                    },
+                    requester: requester(),
+                },
+                true,
+            ),
+            (
+                "re-register at the same address",
+                ControlCommand::RegisterMember {
+                    shard: "us-east-s1".into(),
+                    region: "us-east".into(),
+                    member: ShardMember {
+                        node_id: 1,
+                        address: "us-east:1".into(),
+                    },
+                    requester: requester(),
+                },
+                false,
+            ),
+        ];
+        for (case, command, refused) in cases {
+            let before = state.clone();
+            let (result, _) = state.apply(command);
+            let was_refused = matches!(result, ControlResult::Rejected { .. });
+            assert_eq!(was_refused, refused, "{case}: {result:?}");
+            if refused {
+                assert_eq!(state.regions, before.regions, "{case}");
+                assert_eq!(state.shards, before.shards, "{case}");
+            }
+        }
+        let (result, _) = state.apply(put("eu-west", &["US"]));
+        let ControlResult::Rejected { rejection, audit } = result else {
+            panic!("{result:?}")
+        };
+        assert!(rejection.to_string().contains("eu-data"), "{rejection}");
+        assert!(audit.outcome.starts_with("refused"), "{audit:?}");
     }
 
     #[test]

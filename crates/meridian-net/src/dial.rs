@@ -10,8 +10,8 @@
 //! `us-east->eu-west:eu-west-1` link, and the link delays (or cuts) the bytes.
 //! TLS is end to end through such a proxy: the proxy only moves TCP bytes.
 
-use crate::NetError;
 use crate::tls::{SERVER_NAME, TlsMaterial};
+use crate::{Identity, NetError};
 use std::collections::BTreeMap;
 use std::sync::Arc;
 use tonic::transport::{ClientTlsConfig, Endpoint};
@@ -26,6 +26,8 @@ pub struct Dialer {
 struct Inner {
     via: BTreeMap<String, String>,
     tls: Option<ClientTlsConfig>,
+    /// The same TLS files, for handshakes made outside tonic.
+    material: Option<TlsMaterial>,
     /// `Bearer TOKEN`, sent with every call (tools without a certificate).
     authorization: Option<http::HeaderValue>,
 }
@@ -43,6 +45,7 @@ impl Dialer {
             inner: Arc::new(Inner {
                 via,
                 tls: tls.map(TlsMaterial::client_config),
+                material: tls.cloned(),
                 authorization: None,
             }),
         }
@@ -63,9 +66,44 @@ impl Dialer {
             inner: Arc::new(Inner {
                 via: self.inner.via.clone(),
                 tls: self.inner.tls.clone(),
+                material: self.inner.material.clone(),
                 authorization: Some(value),
             }),
         })
+    }
+
+    /// The identity in the certificate the server advertised as `address`
+    /// presents, verified against the cluster CA by a TLS handshake (through
+    /// the dial-via table like any connection); `None` in plain text. Used to
+    /// learn a node's region from its certificate before letting it in.
+    pub async fn server_identity(&self, address: &str) -> Result<Option<Identity>, NetError> {
+        let Some(material) = &self.inner.material else {
+            return Ok(None);
+        };
+        let unreachable = |reason: String| NetError::BadAddress {
+            address: address.to_string(),
+            reason,
+        };
+        let limit = std::time::Duration::from_secs(5);
+        let connector = tokio_rustls::TlsConnector::from(material.rustls_client_config()?);
+        let name = rustls::pki_types::ServerName::try_from(SERVER_NAME)
+            .map_err(|e| unreachable(e.to_string()))?;
+        let stream =
+            tokio::time::timeout(limit, tokio::net::TcpStream::connect(self.resolve(address)))
+                .await
+                .map_err(|_| unreachable("no connection within 5 s".into()))?
+                .map_err(|e| unreachable(e.to_string()))?;
+        let tls = tokio::time::timeout(limit, connector.connect(name, stream))
+            .await
+            .map_err(|_| unreachable("no TLS handshake within 5 s".into()))?
+            .map_err(|e| unreachable(format!("TLS handshake: {e}")))?;
+        let certificate = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|certs| certs.first())
+            .ok_or_else(|| unreachable("the server presented no certificate".into()))?;
+        Identity::from_certificate(certificate.as_ref()).map(Some)
     }
 
     /// The `authorization` header every call carries, if any.

@@ -59,6 +59,10 @@ pub enum ShardError {
     /// Raft stopped or failed (UNAVAILABLE).
     #[error("raft unavailable: {0}")]
     Raft(String),
+    /// Residency: the call would put a namespace's bytes where its rules do
+    /// not allow (FAILED_PRECONDITION; the message names the rule).
+    #[error("residency: {0}")]
+    Residency(String),
     /// The shard's leader holds no current lease from the control plane, so
     /// another region may already have been promoted: writes and strong,
     /// session and bounded reads of the replicated namespace are refused
@@ -192,6 +196,7 @@ impl ShardError {
             ShardError::ImportMismatch(_) => Code::DataLoss,
             ShardError::Storage(_) => Code::Internal,
             ShardError::Raft(_) => Code::Unavailable,
+            ShardError::Residency(_) => Code::FailedPrecondition,
             ShardError::Net(_) => Code::Internal,
             ShardError::NoLease { .. }
             | ShardError::NotReplicated { .. }

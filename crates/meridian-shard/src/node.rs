@@ -29,6 +29,8 @@ pub struct ShardNode {
     pub metrics: Arc<ShardMetrics>,
     /// Who may call the data and admin APIs.
     pub access: crate::access::AccessGate,
+    /// How this node dials others (TLS, WAN rewrites).
+    pub dialer: meridian_net::Dialer,
     /// What the replicator has shipped to each standby (on the leader).
     pub replication: crate::replication::ReplicationProgress,
     /// The cap on bytes shipped to standbys.
@@ -109,7 +111,7 @@ impl ShardNode {
         let options = config.raft.node_options(
             config.node.id,
             &config.node.shard,
-            dialer,
+            dialer.clone(),
             // A shard's Raft: only the nodes of its region.
             meridian_net::peers::Peers::NodesOf(config.node.region.clone()),
         );
@@ -138,6 +140,7 @@ impl ShardNode {
             crate::replication::BandwidthCap::new(config.replication.max_bytes_per_second);
         Ok(Arc::new(Self {
             access: crate::access::AccessGate::new(config.control.endpoints.is_empty()),
+            dialer,
             registered,
             lease: Default::default(),
             covered: Default::default(),

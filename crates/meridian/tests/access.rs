@@ -337,6 +337,49 @@ async fn roles_grants_tokens_and_revocation() {
     .await;
     println!("revocation refused everywhere after {took:?}");
 
+    // Residency has no side doors: a us-east shard does not take in a node
+    // whose certificate says eu-west (even when an admin asks)...
+    let eu_node = lab.process("eu-west-1").unwrap().grpc.clone();
+    let admin_node = client(nodes_at.clone(), dialer_of(&lab, "admin"));
+    match admin_node.add_node(9, &eu_node).await {
+        Err(ClientError::FailedPrecondition(refusal)) => assert!(
+            refusal.message.contains("region eu-west") && refusal.message.contains("orders"),
+            "{refusal}"
+        ),
+        other => panic!("an eu-west node joined a us-east shard: {other:?}"),
+    }
+    // ...a node cannot re-register at another address...
+    let us_node = lab.process("us-east-1").unwrap().clone();
+    let as_node = client(control_at.clone(), dialer_of(&lab, "us-east-1"));
+    match as_node
+        .register_member(pb::RegisterMemberRequest {
+            shard: us_node.shard.clone().unwrap(),
+            region: "us-east".into(),
+            node_id: us_node.node_id.unwrap(),
+            address: "127.0.0.1:1".into(),
+        })
+        .await
+    {
+        Err(ClientError::PermissionDenied(m)) => {
+            assert!(m.contains("cannot re-register at another address"), "{m}")
+        }
+        other => panic!("a member moved itself: {other:?}"),
+    }
+    // ...and a region's jurisdictions cannot change under its namespaces.
+    match admin
+        .put_region(pb::RegionInfo {
+            name: "us-east".into(),
+            jurisdictions: vec!["EU".into()],
+            ..Default::default()
+        })
+        .await
+    {
+        Err(ClientError::FailedPrecondition(refusal)) => {
+            assert!(refusal.message.contains("orders"), "{refusal}")
+        }
+        other => panic!("us-east was re-tagged under its namespaces: {other:?}"),
+    }
+
     // The audit log: changes under the identity that made them, refusals
     // under the identity refused.
     let records = eventually(

@@ -53,6 +53,45 @@ impl AdminService {
         meridian_net::peers::check(request, &meridian_net::peers::Peers::ControlPlane, api)
     }
 
+    /// Every member of a shard is in the shard's region, so a node joining
+    /// it must be too — by the region its certificate names, not by what
+    /// anyone says: a joining member receives every byte of every namespace
+    /// here, and those may only live where their jurisdictions allow.
+    async fn check_joining_region(&self, address: &str) -> Result<(), ShardError> {
+        let region = &self.node.config.node.region;
+        let identity = match self.node.dialer.server_identity(address).await {
+            Ok(Some(identity)) => identity,
+            // Plain text: nobody is authenticated, there is nothing to check.
+            Ok(None) => return Ok(()),
+            Err(err) => {
+                return Err(ShardError::Residency(format!(
+                    "cannot learn the region of the node at {address} from its certificate ({err}); it is not added"
+                )));
+            }
+        };
+        match &identity {
+            meridian_net::Identity::Node { region: theirs, .. } if theirs == region => Ok(()),
+            other => {
+                let namespaces: Vec<String> = self
+                    .node
+                    .machine
+                    .namespaces()
+                    .into_iter()
+                    .map(|(name, _)| name)
+                    .collect();
+                Err(ShardError::Residency(format!(
+                    "the node at {address} presents the certificate of {} ({}); shard {} is in region {region} and holds namespaces [{}], whose bytes may only reach nodes of region {region} — it is not added",
+                    other.uri(),
+                    other
+                        .region()
+                        .map_or("not a node".to_string(), |r| format!("region {r}")),
+                    self.node.config.node.shard,
+                    namespaces.join(", "),
+                )))
+            }
+        }
+    }
+
     fn namespace_info(&self, name: &str) -> Option<pb::NamespaceInfo> {
         self.node
             .machine
@@ -692,6 +731,7 @@ impl AdminService {
         if !self.node.raft.raft.is_leader() {
             return Err(self.node.not_leader());
         }
+        self.check_joining_region(&request.address).await?;
         let raft = &self.node.raft.raft;
         // A learner first, so the new node catches up without affecting quorum.
         raft.add_learner(request.node_id, BasicNode::new(request.address), true)
