@@ -484,6 +484,45 @@ impl Client {
         }
     }
 
+    /// What the node at `address` holds of `namespace` in its own storage.
+    pub async fn namespace_presence_on(
+        &self,
+        address: &str,
+        namespace: &str,
+    ) -> Result<pb::NamespacePresenceResponse, ClientError> {
+        let channel = self.channel(address)?;
+        let request = pb::NamespacePresenceRequest {
+            namespace: namespace.to_string(),
+        };
+        let mut admin = AdminClient::new(channel);
+        let call = admin.namespace_presence(request);
+        match tokio::time::timeout(self.options.attempt_timeout, call).await {
+            Ok(result) => Ok(result?.into_inner()),
+            Err(_) => Err(ClientError::Unavailable(
+                format!("{address} did not answer").into(),
+            )),
+        }
+    }
+
+    /// Control plane: every shard that holds or held `namespace`'s bytes.
+    pub async fn namespace_residency(
+        &self,
+        namespace: &str,
+    ) -> Result<pb::NamespaceResidencyResponse, ClientError> {
+        let request = pb::NamespaceResidencyRequest {
+            namespace: namespace.to_string(),
+        };
+        self.call(CallKind::LeaderRead, |channel| {
+            let request = request.clone();
+            async move {
+                ControlClient::new(channel)
+                    .namespace_residency(request)
+                    .await
+            }
+        })
+        .await
+    }
+
     /// Digest of `namespace` as of a linearizable point, from the leader.
     pub async fn check_integrity(
         &self,

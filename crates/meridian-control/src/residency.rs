@@ -58,6 +58,80 @@ pub fn check_region(
     }
 }
 
+/// Where a namespace's bytes are or were ([`report`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Residency {
+    /// Its allowed jurisdictions.
+    pub allowed: BTreeSet<String>,
+    /// Every shard that holds or held a copy.
+    pub copies: Vec<CopyPlace>,
+}
+
+/// One shard that holds or held a namespace's copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CopyPlace {
+    /// The shard.
+    pub shard: String,
+    /// Its region.
+    pub region: String,
+    /// The region's jurisdictions.
+    pub region_jurisdictions: BTreeSet<String>,
+    /// `primary`, `standby`, or `former` (a failover moved the primary away;
+    /// the copy stays as a standby or holds lost writes).
+    pub role: &'static str,
+    /// Whether the namespace's jurisdictions allow the region.
+    pub allowed: bool,
+}
+
+/// Every shard that holds or ever held `namespace`'s bytes, from its
+/// placement and its failover history (a namespace's shards change only by
+/// failover): `None` if there is no such namespace.
+pub fn report(state: &crate::state::ControlState, namespace: &str) -> Option<Residency> {
+    let ns = state.namespaces.get(namespace)?;
+    let mut places: Vec<(String, &'static str)> = vec![(ns.shard.clone(), "primary")];
+    places.extend(ns.standbys.iter().map(|s| (s.shard.clone(), "standby")));
+    for failover in state
+        .failovers
+        .values()
+        .filter(|f| f.namespace == namespace)
+    {
+        for shard in [&failover.from_shard, &failover.to_shard] {
+            if !places.iter().any(|(s, _)| s == shard) {
+                places.push((shard.clone(), "former"));
+            }
+        }
+    }
+    let copies = places
+        .into_iter()
+        .map(|(shard, role)| {
+            let region = state
+                .shards
+                .get(&shard)
+                .map(|s| s.region.clone())
+                .unwrap_or_default();
+            let region_jurisdictions = state
+                .regions
+                .get(&region)
+                .map(|r| r.jurisdictions.clone())
+                .unwrap_or_default();
+            let allowed = region_jurisdictions
+                .iter()
+                .any(|j| ns.policy.allowed_jurisdictions.contains(j));
+            CopyPlace {
+                shard,
+                region,
+                region_jurisdictions,
+                role,
+                allowed,
+            }
+        })
+        .collect();
+    Some(Residency {
+        allowed: ns.policy.allowed_jurisdictions.clone(),
+        copies,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1065,6 +1065,53 @@ impl Control for ControlService {
         }
     }
 
+    async fn namespace_residency(
+        &self,
+        request: Request<pb::NamespaceResidencyRequest>,
+    ) -> Result<Response<pb::NamespaceResidencyResponse>, Status> {
+        let name = request.get_ref().namespace.clone();
+        self.authorize(
+            &request,
+            "Control.NamespaceResidency",
+            Permission::View,
+            Target::Namespace(&name),
+        )?;
+        self.node.read_barrier().await?;
+        let response = self
+            .node
+            .with_state(|s| crate::residency::report(s, &name))
+            .ok_or_else(|| {
+                ControlError::Rejected(crate::command::ControlRejection::NamespaceNotFound(
+                    name.clone(),
+                ))
+            })?;
+        let copies = response
+            .copies
+            .iter()
+            .map(|copy| pb::ResidencyCopy {
+                shard: copy.shard.clone(),
+                region: copy.region.clone(),
+                region_jurisdictions: copy.region_jurisdictions.iter().cloned().collect(),
+                role: copy.role.to_string(),
+                members: self.node.with_state(|s| members(s, &copy.shard)),
+                allowed: copy.allowed,
+            })
+            .collect();
+        let (shards, regions) = self.node.with_state(|s| {
+            (
+                s.shards.values().map(shard_info).collect(),
+                s.regions.values().map(region_info).collect(),
+            )
+        });
+        Ok(Response::new(pb::NamespaceResidencyResponse {
+            namespace: name,
+            allowed_jurisdictions: response.allowed.into_iter().collect(),
+            copies,
+            shards,
+            regions,
+        }))
+    }
+
     async fn who_am_i(
         &self,
         request: Request<pb::WhoAmIRequest>,

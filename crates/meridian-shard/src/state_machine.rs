@@ -139,6 +139,28 @@ pub struct KvStateMachine {
     changes_logged: tokio::sync::watch::Sender<u64>,
 }
 
+/// What one node's storage holds of a namespace ([`KvStateMachine::presence`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Presence {
+    /// Its namespace record.
+    pub record: bool,
+    /// Keys with a current value.
+    pub keys: u64,
+    /// Change-log entries (kept for standbys).
+    pub changes: u64,
+    /// Lost-write records.
+    pub lost: u64,
+    /// Bytes of all of those (keys and values).
+    pub bytes: u64,
+}
+
+impl Presence {
+    /// Whether anything of the namespace is here.
+    pub fn any(&self) -> bool {
+        self.record || self.keys > 0 || self.changes > 0 || self.lost > 0
+    }
+}
+
 /// A stored key's current version and value.
 pub type StoredValue = (u64, Vec<u8>);
 
@@ -233,6 +255,39 @@ impl KvStateMachine {
             out.push((epoch, change));
         }
         Ok(out)
+    }
+
+    /// What this node's storage holds of `namespace`, found by scanning every
+    /// keyspace for its prefix (not through the namespace record, which a
+    /// deletion or a half-done import may have left behind or removed).
+    pub fn presence(&self, namespace: &str) -> io::Result<Presence> {
+        let prefix = keys::namespace_prefix(namespace);
+        let count = |keyspace: &Keyspace| -> io::Result<(u64, u64)> {
+            let (mut entries, mut bytes) = (0u64, 0u64);
+            for guard in keyspace.prefix(&prefix) {
+                let (key, value) = guard.into_inner().map_err(storage_error)?;
+                entries += 1;
+                bytes = bytes.saturating_add((key.len() + value.len()) as u64);
+            }
+            Ok((entries, bytes))
+        };
+        let (keys, data_bytes) = count(&self.data)?;
+        let (changes, change_bytes) = count(&self.changes)?;
+        let (lost, lost_bytes) = count(&self.lost)?;
+        let record = self
+            .namespaces
+            .get(namespace.as_bytes())
+            .map_err(storage_error)?
+            .is_some();
+        Ok(Presence {
+            record,
+            keys,
+            changes,
+            lost,
+            bytes: data_bytes
+                .saturating_add(change_bytes)
+                .saturating_add(lost_bytes),
+        })
     }
 
     /// How many namespaces the shard holds.

@@ -481,6 +481,18 @@ pub enum NamespaceCommand {
         /// Name.
         name: String,
     },
+    /// Every region, shard and node that holds or held the namespace's bytes
+    /// (its placement and failover history), and whether its jurisdictions
+    /// allow each.
+    Residency {
+        /// Name.
+        name: String,
+        /// Also ask every node of every shard in the cluster to scan its own
+        /// storage for the namespace, and show where its bytes really are;
+        /// fails if any are outside its jurisdictions or a node cannot answer.
+        #[arg(long)]
+        verify: bool,
+    },
 }
 
 /// A `--max-lag` bound.

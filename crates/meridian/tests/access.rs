@@ -380,6 +380,52 @@ async fn roles_grants_tokens_and_revocation() {
         other => panic!("us-east was re-tagged under its namespaces: {other:?}"),
     }
 
+    // Residency evidence: an EU-only namespace's bytes are found, by a scan
+    // of every node's storage, in eu-west and nowhere else.
+    admin
+        .place_namespace(pb::Placement {
+            name: "eu-data".into(),
+            home_region: "eu-west".into(),
+            mode: pb::NamespaceMode::RegionLocked as i32,
+            allowed_jurisdictions: vec!["EU".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let eu_gateway = client(
+        state.endpoints(ProcessRole::Gateway, Some("eu-west")),
+        dialer_of(&lab, "admin"),
+    );
+    eu_gateway.put("eu-data", b"m", b"marker").await.unwrap();
+    let lab_dir = dir.path().join("lab");
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args([
+            "namespace",
+            "residency",
+            "eu-data",
+            "--verify",
+            "--output",
+            "json",
+            "--lab",
+        ])
+        .arg(&lab_dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert_eq!(report["verified"], true, "{report}");
+    let nodes = report["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "every node was scanned: {report}");
+    for node in nodes {
+        let holds = node["holds"] == true;
+        assert_eq!(holds, node["region"] == "eu-west", "{node}");
+    }
+    assert!(report["copies"][0]["allowed"] == true, "{report}");
+
     // The audit log: changes under the identity that made them, refusals
     // under the identity refused.
     let records = eventually(

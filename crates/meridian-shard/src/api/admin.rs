@@ -1047,6 +1047,39 @@ impl Admin for AdminService {
         finish(&self.node.metrics, "ListNamespaces", None, started, result)
     }
 
+    async fn namespace_presence(
+        &self,
+        request: Request<pb::NamespacePresenceRequest>,
+    ) -> Result<Response<pb::NamespacePresenceResponse>, Status> {
+        self.node.access.check(
+            &request,
+            Permission::View,
+            Target::Namespace(&request.get_ref().namespace),
+        )?;
+        let started = Instant::now();
+        let namespace = request.into_inner().namespace;
+        let result = validate_namespace_name(&namespace)
+            .map_err(ShardError::from)
+            .and_then(|()| Ok(self.node.machine.presence(&namespace)?))
+            .map(|found| pb::NamespacePresenceResponse {
+                node_id: self.node.id(),
+                shard: self.node.config.node.shard.clone(),
+                region: self.node.config.node.region.clone(),
+                record: found.record,
+                keys: found.keys,
+                change_log_entries: found.changes,
+                lost_writes: found.lost,
+                bytes: found.bytes,
+            });
+        finish(
+            &self.node.metrics,
+            "NamespacePresence",
+            None,
+            started,
+            result,
+        )
+    }
+
     type ExportNamespaceStream = ExportStream;
 
     async fn export_namespace(

@@ -68,14 +68,187 @@ const PLACEMENT_HEADERS: [&str; 7] = [
 ];
 
 pub async fn run(format: OutputFormat, args: NamespaceArgs) -> anyhow::Result<()> {
+    let dialer = target::dialer(&args.target)?;
     match target::resolve(&args.target, None)? {
-        Target::Direct(shard) => run_on_shard(format, args.command, &shard).await,
+        Target::Direct(shard) => run_on_shard(format, args.command, &shard, dialer).await,
         Target::Lab {
             control,
             gateway,
             regions,
-        } => run_on_control(format, args.command, &control, &gateway, &regions).await,
+        } => run_on_control(format, args.command, &control, &gateway, &regions, dialer).await,
     }
+}
+
+/// `namespace residency NAME [--verify]`: `control` is the control plane;
+/// `dialer` reaches the nodes to scan.
+async fn residency(
+    format: OutputFormat,
+    control: &Client,
+    dialer: meridian_net::Dialer,
+    name: &str,
+    verify: bool,
+) -> anyhow::Result<()> {
+    let report = control.namespace_residency(name).await?;
+    let copies: Vec<serde_json::Value> = report
+        .copies
+        .iter()
+        .map(|c| {
+            json!({
+                "shard": c.shard,
+                "region": c.region,
+                "region_jurisdictions": c.region_jurisdictions,
+                "role": c.role,
+                "allowed": c.allowed,
+                "nodes": c.members.iter().map(|m| json!({ "node_id": m.node_id, "address": m.address })).collect::<Vec<_>>(),
+            })
+        })
+        .collect();
+    if !verify {
+        let rows = report
+            .copies
+            .iter()
+            .map(|c| {
+                vec![
+                    c.shard.clone(),
+                    c.region.clone(),
+                    c.region_jurisdictions.join(","),
+                    c.role.clone(),
+                    c.allowed.to_string(),
+                    c.members.len().to_string(),
+                ]
+            })
+            .collect();
+        emit(
+            format,
+            json!({
+                "namespace": report.namespace,
+                "allowed_jurisdictions": report.allowed_jurisdictions,
+                "copies": copies,
+            }),
+            &[
+                "SHARD",
+                "REGION",
+                "JURISDICTIONS",
+                "ROLE",
+                "ALLOWED",
+                "NODES",
+            ],
+            rows,
+        );
+        return Ok(());
+    }
+    // Scan every node of every shard, not only the recorded ones: the point
+    // is to find bytes where the record says there are none.
+    let allowed_region = |region: &str| {
+        report
+            .regions
+            .iter()
+            .find(|r| r.name == region)
+            .is_some_and(|r| {
+                r.jurisdictions
+                    .iter()
+                    .any(|j| report.allowed_jurisdictions.contains(j))
+            })
+    };
+    let addresses: Vec<String> = report
+        .shards
+        .iter()
+        .flat_map(|s| s.members.iter().map(|m| m.address.clone()))
+        .collect();
+    let scanner = Client::with_dialer(addresses.clone(), dialer)?;
+    let mut nodes = Vec::new();
+    let (mut outside, mut unreachable, mut unrecorded) = (0usize, 0usize, 0usize);
+    for shard in &report.shards {
+        for member in &shard.members {
+            let recorded = report.copies.iter().any(|c| c.shard == shard.id);
+            let allowed = allowed_region(&shard.region);
+            let (holds, bytes, detail) =
+                match scanner.namespace_presence_on(&member.address, name).await {
+                    Ok(found) => {
+                        let holds = found.record
+                            || found.keys > 0
+                            || found.change_log_entries > 0
+                            || found.lost_writes > 0;
+                        (
+                            Some(holds),
+                            found.bytes,
+                            format!(
+                                "{} keys, {} change-log entries, {} lost writes",
+                                found.keys, found.change_log_entries, found.lost_writes
+                            ),
+                        )
+                    }
+                    Err(err) => (None, 0, format!("cannot scan: {err}")),
+                };
+            let verdict = match holds {
+                None => {
+                    unreachable += 1;
+                    "unverified"
+                }
+                Some(true) if !allowed => {
+                    outside += 1;
+                    "OUTSIDE JURISDICTIONS"
+                }
+                Some(true) if !recorded => {
+                    unrecorded += 1;
+                    "unrecorded copy"
+                }
+                Some(true) => "holds (allowed)",
+                Some(false) => "none",
+            };
+            nodes.push((
+                shard.id.clone(),
+                shard.region.clone(),
+                member.node_id,
+                member.address.clone(),
+                holds,
+                bytes,
+                verdict,
+                detail,
+            ));
+        }
+    }
+    let rows = nodes
+        .iter()
+        .map(|(shard, region, id, _, _, bytes, verdict, detail)| {
+            vec![
+                shard.clone(),
+                region.clone(),
+                id.to_string(),
+                verdict.to_string(),
+                bytes.to_string(),
+                detail.clone(),
+            ]
+        })
+        .collect();
+    let verified = outside == 0 && unreachable == 0;
+    emit(
+        format,
+        json!({
+            "namespace": report.namespace,
+            "allowed_jurisdictions": report.allowed_jurisdictions,
+            "copies": copies,
+            "verified": verified,
+            "outside_jurisdictions": outside,
+            "unreachable": unreachable,
+            "unrecorded": unrecorded,
+            "nodes": nodes.iter().map(|(shard, region, id, address, holds, bytes, verdict, detail)| json!({
+                "shard": shard, "region": region, "node_id": id, "address": address,
+                "holds": holds, "bytes": bytes, "verdict": verdict, "detail": detail,
+            })).collect::<Vec<_>>(),
+        }),
+        &["SHARD", "REGION", "NODE", "VERDICT", "BYTES", "DETAIL"],
+        rows,
+    );
+    if outside > 0 {
+        anyhow::bail!("{outside} node(s) hold bytes of {name} outside its jurisdictions");
+    }
+    if unreachable > 0 {
+        anyhow::bail!(
+            "{unreachable} node(s) could not be scanned; residency of {name} is not verified"
+        );
+    }
+    Ok(())
 }
 
 async fn run_on_control(
@@ -84,8 +257,12 @@ async fn run_on_control(
     control: &Client,
     gateway: &Client,
     regions: &[String],
+    dialer: meridian_net::Dialer,
 ) -> anyhow::Result<()> {
     match command {
+        NamespaceCommand::Residency { name, verify } => {
+            residency(format, control, dialer, &name, verify).await?;
+        }
         NamespaceCommand::Create {
             name,
             region,
@@ -198,8 +375,13 @@ async fn run_on_shard(
     format: OutputFormat,
     command: NamespaceCommand,
     client: &Client,
+    dialer: meridian_net::Dialer,
 ) -> anyhow::Result<()> {
     match command {
+        // With `--endpoint`, residency asks those addresses as the control plane.
+        NamespaceCommand::Residency { name, verify } => {
+            residency(format, client, dialer, &name, verify).await?;
+        }
         NamespaceCommand::Create { name, .. } => {
             let info = client.create_namespace(&name).await?;
             emit_message(
