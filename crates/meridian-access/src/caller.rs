@@ -20,27 +20,26 @@ pub fn of_grpc<T>(request: &tonic::Request<T>) -> Caller {
     if let Some(value) = request.metadata().get("authorization") {
         return from_authorization(value.to_str().ok());
     }
-    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
-    let Some(tls) = request.extensions().get::<TlsConnectInfo<TcpConnectInfo>>() else {
-        return Caller::Plain;
-    };
-    from_certificate(
-        tls.peer_certs()
-            .as_ref()
-            .and_then(|c| c.first())
-            .map(|c| c.as_ref()),
-    )
+    match request.extensions().get::<meridian_net::accept::Peer>() {
+        Some(peer) => of_peer(peer),
+        // Not from a connection (an in-process call without a caller).
+        None => Caller::Plain,
+    }
 }
 
-/// The caller of an HTTP call on a connection from `peer`.
-pub fn of_http(peer: &meridian_net::https::HttpPeer, headers: &http::HeaderMap) -> Caller {
-    if let Some(value) = headers.get(http::header::AUTHORIZATION) {
-        return from_authorization(value.to_str().ok());
-    }
+fn of_peer(peer: &meridian_net::accept::Peer) -> Caller {
     match &peer.tls {
         None => Caller::Plain,
         Some(certificate) => from_certificate(certificate.as_deref()),
     }
+}
+
+/// The caller of an HTTP call on a connection from `peer`.
+pub fn of_http(peer: &meridian_net::accept::Peer, headers: &http::HeaderMap) -> Caller {
+    if let Some(value) = headers.get(http::header::AUTHORIZATION) {
+        return from_authorization(value.to_str().ok());
+    }
+    of_peer(peer)
 }
 
 fn from_authorization(value: Option<&str>) -> Caller {

@@ -146,11 +146,11 @@ pub async fn follow(
         next = next.wrapping_add(1);
         let since_version = table.read().unwrap_or_else(|e| e.into_inner()).version;
         let channel = match dialer.endpoint(endpoint) {
-            Ok(e) => e
-                .connect_timeout(Duration::from_secs(1))
-                .http2_keep_alive_interval(Duration::from_secs(1))
-                .keep_alive_timeout(Duration::from_secs(3))
-                .connect_lazy(),
+            Ok(e) => dialer.lazy(
+                &e.connect_timeout(Duration::from_secs(1))
+                    .http2_keep_alive_interval(Duration::from_secs(1))
+                    .keep_alive_timeout(Duration::from_secs(3)),
+            ),
             Err(err) => {
                 tracing::error!(endpoint, error = %err, "bad control-plane address");
                 tokio::time::sleep(Duration::from_secs(1)).await;

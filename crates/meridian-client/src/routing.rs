@@ -158,7 +158,7 @@ impl Client {
         // Each `connect_lazy` is its own connection (a clone would share one).
         let pool: Vec<Conn> = (0..self.options.connections_per_member.max(1))
             .map(|_| {
-                meridian_net::coalesce::Coalesce::new(endpoint.connect_lazy())
+                meridian_net::coalesce::Coalesce::new(self.options.dialer.lazy(&endpoint))
                     .with_authorization(self.options.dialer.authorization().cloned())
             })
             .collect();

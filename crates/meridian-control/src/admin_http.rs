@@ -46,7 +46,7 @@ impl<S: Send + Sync> FromRequestParts<S> for HttpCaller {
     ) -> Result<Self, Self::Rejection> {
         let caller = match parts
             .extensions
-            .get::<ConnectInfo<meridian_net::https::HttpPeer>>()
+            .get::<ConnectInfo<meridian_net::accept::Peer>>()
         {
             Some(ConnectInfo(peer)) => meridian_access::caller::of_http(peer, &parts.headers),
             None => Caller::Unidentified("the connection's peer is unknown".into()),

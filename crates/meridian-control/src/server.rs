@@ -117,6 +117,8 @@ pub async fn run(
         .build_v1()
         .map_err(|e| ControlError::Unavailable(format!("reflection service: {e}")))?;
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
+    // Rotation: new certificate files are taken in without a restart.
+    let _reloader = transport.reload_certificates(stop.clone());
     let seeder = tokio::spawn(node.clone().seed_regions());
     let refusals = tokio::spawn(node.clone().record_refusals());
     let prober = tokio::spawn(crate::failover::run(node.clone()));
@@ -131,14 +133,21 @@ pub async fn run(
 
     let service = Arc::new(ControlService::new(node.clone()));
     let mut grpc_stop = stop.clone();
-    let grpc = serve::grpc_server(&transport)?
+    let grpc = serve::grpc_server()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(ControlServer::from_arc(service.clone()))
         .add_service(node.raft.transport_service())
-        .serve_with_incoming_shutdown(serve::incoming(grpc_listener), async move {
-            let _ = grpc_stop.wait_for(|s| *s).await;
-        });
+        .serve_with_incoming_shutdown(
+            serve::incoming(
+                grpc_listener,
+                &transport,
+                meridian_net::credentials::ClientCertificates::Optional,
+            )?,
+            async move {
+                let _ = grpc_stop.wait_for(|s| *s).await;
+            },
+        );
     let app = Router::new()
         .route("/health/live", get(|| async { "live\n" }))
         .route(
@@ -169,9 +178,9 @@ pub async fn run(
         .with_state(node.clone())
         .merge(crate::admin_http::router(service.clone()));
     let mut http_stop = stop.clone();
-    let tls = transport.tls.clone();
+    let tls = transport.http_tls(meridian_net::credentials::ClientCertificates::Optional)?;
     let http = async move {
-        meridian_net::https::serve(http_listener, app, tls.as_ref(), async move {
+        meridian_net::https::serve(http_listener, app, tls, async move {
             let _ = http_stop.wait_for(|s| *s).await;
         })
         .await

@@ -114,10 +114,8 @@ pub async fn probe(
                 Some(channel) => channel.clone(),
                 None => match dialer.endpoint(&address) {
                     Ok(endpoint) => {
-                        let channel = endpoint
-                            .connect_timeout(interval)
-                            .tcp_nodelay(true)
-                            .connect_lazy();
+                        let channel =
+                            dialer.lazy(&endpoint.connect_timeout(interval).tcp_nodelay(true));
                         channels.insert(address.clone(), channel.clone());
                         channel
                     }

@@ -151,6 +151,8 @@ pub async fn run(
         .build_v1()
         .map_err(|e| GatewayError::Reflection(e.to_string()))?;
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
+    // Rotation: new certificate files are taken in without a restart.
+    let _reloader = transport.reload_certificates(stop.clone());
     let health_table = table.clone();
     let health_task = tokio::spawn(serve::report_health(
         health_reporter,
@@ -187,7 +189,7 @@ pub async fn run(
     )
     .map_err(|e| GatewayError::Config(format!("control.endpoints: {e}")))?;
     let mut grpc_stop = stop.clone();
-    let grpc = serve::grpc_server(&transport)?
+    let grpc = serve::grpc_server()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(KvServer::new(GatewayService::new(
@@ -198,9 +200,16 @@ pub async fn run(
             control_client,
             replicas.clone(),
         )))
-        .serve_with_incoming_shutdown(serve::incoming(grpc_listener), async move {
-            let _ = grpc_stop.wait_for(|s| *s).await;
-        });
+        .serve_with_incoming_shutdown(
+            serve::incoming(
+                grpc_listener,
+                &transport,
+                meridian_net::credentials::ClientCertificates::Optional,
+            )?,
+            async move {
+                let _ = grpc_stop.wait_for(|s| *s).await;
+            },
+        );
     let app = Router::new()
         .route("/health/live", get(|| async { "live\n" }))
         .route(
@@ -235,9 +244,9 @@ pub async fn run(
             metrics: metrics.clone(),
         });
     let mut http_stop = stop.clone();
-    let tls = transport.tls.clone();
+    let tls = transport.http_tls(meridian_net::credentials::ClientCertificates::Optional)?;
     let http = async move {
-        meridian_net::https::serve(http_listener, app, tls.as_ref(), async move {
+        meridian_net::https::serve(http_listener, app, tls, async move {
             let _ = http_stop.wait_for(|s| *s).await;
         })
         .await

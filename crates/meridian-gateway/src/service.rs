@@ -145,8 +145,9 @@ impl GatewayService {
         }
         let client = match caller {
             Caller::Plain => request
-                .remote_addr()
-                .map(|a| a.ip().to_string())
+                .extensions()
+                .get::<meridian_net::accept::Peer>()
+                .map(|p| p.address.ip().to_string())
                 .unwrap_or_else(|| "unknown".into()),
             known => known.name(),
         };

@@ -508,7 +508,7 @@ pub async fn is_serving(dialer: &Dialer, address: &str) -> bool {
     let endpoint = endpoint
         .connect_timeout(Duration::from_millis(300))
         .timeout(Duration::from_millis(500));
-    let Ok(channel) = endpoint.connect().await else {
+    let Ok(channel) = dialer.connect(&endpoint).await else {
         return false;
     };
     let request = HealthCheckRequest {

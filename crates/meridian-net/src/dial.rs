@@ -10,11 +10,14 @@
 //! `us-east->eu-west:eu-west-1` link, and the link delays (or cuts) the bytes.
 //! TLS is end to end through such a proxy: the proxy only moves TCP bytes.
 
+use crate::credentials::Credentials;
 use crate::tls::{SERVER_NAME, TlsMaterial};
 use crate::{Identity, NetError};
 use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
-use tonic::transport::{ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, Endpoint, Uri};
 
 /// Makes endpoints for outgoing connections. Cheap to clone.
 #[derive(Debug, Clone, Default)]
@@ -25,9 +28,13 @@ pub struct Dialer {
 #[derive(Debug, Default)]
 struct Inner {
     via: BTreeMap<String, String>,
-    tls: Option<ClientTlsConfig>,
-    /// The same TLS files, for handshakes made outside tonic.
-    material: Option<TlsMaterial>,
+    /// The process's credentials (reloaded by a server when its files change).
+    credentials: Option<Arc<Credentials>>,
+    /// Client TLS configuration built from them (HTTP/2).
+    client: Option<Arc<rustls::ClientConfig>>,
+    /// Why TLS material given to [`Dialer::new`] is unusable; every dial then
+    /// fails with it instead of falling back to plain text.
+    broken: Option<String>,
     /// `Bearer TOKEN`, sent with every call (tools without a certificate).
     authorization: Option<http::HeaderValue>,
 }
@@ -39,15 +46,97 @@ impl Dialer {
     }
 
     /// A dialer that rewrites addresses found in `via` and, with `tls`, presents
-    /// that identity and trusts only that CA.
+    /// that identity and trusts only that CA (fixed; for clients).
     pub fn new(via: BTreeMap<String, String>, tls: Option<&TlsMaterial>) -> Self {
+        let credentials = tls.map(Credentials::from_material).transpose();
+        match credentials {
+            Ok(credentials) => Self::with_credentials(via.clone(), credentials)
+                .unwrap_or_else(|err| Self::broken(via, err.to_string())),
+            Err(err) => Self::broken(via, err.to_string()),
+        }
+    }
+
+    fn broken(via: BTreeMap<String, String>, why: String) -> Self {
         Self {
             inner: Arc::new(Inner {
                 via,
-                tls: tls.map(TlsMaterial::client_config),
-                material: tls.cloned(),
+                credentials: None,
+                client: None,
+                broken: Some(why),
                 authorization: None,
             }),
+        }
+    }
+
+    /// A dialer presenting `credentials`' current certificate on every new
+    /// connection (a server's, reloaded when its files change).
+    pub fn with_credentials(
+        via: BTreeMap<String, String>,
+        credentials: Option<Arc<Credentials>>,
+    ) -> Result<Self, NetError> {
+        let client = credentials
+            .as_ref()
+            .map(|c| c.client_config(&[b"h2"]))
+            .transpose()?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                via,
+                credentials,
+                client,
+                broken: None,
+                authorization: None,
+            }),
+        })
+    }
+
+    /// Whether connections use TLS.
+    pub fn is_tls(&self) -> bool {
+        self.inner.client.is_some() || self.inner.broken.is_some()
+    }
+
+    /// The address a connection to `address` actually goes to.
+    pub fn resolve<'a>(&'a self, address: &'a str) -> &'a str {
+        self.inner
+            .via
+            .get(address)
+            .map(String::as_str)
+            .unwrap_or(address)
+    }
+
+    /// An endpoint for the peer advertised as `address` (`host:port`). Callers add
+    /// their own timeouts and keepalives, then make channels with
+    /// [`Dialer::lazy`] or [`Dialer::connect`] (which add TLS).
+    pub fn endpoint(&self, address: &str) -> Result<Endpoint, NetError> {
+        if let Some(why) = &self.inner.broken {
+            return Err(NetError::Material {
+                what: "client TLS".into(),
+                reason: why.clone(),
+            });
+        }
+        let target = self.resolve(address);
+        Endpoint::from_shared(format!("http://{target}")).map_err(|e| NetError::BadAddress {
+            address: address.to_string(),
+            reason: e.to_string(),
+        })
+    }
+
+    /// A channel to `endpoint` that connects on first use (TLS when on).
+    pub fn lazy(&self, endpoint: &Endpoint) -> Channel {
+        match &self.inner.client {
+            Some(config) => endpoint.connect_with_connector_lazy(TlsConnect(config.clone())),
+            None => endpoint.connect_lazy(),
+        }
+    }
+
+    /// A channel to `endpoint`, connected now (TLS when on).
+    pub async fn connect(&self, endpoint: &Endpoint) -> Result<Channel, tonic::transport::Error> {
+        match &self.inner.client {
+            Some(config) => {
+                endpoint
+                    .connect_with_connector(TlsConnect(config.clone()))
+                    .await
+            }
+            None => endpoint.connect().await,
         }
     }
 
@@ -65,8 +154,9 @@ impl Dialer {
         Ok(Self {
             inner: Arc::new(Inner {
                 via: self.inner.via.clone(),
-                tls: self.inner.tls.clone(),
-                material: self.inner.material.clone(),
+                credentials: self.inner.credentials.clone(),
+                client: self.inner.client.clone(),
+                broken: self.inner.broken.clone(),
                 authorization: Some(value),
             }),
         })
@@ -77,7 +167,7 @@ impl Dialer {
     /// the dial-via table like any connection); `None` in plain text. Used to
     /// learn a node's region from its certificate before letting it in.
     pub async fn server_identity(&self, address: &str) -> Result<Option<Identity>, NetError> {
-        let Some(material) = &self.inner.material else {
+        let Some(credentials) = &self.inner.credentials else {
             return Ok(None);
         };
         let unreachable = |reason: String| NetError::BadAddress {
@@ -85,7 +175,7 @@ impl Dialer {
             reason,
         };
         let limit = std::time::Duration::from_secs(5);
-        let connector = tokio_rustls::TlsConnector::from(material.rustls_client_config()?);
+        let connector = tokio_rustls::TlsConnector::from(credentials.client_config(&[])?);
         let name = rustls::pki_types::ServerName::try_from(SERVER_NAME)
             .map_err(|e| unreachable(e.to_string()))?;
         let stream =
@@ -110,38 +200,56 @@ impl Dialer {
     pub fn authorization(&self) -> Option<&http::HeaderValue> {
         self.inner.authorization.as_ref()
     }
+}
 
-    /// Whether connections use TLS.
-    pub fn is_tls(&self) -> bool {
-        self.inner.tls.is_some()
+/// Connects TCP to the endpoint's (already resolved) address and makes the
+/// TLS handshake with the dialer's current client certificate; tonic then
+/// speaks HTTP/2 over it.
+#[derive(Clone)]
+struct TlsConnect(Arc<rustls::ClientConfig>);
+
+type Connecting = Pin<
+    Box<
+        dyn Future<
+                Output = Result<
+                    hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>,
+                    std::io::Error,
+                >,
+            > + Send,
+    >,
+>;
+
+impl tower_service::Service<Uri> for TlsConnect {
+    type Response = hyper_util::rt::TokioIo<tokio_rustls::client::TlsStream<tokio::net::TcpStream>>;
+    type Error = std::io::Error;
+    type Future = Connecting;
+
+    fn poll_ready(
+        &mut self,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), Self::Error>> {
+        std::task::Poll::Ready(Ok(()))
     }
 
-    /// The address a connection to `address` actually goes to.
-    pub fn resolve<'a>(&'a self, address: &'a str) -> &'a str {
-        self.inner
-            .via
-            .get(address)
-            .map(String::as_str)
-            .unwrap_or(address)
-    }
-
-    /// An endpoint for the peer advertised as `address` (`host:port`). Callers add
-    /// their own timeouts and keepalives.
-    pub fn endpoint(&self, address: &str) -> Result<Endpoint, NetError> {
-        let target = self.resolve(address);
-        let scheme = if self.is_tls() { "https" } else { "http" };
-        let bad = |reason: String| NetError::BadAddress {
-            address: address.to_string(),
-            reason,
-        };
-        let endpoint = Endpoint::from_shared(format!("{scheme}://{target}"))
-            .map_err(|e| bad(e.to_string()))?;
-        match &self.inner.tls {
-            Some(tls) => endpoint
-                .tls_config(tls.clone().domain_name(SERVER_NAME))
-                .map_err(|e| bad(e.to_string())),
-            None => Ok(endpoint),
-        }
+    fn call(&mut self, uri: Uri) -> Self::Future {
+        let config = self.0.clone();
+        Box::pin(async move {
+            let invalid =
+                |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, why.to_string());
+            let authority = uri
+                .authority()
+                .ok_or_else(|| invalid("the endpoint has no address"))?
+                .as_str()
+                .to_string();
+            let tcp = tokio::net::TcpStream::connect(authority).await?;
+            tcp.set_nodelay(true)?;
+            let name = rustls::pki_types::ServerName::try_from(SERVER_NAME)
+                .map_err(|_| invalid("bad server name"))?;
+            let tls = tokio_rustls::TlsConnector::from(config)
+                .connect(name, tcp)
+                .await?;
+            Ok(hyper_util::rt::TokioIo::new(tls))
+        })
     }
 }
 

@@ -18,8 +18,10 @@
 //! signed by the cluster CA and require the same of every client, so a process
 //! (or a user) without a certificate from that CA cannot call anything.
 
+pub mod accept;
 pub mod certs;
 pub mod coalesce;
+pub mod credentials;
 pub mod dial;
 pub mod https;
 pub mod identity;
@@ -100,12 +102,13 @@ pub enum NetError {
     },
 }
 
-/// A process's transport settings, loaded once at start-up: its TLS material
-/// (if TLS is on) and the dialer built from it and the dial-via table.
+/// A process's transport settings, loaded once at start-up: its credentials
+/// (if TLS is on; reloaded when the files change) and the dialer built from
+/// them and the dial-via table.
 #[derive(Debug, Clone, Default)]
 pub struct Transport {
-    /// Loaded TLS files; `None` means plain text.
-    pub tls: Option<TlsMaterial>,
+    /// The certificate, key and CA; `None` means plain text.
+    pub tls: Option<std::sync::Arc<credentials::Credentials>>,
     /// Dialer for every outgoing connection.
     pub dialer: Dialer,
 }
@@ -117,13 +120,41 @@ impl Transport {
         tls: Option<&TlsFiles>,
         via: &std::collections::BTreeMap<String, String>,
     ) -> Result<Self, NetError> {
-        let tls = tls.map(TlsFiles::load).transpose()?;
-        let dialer = Dialer::new(via.clone(), tls.as_ref());
+        let tls = tls.map(credentials::Credentials::watching).transpose()?;
+        let dialer = Dialer::with_credentials(via.clone(), tls.clone())?;
         Ok(Self { tls, dialer })
     }
 
-    /// The gRPC server's TLS configuration, if TLS is on.
-    pub fn server_tls(&self) -> Option<tonic::transport::ServerTlsConfig> {
-        self.tls.as_ref().map(TlsMaterial::server_config)
+    /// The gRPC server's TLS configuration (HTTP/2), if TLS is on.
+    pub fn grpc_tls(
+        &self,
+        clients: credentials::ClientCertificates,
+    ) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, NetError> {
+        self.tls
+            .as_ref()
+            .map(|c| c.server_config(&[b"h2"], clients))
+            .transpose()
+    }
+
+    /// The HTTP server's TLS configuration (HTTP/1.1), if TLS is on.
+    pub fn http_tls(
+        &self,
+        clients: credentials::ClientCertificates,
+    ) -> Result<Option<std::sync::Arc<rustls::ServerConfig>>, NetError> {
+        self.tls
+            .as_ref()
+            .map(|c| c.server_config(&[b"http/1.1"], clients))
+            .transpose()
+    }
+
+    /// Reloads the certificate files when they change, until `stop` turns
+    /// true (see [`credentials::watch`]); nothing to do in plain text.
+    pub fn reload_certificates(
+        &self,
+        stop: tokio::sync::watch::Receiver<bool>,
+    ) -> Option<tokio::task::JoinHandle<()>> {
+        self.tls
+            .clone()
+            .map(|credentials| tokio::spawn(credentials::watch(credentials, stop)))
     }
 }

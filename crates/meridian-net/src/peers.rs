@@ -50,18 +50,17 @@ pub enum Refusal {
 /// The caller as mutual TLS authenticated it: `None` in plain text, else the
 /// identity in the certificate the handshake verified, or why there is none.
 pub fn caller<T>(request: &tonic::Request<T>) -> Option<Result<Identity, String>> {
-    use tonic::transport::server::{TcpConnectInfo, TlsConnectInfo};
     // Plain text only when the connection really is: a TLS connection whose
     // client sent no certificate has no identity, which is not "plain text".
     let tls = request
         .extensions()
-        .get::<TlsConnectInfo<TcpConnectInfo>>()?;
-    Some(
-        match tls.peer_certs().as_ref().and_then(|certs| certs.first()) {
-            Some(cert) => Identity::from_certificate(cert).map_err(|e| e.to_string()),
-            None => Err("no client certificate".to_string()),
-        },
-    )
+        .get::<crate::accept::Peer>()?
+        .tls
+        .as_ref()?;
+    Some(match tls {
+        Some(cert) => Identity::from_certificate(cert).map_err(|e| e.to_string()),
+        None => Err("no client certificate".to_string()),
+    })
 }
 
 /// Whether `caller` may call `api`, which is for `peers`.

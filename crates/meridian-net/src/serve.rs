@@ -8,7 +8,6 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::Server;
-use tonic::transport::server::TcpIncoming;
 
 /// Binds `address`, naming it in the error.
 pub async fn bind(address: SocketAddr) -> Result<TcpListener, NetError> {
@@ -17,25 +16,22 @@ pub async fn bind(address: SocketAddr) -> Result<TcpListener, NetError> {
         .map_err(|source| NetError::Bind { address, source })
 }
 
-/// A gRPC server builder with the process's TLS (if on) and the socket options
-/// every Meridian server uses.
-pub fn grpc_server(transport: &Transport) -> Result<Server, NetError> {
-    let builder = Server::builder()
-        .tcp_nodelay(true)
-        .http2_keepalive_interval(Some(Duration::from_secs(10)));
-    match transport.server_tls() {
-        Some(tls) => builder.tls_config(tls).map_err(|e| NetError::Material {
-            what: "server TLS".into(),
-            reason: e.to_string(),
-        }),
-        None => Ok(builder),
-    }
+/// A gRPC server builder with the settings every Meridian server uses. TLS is
+/// not the builder's: connections come from [`incoming`], which makes the
+/// handshakes with the process's current certificate.
+pub fn grpc_server() -> Server {
+    Server::builder().http2_keepalive_interval(Some(Duration::from_secs(10)))
 }
 
-/// Accepted gRPC connections with Nagle's algorithm off: small responses must not
-/// wait for the peer's delayed ACK (that costs ~40 ms per request/response pair).
-pub fn incoming(listener: TcpListener) -> TcpIncoming {
-    TcpIncoming::from(listener).with_nodelay(Some(true))
+/// Accepted gRPC connections on `listener`: TLS (HTTP/2) with `transport`'s
+/// credentials when TLS is on, asking clients for certificates as `clients`
+/// says; plain TCP otherwise. Nagle's algorithm is off on all of them.
+pub fn incoming(
+    listener: TcpListener,
+    transport: &Transport,
+    clients: crate::credentials::ClientCertificates,
+) -> Result<crate::accept::Acceptor, NetError> {
+    crate::accept::Acceptor::new(listener, transport.grpc_tls(clients)?)
 }
 
 /// Keeps `grpc.health.v1` in line with `is_ready` for the overall status ("")

@@ -5,7 +5,6 @@ use crate::NetError;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use tonic::transport::{Certificate, ClientTlsConfig, Identity, ServerTlsConfig};
 
 /// The name every Meridian certificate carries and every client checks. Peers
 /// are dialed by IP address, often through a proxy, so the name proves "a member
@@ -72,22 +71,6 @@ impl std::fmt::Debug for TlsMaterial {
 }
 
 impl TlsMaterial {
-    /// Client side: present this identity, trust only the cluster CA.
-    pub fn client_config(&self) -> ClientTlsConfig {
-        ClientTlsConfig::new()
-            .ca_certificate(Certificate::from_pem(&self.ca))
-            .identity(Identity::from_pem(&self.cert, &self.key))
-            .domain_name(SERVER_NAME)
-    }
-
-    /// Server side for gRPC: present this identity and require a client
-    /// certificate signed by the cluster CA.
-    pub fn server_config(&self) -> ServerTlsConfig {
-        ServerTlsConfig::new()
-            .identity(Identity::from_pem(&self.cert, &self.key))
-            .client_ca_root(Certificate::from_pem(&self.ca))
-    }
-
     /// Server side for HTTP (`/metrics`, `/health/*`, the admin API): the same
     /// rule as gRPC, as a rustls configuration speaking HTTP/1.1.
     pub fn rustls_server_config(&self) -> Result<Arc<rustls::ServerConfig>, NetError> {
@@ -123,6 +106,20 @@ impl TlsMaterial {
             )
             .map_err(|e| material("cert/key", e))?;
         Ok(Arc::new(config))
+    }
+
+    pub(crate) fn certs(
+        &self,
+    ) -> Result<Vec<rustls::pki_types::CertificateDer<'static>>, NetError> {
+        parse_certs(&self.cert, "cert")
+    }
+
+    pub(crate) fn key(&self) -> Result<rustls::pki_types::PrivateKeyDer<'static>, NetError> {
+        parse_key(&self.key, "key")
+    }
+
+    pub(crate) fn roots(&self) -> Result<rustls::RootCertStore, NetError> {
+        self.rustls_roots("ca")
     }
 
     fn rustls_roots(&self, what: &str) -> Result<rustls::RootCertStore, NetError> {

@@ -66,14 +66,15 @@ impl PeerClient {
         let client = dialer
             .endpoint(address)
             .map(|endpoint| {
-                let channel = endpoint
-                    .connect_timeout(Duration::from_secs(1))
-                    .tcp_nodelay(true)
-                    // Detect a dead peer behind a still-open pipelined stream quickly.
-                    .http2_keep_alive_interval(Duration::from_secs(1))
-                    .keep_alive_timeout(Duration::from_secs(2))
-                    .keep_alive_while_idle(true)
-                    .connect_lazy();
+                let channel = dialer.lazy(
+                    &endpoint
+                        .connect_timeout(Duration::from_secs(1))
+                        .tcp_nodelay(true)
+                        // Detect a dead peer behind a still-open pipelined stream quickly.
+                        .http2_keep_alive_interval(Duration::from_secs(1))
+                        .keep_alive_timeout(Duration::from_secs(2))
+                        .keep_alive_while_idle(true),
+                );
                 RaftTransportClient::new(channel)
                     .max_decoding_message_size(256 << 20)
                     .max_encoding_message_size(256 << 20)

@@ -92,6 +92,8 @@ pub async fn run(
         .max_encoding_message_size(max_message.max(8 << 20));
 
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
+    // Rotation: new certificate files are taken in without a restart.
+    let _reloader = transport.reload_certificates(stop.clone());
     let watcher = tokio::spawn(node.clone().watch_raft());
     let health_node = node.clone();
     let health_task = tokio::spawn(serve::report_health(
@@ -102,15 +104,22 @@ pub async fn run(
     ));
 
     let mut grpc_stop = stop.clone();
-    let grpc = serve::grpc_server(&transport)?
+    let grpc = serve::grpc_server()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(kv)
         .add_service(admin)
         .add_service(node.raft.transport_service())
-        .serve_with_incoming_shutdown(serve::incoming(grpc_listener), async move {
-            let _ = grpc_stop.wait_for(|stopped| *stopped).await;
-        });
+        .serve_with_incoming_shutdown(
+            serve::incoming(
+                grpc_listener,
+                &transport,
+                meridian_net::credentials::ClientCertificates::Required,
+            )?,
+            async move {
+                let _ = grpc_stop.wait_for(|stopped| *stopped).await;
+            },
+        );
 
     let app = Router::new()
         .route("/health/live", get(|| async { "live\n" }))
@@ -118,9 +127,9 @@ pub async fn run(
         .route("/metrics", get(metrics))
         .with_state(node.clone());
     let mut http_stop = stop.clone();
-    let tls = transport.tls.clone();
+    let tls = transport.http_tls(meridian_net::credentials::ClientCertificates::Required)?;
     let http = async move {
-        meridian_net::https::serve(http_listener, app, tls.as_ref(), async move {
+        meridian_net::https::serve(http_listener, app, tls, async move {
             let _ = http_stop.wait_for(|stopped| *stopped).await;
         })
         .await

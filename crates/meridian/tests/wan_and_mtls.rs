@@ -265,7 +265,10 @@ async fn wan_partitions_and_mutual_tls() {
     let raft_call = |dialer: Dialer| {
         let address = node.grpc.clone();
         async move {
-            let channel = dialer.endpoint(&address).unwrap().connect().await.unwrap();
+            let channel = dialer
+                .connect(&dialer.endpoint(&address).unwrap())
+                .await
+                .unwrap();
             meridian_proto::v1::raft_transport_client::RaftTransportClient::new(channel)
                 .vote(meridian_proto::v1::RaftPayload::default())
                 .await

@@ -357,7 +357,9 @@ async fn run(args: &Args, lab: &mut Lab, regions: &[String]) -> anyhow::Result<R
         .iter()
         .filter(|p| p.role == ProcessRole::Control)
     {
-        let channel = us_east_dialer.endpoint(&member.grpc)?.connect().await?;
+        let channel = us_east_dialer
+            .connect(&us_east_dialer.endpoint(&member.grpc)?)
+            .await?;
         let started = Instant::now();
         let mut stream = ControlClient::new(channel)
             .max_decoding_message_size(64 << 20)
