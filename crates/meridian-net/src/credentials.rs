@@ -50,7 +50,8 @@ pub struct Credentials {
     files: Option<TlsFiles>,
     roots: Arc<rustls::RootCertStore>,
     provider: Arc<CryptoProvider>,
-    current: RwLock<Arc<CertifiedKey>>,
+    /// `None` for a client that only trusts the CA (it sends an API token).
+    current: RwLock<Option<Arc<CertifiedKey>>>,
     stamp: Mutex<Option<Stamp>>,
     reloads: AtomicU64,
 }
@@ -81,8 +82,30 @@ impl Credentials {
         Ok(Arc::new(Self {
             files: None,
             roots: Arc::new(material.roots()?),
-            current: RwLock::new(Arc::new(certified(material, &provider)?)),
+            current: RwLock::new(Some(Arc::new(certified(material, &provider)?))),
             provider,
+            stamp: Mutex::new(None),
+            reloads: AtomicU64::new(0),
+        }))
+    }
+
+    /// A client that trusts the cluster CA in `ca_pem` and has no certificate
+    /// of its own (a tool that presents an API token instead).
+    pub fn trusting(ca_pem: &[u8]) -> Result<Arc<Self>, NetError> {
+        use rustls::pki_types::pem::PemObject;
+        let mut roots = rustls::RootCertStore::empty();
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(ca_pem) {
+            let cert = cert.map_err(|e| material_error("ca", e))?;
+            roots.add(cert).map_err(|e| material_error("ca", e))?;
+        }
+        if roots.is_empty() {
+            return Err(material_error("ca", "no PEM certificate found"));
+        }
+        Ok(Arc::new(Self {
+            files: None,
+            roots: Arc::new(roots),
+            provider: Arc::new(rustls::crypto::ring::default_provider()),
+            current: RwLock::new(None),
             stamp: Mutex::new(None),
             reloads: AtomicU64::new(0),
         }))
@@ -103,8 +126,8 @@ impl Credentials {
         Ok(Arc::new(credentials))
     }
 
-    /// The certificate and key handshakes use now.
-    pub fn current(&self) -> Arc<CertifiedKey> {
+    /// The certificate and key handshakes use now (`None`: CA only).
+    pub fn current(&self) -> Option<Arc<CertifiedKey>> {
         self.current
             .read()
             .unwrap_or_else(|e| e.into_inner())
@@ -131,7 +154,7 @@ impl Credentials {
         }
         let material = files.load()?;
         let pair = certified(&material, &self.provider)?;
-        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(pair);
+        *self.current.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(pair));
         *stamp = now;
         self.reloads.fetch_add(1, Ordering::Relaxed);
         Ok(true)
@@ -191,7 +214,7 @@ struct Current(Arc<Credentials>);
 
 impl rustls::server::ResolvesServerCert for Current {
     fn resolve(&self, _hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.current())
+        self.0.current()
     }
 }
 
@@ -201,11 +224,11 @@ impl rustls::client::ResolvesClientCert for Current {
         _root_hint_subjects: &[&[u8]],
         _sigschemes: &[rustls::SignatureScheme],
     ) -> Option<Arc<CertifiedKey>> {
-        Some(self.0.current())
+        self.0.current()
     }
 
     fn has_certs(&self) -> bool {
-        true
+        self.0.current().is_some()
     }
 }
 
@@ -243,18 +266,19 @@ mod tests {
         crate::certs::init(dir.path(), std::slice::from_ref(&node)).unwrap();
         let files = TlsFiles::in_dir(dir.path(), "n1");
         let credentials = Credentials::watching(&files).unwrap();
-        let first = credentials.current().cert[0].clone();
+        let current = || credentials.current().unwrap().cert[0].clone();
+        let first = current();
         assert!(!credentials.reload_if_changed().unwrap(), "nothing changed");
 
         // A broken key file (e.g. half written): the current pair stays.
         std::fs::write(&files.key, b"-----BEGIN PRIVATE KEY-----\n").unwrap();
         assert!(credentials.reload_if_changed().is_err());
-        assert_eq!(credentials.current().cert[0], first);
+        assert_eq!(current(), first);
 
         // The next certificate: taken in.
         crate::certs::issue(dir.path(), std::slice::from_ref(&node), true).unwrap();
         assert!(credentials.reload_if_changed().unwrap());
-        assert_ne!(credentials.current().cert[0], first);
+        assert_ne!(current(), first);
         assert_eq!(credentials.reloads(), 1);
     }
 }

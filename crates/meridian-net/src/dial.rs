@@ -68,6 +68,20 @@ impl Dialer {
         }
     }
 
+    /// A dialer that trusts the cluster CA in `ca` (PEM file) and presents no
+    /// certificate: for a tool that authenticates with an API token
+    /// ([`Dialer::with_bearer_token`]) to the control plane or a gateway.
+    pub fn trusting_ca(
+        via: BTreeMap<String, String>,
+        ca: &std::path::Path,
+    ) -> Result<Self, NetError> {
+        let pem = std::fs::read(ca).map_err(|source| NetError::Read {
+            path: ca.to_path_buf(),
+            source,
+        })?;
+        Self::with_credentials(via, Some(Credentials::trusting(&pem)?))
+    }
+
     /// A dialer presenting `credentials`' current certificate on every new
     /// connection (a server's, reloaded when its files change).
     pub fn with_credentials(

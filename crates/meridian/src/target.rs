@@ -40,6 +40,13 @@ fn lab(target: &TargetArgs) -> anyhow::Result<LabState> {
 /// The dialer for `--endpoint`: TLS with `--certs` if given.
 fn endpoint_dialer(target: &TargetArgs) -> anyhow::Result<Dialer> {
     let dialer = match &target.certs {
+        // A tool with a token and the CA but no certificate of its own.
+        Some(dir)
+            if target.token.is_some()
+                && !TlsFiles::in_dir(dir, &target.cert_name).cert.exists() =>
+        {
+            Dialer::trusting_ca(Default::default(), &dir.join("ca.pem"))?
+        }
         Some(dir) => {
             let material = TlsFiles::in_dir(dir, &target.cert_name).load()?;
             Dialer::new(Default::default(), Some(&material))

@@ -76,13 +76,35 @@ async fn https(
     path: &str,
     body: &str,
 ) -> (u16, String) {
-    let config = tls.rustls_client_config().unwrap();
+    https_with(
+        address,
+        tls.rustls_client_config().unwrap(),
+        None,
+        method,
+        path,
+        body,
+    )
+    .await
+}
+
+/// [`https`] with any client configuration and an optional bearer token.
+async fn https_with(
+    address: &str,
+    config: std::sync::Arc<rustls::ClientConfig>,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, String) {
     let connector = tokio_rustls::TlsConnector::from(config);
     let stream = tokio::net::TcpStream::connect(address).await.unwrap();
     let name = rustls::pki_types::ServerName::try_from(meridian_net::tls::SERVER_NAME).unwrap();
     let mut stream = connector.connect(name, stream).await.unwrap();
+    let authorization = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
     let request = format!(
-        "{method} {path} HTTP/1.1\r\nhost: meridian\r\ncontent-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        "{method} {path} HTTP/1.1\r\nhost: meridian\r\n{authorization}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
         body.len()
     );
     stream.write_all(request.as_bytes()).await.unwrap();
@@ -310,6 +332,59 @@ async fn roles_grants_tokens_and_revocation() {
         },
     )
     .await;
+
+    // A tool without a certificate: the CA and a token are enough for the
+    // control plane and gateways (gRPC and HTTP); without one it is refused.
+    let reader_token = admin.create_token("reader", "*", 600).await.unwrap().token;
+    let anonymous = Dialer::trusting_ca(Default::default(), &certs.join("ca.pem")).unwrap();
+    let tool = client(
+        control_at.clone(),
+        anonymous.clone().with_bearer_token(&reader_token).unwrap(),
+    );
+    tool.list_placements().await.unwrap();
+    let tool_gateway = client(
+        gateway_at.clone(),
+        anonymous.clone().with_bearer_token(&reader_token).unwrap(),
+    );
+    eventually(
+        "the reader token reaches the gateway",
+        Duration::from_secs(10),
+        || async {
+            tool_gateway
+                .get("orders", b"k", pb::Consistency::Strong)
+                .await
+                .is_ok()
+        },
+    )
+    .await;
+    denied(
+        tool_gateway.put("orders", b"k", b"x").await,
+        "token ",
+        "write namespace orders",
+    );
+    let nobody = client(control_at.clone(), anonymous);
+    match nobody.list_placements().await {
+        Err(ClientError::Unauthenticated(m)) => assert!(m.contains("no client certificate"), "{m}"),
+        other => panic!("a caller without certificate or token got in: {other:?}"),
+    }
+    let ca_only = meridian_net::credentials::Credentials::trusting(
+        &std::fs::read(certs.join("ca.pem")).unwrap(),
+    )
+    .unwrap()
+    .client_config(&[b"http/1.1"])
+    .unwrap();
+    let (status, body) = https_with(
+        &leader_http,
+        ca_only.clone(),
+        Some(&reader_token),
+        "GET",
+        "/v1/regions",
+        "",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = https_with(&leader_http, ca_only, None, "GET", "/v1/regions", "").await;
+    assert_eq!(status, 401, "{body}");
 
     // A revoked identity is refused everywhere, whatever it was granted.
     admin
