@@ -66,6 +66,26 @@ impl AccessGate {
         }
     }
 
+    /// The region of `namespace`'s primary as the routing push says: `Ok(None)`
+    /// on a standalone shard (nothing to check against), `Err` while the
+    /// table does not know the namespace yet.
+    pub fn primary_region(&self, namespace: &str) -> Result<Option<String>, String> {
+        if self.standalone {
+            return Ok(None);
+        }
+        let Some(routes) = self.routes.get() else {
+            return Err("this node has not received the routing table yet".into());
+        };
+        let table = routes.read().unwrap_or_else(|e| e.into_inner());
+        match table.routes.get(namespace) {
+            Some(route) => Ok(Some(route.region.clone())),
+            None => Err(format!(
+                "this node's routing table (version {}) has no route for namespace {namespace:?} yet",
+                table.version
+            )),
+        }
+    }
+
     /// Whether this node follows a control plane's policy.
     pub fn is_standalone(&self) -> bool {
         self.standalone

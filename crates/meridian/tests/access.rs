@@ -440,6 +440,22 @@ async fn roles_grants_tokens_and_revocation() {
         }
         other => panic!("a member moved itself: {other:?}"),
     }
+    // ...replication into a copy comes only from its primary's region (here
+    // a node of eu-west pushing "changes" of a us-east namespace)...
+    let from_eu = client(nodes_at.clone(), dialer_of(&lab, "eu-west-1"));
+    match from_eu
+        .replicate(pb::ReplicateRequest {
+            namespace: "orders".into(),
+            epoch: 1,
+            ..Default::default()
+        })
+        .await
+    {
+        Err(ClientError::PermissionDenied(m)) => {
+            assert!(m.contains("its primary is in region us-east"), "{m}")
+        }
+        other => panic!("a node of another region replicated into orders: {other:?}"),
+    }
     // ...and a region's jurisdictions cannot change under its namespaces.
     match admin
         .put_region(pb::RegionInfo {

@@ -842,12 +842,30 @@ impl Admin for AdminService {
         request: Request<pb::ReplicateRequest>,
     ) -> Result<Response<pb::ReplicateResponse>, Status> {
         let started = Instant::now();
-        // Changes come from another shard's node, never from a client.
+        // Changes come from another shard's node, never from a client...
         meridian_net::peers::check(
             &request,
             &meridian_net::peers::Peers::Nodes,
             "Admin.Replicate",
         )?;
+        // ...and only from a node of the region the routing table names as
+        // the namespace's primary: not from any node that holds a certificate.
+        if let Some(Ok(meridian_net::Identity::Node { region, .. })) =
+            meridian_net::peers::caller(&request)
+        {
+            let namespace = &request.get_ref().namespace;
+            match self.node.access.primary_region(namespace) {
+                Ok(None) => {}
+                Ok(Some(primary)) if primary == region => {}
+                Ok(Some(primary)) => {
+                    return Err(Status::permission_denied(format!(
+                        "a node of region {region} may not replicate namespace {namespace:?}: its primary is in region {primary}"
+                    )));
+                }
+                // Retryable: the push arrives within moments.
+                Err(why) => return Err(Status::unavailable(why)),
+            }
+        }
         let request = request.into_inner();
         let result = self.replicate_inner(request).await;
         finish(&self.node.metrics, "Replicate", None, started, result)
