@@ -164,6 +164,17 @@ pub struct ControlNodeSection {
     pub region: String,
     /// Directory for the log, state and snapshots.
     pub data_dir: PathBuf,
+    /// Encryption at rest (see the node's `node.encryption_key_file`).
+    pub encryption_key_file: Option<PathBuf>,
+}
+
+impl ControlNodeSection {
+    /// The key file, if encryption at rest is on.
+    pub fn key_file(&self) -> Option<&Path> {
+        self.encryption_key_file
+            .as_deref()
+            .filter(|p| !p.as_os_str().is_empty())
+    }
 }
 
 impl Default for ControlNodeSection {
@@ -172,6 +183,7 @@ impl Default for ControlNodeSection {
             id: 0,
             region: "default".into(),
             data_dir: PathBuf::from("meridian-control-data"),
+            encryption_key_file: None,
         }
     }
 }

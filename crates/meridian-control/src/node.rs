@@ -85,8 +85,11 @@ impl ControlNode {
         config: ControlConfig,
         dialer: meridian_net::Dialer,
     ) -> Result<Arc<Self>, ControlError> {
-        let engine =
-            StorageEngine::open(&config.node.data_dir, Arc::new(StorageMetrics::default()))?;
+        let engine = StorageEngine::open_with(
+            &config.node.data_dir,
+            Arc::new(StorageMetrics::default()),
+            config.node.key_file(),
+        )?;
         let machine = Arc::new(ControlStateMachine::open(&engine)?);
         let options = config.raft.node_options(
             config.node.id,

@@ -176,6 +176,8 @@ pub struct ControlStateMachine {
     /// Namespaces being deleted, by name.
     deletions: Keyspace,
     meta: Keyspace,
+    /// Opens stored records (sealed when encryption at rest is on).
+    sealer: Arc<meridian_raft::at_rest::Sealer>,
     state: Arc<RwLock<ControlState>>,
     /// The routing-table version, announced after every applied command so
     /// route watchers wake up without polling.
@@ -197,6 +199,7 @@ impl ControlStateMachine {
             failovers: keyspace("control_failovers")?,
             deletions: keyspace("control_deletions")?,
             meta: keyspace("control_meta")?,
+            sealer: engine.sealer().clone(),
             state: Arc::new(RwLock::new(ControlState::default())),
             versions: tokio::sync::watch::channel(0).0,
             route_log: Mutex::new(RouteLog::default()),
@@ -230,24 +233,29 @@ impl ControlStateMachine {
         let mut state = ControlState::default();
         for guard in self.regions.iter() {
             let (_, raw) = guard.into_inner().map_err(to_io)?;
+            let raw = self.sealer.open(&raw)?;
             let region: crate::model::Region = decode(&raw)?;
             state.regions.insert(region.name.clone(), region);
         }
         for guard in self.shards.iter() {
             let (_, raw) = guard.into_inner().map_err(to_io)?;
+            let raw = self.sealer.open(&raw)?;
             let shard: crate::model::Shard = decode(&raw)?;
             state.shards.insert(shard.id.clone(), shard);
         }
         for guard in self.namespaces.iter() {
             let (_, raw) = guard.into_inner().map_err(to_io)?;
+            let raw = self.sealer.open(&raw)?;
             let namespace = decode_namespace(&raw)?;
             state.namespaces.insert(namespace.name.clone(), namespace);
         }
         if let Some(raw) = self.meta.get(AUDIT_ANCHOR_KEY).map_err(to_io)? {
+            let raw = self.sealer.open(&raw)?;
             state.audit_anchor = decode(&raw)?;
         }
         for guard in self.audit.iter() {
             let (_, raw) = guard.into_inner().map_err(to_io)?;
+            let raw = self.sealer.open(&raw)?;
             // In sequence order (big-endian keys): a record from before the
             // chain links to the one loaded just before it.
             let prev = state
@@ -260,19 +268,23 @@ impl ControlStateMachine {
         }
         for guard in self.failovers.iter() {
             let (_, raw) = guard.into_inner().map_err(to_io)?;
+            let raw = self.sealer.open(&raw)?;
             let record = decode_failover(&raw)?;
             state.failovers.insert(record.id, record);
         }
         for guard in self.deletions.iter() {
             let (_, raw) = guard.into_inner().map_err(to_io)?;
+            let raw = self.sealer.open(&raw)?;
             let deletion: crate::model::Deletion = decode(&raw)?;
             state.deletions.insert(deletion.name.clone(), deletion);
         }
         if let Some(raw) = self.meta.get(ACCESS_KEY).map_err(to_io)? {
+            let raw = self.sealer.open(&raw)?;
             state.access = meridian_access::AccessPolicy::decode(&raw)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         }
         if let Some(raw) = self.meta.get(COUNTERS_KEY).map_err(to_io)? {
+            let raw = self.sealer.open(&raw)?;
             state.counters = decode::<Counters>(&raw)?;
         }
         state.rebuild_derived();
@@ -584,7 +596,7 @@ mod tests {
                 at_unix_ms: 7,
             },
         };
-        let mut batch = ApplyBatch::new(engine.database());
+        let mut batch = ApplyBatch::new(&engine);
         let raw = machine
             .apply(1, &postcard::to_stdvec(&command).unwrap(), &mut batch)
             .unwrap();

@@ -105,7 +105,13 @@ impl Lab {
             certs: None,
             wan: None,
             regions: spec.regions.clone(),
+            key_file: None,
         };
+        // Encryption at rest, on by default: one key-encryption key for the lab.
+        let key_file = dir.join(topology::KEY_FILE);
+        meridian_raft::at_rest::create_key_file(&key_file)
+            .map_err(|e| LabError::Invalid(format!("creating {}: {e}", key_file.display())))?;
+        wiring.key_file = Some(key_file);
         if let Some(settings) = spec.wan.as_ref().filter(|_| spec.regions.len() > 1) {
             settings.validate()?;
             let record = topology::allocate_wan(&dir)?;
@@ -322,6 +328,7 @@ impl Lab {
             certs: self.state.certs.clone(),
             wan,
             regions: self.state.regions.clone(),
+            key_file: Some(self.state.dir.join(topology::KEY_FILE)).filter(|p| p.exists()),
         })
     }
 

@@ -45,7 +45,13 @@ pub struct Wiring {
     pub wan: Option<WanConfig>,
     /// Regions of the lab.
     pub regions: Vec<String>,
+    /// The lab's encryption-at-rest key file (one key-encryption key for
+    /// every process: shards and the control plane share it).
+    pub key_file: Option<PathBuf>,
 }
+
+/// File name of the lab's encryption-at-rest key, in the lab directory.
+pub const KEY_FILE: &str = "at-rest.key";
 
 impl Wiring {
     /// The TLS files of process `name`.
@@ -179,6 +185,7 @@ fn write_node_config(
     config.node.shard = record.shard.clone().unwrap_or_default();
     config.node.region = record.region.clone();
     config.node.data_dir = record.config.with_file_name("data");
+    config.node.encryption_key_file = wiring.key_file.clone();
     config.network.grpc_listen = parse_addr(&record.grpc)?;
     config.network.http_listen = parse_addr(&record.http)?;
     config.network.tls = wiring.tls(&record.name);
@@ -197,6 +204,7 @@ fn write_control_config(
     config.node.id = record.node_id.unwrap_or_default();
     config.node.region = record.region.clone();
     config.node.data_dir = record.config.with_file_name("data");
+    config.node.encryption_key_file = wiring.key_file.clone();
     config.network.grpc_listen = parse_addr(&record.grpc)?;
     config.network.http_listen = parse_addr(&record.http)?;
     config.network.tls = wiring.tls(&record.name);

@@ -5,9 +5,12 @@
 //! what earlier ones wrote, which is not in the engine yet: reads go through an
 //! overlay of the batch's pending writes first.
 
-use fjall::{Database, Keyspace, OwnedWriteBatch};
+use crate::at_rest::Sealer;
+use crate::engine::StorageEngine;
+use fjall::{Keyspace, OwnedWriteBatch};
 use std::collections::HashMap;
 use std::io;
+use std::sync::Arc;
 
 fn to_io(err: fjall::Error) -> io::Error {
     match err {
@@ -20,19 +23,27 @@ fn to_io(err: fjall::Error) -> io::Error {
 type Overlay = HashMap<Vec<u8>, Option<Vec<u8>>>;
 
 /// An atomic batch of writes across keyspaces, readable before it is committed.
+///
+/// Values are sealed on the way in and opened on the way out when encryption
+/// at rest is on ([`crate::at_rest`]); the overlay holds them plain.
 pub struct ApplyBatch {
     batch: OwnedWriteBatch,
     overlays: Vec<(Keyspace, Overlay)>,
     writes: usize,
+    sealer: Arc<Sealer>,
+    /// A value that could not be sealed: the batch must not commit.
+    failed: Option<io::Error>,
 }
 
 impl ApplyBatch {
-    /// An empty batch on `db`.
-    pub fn new(db: &Database) -> Self {
+    /// An empty batch on `engine`'s database.
+    pub fn new(engine: &StorageEngine) -> Self {
         Self {
-            batch: db.batch(),
+            batch: engine.database().batch(),
             overlays: Vec::new(),
             writes: 0,
+            sealer: engine.sealer().clone(),
+            failed: None,
         }
     }
 
@@ -63,11 +74,28 @@ impl ApplyBatch {
         if let Some(pending) = self.overlay(keyspace).and_then(|o| o.get(key)) {
             return Ok(pending.clone());
         }
-        Ok(keyspace.get(key).map_err(to_io)?.map(|v| v.to_vec()))
+        match keyspace.get(key).map_err(to_io)? {
+            Some(stored) => Ok(Some(self.sealer.open(&stored)?.into_owned())),
+            None => Ok(None),
+        }
     }
 
-    /// Writes `key`.
+    /// Writes `key` (sealed when encryption at rest is on).
     pub fn insert(&mut self, keyspace: &Keyspace, key: Vec<u8>, value: Vec<u8>) {
+        match self.sealer.seal(&value) {
+            Ok(sealed) => self.batch.insert(keyspace, key.clone(), sealed),
+            Err(err) => {
+                self.failed.get_or_insert(err);
+            }
+        }
+        self.overlay_mut(keyspace).insert(key, Some(value));
+        self.writes += 1;
+    }
+
+    /// Writes `key` as it is, never sealed: for the Raft adapter's own
+    /// bookkeeping (applied log id, membership), which holds no user data and
+    /// is also written outside batches.
+    pub fn insert_plain(&mut self, keyspace: &Keyspace, key: Vec<u8>, value: Vec<u8>) {
         self.batch.insert(keyspace, key.clone(), value.clone());
         self.overlay_mut(keyspace).insert(key, Some(value));
         self.writes += 1;
@@ -113,6 +141,9 @@ impl ApplyBatch {
 
     /// Commits every write atomically.
     pub fn commit(self) -> io::Result<()> {
+        if let Some(err) = self.failed {
+            return Err(err);
+        }
         self.batch.commit().map_err(to_io)
     }
 }

@@ -6,6 +6,7 @@
 //! reach the OS page cache (which survives a process crash); durability comes from
 //! the flusher.
 
+use crate::at_rest::Sealer;
 use crate::metrics::StorageMetrics;
 use crate::types::TypeConfig;
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
@@ -21,6 +22,8 @@ use std::time::Instant;
 pub struct StorageEngine {
     db: Database,
     dir: PathBuf,
+    /// Seals every stored value when encryption at rest is on.
+    sealer: Arc<Sealer>,
     flush_requests: mpsc::Sender<IOFlushed<TypeConfig>>,
     metrics: Arc<StorageMetrics>,
 }
@@ -33,14 +36,29 @@ fn to_io(err: fjall::Error) -> io::Error {
 }
 
 impl StorageEngine {
-    /// Opens (or creates) the database under `dir/db` and starts the flusher thread.
+    /// Opens (or creates) the database under `dir/db` without encryption at
+    /// rest and starts the flusher thread.
     pub fn open(dir: &Path, metrics: Arc<StorageMetrics>) -> io::Result<Self> {
+        Self::open_with(dir, metrics, None)
+    }
+
+    /// [`StorageEngine::open`] with encryption at rest when `key_file` is
+    /// given (see [`crate::at_rest`]). A new database gets a fresh data key;
+    /// an encrypted one needs its key file; encryption cannot be turned on or
+    /// off for an existing database (both are refused, naming the setting).
+    pub fn open_with(
+        dir: &Path,
+        metrics: Arc<StorageMetrics>,
+        key_file: Option<&Path>,
+    ) -> io::Result<Self> {
         std::fs::create_dir_all(dir)?;
+        let fresh = !dir.join("db").exists();
         let db = Database::builder(dir.join("db"))
             // Durability is decided by the flusher, not per write.
             .manual_journal_persist(true)
             .open()
             .map_err(to_io)?;
+        let sealer = Arc::new(open_keys(&db, fresh, key_file)?);
         let (flush_requests, pending) = mpsc::channel();
         let flusher_db = db.clone();
         let flusher_metrics = metrics.clone();
@@ -51,9 +69,30 @@ impl StorageEngine {
         Ok(Self {
             db,
             dir: dir.to_path_buf(),
+            sealer,
             flush_requests,
             metrics,
         })
+    }
+
+    /// Seals and opens stored values (a pass-through when encryption at rest is off).
+    pub fn sealer(&self) -> &Arc<Sealer> {
+        &self.sealer
+    }
+
+    /// Stores a data key learned from a snapshot (wrapped), so values sealed
+    /// with it stay readable after a restart.
+    pub fn learn_key(&self, id: u64, wrapped: &[u8]) -> io::Result<()> {
+        self.sealer.learn(id, wrapped)?;
+        let keys = self.keys_keyspace()?;
+        keys.insert(key_entry(id), wrapped).map_err(to_io)?;
+        self.sync_now()
+    }
+
+    fn keys_keyspace(&self) -> io::Result<Keyspace> {
+        self.db
+            .keyspace(KEYS_KEYSPACE, KeyspaceCreateOptions::default)
+            .map_err(to_io)
     }
 
     /// Opens (or creates) a keyspace.
@@ -97,6 +136,64 @@ impl StorageEngine {
     pub fn flush_then(&self, callback: IOFlushed<TypeConfig>) {
         if let Err(mpsc::SendError(callback)) = self.flush_requests.send(callback) {
             callback.io_completed(Err(io::Error::other("log flusher has stopped")));
+        }
+    }
+}
+
+/// Keyspace of wrapped data keys (and which one new values are sealed with).
+const KEYS_KEYSPACE: &str = "at_rest_keys";
+const CURRENT_KEY: &[u8] = b"current";
+
+fn key_entry(id: u64) -> Vec<u8> {
+    let mut key = b"k".to_vec();
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+/// The sealer for a database: its stored keys unwrapped with the key file's
+/// KEK, a first data key for a new encrypted database, or none.
+fn open_keys(db: &Database, fresh: bool, key_file: Option<&Path>) -> io::Result<Sealer> {
+    let keys = db
+        .keyspace(KEYS_KEYSPACE, KeyspaceCreateOptions::default)
+        .map_err(to_io)?;
+    let current = keys.get(CURRENT_KEY).map_err(to_io)?;
+    let refuse = |message: &str| io::Error::new(io::ErrorKind::InvalidInput, message.to_string());
+    match (key_file, current) {
+        (None, None) => Ok(Sealer::plain()),
+        (None, Some(_)) => Err(refuse(
+            "this data directory is encrypted at rest: set storage.encryption_key_file to its key file",
+        )),
+        (Some(path), current) => {
+            let sealer = Sealer::with_kek(&crate::at_rest::read_key_file(path)?)?;
+            match current {
+                Some(current) => {
+                    for guard in keys.prefix(b"k") {
+                        let (key, wrapped) = guard.into_inner().map_err(to_io)?;
+                        let id = key
+                            .get(1..)
+                            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                            .map(u64::from_be_bytes)
+                            .ok_or_else(|| refuse("a stored data key has a malformed id"))?;
+                        sealer.learn(id, &wrapped)?;
+                    }
+                    let id = <[u8; 8]>::try_from(&*current)
+                        .map(u64::from_be_bytes)
+                        .map_err(|_| refuse("the current data key id is malformed"))?;
+                    sealer.use_key(id)?;
+                }
+                None if fresh => {
+                    let (id, wrapped) = sealer.new_data_key()?;
+                    keys.insert(key_entry(id), wrapped).map_err(to_io)?;
+                    keys.insert(CURRENT_KEY, id.to_be_bytes()).map_err(to_io)?;
+                    db.persist(PersistMode::SyncAll).map_err(to_io)?;
+                }
+                None => {
+                    return Err(refuse(
+                        "encryption at rest cannot be turned on for an existing data directory (its data is stored in clear); start the node with an empty data_dir, or remove storage.encryption_key_file",
+                    ));
+                }
+            }
+            Ok(sealer)
         }
     }
 }

@@ -22,6 +22,7 @@
 
 pub mod append_window;
 pub mod apply_batch;
+pub mod at_rest;
 pub mod config;
 pub mod engine;
 pub mod error;

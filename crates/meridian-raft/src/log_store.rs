@@ -144,6 +144,12 @@ impl LogStore {
             .transpose()
     }
 
+    /// A stored entry (sealed when encryption at rest is on: entries carry
+    /// the application's commands, values included).
+    fn decode_entry(&self, raw: &[u8]) -> io::Result<Entry> {
+        decode(&self.engine.sealer().open(raw)?)
+    }
+
     fn last_entry_log_id(&self) -> io::Result<Option<LogId>> {
         if let Some(last) = self.cache().entries.back() {
             return Ok(Some(last.log_id));
@@ -151,7 +157,7 @@ impl LogStore {
         match self.log.last_key_value() {
             Some(guard) => {
                 let (_, raw) = guard.into_inner().map_err(to_io)?;
-                let entry: Entry = decode(&raw)?;
+                let entry = self.decode_entry(&raw)?;
                 Ok(Some(entry.log_id))
             }
             None => Ok(None),
@@ -189,7 +195,7 @@ impl RaftLogReader<TypeConfig> for LogStore {
         let mut entries = Vec::new();
         for guard in self.log.range((Bound::Included(index_key(start)), end)) {
             let (_, raw) = guard.into_inner().map_err(to_io)?;
-            entries.push(decode(&raw)?);
+            entries.push(self.decode_entry(&raw)?);
         }
         Ok(entries)
     }
@@ -245,7 +251,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = self.engine.database().batch();
         let entries: Vec<Entry> = entries.into_iter().collect();
         for entry in &entries {
-            batch.insert(&self.log, index_key(entry.log_id.index()), encode(entry)?);
+            let stored = self.engine.sealer().seal(&encode(entry)?)?;
+            batch.insert(&self.log, index_key(entry.log_id.index()), stored);
         }
         batch.commit().map_err(to_io)?;
         {

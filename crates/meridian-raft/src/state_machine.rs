@@ -143,9 +143,17 @@ impl StateMachineStore {
         let name = snapshot_name(&meta);
         let temp = inner.snapshot_dir.join(format!("{name}.building"));
         let mut writer = SnapshotWriter::create(&temp, &meta)?;
+        // Values are copied as stored (sealed when encryption at rest is on):
+        // the file carries the wrapped data keys they are sealed with, so the
+        // node that installs it (same key-encryption key) can open them.
+        for (id, wrapped) in inner.engine.sealer().wrapped_keys() {
+            writer.record(KEYRING_RECORD, &id.to_be_bytes(), &wrapped)?;
+        }
         for (number, keyspace) in inner.app.keyspaces().iter().enumerate() {
-            let number =
-                u8::try_from(number).map_err(|_| io::Error::other("too many keyspaces"))?;
+            let number = u8::try_from(number)
+                .ok()
+                .filter(|n| *n != KEYRING_RECORD)
+                .ok_or_else(|| io::Error::other("too many keyspaces"))?;
             for guard in view.iter(keyspace) {
                 let (key, value) = guard.into_inner().map_err(to_io)?;
                 writer.record(number, &key, &value)?;
@@ -209,6 +217,18 @@ impl StateMachineStore {
         let mut batch = inner.engine.database().batch();
         let mut in_batch = 0;
         while let Some((number, key, value)) = reader.next_record()? {
+            if number == KEYRING_RECORD {
+                let id = <[u8; 8]>::try_from(key.as_slice())
+                    .map(u64::from_be_bytes)
+                    .map_err(|_| {
+                        io::Error::new(
+                            io::ErrorKind::InvalidData,
+                            "malformed data key id in snapshot",
+                        )
+                    })?;
+                inner.engine.learn_key(id, &value)?;
+                continue;
+            }
             let keyspace = keyspaces.get(number as usize).ok_or_else(|| {
                 io::Error::new(
                     io::ErrorKind::InvalidData,
@@ -243,7 +263,7 @@ impl StateMachineStore {
             }
             EntryPayload::Membership(membership) => {
                 let stored = StoredMembership::new(Some(entry.log_id), membership.clone());
-                batch.insert(
+                batch.insert_plain(
                     &inner.meta,
                     MEMBERSHIP_KEY.as_bytes().to_vec(),
                     encode(&stored)?,
@@ -260,7 +280,7 @@ impl StateMachineStore {
         last_applied: LogId,
         responses: &mut Vec<(ApplyResponder<TypeConfig>, Response)>,
     ) -> io::Result<()> {
-        batch.insert(
+        batch.insert_plain(
             &self.inner.meta,
             LAST_APPLIED_KEY.as_bytes().to_vec(),
             encode(&Some(last_applied))?,
@@ -272,6 +292,10 @@ impl StateMachineStore {
         Ok(())
     }
 }
+
+/// Snapshot record "keyspace" number of a wrapped data key (never an
+/// application keyspace).
+const KEYRING_RECORD: u8 = u8::MAX;
 
 /// Most entries applied in one batch before it is committed.
 const MAX_APPLY_RUN: usize = 1024;
@@ -327,8 +351,8 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
     where
         Strm: Stream<Item = Result<EntryResponder<TypeConfig>, io::Error>> + Unpin + OptionalSend,
     {
-        let db = self.inner.engine.database().clone();
-        let mut batch = ApplyBatch::new(&db);
+        let engine = self.inner.engine.clone();
+        let mut batch = ApplyBatch::new(&engine);
         let mut last_applied: Option<LogId> = None;
         let mut run = 0;
         let mut responses = Vec::new();
@@ -339,7 +363,7 @@ impl RaftStateMachine<TypeConfig> for StateMachineStore {
                 Some(next) if run < MAX_APPLY_RUN => next?,
                 pending => {
                     if let Some(last) = last_applied.take() {
-                        let full = std::mem::replace(&mut batch, ApplyBatch::new(&db));
+                        let full = std::mem::replace(&mut batch, ApplyBatch::new(&engine));
                         self.commit_run(full, last, &mut responses)?;
                         run = 0;
                     }

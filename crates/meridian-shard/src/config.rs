@@ -60,6 +60,20 @@ pub struct NodeSection {
     pub region: String,
     /// Directory for the log, state machine and snapshots.
     pub data_dir: PathBuf,
+    /// Encryption at rest: the key file (`meridian-kek-v1 <64 hex digits>`)
+    /// whose key wraps the data keys every stored value is sealed with. The
+    /// same file on every node of a shard. Absent (or empty): values are
+    /// stored in clear. Fixed for the life of a data directory.
+    pub encryption_key_file: Option<PathBuf>,
+}
+
+impl NodeSection {
+    /// The key file, if encryption at rest is on.
+    pub fn key_file(&self) -> Option<&std::path::Path> {
+        self.encryption_key_file
+            .as_deref()
+            .filter(|p| !p.as_os_str().is_empty())
+    }
 }
 
 impl Default for NodeSection {
@@ -69,6 +83,7 @@ impl Default for NodeSection {
             shard: "default-1".into(),
             region: "default".into(),
             data_dir: PathBuf::from("meridian-data"),
+            encryption_key_file: None,
         }
     }
 }

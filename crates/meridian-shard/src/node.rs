@@ -106,7 +106,11 @@ impl ShardNode {
             &config.node.shard,
             config.node.id,
         ));
-        let engine = StorageEngine::open(&config.node.data_dir, metrics.storage.clone())?;
+        let engine = StorageEngine::open_with(
+            &config.node.data_dir,
+            metrics.storage.clone(),
+            config.node.key_file(),
+        )?;
         let machine = Arc::new(KvStateMachine::open(&engine)?);
         let options = config.raft.node_options(
             config.node.id,

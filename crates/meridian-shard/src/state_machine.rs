@@ -15,7 +15,7 @@ use meridian_raft::{Application, ApplyBatch, StorageEngine};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io;
-use std::sync::RwLock;
+use std::sync::{Arc, RwLock};
 
 /// What the shard knows about one namespace, stored under its name.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -122,6 +122,8 @@ struct Effects {
 /// The key-value state machine of a shard.
 pub struct KvStateMachine {
     db: fjall::Database,
+    /// Opens stored values (sealed when encryption at rest is on).
+    sealer: Arc<meridian_raft::at_rest::Sealer>,
     data: Keyspace,
     namespaces: Keyspace,
     /// Per-namespace change logs (`namespace, 0, seq` -> [`ChangeRecord`]) of
@@ -181,6 +183,7 @@ impl KvStateMachine {
         let lost = engine.keyspace("kv_lost", KeyspaceCreateOptions::default)?;
         let machine = Self {
             db: engine.database().clone(),
+            sealer: engine.sealer().clone(),
             data,
             namespaces,
             changes,
@@ -192,13 +195,18 @@ impl KvStateMachine {
         Ok(machine)
     }
 
+    /// A value as stored, opened (see `meridian_raft::at_rest`).
+    fn unseal<'a>(&self, raw: &'a [u8]) -> io::Result<std::borrow::Cow<'a, [u8]>> {
+        self.sealer.open(raw)
+    }
+
     fn reload_cache(&self) -> io::Result<()> {
         let mut fresh = BTreeMap::new();
         for guard in self.namespaces.iter() {
             let (name, raw) = guard.into_inner().map_err(storage_error)?;
             let name = String::from_utf8(name.to_vec())
                 .map_err(|_| io::Error::new(io::ErrorKind::InvalidData, "namespace name"))?;
-            fresh.insert(name, decode_record(&raw)?);
+            fresh.insert(name, decode_record(&self.unseal(&raw)?)?);
         }
         *self.cache.write().unwrap_or_else(|e| e.into_inner()) = fresh;
         Ok(())
@@ -235,7 +243,7 @@ impl KvStateMachine {
         let mut out = Vec::new();
         for guard in self.changes.range(lower..upper).take(max) {
             let (_, raw) = guard.into_inner().map_err(storage_error)?;
-            out.push(crate::formats::decode_change(&raw)?);
+            out.push(crate::formats::decode_change(&self.unseal(&raw)?)?);
         }
         Ok(out)
     }
@@ -251,7 +259,7 @@ impl KvStateMachine {
                 .get(..8)
                 .and_then(|b| b.try_into().ok())
                 .map_or(0, u64::from_be_bytes);
-            let change = crate::formats::decode_change(&raw)?;
+            let change = crate::formats::decode_change(&self.unseal(&raw)?)?;
             out.push((epoch, change));
         }
         Ok(out)
@@ -311,7 +319,8 @@ impl KvStateMachine {
             .data
             .get(keys::data_key(namespace, key))
             .map_err(storage_error)?;
-        raw.map(|raw| decode_stored(&raw)).transpose()
+        raw.map(|raw| decode_stored(&self.unseal(&raw)?))
+            .transpose()
     }
 
     /// Reads up to `limit` keys of `namespace` in `[start, end)` (`end = None`: to
@@ -337,7 +346,7 @@ impl KvStateMachine {
             if out.len() == limit {
                 return Ok((out, Some(user_key)));
             }
-            let (version, value) = decode_stored(&raw)?;
+            let (version, value) = decode_stored(&self.unseal(&raw)?)?;
             out.push((user_key, version, value));
         }
         Ok((out, None))
@@ -354,7 +363,7 @@ impl KvStateMachine {
         let view = self.db.snapshot();
         for guard in view.prefix(&self.data, keys::namespace_prefix(namespace)) {
             let (stored_key, raw) = guard.into_inner().map_err(storage_error)?;
-            let (version, value) = decode_stored(&raw)?;
+            let (version, value) = decode_stored(&self.unseal(&raw)?)?;
             let key = keys::user_key(namespace, &stored_key).to_vec();
             if !visit(key, version, value) {
                 break;
@@ -372,13 +381,13 @@ impl KvStateMachine {
             .get(&self.namespaces, namespace.as_bytes())
             .map_err(storage_error)?
         {
-            Some(raw) => decode_record(&raw)?.change_seq,
+            Some(raw) => decode_record(&self.unseal(&raw)?)?.change_seq,
             None => 0,
         };
         let mut entries = Vec::new();
         for guard in view.prefix(&self.data, keys::namespace_prefix(namespace)) {
             let (stored_key, raw) = guard.into_inner().map_err(storage_error)?;
-            let (version, value) = decode_stored(&raw)?;
+            let (version, value) = decode_stored(&self.unseal(&raw)?)?;
             entries.push(VersionedEntry {
                 key: keys::user_key(namespace, &stored_key).to_vec(),
                 value,
@@ -1254,7 +1263,7 @@ mod tests {
 
         fn apply(&mut self, command: Command) -> CommandResult {
             self.index += 1;
-            let mut batch = ApplyBatch::new(self.engine.database());
+            let mut batch = ApplyBatch::new(&self.engine);
             let encoded = postcard::to_stdvec(&command).unwrap();
             let raw = self
                 .machine
@@ -1324,13 +1333,13 @@ mod tests {
     /// after command i (one atomic batch per run, as Raft applies them).
     fn apply_in_batches(commands: &[Command], splits: u32) -> Harness {
         let mut h = Harness::new();
-        let mut batch = ApplyBatch::new(h.engine.database());
+        let mut batch = ApplyBatch::new(&h.engine);
         for (i, command) in commands.iter().enumerate() {
             h.index += 1;
             let encoded = postcard::to_stdvec(command).unwrap();
             h.machine.apply(h.index, &encoded, &mut batch).unwrap();
             if splits & (1 << i) != 0 || i + 1 == commands.len() {
-                std::mem::replace(&mut batch, ApplyBatch::new(h.engine.database()))
+                std::mem::replace(&mut batch, ApplyBatch::new(&h.engine))
                     .commit()
                     .unwrap();
             }

@@ -138,7 +138,7 @@ impl Shard {
             machine,
             applied,
         } = &mut self.replicas[replica];
-        let mut batch = ApplyBatch::new(engine.database());
+        let mut batch = ApplyBatch::new(engine);
         let mut last = None;
         while *applied < through {
             let index = *applied as u64 + 1;
