@@ -4,6 +4,8 @@
 #
 #   bench/run-shard-vs-etcd.sh            # 256 B values, 1/16/64 clients, put+get, 20 s each
 #   DURATION=5 CLIENTS=64 bench/run-shard-vs-etcd.sh
+#   ENCRYPTION=off bench/run-shard-vs-etcd.sh   # Meridian without encryption at rest
+#                                               # (on by default, as in the lab)
 #
 # Installs Debian's etcd-server if it is missing. Everything listens on loopback.
 set -euo pipefail
@@ -14,6 +16,13 @@ CLIENTS=${CLIENTS:-1,16,64}
 WORKLOADS=${WORKLOADS:-put,get}
 VALUE_SIZE=${VALUE_SIZE:-256}
 OUT=${OUT:-bench/results}
+ENCRYPTION=${ENCRYPTION:-on}
+case "$ENCRYPTION" in
+    on) ;;
+    # An empty key file setting turns encryption at rest off for every process.
+    off) export MERIDIAN__NODE__ENCRYPTION_KEY_FILE= ;;
+    *) echo "ENCRYPTION must be on or off" >&2; exit 2 ;;
+esac
 
 if ! command -v etcd >/dev/null; then
     echo "installing etcd-server (Debian package)"
@@ -36,7 +45,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "starting a 3-node Meridian shard"
+echo "starting a 3-node Meridian shard (encryption at rest: $ENCRYPTION)"
 # One region: one shard (plus the lab's control plane and gateway, idle here).
 "$BIN/meridian" lab up --dir "$WORK/meridian" --regions us-east --nodes 3 --plaintext --detach >/dev/null
 
@@ -66,5 +75,5 @@ echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}
 echo "load before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$BIN/meridian-bench" --meridian-lab "$WORK/meridian" --etcd "$ETCD_ENDPOINTS" \
     --clients "$CLIENTS" --workloads "$WORKLOADS" --duration "$DURATION" --value-size "$VALUE_SIZE" \
-    --json-out "$OUT/shard-vs-etcd-$STAMP.json"
-echo "results written to $OUT/shard-vs-etcd-$STAMP.json"
+    --json-out "$OUT/shard-vs-etcd-encryption-$ENCRYPTION-$STAMP.json"
+echo "results written to $OUT/shard-vs-etcd-encryption-$ENCRYPTION-$STAMP.json"

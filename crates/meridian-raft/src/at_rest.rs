@@ -136,7 +136,7 @@ impl Sealer {
 
     fn keyring(&self) -> io::Result<&Keyring> {
         self.keyring.as_ref().ok_or_else(|| {
-            invalid("this data is encrypted at rest, but the node has no encryption key file (storage.encryption_key_file)")
+            invalid("this data is encrypted at rest, but the node has no encryption key file (node.encryption_key_file)")
         })
     }
 

@@ -161,7 +161,7 @@ fn open_keys(db: &Database, fresh: bool, key_file: Option<&Path>) -> io::Result<
     match (key_file, current) {
         (None, None) => Ok(Sealer::plain()),
         (None, Some(_)) => Err(refuse(
-            "this data directory is encrypted at rest: set storage.encryption_key_file to its key file",
+            "this data directory is encrypted at rest: set node.encryption_key_file to its key file",
         )),
         (Some(path), current) => {
             let sealer = Sealer::with_kek(&crate::at_rest::read_key_file(path)?)?;
@@ -189,7 +189,7 @@ fn open_keys(db: &Database, fresh: bool, key_file: Option<&Path>) -> io::Result<
                 }
                 None => {
                     return Err(refuse(
-                        "encryption at rest cannot be turned on for an existing data directory (its data is stored in clear); start the node with an empty data_dir, or remove storage.encryption_key_file",
+                        "encryption at rest cannot be turned on for an existing data directory (its data is stored in clear); start the node with an empty data_dir, or remove node.encryption_key_file",
                     ));
                 }
             }
