@@ -18,9 +18,8 @@ VALUE_SIZE=${VALUE_SIZE:-256}
 OUT=${OUT:-bench/results}
 ENCRYPTION=${ENCRYPTION:-on}
 case "$ENCRYPTION" in
-    on) ;;
-    # An empty key file setting turns encryption at rest off for every process.
-    off) export MERIDIAN__NODE__ENCRYPTION_KEY_FILE= ;;
+    on) LAB_FLAGS="" ;;
+    off) LAB_FLAGS="--no-encryption" ;;
     *) echo "ENCRYPTION must be on or off" >&2; exit 2 ;;
 esac
 
@@ -47,7 +46,7 @@ trap cleanup EXIT
 
 echo "starting a 3-node Meridian shard (encryption at rest: $ENCRYPTION)"
 # One region: one shard (plus the lab's control plane and gateway, idle here).
-"$BIN/meridian" lab up --dir "$WORK/meridian" --regions us-east --nodes 3 --plaintext --detach >/dev/null
+"$BIN/meridian" lab up --dir "$WORK/meridian" --regions us-east --nodes 3 --plaintext $LAB_FLAGS --detach >/dev/null
 
 echo "starting a 3-node etcd cluster"
 BASE=$((30000 + RANDOM % 20000))

@@ -32,6 +32,8 @@ pub struct LabSpec {
     pub tls: bool,
     /// Emulated WAN between regions (ignored with a single region).
     pub wan: Option<WanSettings>,
+    /// Encryption at rest for every process (one key file for the lab).
+    pub encryption: bool,
 }
 
 /// A running (or stopped) lab.
@@ -107,11 +109,13 @@ impl Lab {
             regions: spec.regions.clone(),
             key_file: None,
         };
-        // Encryption at rest, on by default: one key-encryption key for the lab.
-        let key_file = dir.join(topology::KEY_FILE);
-        meridian_raft::at_rest::create_key_file(&key_file)
-            .map_err(|e| LabError::Invalid(format!("creating {}: {e}", key_file.display())))?;
-        wiring.key_file = Some(key_file);
+        // Encryption at rest: one key-encryption key for the lab.
+        if spec.encryption {
+            let key_file = dir.join(topology::KEY_FILE);
+            meridian_raft::at_rest::create_key_file(&key_file)
+                .map_err(|e| LabError::Invalid(format!("creating {}: {e}", key_file.display())))?;
+            wiring.key_file = Some(key_file);
+        }
         if let Some(settings) = spec.wan.as_ref().filter(|_| spec.regions.len() > 1) {
             settings.validate()?;
             let record = topology::allocate_wan(&dir)?;

@@ -610,6 +610,9 @@ pub enum LabCommand {
         /// Turn mutual TLS off (it is on by default).
         #[arg(long)]
         plaintext: bool,
+        /// Store data in clear (encryption at rest is on by default).
+        #[arg(long)]
+        no_encryption: bool,
         /// No WAN emulation between regions (it is on by default).
         #[arg(long, conflicts_with = "wan")]
         no_wan: bool,

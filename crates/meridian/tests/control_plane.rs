@@ -55,6 +55,7 @@ fn start_control_plane() -> Members {
             "MERIDIAN__CONTROL__ENDPOINTS".into(),
             format!("[{}]", endpoints.join(",")),
         )],
+        encryption: true,
     })
     .unwrap()
     .kill_on_drop();

@@ -11,7 +11,7 @@ use meridian_lab::{Lab, LabSpec, ProcessRole};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-async fn lab(dir: &Path, env: &[(&str, &str)]) -> Lab {
+async fn lab(dir: &Path, encryption: bool, env: &[(&str, &str)]) -> Lab {
     let mut lab = Lab::up(&LabSpec {
         dir: dir.to_path_buf(),
         regions: vec!["us-east".into()],
@@ -23,6 +23,7 @@ async fn lab(dir: &Path, env: &[(&str, &str)]) -> Lab {
             .collect(),
         tls: true,
         wan: None,
+        encryption,
     })
     .unwrap()
     .kill_on_drop();
@@ -104,7 +105,7 @@ async fn stored_bytes_are_encrypted_and_snapshots_carry_their_keys() {
     // Positive control: with encryption at rest off, the scan finds the marker.
     let dir = tempfile::tempdir().unwrap();
     let plain_dir = dir.path().join("plain");
-    let plain = lab(&plain_dir, &[("MERIDIAN__NODE__ENCRYPTION_KEY_FILE", "")]).await;
+    let plain = lab(&plain_dir, false, &[]).await;
     place(&plain, "vault").await;
     let visible = marker();
     write(&plain, "vault", &visible, 0..20).await;
@@ -120,6 +121,7 @@ async fn stored_bytes_are_encrypted_and_snapshots_carry_their_keys() {
     let sealed_dir = dir.path().join("sealed");
     let mut sealed = lab(
         &sealed_dir,
+        true,
         &[
             ("MERIDIAN__RAFT__SNAPSHOT_AFTER_ENTRIES", "200"),
             ("MERIDIAN__RAFT__KEEP_ENTRIES_AFTER_SNAPSHOT", "20"),

@@ -46,6 +46,7 @@ async fn rate_limit_and_circuit_breaker() {
         tls: false,
         wan: None,
         env: vec![],
+        encryption: true,
     })
     .unwrap()
     .kill_on_drop();
@@ -174,6 +175,7 @@ async fn eventual_reads_use_the_nearest_healthy_replica() {
         tls: false,
         wan: None,
         env: vec![],
+        encryption: true,
     })
     .unwrap()
     .kill_on_drop();

@@ -72,6 +72,7 @@ async fn no_node_outside_the_eu_holds_eu_data() {
                 "10".into(),
             ),
         ],
+        encryption: true,
     })
     .unwrap()
     .kill_on_drop();

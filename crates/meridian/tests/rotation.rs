@@ -51,6 +51,7 @@ async fn certificates_rotate_under_load_without_failed_calls() {
         env: vec![],
         tls: true,
         wan: None,
+        encryption: true,
     })
     .unwrap()
     .kill_on_drop();

@@ -44,6 +44,7 @@ async fn wan_partitions_and_mutual_tls() {
         env: vec![],
         tls: true,
         wan: Some(WanSettings::default()),
+        encryption: true,
     })
     .unwrap()
     .kill_on_drop();

@@ -135,6 +135,7 @@ async fn start_lab(args: &Args, name: &str) -> anyhow::Result<Lab> {
         env: vec![],
         tls: true,
         wan: Some(WanSettings::default()),
+        encryption: true,
     })?
     .kill_on_drop();
     lab.wait_ready(Duration::from_secs(180), |_, _| {}).await?;

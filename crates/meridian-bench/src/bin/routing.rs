@@ -198,6 +198,7 @@ async fn main() -> anyhow::Result<()> {
         )],
         tls: true,
         wan: Some(WanSettings::default()),
+        encryption: true,
     })?
     .kill_on_drop();
     eprintln!("starting the lab in {}", args.dir.display());

@@ -19,6 +19,7 @@ pub async fn run(format: OutputFormat, args: LabArgs) -> anyhow::Result<()> {
             detach,
             ready_timeout,
             plaintext,
+            no_encryption,
             no_wan,
             wan,
         } => {
@@ -35,6 +36,7 @@ pub async fn run(format: OutputFormat, args: LabArgs) -> anyhow::Result<()> {
                 env: Vec::new(),
                 tls: !plaintext,
                 wan,
+                encryption: !no_encryption,
             };
             up(format, spec, detach, Duration::from_secs(ready_timeout)).await
         }

@@ -38,6 +38,7 @@ impl TestShard {
                 .iter()
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
+            encryption: true,
         };
         let mut lab = Lab::up(&spec).expect("lab up").kill_on_drop();
         lab.wait_ready(Duration::from_secs(60), |_, _| {})
@@ -191,6 +192,7 @@ pub async fn multi_region_lab_of(
             .collect(),
         tls: true,
         wan: Some(meridian_lab::WanSettings::default()),
+        encryption: true,
     })
     .expect("lab up")
     .kill_on_drop();
