@@ -19,6 +19,7 @@
 
 mod error;
 pub mod lost;
+pub mod refusals;
 pub mod routes;
 mod routing;
 

@@ -687,6 +687,21 @@ impl Client {
         .map(|_| ())
     }
 
+    /// Control plane: calls a gateway or node refused, for the audit log.
+    pub async fn report_refusals(
+        &self,
+        refused: Vec<pb::RefusedCallInfo>,
+        dropped: u64,
+    ) -> Result<(), ClientError> {
+        let request = pb::ReportRefusalsRequest { refused, dropped };
+        self.call(CallKind::Write, |channel| {
+            let request = request.clone();
+            async move { ControlClient::new(channel).report_refusals(request).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
     /// Control plane: changes roles, grants, tokens or revoked identities.
     pub async fn change_access(
         &self,

@@ -63,6 +63,11 @@ impl RefusalQueue {
         }
     }
 
+    /// Counts refusals a reporter could not keep.
+    pub fn count_dropped(&mut self, dropped: u64) {
+        self.dropped = self.dropped.saturating_add(dropped);
+    }
+
     fn take(&mut self) -> (Vec<crate::command::RefusedCall>, u64) {
         (
             std::mem::take(&mut self.calls),

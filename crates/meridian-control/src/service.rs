@@ -1112,6 +1112,45 @@ impl Control for ControlService {
         }))
     }
 
+    async fn report_refusals(
+        &self,
+        request: Request<pb::ReportRefusalsRequest>,
+    ) -> Result<Response<pb::ReportRefusalsResponse>, Status> {
+        meridian_net::peers::check(
+            &request,
+            &meridian_net::peers::Peers::NodesAndGateways,
+            "Control.ReportRefusals",
+        )?;
+        if !self.node.raft.raft.is_leader() {
+            return Err(ControlError::NotLeader {
+                leader_address: self.node.leader_address(),
+            }
+            .into());
+        }
+        let reporter = meridian_access::caller::of_grpc(&request).name();
+        let request = request.into_inner();
+        if request.refused.len() > crate::node::REFUSALS_QUEUED {
+            return Err(ControlError::Invalid(format!(
+                "at most {} refused calls per report",
+                crate::node::REFUSALS_QUEUED
+            ))
+            .into());
+        }
+        let mut queue = self.node.refusals.lock().unwrap_or_else(|e| e.into_inner());
+        for refused in request.refused {
+            queue.push(RefusedCall {
+                at_unix_ms: refused.at_unix_ms,
+                actor: refused.actor,
+                // Where it was refused is part of what happened.
+                api: format!("{} (refused by {reporter})", refused.api),
+                target: refused.target,
+                reason: refused.reason,
+            });
+        }
+        queue.count_dropped(request.dropped);
+        Ok(Response::new(pb::ReportRefusalsResponse {}))
+    }
+
     async fn who_am_i(
         &self,
         request: Request<pb::WhoAmIRequest>,

@@ -188,6 +188,19 @@ pub async fn run(
         },
     )
     .map_err(|e| GatewayError::Config(format!("control.endpoints: {e}")))?;
+    // Refused calls go to the control plane's audit log.
+    let refusals = meridian_client::refusals::RefusalReporter::new();
+    let report_client = meridian_client::Client::with_options(
+        config.control.endpoints.clone(),
+        meridian_client::ClientOptions {
+            attempt_timeout: Duration::from_secs(2),
+            retry_budget: Duration::from_secs(5),
+            dialer: transport.dialer.clone(),
+            ..Default::default()
+        },
+    )
+    .map_err(|e| GatewayError::Config(format!("control.endpoints: {e}")))?;
+    let reporter = tokio::spawn(refusals.clone().run(report_client));
     let mut grpc_stop = stop.clone();
     let grpc = serve::grpc_server()
         .add_service(health_service)
@@ -199,6 +212,7 @@ pub async fn run(
             transport.dialer.clone(),
             control_client,
             replicas.clone(),
+            refusals,
         )))
         .serve_with_incoming_shutdown(
             serve::incoming(
@@ -257,6 +271,7 @@ pub async fn run(
     let _ = stop_sender.send(true);
     follower.abort();
     prober.abort();
+    reporter.abort();
     health_task.abort();
     let _ = tokio::time::timeout(Duration::from_secs(5), grpc_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;

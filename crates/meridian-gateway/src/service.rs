@@ -36,6 +36,8 @@ pub struct GatewayService {
     replicas: Arc<ReplicaLatency>,
     /// One client per replica address, for reads sent to one member.
     replica_clients: Mutex<HashMap<String, Arc<Client>>>,
+    /// Calls refused here, reported to the control plane's audit log.
+    refusals: Arc<meridian_client::refusals::RefusalReporter>,
 }
 
 /// Members an eventual read tries, nearest first, before the primary's path.
@@ -82,8 +84,10 @@ impl GatewayService {
         dialer: meridian_net::Dialer,
         control: Client,
         replicas: Arc<ReplicaLatency>,
+        refusals: Arc<meridian_client::refusals::RefusalReporter>,
     ) -> Self {
         Self {
+            refusals,
             replicas,
             replica_clients: Mutex::new(HashMap::new()),
             control,
@@ -118,6 +122,7 @@ impl GatewayService {
     fn admit<T>(
         &self,
         request: &Request<T>,
+        api: &str,
         namespace: &str,
         needs: &[Permission],
     ) -> Result<(), Status> {
@@ -141,6 +146,12 @@ impl GatewayService {
         if let Err(refusal) = decided {
             self.counters.refused.inc();
             tracing::info!(caller = %caller.name(), namespace, %refusal, "call refused");
+            self.refusals.refused(
+                caller.name(),
+                api,
+                format!("namespace {namespace}"),
+                refusal.to_string(),
+            );
             return Err(meridian_access::caller::status(&refusal));
         }
         let client = match caller {
@@ -485,7 +496,12 @@ impl Kv for GatewayService {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
-        self.admit(&request, &request.get_ref().namespace, &[Permission::Read])?;
+        self.admit(
+            &request,
+            "Kv.Get",
+            &request.get_ref().namespace,
+            &[Permission::Read],
+        )?;
         let request = request.into_inner();
         let namespace = request.namespace.clone();
         let read = request.read;
@@ -500,7 +516,12 @@ impl Kv for GatewayService {
         &self,
         request: Request<pb::PutRequest>,
     ) -> Result<Response<pb::PutResponse>, Status> {
-        self.admit(&request, &request.get_ref().namespace, &[Permission::Write])?;
+        self.admit(
+            &request,
+            "Kv.Put",
+            &request.get_ref().namespace,
+            &[Permission::Write],
+        )?;
         let request = request.into_inner();
         let namespace = request.namespace.clone();
         self.forward(&namespace, |client| {
@@ -518,7 +539,12 @@ impl Kv for GatewayService {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        self.admit(&request, &request.get_ref().namespace, &[Permission::Write])?;
+        self.admit(
+            &request,
+            "Kv.Delete",
+            &request.get_ref().namespace,
+            &[Permission::Write],
+        )?;
         let request = request.into_inner();
         let namespace = request.namespace.clone();
         self.forward(&namespace, |client| {
@@ -532,7 +558,12 @@ impl Kv for GatewayService {
         &self,
         request: Request<pb::ScanRequest>,
     ) -> Result<Response<pb::ScanResponse>, Status> {
-        self.admit(&request, &request.get_ref().namespace, &[Permission::Read])?;
+        self.admit(
+            &request,
+            "Kv.Scan",
+            &request.get_ref().namespace,
+            &[Permission::Read],
+        )?;
         let request = request.into_inner();
         let namespace = request.namespace.clone();
         let read = request.read;
@@ -550,6 +581,7 @@ impl Kv for GatewayService {
         // A transaction reads (its comparisons) and writes.
         self.admit(
             &request,
+            "Kv.Txn",
             &request.get_ref().namespace,
             &[Permission::Read, Permission::Write],
         )?;

@@ -17,6 +17,8 @@ pub enum Peers {
     Nodes,
     /// Shard nodes of this region (the members of a shard's own Raft group).
     NodesOf(String),
+    /// Shard nodes and gateways (reporting what they refused).
+    NodesAndGateways,
 }
 
 impl std::fmt::Display for Peers {
@@ -25,6 +27,7 @@ impl std::fmt::Display for Peers {
             Peers::ControlPlane => f.write_str("control-plane members"),
             Peers::Nodes => f.write_str("shard nodes"),
             Peers::NodesOf(region) => write!(f, "shard nodes of region {region}"),
+            Peers::NodesAndGateways => f.write_str("shard nodes and gateways"),
         }
     }
 }
@@ -78,6 +81,7 @@ pub fn admit(
         (Peers::ControlPlane, Identity::Control { .. }) => true,
         (Peers::Nodes, Identity::Node { .. }) => true,
         (Peers::NodesOf(own), Identity::Node { region, .. }) => region == own,
+        (Peers::NodesAndGateways, Identity::Node { .. } | Identity::Gateway { .. }) => true,
         _ => false,
     };
     if allowed {
@@ -158,6 +162,24 @@ mod tests {
             ("a node of another region", Some(&far_node), &here, false),
             ("control into a shard's Raft", Some(&control), &here, false),
             ("no identity", Some(&unidentified), &Peers::Nodes, false),
+            (
+                "a gateway reporting",
+                Some(&gateway),
+                &Peers::NodesAndGateways,
+                true,
+            ),
+            (
+                "a node reporting",
+                Some(&node),
+                &Peers::NodesAndGateways,
+                true,
+            ),
+            (
+                "a user reporting",
+                Some(&user),
+                &Peers::NodesAndGateways,
+                false,
+            ),
         ];
         for (case, caller, peers, admitted) in cases {
             assert_eq!(admit(caller, peers, "Api").is_ok(), admitted, "{case}");

@@ -18,6 +18,8 @@ use tonic::{Request, Status};
 pub struct AccessGate {
     standalone: bool,
     routes: OnceLock<SharedRoutes>,
+    /// Calls refused here, reported to the control plane's audit log.
+    refusals: std::sync::Arc<meridian_client::refusals::RefusalReporter>,
 }
 
 impl AccessGate {
@@ -26,6 +28,7 @@ impl AccessGate {
         Self {
             standalone,
             routes: OnceLock::new(),
+            refusals: meridian_client::refusals::RefusalReporter::new(),
         }
     }
 
@@ -61,6 +64,9 @@ impl AccessGate {
             Ok(()) => Ok(caller),
             Err(refusal) => {
                 tracing::info!(caller = %caller.name(), %target, %refusal, "call refused");
+                let api = api_name::<T>();
+                self.refusals
+                    .refused(caller.name(), &api, target.to_string(), refusal.to_string());
                 Err(meridian_access::caller::status(&refusal))
             }
         }
@@ -86,10 +92,24 @@ impl AccessGate {
         }
     }
 
+    /// The queue of refused calls, for the task that reports them.
+    pub fn refusals(&self) -> std::sync::Arc<meridian_client::refusals::RefusalReporter> {
+        self.refusals.clone()
+    }
+
     /// Whether this node follows a control plane's policy.
     pub fn is_standalone(&self) -> bool {
         self.standalone
     }
+}
+
+/// The API a request message belongs to, for the audit log: `GetRequest`
+/// is `Get`, `AddNodeRequest` is `AddNode` (message names are unique across
+/// the shard's services).
+fn api_name<T>() -> String {
+    let full = std::any::type_name::<T>();
+    let short = full.rsplit("::").next().unwrap_or(full);
+    format!("shard {}", short.strip_suffix("Request").unwrap_or(short))
 }
 
 fn now_unix_ms() -> u64 {

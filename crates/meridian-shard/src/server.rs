@@ -74,7 +74,20 @@ pub async fn run(
             routes_changed,
             transport.dialer.clone(),
         ));
-        (follower, replicator)
+        // Refused calls go to the control plane's audit log.
+        let reporter = meridian_client::Client::with_options(
+            config.control.endpoints.clone(),
+            meridian_client::ClientOptions {
+                attempt_timeout: Duration::from_secs(2),
+                retry_budget: Duration::from_secs(5),
+                dialer: transport.dialer.clone(),
+                ..Default::default()
+            },
+        )
+        .map(|control| tokio::spawn(node.access.refusals().run(control)))
+        .map_err(|err| tracing::error!(error = %err, "cannot report refused calls"))
+        .ok();
+        (follower, replicator, reporter)
     });
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let reflection = tonic_reflection::server::Builder::configure()
@@ -150,9 +163,12 @@ pub async fn run(
     if let Some(registration) = registration {
         registration.abort();
     }
-    if let Some((follower, replicator)) = replication {
+    if let Some((follower, replicator, reporter)) = replication {
         follower.abort();
         replicator.abort();
+        if let Some(reporter) = reporter {
+            reporter.abort();
+        }
     }
     // Whatever is still only in the journal's buffers becomes durable now.
     node.raft.engine.sync_now()?;

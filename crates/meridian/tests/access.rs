@@ -556,4 +556,23 @@ async fn roles_grants_tokens_and_revocation() {
         "call Control.PlaceNamespace on namespace mine"
     ));
     assert!(find(reader, "call Control.ChangeAccess on the cluster"));
+    // Refusals at gateways and nodes reach the audit log too, naming where.
+    eventually(
+        "gateway and node refusals reach the audit log",
+        Duration::from_secs(10),
+        || async {
+            let page = admin.audit_page(0, 10_000).await.unwrap();
+            let refused_at = |what: &str| {
+                page.records.iter().any(|r| {
+                    r.actor == reader
+                        && r.action.contains(what)
+                        && r.action.contains("namespace orders")
+                        && r.outcome.starts_with("refused")
+                })
+            };
+            refused_at("Kv.Put (refused by spiffe://meridian/gateway/")
+                && refused_at("shard Put (refused by spiffe://meridian/node/")
+        },
+    )
+    .await;
 }
