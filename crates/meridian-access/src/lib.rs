@@ -20,6 +20,14 @@ pub mod policy;
 pub mod token;
 
 pub use decision::{Caller, Refusal, Target, decide};
+
+/// Milliseconds since the Unix epoch: the `now` servers pass to [`decide`]
+/// (token expiry) and stamp refused calls with.
+pub fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
 pub use policy::{AccessChange, AccessPolicy, Grant, Permission, Scope};
 
 /// Why an access change or an encoded policy was refused.

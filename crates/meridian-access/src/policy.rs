@@ -354,9 +354,20 @@ impl AccessPolicy {
         self.grants.iter().filter(move |g| g.identity == identity)
     }
 
-    /// Applies a change made at `now_ms` (the request's time). Expired
-    /// tokens are dropped on every change, so the table stays bounded.
+    /// [`AccessPolicy::apply_by`] without an actor (tests, tools).
     pub fn apply(&mut self, change: &AccessChange, now_ms: u64) -> Result<(), AccessError> {
+        self.apply_by(change, "", now_ms)
+    }
+
+    /// Applies a change `actor` made at `now_ms` (the request's time; the
+    /// actor is kept in revocation entries). Expired tokens are dropped on
+    /// every change, so the table stays bounded.
+    pub fn apply_by(
+        &mut self,
+        change: &AccessChange,
+        actor: &str,
+        now_ms: u64,
+    ) -> Result<(), AccessError> {
         self.tokens.retain(|_, t| t.expires_at_ms > now_ms);
         match change {
             AccessChange::PutRole { name, permissions } => {
@@ -473,10 +484,8 @@ impl AccessPolicy {
                         limit: MAX_REVOKED,
                     });
                 }
-                // `by` and `at_ms` are filled by the control plane (see
-                // `revoke_identity_by`); here the entry only has to exist.
                 self.revoked.entry(parsed.uri()).or_insert(Revocation {
-                    by: String::new(),
+                    by: actor.to_string(),
                     at_ms: now_ms,
                 });
             }
@@ -499,25 +508,6 @@ impl AccessPolicy {
             }
         }
         self.version += 1;
-        Ok(())
-    }
-
-    /// [`AccessPolicy::apply`] recording who made the change (the actor ends
-    /// up in revocation entries).
-    pub fn apply_by(
-        &mut self,
-        change: &AccessChange,
-        actor: &str,
-        now_ms: u64,
-    ) -> Result<(), AccessError> {
-        self.apply(change, now_ms)?;
-        if let AccessChange::RevokeIdentity { identity } = change
-            && let Ok(uri) = normalize_identity(identity)
-            && let Some(entry) = self.revoked.get_mut(&uri)
-            && entry.by.is_empty()
-        {
-            entry.by = actor.to_string();
-        }
         Ok(())
     }
 

@@ -28,9 +28,7 @@ impl RefusalReporter {
 
     /// Queues one refused call (or counts it when the queue is full).
     pub fn refused(&self, actor: String, api: &str, target: String, reason: String) {
-        let at_unix_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+        let at_unix_ms = meridian_access::now_unix_ms();
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         if queue.0.len() < QUEUED {
             queue.0.push(pb::RefusedCallInfo {
@@ -48,6 +46,25 @@ impl RefusalReporter {
     fn take(&self) -> (Vec<pb::RefusedCallInfo>, u64) {
         let mut queue = self.queue.lock().unwrap_or_else(|e| e.into_inner());
         (std::mem::take(&mut queue.0), std::mem::take(&mut queue.1))
+    }
+
+    /// Starts [`RefusalReporter::run`] towards the control plane at
+    /// `endpoints`, dialed with `dialer`.
+    pub fn start(
+        self: Arc<Self>,
+        endpoints: Vec<String>,
+        dialer: meridian_net::Dialer,
+    ) -> Result<tokio::task::JoinHandle<()>, crate::ClientError> {
+        let control = Client::with_options(
+            endpoints,
+            crate::ClientOptions {
+                attempt_timeout: Duration::from_secs(2),
+                retry_budget: Duration::from_secs(5),
+                dialer,
+                ..Default::default()
+            },
+        )?;
+        Ok(tokio::spawn(self.run(control)))
     }
 
     /// Sends what was queued to the control plane every second, forever.

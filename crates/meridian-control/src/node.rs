@@ -165,12 +165,19 @@ impl ControlNode {
 
     /// Waits until reads of the local state are linearizable.
     pub async fn read_barrier(&self) -> Result<(), ControlError> {
-        if !self.raft.raft.is_leader() {
-            return Err(ControlError::NotLeader {
-                leader_address: self.leader_address(),
-            });
-        }
+        self.require_leader()?;
         self.reads.wait().await.map_err(ControlError::from)
+    }
+
+    /// `NotLeader` (naming the leader, if known) unless this member leads.
+    pub fn require_leader(&self) -> Result<(), ControlError> {
+        if self.raft.raft.is_leader() {
+            Ok(())
+        } else {
+            Err(ControlError::NotLeader {
+                leader_address: self.leader_address(),
+            })
+        }
     }
 
     /// Runs `read` on the current state.

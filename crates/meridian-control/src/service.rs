@@ -100,12 +100,7 @@ impl ControlService {
         need: Permission,
         target: Target<'_>,
     ) -> Result<Requester, Status> {
-        if !self.node.raft.raft.is_leader() {
-            return Err(ControlError::NotLeader {
-                leader_address: self.node.leader_address(),
-            }
-            .into());
-        }
+        self.node.require_leader()?;
         self.authorize_here(request, api, need, target)
     }
 
@@ -509,12 +504,7 @@ impl Control for ControlService {
         &self,
         request: Request<pb::RegisterMemberRequest>,
     ) -> Result<Response<pb::RegisterMemberResponse>, Status> {
-        if !self.node.raft.raft.is_leader() {
-            return Err(ControlError::NotLeader {
-                leader_address: self.node.leader_address(),
-            }
-            .into());
-        }
+        self.node.require_leader()?;
         let caller = meridian_access::caller::of_grpc(&request);
         let requester = Requester {
             actor: caller.name(),
@@ -1121,12 +1111,7 @@ impl Control for ControlService {
             &meridian_net::peers::Peers::NodesAndGateways,
             "Control.ReportRefusals",
         )?;
-        if !self.node.raft.raft.is_leader() {
-            return Err(ControlError::NotLeader {
-                leader_address: self.node.leader_address(),
-            }
-            .into());
-        }
+        self.node.require_leader()?;
         let reporter = meridian_access::caller::of_grpc(&request).name();
         let request = request.into_inner();
         if request.refused.len() > crate::node::REFUSALS_QUEUED {

@@ -190,17 +190,10 @@ pub async fn run(
     .map_err(|e| GatewayError::Config(format!("control.endpoints: {e}")))?;
     // Refused calls go to the control plane's audit log.
     let refusals = meridian_client::refusals::RefusalReporter::new();
-    let report_client = meridian_client::Client::with_options(
-        config.control.endpoints.clone(),
-        meridian_client::ClientOptions {
-            attempt_timeout: Duration::from_secs(2),
-            retry_budget: Duration::from_secs(5),
-            dialer: transport.dialer.clone(),
-            ..Default::default()
-        },
-    )
-    .map_err(|e| GatewayError::Config(format!("control.endpoints: {e}")))?;
-    let reporter = tokio::spawn(refusals.clone().run(report_client));
+    let reporter = refusals
+        .clone()
+        .start(config.control.endpoints.clone(), transport.dialer.clone())
+        .map_err(|e| GatewayError::Config(format!("control.endpoints: {e}")))?;
     let mut grpc_stop = stop.clone();
     let grpc = serve::grpc_server()
         .add_service(health_service)

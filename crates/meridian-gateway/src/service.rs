@@ -59,12 +59,6 @@ fn nearest_kind(read: Option<&pb::ReadOptions>) -> Option<bool> {
     }
 }
 
-fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// Attaches `reason` (which carries `retry-after-ms`) to `status`.
 fn with_reason(mut status: Status, reason: meridian_client::Reason) -> Status {
     reason.attach(&mut status);
@@ -133,7 +127,7 @@ impl GatewayService {
             .unwrap_or_else(|e| e.into_inner())
             .access
             .clone();
-        let now = now_unix_ms();
+        let now = meridian_access::now_unix_ms();
         let decided = needs.iter().try_for_each(|need| {
             meridian_access::decide(
                 policy.as_deref(),

@@ -78,15 +78,30 @@ fn certified(material: &TlsMaterial, provider: &CryptoProvider) -> Result<Certif
 impl Credentials {
     /// Fixed credentials from loaded material (clients such as the CLI).
     pub fn from_material(material: &TlsMaterial) -> Result<Arc<Self>, NetError> {
+        Self::build(material, None).map(Arc::new)
+    }
+
+    /// Credentials read from `files`, reloaded by [`Credentials::reload_if_changed`]
+    /// (servers run [`watch`]).
+    pub fn watching(files: &TlsFiles) -> Result<Arc<Self>, NetError> {
+        // Stamp first: a change while loading is then seen at the next check.
+        let stamp = stamp_of(files);
+        let material = files.load()?;
+        let mut credentials = Self::build(&material, Some(files.clone()))?;
+        credentials.stamp = Mutex::new(stamp);
+        Ok(Arc::new(credentials))
+    }
+
+    fn build(material: &TlsMaterial, files: Option<TlsFiles>) -> Result<Self, NetError> {
         let provider = Arc::new(rustls::crypto::ring::default_provider());
-        Ok(Arc::new(Self {
-            files: None,
+        Ok(Self {
+            files,
             roots: Arc::new(material.roots()?),
             current: RwLock::new(Some(Arc::new(certified(material, &provider)?))),
             provider,
             stamp: Mutex::new(None),
             reloads: AtomicU64::new(0),
-        }))
+        })
     }
 
     /// A client that trusts the cluster CA in `ca_pem` and has no certificate
@@ -109,21 +124,6 @@ impl Credentials {
             stamp: Mutex::new(None),
             reloads: AtomicU64::new(0),
         }))
-    }
-
-    /// Credentials read from `files`, reloaded by [`Credentials::reload_if_changed`]
-    /// (servers run [`watch`]).
-    pub fn watching(files: &TlsFiles) -> Result<Arc<Self>, NetError> {
-        let stamp = stamp_of(files);
-        let material = files.load()?;
-        let credentials = Self::from_material(&material)?;
-        let mut credentials = Arc::try_unwrap(credentials).map_err(|_| NetError::Material {
-            what: "credentials".into(),
-            reason: "shared while being built".into(),
-        })?;
-        credentials.files = Some(files.clone());
-        credentials.stamp = Mutex::new(stamp);
-        Ok(Arc::new(credentials))
     }
 
     /// The certificate and key handshakes use now (`None`: CA only).

@@ -82,7 +82,7 @@ impl ApplyBatch {
 
     /// Writes `key` (sealed when encryption at rest is on).
     pub fn insert(&mut self, keyspace: &Keyspace, key: Vec<u8>, value: Vec<u8>) {
-        match self.sealer.seal(&value) {
+        match self.sealer.seal(value.clone()) {
             Ok(sealed) => self.batch.insert(keyspace, key.clone(), sealed),
             Err(err) => {
                 self.failed.get_or_insert(err);

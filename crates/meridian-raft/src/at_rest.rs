@@ -240,10 +240,11 @@ impl Sealer {
             .unwrap_or_default()
     }
 
-    /// The stored form of `plain`.
-    pub fn seal(&self, plain: &[u8]) -> io::Result<Vec<u8>> {
+    /// The stored form of `plain` (itself, unchanged, when encryption at
+    /// rest is off: no copy on the write path).
+    pub fn seal(&self, plain: Vec<u8>) -> io::Result<Vec<u8>> {
         let Some(keyring) = &self.keyring else {
-            return Ok(plain.to_vec());
+            return Ok(plain);
         };
         let id = *keyring.current.read().unwrap_or_else(|e| e.into_inner());
         let keys = keyring.keys.read().unwrap_or_else(|e| e.into_inner());
@@ -256,7 +257,7 @@ impl Sealer {
         out.push(FORMAT);
         out.extend_from_slice(&id.to_be_bytes());
         out.extend_from_slice(&nonce);
-        let mut body = plain.to_vec();
+        let mut body = plain;
         key.seal_in_place_append_tag(
             Nonce::assume_unique_for_key(nonce),
             Aad::from(id.to_be_bytes()),
@@ -313,7 +314,7 @@ mod tests {
     fn sealed_values_round_trip_and_resist_tampering() {
         let sealer = Sealer::with_kek(&[7; 32]).unwrap();
         sealer.new_data_key().unwrap();
-        let sealed = sealer.seal(b"marker-value").unwrap();
+        let sealed = sealer.seal(b"marker-value".to_vec()).unwrap();
         assert!(!sealed.windows(12).any(|w| w == b"marker-value"));
         assert_eq!(&*sealer.open(&sealed).unwrap(), b"marker-value");
         let mut tampered = sealed.clone();
@@ -333,7 +334,7 @@ mod tests {
     fn keys_travel_wrapped_and_only_the_same_kek_unwraps_them() {
         let writer = Sealer::with_kek(&[1; 32]).unwrap();
         let (id, wrapped) = writer.new_data_key().unwrap();
-        let sealed = writer.seal(b"v").unwrap();
+        let sealed = writer.seal(b"v".to_vec()).unwrap();
         let same_kek = Sealer::with_kek(&[1; 32]).unwrap();
         same_kek.learn(id, &wrapped).unwrap();
         assert_eq!(&*same_kek.open(&sealed).unwrap(), b"v");
@@ -342,7 +343,7 @@ mod tests {
         assert!(other_kek.open(&sealed).is_err());
         // A new key seals new values; old ones stay readable.
         writer.new_data_key().unwrap();
-        let newer = writer.seal(b"w").unwrap();
+        let newer = writer.seal(b"w".to_vec()).unwrap();
         assert_ne!(newer[2..10], sealed[2..10]);
         assert_eq!(&*writer.open(&sealed).unwrap(), b"v");
         assert_eq!(writer.wrapped_keys().len(), 2);

@@ -251,7 +251,7 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         let mut batch = self.engine.database().batch();
         let entries: Vec<Entry> = entries.into_iter().collect();
         for entry in &entries {
-            let stored = self.engine.sealer().seal(&encode(entry)?)?;
+            let stored = self.engine.sealer().seal(encode(entry)?)?;
             batch.insert(&self.log, index_key(entry.log_id.index()), stored);
         }
         batch.commit().map_err(to_io)?;

@@ -60,7 +60,13 @@ impl AccessGate {
                 .access
                 .clone()
         });
-        match meridian_access::decide(policy.as_deref(), &caller, need, target, now_unix_ms()) {
+        match meridian_access::decide(
+            policy.as_deref(),
+            &caller,
+            need,
+            target,
+            meridian_access::now_unix_ms(),
+        ) {
             Ok(()) => Ok(caller),
             Err(refusal) => {
                 tracing::info!(caller = %caller.name(), %target, %refusal, "call refused");
@@ -110,10 +116,4 @@ fn api_name<T>() -> String {
     let full = std::any::type_name::<T>();
     let short = full.rsplit("::").next().unwrap_or(full);
     format!("shard {}", short.strip_suffix("Request").unwrap_or(short))
-}
-
-fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }

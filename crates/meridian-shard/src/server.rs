@@ -75,18 +75,12 @@ pub async fn run(
             transport.dialer.clone(),
         ));
         // Refused calls go to the control plane's audit log.
-        let reporter = meridian_client::Client::with_options(
-            config.control.endpoints.clone(),
-            meridian_client::ClientOptions {
-                attempt_timeout: Duration::from_secs(2),
-                retry_budget: Duration::from_secs(5),
-                dialer: transport.dialer.clone(),
-                ..Default::default()
-            },
-        )
-        .map(|control| tokio::spawn(node.access.refusals().run(control)))
-        .map_err(|err| tracing::error!(error = %err, "cannot report refused calls"))
-        .ok();
+        let reporter = node
+            .access
+            .refusals()
+            .start(config.control.endpoints.clone(), transport.dialer.clone())
+            .map_err(|err| tracing::error!(error = %err, "cannot report refused calls"))
+            .ok();
         (follower, replicator, reporter)
     });
     let (health_reporter, health_service) = tonic_health::server::health_reporter();

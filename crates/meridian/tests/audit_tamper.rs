@@ -5,7 +5,7 @@
 
 mod common;
 
-use meridian_lab::{Lab, LabSpec, ProcessRole};
+use meridian_lab::ProcessRole;
 use meridian_raft::StorageEngine;
 use meridian_raft::metrics::StorageMetrics;
 use std::sync::Arc;
@@ -30,21 +30,7 @@ fn verify(lab_dir: &std::path::Path) -> (bool, serde_json::Value) {
 async fn audit_verify_names_a_record_edited_on_disk() {
     let dir = tempfile::tempdir().unwrap();
     let lab_dir = dir.path().join("lab");
-    let mut lab = Lab::up(&LabSpec {
-        dir: lab_dir.clone(),
-        regions: vec!["us-east".into()],
-        nodes: 1,
-        binary: common::server_binary(),
-        env: vec![],
-        tls: true,
-        wan: None,
-        encryption: true,
-    })
-    .unwrap()
-    .kill_on_drop();
-    lab.wait_ready(Duration::from_secs(120), |_, _| {})
-        .await
-        .unwrap();
+    let mut lab = common::us_east_lab(&lab_dir, 1, true, &[]).await;
     let control = common::lab_client(
         &lab,
         lab.state().endpoints(ProcessRole::Control, None),
@@ -92,7 +78,7 @@ async fn audit_verify_names_a_record_edited_on_disk() {
             let mut forged = plain.clone();
             forged[at..at + 6].copy_from_slice(b"ledgex");
             audit
-                .insert(key.to_vec(), engine.sealer().seal(&forged).unwrap())
+                .insert(key.to_vec(), engine.sealer().seal(forged).unwrap())
                 .unwrap();
             let sequence = u64::from_be_bytes(key.as_ref().try_into().unwrap());
             edited_sequence = Some(sequence);

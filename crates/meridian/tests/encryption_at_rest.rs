@@ -7,31 +7,9 @@
 mod common;
 
 use meridian_client::pb;
-use meridian_lab::{Lab, LabSpec, ProcessRole};
+use meridian_lab::{Lab, ProcessRole};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
-
-async fn lab(dir: &Path, encryption: bool, env: &[(&str, &str)]) -> Lab {
-    let mut lab = Lab::up(&LabSpec {
-        dir: dir.to_path_buf(),
-        regions: vec!["us-east".into()],
-        nodes: 3,
-        binary: common::server_binary(),
-        env: env
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect(),
-        tls: true,
-        wan: None,
-        encryption,
-    })
-    .unwrap()
-    .kill_on_drop();
-    lab.wait_ready(Duration::from_secs(120), |_, _| {})
-        .await
-        .unwrap();
-    lab
-}
 
 /// Every file under `dir`.
 fn all_files(dir: &Path) -> Vec<PathBuf> {
@@ -105,7 +83,7 @@ async fn stored_bytes_are_encrypted_and_snapshots_carry_their_keys() {
     // Positive control: with encryption at rest off, the scan finds the marker.
     let dir = tempfile::tempdir().unwrap();
     let plain_dir = dir.path().join("plain");
-    let plain = lab(&plain_dir, false, &[]).await;
+    let plain = common::us_east_lab(&plain_dir, 3, false, &[]).await;
     place(&plain, "vault").await;
     let visible = marker();
     write(&plain, "vault", &visible, 0..20).await;
@@ -119,8 +97,9 @@ async fn stored_bytes_are_encrypted_and_snapshots_carry_their_keys() {
     // Encryption at rest on (the lab's default), with snapshots every 200
     // entries so a follower catches up by snapshot.
     let sealed_dir = dir.path().join("sealed");
-    let mut sealed = lab(
+    let mut sealed = common::us_east_lab(
         &sealed_dir,
+        3,
         true,
         &[
             ("MERIDIAN__RAFT__SNAPSHOT_AFTER_ENTRIES", "200"),

@@ -6,7 +6,7 @@
 mod common;
 
 use meridian_client::pb;
-use meridian_lab::{Lab, LabSpec, ProcessRole};
+use meridian_lab::ProcessRole;
 use meridian_net::{Identity, TlsFiles, TlsMaterial};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -43,21 +43,7 @@ fn certificate_in(path: &std::path::Path) -> Vec<u8> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn certificates_rotate_under_load_without_failed_calls() {
     let dir = tempfile::tempdir().unwrap();
-    let mut lab = Lab::up(&LabSpec {
-        dir: dir.path().join("lab"),
-        regions: vec!["us-east".into()],
-        nodes: 3,
-        binary: common::server_binary(),
-        env: vec![],
-        tls: true,
-        wan: None,
-        encryption: true,
-    })
-    .unwrap()
-    .kill_on_drop();
-    lab.wait_ready(Duration::from_secs(120), |_, _| {})
-        .await
-        .unwrap();
+    let lab = common::us_east_lab(&dir.path().join("lab"), 3, true, &[]).await;
     let state = lab.state().clone();
     let certs = state.certs.clone().unwrap();
     let control = common::lab_client(

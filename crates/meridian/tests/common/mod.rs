@@ -202,6 +202,36 @@ pub async fn multi_region_lab_of(
     lab
 }
 
+/// A one-region TLS lab without WAN emulation in `dir` (the lab directory
+/// itself): `nodes` us-east nodes, encryption at rest as given, `node_env`
+/// for every shard node.
+pub async fn us_east_lab(
+    dir: &std::path::Path,
+    nodes: usize,
+    encryption: bool,
+    node_env: &[(&str, &str)],
+) -> Lab {
+    let mut lab = Lab::up(&LabSpec {
+        dir: dir.to_path_buf(),
+        regions: vec!["us-east".into()],
+        nodes,
+        binary: server_binary(),
+        env: node_env
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect(),
+        tls: true,
+        wan: None,
+        encryption,
+    })
+    .expect("lab up")
+    .kill_on_drop();
+    lab.wait_ready(Duration::from_secs(120), |_, _| {})
+        .await
+        .expect("lab ready");
+    lab
+}
+
 /// A client of `endpoints` in `lab` (with its certificate) that retries for
 /// `budget`.
 pub fn lab_client(lab: &Lab, endpoints: Vec<String>, budget: Duration) -> Client {
