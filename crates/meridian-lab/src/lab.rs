@@ -308,9 +308,21 @@ impl Lab {
             .max()
             .unwrap_or(0)
             + 1;
-        let record =
-            topology::plan_extra_node(&self.state.dir, region, &shard, node_id, &self.wiring()?)?;
+        let wiring = self.wiring()?;
+        let record = topology::plan_extra_node(&self.state.dir, region, &shard, node_id, &wiring)?;
         let name = record.name.clone();
+        if let Some(certs) = &wiring.certs {
+            // Its own identity, placing it in its region, like every node.
+            meridian_net::certs::issue(
+                certs,
+                &[meridian_net::Identity::Node {
+                    region: region.to_string(),
+                    name: name.clone(),
+                }],
+                false,
+            )
+            .map_err(|e| LabError::Invalid(format!("issuing {name}'s certificate: {e}")))?;
+        }
         self.state.processes.push(record);
         self.state.save()?;
         self.start_process(&name)?;

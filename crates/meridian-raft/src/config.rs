@@ -169,6 +169,7 @@ impl RaftSection {
             append_window: self.append_window,
             dialer,
             peers,
+            members_only: false,
         }
     }
 }

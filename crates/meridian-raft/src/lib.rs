@@ -16,6 +16,7 @@
 //! - [`append_window`]: the cap on unanswered log appends per follower that
 //!   makes entries arriving one by one travel in batches.
 //! - [`transport`]: the server side of the gRPC Raft transport.
+//! - [`member_gate`]: a group's transport answers only its own members.
 //! - [`read_barrier`]: one leadership confirmation shared by concurrent reads.
 //! - [`node`]: wiring the parts into a running [`RaftNode`].
 //! - [`metrics`]: storage metrics (fsync latency, group size).
@@ -27,6 +28,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod log_store;
+pub mod member_gate;
 pub mod metrics;
 pub mod network;
 pub mod node;

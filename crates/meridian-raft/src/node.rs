@@ -38,6 +38,9 @@ pub struct RaftNodeOptions {
     pub dialer: meridian_net::Dialer,
     /// Who may call this member's Raft transport (by certificate identity).
     pub peers: meridian_net::peers::Peers,
+    /// Whether the transport also refuses callers that are not members of
+    /// the group (see [`crate::member_gate`]), beyond `peers`.
+    pub members_only: bool,
 }
 
 /// A running Raft member: the openraft instance plus handles to its storage.
@@ -53,6 +56,8 @@ pub struct RaftNode {
     pub node_id: u64,
     /// Who may call its Raft transport.
     pub peers: meridian_net::peers::Peers,
+    /// Keeps non-members out of its Raft transport, when members only.
+    pub member_gate: Option<Arc<crate::member_gate::MemberGate>>,
 }
 
 impl RaftNode {
@@ -100,6 +105,12 @@ impl RaftNode {
             state_machine,
             node_id: options.node_id,
             peers: options.peers.clone(),
+            member_gate: options.members_only.then(|| {
+                Arc::new(crate::member_gate::MemberGate::new(
+                    options.dialer.clone(),
+                    &options.group,
+                ))
+            }),
         })
     }
 
@@ -143,6 +154,7 @@ impl RaftNode {
             self.raft.clone(),
             self.engine.dir().join("snapshots"),
             self.peers.clone(),
+            self.member_gate.clone(),
         )
         .into_server()
     }

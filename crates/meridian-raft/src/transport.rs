@@ -23,26 +23,56 @@ pub struct TransportService {
     next_incoming: AtomicU64,
     /// Who may call (by certificate identity).
     peers: meridian_net::peers::Peers,
+    /// Keeps out callers that are not members of the group, when set.
+    gate: Option<std::sync::Arc<crate::member_gate::MemberGate>>,
 }
 
 impl TransportService {
-    /// A service feeding `raft`, answering only `peers`; received snapshots
-    /// are staged in `incoming_dir`.
+    /// A service feeding `raft`, answering only `peers` (and, with a `gate`,
+    /// only the group's members among them); received snapshots are staged
+    /// in `incoming_dir`.
     pub fn new(
         raft: MeridianRaft,
         incoming_dir: PathBuf,
         peers: meridian_net::peers::Peers,
+        gate: Option<std::sync::Arc<crate::member_gate::MemberGate>>,
     ) -> Self {
         Self {
             raft,
             incoming_dir,
             next_incoming: AtomicU64::new(0),
             peers,
+            gate,
         }
     }
 
-    fn admit<T>(&self, request: &Request<T>) -> Result<(), Status> {
-        meridian_net::peers::check(request, &self.peers, "RaftTransport")
+    /// Refuses callers that are not among `peers`; returns the caller's
+    /// identity for [`TransportService::admit_member`].
+    fn admit<T>(&self, request: &Request<T>) -> Result<Option<meridian_net::Identity>, Status> {
+        meridian_net::peers::check(request, &self.peers, "RaftTransport")?;
+        Ok(meridian_net::peers::caller(request).and_then(Result::ok))
+    }
+
+    /// Refuses a caller that is not a member of the group (with a gate).
+    async fn admit_member(&self, caller: Option<meridian_net::Identity>) -> Result<(), Status> {
+        let (Some(gate), Some(caller)) = (&self.gate, caller) else {
+            return Ok(());
+        };
+        let membership: Vec<String> = {
+            use openraft::async_runtime::WatchReceiver;
+            let metrics = self.raft.metrics();
+            let metrics = metrics.borrow_watched();
+            metrics
+                .membership_config
+                .membership()
+                .nodes()
+                .map(|(_, node)| node.addr.clone())
+                .collect()
+        };
+        gate.admit(&caller, membership).await.map_err(|refusal| {
+            tracing::info!(%refusal, "raft call refused");
+            Status::permission_denied(refusal)
+        })
     }
 
     /// Wraps the service for a tonic router, with message limits large enough for
@@ -106,7 +136,8 @@ impl RaftTransport for TransportService {
         &self,
         request: Request<Streaming<RaftPayload>>,
     ) -> Result<Response<Self::StreamAppendStream>, Status> {
-        self.admit(&request)?;
+        let caller = self.admit(&request)?;
+        self.admit_member(caller).await?;
         // A malformed or failed item ends the request stream; the leader then
         // sees the reply stream end and starts a new one.
         let requests = request
@@ -130,13 +161,15 @@ impl RaftTransport for TransportService {
         &self,
         request: Request<RaftPayload>,
     ) -> Result<Response<RaftPayload>, Status> {
-        self.admit(&request)?;
+        let caller = self.admit(&request)?;
+        self.admit_member(caller).await?;
         let rpc = decode(request.get_ref())?;
         answer(self.raft.append_entries(rpc).await)
     }
 
     async fn vote(&self, request: Request<RaftPayload>) -> Result<Response<RaftPayload>, Status> {
-        self.admit(&request)?;
+        let caller = self.admit(&request)?;
+        self.admit_member(caller).await?;
         let rpc = decode(request.get_ref())?;
         answer(self.raft.vote(rpc).await)
     }
@@ -145,7 +178,8 @@ impl RaftTransport for TransportService {
         &self,
         request: Request<Streaming<SnapshotChunk>>,
     ) -> Result<Response<RaftPayload>, Status> {
-        self.admit(&request)?;
+        let caller = self.admit(&request)?;
+        self.admit_member(caller).await?;
         let mut chunks = request.into_inner();
         let first = chunks
             .next()

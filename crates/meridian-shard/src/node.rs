@@ -112,13 +112,17 @@ impl ShardNode {
             config.node.key_file(),
         )?;
         let machine = Arc::new(KvStateMachine::open(&engine)?);
-        let options = config.raft.node_options(
+        let mut options = config.raft.node_options(
             config.node.id,
             &config.node.shard,
             dialer.clone(),
-            // A shard's Raft: only the nodes of its region.
+            // A shard's Raft: only the nodes of its region...
             meridian_net::peers::Peers::NodesOf(config.node.region.clone()),
         );
+        // ...and, with a control plane to say who was registered for the
+        // shard, only its members. (A standalone shard has no list but its
+        // own membership, which a lagging node may not have caught up on.)
+        options.members_only = !config.control.endpoints.is_empty();
         let raft = RaftNode::start(&options, engine, machine.clone())
             .await
             .map_err(|e| ShardError::Raft(e.to_string()))?;

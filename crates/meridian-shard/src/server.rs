@@ -59,6 +59,21 @@ pub async fn run(
     let replication = (!config.control.endpoints.is_empty()).then(|| {
         let table: meridian_client::routes::SharedRoutes = Arc::default();
         node.access.follow(table.clone());
+        if let Some(gate) = &node.raft.member_gate {
+            // Members registered for this shard count even before this
+            // node's Raft membership lists them (a leader added while this
+            // node lagged behind).
+            let (routes, shard) = (table.clone(), config.node.shard.clone());
+            gate.also_members(Arc::new(move || {
+                routes
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .shards
+                    .get(&shard)
+                    .cloned()
+                    .unwrap_or_default()
+            }));
+        }
         let routes_changed = Arc::new(tokio::sync::Notify::new());
         let notify = routes_changed.clone();
         let follower = tokio::spawn(meridian_client::routes::follow(

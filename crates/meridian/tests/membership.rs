@@ -76,3 +76,87 @@ async fn add_a_node_then_remove_one_while_serving() {
     let status = shard.client.cluster_status().await.unwrap();
     assert_eq!(status.members.len(), 3);
 }
+
+/// With mutual TLS and a control plane, a shard's Raft answers only its own
+/// members: a node added to the shard is let in (it registered for the shard
+/// first, so the members learn its identity before its first Raft call) and
+/// catches up to the same digest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_joins_a_shard_whose_raft_admits_only_members() {
+    use meridian_client::pb;
+    use meridian_lab::ProcessRole;
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = common::us_east_lab(&dir.path().join("lab"), 3, false, &[]).await;
+    let state = lab.state().clone();
+    let control = common::lab_client(
+        &lab,
+        state.endpoints(ProcessRole::Control, None),
+        Duration::from_secs(30),
+    );
+    control
+        .place_namespace(pb::Placement {
+            name: "members".into(),
+            home_region: "us-east".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let gateway = common::lab_client(
+        &lab,
+        state.endpoints(ProcessRole::Gateway, None),
+        Duration::from_secs(30),
+    );
+    for i in 0..100 {
+        gateway
+            .put("members", format!("k{i}").as_bytes(), b"v")
+            .await
+            .unwrap();
+    }
+
+    let new_node = lab.add_node("us-east").unwrap();
+    let record = lab.process(&new_node).unwrap().clone();
+    let nodes = common::lab_client(
+        &lab,
+        common::region_nodes(&lab, "us-east"),
+        Duration::from_secs(30),
+    );
+    // The new process listens once it has started.
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while tokio::net::TcpStream::connect(&record.grpc).await.is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{new_node} never listened"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let members = nodes
+        .add_node(record.node_id.unwrap(), &record.grpc)
+        .await
+        .unwrap();
+    assert!(
+        members
+            .iter()
+            .any(|m| m.node_id == record.node_id.unwrap() && m.voter),
+        "the new node became a voter: {members:?}"
+    );
+    gateway.put("members", b"after-add", b"v").await.unwrap();
+
+    // The new copy reaches the same digest as the others.
+    let reference = nodes
+        .check_integrity_on(&lab.process("us-east-1").unwrap().grpc, "members")
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let copy = nodes.check_integrity_on(&record.grpc, "members").await;
+        if copy.as_ref().is_ok_and(|c| c.digest == reference.digest) {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new member never caught up: {copy:?} vs {reference:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

@@ -290,6 +290,28 @@ async fn wan_partitions_and_mutual_tls() {
     // A node of the shard's own region gets past the check (to the payload).
     let own = raft_call(Dialer::new(Default::default(), Some(&node_files))).await;
     assert_eq!(own.code(), tonic::Code::InvalidArgument, "{own:?}");
+    // A node of the same region that is not a member of the shard is kept
+    // out: a shard's Raft answers only its own members.
+    meridian_net::certs::issue(
+        &certs,
+        &[meridian_net::Identity::Node {
+            region: "us-east".into(),
+            name: "intruder".into(),
+        }],
+        false,
+    )
+    .unwrap();
+    let intruder = TlsFiles::in_dir(&certs, "intruder").load().unwrap();
+    let refused = raft_call(Dialer::new(Default::default(), Some(&intruder))).await;
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused:?}");
+    assert!(
+        refused.message().contains("is not a member of Raft group")
+            && refused.message().contains("node/us-east/us-east-1"),
+        "{refused:?}"
+    );
+    // A member is still admitted right after (from what was learnt).
+    let own = raft_call(Dialer::new(Default::default(), Some(&node_files))).await;
+    assert_eq!(own.code(), tonic::Code::InvalidArgument, "{own:?}");
 
     // The HTTP side (metrics, health, admin API) is behind the same rule.
     let http = &lab.process("gateway-us-east").unwrap().http;
