@@ -7,6 +7,8 @@
 //!   and node with the routing table, so no call needs a round trip to decide.
 //! - [`decision`]: the pure decision every server applies to every call
 //!   ([`decision::decide`]), table-tested.
+//! - [`residency`]: the rule deciding whether a region or a backup location
+//!   may hold a namespace's bytes.
 //! - [`token`]: the bearer-token format (`mrdt_ID_SECRET`) and its hashing.
 //! - [`caller`]: the caller of a gRPC or HTTP call (certificate identity or bearer token)
 //!   and refusals as `tonic::Status` or HTTP status codes.
@@ -17,6 +19,7 @@
 pub mod caller;
 pub mod decision;
 pub mod policy;
+pub mod residency;
 pub mod token;
 
 pub use decision::{Caller, Refusal, Target, decide};

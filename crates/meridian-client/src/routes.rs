@@ -197,8 +197,7 @@ mod tests {
             shard: shard.into(),
             region: "r".into(),
             epoch: 1,
-            members: vec![],
-            standbys: vec![],
+            ..Default::default()
         }
     }
 

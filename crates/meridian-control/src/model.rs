@@ -222,6 +222,11 @@ pub struct Route {
     pub epoch: u64,
     /// Its standby copies.
     pub standbys: Vec<StandbyCopy>,
+    /// The namespace's allowed jurisdictions (shards re-check standbys
+    /// against them).
+    pub jurisdictions: BTreeSet<String>,
+    /// The jurisdictions of each standby's region, by region.
+    pub standby_jurisdictions: BTreeMap<String, BTreeSet<String>>,
 }
 
 /// Who changed what, when, and how it ended.

@@ -45,7 +45,7 @@ pub fn check_region(
     region: &Region,
     role: &str,
 ) -> Result<(), ResidencyViolation> {
-    if region.jurisdictions.iter().any(|j| allowed.contains(j)) {
+    if meridian_access::residency::may_hold(allowed, &region.jurisdictions) {
         Ok(())
     } else {
         Err(ResidencyViolation::OutsideJurisdiction {

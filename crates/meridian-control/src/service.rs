@@ -230,22 +230,30 @@ pub fn route_table(state: &ControlState) -> BTreeMap<String, pb::Route> {
 
 /// A route as sent to gateways: with the members of its shard.
 fn wire_route(state: &ControlState, route: crate::model::Route) -> pb::Route {
+    let standbys = standby_routes(&route);
     pb::Route {
         members: members(state, &route.shard),
         namespace: route.namespace,
         shard: route.shard,
         region: route.region,
         epoch: route.epoch,
-        standbys: standby_routes(&route.standbys),
+        standbys,
+        jurisdictions: route.jurisdictions.into_iter().collect(),
     }
 }
 
-fn standby_routes(standbys: &[crate::model::StandbyCopy]) -> Vec<pb::StandbyRoute> {
-    standbys
+fn standby_routes(route: &crate::model::Route) -> Vec<pb::StandbyRoute> {
+    route
+        .standbys
         .iter()
         .map(|s| pb::StandbyRoute {
             region: s.region.clone(),
             shard: s.shard.clone(),
+            jurisdictions: route
+                .standby_jurisdictions
+                .get(&s.region)
+                .map(|j| j.iter().cloned().collect())
+                .unwrap_or_default(),
         })
         .collect()
 }
@@ -414,13 +422,15 @@ fn full_table(node: &crate::node::ControlNode) -> Vec<pb::RoutingUpdate> {
 
 /// A route as pushed: members travel once per shard, not once per route.
 fn pushed_route(route: crate::model::Route) -> pb::Route {
+    let standbys = standby_routes(&route);
     pb::Route {
         namespace: route.namespace,
         shard: route.shard,
         region: route.region,
         epoch: route.epoch,
         members: Vec::new(),
-        standbys: standby_routes(&route.standbys),
+        standbys,
+        jurisdictions: route.jurisdictions.into_iter().collect(),
     }
 }
 

@@ -93,6 +93,15 @@ impl ControlState {
             region: namespace.policy.home_region.clone(),
             epoch: namespace.epoch,
             standbys: namespace.standbys.clone(),
+            jurisdictions: namespace.policy.allowed_jurisdictions.clone(),
+            standby_jurisdictions: namespace
+                .standbys
+                .iter()
+                .filter_map(|s| {
+                    let region = self.regions.get(&s.region)?;
+                    Some((s.region.clone(), region.jurisdictions.clone()))
+                })
+                .collect(),
         }
     }
 

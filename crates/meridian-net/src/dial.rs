@@ -37,6 +37,9 @@ struct Inner {
     broken: Option<String>,
     /// `Bearer TOKEN`, sent with every call (tools without a certificate).
     authorization: Option<http::HeaderValue>,
+    /// Servers this dialer may talk to, by certificate identity
+    /// ([`Dialer::only_to`]); any server of the cluster CA when `None`.
+    servers: Option<crate::peers::Peers>,
 }
 
 impl Dialer {
@@ -64,6 +67,7 @@ impl Dialer {
                 client: None,
                 broken: Some(why),
                 authorization: None,
+                servers: None,
             }),
         }
     }
@@ -99,6 +103,7 @@ impl Dialer {
                 client,
                 broken: None,
                 authorization: None,
+                servers: None,
             }),
         })
     }
@@ -137,7 +142,10 @@ impl Dialer {
     /// A channel to `endpoint` that connects on first use (TLS when on).
     pub fn lazy(&self, endpoint: &Endpoint) -> Channel {
         match &self.inner.client {
-            Some(config) => endpoint.connect_with_connector_lazy(TlsConnect(config.clone())),
+            Some(config) => endpoint.connect_with_connector_lazy(TlsConnect {
+                config: config.clone(),
+                servers: self.inner.servers.clone(),
+            }),
             None => endpoint.connect_lazy(),
         }
     }
@@ -147,7 +155,10 @@ impl Dialer {
         match &self.inner.client {
             Some(config) => {
                 endpoint
-                    .connect_with_connector(TlsConnect(config.clone()))
+                    .connect_with_connector(TlsConnect {
+                        config: config.clone(),
+                        servers: self.inner.servers.clone(),
+                    })
                     .await
             }
             None => endpoint.connect().await,
@@ -172,8 +183,27 @@ impl Dialer {
                 client: self.inner.client.clone(),
                 broken: self.inner.broken.clone(),
                 authorization: Some(value),
+                servers: self.inner.servers.clone(),
             }),
         })
+    }
+
+    /// This dialer, refusing to talk to a server whose certificate identity
+    /// is not among `servers`: the connection is closed right after the
+    /// handshake, before anything is sent. A shard shipping a namespace's
+    /// changes uses it so they reach only nodes of the standby's region,
+    /// whatever address the routing table lists. No effect in plain text.
+    pub fn only_to(self, servers: crate::peers::Peers) -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                via: self.inner.via.clone(),
+                credentials: self.inner.credentials.clone(),
+                client: self.inner.client.clone(),
+                broken: self.inner.broken.clone(),
+                authorization: self.inner.authorization.clone(),
+                servers: Some(servers),
+            }),
+        }
     }
 
     /// The identity in the certificate the server advertised as `address`
@@ -218,9 +248,13 @@ impl Dialer {
 
 /// Connects TCP to the endpoint's (already resolved) address and makes the
 /// TLS handshake with the dialer's current client certificate; tonic then
-/// speaks HTTP/2 over it.
+/// speaks HTTP/2 over it. With `servers`, a server whose certificate
+/// identity is not among them is refused after the handshake.
 #[derive(Clone)]
-struct TlsConnect(Arc<rustls::ClientConfig>);
+struct TlsConnect {
+    config: Arc<rustls::ClientConfig>,
+    servers: Option<crate::peers::Peers>,
+}
 
 type Connecting = Pin<
     Box<
@@ -246,7 +280,8 @@ impl tower_service::Service<Uri> for TlsConnect {
     }
 
     fn call(&mut self, uri: Uri) -> Self::Future {
-        let config = self.0.clone();
+        let config = self.config.clone();
+        let servers = self.servers.clone();
         Box::pin(async move {
             let invalid =
                 |why: &str| std::io::Error::new(std::io::ErrorKind::InvalidInput, why.to_string());
@@ -255,21 +290,69 @@ impl tower_service::Service<Uri> for TlsConnect {
                 .ok_or_else(|| invalid("the endpoint has no address"))?
                 .as_str()
                 .to_string();
-            let tcp = tokio::net::TcpStream::connect(authority).await?;
+            let tcp = tokio::net::TcpStream::connect(&authority).await?;
             tcp.set_nodelay(true)?;
             let name = rustls::pki_types::ServerName::try_from(SERVER_NAME)
                 .map_err(|_| invalid("bad server name"))?;
             let tls = tokio_rustls::TlsConnector::from(config)
                 .connect(name, tcp)
                 .await?;
+            if let Some(servers) = &servers {
+                let identity = tls
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .and_then(|certs| certs.first())
+                    .ok_or_else(|| "the server presented no certificate".to_string())
+                    .and_then(|der| {
+                        Identity::from_certificate(der.as_ref()).map_err(|e| e.to_string())
+                    });
+                if let Err(refusal) = server_admitted(&identity, servers) {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::PermissionDenied,
+                        format!("not talking to the server at {authority}: {refusal}"),
+                    ));
+                }
+            }
             Ok(hyper_util::rt::TokioIo::new(tls))
         })
+    }
+}
+
+/// Whether a server presenting `identity` is among `servers`.
+fn server_admitted(
+    identity: &Result<Identity, String>,
+    servers: &crate::peers::Peers,
+) -> Result<(), String> {
+    match identity {
+        Ok(identity) => crate::peers::admit(Some(&Ok(identity.clone())), servers, "this dialer")
+            .map_err(|_| {
+                format!(
+                    "it presents {}, and only {servers} may be dialed",
+                    identity.uri()
+                )
+            }),
+        Err(why) => Err(format!("its certificate has no usable identity ({why})")),
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn servers_are_admitted_by_identity() {
+        let eu = crate::peers::Peers::NodesOf("eu-west".into());
+        let node = |s: &str| Ok(Identity::parse(s).unwrap());
+        assert!(server_admitted(&node("node/eu-west/eu-west-1"), &eu).is_ok());
+        let refused = server_admitted(&node("node/us-east/us-east-1"), &eu).unwrap_err();
+        assert_eq!(
+            refused,
+            "it presents spiffe://meridian/node/us-east/us-east-1, and only shard nodes of region eu-west may be dialed"
+        );
+        assert!(server_admitted(&node("gateway/eu-west/gw-1"), &eu).is_err());
+        assert!(server_admitted(&Err("none".into()), &eu).is_err());
+    }
 
     #[test]
     fn rewrites_only_listed_addresses() {

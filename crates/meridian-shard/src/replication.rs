@@ -319,8 +319,15 @@ pub async fn run(
 ) {
     let mut tasks: HashMap<(String, String), (Target, tokio::task::JoinHandle<()>)> =
         HashMap::new();
+    let mut reported = Refused::new();
     loop {
-        let wanted = wanted_pairs(&node, &routes);
+        let (wanted, refused) = wanted_pairs(&node, &routes);
+        for (pair, refusal) in &refused {
+            if reported.get(pair) != Some(refusal) {
+                tracing::error!(namespace = %pair.0, standby = %pair.1, %refusal, "not shipping");
+            }
+        }
+        reported = refused;
         tasks.retain(|key, (target, task)| {
             let keep = wanted.get(key) == Some(target) && !task.is_finished();
             if !keep {
@@ -347,10 +354,15 @@ pub async fn run(
 
 /// The (namespace, standby shard) pairs this shard should ship now: routes
 /// whose primary is this shard and whose namespace is a primary here.
-fn wanted_pairs(node: &ShardNode, routes: &SharedRoutes) -> HashMap<(String, String), Target> {
+///
+/// Standbys the residency rule forbids (by the jurisdictions the routing
+/// table carries) are left out and returned with the reason: a wrong table
+/// never makes this shard ship a namespace out of its jurisdictions.
+fn wanted_pairs(node: &ShardNode, routes: &SharedRoutes) -> (Wanted, Refused) {
     let shard = &node.config.node.shard;
     let table = routes.read().unwrap_or_else(|e| e.into_inner());
     let mut wanted = HashMap::new();
+    let mut refused = HashMap::new();
     for route in table.routes.values() {
         if &route.shard != shard || route.standbys.is_empty() {
             continue;
@@ -362,6 +374,10 @@ fn wanted_pairs(node: &ShardNode, routes: &SharedRoutes) -> HashMap<(String, Str
             continue;
         }
         for standby in &route.standbys {
+            if let Err(refusal) = standby_allowed(route, standby) {
+                refused.insert((route.namespace.clone(), standby.shard.clone()), refusal);
+                continue;
+            }
             let members = table
                 .shards
                 .get(&standby.shard)
@@ -380,7 +396,30 @@ fn wanted_pairs(node: &ShardNode, routes: &SharedRoutes) -> HashMap<(String, Str
             );
         }
     }
-    wanted
+    (wanted, refused)
+}
+
+/// Pairs to ship, by (namespace, standby shard).
+type Wanted = HashMap<(String, String), Target>;
+/// Pairs refused by the residency rule, with the reason.
+type Refused = HashMap<(String, String), String>;
+
+/// Whether `standby` may hold `route`'s namespace, by the jurisdictions the
+/// routing table carries for both.
+fn standby_allowed(route: &pb::Route, standby: &pb::StandbyRoute) -> Result<(), String> {
+    let allowed: std::collections::BTreeSet<String> = route.jurisdictions.iter().cloned().collect();
+    if meridian_access::residency::may_hold(&allowed, &standby.jurisdictions) {
+        Ok(())
+    } else {
+        Err(format!(
+            "residency: namespace {:?} may only be held in jurisdictions [{}]; standby shard {} in region {} is in [{}], so no change is shipped to it",
+            route.namespace,
+            route.jurisdictions.join(", "),
+            standby.shard,
+            standby.region,
+            standby.jurisdictions.join(", ")
+        ))
+    }
 }
 
 /// A batch on its way to a standby: the last sequence number it carries and
@@ -404,7 +443,10 @@ async fn ship(
         ClientOptions {
             attempt_timeout: Duration::from_secs(5),
             retry_budget: Duration::from_secs(5),
-            dialer,
+            // Changes (and full copies) reach only nodes whose certificate
+            // places them in the standby's region, whatever addresses the
+            // table lists or a leader hint points to.
+            dialer: dialer.only_to(meridian_net::peers::Peers::NodesOf(target.region.clone())),
             ..ClientOptions::default()
         },
     ) {
@@ -898,6 +940,29 @@ async fn trim(node: &ShardNode, namespace: &str, position: u64) -> Option<()> {
 mod tests {
     use super::*;
     use crate::command::ReplicatedWrite;
+
+    #[test]
+    fn standbys_are_rechecked_against_the_routes_jurisdictions() {
+        let route = |allowed: &[&str]| pb::Route {
+            namespace: "orders".into(),
+            jurisdictions: allowed.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        };
+        let standby = |region: &str, jurisdictions: &[&str]| pb::StandbyRoute {
+            region: region.into(),
+            shard: format!("{region}-a"),
+            jurisdictions: jurisdictions.iter().map(|s| s.to_string()).collect(),
+        };
+        assert!(standby_allowed(&route(&["EU"]), &standby("eu-central", &["EU"])).is_ok());
+        let refused = standby_allowed(&route(&["EU"]), &standby("us-east", &["US"])).unwrap_err();
+        assert!(
+            refused.contains("jurisdictions [EU]") && refused.contains("region us-east is in [US]"),
+            "{refused}"
+        );
+        // A table without jurisdictions (an older control plane) ships nothing.
+        assert!(standby_allowed(&route(&[]), &standby("eu-central", &["EU"])).is_err());
+        assert!(standby_allowed(&route(&["EU"]), &standby("eu-central", &[])).is_err());
+    }
 
     #[test]
     fn the_bandwidth_cap_spaces_batches() {

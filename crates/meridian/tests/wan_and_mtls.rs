@@ -313,6 +313,32 @@ async fn wan_partitions_and_mutual_tls() {
     let own = raft_call(Dialer::new(Default::default(), Some(&node_files))).await;
     assert_eq!(own.code(), tonic::Code::InvalidArgument, "{own:?}");
 
+    // The sending side checks too: a shard ships a namespace's changes with a
+    // dialer that talks only to nodes of the standby's region, so an address
+    // in the table that is served by a node of another region gets nothing.
+    let to_eu = Dialer::new(Default::default(), Some(&node_files))
+        .only_to(meridian_net::peers::Peers::NodesOf("eu-west".into()));
+    let wrong = to_eu
+        .connect(&to_eu.endpoint(&node.grpc).unwrap())
+        .await
+        .expect_err("a us-east node was dialed as an eu-west standby");
+    let mut chain = wrong.to_string();
+    let mut source = std::error::Error::source(&wrong);
+    while let Some(cause) = source {
+        chain.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    assert!(
+        chain.contains("presents spiffe://meridian/node/us-east/us-east-1")
+            && chain.contains("only shard nodes of region eu-west may be dialed"),
+        "{chain}"
+    );
+    let eu_node = lab.process("eu-west-1").unwrap().grpc.clone();
+    to_eu
+        .connect(&to_eu.endpoint(&eu_node).unwrap())
+        .await
+        .expect("an eu-west node is dialed");
+
     // The HTTP side (metrics, health, admin API) is behind the same rule.
     let http = &lab.process("gateway-us-east").unwrap().http;
     let mut stream = std::net::TcpStream::connect(http).unwrap();
