@@ -272,7 +272,22 @@ pub enum AccessChange {
 }
 
 impl AccessChange {
-    /// What it does, in words, for the audit log.
+    /// What the change is about, for the audit log's `target` field.
+    pub fn target(&self) -> String {
+        match self {
+            AccessChange::PutRole { name, .. } | AccessChange::DeleteRole { name } => {
+                format!("role {name}")
+            }
+            AccessChange::Grant(g) | AccessChange::Revoke(g) => format!("identity {}", g.identity),
+            AccessChange::CreateToken(t) => format!("token {}", t.id),
+            AccessChange::RevokeToken { id } => format!("token {id}"),
+            AccessChange::RevokeIdentity { identity }
+            | AccessChange::RestoreIdentity { identity } => format!("identity {identity}"),
+            AccessChange::Bootstrap { .. } => "access policy".to_string(),
+        }
+    }
+
+    /// The change in words, for the audit log.
     pub fn describe(&self) -> String {
         match self {
             AccessChange::PutRole { name, permissions } => format!(

@@ -22,19 +22,23 @@ pub const MAX_RECORDS: usize = 100_000;
 pub const MAX_AGE_MS: u64 = 90 * 24 * 3600 * 1000;
 
 /// The hash of a record with these fields, linked to `prev_hash`.
-pub fn record_hash(
-    sequence: u64,
-    at_unix_ms: u64,
-    actor: &str,
-    action: &str,
-    outcome: &str,
-    prev_hash: &[u8; 32],
-) -> [u8; 32] {
+///
+/// Records written before targets were recorded have an empty `target` and
+/// hash as they always did (`meridian-audit-v1`); records with a target hash
+/// it too, under `meridian-audit-v2`. Blanking or adding a target therefore
+/// changes which form applies, and the stored hash no longer matches.
+pub fn record_hash(fields: &AuditFields<'_>, prev_hash: &[u8; 32]) -> [u8; 32] {
     let mut hasher = Sha256::new();
-    hasher.update(b"meridian-audit-v1\0");
-    hasher.update(sequence.to_be_bytes());
-    hasher.update(at_unix_ms.to_be_bytes());
-    for text in [actor, action, outcome] {
+    let texts: &[&str] = if fields.target.is_empty() {
+        hasher.update(b"meridian-audit-v1\0");
+        &[fields.actor, fields.action, fields.outcome]
+    } else {
+        hasher.update(b"meridian-audit-v2\0");
+        &[fields.actor, fields.target, fields.action, fields.outcome]
+    };
+    hasher.update(fields.sequence.to_be_bytes());
+    hasher.update(fields.at_unix_ms.to_be_bytes());
+    for text in texts {
         // Length-prefixed, so fields cannot shift into one another.
         hasher.update((text.len() as u64).to_be_bytes());
         hasher.update(text.as_bytes());
@@ -43,22 +47,47 @@ pub fn record_hash(
     hasher.finalize().into()
 }
 
+/// The fields of an audit record that its hash covers (with its link).
+#[derive(Debug, Clone, Copy)]
+pub struct AuditFields<'a> {
+    /// Sequence number.
+    pub sequence: u64,
+    /// When (Unix ms).
+    pub at_unix_ms: u64,
+    /// Who.
+    pub actor: &'a str,
+    /// What it was about (`namespace orders`, `region eu-west`, ...).
+    pub target: &'a str,
+    /// What was done.
+    pub action: &'a str,
+    /// How it ended.
+    pub outcome: &'a str,
+}
+
+impl AuditRecord {
+    /// The fields its hash covers.
+    pub fn fields(&self) -> AuditFields<'_> {
+        AuditFields {
+            sequence: self.sequence,
+            at_unix_ms: self.at_unix_ms,
+            actor: &self.actor,
+            target: &self.target,
+            action: &self.action,
+            outcome: &self.outcome,
+        }
+    }
+}
+
 /// A record with its link and hash filled in.
-pub fn sealed(
-    sequence: u64,
-    at_unix_ms: u64,
-    actor: String,
-    action: String,
-    outcome: String,
-    prev_hash: [u8; 32],
-) -> AuditRecord {
-    let hash = record_hash(sequence, at_unix_ms, &actor, &action, &outcome, &prev_hash);
+pub fn sealed(fields: AuditFields<'_>, prev_hash: [u8; 32]) -> AuditRecord {
+    let hash = record_hash(&fields, &prev_hash);
     AuditRecord {
-        sequence,
-        at_unix_ms,
-        actor,
-        action,
-        outcome,
+        sequence: fields.sequence,
+        at_unix_ms: fields.at_unix_ms,
+        actor: fields.actor.to_string(),
+        target: fields.target.to_string(),
+        action: fields.action.to_string(),
+        outcome: fields.outcome.to_string(),
         prev_hash,
         hash,
     }
@@ -105,14 +134,7 @@ pub fn verify(anchor: &[u8; 32], records: &[AuditRecord]) -> Result<usize, Chain
                 next: record.sequence,
             });
         }
-        let hash = record_hash(
-            record.sequence,
-            record.at_unix_ms,
-            &record.actor,
-            &record.action,
-            &record.outcome,
-            &record.prev_hash,
-        );
+        let hash = record_hash(&record.fields(), &record.prev_hash);
         if hash != record.hash {
             return Err(ChainBreak::Altered {
                 sequence: record.sequence,
@@ -150,12 +172,16 @@ mod tests {
         let mut prev = GENESIS;
         (1..=n)
             .map(|i| {
+                let action = format!("act {i}");
                 let r = sealed(
-                    i,
-                    1_000 + i,
-                    "alice".into(),
-                    format!("act {i}"),
-                    "ok".into(),
+                    AuditFields {
+                        sequence: i,
+                        at_unix_ms: 1_000 + i,
+                        actor: "alice",
+                        target: if i % 2 == 0 { "namespace orders" } else { "" },
+                        action: &action,
+                        outcome: "ok",
+                    },
                     prev,
                 );
                 prev = r.hash;
@@ -172,13 +198,16 @@ mod tests {
         let mut resealed = good.clone();
         // Edited and re-hashed, but the next record still links to the old hash.
         resealed[1] = sealed(
-            2,
-            1_002,
-            "mallory".into(),
-            "act 2".into(),
-            "ok".into(),
+            AuditFields {
+                actor: "mallory",
+                ..good[1].fields()
+            },
             good[0].hash,
         );
+        let mut retargeted = good.clone();
+        retargeted[1].target = "namespace payments".into();
+        let mut untargeted = good.clone();
+        untargeted[1].target.clear();
         let mut removed = good.clone();
         removed.remove(1);
         let mut swapped = good.clone();
@@ -193,6 +222,18 @@ mod tests {
         let cases: Vec<Case> = vec![
             ("an intact chain", GENESIS, good.clone(), Ok(4)),
             ("an empty log", GENESIS, vec![], Ok(0)),
+            (
+                "a changed target",
+                GENESIS,
+                retargeted,
+                Err(ChainBreak::Altered { sequence: 2 }),
+            ),
+            (
+                "a blanked target (posing as a record from before targets)",
+                GENESIS,
+                untargeted,
+                Err(ChainBreak::Altered { sequence: 2 }),
+            ),
             (
                 "an edited field",
                 GENESIS,
@@ -247,7 +288,17 @@ mod tests {
             .map(|i| {
                 (
                     i,
-                    sealed(i, 5, String::new(), String::new(), String::new(), GENESIS),
+                    sealed(
+                        AuditFields {
+                            sequence: i,
+                            at_unix_ms: 5,
+                            actor: "",
+                            target: "",
+                            action: "",
+                            outcome: "",
+                        },
+                        GENESIS,
+                    ),
                 )
             })
             .collect();

@@ -238,6 +238,10 @@ pub struct AuditRecord {
     pub at_unix_ms: u64,
     /// Who asked (client identity).
     pub actor: String,
+    /// What it was about: `namespace orders`, `region eu-west`, `shard
+    /// us-east-a`, `identity spiffe://...`, `cluster` (empty in records
+    /// written before targets were recorded).
+    pub target: String,
     /// What was asked, in words.
     pub action: String,
     /// `ok`, or the refusal.
@@ -247,6 +251,26 @@ pub struct AuditRecord {
     pub prev_hash: [u8; 32],
     /// SHA-256 over this record's fields and `prev_hash`
     /// (`crate::audit::record_hash`).
+    pub hash: [u8; 32],
+}
+
+/// The second stored form of [`AuditRecord`] (with the hash chain, before
+/// targets): loaded with an empty target, its hash unchanged.
+#[derive(Debug, Clone, Deserialize)]
+pub struct AuditRecordV2 {
+    /// Sequence number.
+    pub sequence: u64,
+    /// When (Unix ms).
+    pub at_unix_ms: u64,
+    /// Who.
+    pub actor: String,
+    /// What.
+    pub action: String,
+    /// How it ended.
+    pub outcome: String,
+    /// Link to the record before.
+    pub prev_hash: [u8; 32],
+    /// Its hash.
     pub hash: [u8; 32],
 }
 

@@ -883,6 +883,7 @@ impl Control for ControlService {
                     sequence: r.sequence,
                     at_unix_ms: r.at_unix_ms,
                     actor: r.actor.clone(),
+                    target: r.target.clone(),
                     action: r.action.clone(),
                     outcome: r.outcome.clone(),
                     prev_hash: r.prev_hash.to_vec(),

@@ -108,6 +108,7 @@ impl ControlState {
     fn audit(
         &mut self,
         requester: &Requester,
+        target: &str,
         action: String,
         outcome: String,
         changes: &mut Vec<Change>,
@@ -119,11 +120,14 @@ impl ControlState {
             .next_back()
             .map_or(self.audit_anchor, |last| last.hash);
         let record = crate::audit::sealed(
-            self.counters.audit_sequence,
-            requester.at_unix_ms,
-            requester.actor.clone(),
-            action,
-            outcome,
+            crate::audit::AuditFields {
+                sequence: self.counters.audit_sequence,
+                at_unix_ms: requester.at_unix_ms,
+                actor: &requester.actor,
+                target,
+                action: &action,
+                outcome: &outcome,
+            },
             prev_hash,
         );
         self.audit.insert(record.sequence, record.clone());
@@ -244,6 +248,7 @@ impl ControlState {
                 };
                 self.audit(
                     &caller,
+                    &refused.target,
                     format!("call {} on {}", refused.api, refused.target),
                     format!("refused: {}", refused.reason),
                     &mut changes,
@@ -252,6 +257,7 @@ impl ControlState {
             if dropped > 0 {
                 self.audit(
                     &requester,
+                    "cluster",
                     "record refused calls".into(),
                     format!(
                         "{dropped} refused calls not recorded: more came than the audit log takes"
@@ -261,16 +267,17 @@ impl ControlState {
             }
             return (ControlResult::Updated, changes);
         }
-        let (requester, action) = describe(&command);
+        let (requester, target, action) = describe(&command);
         let outcome = self.apply_inner(command, &mut changes);
         let result = match outcome {
             Ok(result) => {
-                self.audit(&requester, action, "ok".into(), &mut changes);
+                self.audit(&requester, &target, action, "ok".into(), &mut changes);
                 result
             }
             Err(rejection) => {
                 let audit = self.audit(
                     &requester,
+                    &target,
                     action,
                     format!("refused: {rejection}"),
                     &mut changes,
@@ -751,10 +758,11 @@ impl ControlState {
 }
 
 /// The requester and a one-line description of a command, for the audit log.
-fn describe(command: &ControlCommand) -> (Requester, String) {
+fn describe(command: &ControlCommand) -> (Requester, String, String) {
     match command {
         ControlCommand::PutRegion { region, requester } => (
             requester.clone(),
+            format!("region {}", region.name),
             format!("put region {} {:?}", region.name, region.jurisdictions),
         ),
         ControlCommand::RegisterMember {
@@ -764,6 +772,7 @@ fn describe(command: &ControlCommand) -> (Requester, String) {
             ..
         } => (
             requester.clone(),
+            format!("shard {shard}"),
             format!(
                 "register node {} of shard {shard} at {}",
                 member.node_id, member.address
@@ -788,6 +797,7 @@ fn describe(command: &ControlCommand) -> (Requester, String) {
             ..
         } => (
             requester.clone(),
+            format!("namespace {name}"),
             format!(
                 "create namespace {name} home={} mode={:?} standbys={:?} jurisdictions={:?}",
                 policy.home_region,
@@ -798,6 +808,7 @@ fn describe(command: &ControlCommand) -> (Requester, String) {
         ),
         ControlCommand::Failover(step) | ControlCommand::FailoverBounded(step, _) => (
             step.requester.clone(),
+            format!("namespace {}", step.namespace),
             format!(
                 "failover namespace {} to shard {}: {}",
                 step.namespace, step.to_shard, step.cause
@@ -809,6 +820,7 @@ fn describe(command: &ControlCommand) -> (Requester, String) {
             requester,
         } => (
             requester.clone(),
+            format!("namespace {namespace}"),
             format!("set failover policy of {namespace}: {policy:?}"),
         ),
         ControlCommand::SetMaxLag {
@@ -817,14 +829,17 @@ fn describe(command: &ControlCommand) -> (Requester, String) {
             requester,
         } => (
             requester.clone(),
+            format!("namespace {namespace}"),
             format!(
                 "set max_lag of {namespace}: {} changes, {} ms",
                 max_lag.entries, max_lag.ms
             ),
         ),
-        ControlCommand::DeleteNamespace { name, requester } => {
-            (requester.clone(), format!("delete namespace {name}"))
-        }
+        ControlCommand::DeleteNamespace { name, requester } => (
+            requester.clone(),
+            format!("namespace {name}"),
+            format!("delete namespace {name}"),
+        ),
         ControlCommand::SetSyncDegraded {
             namespace,
             degraded,
@@ -832,6 +847,7 @@ fn describe(command: &ControlCommand) -> (Requester, String) {
             requester,
         } => (
             requester.clone(),
+            format!("namespace {namespace}"),
             format!(
                 "namespace {namespace}: {} ({cause})",
                 if *degraded {
@@ -847,12 +863,17 @@ fn describe(command: &ControlCommand) -> (Requester, String) {
             requester,
         } => (
             requester.clone(),
+            format!("namespace {name}"),
             format!("copy of deleted namespace {name} removed from shard {shard}"),
         ),
-        ControlCommand::Access { change, requester } => (requester.clone(), change.describe()),
-        ControlCommand::RecordRefusals { requester, .. } => {
-            (requester.clone(), "record refused calls".into())
+        ControlCommand::Access { change, requester } => {
+            (requester.clone(), change.target(), change.describe())
         }
+        ControlCommand::RecordRefusals { requester, .. } => (
+            requester.clone(),
+            "cluster".into(),
+            "record refused calls".into(),
+        ),
         ControlCommand::ConfirmTakeover {
             namespace,
             epoch,
@@ -860,6 +881,7 @@ fn describe(command: &ControlCommand) -> (Requester, String) {
             requester,
         } => (
             requester.clone(),
+            format!("namespace {namespace}"),
             format!(
                 "primary of namespace {namespace} at epoch {epoch} took over at change {} of epoch {}",
                 takeover.seq, takeover.source_epoch

@@ -38,9 +38,12 @@ const AUDIT_ANCHOR_KEY: &[u8] = b"audit_anchor";
 /// The access policy, in `meridian_access`'s own versioned format.
 const ACCESS_KEY: &[u8] = b"access";
 
-/// Audit records are stored in format 2 (with the hash chain); format 1
+/// Audit records are stored in format 3 (with the target); format 2
+/// records (hash chain, no target) load with an empty target; format 1
 /// records get their links and hashes computed on load.
-const AUDIT_FORMAT: u8 = 2;
+const AUDIT_FORMAT: u8 = 3;
+/// The audit format before targets.
+const AUDIT_FORMAT_V2: u8 = 2;
 
 fn encode_audit(record: &crate::model::AuditRecord) -> io::Result<Vec<u8>> {
     postcard::to_extend(record, vec![AUDIT_FORMAT]).map_err(io::Error::other)
@@ -52,14 +55,30 @@ fn decode_audit(raw: &[u8], prev: [u8; 32]) -> io::Result<crate::model::AuditRec
     let invalid = |e| io::Error::new(io::ErrorKind::InvalidData, e);
     match raw.split_first() {
         Some((&AUDIT_FORMAT, body)) => postcard::from_bytes(body).map_err(invalid),
+        Some((&AUDIT_FORMAT_V2, body)) => {
+            let old: crate::model::AuditRecordV2 = postcard::from_bytes(body).map_err(invalid)?;
+            Ok(crate::model::AuditRecord {
+                sequence: old.sequence,
+                at_unix_ms: old.at_unix_ms,
+                actor: old.actor,
+                target: String::new(),
+                action: old.action,
+                outcome: old.outcome,
+                prev_hash: old.prev_hash,
+                hash: old.hash,
+            })
+        }
         Some((&RECORD_FORMAT, body)) => {
             let old: crate::model::AuditRecordV1 = postcard::from_bytes(body).map_err(invalid)?;
             Ok(crate::audit::sealed(
-                old.sequence,
-                old.at_unix_ms,
-                old.actor,
-                old.action,
-                old.outcome,
+                crate::audit::AuditFields {
+                    sequence: old.sequence,
+                    at_unix_ms: old.at_unix_ms,
+                    actor: &old.actor,
+                    target: "",
+                    action: &old.action,
+                    outcome: &old.outcome,
+                },
                 prev,
             ))
         }
@@ -614,20 +633,45 @@ mod tests {
 
     #[test]
     fn audit_records_of_every_format_decode_and_chain() {
-        let record = crate::audit::sealed(
-            4,
-            1_700_000_000_000,
-            "alice".into(),
-            "create namespace payments".into(),
-            "ok".into(),
-            [7; 32],
-        );
+        let fields = |target| crate::audit::AuditFields {
+            sequence: 4,
+            at_unix_ms: 1_700_000_000_000,
+            actor: "alice",
+            target,
+            action: "create namespace payments",
+            outcome: "ok",
+        };
+        let record = crate::audit::sealed(fields("namespace payments"), [7; 32]);
         let stored = encode_audit(&record).unwrap();
         assert_eq!(
             stored,
-            golden("control-audit-v2.bin", &stored),
+            golden("control-audit-v3.bin", &stored),
             "format changed"
         );
+        assert_eq!(decode_audit(&stored, [0; 32]).unwrap(), record);
+        // Format 2 (before targets) loads with an empty target; its hash
+        // still verifies.
+        let untargeted = crate::audit::sealed(fields(""), [7; 32]);
+        let mut v2 = vec![2u8];
+        v2.extend(
+            postcard::to_stdvec(&(
+                untargeted.sequence,
+                untargeted.at_unix_ms,
+                &untargeted.actor,
+                &untargeted.action,
+                &untargeted.outcome,
+                untargeted.prev_hash,
+                untargeted.hash,
+            ))
+            .unwrap(),
+        );
+        let v2_golden = golden("control-audit-v2.bin", &v2);
+        assert_eq!(v2, v2_golden, "the v2 sample is what v2 wrote");
+        let loaded = decode_audit(&v2_golden, [0; 32]).unwrap();
+        assert_eq!(loaded, untargeted);
+        assert_eq!(crate::audit::verify(&[7; 32], &[loaded]), Ok(1));
+        let record = untargeted;
+        let stored = encode_audit(&record).unwrap();
         assert_eq!(decode_audit(&stored, [0; 32]).unwrap(), record);
         // Format 1 (before the chain) is sealed on load, linked to the
         // record loaded before it.

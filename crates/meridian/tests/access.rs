@@ -566,7 +566,7 @@ async fn roles_grants_tokens_and_revocation() {
                 page.records.iter().any(|r| {
                     r.actor == reader
                         && r.action.contains(what)
-                        && r.action.contains("namespace orders")
+                        && r.target == "namespace orders"
                         && r.outcome.starts_with("refused")
                 })
             };

@@ -175,6 +175,7 @@ fn detached_lab_and_client_commands() {
                 .contains("create namespace cli")
         })
         .unwrap_or_else(|| panic!("{audit}"));
+    assert_eq!(created["target"], "namespace cli", "{created}");
     assert_eq!(
         created["actor"], "spiffe://meridian/user/admin",
         "{created}"

@@ -52,6 +52,7 @@ fn convert(r: pb::AuditRecord) -> anyhow::Result<AuditRecord> {
         sequence: r.sequence,
         at_unix_ms: r.at_unix_ms,
         actor: r.actor,
+        target: r.target,
         action: r.action,
         outcome: r.outcome,
     })
@@ -72,9 +73,15 @@ pub async fn run(format: OutputFormat, args: AuditArgs) -> anyhow::Result<()> {
                 .filter(|r| since.is_none_or(|t| r.at_unix_ms >= t))
                 .filter(|r| actor.as_ref().is_none_or(|a| &r.actor == a))
                 .filter(|r| {
-                    namespace
-                        .as_ref()
-                        .is_none_or(|ns| r.action.split_whitespace().any(|w| w == ns))
+                    namespace.as_ref().is_none_or(|ns| {
+                        if r.target.is_empty() {
+                            // Written before targets were recorded: the
+                            // namespace is named in the action.
+                            r.action.split_whitespace().any(|w| w == ns)
+                        } else {
+                            r.target == format!("namespace {ns}")
+                        }
+                    })
                 })
                 .collect();
             if let Some(limit) = limit {
@@ -88,6 +95,7 @@ pub async fn run(format: OutputFormat, args: AuditArgs) -> anyhow::Result<()> {
                         r.sequence.to_string(),
                         r.at_unix_ms.to_string(),
                         r.actor.clone(),
+                        r.target.clone(),
                         r.action.clone(),
                         r.outcome.clone(),
                     ]
@@ -100,6 +108,7 @@ pub async fn run(format: OutputFormat, args: AuditArgs) -> anyhow::Result<()> {
                         "sequence": r.sequence,
                         "at_unix_ms": r.at_unix_ms,
                         "actor": r.actor,
+                        "target": r.target,
                         "action": r.action,
                         "outcome": r.outcome,
                         "prev_hash": hex::encode(r.prev_hash),
@@ -110,7 +119,7 @@ pub async fn run(format: OutputFormat, args: AuditArgs) -> anyhow::Result<()> {
             emit(
                 format,
                 json!({ "records": json_records }),
-                &["SEQ", "AT_MS", "ACTOR", "ACTION", "OUTCOME"],
+                &["SEQ", "AT_MS", "ACTOR", "TARGET", "ACTION", "OUTCOME"],
                 rows,
             );
             Ok(())
