@@ -31,6 +31,8 @@ pub struct ApplyBatch {
     overlays: Vec<(Keyspace, Overlay)>,
     writes: usize,
     sealer: Arc<Sealer>,
+    /// The engine's write lock, held while committing.
+    write_lock: Arc<std::sync::Mutex<()>>,
     /// A value that could not be sealed: the batch must not commit.
     failed: Option<io::Error>,
 }
@@ -43,6 +45,7 @@ impl ApplyBatch {
             overlays: Vec::new(),
             writes: 0,
             sealer: engine.sealer().clone(),
+            write_lock: engine.write_lock_handle(),
             failed: None,
         }
     }
@@ -144,6 +147,7 @@ impl ApplyBatch {
         if let Some(err) = self.failed {
             return Err(err);
         }
+        let _writing = self.write_lock.lock().unwrap_or_else(|e| e.into_inner());
         self.batch.commit().map_err(to_io)
     }
 }

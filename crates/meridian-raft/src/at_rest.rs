@@ -23,6 +23,14 @@ use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+/// Values sealed under one data key before a new one is made. AES-GCM with
+/// random 96-bit nonces stays within its collision bound (2^-32) up to 2^32
+/// messages per key; rotating at 2^28 keeps a wide margin. (A node also
+/// makes a new data key every time it starts, so the count need not survive
+/// restarts.)
+pub const ROTATE_AFTER_SEALS: u64 = 1 << 28;
 
 /// First byte of a sealed value.
 const MAGIC: u8 = 0xE5;
@@ -93,6 +101,8 @@ struct Keyring {
     kek: LessSafeKey,
     keys: RwLock<BTreeMap<u64, (LessSafeKey, Vec<u8>)>>,
     current: RwLock<u64>,
+    /// Values sealed under `current` by this process.
+    sealed_under_current: AtomicU64,
     random: SystemRandom,
 }
 
@@ -124,6 +134,7 @@ impl Sealer {
                 kek: aes_key(kek)?,
                 keys: RwLock::new(BTreeMap::new()),
                 current: RwLock::new(0),
+                sealed_under_current: AtomicU64::new(0),
                 random: SystemRandom::new(),
             }),
         })
@@ -178,6 +189,7 @@ impl Sealer {
         stored.extend_from_slice(&wrapped);
         self.learn(id, &stored)?;
         *keyring.current.write().unwrap_or_else(|e| e.into_inner()) = id;
+        keyring.sealed_under_current.store(0, Ordering::Relaxed);
         Ok((id, stored))
     }
 
@@ -222,7 +234,48 @@ impl Sealer {
             return Err(invalid(format!("unknown data key {id:016x}")));
         }
         *keyring.current.write().unwrap_or_else(|e| e.into_inner()) = id;
+        keyring.sealed_under_current.store(0, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The id of the data key new values are sealed with (`None` when
+    /// encryption at rest is off).
+    pub fn current_key(&self) -> Option<u64> {
+        self.keyring
+            .as_ref()
+            .map(|k| *k.current.read().unwrap_or_else(|e| e.into_inner()))
+    }
+
+    /// Whether the current data key has sealed [`ROTATE_AFTER_SEALS`] values.
+    pub fn rotation_due(&self) -> bool {
+        self.keyring
+            .as_ref()
+            .is_some_and(|k| k.sealed_under_current.load(Ordering::Relaxed) >= ROTATE_AFTER_SEALS)
+    }
+
+    /// The id of the data key a stored value is sealed with, from its
+    /// header (`None` for a value that is not sealed).
+    pub fn key_of(stored: &[u8]) -> Option<u64> {
+        if stored.len() < HEADER + 16 || stored[0] != MAGIC || stored[1] != FORMAT {
+            return None;
+        }
+        stored
+            .get(2..10)
+            .and_then(|b| <[u8; 8]>::try_from(b).ok())
+            .map(u64::from_be_bytes)
+    }
+
+    /// `stored` sealed again under the current key, if it is sealed under
+    /// another one (`None`: already current, or not sealed at all).
+    pub fn reseal(&self, stored: &[u8]) -> io::Result<Option<Vec<u8>>> {
+        let (Some(current), Some(id)) = (self.current_key(), Self::key_of(stored)) else {
+            return Ok(None);
+        };
+        if id == current {
+            return Ok(None);
+        }
+        let plain = self.open(stored)?.into_owned();
+        self.seal(plain).map(Some)
     }
 
     /// Every known data key, wrapped (for snapshot files).
@@ -251,6 +304,7 @@ impl Sealer {
         let (key, _) = keys
             .get(&id)
             .ok_or_else(|| io::Error::other("no data key to seal with"))?;
+        keyring.sealed_under_current.fetch_add(1, Ordering::Relaxed);
         let nonce = Self::nonce(keyring)?;
         let mut out = Vec::with_capacity(HEADER + plain.len() + 16);
         out.push(MAGIC);
@@ -347,6 +401,13 @@ mod tests {
         assert_ne!(newer[2..10], sealed[2..10]);
         assert_eq!(&*writer.open(&sealed).unwrap(), b"v");
         assert_eq!(writer.wrapped_keys().len(), 2);
+        // Resealing moves an old value under the current key, unchanged.
+        let moved = writer.reseal(&sealed).unwrap().expect("under an old key");
+        assert_eq!(Sealer::key_of(&moved), writer.current_key());
+        assert_eq!(&*writer.open(&moved).unwrap(), b"v");
+        assert_eq!(writer.reseal(&moved).unwrap(), None, "already current");
+        assert_eq!(writer.reseal(b"plain").unwrap(), None, "not sealed");
+        assert!(!writer.rotation_due());
     }
 
     #[test]

@@ -24,6 +24,7 @@ pub struct StorageEngine {
     dir: PathBuf,
     /// Seals every stored value when encryption at rest is on.
     sealer: Arc<Sealer>,
+    write_lock: Arc<std::sync::Mutex<()>>,
     flush_requests: mpsc::Sender<IOFlushed<TypeConfig>>,
     metrics: Arc<StorageMetrics>,
 }
@@ -70,9 +71,35 @@ impl StorageEngine {
             db,
             dir: dir.to_path_buf(),
             sealer,
+            write_lock: Default::default(),
             flush_requests,
             metrics,
         })
+    }
+
+    /// Held while a batch of the application's values is committed (and
+    /// while a snapshot replaces them), so the re-encryption worker's
+    /// read-then-rewrite of a value never crosses a write of it.
+    pub fn write_lock(&self) -> std::sync::MutexGuard<'_, ()> {
+        self.write_lock.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The lock of [`StorageEngine::write_lock`], for batches that outlive a
+    /// borrow of the engine.
+    pub(crate) fn write_lock_handle(&self) -> Arc<std::sync::Mutex<()>> {
+        self.write_lock.clone()
+    }
+
+    /// Makes a new data key the one new values are sealed with (stored
+    /// wrapped, durable before it is used); old values stay readable under
+    /// their keys. Refused when encryption at rest is off.
+    pub fn rotate_data_key(&self) -> io::Result<u64> {
+        let keys = self.keys_keyspace()?;
+        let (id, wrapped) = self.sealer.new_data_key()?;
+        keys.insert(key_entry(id), wrapped).map_err(to_io)?;
+        keys.insert(CURRENT_KEY, id.to_be_bytes()).map_err(to_io)?;
+        self.sync_now()?;
+        Ok(id)
     }
 
     /// Seals and opens stored values (a pass-through when encryption at rest is off).
@@ -180,6 +207,13 @@ fn open_keys(db: &Database, fresh: bool, key_file: Option<&Path>) -> io::Result<
                         .map(u64::from_be_bytes)
                         .map_err(|_| refuse("the current data key id is malformed"))?;
                     sealer.use_key(id)?;
+                    // A fresh data key every start: how many values the old
+                    // one sealed is not counted across restarts, and GCM's
+                    // random nonces need that bounded (ROTATE_AFTER_SEALS).
+                    let (id, wrapped) = sealer.new_data_key()?;
+                    keys.insert(key_entry(id), wrapped).map_err(to_io)?;
+                    keys.insert(CURRENT_KEY, id.to_be_bytes()).map_err(to_io)?;
+                    db.persist(PersistMode::SyncAll).map_err(to_io)?;
                 }
                 None if fresh => {
                     let (id, wrapped) = sealer.new_data_key()?;

@@ -17,6 +17,7 @@
 //!   makes entries arriving one by one travel in batches.
 //! - [`transport`]: the server side of the gRPC Raft transport.
 //! - [`member_gate`]: a group's transport answers only its own members.
+//! - [`reseal`]: re-encryption of stored values after a data-key rotation.
 //! - [`read_barrier`]: one leadership confirmation shared by concurrent reads.
 //! - [`node`]: wiring the parts into a running [`RaftNode`].
 //! - [`metrics`]: storage metrics (fsync latency, group size).
@@ -33,6 +34,7 @@ pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod read_barrier;
+pub mod reseal;
 pub mod snapshot;
 pub mod state_machine;
 pub mod transport;

@@ -209,6 +209,9 @@ impl StateMachineStore {
             .map_err(to_io)?;
         inner.engine.sync_now()?;
 
+        // The whole replacement under the write lock: a re-encryption
+        // running now must not write back a value from before it.
+        let _writing = inner.engine.write_lock();
         let keyspaces = inner.app.keyspaces();
         for keyspace in &keyspaces {
             keyspace.clear().map_err(to_io)?;
