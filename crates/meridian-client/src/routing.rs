@@ -504,6 +504,31 @@ impl Client {
         }
     }
 
+    /// Rotates the data key of the node at `address` and starts
+    /// re-encrypting its stored values (or reports the pass running).
+    pub async fn rekey_on(&self, address: &str) -> Result<pb::RekeyStatus, ClientError> {
+        let mut admin = AdminClient::new(self.channel(address)?);
+        let call = admin.rekey(pb::RekeyRequest {});
+        match tokio::time::timeout(self.options.attempt_timeout, call).await {
+            Ok(result) => Ok(result?.into_inner()),
+            Err(_) => Err(ClientError::Unavailable(
+                format!("{address} did not answer").into(),
+            )),
+        }
+    }
+
+    /// Where the re-encryption pass of the node at `address` stands.
+    pub async fn rekey_status_on(&self, address: &str) -> Result<pb::RekeyStatus, ClientError> {
+        let mut admin = AdminClient::new(self.channel(address)?);
+        let call = admin.get_rekey_status(pb::GetRekeyStatusRequest {});
+        match tokio::time::timeout(self.options.attempt_timeout, call).await {
+            Ok(result) => Ok(result?.into_inner()),
+            Err(_) => Err(ClientError::Unavailable(
+                format!("{address} did not answer").into(),
+            )),
+        }
+    }
+
     /// Control plane: every shard that holds or held `namespace`'s bytes.
     pub async fn namespace_residency(
         &self,

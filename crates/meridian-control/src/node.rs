@@ -105,6 +105,8 @@ impl ControlNode {
         let raft = RaftNode::start(&options, engine, machine.clone())
             .await
             .map_err(|e| ControlError::Unavailable(e.to_string()))?;
+        // A new data key after every 2^28 values sealed (encryption at rest).
+        raft.spawn_key_rotation();
         if !config.cluster.initial_members.is_empty() {
             raft.initialize_if_new(config.cluster.members())
                 .await

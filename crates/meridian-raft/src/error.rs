@@ -20,6 +20,9 @@ pub enum RaftNodeError {
     /// openraft stopped with a fatal error.
     #[error("raft stopped: {0}")]
     Fatal(String),
+    /// The operation does not apply to this node (the message says why).
+    #[error("{0}")]
+    Refused(String),
 }
 
 impl RaftNodeError {

@@ -58,6 +58,8 @@ pub struct RaftNode {
     pub peers: meridian_net::peers::Peers,
     /// Keeps non-members out of its Raft transport, when members only.
     pub member_gate: Option<Arc<crate::member_gate::MemberGate>>,
+    /// The progress of re-encryption passes ([`RaftNode::rekey`]).
+    pub reseal: Arc<crate::reseal::ResealProgress>,
 }
 
 impl RaftNode {
@@ -105,6 +107,7 @@ impl RaftNode {
             state_machine,
             node_id: options.node_id,
             peers: options.peers.clone(),
+            reseal: Default::default(),
             member_gate: options.members_only.then(|| {
                 Arc::new(crate::member_gate::MemberGate::new(
                     options.dialer.clone(),
@@ -146,6 +149,86 @@ impl RaftNode {
                 .map(|node| node.addr.clone())
         });
         (leader, address)
+    }
+
+    /// Rotates this node's data key and starts re-sealing every stored
+    /// value under it in the background (see [`crate::reseal`]); when the
+    /// pass ends, a snapshot is triggered so the Raft log purge takes the
+    /// entries still under older keys. Returns the new pass's status, or
+    /// the running one's if a pass is already under way (nothing new is
+    /// started). Refused when encryption at rest is off.
+    pub fn rekey(&self) -> Result<crate::reseal::ResealStatus, RaftNodeError> {
+        if !self.engine.sealer().is_on() {
+            return Err(RaftNodeError::Refused(
+                "encryption at rest is off on this node (no node.encryption_key_file): there is no data key to rotate".into(),
+            ));
+        }
+        if self.reseal.status().running {
+            return Ok(self.reseal.status());
+        }
+        let key_id = self
+            .engine
+            .rotate_data_key()
+            .map_err(|e| RaftNodeError::storage("rotating the data key", e))?;
+        if !self.reseal.begin(key_id, crate::reseal::now_unix_ms()) {
+            return Ok(self.reseal.status());
+        }
+        let (engine, progress, raft) =
+            (self.engine.clone(), self.reseal.clone(), self.raft.clone());
+        let keyspaces = self.state_machine.application().keyspaces();
+        let log = self
+            .engine
+            .keyspace("raft_log", fjall::KeyspaceCreateOptions::default)
+            .map_err(|e| RaftNodeError::storage("opening the raft log", e))?;
+        tokio::spawn(async move {
+            let pass = tokio::task::spawn_blocking({
+                let progress = progress.clone();
+                move || {
+                    crate::reseal::run(
+                        &engine,
+                        &keyspaces,
+                        &log,
+                        &progress,
+                        crate::reseal::now_unix_ms,
+                    )
+                }
+            });
+            if let Err(err) = pass.await {
+                tracing::error!(%err, "the re-encryption pass stopped");
+            }
+            // The log entries still under older keys leave with the purge
+            // that follows a snapshot.
+            if let Err(err) = raft.trigger().snapshot().await {
+                tracing::warn!(%err, "no snapshot after re-encryption");
+            }
+            tracing::info!(status = ?progress.status(), "re-encryption pass ended");
+        });
+        Ok(self.reseal.status())
+    }
+
+    /// Rotates the data key when the current one has sealed
+    /// [`crate::at_rest::ROTATE_AFTER_SEALS`] values (checked every 10 s
+    /// until the node's Raft stops).
+    pub fn spawn_key_rotation(&self) {
+        let engine = self.engine.clone();
+        let raft = self.raft.clone();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
+            loop {
+                tick.tick().await;
+                if raft.is_initialized().await.is_err() {
+                    return;
+                }
+                if engine.sealer().rotation_due() {
+                    match engine.rotate_data_key() {
+                        Ok(id) => {
+                            tracing::info!(key = %format!("{id:016x}"), "rotated the data key (seal count)")
+                        }
+                        Err(err) => tracing::error!(%err, "cannot rotate the data key"),
+                    }
+                }
+            }
+        });
     }
 
     /// The gRPC service peers use to reach this node's Raft.

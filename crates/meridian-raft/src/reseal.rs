@@ -19,6 +19,13 @@ use fjall::Keyspace;
 use std::io;
 use std::sync::Mutex;
 
+/// Milliseconds since the Unix epoch, for the status's times.
+pub fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// Values re-sealed per batch (one short hold of the write lock each).
 pub const BATCH: usize = 256;
 
@@ -29,7 +36,9 @@ pub struct ResealStatus {
     pub running: bool,
     /// The data key values are being (or were) moved under.
     pub key_id: u64,
-    /// Values in the application's keyspaces when the pass started.
+    /// Values in the application's keyspaces: the storage engine's estimate
+    /// while the pass runs (it may count overwritten values), the exact
+    /// count of values looked at once it ended.
     pub total: u64,
     /// Values looked at so far.
     pub scanned: u64,
@@ -152,7 +161,11 @@ fn pass(
             old += 1;
         }
     }
-    progress.update(|s| s.log_entries_under_old_keys = old);
+    progress.update(|s| {
+        s.log_entries_under_old_keys = old;
+        // The start's total was the engine's estimate; now it is known.
+        s.total = s.scanned;
+    });
     Ok(())
 }
 

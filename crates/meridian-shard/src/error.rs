@@ -59,6 +59,10 @@ pub enum ShardError {
     /// Raft stopped or failed (UNAVAILABLE).
     #[error("raft unavailable: {0}")]
     Raft(String),
+    /// The operation does not apply to this node as configured
+    /// (FAILED_PRECONDITION; the message says why).
+    #[error("{0}")]
+    NotApplicable(String),
     /// Residency: the call would put a namespace's bytes where its rules do
     /// not allow (FAILED_PRECONDITION; the message names the rule).
     #[error("residency: {0}")]
@@ -196,6 +200,7 @@ impl ShardError {
             ShardError::ImportMismatch(_) => Code::DataLoss,
             ShardError::Storage(_) => Code::Internal,
             ShardError::Raft(_) => Code::Unavailable,
+            ShardError::NotApplicable(_) => Code::FailedPrecondition,
             ShardError::Residency(_) => Code::FailedPrecondition,
             ShardError::Net(_) => Code::Internal,
             ShardError::NoLease { .. }

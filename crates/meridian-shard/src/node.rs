@@ -126,6 +126,8 @@ impl ShardNode {
         let raft = RaftNode::start(&options, engine, machine.clone())
             .await
             .map_err(|e| ShardError::Raft(e.to_string()))?;
+        // A new data key after every 2^28 values sealed (encryption at rest).
+        raft.spawn_key_rotation();
         if !config.cluster.initial_members.is_empty() {
             let members = config.cluster.members();
             let initialized = raft

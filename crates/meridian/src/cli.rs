@@ -27,8 +27,8 @@ pub enum OutputFormat {
 /// Top-level commands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Run a shard node.
-    Node(NodeArgs),
+    /// Run a shard node (`--config`), or act on running ones (`rekey`).
+    Node(ShardNodeArgs),
     /// Run a control-plane member.
     Control(NodeArgs),
     /// Run a gateway.
@@ -338,7 +338,36 @@ pub struct TargetArgs {
     pub token: Option<String>,
 }
 
-/// `meridian node`.
+/// `meridian node`: run one (`--config`), or a subcommand on running nodes.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ShardNodeArgs {
+    #[command(flatten)]
+    pub run: NodeArgs,
+    #[command(subcommand)]
+    pub command: Option<NodeCommand>,
+}
+
+/// `meridian node` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Encryption at rest: give each node a new data key and re-encrypt its
+    /// stored values under it in the background, while it serves (a pass
+    /// already running is reported, not restarted). Nodes: `--endpoint`, or
+    /// every shard node of the lab.
+    Rekey {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Start the passes and return without waiting for them to end.
+        #[arg(long)]
+        no_wait: bool,
+        /// Seconds to wait for the passes to end.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+}
+
+/// `meridian node`, `control`, `gateway`, `wan`: run one process.
 #[derive(Debug, Args)]
 pub struct NodeArgs {
     /// Configuration file (TOML). Every key can be overridden with

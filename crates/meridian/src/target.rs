@@ -78,6 +78,20 @@ pub fn dialer(target: &TargetArgs) -> anyhow::Result<Dialer> {
     lab_dialer(target, &lab(target)?)
 }
 
+/// Shard nodes to act on one by one: `--endpoint`, or every shard node of
+/// the lab; with the dialer to reach them.
+pub fn shard_nodes(target: &TargetArgs) -> anyhow::Result<(Vec<String>, Dialer)> {
+    if !target.endpoint.is_empty() {
+        return Ok((target.endpoint.clone(), endpoint_dialer(target)?));
+    }
+    let state = lab(target)?;
+    let nodes = state.endpoints(ProcessRole::Node, None);
+    if nodes.is_empty() {
+        anyhow::bail!("the lab in {} has no shard nodes", target.lab.display());
+    }
+    Ok((nodes, lab_dialer(target, &state)?))
+}
+
 /// Resolves `--endpoint` / `--lab` (and `--region` for the gateway).
 pub fn resolve(target: &TargetArgs, region: Option<&str>) -> anyhow::Result<Target> {
     if !target.endpoint.is_empty() {

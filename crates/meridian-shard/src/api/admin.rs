@@ -699,6 +699,32 @@ impl AdminService {
             .collect()
     }
 
+    fn rekey_status(&self) -> pb::RekeyStatus {
+        let sealer = self.node.raft.engine.sealer();
+        let node_id = self.node.id();
+        if !sealer.is_on() {
+            return pb::RekeyStatus {
+                node_id,
+                ..Default::default()
+            };
+        }
+        let status = self.node.raft.reseal.status();
+        pb::RekeyStatus {
+            node_id,
+            encrypted: true,
+            running: status.running,
+            key_id: sealer.current_key().unwrap_or(status.key_id),
+            total: status.total,
+            scanned: status.scanned,
+            resealed: status.resealed,
+            log_entries_under_old_keys: status.log_entries_under_old_keys,
+            started_unix_ms: status.started_unix_ms,
+            finished_unix_ms: status.finished_unix_ms,
+            error: status.error.unwrap_or_default(),
+            data_keys: u32::try_from(sealer.wrapped_keys().len()).unwrap_or(u32::MAX),
+        }
+    }
+
     fn cluster_status(&self) -> pb::ClusterStatusResponse {
         let metrics = self.node.raft_metrics();
         let (leader_id, leader_address) = self.node.leader();
@@ -1139,6 +1165,39 @@ impl Admin for AdminService {
         let started = Instant::now();
         let result = AdminService::check_integrity(self, request.into_inner()).await;
         finish(&self.node.metrics, "CheckIntegrity", None, started, result)
+    }
+
+    async fn rekey(
+        &self,
+        request: Request<pb::RekeyRequest>,
+    ) -> Result<Response<pb::RekeyStatus>, Status> {
+        self.node
+            .access
+            .check(&request, Permission::Admin, Target::Cluster)?;
+        let started = Instant::now();
+        let result = match self.node.raft.rekey() {
+            Ok(_) => Ok(self.rekey_status()),
+            Err(meridian_raft::RaftNodeError::Refused(why)) => Err(ShardError::NotApplicable(why)),
+            Err(err) => Err(ShardError::Raft(err.to_string())),
+        };
+        finish(&self.node.metrics, "Rekey", None, started, result)
+    }
+
+    async fn get_rekey_status(
+        &self,
+        request: Request<pb::GetRekeyStatusRequest>,
+    ) -> Result<Response<pb::RekeyStatus>, Status> {
+        self.node
+            .access
+            .check(&request, Permission::View, Target::Cluster)?;
+        let started = Instant::now();
+        finish(
+            &self.node.metrics,
+            "GetRekeyStatus",
+            None,
+            started,
+            Ok(self.rekey_status()),
+        )
     }
 
     async fn cluster_status(

@@ -19,7 +19,7 @@ use crate::cli::{Cli, Command};
 /// Runs the parsed command line.
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
-        Command::Node(args) => node::run(args).await,
+        Command::Node(args) => node::run(cli.output, args).await,
         Command::Control(args) => control::run(args).await,
         Command::Gateway(args) => gateway::run(args).await,
         Command::Kv(args) => kv::run(cli.output, args).await,
