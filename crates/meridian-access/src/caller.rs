@@ -9,7 +9,6 @@
 
 use crate::decision::{Caller, Refusal};
 use crate::token;
-use meridian_net::Identity;
 
 /// The caller of a gRPC call: a [`Caller`] extension set by this process, else
 /// a bearer token, else the TLS client certificate.
@@ -28,9 +27,14 @@ pub fn of_grpc<T>(request: &tonic::Request<T>) -> Caller {
 }
 
 fn of_peer(peer: &meridian_net::accept::Peer) -> Caller {
-    match &peer.tls {
+    use meridian_net::accept::ClientCertificate;
+    match peer.tls.as_deref() {
         None => Caller::Plain,
-        Some(certificate) => from_certificate(certificate.as_deref()),
+        Some(ClientCertificate::Absent) => Caller::Unidentified(
+            "no client certificate and no API token (send `authorization: Bearer mrdt_...`)".into(),
+        ),
+        Some(ClientCertificate::Identified(identity)) => Caller::Certificate(identity.clone()),
+        Some(ClientCertificate::Unusable(why)) => Caller::Unidentified(why.clone()),
     }
 }
 
@@ -51,18 +55,6 @@ fn from_authorization(value: Option<&str>) -> Caller {
     match token::parse(bearer.trim()) {
         Ok(presented) => Caller::Token(presented),
         Err(err) => Caller::Unidentified(err.to_string()),
-    }
-}
-
-fn from_certificate(der: Option<&[u8]>) -> Caller {
-    match der {
-        None => Caller::Unidentified(
-            "no client certificate and no API token (send `authorization: Bearer mrdt_...`)".into(),
-        ),
-        Some(der) => match Identity::from_certificate(der) {
-            Ok(identity) => Caller::Certificate(identity),
-            Err(err) => Caller::Unidentified(err.to_string()),
-        },
     }
 }
 
@@ -113,7 +105,7 @@ mod tests {
         request
             .metadata_mut()
             .insert("authorization", "Basic abc".parse().unwrap());
-        let admin = Caller::Certificate(Identity::parse("user/admin").unwrap());
+        let admin = Caller::Certificate(meridian_net::Identity::parse("user/admin").unwrap());
         request.extensions_mut().insert(admin.clone());
         assert_eq!(of_grpc(&request), admin);
     }

@@ -366,7 +366,16 @@ impl AccessPolicy {
 
     /// The grants of one identity (URI).
     pub fn grants_of<'a>(&'a self, identity: &'a str) -> impl Iterator<Item = &'a Grant> + 'a {
-        self.grants.iter().filter(move |g| g.identity == identity)
+        // Grants are ordered by identity first: start at the identity's
+        // smallest possible grant instead of walking every grant.
+        let first = Grant {
+            identity: identity.to_string(),
+            role: String::new(),
+            scope: Scope::All,
+        };
+        self.grants
+            .range(first..)
+            .take_while(move |g| g.identity == identity)
     }
 
     /// [`AccessPolicy::apply_by`] without an actor (tests, tools).

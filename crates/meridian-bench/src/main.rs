@@ -104,12 +104,25 @@ const WARM_UP: Duration = Duration::from_secs(2);
 /// own sends END_STREAM in a further empty frame, which would load every
 /// server here with an extra read per call).
 fn channel(address: &str) -> anyhow::Result<Coalesce<Channel>> {
+    // A lab with mutual TLS is reached with its admin certificate (so every
+    // call goes through TLS and the access decision, as deployed).
+    if let Some((addresses, dialer)) = LAB_TLS.get()
+        && addresses.contains(address)
+    {
+        let endpoint = dialer.endpoint(address)?.tcp_nodelay(true);
+        return Ok(Coalesce::new(dialer.lazy(&endpoint)));
+    }
     Ok(Coalesce::new(
         Endpoint::from_shared(format!("http://{address}"))?
             .tcp_nodelay(true)
             .connect_lazy(),
     ))
 }
+
+/// The processes of a lab with mutual TLS, and the dialer with its admin
+/// certificate.
+static LAB_TLS: std::sync::OnceLock<(std::collections::HashSet<String>, meridian_net::Dialer)> =
+    std::sync::OnceLock::new();
 
 /// Retries leader discovery while a freshly started cluster elects.
 async fn with_retry<F, Fut>(find: F) -> anyhow::Result<String>
@@ -375,21 +388,41 @@ async fn preload(system: System, leader: &str, args: &Args) -> anyhow::Result<()
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let mut args = Args::parse();
+    let mut tls = false;
     if let Some(dir) = &args.meridian_lab {
         args.meridian.extend(lab_processes(dir, "node", None)?);
+        let state = meridian_lab::LabState::load(dir)?;
+        if state.certs.is_some() {
+            let addresses = state.processes.iter().map(|p| p.grpc.clone()).collect();
+            let _ = LAB_TLS.set((addresses, state.client_dialer_as("admin")?));
+            tls = true;
+        }
     }
     let mut systems = Vec::new();
     if !args.meridian.is_empty() {
         let leader = with_retry(|| meridian_leader(&args.meridian)).await?;
-        let mut admin = pb::admin_client::AdminClient::new(channel(&leader)?);
-        if let Err(status) = admin
-            .create_namespace(pb::CreateNamespaceRequest {
-                name: NAMESPACE.into(),
-            })
-            .await
-            && status.code() != tonic::Code::AlreadyExists
-        {
-            return Err(status).context("creating the bench namespace");
+        if tls {
+            // With access control on, only the control plane creates a
+            // namespace on a shard.
+            let dir = args.meridian_lab.clone().context("TLS needs a lab")?;
+            let deadline = Instant::now() + Duration::from_secs(30);
+            while let Err(err) = place_through_control(&dir).await {
+                if Instant::now() >= deadline {
+                    return Err(err).context("placing the bench namespace");
+                }
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        } else {
+            let mut admin = pb::admin_client::AdminClient::new(channel(&leader)?);
+            if let Err(status) = admin
+                .create_namespace(pb::CreateNamespaceRequest {
+                    name: NAMESPACE.into(),
+                })
+                .await
+                && status.code() != tonic::Code::AlreadyExists
+            {
+                return Err(status).context("creating the bench namespace");
+            }
         }
         systems.push((System::Meridian, leader));
         if args.via_gateway {

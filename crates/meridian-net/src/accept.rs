@@ -21,22 +21,57 @@ use tokio_rustls::server::TlsStream;
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Who is on the other end of a connection (a request extension on gRPC, a
-/// `ConnectInfo` on HTTP).
+/// `ConnectInfo` on HTTP). Cheap to clone: tonic clones it into every
+/// request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Peer {
     /// The remote address.
     pub address: SocketAddr,
-    /// `None` in plain text; over TLS, the client certificate (DER) the
-    /// handshake verified, if the client presented one.
-    pub tls: Option<Option<Vec<u8>>>,
+    /// `None` in plain text; over TLS, what the client certificate the
+    /// handshake verified says (read once per connection, not per call).
+    pub tls: Option<Arc<ClientCertificate>>,
+}
+
+/// The client certificate of a TLS connection, as far as identities go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClientCertificate {
+    /// The client presented none.
+    Absent,
+    /// It carries this identity.
+    Identified(crate::Identity),
+    /// It carries no usable identity (why).
+    Unusable(String),
+}
+
+impl ClientCertificate {
+    /// What the certificate `der` (if any) says.
+    pub fn read(der: Option<&[u8]>) -> Self {
+        match der {
+            None => ClientCertificate::Absent,
+            Some(der) => match crate::Identity::from_certificate(der) {
+                Ok(identity) => ClientCertificate::Identified(identity),
+                Err(err) => ClientCertificate::Unusable(err.to_string()),
+            },
+        }
+    }
 }
 
 /// An accepted connection.
 pub enum Conn {
     /// Plain TCP.
     Plain(TcpStream, SocketAddr),
-    /// TLS, handshake done.
-    Tls(Box<TlsStream<TcpStream>>, SocketAddr),
+    /// TLS, handshake done; its peer read once.
+    Tls(Box<TlsStream<TcpStream>>, Peer),
+}
+
+impl Peer {
+    /// A peer on a TLS connection that presented `certificate` (DER).
+    pub fn over_tls(address: SocketAddr, certificate: Option<&[u8]>) -> Self {
+        Self {
+            address,
+            tls: Some(Arc::new(ClientCertificate::read(certificate))),
+        }
+    }
 }
 
 impl Conn {
@@ -47,17 +82,7 @@ impl Conn {
                 address: *address,
                 tls: None,
             },
-            Conn::Tls(stream, address) => Peer {
-                address: *address,
-                tls: Some(
-                    stream
-                        .get_ref()
-                        .1
-                        .peer_certificates()
-                        .and_then(|certs| certs.first())
-                        .map(|cert| cert.as_ref().to_vec()),
-                ),
-            },
+            Conn::Tls(_, peer) => peer.clone(),
         }
     }
 }
@@ -170,6 +195,13 @@ impl Acceptor {
                 tokio::spawn(async move {
                     match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                         Ok(Ok(stream)) => {
+                            let certificate = stream
+                                .get_ref()
+                                .1
+                                .peer_certificates()
+                                .and_then(|certs| certs.first())
+                                .map(|cert| cert.as_ref());
+                            let peer = Peer::over_tls(peer, certificate);
                             let _ = sender.send(Conn::Tls(Box::new(stream), peer)).await;
                         }
                         Ok(Err(err)) => {

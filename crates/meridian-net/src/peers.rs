@@ -60,9 +60,10 @@ pub fn caller<T>(request: &tonic::Request<T>) -> Option<Result<Identity, String>
         .get::<crate::accept::Peer>()?
         .tls
         .as_ref()?;
-    Some(match tls {
-        Some(cert) => Identity::from_certificate(cert).map_err(|e| e.to_string()),
-        None => Err("no client certificate".to_string()),
+    Some(match &**tls {
+        crate::accept::ClientCertificate::Identified(identity) => Ok(identity.clone()),
+        crate::accept::ClientCertificate::Unusable(why) => Err(why.clone()),
+        crate::accept::ClientCertificate::Absent => Err("no client certificate".to_string()),
     })
 }
 
