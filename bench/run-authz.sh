@@ -59,5 +59,5 @@ for row in rows:
     checks = 2 if system == "gateway" else 1
     cpu_ns = cores * 1e9 / row["ops_per_second"]
     share = 100.0 * ns * checks / cpu_ns
-    print(f"| {system} | {row['workload']} | {row['clients']} | {row['ops_per_sec']:.0f} | {cpu_ns/1000:.1f} | {checks} | {share:.2f} % |")
+    print(f"| {system} | {row['workload']} | {row['clients']} | {row['ops_per_second']:.0f} | {cpu_ns/1000:.1f} | {checks} | {share:.2f} % |")
 PY

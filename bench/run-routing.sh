@@ -1,14 +1,16 @@
 #!/usr/bin/env bash
 # Routing benchmark: propagation of routing changes to every gateway of the
 # default lab (TLS + WAN emulation), then a 100,000-namespace table: memory,
-# full-table sync, gateway restart, lookup cost. Not part of the tests.
+# full-table sync, gateway restart, lookup cost; and how long a revoked
+# identity is still admitted by each gateway and node. Not part of the tests.
 #
-#   bench/run-routing.sh            # CHANGES=200 NAMESPACES=100000 CONCURRENCY=64
+#   bench/run-routing.sh            # CHANGES=200 NAMESPACES=100000 CONCURRENCY=64 REVOCATIONS=50
 set -euo pipefail
 cd "$(dirname "$0")/.."
 CHANGES=${CHANGES:-200}
 NAMESPACES=${NAMESPACES:-100000}
 CONCURRENCY=${CONCURRENCY:-64}
+REVOCATIONS=${REVOCATIONS:-50}
 cargo build --release -p meridian -p meridian-bench
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
@@ -18,6 +20,7 @@ target/release/meridian-routing-bench \
   --binary target/release/meridian \
   --dir "$WORK/lab" \
   --changes "$CHANGES" \
+  --revocations "$REVOCATIONS" \
   --namespaces "$NAMESPACES" \
   --concurrency "$CONCURRENCY" \
   --json-out "$OUT"

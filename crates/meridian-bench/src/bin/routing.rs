@@ -9,7 +9,12 @@
 //!    and applied there) is compared with the moment each gateway applied that
 //!    routing version (`meridian_gateway_routing_applied_unix_ms`, read over HTTPS
 //!    with the lab's client certificate). Both clocks are this machine's.
-//! 2. **Scale.** Grows the table to `--namespaces` entries, then reports
+//! 2. **Revocation.** Revokes a user identity (granted `reader` on a
+//!    namespace) through the control plane, one revocation at a time, and asks
+//!    every gateway and one node per region with that identity's certificate,
+//!    every 2 ms, until each refuses it; then restores it and waits until all
+//!    admit it again. Timed from the control plane's answer.
+//! 3. **Scale.** Grows the table to `--namespaces` entries, then reports
 //!    control-plane and gateway memory (RSS), the time a new subscriber takes to
 //!    receive the full table from a local and from a remote control member, the
 //!    time a restarted gateway takes to be ready, and the cost of one routing
@@ -43,6 +48,9 @@ struct Args {
     /// Namespace changes timed one by one.
     #[arg(long, default_value_t = 200)]
     changes: usize,
+    /// Revocations timed one by one (after the routing changes).
+    #[arg(long, default_value_t = 50)]
+    revocations: usize,
     /// Size the table is grown to for the scale measurements (0 skips them).
     #[arg(long, default_value_t = 100_000)]
     namespaces: usize,
@@ -61,6 +69,8 @@ struct Args {
 #[derive(Debug, Default, Serialize)]
 struct Report {
     propagation: BTreeMap<String, Summary>,
+    /// From a revocation's commit until each process refuses the identity.
+    revocation: BTreeMap<String, Summary>,
     scale: Option<Scale>,
 }
 
@@ -289,6 +299,9 @@ async fn run(args: &Args, lab: &mut Lab, regions: &[String]) -> anyhow::Result<R
     report
         .propagation
         .insert("every gateway".into(), summary(every));
+    if args.revocations > 0 {
+        report.revocation = revocation_rounds(args.revocations, lab, &control, "prop-0").await?;
+    }
     if args.namespaces == 0 {
         return Ok(report);
     }
@@ -410,6 +423,151 @@ async fn run(args: &Args, lab: &mut Lab, regions: &[String]) -> anyhow::Result<R
 }
 
 /// The dial-via table the lab gave processes of `region`.
+/// How long a revocation takes to be enforced: the victim identity (a user
+/// granted `reader` on a namespace) is revoked through the control plane, and
+/// each gateway and one node per region is asked with the victim's
+/// certificate, every 2 ms, until it refuses (PERMISSION_DENIED). Measured from
+/// the moment the control plane answered the revocation. Then the identity is
+/// restored and every process is polled until it admits it again, and the next
+/// round starts.
+async fn revocation_rounds(
+    rounds: usize,
+    lab: &Lab,
+    control: &Client,
+    namespace: &str,
+) -> anyhow::Result<BTreeMap<String, Summary>> {
+    let state = lab.state();
+    let certs = state.certs.clone().context("the lab has no certificates")?;
+    meridian_net::certs::issue(
+        &certs,
+        &[meridian_net::Identity::User {
+            name: "revocation-victim".into(),
+        }],
+        true,
+    )?;
+    // Clients sit outside the emulated WAN, as the lab's own are.
+    let victim = state.client_dialer_as("revocation-victim")?;
+    let uri = "spiffe://meridian/user/revocation-victim";
+    control
+        .change_access(pb::change_access_request::Change::Grant(pb::GrantInfo {
+            identity: uri.into(),
+            role: "reader".into(),
+            scope: namespace.into(),
+        }))
+        .await?;
+    // Every gateway, and the first node of each region.
+    let mut targets: Vec<(String, String)> = Vec::new();
+    for process in &state.processes {
+        let first_node_of_region = process.role == ProcessRole::Node
+            && !targets
+                .iter()
+                .any(|(name, _)| name.starts_with(&format!("{}-", process.region)));
+        if process.role == ProcessRole::Gateway || first_node_of_region {
+            targets.push((process.name.clone(), process.grpc.clone()));
+        }
+    }
+    let clients: Vec<(
+        String,
+        meridian_proto::v1::kv_client::KvClient<tonic::transport::Channel>,
+    )> = targets
+        .iter()
+        .map(|(name, address)| {
+            let endpoint = victim.endpoint(address)?.timeout(Duration::from_secs(5));
+            Ok((
+                name.clone(),
+                meridian_proto::v1::kv_client::KvClient::new(victim.lazy(&endpoint)),
+            ))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let get = pb::GetRequest {
+        namespace: namespace.to_string(),
+        key: b"k".to_vec(),
+        ..Default::default()
+    };
+    // Until `admitted` holds for every target: its delay from `since`.
+    async fn until_all(
+        clients: &[(
+            String,
+            meridian_proto::v1::kv_client::KvClient<tonic::transport::Channel>,
+        )],
+        get: &pb::GetRequest,
+        since: Instant,
+        admitted: bool,
+    ) -> anyhow::Result<Vec<(String, f64)>> {
+        let waits: Vec<_> = clients
+            .iter()
+            .map(|(name, client)| {
+                let (mut client, get, name) = (client.clone(), get.clone(), name.clone());
+                tokio::spawn(async move {
+                    let deadline = since + Duration::from_secs(30);
+                    loop {
+                        let answer = client.get(get.clone()).await;
+                        // Past the access decision, any answer counts as
+                        // admitted (a follower's not-leader, a namespace another
+                        // shard holds): only the decision is timed.
+                        let denied =
+                            matches!(&answer, Err(s) if s.code() == tonic::Code::PermissionDenied);
+                        let passed = match &answer {
+                            Ok(_) => true,
+                            Err(s) => !matches!(
+                                s.code(),
+                                tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
+                            ),
+                        };
+                        if (admitted && passed) || (!admitted && denied) {
+                            return Ok((name, since.elapsed().as_secs_f64() * 1e3));
+                        }
+                        if Instant::now() > deadline {
+                            bail!(
+                                "{name} did not {} the victim within 30 s: {answer:?}",
+                                if admitted { "admit" } else { "refuse" }
+                            );
+                        }
+                        tokio::time::sleep(Duration::from_millis(2)).await;
+                    }
+                })
+            })
+            .collect();
+        let mut delays = Vec::with_capacity(waits.len());
+        for wait in waits {
+            delays.push(wait.await??);
+        }
+        Ok(delays)
+    }
+    until_all(&clients, &get, Instant::now(), true).await?;
+    let mut per_target: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+    let mut slowest = Vec::with_capacity(rounds);
+    eprintln!("timing {rounds} revocations");
+    for round in 0..rounds {
+        control
+            .change_access(pb::change_access_request::Change::RevokeIdentity(
+                uri.into(),
+            ))
+            .await?;
+        let revoked_at = Instant::now();
+        let delays = until_all(&clients, &get, revoked_at, false).await?;
+        slowest.push(delays.iter().map(|(_, d)| *d).fold(0.0, f64::max));
+        for (name, delay) in delays {
+            per_target.entry(name).or_default().push(delay);
+        }
+        control
+            .change_access(pb::change_access_request::Change::RestoreIdentity(
+                uri.into(),
+            ))
+            .await?;
+        until_all(&clients, &get, Instant::now(), true).await?;
+        if (round + 1).is_multiple_of(10) {
+            eprintln!("  {}/{rounds} revocations", round + 1);
+        }
+    }
+    let mut report: BTreeMap<String, Summary> = per_target
+        .into_iter()
+        .map(|(name, samples)| (name, summary(samples)))
+        .collect();
+    report.insert("every gateway and node".into(), summary(slowest));
+    Ok(report)
+}
+
 fn wan_routes(
     state: &meridian_lab::LabState,
     region: &str,
