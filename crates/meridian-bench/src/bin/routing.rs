@@ -300,7 +300,14 @@ async fn run(args: &Args, lab: &mut Lab, regions: &[String]) -> anyhow::Result<R
         .propagation
         .insert("every gateway".into(), summary(every));
     if args.revocations > 0 {
-        report.revocation = revocation_rounds(args.revocations, lab, &control, "prop-0").await?;
+        // prop-i was placed in regions[i % regions.len()].
+        let namespace_of_region = regions
+            .iter()
+            .enumerate()
+            .map(|(i, region)| (region.clone(), format!("prop-{i}")))
+            .collect();
+        report.revocation =
+            revocation_rounds(args.revocations, lab, &control, &namespace_of_region).await?;
     }
     if args.namespaces == 0 {
         return Ok(report);
@@ -422,11 +429,11 @@ async fn run(args: &Args, lab: &mut Lab, regions: &[String]) -> anyhow::Result<R
     Ok(report)
 }
 
-/// The dial-via table the lab gave processes of `region`.
 /// How long a revocation takes to be enforced: the victim identity (a user
-/// granted `reader` on a namespace) is revoked through the control plane, and
-/// each gateway and one node per region is asked with the victim's
-/// certificate, every 2 ms, until it refuses (PERMISSION_DENIED). Measured from
+/// granted `reader` on the `prop-*` namespaces) is revoked through the control
+/// plane, and each gateway and one node per region is asked with the victim's
+/// certificate, every 2 ms, for a namespace of its own region (so an answer
+/// never waits on the WAN), until it refuses (PERMISSION_DENIED). Measured from
 /// the moment the control plane answered the revocation. Then the identity is
 /// restored and every process is polled until it admits it again, and the next
 /// round starts.
@@ -434,7 +441,7 @@ async fn revocation_rounds(
     rounds: usize,
     lab: &Lab,
     control: &Client,
-    namespace: &str,
+    namespace_of_region: &BTreeMap<String, String>,
 ) -> anyhow::Result<BTreeMap<String, Summary>> {
     let state = lab.state();
     let certs = state.certs.clone().context("the lab has no certificates")?;
@@ -452,51 +459,58 @@ async fn revocation_rounds(
         .change_access(pb::change_access_request::Change::Grant(pb::GrantInfo {
             identity: uri.into(),
             role: "reader".into(),
-            scope: namespace.into(),
+            scope: "prop-*".into(),
         }))
         .await?;
     // Every gateway, and the first node of each region.
-    let mut targets: Vec<(String, String)> = Vec::new();
+    let mut targets: Vec<(String, String, String)> = Vec::new();
     for process in &state.processes {
         let first_node_of_region = process.role == ProcessRole::Node
             && !targets
                 .iter()
-                .any(|(name, _)| name.starts_with(&format!("{}-", process.region)));
+                .any(|(name, _, _)| name.starts_with(&format!("{}-", process.region)));
         if process.role == ProcessRole::Gateway || first_node_of_region {
-            targets.push((process.name.clone(), process.grpc.clone()));
+            let namespace = namespace_of_region
+                .get(&process.region)
+                .with_context(|| format!("no namespace in region {}", process.region))?;
+            targets.push((
+                process.name.clone(),
+                process.grpc.clone(),
+                namespace.clone(),
+            ));
         }
     }
-    let clients: Vec<(
-        String,
-        meridian_proto::v1::kv_client::KvClient<tonic::transport::Channel>,
-    )> = targets
+    let clients: Vec<Target> = targets
         .iter()
-        .map(|(name, address)| {
+        .map(|(name, address, namespace)| {
             let endpoint = victim.endpoint(address)?.timeout(Duration::from_secs(5));
             Ok((
                 name.clone(),
                 meridian_proto::v1::kv_client::KvClient::new(victim.lazy(&endpoint)),
+                pb::GetRequest {
+                    namespace: namespace.clone(),
+                    key: b"k".to_vec(),
+                    ..Default::default()
+                },
             ))
         })
         .collect::<anyhow::Result<_>>()?;
-    let get = pb::GetRequest {
-        namespace: namespace.to_string(),
-        key: b"k".to_vec(),
-        ..Default::default()
-    };
+    /// A process polled: its name, a client with the victim's certificate,
+    /// and a read of a namespace of its region.
+    type Target = (
+        String,
+        meridian_proto::v1::kv_client::KvClient<tonic::transport::Channel>,
+        pb::GetRequest,
+    );
     // Until `admitted` holds for every target: its delay from `since`.
     async fn until_all(
-        clients: &[(
-            String,
-            meridian_proto::v1::kv_client::KvClient<tonic::transport::Channel>,
-        )],
-        get: &pb::GetRequest,
+        clients: &[Target],
         since: Instant,
         admitted: bool,
     ) -> anyhow::Result<Vec<(String, f64)>> {
         let waits: Vec<_> = clients
             .iter()
-            .map(|(name, client)| {
+            .map(|(name, client, get)| {
                 let (mut client, get, name) = (client.clone(), get.clone(), name.clone());
                 tokio::spawn(async move {
                     let deadline = since + Duration::from_secs(30);
@@ -534,7 +548,7 @@ async fn revocation_rounds(
         }
         Ok(delays)
     }
-    until_all(&clients, &get, Instant::now(), true).await?;
+    until_all(&clients, Instant::now(), true).await?;
     let mut per_target: BTreeMap<String, Vec<f64>> = BTreeMap::new();
     let mut slowest = Vec::with_capacity(rounds);
     eprintln!("timing {rounds} revocations");
@@ -545,7 +559,7 @@ async fn revocation_rounds(
             ))
             .await?;
         let revoked_at = Instant::now();
-        let delays = until_all(&clients, &get, revoked_at, false).await?;
+        let delays = until_all(&clients, revoked_at, false).await?;
         slowest.push(delays.iter().map(|(_, d)| *d).fold(0.0, f64::max));
         for (name, delay) in delays {
             per_target.entry(name).or_default().push(delay);
@@ -555,7 +569,7 @@ async fn revocation_rounds(
                 uri.into(),
             ))
             .await?;
-        until_all(&clients, &get, Instant::now(), true).await?;
+        until_all(&clients, Instant::now(), true).await?;
         if (round + 1).is_multiple_of(10) {
             eprintln!("  {}/{rounds} revocations", round + 1);
         }
@@ -568,6 +582,7 @@ async fn revocation_rounds(
     Ok(report)
 }
 
+/// The dial-via table the lab gave processes of `region`.
 fn wan_routes(
     state: &meridian_lab::LabState,
     region: &str,
