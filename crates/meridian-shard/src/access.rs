@@ -18,6 +18,12 @@ use tonic::{Request, Status};
 pub struct AccessGate {
     standalone: bool,
     routes: OnceLock<SharedRoutes>,
+    /// How members' identities are learnt (set with the routes).
+    dialer: OnceLock<meridian_net::Dialer>,
+    /// Who the members of each primary shard are, by identity.
+    shard_members: std::sync::Mutex<
+        std::collections::HashMap<String, std::sync::Arc<meridian_raft::member_gate::MemberGate>>,
+    >,
     /// Calls refused here, reported to the control plane's audit log.
     refusals: std::sync::Arc<meridian_client::refusals::RefusalReporter>,
 }
@@ -28,14 +34,17 @@ impl AccessGate {
         Self {
             standalone,
             routes: OnceLock::new(),
+            dialer: OnceLock::new(),
+            shard_members: Default::default(),
             refusals: meridian_client::refusals::RefusalReporter::new(),
         }
     }
 
     /// Decides from now on with the policy in `routes` (the node's routing
-    /// subscription).
-    pub fn follow(&self, routes: SharedRoutes) {
+    /// subscription), learning peers' identities through `dialer`.
+    pub fn follow(&self, routes: SharedRoutes, dialer: meridian_net::Dialer) {
         let _ = self.routes.set(routes);
+        let _ = self.dialer.set(dialer);
     }
 
     /// The caller, if it may `need` on `target`; else UNAUTHENTICATED,
@@ -82,6 +91,12 @@ impl AccessGate {
     /// on a standalone shard (nothing to check against), `Err` while the
     /// table does not know the namespace yet.
     pub fn primary_region(&self, namespace: &str) -> Result<Option<String>, String> {
+        Ok(self.primary(namespace)?.map(|p| p.region))
+    }
+
+    /// Where `namespace`'s primary is as the routing push says (`Ok(None)` on
+    /// a standalone shard), with the member addresses of its shard.
+    pub fn primary(&self, namespace: &str) -> Result<Option<Primary>, String> {
         if self.standalone {
             return Ok(None);
         }
@@ -90,12 +105,42 @@ impl AccessGate {
         };
         let table = routes.read().unwrap_or_else(|e| e.into_inner());
         match table.routes.get(namespace) {
-            Some(route) => Ok(Some(route.region.clone())),
+            Some(route) => Ok(Some(Primary {
+                region: route.region.clone(),
+                shard: route.shard.clone(),
+                members: table.shards.get(&route.shard).cloned().unwrap_or_default(),
+            })),
             None => Err(format!(
                 "this node's routing table (version {}) has no route for namespace {namespace:?} yet",
                 table.version
             )),
         }
+    }
+
+    /// Admits `caller` if it is a member of `primary`'s shard: the identity
+    /// one of its member addresses serves (learnt as a shard's Raft learns its
+    /// own members; see `meridian_raft::member_gate`).
+    pub async fn admit_member_of(
+        &self,
+        caller: &meridian_net::Identity,
+        primary: &Primary,
+    ) -> Result<(), String> {
+        let Some(dialer) = self.dialer.get() else {
+            return Ok(());
+        };
+        let gate = self
+            .shard_members
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .entry(primary.shard.clone())
+            .or_insert_with(|| {
+                std::sync::Arc::new(meridian_raft::member_gate::MemberGate::new(
+                    dialer.clone(),
+                    &primary.shard,
+                ))
+            })
+            .clone();
+        gate.admit(caller, primary.members.clone()).await
     }
 
     /// The queue of refused calls, for the task that reports them.
@@ -107,6 +152,17 @@ impl AccessGate {
     pub fn is_standalone(&self) -> bool {
         self.standalone
     }
+}
+
+/// A namespace's primary as the routing push says.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Primary {
+    /// Its region.
+    pub region: String,
+    /// Its shard.
+    pub shard: String,
+    /// The shard's member addresses.
+    pub members: Vec<String>,
 }
 
 /// The API a request message belongs to, for the audit log: `GetRequest`

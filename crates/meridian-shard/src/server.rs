@@ -58,7 +58,7 @@ pub async fn run(
     // standbys are) and ship active-passive namespaces to them.
     let replication = (!config.control.endpoints.is_empty()).then(|| {
         let table: meridian_client::routes::SharedRoutes = Arc::default();
-        node.access.follow(table.clone());
+        node.access.follow(table.clone(), transport.dialer.clone());
         if let Some(gate) = &node.raft.member_gate {
             // Members registered for this shard count even before this
             // node's Raft membership lists them (a leader added while this

@@ -456,6 +456,32 @@ async fn roles_grants_tokens_and_revocation() {
         }
         other => panic!("a node of another region replicated into orders: {other:?}"),
     }
+    // ...and, within that region, only from members of the primary shard (a
+    // us-east node that belongs to no shard is refused).
+    meridian_net::certs::issue(
+        lab.state().certs.as_ref().unwrap(),
+        &[meridian_net::Identity::Node {
+            region: "us-east".into(),
+            name: "stray".into(),
+        }],
+        false,
+    )
+    .unwrap();
+    let stray = client(nodes_at.clone(), dialer_of(&lab, "stray"));
+    match stray
+        .replicate(pb::ReplicateRequest {
+            namespace: "orders".into(),
+            epoch: 1,
+            ..Default::default()
+        })
+        .await
+    {
+        Err(ClientError::PermissionDenied(m)) => assert!(
+            m.contains("only members of its primary shard") && m.contains("is not a member"),
+            "{m}"
+        ),
+        other => panic!("a node outside the primary shard replicated into orders: {other:?}"),
+    }
     // ...and a region's jurisdictions cannot change under its namespaces.
     match admin
         .put_region(pb::RegionInfo {

@@ -876,17 +876,29 @@ impl Admin for AdminService {
         )?;
         // ...and only from a node of the region the routing table names as
         // the namespace's primary: not from any node that holds a certificate.
-        if let Some(Ok(meridian_net::Identity::Node { region, .. })) =
+        if let Some(Ok(caller @ meridian_net::Identity::Node { .. })) =
             meridian_net::peers::caller(&request)
         {
             let namespace = &request.get_ref().namespace;
-            match self.node.access.primary_region(namespace) {
+            let region = caller.region().unwrap_or_default();
+            match self.node.access.primary(namespace) {
                 Ok(None) => {}
-                Ok(Some(primary)) if primary == region => {}
-                Ok(Some(primary)) => {
+                Ok(Some(primary)) if primary.region != region => {
                     return Err(Status::permission_denied(format!(
-                        "a node of region {region} may not replicate namespace {namespace:?}: its primary is in region {primary}"
+                        "a node of region {region} may not replicate namespace {namespace:?}: its primary is in region {}",
+                        primary.region
                     )));
+                }
+                // Of the primary's region: it must also be a member of the
+                // primary's shard.
+                Ok(Some(primary)) => {
+                    if let Err(why) = self.node.access.admit_member_of(&caller, &primary).await {
+                        return Err(Status::permission_denied(format!(
+                            "{} may not replicate namespace {namespace:?}: only members of its primary shard {} may ({why})",
+                            caller.uri(),
+                            primary.shard
+                        )));
+                    }
                 }
                 // Retryable: the push arrives within moments.
                 Err(why) => return Err(Status::unavailable(why)),
