@@ -712,6 +712,35 @@ impl Client {
         .map(|_| ())
     }
 
+    /// Control plane: adds a backup location (or confirms the same one).
+    pub async fn put_location(
+        &self,
+        location: pb::LocationInfo,
+    ) -> Result<pb::LocationInfo, ClientError> {
+        let request = pb::PutLocationRequest {
+            location: Some(location),
+        };
+        let response = self
+            .call(CallKind::Write, |channel| {
+                let request = request.clone();
+                async move { ControlClient::new(channel).put_location(request).await }
+            })
+            .await?;
+        Ok(response.location.unwrap_or_default())
+    }
+
+    /// Control plane: the backup locations.
+    pub async fn list_locations(&self) -> Result<Vec<pb::LocationInfo>, ClientError> {
+        let response = self
+            .call(CallKind::LeaderRead, |channel| async move {
+                ControlClient::new(channel)
+                    .list_locations(pb::ListLocationsRequest {})
+                    .await
+            })
+            .await?;
+        Ok(response.locations)
+    }
+
     /// Control plane: calls a gateway or node refused, for the audit log.
     pub async fn report_refusals(
         &self,

@@ -194,6 +194,13 @@ pub enum ControlCommand {
         /// Who records them (the leader).
         requester: Requester,
     },
+    /// Adds a backup location (never changes one).
+    PutLocation {
+        /// The location.
+        location: crate::model::BackupLocation,
+        /// Who asked.
+        requester: Requester,
+    },
 }
 
 /// A call refused by authorization, as the audit log keeps it.
@@ -289,6 +296,14 @@ pub enum ControlRejection {
         /// Shards that still hold a copy.
         shards: String,
     },
+    /// A backup location breaks a rule (the message names it).
+    #[error("backup location {name:?}: {reason}")]
+    Location {
+        /// The location.
+        name: String,
+        /// The rule.
+        reason: String,
+    },
 }
 
 /// The result of a command.
@@ -340,6 +355,8 @@ pub enum ControlResult {
         /// The audit record of the refusal.
         audit: AuditRecord,
     },
+    /// The backup location is stored (as given, or as it already was).
+    LocationStored(crate::model::BackupLocation),
 }
 
 #[cfg(test)]

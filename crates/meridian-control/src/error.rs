@@ -73,6 +73,7 @@ impl ControlError {
             ControlError::Rejected(ControlRejection::RegionInUse { .. }) => {
                 Code::FailedPrecondition
             }
+            ControlError::Rejected(ControlRejection::Location { .. }) => Code::FailedPrecondition,
             ControlError::Rejected(ControlRejection::Access(err)) => {
                 use meridian_access::AccessError as E;
                 match err {

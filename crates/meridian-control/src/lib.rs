@@ -29,6 +29,7 @@ pub mod authz;
 pub mod command;
 pub mod config;
 pub mod deletion;
+pub mod dr;
 pub mod error;
 pub mod failover;
 pub mod lease;

@@ -209,6 +209,20 @@ impl FailoverRecord {
     }
 }
 
+/// A place backups go: an object-store URL in a region, allowed to hold
+/// the data of namespaces whose jurisdictions include one of its own.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackupLocation {
+    /// Its name (`eu-vault`).
+    pub name: String,
+    /// The object-store URL (`file:///...`, `s3://bucket/prefix`).
+    pub url: String,
+    /// The region it is in.
+    pub region: String,
+    /// Jurisdictions it may hold data of (a subset of its region's).
+    pub jurisdictions: BTreeSet<String>,
+}
+
 /// One row of the routing table.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Route {

@@ -152,6 +152,15 @@ impl ControlService {
     }
 }
 
+fn location_info(location: &crate::model::BackupLocation) -> pb::LocationInfo {
+    pb::LocationInfo {
+        name: location.name.clone(),
+        url: location.url.clone(),
+        region: location.region.clone(),
+        jurisdictions: location.jurisdictions.iter().cloned().collect(),
+    }
+}
+
 fn region_info(region: &Region) -> pb::RegionInfo {
     pb::RegionInfo {
         name: region.name.clone(),
@@ -508,6 +517,58 @@ impl Control for ControlService {
             .node
             .with_state(|s| s.regions.values().map(region_info).collect());
         Ok(Response::new(pb::ListRegionsResponse { regions }))
+    }
+
+    async fn put_location(
+        &self,
+        request: Request<pb::PutLocationRequest>,
+    ) -> Result<Response<pb::PutLocationResponse>, Status> {
+        let requester = self.authorize(
+            &request,
+            "Control.PutLocation",
+            Permission::Admin,
+            Target::Cluster,
+        )?;
+        let info = request
+            .into_inner()
+            .location
+            .ok_or_else(|| ControlError::Invalid("location is required".into()))?;
+        // The URL's scheme and path are checked here (what this build can
+        // open); the rules that need the cluster's state, in the state machine.
+        meridian_dr::location::check(&info.url)
+            .map_err(|e| ControlError::Invalid(e.to_string()))?;
+        let command = ControlCommand::PutLocation {
+            location: crate::model::BackupLocation {
+                name: info.name,
+                url: info.url,
+                region: info.region,
+                jurisdictions: info.jurisdictions.into_iter().collect(),
+            },
+            requester,
+        };
+        match self.node.propose(command).await? {
+            ControlResult::LocationStored(location) => Ok(Response::new(pb::PutLocationResponse {
+                location: Some(location_info(&location)),
+            })),
+            other => Err(Status::internal(format!("unexpected result {other:?}"))),
+        }
+    }
+
+    async fn list_locations(
+        &self,
+        request: Request<pb::ListLocationsRequest>,
+    ) -> Result<Response<pb::ListLocationsResponse>, Status> {
+        self.authorize(
+            &request,
+            "Control.ListLocations",
+            Permission::View,
+            Target::Cluster,
+        )?;
+        self.node.read_barrier().await?;
+        let locations = self
+            .node
+            .with_state(|s| s.locations.values().map(location_info).collect());
+        Ok(Response::new(pb::ListLocationsResponse { locations }))
     }
 
     async fn register_member(

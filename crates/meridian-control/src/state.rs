@@ -30,6 +30,8 @@ pub enum Change {
     Deletion(String),
     /// The access policy changed.
     Access,
+    /// The backup locations changed.
+    Locations,
 }
 
 /// A new namespace's settings besides its placement: RPO gate, failover
@@ -70,6 +72,8 @@ pub struct ControlState {
     pub deletions: BTreeMap<String, crate::model::Deletion>,
     /// Roles, grants, tokens and revoked identities.
     pub access: meridian_access::AccessPolicy,
+    /// Backup locations by name.
+    pub locations: BTreeMap<String, crate::model::BackupLocation>,
     /// Namespaces per shard, derived from `namespaces` (placement picks the
     /// least-loaded shard; counting on every placement would cost O(namespaces)).
     /// Kept by `apply`; rebuilt by [`ControlState::rebuild_derived`] after loading.
@@ -492,6 +496,15 @@ impl ControlState {
                 })
             }
             ControlCommand::RecordRefusals { .. } => Ok(ControlResult::Updated),
+            ControlCommand::PutLocation { location, .. } => {
+                let location = crate::dr::check_location(location, &self.regions, &self.locations)?;
+                if self.locations.get(&location.name) != Some(&location) {
+                    self.locations
+                        .insert(location.name.clone(), location.clone());
+                    changes.push(Change::Locations);
+                }
+                Ok(ControlResult::LocationStored(location))
+            }
             ControlCommand::NamespaceCopyDeleted { name, shard, .. } => {
                 let Some(deletion) = self.deletions.get_mut(&name) else {
                     return Ok(ControlResult::CopyDeleted {
@@ -873,6 +886,17 @@ fn describe(command: &ControlCommand) -> (Requester, String, String) {
             requester.clone(),
             "cluster".into(),
             "record refused calls".into(),
+        ),
+        ControlCommand::PutLocation {
+            location,
+            requester,
+        } => (
+            requester.clone(),
+            format!("location {}", location.name),
+            format!(
+                "put backup location {} at {} in region {} jurisdictions={:?}",
+                location.name, location.url, location.region, location.jurisdictions
+            ),
         ),
         ControlCommand::ConfirmTakeover {
             namespace,

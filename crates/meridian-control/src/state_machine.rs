@@ -37,6 +37,30 @@ fn decode<T: DeserializeOwned>(raw: &[u8]) -> io::Result<T> {
 const AUDIT_ANCHOR_KEY: &[u8] = b"audit_anchor";
 /// The access policy, in `meridian_access`'s own versioned format.
 const ACCESS_KEY: &[u8] = b"access";
+/// The backup locations: a format byte, then postcard.
+const LOCATIONS_KEY: &[u8] = b"dr_locations";
+/// Format of the stored backup locations.
+const LOCATIONS_FORMAT: u8 = 1;
+
+fn encode_locations(
+    locations: &std::collections::BTreeMap<String, crate::model::BackupLocation>,
+) -> io::Result<Vec<u8>> {
+    postcard::to_extend(locations, vec![LOCATIONS_FORMAT]).map_err(io::Error::other)
+}
+
+fn decode_locations(
+    raw: &[u8],
+) -> io::Result<std::collections::BTreeMap<String, crate::model::BackupLocation>> {
+    match raw.split_first() {
+        Some((&LOCATIONS_FORMAT, body)) => {
+            postcard::from_bytes(body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        }
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "backup locations have an unknown format",
+        )),
+    }
+}
 
 /// Audit records are stored in format 3 (with the target); format 2
 /// records (hash chain, no target) load with an empty target; format 1
@@ -302,6 +326,9 @@ impl ControlStateMachine {
             state.access = meridian_access::AccessPolicy::decode(&raw)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         }
+        if let Some(raw) = self.meta.get(LOCATIONS_KEY).map_err(to_io)? {
+            state.locations = decode_locations(&self.sealer.open(&raw)?)?;
+        }
         if let Some(raw) = self.meta.get(COUNTERS_KEY).map_err(to_io)? {
             let raw = self.sealer.open(&raw)?;
             state.counters = decode::<Counters>(&raw)?;
@@ -378,6 +405,11 @@ impl ControlStateMachine {
                 None => batch.remove(&self.deletions, name.as_bytes().to_vec()),
             },
             Change::Access => batch.insert(&self.meta, ACCESS_KEY.to_vec(), state.access.encode()),
+            Change::Locations => batch.insert(
+                &self.meta,
+                LOCATIONS_KEY.to_vec(),
+                encode_locations(&state.locations)?,
+            ),
         }
         Ok(())
     }
@@ -421,7 +453,8 @@ impl Application for ControlStateMachine {
                     | Change::AuditAnchor
                     | Change::Failover(_)
                     | Change::Counters
-                    | Change::Deletion(_) => {}
+                    | Change::Deletion(_)
+                    | Change::Locations => {}
                 }
             }
         }
@@ -629,6 +662,28 @@ mod tests {
         assert_eq!(before.audit.len(), 1);
         let records: Vec<_> = before.audit.values().cloned().collect();
         assert_eq!(crate::audit::verify(&before.audit_anchor, &records), Ok(1));
+    }
+
+    #[test]
+    fn backup_locations_match_their_golden_sample() {
+        let locations: std::collections::BTreeMap<String, crate::model::BackupLocation> = [(
+            "eu-vault".to_string(),
+            crate::model::BackupLocation {
+                name: "eu-vault".into(),
+                url: "file:///var/backups/eu".into(),
+                region: "eu-west".into(),
+                jurisdictions: ["EU".to_string()].into(),
+            },
+        )]
+        .into();
+        let stored = encode_locations(&locations).unwrap();
+        assert_eq!(
+            stored,
+            golden("control-dr-locations-v1.bin", &stored),
+            "format changed"
+        );
+        assert_eq!(decode_locations(&stored).unwrap(), locations);
+        assert!(decode_locations(&[9]).is_err());
     }
 
     #[test]

@@ -54,6 +54,51 @@ pub enum Command {
     Audit(AuditArgs),
     /// Who may do what: roles, grants, API tokens, revoked identities.
     Auth(AuthArgs),
+    /// Disaster recovery: backup locations.
+    Dr(DrArgs),
+}
+
+/// `meridian dr`.
+#[derive(Debug, Args)]
+pub struct DrArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(subcommand)]
+    pub command: DrCommand,
+}
+
+/// `meridian dr ...`.
+#[derive(Debug, Subcommand)]
+pub enum DrCommand {
+    /// Backup locations.
+    Location {
+        #[command(subcommand)]
+        command: LocationCommand,
+    },
+}
+
+/// `meridian dr location ...`.
+#[derive(Debug, Subcommand)]
+pub enum LocationCommand {
+    /// Adds a place backups go: `file:///dir` (a directory on the node that
+    /// writes the backup), or `s3://bucket/prefix` in builds with the `s3`
+    /// feature. Its jurisdictions default to its region's and may only be
+    /// among them; a namespace's backups only go where its jurisdictions allow.
+    Add {
+        /// Name (1-64 characters from a-z, 0-9, '-', '_').
+        name: String,
+        /// Object-store URL.
+        url: String,
+        /// The region it is in.
+        #[arg(long)]
+        region: String,
+        /// Jurisdictions it may hold data of (comma-separated; default: the
+        /// region's).
+        #[arg(long = "jurisdiction", value_delimiter = ',')]
+        jurisdictions: Vec<String>,
+    },
+    /// The backup locations.
+    List,
 }
 
 /// `meridian auth`.

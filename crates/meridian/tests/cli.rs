@@ -208,6 +208,87 @@ fn detached_lab_and_client_commands() {
     assert_eq!(verified["verified"], true, "{verified}");
     assert_eq!(verified["records"], records.len(), "{verified}");
 
+    // Backup locations: jurisdictions default to the region's and may not
+    // claim another's; an s3:// URL needs the s3 build; adding the same one
+    // again is a no-op; the audit log names the location.
+    let vault = format!("file://{}", dir.path().join("us-vault").display());
+    let added = json(&[
+        "dr", "location", "add", "us-vault", &vault, "--region", "us-east", "--lab", &lab_arg,
+    ]);
+    assert_eq!(added["locations"][0]["jurisdictions"][0], "US", "{added}");
+    json(&[
+        "dr", "location", "add", "us-vault", &vault, "--region", "us-east", "--lab", &lab_arg,
+    ]);
+    let refused = |args: &[&str], why: &str| {
+        let output = meridian(args);
+        let stderr = String::from_utf8_lossy(&output.stderr).to_string();
+        assert!(
+            !output.status.success() && stderr.contains(why),
+            "{args:?}: {stderr}"
+        );
+    };
+    refused(
+        &[
+            "dr",
+            "location",
+            "add",
+            "fake-eu",
+            "file:///tmp/fake-eu",
+            "--region",
+            "us-east",
+            "--jurisdiction",
+            "EU",
+            "--lab",
+            &lab_arg,
+        ],
+        "cannot claim",
+    );
+    refused(
+        &[
+            "dr",
+            "location",
+            "add",
+            "cloud",
+            "s3://bucket/backups",
+            "--region",
+            "us-east",
+            "--lab",
+            &lab_arg,
+        ],
+        "s3",
+    );
+    refused(
+        &[
+            "dr",
+            "location",
+            "add",
+            "us-vault",
+            "file:///elsewhere",
+            "--region",
+            "us-east",
+            "--lab",
+            &lab_arg,
+        ],
+        "not changed in place",
+    );
+    let listed = json(&["dr", "location", "list", "--lab", &lab_arg]);
+    let names: Vec<&str> = listed["locations"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["us-vault"], "{listed}");
+    let audit = json(&["audit", "list", "--lab", &lab_arg]);
+    assert!(
+        audit["records"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|r| r["target"] == "location us-vault" && r["outcome"] == "ok"),
+        "{audit}"
+    );
+
     // The lab's read-only user reads, and is refused a write with a message
     // that names it and what it lacks; the refusal is in the audit log.
     let me = json(&["auth", "whoami", "--cert-name", "reader", "--lab", &lab_arg]);

@@ -4,6 +4,7 @@ mod audit;
 mod auth;
 mod certs;
 mod control;
+mod dr;
 mod failover;
 mod gateway;
 mod kv;
@@ -32,5 +33,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Certs(args) => certs::run(cli.output, args),
         Command::Audit(args) => audit::run(cli.output, args).await,
         Command::Auth(args) => auth::run(cli.output, args).await,
+        Command::Dr(args) => dr::run(cli.output, args).await,
     }
 }
