@@ -123,7 +123,7 @@ pub async fn validate(
     location: &Opened,
     manifest: &Manifest,
     kek: &[u8; 32],
-    digest: &mut dyn RecordDigest,
+    digest: &mut (dyn RecordDigest + Send),
 ) -> Result<Validated, DrError> {
     let mut records = 0u64;
     for_each_chunk(location, manifest, kek, |chunk| {

@@ -96,6 +96,13 @@ impl BackupWriter {
         Ok(())
     }
 
+    /// Records the change sequence the records were read at (known once
+    /// the view that produced them is done).
+    pub fn at_seq(mut self, change_seq: u64) -> Self {
+        self.meta.change_seq = change_seq;
+        self
+    }
+
     /// Bytes stored so far.
     pub fn stored_bytes(&self) -> u64 {
         self.objects.iter().map(|o| o.size).sum()

@@ -59,6 +59,10 @@ pub enum ShardError {
     /// Raft stopped or failed (UNAVAILABLE).
     #[error("raft unavailable: {0}")]
     Raft(String),
+    /// A backup could not be written, read or verified (INTERNAL; the
+    /// message names the object or rule).
+    #[error("backup: {0}")]
+    Backup(String),
     /// The operation does not apply to this node as configured
     /// (FAILED_PRECONDITION; the message says why).
     #[error("{0}")]
@@ -201,6 +205,7 @@ impl ShardError {
             ShardError::Storage(_) => Code::Internal,
             ShardError::Raft(_) => Code::Unavailable,
             ShardError::NotApplicable(_) => Code::FailedPrecondition,
+            ShardError::Backup(_) => Code::Internal,
             ShardError::Residency(_) => Code::FailedPrecondition,
             ShardError::Net(_) => Code::Internal,
             ShardError::NoLease { .. }

@@ -19,6 +19,7 @@
 
 pub mod access;
 pub mod api;
+pub mod backup;
 pub mod command;
 pub mod config;
 pub mod digest;

@@ -372,6 +372,35 @@ impl KvStateMachine {
         Ok(())
     }
 
+    /// The change sequence `namespace` is at, then every `(key, version,
+    /// value)` of it in key order to `visit`, all from one point-in-time
+    /// view, without holding the namespace in memory (for backups). Stops
+    /// when `visit` returns false.
+    pub fn visit_namespace_at_seq(
+        &self,
+        namespace: &str,
+        mut visit: impl FnMut(u64, Vec<u8>, u64, Vec<u8>) -> bool,
+    ) -> io::Result<u64> {
+        use fjall::Readable;
+        let view = self.db.snapshot();
+        let seq = match view
+            .get(&self.namespaces, namespace.as_bytes())
+            .map_err(storage_error)?
+        {
+            Some(raw) => decode_record(&self.unseal(&raw)?)?.change_seq,
+            None => return Err(io::Error::new(io::ErrorKind::NotFound, "no such namespace")),
+        };
+        for guard in view.prefix(&self.data, keys::namespace_prefix(namespace)) {
+            let (stored_key, raw) = guard.into_inner().map_err(storage_error)?;
+            let (version, value) = decode_stored(&self.unseal(&raw)?)?;
+            let key = keys::user_key(namespace, &stored_key).to_vec();
+            if !visit(seq, key, version, value) {
+                break;
+            }
+        }
+        Ok(seq)
+    }
+
     /// Every key-value of `namespace` with the change sequence number they
     /// correspond to, from one point-in-time view (for rebuilding a standby).
     pub fn copy_at_seq(&self, namespace: &str) -> io::Result<(u64, Vec<VersionedEntry>)> {

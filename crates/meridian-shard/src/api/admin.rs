@@ -1195,6 +1195,16 @@ impl Admin for AdminService {
         finish(&self.node.metrics, "Rekey", None, started, result)
     }
 
+    async fn backup(
+        &self,
+        request: Request<pb::BackupRequest>,
+    ) -> Result<Response<pb::BackupResponse>, Status> {
+        self.placement_only(&request, "Admin.Backup", &request.get_ref().namespace)?;
+        let started = Instant::now();
+        let result = crate::backup::write(&self.node, request.into_inner()).await;
+        finish(&self.node.metrics, "Backup", None, started, result)
+    }
+
     async fn get_rekey_status(
         &self,
         request: Request<pb::GetRekeyStatusRequest>,
