@@ -729,6 +729,56 @@ impl Client {
         Ok(response.location.unwrap_or_default())
     }
 
+    /// Asks the node at `address` to write a backup (the control plane's
+    /// call; it can take minutes for a large namespace).
+    pub async fn backup_on(
+        &self,
+        address: &str,
+        request: pb::BackupRequest,
+    ) -> Result<pb::BackupResponse, ClientError> {
+        let mut admin = AdminClient::new(self.channel(address)?);
+        let call = admin.backup(request);
+        match tokio::time::timeout(Duration::from_secs(3_600), call).await {
+            Ok(result) => Ok(result?.into_inner()),
+            Err(_) => Err(ClientError::Unavailable(
+                format!("{address} did not finish the backup within an hour").into(),
+            )),
+        }
+    }
+
+    /// Control plane: backs `namespace` up to `location`.
+    pub async fn snapshot(
+        &self,
+        namespace: &str,
+        location: &str,
+    ) -> Result<pb::BackupInfo, ClientError> {
+        let request = pb::SnapshotRequest {
+            namespace: namespace.to_string(),
+            location: location.to_string(),
+        };
+        let response = self
+            .call(CallKind::Write, |channel| {
+                let request = request.clone();
+                async move { ControlClient::new(channel).snapshot(request).await }
+            })
+            .await?;
+        Ok(response.backup.unwrap_or_default())
+    }
+
+    /// Control plane: the backup catalog (of one namespace, or all).
+    pub async fn list_backups(&self, namespace: &str) -> Result<Vec<pb::BackupInfo>, ClientError> {
+        let request = pb::ListBackupsRequest {
+            namespace: namespace.to_string(),
+        };
+        let response = self
+            .call(CallKind::LeaderRead, |channel| {
+                let request = request.clone();
+                async move { ControlClient::new(channel).list_backups(request).await }
+            })
+            .await?;
+        Ok(response.backups)
+    }
+
     /// Control plane: the backup locations.
     pub async fn list_locations(&self) -> Result<Vec<pb::LocationInfo>, ClientError> {
         let response = self

@@ -201,6 +201,13 @@ pub enum ControlCommand {
         /// Who asked.
         requester: Requester,
     },
+    /// Records a backup written and verified by a node.
+    RecordBackup {
+        /// The backup.
+        backup: crate::model::BackupRecord,
+        /// Who asked for it.
+        requester: Requester,
+    },
 }
 
 /// A call refused by authorization, as the audit log keeps it.
@@ -357,6 +364,8 @@ pub enum ControlResult {
     },
     /// The backup location is stored (as given, or as it already was).
     LocationStored(crate::model::BackupLocation),
+    /// The backup is in the catalog.
+    BackupRecorded,
 }
 
 #[cfg(test)]

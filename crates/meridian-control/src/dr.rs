@@ -61,6 +61,24 @@ pub fn check_location(
     Ok(location)
 }
 
+/// Residency, failing closed: a backup of `namespace` (allowed in
+/// `allowed`) may go to `location` only if the location's jurisdictions
+/// share one with it — never to a default or a "nearest" place instead.
+pub fn check_backup_target(
+    namespace: &str,
+    allowed: &std::collections::BTreeSet<String>,
+    location: &BackupLocation,
+) -> Result<(), String> {
+    if meridian_access::residency::may_hold(allowed, &location.jurisdictions) {
+        Ok(())
+    } else {
+        Err(format!(
+            "residency: namespace {namespace:?} may only be held in jurisdictions {allowed:?}; location {} (region {}) holds {:?}, so no backup goes there",
+            location.name, location.region, location.jurisdictions
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -143,6 +161,14 @@ mod tests {
                 (other, _) => panic!("{case}: {other:?}"),
             }
         }
+        let eu: std::collections::BTreeSet<String> = ["EU".to_string()].into();
+        assert!(check_backup_target("gdpr", &eu, &location("v", "eu-west", &["EU"])).is_ok());
+        let refused =
+            check_backup_target("gdpr", &eu, &location("v", "us-east", &["US"])).unwrap_err();
+        assert!(
+            refused.contains("residency") && refused.contains("\"gdpr\""),
+            "{refused}"
+        );
         let completed =
             check_location(location("u", "us-east", &[]), &regions(), &existing).unwrap();
         assert_eq!(completed.jurisdictions, regions()["us-east"].jurisdictions);

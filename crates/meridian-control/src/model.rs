@@ -223,6 +223,39 @@ pub struct BackupLocation {
     pub jurisdictions: BTreeSet<String>,
 }
 
+/// A backup in the catalog.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackupRecord {
+    /// Its id.
+    pub backup_id: String,
+    /// The namespace.
+    pub namespace: String,
+    /// The location it is in.
+    pub location: String,
+    /// The location's region.
+    pub location_region: String,
+    /// The shard and node that wrote it.
+    pub shard: String,
+    /// The node.
+    pub node_id: u64,
+    /// The change sequence it is consistent at.
+    pub change_seq: u64,
+    /// Keys.
+    pub key_count: u64,
+    /// The namespace's digest at `change_seq`.
+    pub digest: String,
+    /// Stored bytes.
+    pub stored_bytes: u64,
+    /// Objects (chunks).
+    pub objects: u32,
+    /// Read back and digest-checked after writing.
+    pub verified: bool,
+    /// When it was taken (Unix ms).
+    pub created_unix_ms: u64,
+    /// How long it took.
+    pub elapsed_ms: u64,
+}
+
 /// One row of the routing table.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct Route {

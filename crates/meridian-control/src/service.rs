@@ -312,6 +312,63 @@ fn shard_admin_client(
         .map_err(|e| ControlError::Unavailable(format!("shard {}: {e}", shard.id)))
 }
 
+fn backup_info(b: &crate::model::BackupRecord) -> pb::BackupInfo {
+    pb::BackupInfo {
+        backup_id: b.backup_id.clone(),
+        namespace: b.namespace.clone(),
+        location: b.location.clone(),
+        location_region: b.location_region.clone(),
+        shard: b.shard.clone(),
+        node_id: b.node_id,
+        change_seq: b.change_seq,
+        key_count: b.key_count,
+        digest: b.digest.clone(),
+        stored_bytes: b.stored_bytes,
+        objects: b.objects,
+        verified: b.verified,
+        created_unix_ms: b.created_unix_ms,
+        elapsed_ms: b.elapsed_ms,
+    }
+}
+
+/// Asks a node of `shard` to write a backup: a follower where one answers
+/// (the leader's write path is not slowed), else any member.
+async fn backup_on_shard(
+    shard: &crate::model::Shard,
+    request: meridian_proto::v1::BackupRequest,
+    dialer: &meridian_net::Dialer,
+) -> Result<meridian_proto::v1::BackupResponse, ControlError> {
+    let client = shard_admin_client(shard, dialer)?;
+    let leader = client
+        .cluster_status()
+        .await
+        .map(|s| s.leader_id)
+        .unwrap_or(0);
+    let mut members: Vec<&crate::model::ShardMember> = shard.members.values().collect();
+    // Followers first, the leader last.
+    members.sort_by_key(|m| m.node_id == leader);
+    let mut last = None;
+    for member in members {
+        match client.backup_on(&member.address, request.clone()).await {
+            Ok(written) => return Ok(written),
+            Err(err) => {
+                tracing::warn!(node = member.node_id, %err, "backup not taken on this member");
+                last = Some(err);
+            }
+        }
+    }
+    Err(match last {
+        Some(meridian_client::ClientError::FailedPrecondition(refusal)) => {
+            ControlError::Invalid(refusal.message)
+        }
+        Some(err) => ControlError::Unavailable(format!(
+            "no member of shard {} took the backup: {err}",
+            shard.id
+        )),
+        None => ControlError::Unavailable(format!("shard {} has no members", shard.id)),
+    })
+}
+
 /// Creates `namespace` on `shard` (an existing one is fine: a retried placement).
 async fn create_on_shard(
     shard: &crate::model::Shard,
@@ -552,6 +609,106 @@ impl Control for ControlService {
             })),
             other => Err(Status::internal(format!("unexpected result {other:?}"))),
         }
+    }
+
+    async fn snapshot(
+        &self,
+        request: Request<pb::SnapshotRequest>,
+    ) -> Result<Response<pb::SnapshotResponse>, Status> {
+        let namespace = request.get_ref().namespace.clone();
+        let requester = self.authorize(
+            &request,
+            "Control.Snapshot",
+            Permission::Admin,
+            Target::Namespace(&namespace),
+        )?;
+        let location_name = request.into_inner().location;
+        self.node.read_barrier().await?;
+        let (ns, location, shard) = self.node.with_state(|s| {
+            let ns = s.namespaces.get(&namespace).cloned();
+            let location = s.locations.get(&location_name).cloned();
+            let shard = ns.as_ref().and_then(|n| s.shards.get(&n.shard).cloned());
+            (ns, location, shard)
+        });
+        let Some(ns) = ns else {
+            return Err(ControlError::Rejected(
+                crate::command::ControlRejection::NamespaceNotFound(namespace),
+            )
+            .into());
+        };
+        let Some(location) = location else {
+            return Err(Status::not_found(format!(
+                "no backup location {location_name:?} (meridian dr location list)"
+            )));
+        };
+        let Some(shard) = shard else {
+            return Err(Status::unavailable(format!(
+                "the shard of namespace {namespace:?} is not known yet"
+            )));
+        };
+        crate::dr::check_backup_target(&namespace, &ns.policy.allowed_jurisdictions, &location)
+            .map_err(Status::failed_precondition)?;
+        let backup_id = format!(
+            "{namespace}-{}-{:08x}",
+            now_unix_ms(),
+            rand::random::<u32>()
+        );
+        let node_request = meridian_proto::v1::BackupRequest {
+            namespace: namespace.clone(),
+            backup_id: backup_id.clone(),
+            location_name: location.name.clone(),
+            location_url: location.url.clone(),
+            location_region: location.region.clone(),
+            jurisdictions: ns.policy.allowed_jurisdictions.iter().cloned().collect(),
+        };
+        let written = backup_on_shard(&shard, node_request, &self.node.dialer).await?;
+        let record = crate::model::BackupRecord {
+            backup_id,
+            namespace,
+            location: location.name.clone(),
+            location_region: location.region.clone(),
+            shard: shard.id.clone(),
+            node_id: written.node_id,
+            change_seq: written.change_seq,
+            key_count: written.key_count,
+            digest: written.digest,
+            stored_bytes: written.stored_bytes,
+            objects: written.objects,
+            verified: written.verified,
+            created_unix_ms: requester.at_unix_ms,
+            elapsed_ms: written.elapsed_ms,
+        };
+        self.node
+            .propose(ControlCommand::RecordBackup {
+                backup: record.clone(),
+                requester,
+            })
+            .await?;
+        Ok(Response::new(pb::SnapshotResponse {
+            backup: Some(backup_info(&record)),
+        }))
+    }
+
+    async fn list_backups(
+        &self,
+        request: Request<pb::ListBackupsRequest>,
+    ) -> Result<Response<pb::ListBackupsResponse>, Status> {
+        let namespace = request.get_ref().namespace.clone();
+        let target = if namespace.is_empty() {
+            Target::Cluster
+        } else {
+            Target::Namespace(&namespace)
+        };
+        self.authorize(&request, "Control.ListBackups", Permission::View, target)?;
+        self.node.read_barrier().await?;
+        let backups = self.node.with_state(|s| {
+            s.backups
+                .values()
+                .filter(|b| namespace.is_empty() || b.namespace == namespace)
+                .map(backup_info)
+                .collect()
+        });
+        Ok(Response::new(pb::ListBackupsResponse { backups }))
     }
 
     async fn list_locations(

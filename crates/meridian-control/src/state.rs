@@ -32,6 +32,8 @@ pub enum Change {
     Access,
     /// The backup locations changed.
     Locations,
+    /// A backup was added to the catalog.
+    Backup(String),
 }
 
 /// A new namespace's settings besides its placement: RPO gate, failover
@@ -74,6 +76,8 @@ pub struct ControlState {
     pub access: meridian_access::AccessPolicy,
     /// Backup locations by name.
     pub locations: BTreeMap<String, crate::model::BackupLocation>,
+    /// The backup catalog by id.
+    pub backups: BTreeMap<String, crate::model::BackupRecord>,
     /// Namespaces per shard, derived from `namespaces` (placement picks the
     /// least-loaded shard; counting on every placement would cost O(namespaces)).
     /// Kept by `apply`; rebuilt by [`ControlState::rebuild_derived`] after loading.
@@ -505,6 +509,11 @@ impl ControlState {
                 }
                 Ok(ControlResult::LocationStored(location))
             }
+            ControlCommand::RecordBackup { backup, .. } => {
+                changes.push(Change::Backup(backup.backup_id.clone()));
+                self.backups.insert(backup.backup_id.clone(), backup);
+                Ok(ControlResult::BackupRecorded)
+            }
             ControlCommand::NamespaceCopyDeleted { name, shard, .. } => {
                 let Some(deletion) = self.deletions.get_mut(&name) else {
                     return Ok(ControlResult::CopyDeleted {
@@ -886,6 +895,20 @@ fn describe(command: &ControlCommand) -> (Requester, String, String) {
             requester.clone(),
             "cluster".into(),
             "record refused calls".into(),
+        ),
+        ControlCommand::RecordBackup { backup, requester } => (
+            requester.clone(),
+            format!("namespace {}", backup.namespace),
+            format!(
+                "backup {} of namespace {} at change {} to location {} ({} keys, {} bytes, verified {})",
+                backup.backup_id,
+                backup.namespace,
+                backup.change_seq,
+                backup.location,
+                backup.key_count,
+                backup.stored_bytes,
+                backup.verified
+            ),
         ),
         ControlCommand::PutLocation {
             location,

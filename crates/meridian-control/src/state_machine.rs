@@ -41,6 +41,32 @@ const ACCESS_KEY: &[u8] = b"access";
 const LOCATIONS_KEY: &[u8] = b"dr_locations";
 /// Format of the stored backup locations.
 const LOCATIONS_FORMAT: u8 = 1;
+/// Catalog entries: `dr_backup/ID`, a format byte, then postcard.
+const BACKUP_PREFIX: &[u8] = b"dr_backup/";
+/// Format of a stored catalog entry.
+const BACKUP_FORMAT: u8 = 1;
+
+fn backup_key(id: &str) -> Vec<u8> {
+    let mut key = BACKUP_PREFIX.to_vec();
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+fn encode_backup(record: &crate::model::BackupRecord) -> io::Result<Vec<u8>> {
+    postcard::to_extend(record, vec![BACKUP_FORMAT]).map_err(io::Error::other)
+}
+
+fn decode_backup(raw: &[u8]) -> io::Result<crate::model::BackupRecord> {
+    match raw.split_first() {
+        Some((&BACKUP_FORMAT, body)) => {
+            postcard::from_bytes(body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        }
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a backup catalog entry has an unknown format",
+        )),
+    }
+}
 
 fn encode_locations(
     locations: &std::collections::BTreeMap<String, crate::model::BackupLocation>,
@@ -326,6 +352,11 @@ impl ControlStateMachine {
             state.access = meridian_access::AccessPolicy::decode(&raw)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
         }
+        for guard in self.meta.prefix(BACKUP_PREFIX) {
+            let (_, raw) = guard.into_inner().map_err(to_io)?;
+            let record = decode_backup(&self.sealer.open(&raw)?)?;
+            state.backups.insert(record.backup_id.clone(), record);
+        }
         if let Some(raw) = self.meta.get(LOCATIONS_KEY).map_err(to_io)? {
             state.locations = decode_locations(&self.sealer.open(&raw)?)?;
         }
@@ -405,6 +436,10 @@ impl ControlStateMachine {
                 None => batch.remove(&self.deletions, name.as_bytes().to_vec()),
             },
             Change::Access => batch.insert(&self.meta, ACCESS_KEY.to_vec(), state.access.encode()),
+            Change::Backup(id) => match state.backups.get(id) {
+                Some(record) => batch.insert(&self.meta, backup_key(id), encode_backup(record)?),
+                None => batch.remove(&self.meta, backup_key(id)),
+            },
             Change::Locations => batch.insert(
                 &self.meta,
                 LOCATIONS_KEY.to_vec(),
@@ -454,7 +489,8 @@ impl Application for ControlStateMachine {
                     | Change::Failover(_)
                     | Change::Counters
                     | Change::Deletion(_)
-                    | Change::Locations => {}
+                    | Change::Locations
+                    | Change::Backup(_) => {}
                 }
             }
         }
@@ -684,6 +720,29 @@ mod tests {
         );
         assert_eq!(decode_locations(&stored).unwrap(), locations);
         assert!(decode_locations(&[9]).is_err());
+        let record = crate::model::BackupRecord {
+            backup_id: "orders-1796040000000-0a1b2c3d".into(),
+            namespace: "orders".into(),
+            location: "eu-vault".into(),
+            location_region: "eu-west".into(),
+            shard: "eu-west-a".into(),
+            node_id: 2,
+            change_seq: 77,
+            key_count: 1_000,
+            digest: "ab".repeat(32),
+            stored_bytes: 123_456,
+            objects: 3,
+            verified: true,
+            created_unix_ms: 1_796_040_000_000,
+            elapsed_ms: 420,
+        };
+        let stored = encode_backup(&record).unwrap();
+        assert_eq!(
+            stored,
+            golden("control-dr-backup-v1.bin", &stored),
+            "format changed"
+        );
+        assert_eq!(decode_backup(&stored).unwrap(), record);
     }
 
     #[test]

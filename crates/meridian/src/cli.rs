@@ -75,6 +75,23 @@ pub enum DrCommand {
         #[command(subcommand)]
         command: LocationCommand,
     },
+    /// Backs a namespace up to a location: taken by a follower of its
+    /// shard, compressed, encrypted, read back and digest-checked. Refused,
+    /// naming the rule, if the location's jurisdictions are not allowed for
+    /// the namespace.
+    Snapshot {
+        /// The namespace.
+        namespace: String,
+        /// The location (`meridian dr location list`).
+        #[arg(long)]
+        location: String,
+    },
+    /// The backup catalog: state, size, change sequence, location, verified.
+    List {
+        /// Only this namespace's backups.
+        #[arg(long)]
+        namespace: Option<String>,
+    },
 }
 
 /// `meridian dr location ...`.

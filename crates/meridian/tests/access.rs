@@ -33,6 +33,25 @@ fn material(lab: &Lab, name: &str) -> TlsMaterial {
         .unwrap()
 }
 
+/// Every file under `dir` (none if it does not exist).
+fn all_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            if entry.path().is_dir() {
+                pending.push(entry.path());
+            } else {
+                files.push(entry.path());
+            }
+        }
+    }
+    files
+}
+
 fn dialer_of(lab: &Lab, name: &str) -> Dialer {
     Dialer::new(Default::default(), Some(&material(lab, name)))
 }
@@ -542,6 +561,38 @@ async fn roles_grants_tokens_and_revocation() {
         assert_eq!(holds, node["region"] == "eu-west", "{node}");
     }
     assert!(report["copies"][0]["allowed"] == true, "{report}");
+
+    // Backups fail closed on residency: an EU namespace's backup to a
+    // location in us-east is refused naming the rule; to one in eu-west it is
+    // taken, verified and catalogued.
+    for (name, region) in [("us-vault", "us-east"), ("eu-vault", "eu-west")] {
+        admin
+            .put_location(pb::LocationInfo {
+                name: name.into(),
+                url: format!("file://{}", dir.path().join(name).display()),
+                region: region.into(),
+                jurisdictions: Vec::new(),
+            })
+            .await
+            .unwrap();
+    }
+    match admin.snapshot("eu-data", "us-vault").await {
+        Err(ClientError::FailedPrecondition(refusal)) => assert!(
+            refusal.message.contains("residency") && refusal.message.contains("us-vault"),
+            "{refusal}"
+        ),
+        other => panic!("an EU namespace was backed up to us-east: {other:?}"),
+    }
+    assert!(
+        all_files(&dir.path().join("us-vault")).is_empty(),
+        "a refused backup left objects behind"
+    );
+    let backup = admin.snapshot("eu-data", "eu-vault").await.unwrap();
+    assert!(backup.verified && backup.key_count == 1, "{backup:?}");
+    assert_eq!(backup.location_region, "eu-west");
+    let catalog = admin.list_backups("eu-data").await.unwrap();
+    assert_eq!(catalog.len(), 1, "{catalog:?}");
+    assert_eq!(catalog[0].backup_id, backup.backup_id);
 
     // The audit log: changes under the identity that made them, refusals
     // under the identity refused.

@@ -279,6 +279,22 @@ fn detached_lab_and_client_commands() {
         .map(|l| l["name"].as_str().unwrap())
         .collect();
     assert_eq!(names, ["us-vault"], "{listed}");
+    // A backup there: read back and checked before it is listed.
+    let taken = json(&[
+        "dr",
+        "snapshot",
+        "cli",
+        "--location",
+        "us-vault",
+        "--lab",
+        &lab_arg,
+    ]);
+    assert_eq!(taken["backups"][0]["verified"], true, "{taken}");
+    let catalog = json(&["dr", "list", "--namespace", "cli", "--lab", &lab_arg]);
+    assert_eq!(
+        catalog["backups"][0]["backup_id"], taken["backups"][0]["backup_id"],
+        "{catalog}"
+    );
     let audit = json(&["audit", "list", "--lab", &lab_arg]);
     assert!(
         audit["records"]

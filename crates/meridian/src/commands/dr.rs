@@ -1,4 +1,5 @@
-//! `meridian dr location add|list`: where backups go.
+//! `meridian dr location add|list`, `dr snapshot`, `dr list`: where backups
+//! go, taking them, and the catalog.
 
 use crate::cli::{DrArgs, DrCommand, LocationCommand, OutputFormat};
 use crate::output::emit;
@@ -12,6 +13,24 @@ pub async fn run(format: OutputFormat, args: DrArgs) -> anyhow::Result<()> {
         Target::Direct(client) => client,
     };
     match args.command {
+        DrCommand::Snapshot {
+            namespace,
+            location,
+        } => {
+            if format == OutputFormat::Table {
+                eprintln!(
+                    "backing up {namespace} to {location} (read back and checked before it is listed)..."
+                );
+            }
+            let backup = control.snapshot(&namespace, &location).await?;
+            print_backups(format, &[backup]);
+        }
+        DrCommand::List { namespace } => {
+            let backups = control
+                .list_backups(namespace.as_deref().unwrap_or_default())
+                .await?;
+            print_backups(format, &backups);
+        }
         DrCommand::Location { command } => match command {
             LocationCommand::Add {
                 name,
@@ -36,6 +55,60 @@ pub async fn run(format: OutputFormat, args: DrArgs) -> anyhow::Result<()> {
         },
     }
     Ok(())
+}
+
+fn print_backups(format: OutputFormat, backups: &[pb::BackupInfo]) {
+    let rows = backups
+        .iter()
+        .map(|b| {
+            vec![
+                b.backup_id.clone(),
+                b.namespace.clone(),
+                b.location.clone(),
+                b.change_seq.to_string(),
+                b.key_count.to_string(),
+                b.stored_bytes.to_string(),
+                if b.verified { "yes" } else { "no" }.to_string(),
+                format!("{}/{}", b.shard, b.node_id),
+            ]
+        })
+        .collect();
+    let json_backups: Vec<_> = backups
+        .iter()
+        .map(|b| {
+            json!({
+                "backup_id": b.backup_id,
+                "namespace": b.namespace,
+                "location": b.location,
+                "location_region": b.location_region,
+                "shard": b.shard,
+                "node_id": b.node_id,
+                "change_seq": b.change_seq,
+                "key_count": b.key_count,
+                "digest": b.digest,
+                "stored_bytes": b.stored_bytes,
+                "objects": b.objects,
+                "verified": b.verified,
+                "created_unix_ms": b.created_unix_ms,
+                "elapsed_ms": b.elapsed_ms,
+            })
+        })
+        .collect();
+    emit(
+        format,
+        json!({ "backups": json_backups }),
+        &[
+            "BACKUP",
+            "NAMESPACE",
+            "LOCATION",
+            "SEQ",
+            "KEYS",
+            "BYTES",
+            "VERIFIED",
+            "TAKEN BY",
+        ],
+        rows,
+    );
 }
 
 fn print_locations(format: OutputFormat, locations: &[pb::LocationInfo]) {
