@@ -746,6 +746,37 @@ impl Client {
         }
     }
 
+    /// Asks the node at `address` to read a backup back and check it.
+    pub async fn validate_backup_on(
+        &self,
+        address: &str,
+        request: pb::ValidateBackupRequest,
+    ) -> Result<pb::BackupValidation, ClientError> {
+        let mut admin = AdminClient::new(self.channel(address)?);
+        let call = admin.validate_backup(request);
+        match tokio::time::timeout(Duration::from_secs(3_600), call).await {
+            Ok(result) => Ok(result?.into_inner()),
+            Err(_) => Err(ClientError::Unavailable(
+                format!("{address} did not finish validating within an hour").into(),
+            )),
+        }
+    }
+
+    /// Control plane: reads a catalogued backup back and checks it.
+    pub async fn validate_backup(
+        &self,
+        backup_id: &str,
+    ) -> Result<pb::ValidateCatalogBackupResponse, ClientError> {
+        let request = pb::ValidateCatalogBackupRequest {
+            backup_id: backup_id.to_string(),
+        };
+        self.call(CallKind::Write, |channel| {
+            let request = request.clone();
+            async move { ControlClient::new(channel).validate_backup(request).await }
+        })
+        .await
+    }
+
     /// Control plane: backs `namespace` up to `location`.
     pub async fn snapshot(
         &self,

@@ -689,6 +689,86 @@ impl Control for ControlService {
         }))
     }
 
+    async fn validate_backup(
+        &self,
+        request: Request<pb::ValidateCatalogBackupRequest>,
+    ) -> Result<Response<pb::ValidateCatalogBackupResponse>, Status> {
+        let backup_id = request.get_ref().backup_id.clone();
+        self.node.read_barrier().await?;
+        let (record, location, shard) = self.node.with_state(|s| {
+            let record = s.backups.get(&backup_id).cloned();
+            let location = record
+                .as_ref()
+                .and_then(|r| s.locations.get(&r.location).cloned());
+            let shard = record.as_ref().and_then(|r| {
+                s.namespaces
+                    .get(&r.namespace)
+                    .and_then(|ns| s.shards.get(&ns.shard))
+                    .or_else(|| s.shards.get(&r.shard))
+                    .cloned()
+            });
+            (record, location, shard)
+        });
+        let Some(record) = record else {
+            return Err(Status::not_found(format!(
+                "no backup {backup_id:?} in the catalog (meridian dr list)"
+            )));
+        };
+        let requester = self.authorize(
+            &request,
+            "Control.ValidateBackup",
+            Permission::Admin,
+            Target::Namespace(&record.namespace),
+        )?;
+        let (Some(location), Some(shard)) = (location, shard) else {
+            return Err(Status::unavailable(format!(
+                "backup {backup_id}: its location or a shard to read it from is not known"
+            )));
+        };
+        let client = shard_admin_client(&shard, &self.node.dialer)?;
+        let node_request = meridian_proto::v1::ValidateBackupRequest {
+            namespace: record.namespace.clone(),
+            backup_id: backup_id.clone(),
+            location_url: location.url.clone(),
+        };
+        let mut validation = None;
+        let mut last_error = None;
+        for member in shard.members.values() {
+            match client
+                .validate_backup_on(&member.address, node_request.clone())
+                .await
+            {
+                Ok(found) => {
+                    validation = Some(found);
+                    break;
+                }
+                Err(err) => last_error = Some(err),
+            }
+        }
+        let Some(validation) = validation else {
+            return Err(Status::unavailable(format!(
+                "no member of shard {} could read backup {backup_id}: {}",
+                shard.id,
+                last_error.map(|e| e.to_string()).unwrap_or_default()
+            )));
+        };
+        let mut record = record;
+        if record.verified != validation.ok {
+            // The catalog says what the last check found.
+            record.verified = validation.ok;
+            self.node
+                .propose(ControlCommand::RecordBackup {
+                    backup: record.clone(),
+                    requester,
+                })
+                .await?;
+        }
+        Ok(Response::new(pb::ValidateCatalogBackupResponse {
+            backup: Some(backup_info(&record)),
+            validation: Some(validation),
+        }))
+    }
+
     async fn list_backups(
         &self,
         request: Request<pb::ListBackupsRequest>,

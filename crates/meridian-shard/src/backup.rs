@@ -38,6 +38,59 @@ fn dr_error(err: meridian_dr::DrError) -> ShardError {
     ShardError::Backup(err.to_string())
 }
 
+/// Reads backup `request` back and checks it; a problem is the answer (not
+/// an error), naming the object at fault.
+pub async fn validate(
+    node: &ShardNode,
+    request: pb::ValidateBackupRequest,
+) -> Result<pb::BackupValidation, ShardError> {
+    crate::limits::validate_namespace_name(&request.namespace)?;
+    let Some(key_file) = node.config.node.key_file() else {
+        return Err(ShardError::NotApplicable(
+            "backups are encrypted with the node's key-encryption key: set node.encryption_key_file".into(),
+        ));
+    };
+    let kek = meridian_raft::at_rest::read_key_file(key_file)?;
+    let location = meridian_dr::location::open(&request.location_url).map_err(dr_error)?;
+    let node_id = node.id();
+    let checked = async {
+        let manifest =
+            meridian_dr::reader::read_manifest(&location, &request.namespace, &request.backup_id)
+                .await?;
+        meridian_dr::reader::validate(&location, &manifest, &kek, &mut Digest::default()).await
+    }
+    .await;
+    Ok(match checked {
+        Ok(done) => pb::BackupValidation {
+            ok: true,
+            objects: u32::try_from(done.objects).unwrap_or(u32::MAX),
+            records: done.records,
+            stored_bytes: done.stored_bytes,
+            node_id,
+            ..Default::default()
+        },
+        Err(err) => {
+            use meridian_dr::DrError as E;
+            let (problem, object) = match &err {
+                E::Missing { object, .. } => ("missing", object.clone()),
+                E::Damaged { object, .. } => ("damaged", object.clone()),
+                E::Manifest { .. } => ("manifest", String::new()),
+                E::DigestMismatch { .. } => ("digest", String::new()),
+                E::Crypto(_) => ("key", String::new()),
+                E::Location { .. } | E::Store(_) => return Err(dr_error(err)),
+            };
+            pb::BackupValidation {
+                ok: false,
+                problem: problem.into(),
+                object,
+                message: err.to_string(),
+                node_id,
+                ..Default::default()
+            }
+        }
+    })
+}
+
 /// Writes backup `request` of a namespace this node holds, then validates it.
 pub async fn write(
     node: &ShardNode,

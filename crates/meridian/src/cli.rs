@@ -86,6 +86,13 @@ pub enum DrCommand {
         #[arg(long)]
         location: String,
     },
+    /// Reads a backup back on a node of its namespace's shard: every object
+    /// against the manifest, opened, digest compared. Names a missing or
+    /// damaged object and exits non-zero (the catalog marks it unverified).
+    Validate {
+        /// The backup's id (`meridian dr list`).
+        backup: String,
+    },
     /// The backup catalog: state, size, change sequence, location, verified.
     List {
         /// Only this namespace's backups.

@@ -295,6 +295,38 @@ fn detached_lab_and_client_commands() {
         catalog["backups"][0]["backup_id"], taken["backups"][0]["backup_id"],
         "{catalog}"
     );
+    let id = taken["backups"][0]["backup_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let valid = json(&["dr", "validate", &id, "--lab", &lab_arg]);
+    assert_eq!(valid["ok"], true, "{valid}");
+    // Damage one object: validation names it, exits non-zero, and the
+    // catalog no longer lists the backup as verified.
+    let chunk = dir
+        .path()
+        .join("us-vault/backups/cli")
+        .join(&id)
+        .join("chunk-000000");
+    let mut bytes = std::fs::read(&chunk).unwrap();
+    let middle = bytes.len() / 2;
+    bytes[middle] ^= 0x55;
+    std::fs::write(&chunk, &bytes).unwrap();
+    let output = meridian(&["dr", "validate", &id, "--output", "json", "--lab", &lab_arg]);
+    assert!(!output.status.success(), "a damaged backup validated");
+    // A failing command prints its report, then its error (both JSON).
+    let report: Value = serde_json::Deserializer::from_slice(&output.stdout)
+        .into_iter::<Value>()
+        .next()
+        .unwrap()
+        .unwrap();
+    assert_eq!(report["problem"], "damaged", "{report}");
+    assert!(
+        report["object"].as_str().unwrap().ends_with("chunk-000000"),
+        "{report}"
+    );
+    let catalog = json(&["dr", "list", "--namespace", "cli", "--lab", &lab_arg]);
+    assert_eq!(catalog["backups"][0]["verified"], false, "{catalog}");
     let audit = json(&["audit", "list", "--lab", &lab_arg]);
     assert!(
         audit["records"]

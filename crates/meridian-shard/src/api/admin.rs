@@ -1205,6 +1205,20 @@ impl Admin for AdminService {
         finish(&self.node.metrics, "Backup", None, started, result)
     }
 
+    async fn validate_backup(
+        &self,
+        request: Request<pb::ValidateBackupRequest>,
+    ) -> Result<Response<pb::BackupValidation>, Status> {
+        self.placement_only(
+            &request,
+            "Admin.ValidateBackup",
+            &request.get_ref().namespace,
+        )?;
+        let started = Instant::now();
+        let result = crate::backup::validate(&self.node, request.into_inner()).await;
+        finish(&self.node.metrics, "ValidateBackup", None, started, result)
+    }
+
     async fn get_rekey_status(
         &self,
         request: Request<pb::GetRekeyStatusRequest>,

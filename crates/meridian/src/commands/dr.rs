@@ -25,6 +25,36 @@ pub async fn run(format: OutputFormat, args: DrArgs) -> anyhow::Result<()> {
             let backup = control.snapshot(&namespace, &location).await?;
             print_backups(format, &[backup]);
         }
+        DrCommand::Validate { backup } => {
+            let answer = control.validate_backup(&backup).await?;
+            let validation = answer.validation.unwrap_or_default();
+            let message = if validation.ok {
+                format!(
+                    "backup {backup}: {} objects, {} records, {} bytes read back; digest matches",
+                    validation.objects, validation.records, validation.stored_bytes
+                )
+            } else {
+                validation.message.clone()
+            };
+            crate::output::emit_message(
+                format,
+                json!({
+                    "backup_id": backup,
+                    "ok": validation.ok,
+                    "objects": validation.objects,
+                    "records": validation.records,
+                    "stored_bytes": validation.stored_bytes,
+                    "problem": validation.problem,
+                    "object": validation.object,
+                    "message": validation.message,
+                    "node_id": validation.node_id,
+                }),
+                &message,
+            );
+            if !validation.ok {
+                anyhow::bail!("backup {backup} failed validation ({})", validation.problem);
+            }
+        }
         DrCommand::List { namespace } => {
             let backups = control
                 .list_backups(namespace.as_deref().unwrap_or_default())
