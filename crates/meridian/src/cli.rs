@@ -81,7 +81,13 @@ pub enum DrCommand {
     /// the namespace.
     Snapshot {
         /// The namespace.
-        namespace: String,
+        #[arg(required_unless_present = "all", conflicts_with = "all")]
+        namespace: Option<String>,
+        /// Every namespace, one after another (those the location's
+        /// jurisdictions do not allow are refused and listed; the command
+        /// then exits non-zero).
+        #[arg(long)]
+        all: bool,
         /// The location (`meridian dr location list`).
         #[arg(long)]
         location: String,

@@ -327,6 +327,23 @@ fn detached_lab_and_client_commands() {
     );
     let catalog = json(&["dr", "list", "--namespace", "cli", "--lab", &lab_arg]);
     assert_eq!(catalog["backups"][0]["verified"], false, "{catalog}");
+    // Every namespace at once.
+    let every = json(&[
+        "dr",
+        "snapshot",
+        "--all",
+        "--location",
+        "us-vault",
+        "--lab",
+        &lab_arg,
+    ]);
+    assert_eq!(every["refused"].as_array().unwrap().len(), 0, "{every}");
+    let taken = every["backups"].as_array().unwrap();
+    assert!(
+        taken.iter().any(|b| b["namespace"] == "cli")
+            && taken.iter().all(|b| b["verified"] == true),
+        "{every}"
+    );
     let audit = json(&["audit", "list", "--lab", &lab_arg]);
     assert!(
         audit["records"]

@@ -14,8 +14,9 @@ pub async fn run(format: OutputFormat, args: DrArgs) -> anyhow::Result<()> {
     };
     match args.command {
         DrCommand::Snapshot {
-            namespace,
+            namespace: Some(namespace),
             location,
+            ..
         } => {
             if format == OutputFormat::Table {
                 eprintln!(
@@ -25,6 +26,11 @@ pub async fn run(format: OutputFormat, args: DrArgs) -> anyhow::Result<()> {
             let backup = control.snapshot(&namespace, &location).await?;
             print_backups(format, &[backup]);
         }
+        DrCommand::Snapshot {
+            namespace: None,
+            location,
+            ..
+        } => snapshot_all(format, &control, &location).await?,
         DrCommand::Validate { backup } => {
             let answer = control.validate_backup(&backup).await?;
             let validation = answer.validation.unwrap_or_default();
@@ -87,22 +93,61 @@ pub async fn run(format: OutputFormat, args: DrArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn print_backups(format: OutputFormat, backups: &[pb::BackupInfo]) {
-    let rows = backups
-        .iter()
-        .map(|b| {
-            vec![
-                b.backup_id.clone(),
-                b.namespace.clone(),
-                b.location.clone(),
-                b.change_seq.to_string(),
-                b.key_count.to_string(),
-                b.stored_bytes.to_string(),
-                if b.verified { "yes" } else { "no" }.to_string(),
-                format!("{}/{}", b.shard, b.node_id),
-            ]
-        })
-        .collect();
+/// Backs every namespace up to `location`, one after another; refusals are
+/// collected, reported, and make the command fail at the end.
+async fn snapshot_all(
+    format: OutputFormat,
+    control: &meridian_client::Client,
+    location: &str,
+) -> anyhow::Result<()> {
+    let placements = control.list_placements().await?.placements;
+    let (mut taken, mut refused) = (Vec::new(), Vec::new());
+    for (i, placement) in placements.iter().enumerate() {
+        if format == OutputFormat::Table {
+            eprintln!(
+                "[{}/{}] backing up {} to {location}...",
+                i + 1,
+                placements.len(),
+                placement.name
+            );
+        }
+        match control.snapshot(&placement.name, location).await {
+            Ok(backup) => taken.push(backup),
+            Err(err) => refused.push((placement.name.clone(), err.to_string())),
+        }
+    }
+    match format {
+        OutputFormat::Json => {
+            let mut report = backups_json(&taken);
+            report["refused"] = json!(
+                refused
+                    .iter()
+                    .map(|(namespace, error)| json!({ "namespace": namespace, "error": error }))
+                    .collect::<Vec<_>>()
+            );
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
+        }
+        OutputFormat::Table => {
+            print_backups(format, &taken);
+            for (namespace, error) in &refused {
+                eprintln!("not backed up: {namespace}: {error}");
+            }
+        }
+    }
+    if !refused.is_empty() {
+        anyhow::bail!(
+            "{} of {} namespaces were not backed up",
+            refused.len(),
+            placements.len()
+        );
+    }
+    Ok(())
+}
+
+fn backups_json(backups: &[pb::BackupInfo]) -> serde_json::Value {
     let json_backups: Vec<_> = backups
         .iter()
         .map(|b| {
@@ -124,9 +169,28 @@ fn print_backups(format: OutputFormat, backups: &[pb::BackupInfo]) {
             })
         })
         .collect();
+    json!({ "backups": json_backups })
+}
+
+fn print_backups(format: OutputFormat, backups: &[pb::BackupInfo]) {
+    let rows = backups
+        .iter()
+        .map(|b| {
+            vec![
+                b.backup_id.clone(),
+                b.namespace.clone(),
+                b.location.clone(),
+                b.change_seq.to_string(),
+                b.key_count.to_string(),
+                b.stored_bytes.to_string(),
+                if b.verified { "yes" } else { "no" }.to_string(),
+                format!("{}/{}", b.shard, b.node_id),
+            ]
+        })
+        .collect();
     emit(
         format,
-        json!({ "backups": json_backups }),
+        backups_json(backups),
         &[
             "BACKUP",
             "NAMESPACE",
