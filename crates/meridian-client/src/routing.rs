@@ -13,6 +13,10 @@ use tonic::transport::Channel;
 
 /// One connection to a member; ready requests go out in one frame.
 type Conn = meridian_net::coalesce::Coalesce<Channel>;
+
+/// How long a node may take over a backup or its validation (a large
+/// namespace is read and written whole).
+const LONG_NODE_CALL: Duration = Duration::from_secs(3_600);
 use tonic::{Code, Status};
 
 /// How a replicated namespace's primary treats writes (see
@@ -504,29 +508,45 @@ impl Client {
         }
     }
 
-    /// Rotates the data key of the node at `address` and starts
-    /// re-encrypting its stored values (or reports the pass running).
-    pub async fn rekey_on(&self, address: &str) -> Result<pb::RekeyStatus, ClientError> {
-        let mut admin = AdminClient::new(self.channel(address)?);
-        let call = admin.rekey(pb::RekeyRequest {});
-        match tokio::time::timeout(self.options.attempt_timeout, call).await {
+    /// One Admin call to the node at `address` (no redirects, no retries),
+    /// answered within `limit` or UNAVAILABLE.
+    async fn admin_on<T, Fut>(
+        &self,
+        address: &str,
+        limit: Duration,
+        call: impl FnOnce(AdminClient<Conn>) -> Fut,
+    ) -> Result<T, ClientError>
+    where
+        Fut: std::future::Future<Output = Result<tonic::Response<T>, tonic::Status>>,
+    {
+        let admin = AdminClient::new(self.channel(address)?);
+        match tokio::time::timeout(limit, call(admin)).await {
             Ok(result) => Ok(result?.into_inner()),
             Err(_) => Err(ClientError::Unavailable(
-                format!("{address} did not answer").into(),
+                format!("{address} did not answer within {} ms", limit.as_millis()).into(),
             )),
         }
     }
 
+    /// Rotates the data key of the node at `address` and starts
+    /// re-encrypting its stored values (or reports the pass running).
+    pub async fn rekey_on(&self, address: &str) -> Result<pb::RekeyStatus, ClientError> {
+        self.admin_on(
+            address,
+            self.options.attempt_timeout,
+            |mut admin| async move { admin.rekey(pb::RekeyRequest {}).await },
+        )
+        .await
+    }
+
     /// Where the re-encryption pass of the node at `address` stands.
     pub async fn rekey_status_on(&self, address: &str) -> Result<pb::RekeyStatus, ClientError> {
-        let mut admin = AdminClient::new(self.channel(address)?);
-        let call = admin.get_rekey_status(pb::GetRekeyStatusRequest {});
-        match tokio::time::timeout(self.options.attempt_timeout, call).await {
-            Ok(result) => Ok(result?.into_inner()),
-            Err(_) => Err(ClientError::Unavailable(
-                format!("{address} did not answer").into(),
-            )),
-        }
+        self.admin_on(
+            address,
+            self.options.attempt_timeout,
+            |mut admin| async move { admin.get_rekey_status(pb::GetRekeyStatusRequest {}).await },
+        )
+        .await
     }
 
     /// Control plane: every shard that holds or held `namespace`'s bytes.
@@ -736,14 +756,10 @@ impl Client {
         address: &str,
         request: pb::BackupRequest,
     ) -> Result<pb::BackupResponse, ClientError> {
-        let mut admin = AdminClient::new(self.channel(address)?);
-        let call = admin.backup(request);
-        match tokio::time::timeout(Duration::from_secs(3_600), call).await {
-            Ok(result) => Ok(result?.into_inner()),
-            Err(_) => Err(ClientError::Unavailable(
-                format!("{address} did not finish the backup within an hour").into(),
-            )),
-        }
+        self.admin_on(address, LONG_NODE_CALL, |mut admin| async move {
+            admin.backup(request).await
+        })
+        .await
     }
 
     /// Asks the node at `address` to read a backup back and check it.
@@ -752,14 +768,10 @@ impl Client {
         address: &str,
         request: pb::ValidateBackupRequest,
     ) -> Result<pb::BackupValidation, ClientError> {
-        let mut admin = AdminClient::new(self.channel(address)?);
-        let call = admin.validate_backup(request);
-        match tokio::time::timeout(Duration::from_secs(3_600), call).await {
-            Ok(result) => Ok(result?.into_inner()),
-            Err(_) => Err(ClientError::Unavailable(
-                format!("{address} did not finish validating within an hour").into(),
-            )),
-        }
+        self.admin_on(address, LONG_NODE_CALL, |mut admin| async move {
+            admin.validate_backup(request).await
+        })
+        .await
     }
 
     /// Control plane: reads a catalogued backup back and checks it.

@@ -34,6 +34,16 @@ impl RecordDigest for Digest {
     }
 }
 
+/// The key-encryption key backups are sealed under: the node's key file.
+fn backup_kek(node: &ShardNode) -> Result<[u8; 32], ShardError> {
+    let Some(key_file) = node.config.node.key_file() else {
+        return Err(ShardError::NotApplicable(
+            "backups are encrypted with the node's key-encryption key: set node.encryption_key_file".into(),
+        ));
+    };
+    Ok(meridian_raft::at_rest::read_key_file(key_file)?)
+}
+
 fn dr_error(err: meridian_dr::DrError) -> ShardError {
     ShardError::Backup(err.to_string())
 }
@@ -45,12 +55,7 @@ pub async fn validate(
     request: pb::ValidateBackupRequest,
 ) -> Result<pb::BackupValidation, ShardError> {
     crate::limits::validate_namespace_name(&request.namespace)?;
-    let Some(key_file) = node.config.node.key_file() else {
-        return Err(ShardError::NotApplicable(
-            "backups are encrypted with the node's key-encryption key: set node.encryption_key_file".into(),
-        ));
-    };
-    let kek = meridian_raft::at_rest::read_key_file(key_file)?;
+    let kek = backup_kek(node)?;
     let location = meridian_dr::location::open(&request.location_url).map_err(dr_error)?;
     let node_id = node.id();
     let checked = async {
@@ -110,12 +115,7 @@ pub async fn write(
             message: "backup_id: 1-128 characters from A-Z, a-z, 0-9, '-', '_', '.', not starting with '.'".into(),
         }));
     }
-    let Some(key_file) = node.config.node.key_file() else {
-        return Err(ShardError::NotApplicable(
-            "backups are encrypted with the node's key-encryption key: set node.encryption_key_file".into(),
-        ));
-    };
-    let kek = meridian_raft::at_rest::read_key_file(key_file)?;
+    let kek = backup_kek(node)?;
     let location = meridian_dr::location::open(&request.location_url).map_err(dr_error)?;
     let applied_index = node.header().applied_index;
     let meta = BackupMeta {

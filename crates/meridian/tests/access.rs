@@ -33,25 +33,6 @@ fn material(lab: &Lab, name: &str) -> TlsMaterial {
         .unwrap()
 }
 
-/// Every file under `dir` (none if it does not exist).
-fn all_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut files = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            if entry.path().is_dir() {
-                pending.push(entry.path());
-            } else {
-                files.push(entry.path());
-            }
-        }
-    }
-    files
-}
-
 fn dialer_of(lab: &Lab, name: &str) -> Dialer {
     Dialer::new(Default::default(), Some(&material(lab, name)))
 }
@@ -584,7 +565,7 @@ async fn roles_grants_tokens_and_revocation() {
         other => panic!("an EU namespace was backed up to us-east: {other:?}"),
     }
     assert!(
-        all_files(&dir.path().join("us-vault")).is_empty(),
+        common::all_files(&dir.path().join("us-vault")).is_empty(),
         "a refused backup left objects behind"
     );
     let backup = admin.snapshot("eu-data", "eu-vault").await.unwrap();

@@ -11,29 +11,9 @@ use meridian_lab::{Lab, ProcessRole};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-/// Every file under `dir`.
-fn all_files(dir: &Path) -> Vec<PathBuf> {
-    let mut files = Vec::new();
-    let mut pending = vec![dir.to_path_buf()];
-    while let Some(dir) = pending.pop() {
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            continue;
-        };
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.is_dir() {
-                pending.push(path);
-            } else {
-                files.push(path);
-            }
-        }
-    }
-    files
-}
-
 /// Every file under `dir` whose bytes contain `marker`.
 fn files_containing(dir: &Path, marker: &[u8]) -> Vec<PathBuf> {
-    all_files(dir)
+    common::all_files(dir)
         .into_iter()
         .filter(|path| {
             std::fs::read(path).is_ok_and(|bytes| bytes.windows(marker.len()).any(|w| w == marker))
@@ -138,7 +118,7 @@ async fn stored_bytes_are_encrypted_and_snapshots_carry_their_keys() {
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let snapshots = all_files(&sealed_dir);
+    let snapshots = common::all_files(&sealed_dir);
     assert!(
         snapshots
             .iter()
@@ -315,7 +295,7 @@ async fn a_node_writes_a_verified_encrypted_backup() {
     assert_eq!(backup.key_count, 2_500, "{backup:?}");
     assert_eq!(backup.digest, expected.digest, "{backup:?}");
     assert!(backup.objects >= 1 && backup.stored_bytes > 0, "{backup:?}");
-    let files = all_files(&backups);
+    let files = common::all_files(&backups);
     assert!(
         files.iter().any(|f| f.ends_with("manifest.json")),
         "{files:?}"

@@ -269,3 +269,23 @@ pub fn us_east_with_eu_standby(name: &str) -> pb::Placement {
         ..Default::default()
     }
 }
+
+/// Every file under `dir` (none if it does not exist), for byte scans.
+pub fn all_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(dir) = pending.pop() {
+        let Ok(entries) = std::fs::read_dir(&dir) else {
+            continue;
+        };
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                files.push(path);
+            }
+        }
+    }
+    files
+}
