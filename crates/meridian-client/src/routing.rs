@@ -808,6 +808,70 @@ impl Client {
         Ok(response.backup.unwrap_or_default())
     }
 
+    /// Shard: loads a backup into a namespace on the shard's leader; the
+    /// stream carries progress, the last message the result. Not retried
+    /// once sent (the caller decides: a restore asked again starts over).
+    pub async fn restore(
+        &self,
+        request: pb::RestoreRequest,
+    ) -> Result<tonic::Streaming<pb::RestoreProgress>, ClientError> {
+        self.call(CallKind::Write, |channel| {
+            let request = request.clone();
+            async move { AdminClient::new(channel).restore(request).await }
+        })
+        .await
+    }
+
+    /// Control plane: starts restoring catalogued backup `request.backup_id`.
+    pub async fn start_restore(
+        &self,
+        request: pb::RestoreBackupRequest,
+    ) -> Result<pb::JobInfo, ClientError> {
+        let response = self
+            .call(CallKind::Write, |channel| {
+                let request = request.clone();
+                async move { ControlClient::new(channel).restore(request).await }
+            })
+            .await?;
+        Ok(response.job.unwrap_or_default())
+    }
+
+    /// Control plane: every job.
+    pub async fn list_jobs(&self) -> Result<Vec<pb::JobInfo>, ClientError> {
+        let response = self
+            .call(CallKind::LeaderRead, |channel| async move {
+                ControlClient::new(channel)
+                    .list_jobs(pb::ListJobsRequest {})
+                    .await
+            })
+            .await?;
+        Ok(response.jobs)
+    }
+
+    /// Control plane: one job.
+    pub async fn get_job(&self, id: u64) -> Result<pb::JobInfo, ClientError> {
+        let response = self
+            .call(CallKind::LeaderRead, |channel| async move {
+                ControlClient::new(channel)
+                    .get_job(pb::GetJobRequest { id })
+                    .await
+            })
+            .await?;
+        Ok(response.job.unwrap_or_default())
+    }
+
+    /// Control plane: asks a running job to stop.
+    pub async fn cancel_job(&self, id: u64) -> Result<pb::JobInfo, ClientError> {
+        let response = self
+            .call(CallKind::Write, |channel| async move {
+                ControlClient::new(channel)
+                    .cancel_job(pb::CancelJobRequest { id })
+                    .await
+            })
+            .await?;
+        Ok(response.job.unwrap_or_default())
+    }
+
     /// Control plane: the backup catalog (of one namespace, or all).
     pub async fn list_backups(&self, namespace: &str) -> Result<Vec<pb::BackupInfo>, ClientError> {
         let request = pb::ListBackupsRequest {

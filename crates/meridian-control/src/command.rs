@@ -201,11 +201,54 @@ pub enum ControlCommand {
         /// Who asked.
         requester: Requester,
     },
-    /// Records a backup written and verified by a node.
+    /// Records a backup written and verified by a node (format 1 entries,
+    /// as older logs hold them; new ones are [`ControlCommand::CatalogBackup`]).
     RecordBackup {
+        /// The backup.
+        backup: crate::model::BackupRecordV1,
+        /// Who asked for it.
+        requester: Requester,
+    },
+    /// Records a backup written and verified by a node (or a new check's
+    /// result for one in the catalog).
+    CatalogBackup {
         /// The backup.
         backup: crate::model::BackupRecord,
         /// Who asked for it.
+        requester: Requester,
+    },
+    /// Starts a job (its id is the next after the highest so far). A
+    /// restore reserves its target's name until it ends.
+    StartJob {
+        /// What it does.
+        spec: crate::model::JobSpec,
+        /// Who asked.
+        requester: Requester,
+    },
+    /// Records a running job's progress (not audited: it only moves a bar).
+    UpdateJob {
+        /// The job.
+        id: u64,
+        /// Where it is.
+        progress: crate::model::JobProgress,
+        /// The leader driving it.
+        requester: Requester,
+    },
+    /// Ends a running job; a restore that succeeded places and routes its
+    /// namespace in the same step.
+    EndJob {
+        /// The job.
+        id: u64,
+        /// How it ended.
+        outcome: crate::model::JobOutcome,
+        /// The leader driving it.
+        requester: Requester,
+    },
+    /// Asks a running job to stop.
+    CancelJob {
+        /// The job.
+        id: u64,
+        /// Who asked.
         requester: Requester,
     },
 }
@@ -311,6 +354,25 @@ pub enum ControlRejection {
         /// The rule.
         reason: String,
     },
+    /// No job with this id.
+    #[error("no job {0} (meridian jobs list)")]
+    JobNotFound(u64),
+    /// The job has ended; it takes no more changes.
+    #[error("job {id} has ended ({state})")]
+    JobEnded {
+        /// The job.
+        id: u64,
+        /// How it ended.
+        state: String,
+    },
+    /// A running job is making a namespace of this name.
+    #[error("namespace name {name:?} is reserved by running job {job} (meridian jobs show {job})")]
+    NameReserved {
+        /// The name.
+        name: String,
+        /// The job.
+        job: u64,
+    },
 }
 
 /// The result of a command.
@@ -366,6 +428,8 @@ pub enum ControlResult {
     LocationStored(crate::model::BackupLocation),
     /// The backup is in the catalog.
     BackupRecorded,
+    /// The job as it now stands.
+    Job(crate::model::Job),
 }
 
 #[cfg(test)]

@@ -1,5 +1,6 @@
 //! Disaster-recovery rules the control plane decides (pure, table-tested):
-//! which backup locations may exist.
+//! which backup locations may exist, where a backup may go, and where and
+//! how a backup may be restored.
 
 use crate::command::ControlRejection;
 use crate::model::{BackupLocation, Region};
@@ -77,6 +78,119 @@ pub fn check_backup_target(
             location.name, location.region, location.jurisdictions
         ))
     }
+}
+
+/// What a restore was asked for.
+#[derive(Debug, Clone, Default)]
+pub struct RestoreAsk {
+    /// Target name (empty: the backup's namespace).
+    pub as_name: String,
+    /// Region (empty: the namespace's home region if it still exists, else
+    /// the location's region).
+    pub region: String,
+    /// Change sequence (0: the backup's).
+    pub at_seq: u64,
+}
+
+/// Decides a restore of `backup` (pure): the target, its region and
+/// placement, or the rule that refuses it. The data may only go to a region
+/// whose jurisdictions the backup's namespace allowed (residency fails
+/// closed: no default region instead); the backup must be verified; the
+/// target is a region-locked namespace with the backup's jurisdictions
+/// (standbys can be added once it exists).
+pub fn plan_restore(
+    backup: &crate::model::BackupRecord,
+    current: Option<&crate::model::Namespace>,
+    regions: &BTreeMap<String, Region>,
+    locations: &BTreeMap<String, BackupLocation>,
+    ask: &RestoreAsk,
+) -> Result<crate::model::RestoreSpec, String> {
+    if !backup.verified {
+        return Err(format!(
+            "backup {} is not verified (its last check failed); a restore needs a verified backup (meridian dr validate {})",
+            backup.backup_id, backup.backup_id
+        ));
+    }
+    if !locations.contains_key(&backup.location) {
+        return Err(format!(
+            "backup {}: its location {:?} is not known",
+            backup.backup_id, backup.location
+        ));
+    }
+    let jurisdictions = if !backup.jurisdictions.is_empty() {
+        backup.jurisdictions.clone()
+    } else if let Some(ns) = current {
+        ns.policy.allowed_jurisdictions.clone()
+    } else {
+        return Err(format!(
+            "backup {} does not record its namespace's jurisdictions and namespace {:?} is gone, so where it may be restored cannot be decided",
+            backup.backup_id, backup.namespace
+        ));
+    };
+    let region_name = if !ask.region.is_empty() {
+        ask.region.clone()
+    } else if let Some(ns) = current {
+        ns.policy.home_region.clone()
+    } else {
+        backup.location_region.clone()
+    };
+    let Some(region) = regions.get(&region_name) else {
+        return Err(format!(
+            "unknown region {region_name:?}; regions: {}",
+            regions.keys().cloned().collect::<Vec<_>>().join(", ")
+        ));
+    };
+    if !meridian_access::residency::may_hold(&jurisdictions, &region.jurisdictions) {
+        return Err(format!(
+            "residency: backup {} holds namespace {:?}, which may only be held in jurisdictions {:?}; region {} is {:?}, so it is not restored there",
+            backup.backup_id, backup.namespace, jurisdictions, region.name, region.jurisdictions
+        ));
+    }
+    let at_seq = if ask.at_seq == 0 {
+        backup.change_seq
+    } else {
+        ask.at_seq
+    };
+    if at_seq != backup.change_seq {
+        return Err(format!(
+            "backup {} is consistent at change {}; restoring to change {at_seq} needs an incremental chain reaching it, and incremental backups are not available yet",
+            backup.backup_id, backup.change_seq
+        ));
+    }
+    let target = if ask.as_name.is_empty() {
+        backup.namespace.clone()
+    } else {
+        ask.as_name.clone()
+    };
+    // The shards' rule for names (meridian_shard::limits), checked here so
+    // a bad name is refused before a job starts.
+    let name_ok = !target.is_empty()
+        && target.len() <= 63
+        && target
+            .bytes()
+            .next()
+            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
+        && target
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+    if !name_ok {
+        return Err(format!(
+            "namespace name {target:?}: 1-63 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit"
+        ));
+    }
+    Ok(crate::model::RestoreSpec {
+        backup_id: backup.backup_id.clone(),
+        source_namespace: backup.namespace.clone(),
+        target,
+        location: backup.location.clone(),
+        at_seq,
+        policy: crate::model::PlacementPolicy {
+            home_region: region.name.clone(),
+            mode: crate::model::NamespaceMode::RegionLocked,
+            standby_regions: Vec::new(),
+            allowed_jurisdictions: jurisdictions,
+        },
+    })
 }
 
 #[cfg(test)]
@@ -172,5 +286,68 @@ mod tests {
         let completed =
             check_location(location("u", "us-east", &[]), &regions(), &existing).unwrap();
         assert_eq!(completed.jurisdictions, regions()["us-east"].jurisdictions);
+    }
+
+    fn backup(jurisdictions: &[&str], verified: bool) -> crate::model::BackupRecord {
+        crate::model::BackupRecord {
+            backup_id: "gdpr-1-aa".into(),
+            namespace: "gdpr".into(),
+            location: "eu-vault".into(),
+            location_region: "eu-west".into(),
+            shard: "eu-west-a".into(),
+            node_id: 1,
+            change_seq: 40,
+            key_count: 10,
+            digest: "d".into(),
+            stored_bytes: 1,
+            objects: 1,
+            verified,
+            created_unix_ms: 1,
+            elapsed_ms: 1,
+            jurisdictions: jurisdictions.iter().map(|t| t.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn restore_rules() {
+        let locations: BTreeMap<String, BackupLocation> = [(
+            "eu-vault".to_string(),
+            location("eu-vault", "eu-west", &["EU"]),
+        )]
+        .into();
+        let ask = |as_name: &str, region: &str, at_seq| RestoreAsk {
+            as_name: as_name.into(),
+            region: region.into(),
+            at_seq,
+        };
+        // (case, backup, ask, Ok((target, region)) or Err(refusal containing))
+        let cases: Vec<(&str, crate::model::BackupRecord, RestoreAsk, Result<(&str, &str), &str>)> = vec![
+            ("defaults: own name, location's region", backup(&["EU"], true), ask("", "", 0), Ok(("gdpr", "eu-west"))),
+            ("a new name in an allowed region", backup(&["EU"], true), ask("gdpr2", "eu-west", 40), Ok(("gdpr2", "eu-west"))),
+            ("a region outside the jurisdictions", backup(&["EU"], true), ask("x", "us-east", 0), Err("residency")),
+            ("an unknown region", backup(&["EU"], true), ask("x", "mars", 0), Err("unknown region")),
+            ("an unverified backup", backup(&["EU"], false), ask("x", "eu-west", 0), Err("not verified")),
+            ("another change without a chain", backup(&["EU"], true), ask("x", "eu-west", 41), Err("incremental")),
+            ("no recorded jurisdictions, namespace gone", backup(&[], true), ask("x", "eu-west", 0), Err("cannot be decided")),
+            ("a bad target name", backup(&["EU"], true), ask("Bad Name", "eu-west", 0), Err("1-63 characters")),
+        ];
+        for (case, record, asked, expected) in cases {
+            match (plan_restore(&record, None, &regions(), &locations, &asked), expected) {
+                (Ok(spec), Ok((target, region))) => {
+                    assert_eq!(spec.target, target, "{case}");
+                    assert_eq!(spec.policy.home_region, region, "{case}");
+                    assert_eq!(spec.policy.allowed_jurisdictions, record.jurisdictions, "{case}");
+                    assert_eq!(spec.at_seq, 40, "{case}");
+                }
+                (Err(err), Err(why)) => assert!(err.contains(why), "{case}: {err}"),
+                (other, _) => panic!("{case}: {other:?}"),
+            }
+        }
+        let no_locations = BTreeMap::new();
+        assert!(
+            plan_restore(&backup(&["EU"], true), None, &regions(), &no_locations, &ask("", "", 0))
+                .unwrap_err()
+                .contains("not known")
+        );
     }
 }

@@ -74,6 +74,9 @@ impl ControlError {
                 Code::FailedPrecondition
             }
             ControlError::Rejected(ControlRejection::Location { .. }) => Code::FailedPrecondition,
+            ControlError::Rejected(ControlRejection::JobNotFound(_)) => Code::NotFound,
+            ControlError::Rejected(ControlRejection::JobEnded { .. }) => Code::FailedPrecondition,
+            ControlError::Rejected(ControlRejection::NameReserved { .. }) => Code::AlreadyExists,
             ControlError::Rejected(ControlRejection::Access(err)) => {
                 use meridian_access::AccessError as E;
                 match err {

@@ -32,6 +32,7 @@ pub mod deletion;
 pub mod dr;
 pub mod error;
 pub mod failover;
+pub mod jobs;
 pub mod lease;
 pub mod model;
 pub mod node;

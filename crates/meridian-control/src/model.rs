@@ -223,6 +223,40 @@ pub struct BackupLocation {
     pub jurisdictions: BTreeSet<String>,
 }
 
+/// Format 1 of [`BackupRecord`] (before jurisdictions were recorded): read
+/// from older catalogs and Raft logs, upgraded with none.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackupRecordV1 {
+    /// Its id.
+    pub backup_id: String,
+    /// The namespace.
+    pub namespace: String,
+    /// The location it is in.
+    pub location: String,
+    /// The location's region.
+    pub location_region: String,
+    /// The shard and node that wrote it.
+    pub shard: String,
+    /// The node.
+    pub node_id: u64,
+    /// The change sequence it is consistent at.
+    pub change_seq: u64,
+    /// Keys.
+    pub key_count: u64,
+    /// The namespace's digest at `change_seq`.
+    pub digest: String,
+    /// Stored bytes.
+    pub stored_bytes: u64,
+    /// Objects (chunks).
+    pub objects: u32,
+    /// Read back and digest-checked after writing.
+    pub verified: bool,
+    /// When it was taken (Unix ms).
+    pub created_unix_ms: u64,
+    /// How long it took.
+    pub elapsed_ms: u64,
+}
+
 /// A backup in the catalog.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct BackupRecord {
@@ -254,6 +288,163 @@ pub struct BackupRecord {
     pub created_unix_ms: u64,
     /// How long it took.
     pub elapsed_ms: u64,
+    /// The namespace's allowed jurisdictions when it was backed up: where a
+    /// restore may put it (empty for format-1 entries, which restore only
+    /// under the namespace's current policy).
+    pub jurisdictions: BTreeSet<String>,
+}
+
+impl From<BackupRecordV1> for BackupRecord {
+    fn from(old: BackupRecordV1) -> Self {
+        BackupRecord {
+            backup_id: old.backup_id,
+            namespace: old.namespace,
+            location: old.location,
+            location_region: old.location_region,
+            shard: old.shard,
+            node_id: old.node_id,
+            change_seq: old.change_seq,
+            key_count: old.key_count,
+            digest: old.digest,
+            stored_bytes: old.stored_bytes,
+            objects: old.objects,
+            verified: old.verified,
+            created_unix_ms: old.created_unix_ms,
+            elapsed_ms: old.elapsed_ms,
+            jurisdictions: BTreeSet::new(),
+        }
+    }
+}
+
+/// What a long-running job does.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub enum JobSpec {
+    /// Restores a catalogued backup into a namespace.
+    Restore(RestoreSpec),
+}
+
+/// A restore: which backup, into which name and region, under which policy.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RestoreSpec {
+    /// The backup.
+    pub backup_id: String,
+    /// The namespace it was taken of.
+    pub source_namespace: String,
+    /// The namespace it makes.
+    pub target: String,
+    /// The location it is read from.
+    pub location: String,
+    /// The change sequence it restores to.
+    pub at_seq: u64,
+    /// The target's placement (home = the region restored into, the
+    /// backup's jurisdictions), decided when the job started.
+    pub policy: PlacementPolicy,
+}
+
+impl JobSpec {
+    /// The namespace the job makes or changes.
+    pub fn namespace(&self) -> &str {
+        match self {
+            JobSpec::Restore(restore) => &restore.target,
+        }
+    }
+
+    /// The kind, as `jobs list` shows it.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            JobSpec::Restore(_) => "restore",
+        }
+    }
+}
+
+/// Where a job is.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub enum JobState {
+    /// The leader drives it (a new leader picks it up).
+    Running,
+    /// It finished.
+    Succeeded,
+    /// It stopped on an error and undid what it made.
+    Failed,
+    /// It was cancelled and undid what it made.
+    Cancelled,
+}
+
+/// A long-running job the control-plane leader drives.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Job {
+    /// Its id (1, 2, ...).
+    pub id: u64,
+    /// What it does.
+    pub spec: JobSpec,
+    /// Where it is.
+    pub state: JobState,
+    /// The step it is at.
+    pub step: String,
+    /// The shard it works on (empty until chosen).
+    pub shard: String,
+    /// Progress: units done of the total.
+    pub done_units: u64,
+    /// Units in all (0: not known yet).
+    pub total_units: u64,
+    /// When it was started (Unix ms, the requester's clock).
+    pub created_unix_ms: u64,
+    /// When it last changed.
+    pub updated_unix_ms: u64,
+    /// The outcome or the reason it stopped.
+    pub message: String,
+    /// Who started it.
+    pub requested_by: String,
+    /// Times a leader (re)started it.
+    pub attempts: u32,
+    /// Someone asked it to stop.
+    pub cancel_requested: bool,
+    /// The digest it ended with (restores).
+    pub digest: String,
+    /// The change sequence it ended at (restores).
+    pub change_seq: u64,
+}
+
+impl Job {
+    /// Whether it still runs.
+    pub fn is_running(&self) -> bool {
+        self.state == JobState::Running
+    }
+}
+
+/// Progress of a running job, as its driver reports it.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JobProgress {
+    /// The step.
+    pub step: String,
+    /// The shard it works on.
+    pub shard: String,
+    /// Units done.
+    pub done_units: u64,
+    /// Units in all.
+    pub total_units: u64,
+    /// Times a leader (re)started it.
+    pub attempts: u32,
+}
+
+/// How a job ended.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct JobOutcome {
+    /// Succeeded, failed or cancelled.
+    pub state: JobState,
+    /// The outcome or the reason.
+    pub message: String,
+    /// The digest it ended with.
+    pub digest: String,
+    /// The change sequence it ended at.
+    pub change_seq: u64,
+    /// A restore that succeeded: the shard whose copy becomes the
+    /// namespace (placed and routed by the same command).
+    pub place_on: Option<String>,
+    /// A job that failed or was cancelled: a shard that may hold part of
+    /// what it made; recorded as a deletion, so the copy surely goes (and
+    /// is never adopted by a namespace of the same name).
+    pub leftover_on: Option<String>,
 }
 
 /// One row of the routing table.

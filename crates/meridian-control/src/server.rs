@@ -123,6 +123,7 @@ pub async fn run(
     let refusals = tokio::spawn(node.clone().record_refusals());
     let prober = tokio::spawn(crate::failover::run(node.clone()));
     let deleter = tokio::spawn(crate::deletion::run(node.clone()));
+    let jobs = tokio::spawn(crate::jobs::run(node.clone()));
     let health_node = node.clone();
     let health_task = tokio::spawn(serve::report_health(
         health_reporter,
@@ -198,6 +199,7 @@ pub async fn run(
     refusals.abort();
     prober.abort();
     deleter.abort();
+    jobs.abort();
     health_task.abort();
     node.raft.engine.sync_now()?;
     Ok(())

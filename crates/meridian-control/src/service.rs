@@ -1,6 +1,6 @@
 //! The `meridian.v1.Control` gRPC service. Protobuf conversions live here.
 
-use crate::command::{ControlCommand, ControlResult, RefusedCall, Requester};
+use crate::command::{ControlCommand, ControlRejection, ControlResult, RefusedCall, Requester};
 use crate::error::ControlError;
 use crate::model::{Namespace, NamespaceMode, PlacementPolicy, Region, ShardMember};
 use crate::node::{ControlNode, now_unix_ms};
@@ -298,7 +298,7 @@ fn policy_from(placement: pb::Placement) -> Result<(String, PlacementPolicy), Co
 }
 
 /// A client for administrative calls on `shard`'s members.
-fn shard_admin_client(
+pub(crate) fn shard_admin_client(
     shard: &crate::model::Shard,
     dialer: &meridian_net::Dialer,
 ) -> Result<meridian_client::Client, ControlError> {
@@ -328,6 +328,44 @@ fn backup_info(b: &crate::model::BackupRecord) -> pb::BackupInfo {
         verified: b.verified,
         created_unix_ms: b.created_unix_ms,
         elapsed_ms: b.elapsed_ms,
+        jurisdictions: b.jurisdictions.iter().cloned().collect(),
+    }
+}
+
+/// A job as the API shows it.
+pub fn job_info(job: &crate::model::Job) -> pb::JobInfo {
+    use crate::model::{JobSpec, JobState};
+    let (source, region) = match &job.spec {
+        JobSpec::Restore(r) => (r.backup_id.clone(), r.policy.home_region.clone()),
+    };
+    pb::JobInfo {
+        id: job.id,
+        kind: job.spec.kind().into(),
+        state: match job.state {
+            JobState::Running => pb::JobState::Running,
+            JobState::Succeeded => pb::JobState::Succeeded,
+            JobState::Failed => pb::JobState::Failed,
+            JobState::Cancelled => pb::JobState::Cancelled,
+        } as i32,
+        namespace: job.spec.namespace().into(),
+        source,
+        region,
+        shard: job.shard.clone(),
+        step: if job.cancel_requested && job.is_running() {
+            format!("{} (cancelling)", job.step)
+        } else {
+            job.step.clone()
+        },
+        done_units: job.done_units,
+        total_units: job.total_units,
+        units: "records".into(),
+        created_unix_ms: job.created_unix_ms,
+        updated_unix_ms: job.updated_unix_ms,
+        message: job.message.clone(),
+        requested_by: job.requested_by.clone(),
+        attempts: job.attempts,
+        digest: job.digest.clone(),
+        change_seq: job.change_seq,
     }
 }
 
@@ -677,9 +715,10 @@ impl Control for ControlService {
             verified: written.verified,
             created_unix_ms: requester.at_unix_ms,
             elapsed_ms: written.elapsed_ms,
+            jurisdictions: ns.policy.allowed_jurisdictions.clone(),
         };
         self.node
-            .propose(ControlCommand::RecordBackup {
+            .propose(ControlCommand::CatalogBackup {
                 backup: record.clone(),
                 requester,
             })
@@ -757,7 +796,7 @@ impl Control for ControlService {
             // The catalog says what the last check found.
             record.verified = validation.ok;
             self.node
-                .propose(ControlCommand::RecordBackup {
+                .propose(ControlCommand::CatalogBackup {
                     backup: record.clone(),
                     requester,
                 })
@@ -767,6 +806,124 @@ impl Control for ControlService {
             backup: Some(backup_info(&record)),
             validation: Some(validation),
         }))
+    }
+
+    async fn restore(
+        &self,
+        request: Request<pb::RestoreBackupRequest>,
+    ) -> Result<Response<pb::RestoreBackupResponse>, Status> {
+        let backup_id = request.get_ref().backup_id.clone();
+        self.node.read_barrier().await?;
+        let Some(record) = self.node.with_state(|s| s.backups.get(&backup_id).cloned()) else {
+            return Err(Status::not_found(format!(
+                "no backup {backup_id:?} in the catalog (meridian dr list)"
+            )));
+        };
+        // Reading the backup needs admin on its namespace; making the
+        // target, admin on the target.
+        let requester = self.authorize(
+            &request,
+            "Control.Restore",
+            Permission::Admin,
+            Target::Namespace(&record.namespace),
+        )?;
+        let as_name = request.get_ref().as_name.clone();
+        if !as_name.is_empty() && as_name != record.namespace {
+            self.authorize(
+                &request,
+                "Control.Restore",
+                Permission::Admin,
+                Target::Namespace(&as_name),
+            )?;
+        }
+        let asked = request.into_inner();
+        let ask = crate::dr::RestoreAsk {
+            as_name: asked.as_name,
+            region: asked.region,
+            at_seq: asked.at_seq,
+        };
+        let spec = self
+            .node
+            .with_state(|s| {
+                crate::dr::plan_restore(
+                    &record,
+                    s.namespaces.get(&record.namespace),
+                    &s.regions,
+                    &s.locations,
+                    &ask,
+                )
+            })
+            .map_err(Status::failed_precondition)?;
+        match self
+            .node
+            .propose(ControlCommand::StartJob {
+                spec: crate::model::JobSpec::Restore(spec),
+                requester,
+            })
+            .await?
+        {
+            ControlResult::Job(job) => Ok(Response::new(pb::RestoreBackupResponse {
+                job: Some(job_info(&job)),
+            })),
+            other => Err(Status::internal(format!("unexpected result {other:?}"))),
+        }
+    }
+
+    async fn list_jobs(
+        &self,
+        request: Request<pb::ListJobsRequest>,
+    ) -> Result<Response<pb::ListJobsResponse>, Status> {
+        self.authorize(&request, "Control.ListJobs", Permission::View, Target::Cluster)?;
+        self.node.read_barrier().await?;
+        let jobs = self.node.with_state(|s| s.jobs.values().map(job_info).collect());
+        Ok(Response::new(pb::ListJobsResponse { jobs }))
+    }
+
+    async fn get_job(
+        &self,
+        request: Request<pb::GetJobRequest>,
+    ) -> Result<Response<pb::GetJobResponse>, Status> {
+        let id = request.get_ref().id;
+        self.node.read_barrier().await?;
+        let Some(job) = self.node.with_state(|s| s.jobs.get(&id).cloned()) else {
+            return Err(ControlError::Rejected(ControlRejection::JobNotFound(id)).into());
+        };
+        self.authorize(
+            &request,
+            "Control.GetJob",
+            Permission::View,
+            Target::Namespace(job.spec.namespace()),
+        )?;
+        Ok(Response::new(pb::GetJobResponse {
+            job: Some(job_info(&job)),
+        }))
+    }
+
+    async fn cancel_job(
+        &self,
+        request: Request<pb::CancelJobRequest>,
+    ) -> Result<Response<pb::CancelJobResponse>, Status> {
+        let id = request.get_ref().id;
+        self.node.read_barrier().await?;
+        let Some(job) = self.node.with_state(|s| s.jobs.get(&id).cloned()) else {
+            return Err(ControlError::Rejected(ControlRejection::JobNotFound(id)).into());
+        };
+        let requester = self.authorize(
+            &request,
+            "Control.CancelJob",
+            Permission::Admin,
+            Target::Namespace(job.spec.namespace()),
+        )?;
+        match self
+            .node
+            .propose(ControlCommand::CancelJob { id, requester })
+            .await?
+        {
+            ControlResult::Job(job) => Ok(Response::new(pb::CancelJobResponse {
+                job: Some(job_info(&job)),
+            })),
+            other => Err(Status::internal(format!("unexpected result {other:?}"))),
+        }
     }
 
     async fn list_backups(

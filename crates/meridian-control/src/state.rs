@@ -34,6 +34,8 @@ pub enum Change {
     Locations,
     /// A backup was added to the catalog.
     Backup(String),
+    /// A job was started or changed.
+    Job(u64),
 }
 
 /// A new namespace's settings besides its placement: RPO gate, failover
@@ -78,6 +80,8 @@ pub struct ControlState {
     pub locations: BTreeMap<String, crate::model::BackupLocation>,
     /// The backup catalog by id.
     pub backups: BTreeMap<String, crate::model::BackupRecord>,
+    /// Long-running jobs by id.
+    pub jobs: BTreeMap<u64, crate::model::Job>,
     /// Namespaces per shard, derived from `namespaces` (placement picks the
     /// least-loaded shard; counting on every placement would cost O(namespaces)).
     /// Kept by `apply`; rebuilt by [`ControlState::rebuild_derived`] after loading.
@@ -274,6 +278,28 @@ impl ControlState {
                 );
             }
             return (ControlResult::Updated, changes);
+        }
+        if let ControlCommand::UpdateJob {
+            id,
+            progress,
+            requester,
+        } = command
+        {
+            // Progress only moves a bar: not audited.
+            let result = match self.update_job(id, progress, requester.at_unix_ms, &mut changes) {
+                Ok(job) => ControlResult::Job(job),
+                Err(rejection) => {
+                    let audit = self.audit(
+                        &requester,
+                        &format!("job {id}"),
+                        format!("progress of job {id}"),
+                        format!("refused: {rejection}"),
+                        &mut changes,
+                    );
+                    ControlResult::Rejected { rejection, audit }
+                }
+            };
+            return (result, changes);
         }
         let (requester, target, action) = describe(&command);
         let outcome = self.apply_inner(command, &mut changes);
@@ -511,8 +537,37 @@ impl ControlState {
             }
             ControlCommand::RecordBackup { backup, .. } => {
                 changes.push(Change::Backup(backup.backup_id.clone()));
+                self.backups
+                    .insert(backup.backup_id.clone(), backup.into());
+                Ok(ControlResult::BackupRecorded)
+            }
+            ControlCommand::CatalogBackup { backup, .. } => {
+                changes.push(Change::Backup(backup.backup_id.clone()));
                 self.backups.insert(backup.backup_id.clone(), backup);
                 Ok(ControlResult::BackupRecorded)
+            }
+            ControlCommand::StartJob { spec, requester } => {
+                self.start_job(spec, &requester, changes)
+            }
+            ControlCommand::UpdateJob {
+                id,
+                progress,
+                requester,
+            } => self
+                .update_job(id, progress, requester.at_unix_ms, changes)
+                .map(ControlResult::Job),
+            ControlCommand::EndJob {
+                id,
+                outcome,
+                requester,
+            } => self.end_job(id, outcome, requester.at_unix_ms, changes),
+            ControlCommand::CancelJob { id, requester } => {
+                let job = self.running_job(id)?;
+                job.cancel_requested = true;
+                job.updated_unix_ms = requester.at_unix_ms;
+                let job = job.clone();
+                changes.push(Change::Job(id));
+                Ok(ControlResult::Job(job))
             }
             ControlCommand::NamespaceCopyDeleted { name, shard, .. } => {
                 let Some(deletion) = self.deletions.get_mut(&name) else {
@@ -690,6 +745,16 @@ impl ControlState {
     /// A name whose earlier namespace still has copies somewhere cannot be
     /// placed: the new one must never adopt an old copy.
     fn check_not_being_deleted(&self, name: &str) -> Result<(), ControlRejection> {
+        if let Some(job) = self
+            .jobs
+            .values()
+            .find(|j| j.is_running() && j.spec.namespace() == name)
+        {
+            return Err(ControlRejection::NameReserved {
+                name: name.to_string(),
+                job: job.id,
+            });
+        }
         match self.deletions.get(name) {
             Some(deletion) => Err(ControlRejection::BeingDeleted {
                 name: name.to_string(),
@@ -702,6 +767,156 @@ impl ControlState {
             }),
             None => Ok(()),
         }
+    }
+
+    /// The shard a job should work on in `region`: `current` while it is
+    /// still a shard of that region with members, else the least-loaded one.
+    pub fn job_shard(&self, current: &str, region: &str) -> Result<Shard, ControlRejection> {
+        if let Some(shard) = self.shards.get(current)
+            && shard.region == region
+            && !shard.members.is_empty()
+        {
+            return Ok(shard.clone());
+        }
+        Ok(placement::choose_shard(region, &self.shards, &self.shard_load)?.clone())
+    }
+
+    fn running_job(&mut self, id: u64) -> Result<&mut crate::model::Job, ControlRejection> {
+        let job = self
+            .jobs
+            .get_mut(&id)
+            .ok_or(ControlRejection::JobNotFound(id))?;
+        if !job.is_running() {
+            return Err(ControlRejection::JobEnded {
+                id,
+                state: format!("{:?}", job.state).to_lowercase(),
+            });
+        }
+        Ok(job)
+    }
+
+    fn start_job(
+        &mut self,
+        spec: crate::model::JobSpec,
+        requester: &Requester,
+        changes: &mut Vec<Change>,
+    ) -> Result<ControlResult, ControlRejection> {
+        let target = spec.namespace().to_string();
+        if self.namespaces.contains_key(&target) {
+            return Err(ControlRejection::NamespaceExists(target));
+        }
+        self.check_not_being_deleted(&target)?;
+        match &spec {
+            crate::model::JobSpec::Restore(restore) => {
+                // The policy must hold now (regions can change while it
+                // runs; the final placement checks again).
+                placement::resolve_policy(&target, restore.policy.clone(), &self.regions)?;
+            }
+        }
+        let id = self.jobs.keys().next_back().map_or(1, |last| last + 1);
+        let job = crate::model::Job {
+            id,
+            spec,
+            state: crate::model::JobState::Running,
+            step: "starting".into(),
+            shard: String::new(),
+            done_units: 0,
+            total_units: 0,
+            created_unix_ms: requester.at_unix_ms,
+            updated_unix_ms: requester.at_unix_ms,
+            message: String::new(),
+            requested_by: requester.actor.clone(),
+            attempts: 0,
+            cancel_requested: false,
+            digest: String::new(),
+            change_seq: 0,
+        };
+        self.jobs.insert(id, job.clone());
+        changes.push(Change::Job(id));
+        Ok(ControlResult::Job(job))
+    }
+
+    fn update_job(
+        &mut self,
+        id: u64,
+        progress: crate::model::JobProgress,
+        at_unix_ms: u64,
+        changes: &mut Vec<Change>,
+    ) -> Result<crate::model::Job, ControlRejection> {
+        let job = self.running_job(id)?;
+        job.step = progress.step;
+        job.shard = progress.shard;
+        job.done_units = progress.done_units;
+        job.total_units = progress.total_units;
+        job.attempts = progress.attempts;
+        job.updated_unix_ms = at_unix_ms;
+        let job = job.clone();
+        changes.push(Change::Job(id));
+        Ok(job)
+    }
+
+    fn end_job(
+        &mut self,
+        id: u64,
+        outcome: crate::model::JobOutcome,
+        at_unix_ms: u64,
+        changes: &mut Vec<Change>,
+    ) -> Result<ControlResult, ControlRejection> {
+        let mut job = self.running_job(id)?.clone();
+        let placed = match (&job.spec, &outcome.place_on) {
+            (crate::model::JobSpec::Restore(restore), Some(shard))
+                if outcome.state == crate::model::JobState::Succeeded =>
+            {
+                // The job's reservation ends with the placement it makes.
+                self.jobs.remove(&id);
+                let placed = self.place(
+                    restore.target.clone(),
+                    restore.policy.clone(),
+                    Some((shard.clone(), Some(Vec::new()))),
+                    (Default::default(), Default::default(), Default::default()),
+                    changes,
+                );
+                let original = job.clone();
+                if placed.is_err() {
+                    self.jobs.insert(id, original);
+                }
+                Some(placed?)
+            }
+            (_, Some(_)) => {
+                return Err(ControlRejection::Placement(PlacementError::InvalidPolicy(
+                    "only a restore that succeeded places a namespace".into(),
+                )));
+            }
+            (_, None) => None,
+        };
+        if let Some(shard) = &outcome.leftover_on
+            && outcome.state != crate::model::JobState::Succeeded
+            && !self.namespaces.contains_key(job.spec.namespace())
+        {
+            let name = job.spec.namespace().to_string();
+            let deletion = self
+                .deletions
+                .entry(name.clone())
+                .or_insert_with(|| crate::model::Deletion {
+                    name: name.clone(),
+                    shards: Default::default(),
+                    requested_at_ms: at_unix_ms,
+                });
+            deletion.shards.insert(shard.clone());
+            changes.push(Change::Deletion(name));
+        }
+        job.state = outcome.state;
+        job.message = outcome.message;
+        job.digest = outcome.digest;
+        job.change_seq = outcome.change_seq;
+        job.step = "done".into();
+        job.updated_unix_ms = at_unix_ms;
+        if let Some(shard) = outcome.place_on {
+            job.shard = shard;
+        }
+        self.jobs.insert(id, job.clone());
+        changes.push(Change::Job(id));
+        Ok(placed.unwrap_or(ControlResult::Job(job)))
     }
 
     fn mismatch(&self, shard: &str, region: &str) -> ControlRejection {
@@ -909,6 +1124,54 @@ fn describe(command: &ControlCommand) -> (Requester, String, String) {
                 backup.stored_bytes,
                 backup.verified
             ),
+        ),
+        ControlCommand::CatalogBackup { backup, requester } => (
+            requester.clone(),
+            format!("namespace {}", backup.namespace),
+            format!(
+                "backup {} of namespace {} at change {} to location {} ({} keys, {} bytes, verified {})",
+                backup.backup_id,
+                backup.namespace,
+                backup.change_seq,
+                backup.location,
+                backup.key_count,
+                backup.stored_bytes,
+                backup.verified
+            ),
+        ),
+        ControlCommand::StartJob { spec, requester } => (
+            requester.clone(),
+            format!("namespace {}", spec.namespace()),
+            match spec {
+                crate::model::JobSpec::Restore(r) => format!(
+                    "start restore of backup {} (namespace {}) into namespace {} in region {} at change {}",
+                    r.backup_id, r.source_namespace, r.target, r.policy.home_region, r.at_seq
+                ),
+            },
+        ),
+        ControlCommand::UpdateJob { id, requester, .. } => (
+            requester.clone(),
+            format!("job {id}"),
+            format!("progress of job {id}"),
+        ),
+        ControlCommand::EndJob {
+            id,
+            outcome,
+            requester,
+        } => (
+            requester.clone(),
+            format!("job {id}"),
+            format!(
+                "end job {id}: {:?}{}{}",
+                outcome.state,
+                if outcome.message.is_empty() { "" } else { ": " },
+                outcome.message
+            ),
+        ),
+        ControlCommand::CancelJob { id, requester } => (
+            requester.clone(),
+            format!("job {id}"),
+            format!("cancel job {id}"),
         ),
         ControlCommand::PutLocation {
             location,

@@ -43,8 +43,36 @@ const LOCATIONS_KEY: &[u8] = b"dr_locations";
 const LOCATIONS_FORMAT: u8 = 1;
 /// Catalog entries: `dr_backup/ID`, a format byte, then postcard.
 const BACKUP_PREFIX: &[u8] = b"dr_backup/";
-/// Format of a stored catalog entry.
-const BACKUP_FORMAT: u8 = 1;
+/// Format of a stored catalog entry (2: with jurisdictions).
+const BACKUP_FORMAT: u8 = 2;
+/// The catalog format before jurisdictions, read and upgraded.
+const BACKUP_FORMAT_V1: u8 = 1;
+/// Jobs: `job/ID` (big-endian), a format byte, then postcard.
+const JOB_PREFIX: &[u8] = b"job/";
+/// Format of a stored job.
+const JOB_FORMAT: u8 = 1;
+
+fn job_key(id: u64) -> Vec<u8> {
+    let mut key = JOB_PREFIX.to_vec();
+    key.extend_from_slice(&id.to_be_bytes());
+    key
+}
+
+fn encode_job(job: &crate::model::Job) -> io::Result<Vec<u8>> {
+    postcard::to_extend(job, vec![JOB_FORMAT]).map_err(io::Error::other)
+}
+
+fn decode_job(raw: &[u8]) -> io::Result<crate::model::Job> {
+    match raw.split_first() {
+        Some((&JOB_FORMAT, body)) => {
+            postcard::from_bytes(body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        }
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a stored job has an unknown format",
+        )),
+    }
+}
 
 fn backup_key(id: &str) -> Vec<u8> {
     let mut key = BACKUP_PREFIX.to_vec();
@@ -61,6 +89,11 @@ fn decode_backup(raw: &[u8]) -> io::Result<crate::model::BackupRecord> {
         Some((&BACKUP_FORMAT, body)) => {
             postcard::from_bytes(body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
         }
+        Some((&BACKUP_FORMAT_V1, body)) => postcard::from_bytes::<crate::model::BackupRecordV1>(
+            body,
+        )
+        .map(Into::into)
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
         _ => Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "a backup catalog entry has an unknown format",
@@ -357,6 +390,11 @@ impl ControlStateMachine {
             let record = decode_backup(&self.sealer.open(&raw)?)?;
             state.backups.insert(record.backup_id.clone(), record);
         }
+        for guard in self.meta.prefix(JOB_PREFIX) {
+            let (_, raw) = guard.into_inner().map_err(to_io)?;
+            let job = decode_job(&self.sealer.open(&raw)?)?;
+            state.jobs.insert(job.id, job);
+        }
         if let Some(raw) = self.meta.get(LOCATIONS_KEY).map_err(to_io)? {
             state.locations = decode_locations(&self.sealer.open(&raw)?)?;
         }
@@ -440,6 +478,10 @@ impl ControlStateMachine {
                 Some(record) => batch.insert(&self.meta, backup_key(id), encode_backup(record)?),
                 None => batch.remove(&self.meta, backup_key(id)),
             },
+            Change::Job(id) => match state.jobs.get(id) {
+                Some(job) => batch.insert(&self.meta, job_key(*id), encode_job(job)?),
+                None => batch.remove(&self.meta, job_key(*id)),
+            },
             Change::Locations => batch.insert(
                 &self.meta,
                 LOCATIONS_KEY.to_vec(),
@@ -490,6 +532,7 @@ impl Application for ControlStateMachine {
                     | Change::Counters
                     | Change::Deletion(_)
                     | Change::Locations
+                    | Change::Job(_)
                     | Change::Backup(_) => {}
                 }
             }
@@ -720,7 +763,7 @@ mod tests {
         );
         assert_eq!(decode_locations(&stored).unwrap(), locations);
         assert!(decode_locations(&[9]).is_err());
-        let record = crate::model::BackupRecord {
+        let v1 = crate::model::BackupRecordV1 {
             backup_id: "orders-1796040000000-0a1b2c3d".into(),
             namespace: "orders".into(),
             location: "eu-vault".into(),
@@ -736,13 +779,64 @@ mod tests {
             created_unix_ms: 1_796_040_000_000,
             elapsed_ms: 420,
         };
+        // Format 1 (no jurisdictions) still loads, with none.
+        let mut old = vec![BACKUP_FORMAT_V1];
+        old.extend(postcard::to_stdvec(&v1).unwrap());
+        let old = golden("control-dr-backup-v1.bin", &old);
+        let upgraded: crate::model::BackupRecord = v1.into();
+        assert_eq!(decode_backup(&old).unwrap(), upgraded);
+        let record = crate::model::BackupRecord {
+            jurisdictions: ["EU".to_string()].into(),
+            ..upgraded
+        };
         let stored = encode_backup(&record).unwrap();
         assert_eq!(
             stored,
-            golden("control-dr-backup-v1.bin", &stored),
+            golden("control-dr-backup-v2.bin", &stored),
             "format changed"
         );
         assert_eq!(decode_backup(&stored).unwrap(), record);
+    }
+
+    #[test]
+    fn jobs_match_their_golden_sample() {
+        let job = crate::model::Job {
+            id: 3,
+            spec: crate::model::JobSpec::Restore(crate::model::RestoreSpec {
+                backup_id: "orders-1796040000000-0a1b2c3d".into(),
+                source_namespace: "orders".into(),
+                target: "orders-restored".into(),
+                location: "eu-vault".into(),
+                at_seq: 77,
+                policy: crate::model::PlacementPolicy {
+                    home_region: "eu-west".into(),
+                    mode: crate::model::NamespaceMode::RegionLocked,
+                    standby_regions: Vec::new(),
+                    allowed_jurisdictions: ["EU".to_string()].into(),
+                },
+            }),
+            state: crate::model::JobState::Running,
+            step: "loading".into(),
+            shard: "eu-west-a".into(),
+            done_units: 512,
+            total_units: 1_000,
+            created_unix_ms: 1_796_040_000_000,
+            updated_unix_ms: 1_796_040_001_000,
+            message: String::new(),
+            requested_by: "admin".into(),
+            attempts: 2,
+            cancel_requested: false,
+            digest: String::new(),
+            change_seq: 0,
+        };
+        let stored = encode_job(&job).unwrap();
+        assert_eq!(
+            stored,
+            golden("control-job-v1.bin", &stored),
+            "format changed"
+        );
+        assert_eq!(decode_job(&stored).unwrap(), job);
+        assert!(decode_job(&[9]).is_err());
     }
 
     #[test]

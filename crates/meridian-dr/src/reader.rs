@@ -40,30 +40,52 @@ pub async fn read_manifest(
     Manifest::decode(backup_id, &bytes)
 }
 
-/// Hands `each` the records of every object of `manifest`, in order, after
-/// checking the object's size and SHA-256 and opening it with the backup's
-/// key (unwrapped with `kek`). Stops at the first missing or damaged object,
-/// naming it.
-pub async fn for_each_chunk(
-    location: &Opened,
-    manifest: &Manifest,
-    kek: &[u8; 32],
-    mut each: impl FnMut(Vec<Record>) -> Result<(), DrError>,
-) -> Result<(), DrError> {
-    let backup = &manifest.backup_id;
-    let wrapped = hex::decode(&manifest.wrapped_key).map_err(|e| DrError::Manifest {
-        backup: backup.clone(),
-        reason: format!("wrapped_key is not hex: {e}"),
-    })?;
-    let key = DataKey::unwrap(kek, backup, &wrapped)?;
-    for (index, object) in manifest.objects.iter().enumerate() {
+/// Reads a backup's objects one at a time, in order: each checked for size
+/// and SHA-256 against the manifest and opened with the backup's key
+/// (unwrapped with the key-encryption key). The first missing or damaged
+/// object ends the read, naming it. Memory stays at one object.
+pub struct ChunkReader<'a> {
+    location: &'a Opened,
+    manifest: &'a Manifest,
+    key: DataKey,
+    next: usize,
+}
+
+impl<'a> ChunkReader<'a> {
+    /// A reader of `manifest`'s objects in `location`.
+    pub fn new(location: &'a Opened, manifest: &'a Manifest, kek: &[u8; 32]) -> Result<Self, DrError> {
+        let backup = &manifest.backup_id;
+        let wrapped = hex::decode(&manifest.wrapped_key).map_err(|e| DrError::Manifest {
+            backup: backup.clone(),
+            reason: format!("wrapped_key is not hex: {e}"),
+        })?;
+        let key = DataKey::unwrap(kek, backup, &wrapped)?;
+        Ok(Self {
+            location,
+            manifest,
+            key,
+            next: 0,
+        })
+    }
+
+    /// Stored bytes of the objects read so far.
+    pub fn bytes_read(&self) -> u64 {
+        self.manifest.objects[..self.next].iter().map(|o| o.size).sum()
+    }
+
+    /// The records of the next object; `None` after the last.
+    pub async fn next_chunk(&mut self) -> Result<Option<Vec<Record>>, DrError> {
+        let Some(object) = self.manifest.objects.get(self.next) else {
+            return Ok(None);
+        };
+        let backup = &self.manifest.backup_id;
         let damaged = |reason: String| DrError::Damaged {
             backup: backup.clone(),
             object: object.path.clone(),
             reason,
         };
         let path = Path::from(object.path.as_str());
-        let stored = match location.store.get(&path).await {
+        let stored = match self.location.store.get(&path).await {
             Ok(result) => result.bytes().await?,
             Err(object_store::Error::NotFound { .. }) => {
                 return Err(DrError::Missing {
@@ -87,10 +109,11 @@ pub async fn for_each_chunk(
                 object.sha256
             )));
         }
-        let index = u32::try_from(index).map_err(|_| damaged("too many objects".into()))?;
+        let index = u32::try_from(self.next).map_err(|_| damaged("too many objects".into()))?;
         let max_plain = usize::try_from(object.plain_bytes)
             .map_err(|_| damaged("plain size out of range".into()))?;
-        let records = key
+        let records = self
+            .key
             .open(backup, index, &stored, max_plain)
             .map_err(damaged)?;
         if records.len() as u64 != object.records {
@@ -100,6 +123,21 @@ pub async fn for_each_chunk(
                 object.records
             )));
         }
+        self.next += 1;
+        Ok(Some(records))
+    }
+}
+
+/// Hands `each` the records of every object of `manifest`, in order (see
+/// [`ChunkReader`] for the checks).
+pub async fn for_each_chunk(
+    location: &Opened,
+    manifest: &Manifest,
+    kek: &[u8; 32],
+    mut each: impl FnMut(Vec<Record>) -> Result<(), DrError>,
+) -> Result<(), DrError> {
+    let mut reader = ChunkReader::new(location, manifest, kek)?;
+    while let Some(records) = reader.next_chunk().await? {
         each(records)?;
     }
     Ok(())

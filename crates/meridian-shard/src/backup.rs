@@ -35,7 +35,7 @@ impl RecordDigest for Digest {
 }
 
 /// The key-encryption key backups are sealed under: the node's key file.
-fn backup_kek(node: &ShardNode) -> Result<[u8; 32], ShardError> {
+pub(crate) fn backup_kek(node: &ShardNode) -> Result<[u8; 32], ShardError> {
     let Some(key_file) = node.config.node.key_file() else {
         return Err(ShardError::NotApplicable(
             "backups are encrypted with the node's key-encryption key: set node.encryption_key_file".into(),
@@ -44,8 +44,32 @@ fn backup_kek(node: &ShardNode) -> Result<[u8; 32], ShardError> {
     Ok(meridian_raft::at_rest::read_key_file(key_file)?)
 }
 
-fn dr_error(err: meridian_dr::DrError) -> ShardError {
-    ShardError::Backup(err.to_string())
+pub(crate) fn dr_error(err: meridian_dr::DrError) -> ShardError {
+    use meridian_dr::DrError as E;
+    match err {
+        E::Missing { .. } | E::Damaged { .. } | E::Manifest { .. } | E::DigestMismatch { .. } => {
+            ShardError::BackupDamaged(err.to_string())
+        }
+        E::Location { .. } => ShardError::NotApplicable(err.to_string()),
+        E::Store(_) | E::Crypto(_) => ShardError::Backup(err.to_string()),
+    }
+}
+
+/// A backup id names a directory in the location: 1-128 characters from
+/// `A-Z a-z 0-9 - _ .`, not starting with `.` (no path tricks).
+pub(crate) fn check_backup_id(id: &str) -> Result<(), ShardError> {
+    if id.is_empty()
+        || id.len() > 128
+        || !id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+        || id.starts_with('.')
+    {
+        return Err(ShardError::Invalid(crate::limits::LimitError::Conflict {
+            message: "backup_id: 1-128 characters from A-Z, a-z, 0-9, '-', '_', '.', not starting with '.'".into(),
+        }));
+    }
+    Ok(())
 }
 
 /// Reads backup `request` back and checks it; a problem is the answer (not
@@ -55,6 +79,7 @@ pub async fn validate(
     request: pb::ValidateBackupRequest,
 ) -> Result<pb::BackupValidation, ShardError> {
     crate::limits::validate_namespace_name(&request.namespace)?;
+    check_backup_id(&request.backup_id)?;
     let kek = backup_kek(node)?;
     let location = meridian_dr::location::open(&request.location_url).map_err(dr_error)?;
     let node_id = node.id();
@@ -103,18 +128,7 @@ pub async fn write(
 ) -> Result<pb::BackupResponse, ShardError> {
     let started = Instant::now();
     crate::limits::validate_namespace_name(&request.namespace)?;
-    if request.backup_id.is_empty()
-        || request.backup_id.len() > 128
-        || !request
-            .backup_id
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
-        || request.backup_id.starts_with('.')
-    {
-        return Err(ShardError::Invalid(crate::limits::LimitError::Conflict {
-            message: "backup_id: 1-128 characters from A-Z, a-z, 0-9, '-', '_', '.', not starting with '.'".into(),
-        }));
-    }
+    check_backup_id(&request.backup_id)?;
     let kek = backup_kek(node)?;
     let location = meridian_dr::location::open(&request.location_url).map_err(dr_error)?;
     let applied_index = node.header().applied_index;

@@ -63,6 +63,11 @@ pub enum ShardError {
     /// message names the object or rule).
     #[error("backup: {0}")]
     Backup(String),
+    /// A backup is damaged, incomplete or does not give the digest it
+    /// recorded (DATA_LOSS; the message names the object): it cannot be
+    /// trusted, so nothing is restored from it.
+    #[error("backup: {0}")]
+    BackupDamaged(String),
     /// The operation does not apply to this node as configured
     /// (FAILED_PRECONDITION; the message says why).
     #[error("{0}")]
@@ -206,6 +211,7 @@ impl ShardError {
             ShardError::Raft(_) => Code::Unavailable,
             ShardError::NotApplicable(_) => Code::FailedPrecondition,
             ShardError::Backup(_) => Code::Internal,
+            ShardError::BackupDamaged(_) => Code::DataLoss,
             ShardError::Residency(_) => Code::FailedPrecondition,
             ShardError::Net(_) => Code::Internal,
             ShardError::NoLease { .. }

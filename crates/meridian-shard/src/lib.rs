@@ -33,6 +33,7 @@ pub mod limits;
 pub mod metrics;
 pub mod node;
 pub mod replication;
+pub mod restore;
 pub mod server;
 pub mod state_machine;
 pub mod sync_rule;

@@ -52,6 +52,9 @@ pub struct ShardNode {
     /// On a standby's leader: when each namespace was last known to hold
     /// everything its primary had logged (bounded reads at the standby).
     standby_current_at: std::sync::Mutex<std::collections::HashMap<String, std::time::Instant>>,
+    /// One restore at a time per target namespace (a restore asked again
+    /// waits for the one it replaces to stop).
+    pub restores: crate::restore::RestoreLocks,
     /// Coalesced read barrier for strong reads (configured policy).
     strong_reads: ReadBarrier,
     /// Coalesced lease check for bounded and session reads.
@@ -155,6 +158,7 @@ impl ShardNode {
             lease: Default::default(),
             covered: Default::default(),
             standby_current_at: Default::default(),
+            restores: Default::default(),
             strong_reads,
             lease_reads,
             config,

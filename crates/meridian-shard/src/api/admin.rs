@@ -1219,6 +1219,18 @@ impl Admin for AdminService {
         finish(&self.node.metrics, "ValidateBackup", None, started, result)
     }
 
+    type RestoreStream = crate::restore::RestoreStream;
+
+    async fn restore(
+        &self,
+        request: Request<pb::RestoreRequest>,
+    ) -> Result<Response<Self::RestoreStream>, Status> {
+        self.placement_only(&request, "Admin.Restore", &request.get_ref().namespace)?;
+        let started = Instant::now();
+        let result = crate::restore::start(self.node.clone(), request.into_inner()).await;
+        finish(&self.node.metrics, "Restore", None, started, result)
+    }
+
     async fn get_rekey_status(
         &self,
         request: Request<pb::GetRekeyStatusRequest>,

@@ -1,0 +1,306 @@
+//! Long-running jobs (restores), driven by the control-plane leader.
+//!
+//! A job is a record in the control plane's replicated state; the leader's
+//! driver carries it out step by step and records its progress. When the
+//! leader changes, the new leader's driver finds the job still running and
+//! starts it again from its first step: every step is made so that doing
+//! it again is harmless (a restore clears its target on the shard before
+//! loading), so a job ends with the same result however often it was
+//! restarted — nothing is lost or loaded twice. A job that fails or is
+//! cancelled records any shard that may hold part of what it made as a
+//! deletion, which the deletion worker finishes.
+
+use crate::command::{ControlCommand, ControlResult, Requester};
+use crate::model::{Job, JobOutcome, JobProgress, JobSpec, JobState, RestoreSpec};
+use crate::node::{ControlNode, now_unix_ms};
+use meridian_client::ClientError;
+use meridian_proto::v1 as pb;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio_stream::StreamExt;
+
+/// How often the leader looks for jobs to drive.
+const POLL_EVERY: Duration = Duration::from_millis(500);
+/// How often a running job's progress is recorded.
+const PROGRESS_EVERY: Duration = Duration::from_secs(1);
+/// Starts (by any leader) after which a job that keeps failing on
+/// transient errors is given up.
+pub const MAX_ATTEMPTS: u32 = 30;
+/// Pause before a job that hit a transient error is started again.
+const RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// Drives running jobs, forever (acting only while this member leads).
+pub async fn run(node: Arc<ControlNode>) {
+    let mut driving: HashMap<u64, tokio::task::JoinHandle<()>> = HashMap::new();
+    loop {
+        tokio::time::sleep(POLL_EVERY).await;
+        driving.retain(|_, task| !task.is_finished());
+        if !node.raft.raft.is_leader() {
+            // The new leader drives them; stopping here drops any call in
+            // flight, and the shard cleans up what it was loading.
+            for (_, task) in driving.drain() {
+                task.abort();
+            }
+            continue;
+        }
+        let running: Vec<Job> = node.with_state(|s| {
+            s.jobs
+                .values()
+                .filter(|job| job.is_running())
+                .cloned()
+                .collect()
+        });
+        for job in running {
+            if driving.contains_key(&job.id) {
+                continue;
+            }
+            let id = job.id;
+            driving.insert(id, tokio::spawn(drive(node.clone(), job)));
+        }
+    }
+}
+
+fn requester(node: &ControlNode) -> Requester {
+    Requester {
+        actor: format!("control-plane jobs (member {})", node.id()),
+        at_unix_ms: now_unix_ms(),
+    }
+}
+
+/// What one start of a job came to.
+enum Attempt {
+    /// It ended (succeeded, failed or was cancelled).
+    Ended(JobOutcome),
+    /// A transient problem: start again later.
+    Retry(String),
+}
+
+fn ended(state: JobState, message: String, leftover_on: Option<String>) -> Attempt {
+    Attempt::Ended(JobOutcome {
+        state,
+        message,
+        digest: String::new(),
+        change_seq: 0,
+        place_on: None,
+        leftover_on,
+    })
+}
+
+async fn drive(node: Arc<ControlNode>, job: Job) {
+    let attempts = job.attempts.saturating_add(1);
+    let id = job.id;
+    let attempt = if job.cancel_requested {
+        let leftover = (!job.shard.is_empty()).then(|| job.shard.clone());
+        ended(JobState::Cancelled, "cancelled".into(), leftover)
+    } else if attempts > MAX_ATTEMPTS {
+        let leftover = (!job.shard.is_empty()).then(|| job.shard.clone());
+        ended(
+            JobState::Failed,
+            format!(
+                "gave up after {MAX_ATTEMPTS} starts; last step {:?}",
+                job.step
+            ),
+            leftover,
+        )
+    } else {
+        match &job.spec {
+            JobSpec::Restore(spec) => restore(&node, &job, spec, attempts).await,
+        }
+    };
+    match attempt {
+        Attempt::Ended(outcome) => {
+            let state = outcome.state;
+            match node
+                .propose(ControlCommand::EndJob {
+                    id,
+                    outcome,
+                    requester: requester(&node),
+                })
+                .await
+            {
+                Ok(ControlResult::Rejected { rejection, .. }) => {
+                    tracing::warn!(job = id, %rejection, "job could not be ended as it came out; it is ended as failed");
+                    let _ = node
+                        .propose(ControlCommand::EndJob {
+                            id,
+                            outcome: JobOutcome {
+                                state: JobState::Failed,
+                                message: format!("its result could not be applied: {rejection}"),
+                                digest: String::new(),
+                                change_seq: 0,
+                                place_on: None,
+                                leftover_on: (!job.shard.is_empty()).then(|| job.shard.clone()),
+                            },
+                            requester: requester(&node),
+                        })
+                        .await;
+                }
+                Ok(_) => tracing::info!(job = id, ?state, "job ended"),
+                Err(err) => tracing::warn!(job = id, %err, "job end not recorded; it runs again"),
+            }
+        }
+        Attempt::Retry(why) => {
+            tracing::warn!(job = id, attempts, %why, "job step failed; it starts again");
+            let _ = node
+                .propose(ControlCommand::UpdateJob {
+                    id,
+                    progress: JobProgress {
+                        step: format!("retrying: {why}"),
+                        shard: job.shard.clone(),
+                        done_units: job.done_units,
+                        total_units: job.total_units,
+                        attempts,
+                    },
+                    requester: requester(&node),
+                })
+                .await;
+            tokio::time::sleep(RETRY_AFTER).await;
+        }
+    }
+}
+
+/// Whether a shard's refusal is final for this job (not worth a retry).
+fn is_final(err: &ClientError) -> bool {
+    matches!(
+        err,
+        ClientError::InvalidArgument(_)
+            | ClientError::NotFound(_)
+            | ClientError::AlreadyExists(_)
+            | ClientError::FailedPrecondition(_)
+            | ClientError::DataLoss(_)
+            | ClientError::PermissionDenied(_)
+            | ClientError::Unauthenticated(_)
+    )
+}
+
+/// Records progress; `false` when the job was cancelled (or ended) meanwhile.
+async fn report(node: &ControlNode, id: u64, progress: JobProgress) -> bool {
+    let cancelled = node.with_state(|s| {
+        s.jobs
+            .get(&id)
+            .is_none_or(|job| job.cancel_requested || !job.is_running())
+    });
+    if cancelled {
+        return false;
+    }
+    // A lost progress record is harmless: the next one carries it.
+    let _ = node
+        .propose(ControlCommand::UpdateJob {
+            id,
+            progress,
+            requester: requester(node),
+        })
+        .await;
+    true
+}
+
+/// One start of a restore: choose the shard, have its leader load the
+/// backup (it clears the target first), compare digests, then end the job
+/// with the namespace placed on that shard.
+async fn restore(node: &ControlNode, job: &Job, spec: &RestoreSpec, attempts: u32) -> Attempt {
+    let found = node.with_state(|s| {
+        let shard = s.job_shard(&job.shard, &spec.policy.home_region);
+        let location = s.locations.get(&spec.location).cloned();
+        let backup = s.backups.get(&spec.backup_id).cloned();
+        (shard, location, backup)
+    });
+    let leftover = (!job.shard.is_empty()).then(|| job.shard.clone());
+    let (shard, location, backup) = match found {
+        (Err(no_shard), _, _) => return Attempt::Retry(no_shard.to_string()),
+        (_, None, _) => {
+            return ended(
+                JobState::Failed,
+                format!("location {:?} is gone", spec.location),
+                leftover,
+            );
+        }
+        (_, _, None) => {
+            return ended(
+                JobState::Failed,
+                format!("backup {} left the catalog", spec.backup_id),
+                leftover,
+            );
+        }
+        (Ok(shard), Some(location), Some(backup)) => (shard, location, backup),
+    };
+    let leftover = Some(shard.id.clone());
+    let mut progress = JobProgress {
+        step: "loading".into(),
+        shard: shard.id.clone(),
+        done_units: 0,
+        total_units: backup.key_count,
+        attempts,
+    };
+    if !report(node, job.id, progress.clone()).await {
+        return ended(JobState::Cancelled, "cancelled".into(), leftover);
+    }
+    let client = match crate::service::shard_admin_client(&shard, &node.dialer) {
+        Ok(client) => client,
+        Err(err) => return Attempt::Retry(err.to_string()),
+    };
+    let request = pb::RestoreRequest {
+        namespace: spec.target.clone(),
+        location_url: location.url.clone(),
+        source_namespace: spec.source_namespace.clone(),
+        backup_id: spec.backup_id.clone(),
+        replace: true,
+    };
+    let failed = |err: ClientError| {
+        if is_final(&err) {
+            ended(
+                JobState::Failed,
+                format!("shard {}: {err}", shard.id),
+                Some(shard.id.clone()),
+            )
+        } else {
+            Attempt::Retry(format!("shard {}: {err}", shard.id))
+        }
+    };
+    let mut stream = match client.restore(request).await {
+        Ok(stream) => stream,
+        Err(err) => return failed(err),
+    };
+    let mut last_report = Instant::now();
+    let done = loop {
+        match stream.next().await {
+            Some(Ok(step)) if step.done => break step,
+            Some(Ok(step)) => {
+                if last_report.elapsed() >= PROGRESS_EVERY {
+                    last_report = Instant::now();
+                    progress.done_units = step.records_loaded;
+                    progress.total_units = step.records_total;
+                    // Dropping the stream stops the shard's load; it
+                    // removes what it loaded.
+                    if !report(node, job.id, progress.clone()).await {
+                        drop(stream);
+                        return ended(JobState::Cancelled, "cancelled".into(), leftover);
+                    }
+                }
+            }
+            Some(Err(status)) => return failed(ClientError::from(status)),
+            None => return Attempt::Retry("the shard's restore stream ended early".into()),
+        }
+    };
+    if done.digest != backup.digest || done.key_count != backup.key_count {
+        return ended(
+            JobState::Failed,
+            format!(
+                "restored digest {} ({} keys) differs from the catalog's {} ({} keys)",
+                done.digest, done.key_count, backup.digest, backup.key_count
+            ),
+            leftover,
+        );
+    }
+    Attempt::Ended(JobOutcome {
+        state: JobState::Succeeded,
+        message: format!(
+            "restored {} keys of backup {} at change {} into namespace {} on shard {}; digest matches",
+            done.key_count, spec.backup_id, done.change_seq, spec.target, shard.id
+        ),
+        digest: done.digest,
+        change_seq: done.change_seq,
+        place_on: Some(shard.id.clone()),
+        leftover_on: None,
+    })
+}
