@@ -308,6 +308,14 @@ mod tests {
         }
     }
 
+    /// (case, backup, ask, Ok((target, region)) or Err(refusal containing))
+    type RestoreCase = (
+        &'static str,
+        crate::model::BackupRecord,
+        RestoreAsk,
+        Result<(&'static str, &'static str), &'static str>,
+    );
+
     #[test]
     fn restore_rules() {
         let locations: BTreeMap<String, BackupLocation> = [(
@@ -321,22 +329,68 @@ mod tests {
             at_seq,
         };
         // (case, backup, ask, Ok((target, region)) or Err(refusal containing))
-        let cases: Vec<(&str, crate::model::BackupRecord, RestoreAsk, Result<(&str, &str), &str>)> = vec![
-            ("defaults: own name, location's region", backup(&["EU"], true), ask("", "", 0), Ok(("gdpr", "eu-west"))),
-            ("a new name in an allowed region", backup(&["EU"], true), ask("gdpr2", "eu-west", 40), Ok(("gdpr2", "eu-west"))),
-            ("a region outside the jurisdictions", backup(&["EU"], true), ask("x", "us-east", 0), Err("residency")),
-            ("an unknown region", backup(&["EU"], true), ask("x", "mars", 0), Err("unknown region")),
-            ("an unverified backup", backup(&["EU"], false), ask("x", "eu-west", 0), Err("not verified")),
-            ("another change without a chain", backup(&["EU"], true), ask("x", "eu-west", 41), Err("incremental")),
-            ("no recorded jurisdictions, namespace gone", backup(&[], true), ask("x", "eu-west", 0), Err("cannot be decided")),
-            ("a bad target name", backup(&["EU"], true), ask("Bad Name", "eu-west", 0), Err("1-63 characters")),
+        let cases: Vec<RestoreCase> = vec![
+            (
+                "defaults: own name, location's region",
+                backup(&["EU"], true),
+                ask("", "", 0),
+                Ok(("gdpr", "eu-west")),
+            ),
+            (
+                "a new name in an allowed region",
+                backup(&["EU"], true),
+                ask("gdpr2", "eu-west", 40),
+                Ok(("gdpr2", "eu-west")),
+            ),
+            (
+                "a region outside the jurisdictions",
+                backup(&["EU"], true),
+                ask("x", "us-east", 0),
+                Err("residency"),
+            ),
+            (
+                "an unknown region",
+                backup(&["EU"], true),
+                ask("x", "mars", 0),
+                Err("unknown region"),
+            ),
+            (
+                "an unverified backup",
+                backup(&["EU"], false),
+                ask("x", "eu-west", 0),
+                Err("not verified"),
+            ),
+            (
+                "another change without a chain",
+                backup(&["EU"], true),
+                ask("x", "eu-west", 41),
+                Err("incremental"),
+            ),
+            (
+                "no recorded jurisdictions, namespace gone",
+                backup(&[], true),
+                ask("x", "eu-west", 0),
+                Err("cannot be decided"),
+            ),
+            (
+                "a bad target name",
+                backup(&["EU"], true),
+                ask("Bad Name", "eu-west", 0),
+                Err("1-63 characters"),
+            ),
         ];
         for (case, record, asked, expected) in cases {
-            match (plan_restore(&record, None, &regions(), &locations, &asked), expected) {
+            match (
+                plan_restore(&record, None, &regions(), &locations, &asked),
+                expected,
+            ) {
                 (Ok(spec), Ok((target, region))) => {
                     assert_eq!(spec.target, target, "{case}");
                     assert_eq!(spec.policy.home_region, region, "{case}");
-                    assert_eq!(spec.policy.allowed_jurisdictions, record.jurisdictions, "{case}");
+                    assert_eq!(
+                        spec.policy.allowed_jurisdictions, record.jurisdictions,
+                        "{case}"
+                    );
                     assert_eq!(spec.at_seq, 40, "{case}");
                 }
                 (Err(err), Err(why)) => assert!(err.contains(why), "{case}: {err}"),
@@ -345,9 +399,15 @@ mod tests {
         }
         let no_locations = BTreeMap::new();
         assert!(
-            plan_restore(&backup(&["EU"], true), None, &regions(), &no_locations, &ask("", "", 0))
-                .unwrap_err()
-                .contains("not known")
+            plan_restore(
+                &backup(&["EU"], true),
+                None,
+                &regions(),
+                &no_locations,
+                &ask("", "", 0)
+            )
+            .unwrap_err()
+            .contains("not known")
         );
     }
 }

@@ -873,9 +873,16 @@ impl Control for ControlService {
         &self,
         request: Request<pb::ListJobsRequest>,
     ) -> Result<Response<pb::ListJobsResponse>, Status> {
-        self.authorize(&request, "Control.ListJobs", Permission::View, Target::Cluster)?;
+        self.authorize(
+            &request,
+            "Control.ListJobs",
+            Permission::View,
+            Target::Cluster,
+        )?;
         self.node.read_barrier().await?;
-        let jobs = self.node.with_state(|s| s.jobs.values().map(job_info).collect());
+        let jobs = self
+            .node
+            .with_state(|s| s.jobs.values().map(job_info).collect());
         Ok(Response::new(pb::ListJobsResponse { jobs }))
     }
 

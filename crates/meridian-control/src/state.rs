@@ -537,8 +537,7 @@ impl ControlState {
             }
             ControlCommand::RecordBackup { backup, .. } => {
                 changes.push(Change::Backup(backup.backup_id.clone()));
-                self.backups
-                    .insert(backup.backup_id.clone(), backup.into());
+                self.backups.insert(backup.backup_id.clone(), backup.into());
                 Ok(ControlResult::BackupRecorded)
             }
             ControlCommand::CatalogBackup { backup, .. } => {
@@ -894,14 +893,14 @@ impl ControlState {
             && !self.namespaces.contains_key(job.spec.namespace())
         {
             let name = job.spec.namespace().to_string();
-            let deletion = self
-                .deletions
-                .entry(name.clone())
-                .or_insert_with(|| crate::model::Deletion {
-                    name: name.clone(),
-                    shards: Default::default(),
-                    requested_at_ms: at_unix_ms,
-                });
+            let deletion =
+                self.deletions
+                    .entry(name.clone())
+                    .or_insert_with(|| crate::model::Deletion {
+                        name: name.clone(),
+                        shards: Default::default(),
+                        requested_at_ms: at_unix_ms,
+                    });
             deletion.shards.insert(shard.clone());
             changes.push(Change::Deletion(name));
         }
@@ -1262,6 +1261,174 @@ mod tests {
                 shard: None,
             })
             .0
+    }
+
+    fn restore_spec(target: &str) -> crate::model::JobSpec {
+        crate::model::JobSpec::Restore(crate::model::RestoreSpec {
+            backup_id: "b1".into(),
+            source_namespace: "orders".into(),
+            target: target.into(),
+            location: "eu-vault".into(),
+            at_seq: 0,
+            policy: PlacementPolicy {
+                home_region: "eu-west".into(),
+                mode: NamespaceMode::RegionLocked,
+                standby_regions: Vec::new(),
+                allowed_jurisdictions: ["EU".to_string()].into(),
+            },
+        })
+    }
+
+    fn outcome(
+        state: crate::model::JobState,
+        place_on: Option<&str>,
+        leftover_on: Option<&str>,
+    ) -> crate::model::JobOutcome {
+        crate::model::JobOutcome {
+            state,
+            message: String::new(),
+            digest: "d".into(),
+            change_seq: 0,
+            place_on: place_on.map(Into::into),
+            leftover_on: leftover_on.map(Into::into),
+        }
+    }
+
+    #[test]
+    fn a_restore_job_reserves_its_name_and_places_it_when_it_succeeds() {
+        use crate::model::JobState;
+        let mut state = lab_state();
+        let start = |state: &mut ControlState, target: &str| {
+            state
+                .apply(ControlCommand::StartJob {
+                    spec: restore_spec(target),
+                    requester: requester(),
+                })
+                .0
+        };
+        let ControlResult::Job(job) = start(&mut state, "restored") else {
+            panic!("not started");
+        };
+        assert_eq!((job.id, job.state), (1, JobState::Running));
+        // The name is reserved: neither a placement nor a second restore.
+        assert!(matches!(
+            create(&mut state, "restored", "eu-west", &[], &["EU"]),
+            ControlResult::Rejected {
+                rejection: ControlRejection::NameReserved { job: 1, .. },
+                ..
+            }
+        ));
+        assert!(matches!(
+            start(&mut state, "restored"),
+            ControlResult::Rejected {
+                rejection: ControlRejection::NameReserved { .. },
+                ..
+            }
+        ));
+        // A live namespace's name cannot be a target.
+        create(&mut state, "live", "eu-west", &[], &["EU"]);
+        assert!(matches!(
+            start(&mut state, "live"),
+            ControlResult::Rejected {
+                rejection: ControlRejection::NamespaceExists(_),
+                ..
+            }
+        ));
+        // Progress is recorded without an audit record.
+        let audited = state.audit.len();
+        let (result, _) = state.apply(ControlCommand::UpdateJob {
+            id: 1,
+            progress: crate::model::JobProgress {
+                step: "loading".into(),
+                shard: "eu-west-s1".into(),
+                done_units: 5,
+                total_units: 10,
+                attempts: 1,
+            },
+            requester: requester(),
+        });
+        assert!(matches!(result, ControlResult::Job(ref j) if j.done_units == 5));
+        assert_eq!(state.audit.len(), audited);
+        // Success places the namespace on the job's shard, in one step.
+        let (result, _) = state.apply(ControlCommand::EndJob {
+            id: 1,
+            outcome: outcome(JobState::Succeeded, Some("eu-west-s1"), None),
+            requester: requester(),
+        });
+        assert!(
+            matches!(result, ControlResult::NamespaceCreated { ref namespace, .. } if namespace.shard == "eu-west-s1"),
+            "{result:?}"
+        );
+        assert_eq!(state.jobs[&1].state, JobState::Succeeded);
+        assert_eq!(state.namespaces["restored"].policy.home_region, "eu-west");
+        // An ended job takes no more changes.
+        assert!(matches!(
+            state
+                .apply(ControlCommand::CancelJob {
+                    id: 1,
+                    requester: requester(),
+                })
+                .0,
+            ControlResult::Rejected {
+                rejection: ControlRejection::JobEnded { .. },
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_failed_or_cancelled_restore_leaves_its_copy_to_the_deletion_worker() {
+        use crate::model::JobState;
+        let mut state = lab_state();
+        for (id, target, end) in [
+            (1, "failed", JobState::Failed),
+            (2, "cancelled", JobState::Cancelled),
+        ] {
+            state.apply(ControlCommand::StartJob {
+                spec: restore_spec(target),
+                requester: requester(),
+            });
+            if end == JobState::Cancelled {
+                let (result, _) = state.apply(ControlCommand::CancelJob {
+                    id,
+                    requester: requester(),
+                });
+                assert!(matches!(result, ControlResult::Job(ref j) if j.cancel_requested));
+            }
+            state.apply(ControlCommand::EndJob {
+                id,
+                outcome: outcome(end, None, Some("eu-west-s1")),
+                requester: requester(),
+            });
+            assert_eq!(state.jobs[&id].state, end);
+            assert!(!state.namespaces.contains_key(target));
+            // The partial copy is recorded for deletion, so the name is not
+            // free (and never adopts it) until the copy is gone.
+            assert!(state.deletions[target].shards.contains("eu-west-s1"));
+            assert!(matches!(
+                create(&mut state, target, "eu-west", &[], &["EU"]),
+                ControlResult::Rejected {
+                    rejection: ControlRejection::BeingDeleted { .. },
+                    ..
+                }
+            ));
+        }
+        // Only a successful restore may place.
+        state.apply(ControlCommand::StartJob {
+            spec: restore_spec("third"),
+            requester: requester(),
+        });
+        assert!(matches!(
+            state
+                .apply(ControlCommand::EndJob {
+                    id: 3,
+                    outcome: outcome(JobState::Failed, Some("eu-west-s1"), None),
+                    requester: requester(),
+                })
+                .0,
+            ControlResult::Rejected { .. }
+        ));
+        assert!(state.jobs[&3].is_running());
     }
 
     #[test]

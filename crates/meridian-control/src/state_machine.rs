@@ -89,11 +89,11 @@ fn decode_backup(raw: &[u8]) -> io::Result<crate::model::BackupRecord> {
         Some((&BACKUP_FORMAT, body)) => {
             postcard::from_bytes(body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
         }
-        Some((&BACKUP_FORMAT_V1, body)) => postcard::from_bytes::<crate::model::BackupRecordV1>(
-            body,
-        )
-        .map(Into::into)
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e)),
+        Some((&BACKUP_FORMAT_V1, body)) => {
+            postcard::from_bytes::<crate::model::BackupRecordV1>(body)
+                .map(Into::into)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        }
         _ => Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "a backup catalog entry has an unknown format",

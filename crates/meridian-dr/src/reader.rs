@@ -53,7 +53,11 @@ pub struct ChunkReader<'a> {
 
 impl<'a> ChunkReader<'a> {
     /// A reader of `manifest`'s objects in `location`.
-    pub fn new(location: &'a Opened, manifest: &'a Manifest, kek: &[u8; 32]) -> Result<Self, DrError> {
+    pub fn new(
+        location: &'a Opened,
+        manifest: &'a Manifest,
+        kek: &[u8; 32],
+    ) -> Result<Self, DrError> {
         let backup = &manifest.backup_id;
         let wrapped = hex::decode(&manifest.wrapped_key).map_err(|e| DrError::Manifest {
             backup: backup.clone(),
@@ -70,7 +74,10 @@ impl<'a> ChunkReader<'a> {
 
     /// Stored bytes of the objects read so far.
     pub fn bytes_read(&self) -> u64 {
-        self.manifest.objects[..self.next].iter().map(|o| o.size).sum()
+        self.manifest.objects[..self.next]
+            .iter()
+            .map(|o| o.size)
+            .sum()
     }
 
     /// The records of the next object; `None` after the last.

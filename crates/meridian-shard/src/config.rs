@@ -28,6 +28,17 @@ pub struct NodeConfig {
     pub control: ControlSection,
     /// Shipping active-passive namespaces to their standbys.
     pub replication: ReplicationSection,
+    /// Backups and restores.
+    pub dr: DrSection,
+}
+
+/// Backup and restore settings.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct DrSection {
+    /// Cap on the record bytes a restore loads per second on this node, so a
+    /// restore does not crowd out the shard's other writes (0: no cap).
+    pub restore_max_bytes_per_second: u64,
 }
 
 /// Cross-region replication settings.

@@ -35,6 +35,8 @@ pub struct ShardNode {
     pub replication: crate::replication::ReplicationProgress,
     /// The cap on bytes shipped to standbys.
     pub bandwidth: crate::replication::BandwidthCap,
+    /// The cap on record bytes restores load (`[dr] restore_max_bytes_per_second`).
+    pub restore_cap: crate::replication::BandwidthCap,
     /// Keeps replicated batches applying in sequence order (on a standby).
     pub apply_lanes: crate::replication::ApplyLanes,
     disk: DiskGuard,
@@ -149,6 +151,8 @@ impl ShardNode {
         let strong_reads = ReadBarrier::new(raft.raft.clone(), strong_policy);
         let lease_reads = ReadBarrier::new(raft.raft.clone(), RaftReadPolicy::LeaseRead);
         let registered = AtomicBool::new(config.control.endpoints.is_empty());
+        let restore_cap =
+            crate::replication::BandwidthCap::new(config.dr.restore_max_bytes_per_second);
         let bandwidth =
             crate::replication::BandwidthCap::new(config.replication.max_bytes_per_second);
         Ok(Arc::new(Self {
@@ -167,6 +171,7 @@ impl ShardNode {
             metrics,
             replication: Default::default(),
             bandwidth,
+            restore_cap,
             apply_lanes: Default::default(),
             disk,
             ready: AtomicBool::new(false),

@@ -51,6 +51,29 @@ impl From<ShardError> for Stop {
     }
 }
 
+/// Record bytes proposed in one Raft entry at most: keeps entries small
+/// and progress fine-grained whatever the backup's object size.
+const PART_BYTES: usize = 256 << 10;
+
+/// `entries` cut into runs of at most `max_ops` entries and about
+/// `max_bytes` bytes (a single larger entry makes a run of its own).
+fn parts(entries: &[VersionedEntry], max_ops: usize, max_bytes: usize) -> Vec<&[VersionedEntry]> {
+    let mut out = Vec::new();
+    let (mut start, mut bytes) = (0, 0usize);
+    for (i, entry) in entries.iter().enumerate() {
+        let size = entry.key.len() + entry.value.len();
+        if i > start && (i - start >= max_ops || bytes + size > max_bytes) {
+            out.push(&entries[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes += size;
+    }
+    if start < entries.len() {
+        out.push(&entries[start..]);
+    }
+    out
+}
+
 /// Checks `request` and starts the restore; the stream reports it.
 pub async fn start(
     node: Arc<ShardNode>,
@@ -179,7 +202,9 @@ async fn run(
                 version: r.version,
             })
             .collect();
-        for part in entries.chunks(batch) {
+        for part in parts(&entries, batch, PART_BYTES) {
+            let bytes: usize = part.iter().map(|e| e.key.len() + e.value.len()).sum();
+            node.restore_cap.take(bytes).await;
             match node
                 .propose(Command::Import {
                     namespace: target.clone(),
@@ -196,10 +221,10 @@ async fn run(
                 }
             }
             report.records_loaded += part.len() as u64;
-        }
-        report.bytes_read = reader.bytes_read();
-        if progress.send(Ok(report.clone())).await.is_err() {
-            return Err(Stop::CallerGone);
+            report.bytes_read = reader.bytes_read();
+            if progress.send(Ok(report.clone())).await.is_err() {
+                return Err(Stop::CallerGone);
+            }
         }
     }
     // Compare what is stored, not what was read.
@@ -226,4 +251,36 @@ async fn run(
         "restore finished, digest matches the backup's"
     );
     Ok(report)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(size: usize) -> VersionedEntry {
+        VersionedEntry {
+            key: vec![b'k'],
+            value: vec![0; size.saturating_sub(1)],
+            version: 1,
+        }
+    }
+
+    #[test]
+    fn parts_respect_both_bounds_and_keep_every_entry() {
+        // (entry sizes, max ops, max bytes, expected run lengths)
+        let cases: [(&[usize], usize, usize, &[usize]); 5] = [
+            (&[10; 7], 3, 1_000, &[3, 3, 1]),
+            (&[10; 7], 100, 25, &[2, 2, 2, 1]),
+            (&[100, 1, 1], 10, 50, &[1, 2]),
+            (&[], 10, 10, &[]),
+            (&[5], 1, 1, &[1]),
+        ];
+        for (sizes, ops, bytes, expected) in cases {
+            let entries: Vec<VersionedEntry> = sizes.iter().map(|s| entry(*s)).collect();
+            let runs = parts(&entries, ops, bytes);
+            let lengths: Vec<usize> = runs.iter().map(|r| r.len()).collect();
+            assert_eq!(lengths, expected, "{sizes:?} ops {ops} bytes {bytes}");
+            assert_eq!(lengths.iter().sum::<usize>(), entries.len());
+        }
+    }
 }

@@ -54,8 +54,43 @@ pub enum Command {
     Audit(AuditArgs),
     /// Who may do what: roles, grants, API tokens, revoked identities.
     Auth(AuthArgs),
-    /// Disaster recovery: backup locations.
+    /// Disaster recovery: backup locations, backups, validation, restores.
     Dr(DrArgs),
+    /// Long-running jobs (restores): list, follow, cancel.
+    Jobs(JobsArgs),
+}
+
+/// `meridian jobs`.
+#[derive(Debug, Args)]
+pub struct JobsArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(subcommand)]
+    pub command: JobsCommand,
+}
+
+/// `meridian jobs ...`.
+#[derive(Debug, Subcommand)]
+pub enum JobsCommand {
+    /// Every job, oldest first: kind, state, step, progress.
+    List,
+    /// One job; with `--follow`, a progress bar until it ends (exits
+    /// non-zero if it failed or was cancelled).
+    Show {
+        /// The job's id.
+        id: u64,
+        /// Follow it until it ends.
+        #[arg(long)]
+        follow: bool,
+        /// Seconds to follow it.
+        #[arg(long, default_value_t = 3600)]
+        timeout: u64,
+    },
+    /// Asks a running job to stop; it undoes what it made.
+    Cancel {
+        /// The job's id.
+        id: u64,
+    },
 }
 
 /// `meridian dr`.
@@ -98,6 +133,32 @@ pub enum DrCommand {
     Validate {
         /// The backup's id (`meridian dr list`).
         backup: String,
+    },
+    /// Restores a backup into a namespace, as a job the control plane runs
+    /// (a new control-plane leader resumes it), with a progress bar; ends
+    /// with the restored digest compared with the backup's. Refused, naming
+    /// the rule, if the region is outside the backup's jurisdictions or the
+    /// name is taken.
+    Restore {
+        /// The backup's id (`meridian dr list`).
+        backup: String,
+        /// The namespace to restore into (default: the backup's own name,
+        /// which must be free — the namespace was lost or removed).
+        #[arg(long = "as")]
+        as_name: Option<String>,
+        /// The region to restore into (default: the namespace's home region
+        /// if it still exists, else the backup location's region).
+        #[arg(long)]
+        region: Option<String>,
+        /// The change sequence to restore to (default: the backup's own).
+        #[arg(long)]
+        at: Option<String>,
+        /// Start the job and return without following it.
+        #[arg(long)]
+        no_wait: bool,
+        /// Seconds to follow the job.
+        #[arg(long, default_value_t = 3600)]
+        timeout: u64,
     },
     /// The backup catalog: state, size, change sequence, location, verified.
     List {

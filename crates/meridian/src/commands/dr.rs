@@ -61,6 +61,44 @@ pub async fn run(format: OutputFormat, args: DrArgs) -> anyhow::Result<()> {
                 anyhow::bail!("backup {backup} failed validation ({})", validation.problem);
             }
         }
+        DrCommand::Restore {
+            backup,
+            as_name,
+            region,
+            at,
+            no_wait,
+            timeout,
+        } => {
+            let at_seq = match at.as_deref() {
+                None => 0,
+                Some(text) => text.parse::<u64>().map_err(|_| {
+                    anyhow::anyhow!(
+                        "--at {text:?}: give a change sequence (a number); restoring to a time needs incremental backups, which are not available yet"
+                    )
+                })?,
+            };
+            let job = control
+                .start_restore(pb::RestoreBackupRequest {
+                    backup_id: backup,
+                    as_name: as_name.unwrap_or_default(),
+                    region: region.unwrap_or_default(),
+                    at_seq,
+                })
+                .await?;
+            if no_wait {
+                crate::commands::jobs::print_jobs(format, &[job]);
+                return Ok(());
+            }
+            let job = crate::commands::jobs::follow_job(
+                format,
+                &control,
+                job,
+                std::time::Duration::from_secs(timeout),
+            )
+            .await?;
+            crate::commands::jobs::print_jobs(format, std::slice::from_ref(&job));
+            crate::commands::jobs::check_succeeded(&job)?;
+        }
         DrCommand::List { namespace } => {
             let backups = control
                 .list_backups(namespace.as_deref().unwrap_or_default())
@@ -166,6 +204,7 @@ fn backups_json(backups: &[pb::BackupInfo]) -> serde_json::Value {
                 "verified": b.verified,
                 "created_unix_ms": b.created_unix_ms,
                 "elapsed_ms": b.elapsed_ms,
+                "jurisdictions": b.jurisdictions,
             })
         })
         .collect();

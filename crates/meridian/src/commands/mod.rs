@@ -7,6 +7,7 @@ mod control;
 mod dr;
 mod failover;
 mod gateway;
+mod jobs;
 mod kv;
 mod lab;
 mod namespace;
@@ -34,5 +35,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Audit(args) => audit::run(cli.output, args).await,
         Command::Auth(args) => auth::run(cli.output, args).await,
         Command::Dr(args) => dr::run(cli.output, args).await,
+        Command::Jobs(args) => jobs::run(cli.output, args).await,
     }
 }
