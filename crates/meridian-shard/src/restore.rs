@@ -82,6 +82,11 @@ pub async fn start(
     crate::limits::validate_namespace_name(&request.namespace)?;
     crate::limits::validate_namespace_name(&request.source_namespace)?;
     check_backup_id(&request.backup_id)?;
+    // Only the leader proposes; said before the stream starts, so the
+    // caller's client follows the hint to the leader.
+    if !node.raft.raft.is_leader() {
+        return Err(node.not_leader());
+    }
     let kek = backup_kek(&node)?;
     let location = meridian_dr::location::open(&request.location_url).map_err(dr_error)?;
     let manifest = meridian_dr::reader::read_manifest(

@@ -353,6 +353,48 @@ fn detached_lab_and_client_commands() {
             .any(|r| r["target"] == "location us-vault" && r["outcome"] == "ok"),
         "{audit}"
     );
+    // A restore into a new name runs as a job, followed to its end; the
+    // restored digest is the backup's.
+    let latest = taken.iter().find(|b| b["namespace"] == "cli").unwrap();
+    let latest_id = latest["backup_id"].as_str().unwrap();
+    let restored = json(&[
+        "dr", "restore", latest_id, "--as", "cli-copy", "--lab", &lab_arg,
+    ]);
+    let job = &restored["jobs"][0];
+    assert_eq!(job["state"], "succeeded", "{restored}");
+    assert_eq!(job["namespace"], "cli-copy", "{restored}");
+    assert_eq!(job["digest"], latest["digest"], "{restored}");
+    let jobs = json(&["jobs", "list", "--lab", &lab_arg]);
+    assert!(
+        jobs["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["id"] == job["id"] && j["kind"] == "restore"),
+        "{jobs}"
+    );
+    let job_id = job["id"].to_string();
+    let shown = json(&["jobs", "show", &job_id, "--lab", &lab_arg]);
+    assert_eq!(shown["jobs"][0]["state"], "succeeded", "{shown}");
+    refused(&["jobs", "cancel", &job_id, "--lab", &lab_arg], "has ended");
+    refused(
+        &[
+            "dr",
+            "restore",
+            latest_id,
+            "--as",
+            "x",
+            "--at",
+            "yesterday",
+            "--lab",
+            &lab_arg,
+        ],
+        "change sequence",
+    );
+    refused(
+        &["dr", "restore", latest_id, "--as", "cli", "--lab", &lab_arg],
+        "already exists",
+    );
 
     // The lab's read-only user reads, and is refused a write with a message
     // that names it and what it lacks; the refusal is in the audit log.
