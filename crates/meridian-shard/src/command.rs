@@ -149,6 +149,24 @@ pub enum Command {
         /// The last change its history shares with the current one.
         fork_seq: u64,
     },
+    /// Keeps a namespace's change log for incremental backups. `None`:
+    /// start (if not already): every change from now on is logged and kept.
+    /// `Some(seq)`: a backup holds everything through `seq`, so changes up
+    /// to it may go (once standbys have them too).
+    HoldChanges {
+        /// The namespace.
+        namespace: String,
+        /// Changes a backup now holds.
+        release_through: Option<u64>,
+    },
+    /// Loads logged changes (puts and deletes with their versions), in
+    /// order: a restore replaying an incremental backup.
+    LoadChanges {
+        /// Namespace to load into; must exist as a primary.
+        namespace: String,
+        /// The changes, in sequence order.
+        changes: Vec<ChangeRecord>,
+    },
 }
 
 /// A namespace's role on a shard.
@@ -295,7 +313,8 @@ impl Command {
             Command::Put { namespace, .. }
             | Command::Delete { namespace, .. }
             | Command::Txn { namespace, .. }
-            | Command::Import { namespace, .. } => Some(namespace),
+            | Command::Import { namespace, .. }
+            | Command::LoadChanges { namespace, .. } => Some(namespace),
             _ => None,
         }
     }
@@ -345,6 +364,13 @@ pub enum CommandResult {
     Discarded {
         /// Lost changes removed.
         count: u64,
+    },
+    /// The change log is kept after `hold`.
+    Held {
+        /// Changes after this sequence number are kept.
+        hold: u64,
+        /// The namespace's last change sequence number.
+        change_seq: u64,
     },
 }
 

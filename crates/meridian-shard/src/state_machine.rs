@@ -52,6 +52,29 @@ pub struct NamespaceRecord {
     /// `promoted_seq`, where the history of its current epoch leaves the
     /// history it came from (a `Takeover`, reported to the control plane).
     pub promoted_from_epoch: u64,
+    /// Incremental backups: when set, every change is logged (with or
+    /// without standbys) and changes after this sequence number are kept
+    /// until a backup holds them.
+    pub backup_hold: Option<u64>,
+}
+
+/// The fourth stored form of [`NamespaceRecord`] (before `backup_hold`),
+/// read and upgraded on load.
+#[derive(Debug, Clone, Copy, Deserialize)]
+struct NamespaceRecordV4 {
+    created_index: u64,
+    key_count: u64,
+    role: NamespaceRole,
+    epoch: u64,
+    change_seq: u64,
+    log_changes: bool,
+    trimmed_through: u64,
+    resync_needed: bool,
+    sync: bool,
+    max_lag_entries: u64,
+    max_lag_ms: u64,
+    promoted_seq: u64,
+    promoted_from_epoch: u64,
 }
 
 /// The third stored form of [`NamespaceRecord`] (before
@@ -97,7 +120,7 @@ struct NamespaceRecordV1 {
 }
 
 /// Format of stored [`NamespaceRecord`]s; bumped on any change, with an upgrade.
-const NAMESPACE_RECORD_FORMAT: u8 = 4;
+const NAMESPACE_RECORD_FORMAT: u8 = 5;
 
 /// The fields of a [`Command::ConfigureNamespace`].
 #[derive(Debug, Clone, Copy)]
@@ -511,6 +534,7 @@ impl KvStateMachine {
                     max_lag_ms: 0,
                     promoted_seq: 0,
                     promoted_from_epoch: 0,
+                    backup_hold: None,
                 };
                 batch.insert(
                     &self.namespaces,
@@ -686,6 +710,15 @@ impl KvStateMachine {
             Command::TrimChanges { namespace, through } => {
                 self.trim_changes(&namespace, through, batch)
             }
+            Command::HoldChanges {
+                namespace,
+                release_through,
+            } => self.hold_changes(&namespace, release_through, batch),
+            Command::LoadChanges { namespace, changes } => {
+                self.with_namespace(&namespace, batch, |machine, batch, fx| {
+                    machine.apply_load_changes(&namespace, changes, batch, fx)
+                })
+            }
         }
     }
 
@@ -723,7 +756,8 @@ impl KvStateMachine {
         effects: Effects,
         batch: &mut ApplyBatch,
     ) -> io::Result<()> {
-        let logged = record.log_changes && !effects.writes.is_empty();
+        let logged =
+            (record.log_changes || record.backup_hold.is_some()) && !effects.writes.is_empty();
         if effects.key_delta == 0 && !logged {
             return Ok(());
         }
@@ -979,13 +1013,100 @@ impl KvStateMachine {
                 name: namespace.to_string(),
             }));
         };
-        let through = through.min(record.change_seq);
+        // A backup hold keeps what no backup holds yet.
+        let through = through
+            .min(record.change_seq)
+            .min(record.backup_hold.unwrap_or(u64::MAX));
         for seq in record.trimmed_through + 1..=through {
             batch.remove(&self.changes, keys::data_key(namespace, &seq.to_be_bytes()));
         }
         record.trimmed_through = record.trimmed_through.max(through);
         self.store_record(namespace, record, batch)?;
         Ok(CommandResult::Trimmed)
+    }
+
+    /// Starts keeping the change log for incremental backups, or lets go of
+    /// what a backup now holds (see [`Command::HoldChanges`]).
+    fn hold_changes(
+        &self,
+        namespace: &str,
+        release_through: Option<u64>,
+        batch: &mut ApplyBatch,
+    ) -> io::Result<CommandResult> {
+        let Some(mut record) = self.namespace(namespace) else {
+            return Ok(CommandResult::Rejected(Rejection::NamespaceNotFound {
+                name: namespace.to_string(),
+            }));
+        };
+        let hold = match (record.backup_hold, release_through) {
+            (None, None) => record.change_seq,
+            (Some(hold), None) => hold,
+            (current, Some(through)) => current.unwrap_or(0).max(through.min(record.change_seq)),
+        };
+        record.backup_hold = Some(hold);
+        // Without standbys nobody else trims: what a backup holds goes now.
+        // With standbys the replicator trims once they have it too.
+        if !record.log_changes && record.trimmed_through < hold {
+            for seq in record.trimmed_through + 1..=hold {
+                batch.remove(&self.changes, keys::data_key(namespace, &seq.to_be_bytes()));
+            }
+            record.trimmed_through = hold;
+        }
+        let change_seq = record.change_seq;
+        self.store_record(namespace, record, batch)?;
+        Ok(CommandResult::Held { hold, change_seq })
+    }
+
+    /// Replays logged changes into a namespace (a restore's incremental
+    /// backups): each write as it was, with its version.
+    fn apply_load_changes(
+        &self,
+        namespace: &str,
+        changes: Vec<ChangeRecord>,
+        batch: &mut ApplyBatch,
+        fx: &mut Effects,
+    ) -> io::Result<CommandResult> {
+        if let Some(write) = changes
+            .iter()
+            .flat_map(|c| &c.writes)
+            .find(|w| w.version > crate::limits::MAX_VERSION)
+        {
+            return Ok(CommandResult::Rejected(Rejection::OutOfRange {
+                name: namespace.to_string(),
+                what: "loaded version".into(),
+                value: write.version,
+                limit: crate::limits::MAX_VERSION,
+            }));
+        }
+        let mut count = 0u64;
+        for write in changes.into_iter().flat_map(|c| c.writes) {
+            let existed = self.pending_get(batch, namespace, &write.key)?;
+            let data_key = keys::data_key(namespace, &write.key);
+            match &write.value {
+                Some(value) => {
+                    if existed.is_none() {
+                        fx.key_delta += 1;
+                    }
+                    batch.insert(
+                        &self.data,
+                        data_key,
+                        keys::encode_value(write.version, value),
+                    );
+                }
+                None => {
+                    if existed.is_some() {
+                        fx.key_delta -= 1;
+                        batch.remove(&self.data, data_key);
+                    }
+                }
+            }
+            count += 1;
+            fx.writes.push(ReplicatedWrite {
+                previous_version: Some(existed.map_or(0, |(version, _)| version)),
+                ..write
+            });
+        }
+        Ok(CommandResult::Imported { count })
     }
 
     /// Writes a key. Its new version is the log index, unless an imported version
@@ -1169,6 +1290,25 @@ fn decode_record(raw: &[u8]) -> io::Result<NamespaceRecord> {
     let invalid = |e| io::Error::new(io::ErrorKind::InvalidData, e);
     match raw.split_first() {
         Some((&NAMESPACE_RECORD_FORMAT, body)) => postcard::from_bytes(body).map_err(invalid),
+        Some((&4, body)) => {
+            let old: NamespaceRecordV4 = postcard::from_bytes(body).map_err(invalid)?;
+            Ok(NamespaceRecord {
+                created_index: old.created_index,
+                key_count: old.key_count,
+                role: old.role,
+                epoch: old.epoch,
+                change_seq: old.change_seq,
+                log_changes: old.log_changes,
+                trimmed_through: old.trimmed_through,
+                resync_needed: old.resync_needed,
+                sync: old.sync,
+                max_lag_entries: old.max_lag_entries,
+                max_lag_ms: old.max_lag_ms,
+                promoted_seq: old.promoted_seq,
+                promoted_from_epoch: old.promoted_from_epoch,
+                backup_hold: None,
+            })
+        }
         Some((&3, body)) => {
             let old: NamespaceRecordV3 = postcard::from_bytes(body).map_err(invalid)?;
             Ok(NamespaceRecord {
@@ -1190,6 +1330,7 @@ fn decode_record(raw: &[u8]) -> io::Result<NamespaceRecord> {
                 } else {
                     0
                 },
+                backup_hold: None,
             })
         }
         Some((&2, body)) => {
@@ -1208,6 +1349,7 @@ fn decode_record(raw: &[u8]) -> io::Result<NamespaceRecord> {
                 max_lag_ms: old.max_lag_ms,
                 promoted_seq: 0,
                 promoted_from_epoch: 0,
+                backup_hold: None,
             })
         }
         // Written before replication existed: a primary without a change log.
@@ -1227,6 +1369,7 @@ fn decode_record(raw: &[u8]) -> io::Result<NamespaceRecord> {
                 max_lag_ms: 0,
                 promoted_seq: 0,
                 promoted_from_epoch: 0,
+                backup_hold: None,
             })
         }
         _ => Err(io::Error::new(
@@ -1476,6 +1619,98 @@ mod tests {
     }
 
     #[test]
+    fn a_backup_hold_logs_every_change_and_keeps_what_no_backup_holds() {
+        let mut h = Harness::new();
+        h.create("ns");
+        h.put("a", "1");
+        // Without standbys or a hold nothing is logged.
+        assert_eq!(h.machine.namespace("ns").unwrap().change_seq, 0);
+        let hold = |release_through| Command::HoldChanges {
+            namespace: "ns".into(),
+            release_through,
+        };
+        assert_eq!(
+            h.apply(hold(None)),
+            CommandResult::Held {
+                hold: 0,
+                change_seq: 0
+            }
+        );
+        for i in 0..5 {
+            h.put(&format!("k{i}"), "v");
+        }
+        h.apply(Command::Delete {
+            namespace: "ns".into(),
+            key: b"a".to_vec(),
+        });
+        let logged = h.machine.changes_after("ns", 0, 100).unwrap();
+        assert_eq!(
+            logged.iter().map(|c| c.seq).collect::<Vec<_>>(),
+            [1, 2, 3, 4, 5, 6]
+        );
+        // Starting again keeps the hold where it is.
+        assert!(matches!(
+            h.apply(hold(None)),
+            CommandResult::Held { hold: 0, .. }
+        ));
+        // A standby's trim cannot drop what no backup holds.
+        h.apply(Command::TrimChanges {
+            namespace: "ns".into(),
+            through: 6,
+        });
+        assert_eq!(h.machine.changes_after("ns", 0, 100).unwrap().len(), 6);
+        // A backup through 4: without standbys, 1..=4 go at once.
+        assert_eq!(
+            h.apply(hold(Some(4))),
+            CommandResult::Held {
+                hold: 4,
+                change_seq: 6
+            }
+        );
+        let left = h.machine.changes_after("ns", 0, 100).unwrap();
+        assert_eq!(left.iter().map(|c| c.seq).collect::<Vec<_>>(), [5, 6]);
+        // A release never moves the hold back, nor past the log's end.
+        assert!(matches!(
+            h.apply(hold(Some(2))),
+            CommandResult::Held { hold: 4, .. }
+        ));
+        assert!(matches!(
+            h.apply(hold(Some(99))),
+            CommandResult::Held { hold: 6, .. }
+        ));
+    }
+
+    #[test]
+    fn loaded_changes_replay_puts_and_deletes_with_their_versions() {
+        let mut source = Harness::new();
+        source.create("ns");
+        source.apply(Command::HoldChanges {
+            namespace: "ns".into(),
+            release_through: None,
+        });
+        source.put("a", "1");
+        source.put("b", "2");
+        source.put("a", "3");
+        source.apply(Command::Delete {
+            namespace: "ns".into(),
+            key: b"b".to_vec(),
+        });
+        let changes = source.machine.changes_after("ns", 0, 100).unwrap();
+        let mut copy = Harness::new();
+        copy.create("ns");
+        let result = copy.apply(Command::LoadChanges {
+            namespace: "ns".into(),
+            changes,
+        });
+        assert_eq!(result, CommandResult::Imported { count: 4 });
+        assert_eq!(
+            copy.machine.digest("ns").unwrap(),
+            source.machine.digest("ns").unwrap()
+        );
+        assert_eq!(copy.machine.namespace("ns").unwrap().key_count, 1);
+    }
+
+    #[test]
     fn namespace_records_of_every_format_decode() {
         let record = NamespaceRecord {
             created_index: 5,
@@ -1491,11 +1726,38 @@ mod tests {
             max_lag_ms: 0,
             promoted_seq: 4,
             promoted_from_epoch: 1,
+            backup_hold: None,
         };
-        let encoded = encode_record(&record).unwrap();
-        let golden = crate::formats::golden("namespace-record-v4.bin", &encoded);
+        let held = NamespaceRecord {
+            backup_hold: Some(12),
+            ..record
+        };
+        let encoded = encode_record(&held).unwrap();
+        let golden = crate::formats::golden("namespace-record-v5.bin", &encoded);
         assert_eq!(encoded, golden, "namespace record format changed");
-        assert_eq!(decode_record(&golden).unwrap(), record);
+        assert_eq!(decode_record(&golden).unwrap(), held);
+        // Format 4 (before backup_hold) upgrades without a hold.
+        let mut v4 = vec![4u8];
+        v4.extend(
+            postcard::to_stdvec(&(
+                5u64,
+                2u64,
+                NamespaceRole::Standby,
+                3u64,
+                17u64,
+                true,
+                9u64,
+                false,
+                true,
+                100u64,
+                0u64,
+                4u64,
+                1u64,
+            ))
+            .unwrap(),
+        );
+        let v4 = crate::formats::golden("namespace-record-v4.bin", &v4);
+        assert_eq!(decode_record(&v4).unwrap(), record);
         // Format 3 (before promoted_from_epoch) upgrades assuming the
         // promotions followed one another.
         let mut v3 = vec![3u8];
