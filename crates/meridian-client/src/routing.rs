@@ -789,16 +789,26 @@ impl Client {
         .await
     }
 
-    /// Control plane: backs `namespace` up to `location`.
+    /// Control plane: backs `namespace` up to `location` (a full backup).
     pub async fn snapshot(
         &self,
         namespace: &str,
         location: &str,
     ) -> Result<pb::BackupInfo, ClientError> {
-        let request = pb::SnapshotRequest {
+        self.snapshot_with(pb::SnapshotRequest {
             namespace: namespace.to_string(),
             location: location.to_string(),
-        };
+            incremental: false,
+        })
+        .await
+    }
+
+    /// Control plane: takes the backup `request` describes (full or
+    /// incremental).
+    pub async fn snapshot_with(
+        &self,
+        request: pb::SnapshotRequest,
+    ) -> Result<pb::BackupInfo, ClientError> {
         let response = self
             .call(CallKind::Write, |channel| {
                 let request = request.clone();
@@ -806,6 +816,20 @@ impl Client {
             })
             .await?;
         Ok(response.backup.unwrap_or_default())
+    }
+
+    /// Shard: keeps `namespace`'s change log for incremental backups
+    /// (`release` false), or lets go of what a backup holds through
+    /// `release_through`.
+    pub async fn hold_changes(
+        &self,
+        request: pb::HoldChangesRequest,
+    ) -> Result<pb::HoldChangesResponse, ClientError> {
+        self.call(CallKind::Write, |channel| {
+            let request = request.clone();
+            async move { AdminClient::new(channel).hold_changes(request).await }
+        })
+        .await
     }
 
     /// Shard: loads a backup into a namespace on the shard's leader; the

@@ -80,6 +80,39 @@ pub fn check_backup_target(
     }
 }
 
+/// `backup`'s chain, full backup first: each incremental backup's parent
+/// must be in the catalog, of the same namespace and location, and end at
+/// the sequence the child starts from.
+pub fn chain_of<'a>(
+    backup: &'a crate::model::BackupRecord,
+    catalog: &'a BTreeMap<String, crate::model::BackupRecord>,
+) -> Result<Vec<&'a crate::model::BackupRecord>, String> {
+    let mut chain = vec![backup];
+    let mut current = backup;
+    while let Some(parent_id) = &current.parent {
+        let Some(parent) = catalog.get(parent_id) else {
+            return Err(format!(
+                "backup {} continues backup {parent_id}, which is not in the catalog",
+                current.backup_id
+            ));
+        };
+        if parent.namespace != current.namespace
+            || parent.location != current.location
+            || parent.change_seq != current.from_seq
+            || chain.len() > catalog.len()
+        {
+            return Err(format!(
+                "backup {} does not continue backup {parent_id} (namespace, location or change sequence differ)",
+                current.backup_id
+            ));
+        }
+        chain.push(parent);
+        current = parent;
+    }
+    chain.reverse();
+    Ok(chain)
+}
+
 /// What a restore was asked for.
 #[derive(Debug, Clone, Default)]
 pub struct RestoreAsk {
@@ -88,8 +121,8 @@ pub struct RestoreAsk {
     /// Region (empty: the namespace's home region if it still exists, else
     /// the location's region).
     pub region: String,
-    /// Change sequence (0: the backup's).
-    pub at_seq: u64,
+    /// Change sequence (`None`: the backup's).
+    pub at_seq: Option<u64>,
 }
 
 /// Decides a restore of `backup` (pure): the target, its region and
@@ -100,15 +133,17 @@ pub struct RestoreAsk {
 /// (standbys can be added once it exists).
 pub fn plan_restore(
     backup: &crate::model::BackupRecord,
+    catalog: &BTreeMap<String, crate::model::BackupRecord>,
     current: Option<&crate::model::Namespace>,
     regions: &BTreeMap<String, Region>,
     locations: &BTreeMap<String, BackupLocation>,
     ask: &RestoreAsk,
 ) -> Result<crate::model::RestoreSpec, String> {
-    if !backup.verified {
+    let chain = chain_of(backup, catalog)?;
+    if let Some(bad) = chain.iter().find(|b| !b.verified) {
         return Err(format!(
-            "backup {} is not verified (its last check failed); a restore needs a verified backup (meridian dr validate {})",
-            backup.backup_id, backup.backup_id
+            "backup {} is not verified (its last check failed); a restore needs every backup of its chain verified (meridian dr validate {})",
+            bad.backup_id, bad.backup_id
         ));
     }
     if !locations.contains_key(&backup.location) {
@@ -146,15 +181,12 @@ pub fn plan_restore(
             backup.backup_id, backup.namespace, jurisdictions, region.name, region.jurisdictions
         ));
     }
-    let at_seq = if ask.at_seq == 0 {
-        backup.change_seq
-    } else {
-        ask.at_seq
-    };
-    if at_seq != backup.change_seq {
+    let at_seq = ask.at_seq.unwrap_or(backup.change_seq);
+    let full = &chain[0];
+    if at_seq < full.change_seq || at_seq > backup.change_seq {
         return Err(format!(
-            "backup {} is consistent at change {}; restoring to change {at_seq} needs an incremental chain reaching it, and incremental backups are not available yet",
-            backup.backup_id, backup.change_seq
+            "change {at_seq} is outside the chain of backup {}, which reaches changes {} (full backup {}) through {}",
+            backup.backup_id, full.change_seq, full.backup_id, backup.change_seq
         ));
     }
     let target = if ask.as_name.is_empty() {
@@ -179,10 +211,16 @@ pub fn plan_restore(
         ));
     }
     Ok(crate::model::RestoreSpec {
-        backup_id: backup.backup_id.clone(),
+        backup_id: full.backup_id.clone(),
         source_namespace: backup.namespace.clone(),
         target,
         location: backup.location.clone(),
+        // Only the incremental backups with changes at or before at_seq.
+        incrementals: chain[1..]
+            .iter()
+            .filter(|b| b.from_seq < at_seq)
+            .map(|b| b.backup_id.clone())
+            .collect(),
         at_seq,
         policy: crate::model::PlacementPolicy {
             home_region: region.name.clone(),
@@ -305,6 +343,8 @@ mod tests {
             created_unix_ms: 1,
             elapsed_ms: 1,
             jurisdictions: jurisdictions.iter().map(|t| t.to_string()).collect(),
+            parent: None,
+            from_seq: 0,
         }
     }
 
@@ -323,10 +363,11 @@ mod tests {
             location("eu-vault", "eu-west", &["EU"]),
         )]
         .into();
-        let ask = |as_name: &str, region: &str, at_seq| RestoreAsk {
+        // at 0 stands for "not given" in these tables.
+        let ask = |as_name: &str, region: &str, at_seq: u64| RestoreAsk {
             as_name: as_name.into(),
             region: region.into(),
-            at_seq,
+            at_seq: (at_seq != 0).then_some(at_seq),
         };
         // (case, backup, ask, Ok((target, region)) or Err(refusal containing))
         let cases: Vec<RestoreCase> = vec![
@@ -364,7 +405,7 @@ mod tests {
                 "another change without a chain",
                 backup(&["EU"], true),
                 ask("x", "eu-west", 41),
-                Err("incremental"),
+                Err("outside the chain"),
             ),
             (
                 "no recorded jurisdictions, namespace gone",
@@ -380,8 +421,9 @@ mod tests {
             ),
         ];
         for (case, record, asked, expected) in cases {
+            let catalog = BTreeMap::from([(record.backup_id.clone(), record.clone())]);
             match (
-                plan_restore(&record, None, &regions(), &locations, &asked),
+                plan_restore(&record, &catalog, None, &regions(), &locations, &asked),
                 expected,
             ) {
                 (Ok(spec), Ok((target, region))) => {
@@ -398,9 +440,11 @@ mod tests {
             }
         }
         let no_locations = BTreeMap::new();
+        let catalog = BTreeMap::from([("gdpr-1-aa".to_string(), backup(&["EU"], true))]);
         assert!(
             plan_restore(
                 &backup(&["EU"], true),
+                &catalog,
                 None,
                 &regions(),
                 &no_locations,
@@ -408,6 +452,83 @@ mod tests {
             )
             .unwrap_err()
             .contains("not known")
+        );
+        // A chain: full at 40, incrementals to 50 and 60.
+        let incremental = |id: &str, parent: &str, from: u64, to: u64| crate::model::BackupRecord {
+            backup_id: id.into(),
+            parent: Some(parent.into()),
+            from_seq: from,
+            change_seq: to,
+            ..backup(&["EU"], true)
+        };
+        let chain: BTreeMap<String, crate::model::BackupRecord> = [
+            backup(&["EU"], true),
+            incremental("i1", "gdpr-1-aa", 40, 50),
+            incremental("i2", "i1", 50, 60),
+        ]
+        .into_iter()
+        .map(|b| (b.backup_id.clone(), b))
+        .collect();
+        let plan_in = |catalog: &BTreeMap<String, crate::model::BackupRecord>, at| {
+            plan_restore(
+                &chain["i2"],
+                catalog,
+                None,
+                &regions(),
+                &locations,
+                &ask("x", "", at),
+            )
+        };
+        // (at, Ok(incrementals) or Err)
+        let at_cases: [(u64, Result<&[&str], &str>); 6] = [
+            (0, Ok(&["i1", "i2"])),
+            (60, Ok(&["i1", "i2"])),
+            (55, Ok(&["i1", "i2"])),
+            (50, Ok(&["i1"])),
+            (40, Ok(&[])),
+            (39, Err("outside the chain")),
+        ];
+        for (at, expected) in at_cases {
+            match (plan_in(&chain, at), expected) {
+                (Ok(spec), Ok(incrementals)) => {
+                    assert_eq!(spec.backup_id, "gdpr-1-aa");
+                    assert_eq!(spec.incrementals, incrementals, "at {at}");
+                    assert_eq!(spec.at_seq, if at == 0 { 60 } else { at });
+                }
+                (Err(err), Err(why)) => assert!(err.contains(why), "at {at}: {err}"),
+                (other, _) => panic!("at {at}: {other:?}"),
+            }
+        }
+        // Change 0 asked for explicitly is before this chain's full backup.
+        let explicit_zero = plan_restore(
+            &chain["i2"],
+            &chain,
+            None,
+            &regions(),
+            &locations,
+            &RestoreAsk {
+                as_name: "x".into(),
+                region: String::new(),
+                at_seq: Some(0),
+            },
+        );
+        assert!(explicit_zero.unwrap_err().contains("outside the chain"));
+        // A broken chain: a missing or unverified parent.
+        let mut broken = chain.clone();
+        broken.remove("i1");
+        assert!(
+            plan_in(&broken, 0)
+                .unwrap_err()
+                .contains("not in the catalog")
+        );
+        let mut unverified = chain.clone();
+        if let Some(i1) = unverified.get_mut("i1") {
+            i1.verified = false;
+        }
+        assert!(
+            plan_in(&unverified, 0)
+                .unwrap_err()
+                .contains("backup i1 is not verified")
         );
     }
 }

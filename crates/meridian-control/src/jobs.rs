@@ -202,11 +202,14 @@ async fn restore(node: &ControlNode, job: &Job, spec: &RestoreSpec, attempts: u3
     let found = node.with_state(|s| {
         let shard = s.job_shard(&job.shard, &spec.policy.home_region);
         let location = s.locations.get(&spec.location).cloned();
-        let backup = s.backups.get(&spec.backup_id).cloned();
-        (shard, location, backup)
+        let chain: Option<Vec<crate::model::BackupRecord>> = std::iter::once(&spec.backup_id)
+            .chain(&spec.incrementals)
+            .map(|id| s.backups.get(id).cloned())
+            .collect();
+        (shard, location, chain)
     });
     let leftover = (!job.shard.is_empty()).then(|| job.shard.clone());
-    let (shard, location, backup) = match found {
+    let (shard, location, chain_records) = match found {
         (Err(no_shard), _, _) => return Attempt::Retry(no_shard.to_string()),
         (_, None, _) => {
             return ended(
@@ -218,18 +221,21 @@ async fn restore(node: &ControlNode, job: &Job, spec: &RestoreSpec, attempts: u3
         (_, _, None) => {
             return ended(
                 JobState::Failed,
-                format!("backup {} left the catalog", spec.backup_id),
+                format!(
+                    "a backup of the chain of {} left the catalog",
+                    spec.backup_id
+                ),
                 leftover,
             );
         }
-        (Ok(shard), Some(location), Some(backup)) => (shard, location, backup),
+        (Ok(shard), Some(location), Some(chain)) => (shard, location, chain),
     };
     let leftover = Some(shard.id.clone());
     let mut progress = JobProgress {
         step: "loading".into(),
         shard: shard.id.clone(),
         done_units: 0,
-        total_units: backup.key_count,
+        total_units: 0,
         attempts,
     };
     if !report(node, job.id, progress.clone()).await {
@@ -245,6 +251,8 @@ async fn restore(node: &ControlNode, job: &Job, spec: &RestoreSpec, attempts: u3
         source_namespace: spec.source_namespace.clone(),
         backup_id: spec.backup_id.clone(),
         replace: true,
+        incrementals: spec.incrementals.clone(),
+        at_seq: Some(spec.at_seq),
     };
     let failed = |err: ClientError| {
         if is_final(&err) {
@@ -282,21 +290,39 @@ async fn restore(node: &ControlNode, job: &Job, spec: &RestoreSpec, attempts: u3
             None => return Attempt::Retry("the shard's restore stream ended early".into()),
         }
     };
-    if done.digest != backup.digest || done.key_count != backup.key_count {
+    // The catalog's word too, where a backup of the chain ends at this
+    // change (the shard compared with the manifests already).
+    let ends_here = chain_records
+        .iter()
+        .rev()
+        .find(|b| b.change_seq == spec.at_seq);
+    if let Some(source) = ends_here
+        && (done.digest != source.digest || done.key_count != source.key_count)
+    {
         return ended(
             JobState::Failed,
             format!(
-                "restored digest {} ({} keys) differs from the catalog's {} ({} keys)",
-                done.digest, done.key_count, backup.digest, backup.key_count
+                "restored digest {} ({} keys) differs from backup {}'s {} ({} keys)",
+                done.digest, done.key_count, source.backup_id, source.digest, source.key_count
             ),
             leftover,
         );
     }
+    let checked = if ends_here.is_some() && done.digest_checked {
+        "digest matches the source's"
+    } else {
+        "no backup ends at this change, so there is no source digest to compare"
+    };
     Attempt::Ended(JobOutcome {
         state: JobState::Succeeded,
         message: format!(
-            "restored {} keys of backup {} at change {} into namespace {} on shard {}; digest matches",
-            done.key_count, spec.backup_id, done.change_seq, spec.target, shard.id
+            "restored {} keys of backup {} (+{} incremental) at change {} into namespace {} on shard {}; {checked}",
+            done.key_count,
+            spec.backup_id,
+            spec.incrementals.len(),
+            done.change_seq,
+            spec.target,
+            shard.id
         ),
         digest: done.digest,
         change_seq: done.change_seq,

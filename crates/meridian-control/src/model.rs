@@ -292,6 +292,18 @@ pub struct BackupRecord {
     /// restore may put it (empty for format-1 entries, which restore only
     /// under the namespace's current policy).
     pub jurisdictions: BTreeSet<String>,
+    /// An incremental backup: the backup it continues (`None`: a full one).
+    pub parent: Option<String>,
+    /// An incremental backup holds the changes after this sequence (its
+    /// parent's); a full one, 0.
+    pub from_seq: u64,
+}
+
+impl BackupRecord {
+    /// Whether it holds only the changes since its parent.
+    pub fn is_incremental(&self) -> bool {
+        self.parent.is_some()
+    }
 }
 
 impl From<BackupRecordV1> for BackupRecord {
@@ -312,6 +324,8 @@ impl From<BackupRecordV1> for BackupRecord {
             created_unix_ms: old.created_unix_ms,
             elapsed_ms: old.elapsed_ms,
             jurisdictions: BTreeSet::new(),
+            parent: None,
+            from_seq: 0,
         }
     }
 }
@@ -334,6 +348,8 @@ pub struct RestoreSpec {
     pub target: String,
     /// The location it is read from.
     pub location: String,
+    /// Incremental backups replayed after it, in order.
+    pub incrementals: Vec<String>,
     /// The change sequence it restores to.
     pub at_seq: u64,
     /// The target's placement (home = the region restored into, the

@@ -329,7 +329,39 @@ fn backup_info(b: &crate::model::BackupRecord) -> pb::BackupInfo {
         created_unix_ms: b.created_unix_ms,
         elapsed_ms: b.elapsed_ms,
         jurisdictions: b.jurisdictions.iter().cloned().collect(),
+        kind: if b.is_incremental() {
+            "changes"
+        } else {
+            "full"
+        }
+        .into(),
+        parent: b.parent.clone().unwrap_or_default(),
+        from_seq: b.from_seq,
     }
+}
+
+/// Asks `shard`'s leader to keep `namespace`'s change log (`release`
+/// `None`) or to let go of what a backup holds through `release`.
+async fn hold_on_shard(
+    shard: &crate::model::Shard,
+    namespace: &str,
+    release: Option<u64>,
+    dialer: &meridian_net::Dialer,
+) -> Result<meridian_proto::v1::HoldChangesResponse, ControlError> {
+    let client = shard_admin_client(shard, dialer)?;
+    client
+        .hold_changes(meridian_proto::v1::HoldChangesRequest {
+            namespace: namespace.to_string(),
+            release: release.is_some(),
+            release_through: release.unwrap_or(0),
+        })
+        .await
+        .map_err(|err| {
+            ControlError::Unavailable(format!(
+                "shard {} could not keep the change log of {namespace:?}: {err}",
+                shard.id
+            ))
+        })
 }
 
 /// A job as the API shows it.
@@ -660,13 +692,22 @@ impl Control for ControlService {
             Permission::Admin,
             Target::Namespace(&namespace),
         )?;
-        let location_name = request.into_inner().location;
+        let asked = request.into_inner();
+        let location_name = asked.location;
         self.node.read_barrier().await?;
-        let (ns, location, shard) = self.node.with_state(|s| {
+        let (ns, location, shard, parent) = self.node.with_state(|s| {
             let ns = s.namespaces.get(&namespace).cloned();
             let location = s.locations.get(&location_name).cloned();
             let shard = ns.as_ref().and_then(|n| s.shards.get(&n.shard).cloned());
-            (ns, location, shard)
+            // An incremental backup continues the namespace's latest
+            // verified backup in this location.
+            let parent = s
+                .backups
+                .values()
+                .filter(|b| b.namespace == namespace && b.location == location_name && b.verified)
+                .max_by_key(|b| (b.change_seq, b.created_unix_ms))
+                .cloned();
+            (ns, location, shard, parent)
         });
         let Some(ns) = ns else {
             return Err(ControlError::Rejected(
@@ -686,6 +727,19 @@ impl Control for ControlService {
         };
         crate::dr::check_backup_target(&namespace, &ns.policy.allowed_jurisdictions, &location)
             .map_err(Status::failed_precondition)?;
+        let parent = match (asked.incremental, parent) {
+            (false, _) => None,
+            (true, Some(parent)) => Some(parent),
+            (true, None) => {
+                return Err(Status::failed_precondition(format!(
+                    "no verified backup of {namespace:?} in location {location_name:?} to continue; take a full backup first"
+                )));
+            }
+        };
+        // Every backup starts (or keeps) the namespace's change log, so the
+        // next one can be incremental: the node reads only once it has
+        // applied this.
+        hold_on_shard(&shard, &namespace, None, &self.node.dialer).await?;
         let backup_id = format!(
             "{namespace}-{}-{:08x}",
             now_unix_ms(),
@@ -698,11 +752,18 @@ impl Control for ControlService {
             location_url: location.url.clone(),
             location_region: location.region.clone(),
             jurisdictions: ns.policy.allowed_jurisdictions.iter().cloned().collect(),
+            incremental: parent.is_some(),
+            parent_backup_id: parent
+                .as_ref()
+                .map(|p| p.backup_id.clone())
+                .unwrap_or_default(),
+            from_seq: parent.as_ref().map_or(0, |p| p.change_seq),
+            require_hold: true,
         };
         let written = backup_on_shard(&shard, node_request, &self.node.dialer).await?;
         let record = crate::model::BackupRecord {
             backup_id,
-            namespace,
+            namespace: namespace.clone(),
             location: location.name.clone(),
             location_region: location.region.clone(),
             shard: shard.id.clone(),
@@ -716,6 +777,8 @@ impl Control for ControlService {
             created_unix_ms: requester.at_unix_ms,
             elapsed_ms: written.elapsed_ms,
             jurisdictions: ns.policy.allowed_jurisdictions.clone(),
+            parent: parent.as_ref().map(|p| p.backup_id.clone()),
+            from_seq: written.from_seq,
         };
         self.node
             .propose(ControlCommand::CatalogBackup {
@@ -723,6 +786,17 @@ impl Control for ControlService {
                 requester,
             })
             .await?;
+        // The log up to the backup's change is held by the backup now.
+        if let Err(err) = hold_on_shard(
+            &shard,
+            &namespace,
+            Some(record.change_seq),
+            &self.node.dialer,
+        )
+        .await
+        {
+            tracing::warn!(%namespace, %err, "backup taken, but the change log it holds was not released yet");
+        }
         Ok(Response::new(pb::SnapshotResponse {
             backup: Some(backup_info(&record)),
         }))
@@ -847,6 +921,7 @@ impl Control for ControlService {
             .with_state(|s| {
                 crate::dr::plan_restore(
                     &record,
+                    &s.backups,
                     s.namespaces.get(&record.namespace),
                     &s.regions,
                     &s.locations,

@@ -1269,6 +1269,7 @@ mod tests {
             source_namespace: "orders".into(),
             target: target.into(),
             location: "eu-vault".into(),
+            incrementals: Vec::new(),
             at_seq: 0,
             policy: PlacementPolicy {
                 home_region: "eu-west".into(),

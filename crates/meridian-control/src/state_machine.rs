@@ -787,6 +787,8 @@ mod tests {
         assert_eq!(decode_backup(&old).unwrap(), upgraded);
         let record = crate::model::BackupRecord {
             jurisdictions: ["EU".to_string()].into(),
+            parent: Some("orders-1796030000000-00aa11bb".into()),
+            from_seq: 70,
             ..upgraded
         };
         let stored = encode_backup(&record).unwrap();
@@ -807,6 +809,7 @@ mod tests {
                 source_namespace: "orders".into(),
                 target: "orders-restored".into(),
                 location: "eu-vault".into(),
+                incrementals: vec!["orders-1796050000000-1a2b3c4d".into()],
                 at_seq: 77,
                 policy: crate::model::PlacementPolicy {
                     home_region: "eu-west".into(),

@@ -6,9 +6,11 @@
 //! associated data, so an object moved to another place of the same backup,
 //! or into another backup, fails to open.
 
-use crate::{DrError, Record};
+use crate::DrError;
 use ring::aead::{AES_256_GCM, Aad, LessSafeKey, NONCE_LEN, Nonce, UnboundKey};
 use ring::rand::{SecureRandom, SystemRandom};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 /// First bytes of every chunk object.
 const MAGIC: &[u8; 4] = b"MDRC";
@@ -90,12 +92,13 @@ impl DataKey {
         })
     }
 
-    /// The stored bytes of object `index` of `backup_id` holding `records`.
-    pub fn seal(
+    /// The stored bytes of object `index` of `backup_id` holding `records`
+    /// (key records of a full backup, or changes of an incremental one).
+    pub fn seal<T: Serialize>(
         &self,
         backup_id: &str,
         index: u32,
-        records: &[Record],
+        records: &[T],
     ) -> Result<Vec<u8>, DrError> {
         let plain = postcard::to_stdvec(records)
             .map_err(|e| DrError::Crypto(format!("encoding records: {e}")))?;
@@ -123,13 +126,13 @@ impl DataKey {
     /// The records in object `index` of `backup_id`; `Err` with the reason
     /// when it is not one (its place, key or bytes do not match).
     /// `max_plain_bytes` bounds the decompressed size (from the manifest).
-    pub fn open(
+    pub fn open<T: DeserializeOwned>(
         &self,
         backup_id: &str,
         index: u32,
         stored: &[u8],
         max_plain_bytes: usize,
-    ) -> Result<Vec<Record>, String> {
+    ) -> Result<Vec<T>, String> {
         let header = MAGIC.len() + 1 + NONCE_LEN;
         if stored.len() < header + 16 || &stored[..MAGIC.len()] != MAGIC {
             return Err("not a backup chunk".into());
@@ -171,6 +174,7 @@ fn associated(backup_id: &str, index: u32) -> Vec<u8> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Record;
 
     fn records() -> Vec<Record> {
         (0..100u64)
@@ -202,7 +206,10 @@ mod tests {
         let stored = std::fs::read(dir.join("dr-chunk-v1.bin")).unwrap();
         assert_eq!(&stored[..5], b"MDRC\x01");
         let key = DataKey::unwrap(&kek, "golden", &wrapped).unwrap();
-        assert_eq!(key.open("golden", 0, &stored, 1 << 20).unwrap(), expected);
+        assert_eq!(
+            key.open::<Record>("golden", 0, &stored, 1 << 20).unwrap(),
+            expected
+        );
     }
 
     #[test]
@@ -215,17 +222,20 @@ mod tests {
             "records in clear"
         );
         let again = DataKey::unwrap(&kek, "b1", &wrapped).unwrap();
-        assert_eq!(again.open("b1", 0, &sealed, 1 << 20).unwrap(), records());
+        assert_eq!(
+            again.open::<Record>("b1", 0, &sealed, 1 << 20).unwrap(),
+            records()
+        );
         // Another index, another backup, another KEK, altered bytes.
-        assert!(again.open("b1", 1, &sealed, 1 << 20).is_err());
-        assert!(again.open("b2", 0, &sealed, 1 << 20).is_err());
+        assert!(again.open::<Record>("b1", 1, &sealed, 1 << 20).is_err());
+        assert!(again.open::<Record>("b2", 0, &sealed, 1 << 20).is_err());
         assert!(DataKey::unwrap(&[4u8; 32], "b1", &wrapped).is_err());
         assert!(DataKey::unwrap(&kek, "b2", &wrapped).is_err());
         let mut altered = sealed.clone();
         let middle = altered.len() / 2;
         altered[middle] ^= 1;
-        assert!(again.open("b1", 0, &altered, 1 << 20).is_err());
+        assert!(again.open::<Record>("b1", 0, &altered, 1 << 20).is_err());
         // A chunk that would decompress beyond the bound is refused.
-        assert!(again.open("b1", 0, &sealed, 10).is_err());
+        assert!(again.open::<Record>("b1", 0, &sealed, 10).is_err());
     }
 }

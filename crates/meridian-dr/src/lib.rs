@@ -14,6 +14,10 @@
 //! - [`reader`]: reads a backup back, checking every object against the
 //!   manifest (a missing or damaged object is named), and validates it.
 //!
+//! A full backup holds a namespace's keys ([`Record`]s) as of one change
+//! sequence; an incremental one holds the logged changes ([`Change`]s)
+//! after its parent's sequence, so a chain restores to any sequence in it.
+//!
 //! A backup's data key is random and stored only wrapped by the
 //! key-encryption key (the same key file as encryption at rest), so the
 //! objects say nothing without it.
@@ -37,4 +41,47 @@ pub struct Record {
     pub version: u64,
     /// Its value.
     pub value: Vec<u8>,
+}
+
+/// One logged change of a namespace as an incremental backup carries it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Change {
+    /// Its position in the namespace's change sequence.
+    pub seq: u64,
+    /// The keys it wrote or removed, in order.
+    pub writes: Vec<ChangeWrite>,
+}
+
+/// One key written (or removed) by a [`Change`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ChangeWrite {
+    /// The user key.
+    pub key: Vec<u8>,
+    /// The new value; `None` for a removal.
+    pub value: Option<Vec<u8>>,
+    /// The key's version after the write.
+    pub version: u64,
+}
+
+/// What a backup object carries: its size before compression, to cut
+/// objects and bound decompression.
+pub trait BackupItem: serde::Serialize {
+    /// Bytes it takes before compression (an estimate).
+    fn plain_size(&self) -> usize;
+}
+
+impl BackupItem for Record {
+    fn plain_size(&self) -> usize {
+        self.key.len() + self.value.len() + 16
+    }
+}
+
+impl BackupItem for Change {
+    fn plain_size(&self) -> usize {
+        self.writes
+            .iter()
+            .map(|w| w.key.len() + w.value.as_ref().map_or(0, Vec::len) + 16)
+            .sum::<usize>()
+            + 16
+    }
 }

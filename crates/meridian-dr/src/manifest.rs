@@ -7,8 +7,22 @@
 use crate::DrError;
 use serde::{Deserialize, Serialize};
 
-/// The manifest format this code writes and reads.
-pub const MANIFEST_FORMAT: u32 = 1;
+/// The manifest format this code writes (2: backup kind, parent and
+/// starting sequence for incremental backups). Format 1 manifests (full
+/// backups only) are still read.
+pub const MANIFEST_FORMAT: u32 = 2;
+
+/// What a backup holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum BackupKind {
+    /// Every key of the namespace as of `change_seq`.
+    #[default]
+    Full,
+    /// The logged changes after `from_seq` through `change_seq`, continuing
+    /// `parent`.
+    Changes,
+}
 
 /// Name of the manifest object inside a backup's directory.
 pub const MANIFEST_NAME: &str = "manifest.json";
@@ -34,6 +48,16 @@ pub struct Manifest {
     pub source_node: u64,
     /// The namespace's change sequence the backup is consistent at.
     pub change_seq: u64,
+    /// Full, or the changes since the parent.
+    #[serde(default)]
+    pub kind: BackupKind,
+    /// The backup an incremental one continues (its `change_seq` is this
+    /// one's `from_seq`).
+    #[serde(default)]
+    pub parent: Option<String>,
+    /// An incremental backup holds the changes after this sequence.
+    #[serde(default)]
+    pub from_seq: u64,
     /// The source's Raft applied index at that moment.
     pub applied_index: u64,
     /// When it was taken (Unix ms).
@@ -92,10 +116,10 @@ impl Manifest {
         let probe: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| invalid(format!("not JSON: {e}")))?;
         match probe.get("format").and_then(serde_json::Value::as_u64) {
-            Some(f) if f == u64::from(MANIFEST_FORMAT) => {}
+            Some(1 | 2) => {}
             Some(other) => {
                 return Err(invalid(format!(
-                    "format {other} is not supported (this build reads {MANIFEST_FORMAT})"
+                    "format {other} is not supported (this build reads 1 and {MANIFEST_FORMAT})"
                 )));
             }
             None => return Err(invalid("no format field".into())),
@@ -120,6 +144,9 @@ mod tests {
             source_shard: "eu-west-a".into(),
             source_node: 2,
             change_seq: 1_234,
+            kind: BackupKind::Changes,
+            parent: Some("orders-20261130T060000Z-0a0b0c0d".into()),
+            from_seq: 1_000,
             applied_index: 5_678,
             created_unix_ms: 1_796_040_000_000,
             key_count: 2,
@@ -137,25 +164,43 @@ mod tests {
         }
     }
 
+    fn golden(name: &str, bytes: &[u8]) -> Vec<u8> {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../../testdata/formats")
+            .join(name);
+        if std::env::var_os("MERIDIAN_BLESS_FORMATS").is_some_and(|v| v == "1") {
+            std::fs::write(&path, bytes).unwrap();
+        }
+        std::fs::read(&path).unwrap_or_else(|e| panic!("golden sample {}: {e}", path.display()))
+    }
+
     #[test]
     fn manifest_matches_its_golden_sample_and_refuses_other_formats() {
         let encoded = sample().encode().unwrap();
+        let current = golden("dr-manifest-v2.json", &encoded);
+        assert_eq!(encoded, current, "the manifest format changed");
+        assert_eq!(Manifest::decode("b", &current).unwrap(), sample());
+        // Format 1 (full backups only) reads as a full backup.
+        let v1 = Manifest {
+            format: 1,
+            kind: BackupKind::Full,
+            parent: None,
+            from_seq: 0,
+            ..sample()
+        };
+        // (Read as stored, never rewritten: it is what older builds wrote.)
         let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../testdata/formats/dr-manifest-v1.json");
-        if std::env::var_os("MERIDIAN_BLESS_FORMATS").is_some() {
-            std::fs::write(&path, &encoded).unwrap();
-        }
-        let golden = std::fs::read(&path)
-            .unwrap_or_else(|e| panic!("golden sample {}: {e}", path.display()));
-        assert_eq!(encoded, golden, "the manifest format changed");
-        assert_eq!(Manifest::decode("b", &golden).unwrap(), sample());
+        let old = std::fs::read(&path).unwrap();
+        assert!(!String::from_utf8_lossy(&old).contains("from_seq"));
+        assert_eq!(Manifest::decode("b", &old).unwrap(), v1);
         let newer =
-            String::from_utf8(golden)
+            String::from_utf8(current)
                 .unwrap()
-                .replacen("\"format\": 1", "\"format\": 2", 1);
+                .replacen("\"format\": 2", "\"format\": 3", 1);
         let err = Manifest::decode("b", newer.as_bytes()).unwrap_err();
         assert!(
-            err.to_string().contains("format 2 is not supported"),
+            err.to_string().contains("format 3 is not supported"),
             "{err}"
         );
         assert!(Manifest::decode("b", b"{").is_err());

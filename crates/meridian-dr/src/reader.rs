@@ -80,8 +80,11 @@ impl<'a> ChunkReader<'a> {
             .sum()
     }
 
-    /// The records of the next object; `None` after the last.
-    pub async fn next_chunk(&mut self) -> Result<Option<Vec<Record>>, DrError> {
+    /// The records of the next object ([`Record`]s of a full backup,
+    /// [`crate::Change`]s of an incremental one); `None` after the last.
+    pub async fn next_chunk<T: serde::de::DeserializeOwned>(
+        &mut self,
+    ) -> Result<Option<Vec<T>>, DrError> {
         let Some(object) = self.manifest.objects.get(self.next) else {
             return Ok(None);
         };
@@ -119,7 +122,7 @@ impl<'a> ChunkReader<'a> {
         let index = u32::try_from(self.next).map_err(|_| damaged("too many objects".into()))?;
         let max_plain = usize::try_from(object.plain_bytes)
             .map_err(|_| damaged("plain size out of range".into()))?;
-        let records = self
+        let records: Vec<T> = self
             .key
             .open(backup, index, &stored, max_plain)
             .map_err(damaged)?;
@@ -144,7 +147,7 @@ pub async fn for_each_chunk(
     mut each: impl FnMut(Vec<Record>) -> Result<(), DrError>,
 ) -> Result<(), DrError> {
     let mut reader = ChunkReader::new(location, manifest, kek)?;
-    while let Some(records) = reader.next_chunk().await? {
+    while let Some(records) = reader.next_chunk::<Record>().await? {
         each(records)?;
     }
     Ok(())
@@ -161,32 +164,69 @@ pub struct Validated {
     pub stored_bytes: u64,
 }
 
-/// Reads the whole backup back (every object checked and opened) and
-/// compares the digest of its records with the one the source had at the
-/// backup's sequence.
+/// Reads the whole backup back (every object checked and opened). A full
+/// backup's records must give the digest the source had at the backup's
+/// sequence; an incremental backup's changes must run without a gap or a
+/// repeat from just after its parent's sequence to its own (its digest is
+/// compared when a restore replays it onto its parent).
 pub async fn validate(
     location: &Opened,
     manifest: &Manifest,
     kek: &[u8; 32],
     digest: &mut (dyn RecordDigest + Send),
 ) -> Result<Validated, DrError> {
-    let mut records = 0u64;
-    for_each_chunk(location, manifest, kek, |chunk| {
-        records += chunk.len() as u64;
-        for record in &chunk {
-            digest.add(record);
+    let records = match manifest.kind {
+        crate::manifest::BackupKind::Full => {
+            let mut records = 0u64;
+            for_each_chunk(location, manifest, kek, |chunk| {
+                records += chunk.len() as u64;
+                for record in &chunk {
+                    digest.add(record);
+                }
+                Ok(())
+            })
+            .await?;
+            let (count, found) = digest.finish();
+            if count != manifest.key_count || found != manifest.digest {
+                return Err(DrError::DigestMismatch {
+                    backup: manifest.backup_id.clone(),
+                    expected: format!("{} ({} keys)", manifest.digest, manifest.key_count),
+                    found: format!("{found} ({count} keys)"),
+                });
+            }
+            records
         }
-        Ok(())
-    })
-    .await?;
-    let (count, found) = digest.finish();
-    if count != manifest.key_count || found != manifest.digest {
-        return Err(DrError::DigestMismatch {
-            backup: manifest.backup_id.clone(),
-            expected: format!("{} ({} keys)", manifest.digest, manifest.key_count),
-            found: format!("{found} ({count} keys)"),
-        });
-    }
+        crate::manifest::BackupKind::Changes => {
+            let mut reader = ChunkReader::new(location, manifest, kek)?;
+            let mut last = manifest.from_seq;
+            let mut records = 0u64;
+            while let Some(changes) = reader.next_chunk::<crate::Change>().await? {
+                for change in changes {
+                    if Some(change.seq) != last.checked_add(1) {
+                        return Err(DrError::Manifest {
+                            backup: manifest.backup_id.clone(),
+                            reason: format!(
+                                "change {} follows change {last}: the change log it holds has a gap or a repeat",
+                                change.seq
+                            ),
+                        });
+                    }
+                    last = change.seq;
+                    records += 1;
+                }
+            }
+            if last != manifest.change_seq {
+                return Err(DrError::Manifest {
+                    backup: manifest.backup_id.clone(),
+                    reason: format!(
+                        "it holds changes through {last}, the manifest says through {}",
+                        manifest.change_seq
+                    ),
+                });
+            }
+            records
+        }
+    };
     Ok(Validated {
         objects: manifest.objects.len(),
         records,
@@ -225,6 +265,9 @@ mod tests {
             source_shard: "eu-west-a".into(),
             source_node: 2,
             change_seq: 10,
+            kind: crate::manifest::BackupKind::Full,
+            parent: None,
+            from_seq: 0,
             applied_index: 20,
             created_unix_ms: 1,
         }
@@ -267,6 +310,69 @@ mod tests {
             }
         }
         out
+    }
+
+    /// An incremental backup after change 10 holding changes `seqs`,
+    /// claiming to end at `through`.
+    async fn incremental(seqs: &[u64], through: u64) -> (tempfile::TempDir, Opened, Manifest) {
+        let dir = tempfile::tempdir().unwrap();
+        let location = crate::location::open(&format!("file://{}", dir.path().display())).unwrap();
+        let kek = [9u8; 32];
+        let mut writer: BackupWriter<crate::Change> = BackupWriter::new(
+            &location,
+            BackupMeta {
+                kind: crate::manifest::BackupKind::Changes,
+                parent: Some("b0".into()),
+                from_seq: 10,
+                change_seq: through,
+                ..meta("b1")
+            },
+            &kek,
+        )
+        .unwrap()
+        .with_chunk_bytes(64);
+        for seq in seqs {
+            writer
+                .push(crate::Change {
+                    seq: *seq,
+                    writes: vec![crate::ChangeWrite {
+                        key: b"k".to_vec(),
+                        value: (seq % 2 == 0).then(|| b"v".to_vec()),
+                        version: *seq,
+                    }],
+                })
+                .await
+                .unwrap();
+        }
+        let manifest = writer.finish(1, "d".into()).await.unwrap();
+        (dir, location, manifest)
+    }
+
+    #[tokio::test]
+    async fn an_incremental_backup_must_hold_every_change_after_its_parent() {
+        let kek = [9u8; 32];
+        // (changes held, claimed end, accepted)
+        let cases: [(&[u64], u64, bool); 5] = [
+            (&[11, 12, 13, 14], 14, true),
+            (&[], 10, true),
+            (&[11, 13, 14], 14, false),
+            (&[11, 12, 12, 13], 13, false),
+            (&[11, 12], 14, false),
+        ];
+        for (seqs, through, accepted) in cases {
+            let (_dir, location, manifest) = incremental(seqs, through).await;
+            let read = read_manifest(&location, "orders", "b1").await.unwrap();
+            assert_eq!(read.kind, crate::manifest::BackupKind::Changes);
+            let result = validate(&location, &manifest, &kek, &mut Sha::default()).await;
+            assert_eq!(
+                result.is_ok(),
+                accepted,
+                "{seqs:?} through {through}: {result:?}"
+            );
+            if let Ok(done) = result {
+                assert_eq!(done.records, seqs.len() as u64);
+            }
+        }
     }
 
     #[tokio::test]

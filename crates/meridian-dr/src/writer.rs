@@ -2,8 +2,8 @@
 
 use crate::chunk::DataKey;
 use crate::location::Opened;
-use crate::manifest::{MANIFEST_FORMAT, MANIFEST_NAME, Manifest, ObjectEntry};
-use crate::{DrError, Record};
+use crate::manifest::{BackupKind, MANIFEST_FORMAT, MANIFEST_NAME, Manifest, ObjectEntry};
+use crate::{BackupItem, DrError, Record};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
 use sha2::{Digest, Sha256};
@@ -32,6 +32,12 @@ pub struct BackupMeta {
     pub source_node: u64,
     /// The change sequence the records are consistent at.
     pub change_seq: u64,
+    /// Full, or the changes since `parent`.
+    pub kind: BackupKind,
+    /// The backup an incremental one continues.
+    pub parent: Option<String>,
+    /// An incremental backup holds the changes after this sequence.
+    pub from_seq: u64,
     /// The source's applied index then.
     pub applied_index: u64,
     /// When (Unix ms).
@@ -49,20 +55,21 @@ pub fn backup_dir(prefix: &Path, namespace: &str, backup_id: &str) -> Path {
     Path::from_iter(parts)
 }
 
-/// A backup being written.
-pub struct BackupWriter {
+/// A backup being written: key [`Record`]s for a full backup,
+/// [`crate::Change`]s for an incremental one.
+pub struct BackupWriter<T: BackupItem = Record> {
     store: Arc<dyn ObjectStore>,
     dir: Path,
     meta: BackupMeta,
     key: DataKey,
     wrapped_key: Vec<u8>,
-    pending: Vec<Record>,
+    pending: Vec<T>,
     pending_bytes: usize,
     chunk_plain_bytes: usize,
     objects: Vec<ObjectEntry>,
 }
 
-impl BackupWriter {
+impl<T: BackupItem> BackupWriter<T> {
     /// Starts backup `meta` in `location`, sealed with a new data key wrapped
     /// by `kek`.
     pub fn new(location: &Opened, meta: BackupMeta, kek: &[u8; 32]) -> Result<Self, DrError> {
@@ -87,8 +94,8 @@ impl BackupWriter {
     }
 
     /// Adds a record; writes an object once enough have gathered.
-    pub async fn push(&mut self, record: Record) -> Result<(), DrError> {
-        self.pending_bytes += record.key.len() + record.value.len() + 16;
+    pub async fn push(&mut self, record: T) -> Result<(), DrError> {
+        self.pending_bytes += record.plain_size();
         self.pending.push(record);
         if self.pending_bytes >= self.chunk_plain_bytes {
             self.flush().await?;
@@ -145,6 +152,9 @@ impl BackupWriter {
             source_shard: meta.source_shard,
             source_node: meta.source_node,
             change_seq: meta.change_seq,
+            kind: meta.kind,
+            parent: meta.parent,
+            from_seq: meta.from_seq,
             applied_index: meta.applied_index,
             created_unix_ms: meta.created_unix_ms,
             key_count,

@@ -100,6 +100,9 @@ fn a_backup_round_trips_through_an_s3_compatible_server() {
             source_shard: "eu-west-a".into(),
             source_node: 1,
             change_seq: 5,
+            kind: meridian_dr::manifest::BackupKind::Full,
+            parent: None,
+            from_seq: 0,
             applied_index: 9,
             created_unix_ms: 1,
         };

@@ -7,9 +7,10 @@
 use crate::digest::NamespaceDigest;
 use crate::error::ShardError;
 use crate::node::ShardNode;
-use meridian_dr::Record;
+use meridian_dr::manifest::BackupKind;
 use meridian_dr::reader::RecordDigest;
 use meridian_dr::writer::{BackupMeta, BackupWriter};
+use meridian_dr::{Change, ChangeWrite, Record};
 use meridian_proto::v1 as pb;
 use std::time::Instant;
 
@@ -121,7 +122,37 @@ pub async fn validate(
     })
 }
 
-/// Writes backup `request` of a namespace this node holds, then validates it.
+/// How long a backup waits for this node to apply the namespace's backup
+/// hold (a follower a little behind its leader).
+const HOLD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Waits until this node has applied `namespace`'s backup hold: from then
+/// on every change after the view a backup reads is logged for the next.
+async fn wait_for_hold(node: &ShardNode, namespace: &str) -> Result<(), ShardError> {
+    let deadline = Instant::now() + HOLD_WAIT;
+    loop {
+        match node.machine.namespace(namespace) {
+            None => {
+                return Err(crate::command::Rejection::NamespaceNotFound {
+                    name: namespace.to_string(),
+                }
+                .into());
+            }
+            Some(record) if record.backup_hold.is_some() => return Ok(()),
+            Some(_) if Instant::now() >= deadline => {
+                return Err(ShardError::NotApplicable(format!(
+                    "node {} has not applied the backup hold of {namespace:?} within {} s; another member may take the backup",
+                    node.id(),
+                    HOLD_WAIT.as_secs()
+                )));
+            }
+            Some(_) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+        }
+    }
+}
+
+/// Writes backup `request` of a namespace this node holds — every key
+/// (full) or the changes since its parent (incremental) — then validates it.
 pub async fn write(
     node: &ShardNode,
     request: pb::BackupRequest,
@@ -129,8 +160,14 @@ pub async fn write(
     let started = Instant::now();
     crate::limits::validate_namespace_name(&request.namespace)?;
     check_backup_id(&request.backup_id)?;
+    if request.incremental {
+        check_backup_id(&request.parent_backup_id)?;
+    }
     let kek = backup_kek(node)?;
     let location = meridian_dr::location::open(&request.location_url).map_err(dr_error)?;
+    if request.require_hold || request.incremental {
+        wait_for_hold(node, &request.namespace).await?;
+    }
     let applied_index = node.header().applied_index;
     let meta = BackupMeta {
         backup_id: request.backup_id.clone(),
@@ -141,10 +178,73 @@ pub async fn write(
         source_shard: node.config.node.shard.clone(),
         source_node: node.id(),
         change_seq: 0,
+        kind: BackupKind::Full,
+        parent: None,
+        from_seq: 0,
         applied_index,
         created_unix_ms: meridian_access::now_unix_ms(),
     };
+    let manifest = if request.incremental {
+        write_changes(node, &request, &location, meta, &kek).await?
+    } else {
+        write_full(node, &request, &location, meta, &kek).await?
+    };
+    // Verified by default: read every object back (a full backup's digest
+    // compared, an incremental one's changes checked for gaps).
+    let verified =
+        meridian_dr::reader::validate(&location, &manifest, &kek, &mut Digest::default())
+            .await
+            .map_err(dr_error)?;
+    tracing::info!(
+        backup = %manifest.backup_id,
+        namespace = %manifest.namespace,
+        kind = ?manifest.kind,
+        change_seq = manifest.change_seq,
+        key_count = manifest.key_count,
+        bytes = verified.stored_bytes,
+        "backup written and verified"
+    );
+    Ok(pb::BackupResponse {
+        backup_id: manifest.backup_id.clone(),
+        node_id: node.id(),
+        change_seq: manifest.change_seq,
+        applied_index,
+        key_count: manifest.key_count,
+        digest: manifest.digest.clone(),
+        stored_bytes: verified.stored_bytes,
+        objects: u32::try_from(verified.objects).unwrap_or(u32::MAX),
+        verified: true,
+        elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        kind: match manifest.kind {
+            BackupKind::Full => "full",
+            BackupKind::Changes => "changes",
+        }
+        .into(),
+        from_seq: manifest.from_seq,
+        parent_backup_id: manifest.parent.clone().unwrap_or_default(),
+    })
+}
 
+fn read_failed(namespace: &str, err: std::io::Error) -> ShardError {
+    if err.kind() == std::io::ErrorKind::NotFound {
+        crate::command::Rejection::NamespaceNotFound {
+            name: namespace.to_string(),
+        }
+        .into()
+    } else {
+        ShardError::Storage(err)
+    }
+}
+
+/// A full backup: every key from one view, streamed from the storage
+/// thread in bounded batches.
+async fn write_full(
+    node: &ShardNode,
+    request: &pb::BackupRequest,
+    location: &meridian_dr::location::Opened,
+    meta: BackupMeta,
+    kek: &[u8; 32],
+) -> Result<meridian_dr::Manifest, ShardError> {
     // The storage thread reads one view and sends batches; it returns the
     // view's change sequence and the digest of what it sent.
     let (sender, mut batches) = tokio::sync::mpsc::channel::<Vec<Record>>(4);
@@ -172,7 +272,7 @@ pub async fn write(
         }
         Ok::<_, std::io::Error>((seq, digest.count(), digest.finish()))
     });
-    let mut writer = BackupWriter::new(&location, meta, &kek).map_err(dr_error)?;
+    let mut writer: BackupWriter = BackupWriter::new(location, meta, kek).map_err(dr_error)?;
     let mut failed = None;
     while let Some(batch) = batches.recv().await {
         for record in batch {
@@ -195,46 +295,106 @@ pub async fn write(
             writer.abort().await;
             return Err(match (read, failed) {
                 (_, Some(err)) => dr_error(err),
-                (Ok(Err(err)), None) if err.kind() == std::io::ErrorKind::NotFound => {
-                    crate::command::Rejection::NamespaceNotFound {
-                        name: request.namespace.clone(),
-                    }
-                    .into()
-                }
-                (Ok(Err(err)), None) => ShardError::Storage(err),
+                (Ok(Err(err)), None) => read_failed(&request.namespace, err),
                 (Err(err), None) => err,
                 (Ok(Ok(_)), None) => ShardError::Backup("unreachable".into()),
             });
         }
     };
-    let writer = writer.at_seq(change_seq);
-    let manifest = writer
-        .finish(key_count, digest.clone())
+    writer
+        .at_seq(change_seq)
+        .finish(key_count, digest)
         .await
-        .map_err(dr_error)?;
-    // Verified by default: read every object back and compare digests.
-    let verified =
-        meridian_dr::reader::validate(&location, &manifest, &kek, &mut Digest::default())
-            .await
-            .map_err(dr_error)?;
-    tracing::info!(
-        backup = %manifest.backup_id,
-        namespace = %manifest.namespace,
-        change_seq,
-        key_count,
-        bytes = verified.stored_bytes,
-        "backup written and verified"
-    );
-    Ok(pb::BackupResponse {
-        backup_id: manifest.backup_id.clone(),
-        node_id: node.id(),
-        change_seq,
-        applied_index,
-        key_count,
-        digest,
-        stored_bytes: verified.stored_bytes,
-        objects: u32::try_from(verified.objects).unwrap_or(u32::MAX),
-        verified: true,
-        elapsed_ms: u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+        .map_err(dr_error)
+}
+
+/// An incremental backup: the namespace's digest and sequence from one
+/// view, then the logged changes after the parent's sequence through it.
+async fn write_changes(
+    node: &ShardNode,
+    request: &pb::BackupRequest,
+    location: &meridian_dr::location::Opened,
+    mut meta: BackupMeta,
+    kek: &[u8; 32],
+) -> Result<meridian_dr::Manifest, ShardError> {
+    let from = request.from_seq;
+    let namespace = request.namespace.clone();
+    let Some(record) = node.machine.namespace(&namespace) else {
+        return Err(read_failed(
+            &namespace,
+            std::io::Error::from(std::io::ErrorKind::NotFound),
+        ));
+    };
+    if record.trimmed_through > from || record.backup_hold.is_none_or(|hold| hold > from) {
+        return Err(ShardError::NotApplicable(format!(
+            "the change log of {namespace:?} on node {} no longer reaches back to change {from} (backup {}); take a full backup",
+            node.id(),
+            request.parent_backup_id
+        )));
+    }
+    let machine = node.machine.clone();
+    let scanned = namespace.clone();
+    let (seq, key_count, digest) = tokio::task::spawn_blocking(move || {
+        let mut digest = NamespaceDigest::default();
+        let seq = machine.visit_namespace_at_seq(&scanned, |_, key, version, value| {
+            digest.add(&key, version, &value);
+            true
+        })?;
+        Ok::<_, std::io::Error>((seq, digest.count(), digest.finish()))
     })
+    .await
+    .map_err(|e| ShardError::Backup(format!("the reading task stopped: {e}")))?
+    .map_err(|e| read_failed(&namespace, e))?;
+    if seq < from {
+        return Err(ShardError::NotApplicable(format!(
+            "node {} is at change {seq} of {namespace:?}, behind the parent backup's {from}; another member may take the backup",
+            node.id()
+        )));
+    }
+    meta.kind = BackupKind::Changes;
+    meta.parent = Some(request.parent_backup_id.clone());
+    meta.from_seq = from;
+    meta.change_seq = seq;
+    let mut writer: BackupWriter<Change> =
+        BackupWriter::new(location, meta, kek).map_err(dr_error)?;
+    let mut next = from;
+    let copied = async {
+        while next < seq {
+            let changes = node
+                .machine
+                .changes_after(&namespace, next, BATCH)
+                .map_err(ShardError::Storage)?;
+            if changes.first().is_none_or(|c| c.seq != next + 1) {
+                return Err(ShardError::NotApplicable(format!(
+                    "the change log of {namespace:?} lacks change {} (trimmed meanwhile); take a full backup",
+                    next + 1
+                )));
+            }
+            for change in changes.into_iter().take_while(|c| c.seq <= seq) {
+                next = change.seq;
+                writer
+                    .push(Change {
+                        seq: change.seq,
+                        writes: change
+                            .writes
+                            .into_iter()
+                            .map(|w| ChangeWrite {
+                                key: w.key,
+                                value: w.value,
+                                version: w.version,
+                            })
+                            .collect(),
+                    })
+                    .await
+                    .map_err(dr_error)?;
+            }
+        }
+        Ok(())
+    }
+    .await;
+    if let Err(err) = copied {
+        writer.abort().await;
+        return Err(err);
+    }
+    writer.finish(key_count, digest).await.map_err(dr_error)
 }

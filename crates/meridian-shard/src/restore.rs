@@ -10,7 +10,9 @@
 //! fails, or whose caller goes away, removes what it loaded.
 
 use crate::backup::{backup_kek, check_backup_id, dr_error};
-use crate::command::{Command, CommandResult, Rejection, VersionedEntry};
+use crate::command::{
+    ChangeRecord, Command, CommandResult, Rejection, ReplicatedWrite, VersionedEntry,
+};
 use crate::error::ShardError;
 use crate::node::ShardNode;
 use meridian_proto::v1 as pb;
@@ -56,12 +58,17 @@ impl From<ShardError> for Stop {
 const PART_BYTES: usize = 256 << 10;
 
 /// `entries` cut into runs of at most `max_ops` entries and about
-/// `max_bytes` bytes (a single larger entry makes a run of its own).
-fn parts(entries: &[VersionedEntry], max_ops: usize, max_bytes: usize) -> Vec<&[VersionedEntry]> {
+/// `max_bytes` bytes by `size` (a single larger entry makes a run of its own).
+fn parts<T>(
+    entries: &[T],
+    max_ops: usize,
+    max_bytes: usize,
+    size: impl Fn(&T) -> usize,
+) -> Vec<&[T]> {
     let mut out = Vec::new();
     let (mut start, mut bytes) = (0, 0usize);
     for (i, entry) in entries.iter().enumerate() {
-        let size = entry.key.len() + entry.value.len();
+        let size = size(entry);
         if i > start && (i - start >= max_ops || bytes + size > max_bytes) {
             out.push(&entries[start..i]);
             (start, bytes) = (i, 0);
@@ -72,6 +79,67 @@ fn parts(entries: &[VersionedEntry], max_ops: usize, max_bytes: usize) -> Vec<&[
         out.push(&entries[start..]);
     }
     out
+}
+
+/// The backups a restore replays: a full one, then incremental ones each
+/// continuing the one before, and the sequence to stop at.
+struct Chain {
+    manifests: Vec<meridian_dr::Manifest>,
+    at_seq: u64,
+}
+
+/// Reads and checks the manifests of `request`'s chain.
+async fn read_chain(
+    location: &meridian_dr::location::Opened,
+    request: &pb::RestoreRequest,
+) -> Result<Chain, ShardError> {
+    use meridian_dr::manifest::BackupKind;
+    let mut manifests = Vec::with_capacity(1 + request.incrementals.len());
+    for id in std::iter::once(&request.backup_id).chain(&request.incrementals) {
+        check_backup_id(id)?;
+        let manifest = meridian_dr::reader::read_manifest(location, &request.source_namespace, id)
+            .await
+            .map_err(dr_error)?;
+        let broken = |why: String| ShardError::BackupDamaged(format!("backup {id}: {why}"));
+        if manifest.namespace != request.source_namespace {
+            return Err(broken(format!(
+                "it is of namespace {:?}, not {:?}",
+                manifest.namespace, request.source_namespace
+            )));
+        }
+        match (manifests.last(), manifest.kind) {
+            (None, BackupKind::Full) => {}
+            (None, BackupKind::Changes) => {
+                return Err(broken("a chain starts with a full backup".into()));
+            }
+            (Some(_), BackupKind::Full) => {
+                return Err(broken("a full backup cannot continue a chain".into()));
+            }
+            (Some(previous), BackupKind::Changes) => {
+                let previous: &meridian_dr::Manifest = previous;
+                if manifest.parent.as_deref() != Some(previous.backup_id.as_str())
+                    || manifest.from_seq != previous.change_seq
+                {
+                    return Err(broken(format!(
+                        "it continues {:?} from change {}, not {} at change {}",
+                        manifest.parent, manifest.from_seq, previous.backup_id, previous.change_seq
+                    )));
+                }
+            }
+        }
+        manifests.push(manifest);
+    }
+    let (first, last) = match (manifests.first(), manifests.last()) {
+        (Some(first), Some(last)) => (first.change_seq, last.change_seq),
+        _ => return Err(ShardError::Backup("no backup to restore".into())),
+    };
+    let at_seq = request.at_seq.unwrap_or(last);
+    if at_seq < first || at_seq > last {
+        return Err(ShardError::NotApplicable(format!(
+            "change {at_seq} is outside the chain, which reaches changes {first} through {last}"
+        )));
+    }
+    Ok(Chain { manifests, at_seq })
 }
 
 /// Checks `request` and starts the restore; the stream reports it.
@@ -89,19 +157,7 @@ pub async fn start(
     }
     let kek = backup_kek(&node)?;
     let location = meridian_dr::location::open(&request.location_url).map_err(dr_error)?;
-    let manifest = meridian_dr::reader::read_manifest(
-        &location,
-        &request.source_namespace,
-        &request.backup_id,
-    )
-    .await
-    .map_err(dr_error)?;
-    if manifest.namespace != request.source_namespace {
-        return Err(ShardError::BackupDamaged(format!(
-            "backup {} is of namespace {:?}, not {:?}",
-            request.backup_id, manifest.namespace, request.source_namespace
-        )));
-    }
+    let chain = read_chain(&location, &request).await?;
     if !request.replace && node.machine.namespace(&request.namespace).is_some() {
         return Err(Rejection::NamespaceExists {
             name: request.namespace,
@@ -113,7 +169,7 @@ pub async fn start(
         let lock = node.restores.of(&request.namespace);
         let _only_one = lock.lock().await;
         let target = request.namespace.clone();
-        let result = run(&node, &request, &location, &manifest, &kek, &sender).await;
+        let result = run(&node, &request, &location, &chain, &kek, &sender).await;
         let failure = match result {
             Ok(done) => {
                 let _ = sender.send(Ok(done)).await;
@@ -151,7 +207,7 @@ async fn run(
     node: &ShardNode,
     request: &pb::RestoreRequest,
     location: &meridian_dr::location::Opened,
-    manifest: &meridian_dr::Manifest,
+    chain: &Chain,
     kek: &[u8; 32],
     progress: &tokio::sync::mpsc::Sender<Result<pb::RestoreProgress, Status>>,
 ) -> Result<pb::RestoreProgress, Stop> {
@@ -183,79 +239,194 @@ async fn run(
     }
     let mut report = pb::RestoreProgress {
         node_id: node.id(),
-        records_total: manifest.objects.iter().map(|o| o.records).sum(),
-        bytes_total: manifest.stored_bytes(),
-        change_seq: manifest.change_seq,
+        records_total: chain
+            .manifests
+            .iter()
+            .flat_map(|m| &m.objects)
+            .map(|o| o.records)
+            .sum(),
+        bytes_total: chain.manifests.iter().map(|m| m.stored_bytes()).sum(),
+        change_seq: chain.at_seq,
         ..Default::default()
     };
     let batch = node.config.limits.max_batch_ops.max(1);
-    let mut reader = meridian_dr::reader::ChunkReader::new(location, manifest, kek)
-        .map_err(|e| Stop::Failed(dr_error(e)))?;
-    while let Some(records) = reader
-        .next_chunk()
-        .await
-        .map_err(|e| Stop::Failed(dr_error(e)))?
-    {
-        if progress.is_closed() {
-            return Err(Stop::CallerGone);
+    let mut bytes_before = 0u64;
+    let mut reached = 0u64;
+    for manifest in &chain.manifests {
+        if manifest.kind == meridian_dr::manifest::BackupKind::Changes
+            && manifest.from_seq >= chain.at_seq
+        {
+            break;
         }
-        let entries: Vec<VersionedEntry> = records
-            .into_iter()
-            .map(|r| VersionedEntry {
-                key: r.key,
-                value: r.value,
-                version: r.version,
-            })
-            .collect();
-        for part in parts(&entries, batch, PART_BYTES) {
-            let bytes: usize = part.iter().map(|e| e.key.len() + e.value.len()).sum();
-            node.restore_cap.take(bytes).await;
-            match node
-                .propose(Command::Import {
-                    namespace: target.clone(),
-                    entries: part.to_vec(),
-                })
-                .await?
-            {
-                CommandResult::Imported { .. } => {}
-                CommandResult::Rejected(rejection) => {
-                    return Err(ShardError::from(rejection).into());
+        let mut reader = meridian_dr::reader::ChunkReader::new(location, manifest, kek)
+            .map_err(|e| Stop::Failed(dr_error(e)))?;
+        match manifest.kind {
+            meridian_dr::manifest::BackupKind::Full => {
+                while let Some(records) = reader
+                    .next_chunk::<meridian_dr::Record>()
+                    .await
+                    .map_err(|e| Stop::Failed(dr_error(e)))?
+                {
+                    let entries: Vec<VersionedEntry> = records
+                        .into_iter()
+                        .map(|r| VersionedEntry {
+                            key: r.key,
+                            value: r.value,
+                            version: r.version,
+                        })
+                        .collect();
+                    for part in parts(&entries, batch, PART_BYTES, |e| e.key.len() + e.value.len())
+                    {
+                        node.restore_cap
+                            .take(part_size(part, |e| e.key.len() + e.value.len()))
+                            .await;
+                        let command = Command::Import {
+                            namespace: target.clone(),
+                            entries: part.to_vec(),
+                        };
+                        load(node, command).await?;
+                        report.records_loaded += part.len() as u64;
+                        report.bytes_read = bytes_before + reader.bytes_read();
+                        send(progress, &report).await?;
+                    }
                 }
-                other => {
-                    return Err(ShardError::Backup(format!("unexpected result {other:?}")).into());
+                reached = manifest.change_seq;
+            }
+            meridian_dr::manifest::BackupKind::Changes => {
+                let size = |c: &ChangeRecord| {
+                    c.writes
+                        .iter()
+                        .map(|w| w.key.len() + w.value.as_ref().map_or(0, Vec::len))
+                        .sum::<usize>()
+                };
+                reached = manifest.from_seq;
+                while let Some(changes) = reader
+                    .next_chunk::<meridian_dr::Change>()
+                    .await
+                    .map_err(|e| Stop::Failed(dr_error(e)))?
+                {
+                    // Every change after the parent's, in order: a gap or a
+                    // repeat would restore a state the source never had.
+                    let mut expected = reached;
+                    for change in &changes {
+                        if change.seq > chain.at_seq {
+                            break;
+                        }
+                        if Some(change.seq) != expected.checked_add(1) {
+                            return Err(ShardError::BackupDamaged(format!(
+                                "backup {}: change {} follows change {expected}",
+                                manifest.backup_id, change.seq
+                            ))
+                            .into());
+                        }
+                        expected = change.seq;
+                    }
+                    let changes: Vec<ChangeRecord> = changes
+                        .into_iter()
+                        .take_while(|c| c.seq <= chain.at_seq)
+                        .map(|c| ChangeRecord {
+                            seq: c.seq,
+                            writes: c
+                                .writes
+                                .into_iter()
+                                .map(|w| ReplicatedWrite {
+                                    key: w.key,
+                                    value: w.value,
+                                    version: w.version,
+                                    previous_version: None,
+                                })
+                                .collect(),
+                        })
+                        .collect();
+                    let last = changes.last().map(|c| c.seq);
+                    for part in parts(&changes, batch, PART_BYTES, size) {
+                        node.restore_cap.take(part_size(part, size)).await;
+                        let command = Command::LoadChanges {
+                            namespace: target.clone(),
+                            changes: part.to_vec(),
+                        };
+                        load(node, command).await?;
+                        report.records_loaded += part.len() as u64;
+                        report.bytes_read = bytes_before + reader.bytes_read();
+                        send(progress, &report).await?;
+                    }
+                    if let Some(last) = last {
+                        reached = last;
+                    }
+                    if reached >= chain.at_seq {
+                        break;
+                    }
                 }
             }
-            report.records_loaded += part.len() as u64;
-            report.bytes_read = reader.bytes_read();
-            if progress.send(Ok(report.clone())).await.is_err() {
-                return Err(Stop::CallerGone);
-            }
         }
+        bytes_before += manifest.stored_bytes();
     }
-    // Compare what is stored, not what was read.
+    if reached != chain.at_seq {
+        return Err(ShardError::BackupDamaged(format!(
+            "the chain ends at change {reached}, not at {}",
+            chain.at_seq
+        ))
+        .into());
+    }
+    // Compare what is stored, not what was read: with the source's digest
+    // where a backup of the chain ends at this change.
     let machine = node.machine.clone();
     let namespace = target.clone();
     let (digest, key_count) = tokio::task::spawn_blocking(move || machine.digest(&namespace))
         .await
         .map_err(|e| ShardError::Storage(std::io::Error::other(e)))?
         .map_err(ShardError::Storage)?;
-    if digest != manifest.digest || key_count != manifest.key_count {
+    let ends_here = chain
+        .manifests
+        .iter()
+        .rev()
+        .find(|m| m.change_seq == chain.at_seq);
+    if let Some(source) = ends_here
+        && (digest != source.digest || key_count != source.key_count)
+    {
         return Err(ShardError::BackupDamaged(format!(
             "backup {}: restored digest {digest} ({key_count} keys) differs from the source's {} ({} keys) at change {}",
-            manifest.backup_id, manifest.digest, manifest.key_count, manifest.change_seq
+            source.backup_id, source.digest, source.key_count, source.change_seq
         ))
         .into());
     }
     report.done = true;
     report.digest = digest;
     report.key_count = key_count;
+    report.digest_checked = ends_here.is_some();
     tracing::info!(
         namespace = %target,
-        backup = %manifest.backup_id,
+        backup = %request.backup_id,
+        incrementals = request.incrementals.len(),
+        at_seq = chain.at_seq,
         records = report.records_loaded,
-        "restore finished, digest matches the backup's"
+        digest_checked = report.digest_checked,
+        "restore finished"
     );
     Ok(report)
+}
+
+fn part_size<T>(part: &[T], size: impl Fn(&T) -> usize) -> usize {
+    part.iter().map(size).sum()
+}
+
+/// Proposes one load step; a refusal is the restore's failure.
+async fn load(node: &ShardNode, command: Command) -> Result<(), Stop> {
+    match node.propose(command).await? {
+        CommandResult::Imported { .. } => Ok(()),
+        CommandResult::Rejected(rejection) => Err(ShardError::from(rejection).into()),
+        other => Err(ShardError::Backup(format!("unexpected result {other:?}")).into()),
+    }
+}
+
+async fn send(
+    progress: &tokio::sync::mpsc::Sender<Result<pb::RestoreProgress, Status>>,
+    report: &pb::RestoreProgress,
+) -> Result<(), Stop> {
+    progress
+        .send(Ok(report.clone()))
+        .await
+        .map_err(|_| Stop::CallerGone)
 }
 
 #[cfg(test)]
@@ -282,7 +453,7 @@ mod tests {
         ];
         for (sizes, ops, bytes, expected) in cases {
             let entries: Vec<VersionedEntry> = sizes.iter().map(|s| entry(*s)).collect();
-            let runs = parts(&entries, ops, bytes);
+            let runs = parts(&entries, ops, bytes, |e| e.key.len() + e.value.len());
             let lengths: Vec<usize> = runs.iter().map(|r| r.len()).collect();
             assert_eq!(lengths, expected, "{sizes:?} ops {ops} bytes {bytes}");
             assert_eq!(lengths.iter().sum::<usize>(), entries.len());

@@ -126,6 +126,11 @@ pub enum DrCommand {
         /// The location (`meridian dr location list`).
         #[arg(long)]
         location: String,
+        /// Only the changes since the namespace's latest backup in this
+        /// location (refused when there is none, or the change log no longer
+        /// reaches back to it: take a full backup then).
+        #[arg(long)]
+        incremental: bool,
     },
     /// Reads a backup back on a node of its namespace's shard: every object
     /// against the manifest, opened, digest compared. Names a missing or
@@ -150,7 +155,8 @@ pub enum DrCommand {
         /// if it still exists, else the backup location's region).
         #[arg(long)]
         region: Option<String>,
-        /// The change sequence to restore to (default: the backup's own).
+        /// The change sequence to restore to (default: the backup's own):
+        /// anything from its chain's full backup through the backup.
         #[arg(long)]
         at: Option<String>,
         /// Start the job and return without following it.

@@ -88,7 +88,7 @@ fn restore_request(backup: &str, as_name: &str, region: &str) -> pb::RestoreBack
         backup_id: backup.into(),
         as_name: as_name.into(),
         region: region.into(),
-        at_seq: 0,
+        at_seq: None,
     }
 }
 
@@ -242,9 +242,88 @@ async fn backups_restore_to_their_digest_across_a_control_leader_change() {
             .is_none()
     );
 
-    // The latest backup restores to the source as it is now.
+    // Incremental backups: the changes since the latest backup, chained;
+    // the chain restores to its end, to each backup in it, and to any
+    // change between.
+    let incremental = |namespace: &str| pb::SnapshotRequest {
+        namespace: namespace.into(),
+        location: "eu-vault".into(),
+        incremental: true,
+    };
+    let i1 = control.snapshot_with(incremental("orders")).await.unwrap();
+    assert_eq!(i1.kind, "changes", "{i1:?}");
+    assert_eq!(i1.parent, a.backup_id);
+    assert_eq!(i1.from_seq, a.change_seq);
+    // One transaction of overwrites, one of new keys, 50 deletes.
+    assert_eq!(i1.change_seq, a.change_seq + 52, "{i1:?}");
+    assert_eq!(i1.digest, now.digest);
+    write_keys(&gateway, "orders", 0..50, "later").await;
+    let i2 = control.snapshot_with(incremental("orders")).await.unwrap();
+    assert_eq!(
+        (i2.parent.as_str(), i2.from_seq),
+        (i1.backup_id.as_str(), i1.change_seq)
+    );
+    let latest = eu_nodes.check_integrity("orders").await.unwrap();
+    assert_eq!(i2.digest, latest.digest);
+    let at = |target: &str, at_seq: Option<u64>| pb::RestoreBackupRequest {
+        backup_id: i2.backup_id.clone(),
+        as_name: target.into(),
+        region: String::new(),
+        at_seq,
+    };
+    for (target, at_seq, digest) in [
+        ("orders-i2", None, Some(&latest.digest)),
+        ("orders-at-i1", Some(i1.change_seq), Some(&i1.digest)),
+        ("orders-at-a", Some(a.change_seq), Some(&a.digest)),
+        ("orders-between", Some(a.change_seq + 3), None),
+    ] {
+        let job = control.start_restore(at(target, at_seq)).await.unwrap();
+        let done = wait_job(&control, job.id, Duration::from_secs(120)).await;
+        assert_eq!(
+            done.state,
+            pb::JobState::Succeeded as i32,
+            "{target}: {done:?}"
+        );
+        let restored = eu_nodes.check_integrity(target).await.unwrap();
+        match digest {
+            Some(digest) => assert_eq!(&restored.digest, digest, "{target}"),
+            None => {
+                assert!(done.message.contains("no source digest"), "{done:?}");
+                // Three changes after A: the overwrites, the new keys and
+                // the first delete — not the second.
+                let get = |key: &'static [u8]| {
+                    let gateway = &gateway;
+                    async move {
+                        gateway
+                            .get(target, key, pb::Consistency::Strong)
+                            .await
+                            .unwrap()
+                            .map(|kv| kv.value)
+                    }
+                };
+                assert_eq!(get(b"k00002").await, Some(value("after", 2)));
+                assert_eq!(get(b"k00850").await, Some(value(&marker, 850)));
+                assert_eq!(get(b"k00100").await, None);
+                assert_eq!(get(b"k00101").await, Some(value(&marker, 101)));
+            }
+        }
+    }
+    match control
+        .start_restore(at("orders-x", Some(i2.change_seq + 1)))
+        .await
+    {
+        Err(ClientError::FailedPrecondition(refusal)) => {
+            assert!(refusal.message.contains("outside the chain"), "{refusal}")
+        }
+        other => panic!("a change outside the chain was accepted: {other:?}"),
+    }
+
+    // A new full backup restores to the source as it is now.
     let b = control.snapshot("orders", "eu-vault").await.unwrap();
-    assert_eq!(b.digest, now.digest);
+    assert_eq!(
+        (b.kind.as_str(), b.digest.as_str()),
+        ("full", latest.digest.as_str())
+    );
     let job = control
         .start_restore(restore_request(&b.backup_id, "orders-b", ""))
         .await
@@ -253,7 +332,15 @@ async fn backups_restore_to_their_digest_across_a_control_leader_change() {
     assert_eq!(done.state, pb::JobState::Succeeded as i32, "{done:?}");
     assert_eq!(done.region, "eu-west", "the home region by default");
     let restored = eu_nodes.check_integrity("orders-b").await.unwrap();
-    assert_eq!(restored.digest, now.digest);
+    assert_eq!(restored.digest, latest.digest);
+    // The change log a backup holds is let go of once it is backed up: no
+    // entry is left (no standbys to keep any for).
+    let node = region_nodes(&lab, "eu-west")[0].clone();
+    let presence = eu_nodes
+        .namespace_presence_on(&node, "orders")
+        .await
+        .unwrap();
+    assert_eq!(presence.change_log_entries, 0, "{presence:?}");
 
     // A damaged object: the restore fails naming it, and leaves no copy
     // and no route behind.
@@ -307,5 +394,5 @@ async fn backups_restore_to_their_digest_across_a_control_leader_change() {
         other => panic!("an unverified backup was restored: {other:?}"),
     }
     let jobs = control.list_jobs().await.unwrap();
-    assert_eq!(jobs.len(), 3, "{jobs:?}");
+    assert_eq!(jobs.len(), 7, "{jobs:?}");
 }

@@ -263,6 +263,7 @@ async fn a_node_writes_a_verified_encrypted_backup() {
         location_url: format!("file://{}", backups.display()),
         location_region: "us-east".into(),
         jurisdictions: vec!["US".into()],
+        ..Default::default()
     };
     let admin_of = |dialer: meridian_net::Dialer| {
         let channel = dialer.lazy(&dialer.endpoint(&node).unwrap());

@@ -1219,6 +1219,33 @@ impl Admin for AdminService {
         finish(&self.node.metrics, "ValidateBackup", None, started, result)
     }
 
+    async fn hold_changes(
+        &self,
+        request: Request<pb::HoldChangesRequest>,
+    ) -> Result<Response<pb::HoldChangesResponse>, Status> {
+        self.placement_only(&request, "Admin.HoldChanges", &request.get_ref().namespace)?;
+        let started = Instant::now();
+        let request = request.into_inner();
+        let result = async {
+            validate_namespace_name(&request.namespace)?;
+            let command = Command::HoldChanges {
+                namespace: request.namespace,
+                release_through: request.release.then_some(request.release_through),
+            };
+            match self.node.propose(command).await? {
+                CommandResult::Held { hold, change_seq } => Ok(pb::HoldChangesResponse {
+                    node_id: self.node.id(),
+                    hold,
+                    change_seq,
+                }),
+                CommandResult::Rejected(rejection) => Err(rejection.into()),
+                other => Err(unexpected(other)),
+            }
+        }
+        .await;
+        finish(&self.node.metrics, "HoldChanges", None, started, result)
+    }
+
     type RestoreStream = crate::restore::RestoreStream;
 
     async fn restore(

@@ -16,21 +16,30 @@ pub async fn run(format: OutputFormat, args: DrArgs) -> anyhow::Result<()> {
         DrCommand::Snapshot {
             namespace: Some(namespace),
             location,
+            incremental,
             ..
         } => {
             if format == OutputFormat::Table {
                 eprintln!(
-                    "backing up {namespace} to {location} (read back and checked before it is listed)..."
+                    "backing up {}{namespace} to {location} (read back and checked before it is listed)...",
+                    if incremental { "the changes of " } else { "" }
                 );
             }
-            let backup = control.snapshot(&namespace, &location).await?;
+            let backup = control
+                .snapshot_with(pb::SnapshotRequest {
+                    namespace,
+                    location,
+                    incremental,
+                })
+                .await?;
             print_backups(format, &[backup]);
         }
         DrCommand::Snapshot {
             namespace: None,
             location,
+            incremental,
             ..
-        } => snapshot_all(format, &control, &location).await?,
+        } => snapshot_all(format, &control, &location, incremental).await?,
         DrCommand::Validate { backup } => {
             let answer = control.validate_backup(&backup).await?;
             let validation = answer.validation.unwrap_or_default();
@@ -70,12 +79,12 @@ pub async fn run(format: OutputFormat, args: DrArgs) -> anyhow::Result<()> {
             timeout,
         } => {
             let at_seq = match at.as_deref() {
-                None => 0,
-                Some(text) => text.parse::<u64>().map_err(|_| {
+                None => None,
+                Some(text) => Some(text.parse::<u64>().map_err(|_| {
                     anyhow::anyhow!(
-                        "--at {text:?}: give a change sequence (a number); restoring to a time needs incremental backups, which are not available yet"
+                        "--at {text:?}: give a change sequence (a number; `meridian dr list` shows each backup's); restoring to a wall-clock time is not supported: changes are not stamped with one"
                     )
-                })?,
+                })?),
             };
             let job = control
                 .start_restore(pb::RestoreBackupRequest {
@@ -137,6 +146,7 @@ async fn snapshot_all(
     format: OutputFormat,
     control: &meridian_client::Client,
     location: &str,
+    incremental: bool,
 ) -> anyhow::Result<()> {
     let placements = control.list_placements().await?.placements;
     let (mut taken, mut refused) = (Vec::new(), Vec::new());
@@ -149,7 +159,12 @@ async fn snapshot_all(
                 placement.name
             );
         }
-        match control.snapshot(&placement.name, location).await {
+        let request = pb::SnapshotRequest {
+            namespace: placement.name.clone(),
+            location: location.to_string(),
+            incremental,
+        };
+        match control.snapshot_with(request).await {
             Ok(backup) => taken.push(backup),
             Err(err) => refused.push((placement.name.clone(), err.to_string())),
         }
@@ -205,6 +220,9 @@ fn backups_json(backups: &[pb::BackupInfo]) -> serde_json::Value {
                 "created_unix_ms": b.created_unix_ms,
                 "elapsed_ms": b.elapsed_ms,
                 "jurisdictions": b.jurisdictions,
+                "kind": b.kind,
+                "parent": b.parent,
+                "from_seq": b.from_seq,
             })
         })
         .collect();
@@ -219,6 +237,11 @@ fn print_backups(format: OutputFormat, backups: &[pb::BackupInfo]) {
                 b.backup_id.clone(),
                 b.namespace.clone(),
                 b.location.clone(),
+                if b.kind == "changes" {
+                    format!("changes {}..{}", b.from_seq, b.change_seq)
+                } else {
+                    "full".to_string()
+                },
                 b.change_seq.to_string(),
                 b.key_count.to_string(),
                 b.stored_bytes.to_string(),
@@ -234,6 +257,7 @@ fn print_backups(format: OutputFormat, backups: &[pb::BackupInfo]) {
             "BACKUP",
             "NAMESPACE",
             "LOCATION",
+            "KIND",
             "SEQ",
             "KEYS",
             "BYTES",
