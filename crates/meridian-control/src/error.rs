@@ -15,6 +15,12 @@ pub enum ControlError {
     /// A malformed request (INVALID_ARGUMENT).
     #[error("invalid request: {0}")]
     Invalid(String),
+    /// Something the request names does not exist (NOT_FOUND).
+    #[error("{0}")]
+    NotFound(String),
+    /// A rule refuses the request (FAILED_PRECONDITION; the message names it).
+    #[error("{0}")]
+    Refused(String),
     /// Not the control-plane leader (UNAVAILABLE with the leader's address).
     #[error("not the control-plane leader{}", leader_hint(.leader_address.as_deref()))]
     NotLeader {
@@ -90,6 +96,8 @@ impl ControlError {
                 }
             }
             ControlError::Invalid(_) => Code::InvalidArgument,
+            ControlError::NotFound(_) => Code::NotFound,
+            ControlError::Refused(_) => Code::FailedPrecondition,
             ControlError::NotLeader { .. } | ControlError::Unavailable(_) => Code::Unavailable,
             ControlError::Storage(_) | ControlError::Net(_) => Code::Internal,
             ControlError::Denied(_) => Code::PermissionDenied,

@@ -26,6 +26,7 @@
 pub mod admin_http;
 pub mod audit;
 pub mod authz;
+pub mod backups;
 pub mod command;
 pub mod config;
 pub mod deletion;

@@ -340,30 +340,6 @@ fn backup_info(b: &crate::model::BackupRecord) -> pb::BackupInfo {
     }
 }
 
-/// Asks `shard`'s leader to keep `namespace`'s change log (`release`
-/// `None`) or to let go of what a backup holds through `release`.
-async fn hold_on_shard(
-    shard: &crate::model::Shard,
-    namespace: &str,
-    release: Option<u64>,
-    dialer: &meridian_net::Dialer,
-) -> Result<meridian_proto::v1::HoldChangesResponse, ControlError> {
-    let client = shard_admin_client(shard, dialer)?;
-    client
-        .hold_changes(meridian_proto::v1::HoldChangesRequest {
-            namespace: namespace.to_string(),
-            release: release.is_some(),
-            release_through: release.unwrap_or(0),
-        })
-        .await
-        .map_err(|err| {
-            ControlError::Unavailable(format!(
-                "shard {} could not keep the change log of {namespace:?}: {err}",
-                shard.id
-            ))
-        })
-}
-
 /// A job as the API shows it.
 pub fn job_info(job: &crate::model::Job) -> pb::JobInfo {
     use crate::model::{JobSpec, JobState};
@@ -399,44 +375,6 @@ pub fn job_info(job: &crate::model::Job) -> pb::JobInfo {
         digest: job.digest.clone(),
         change_seq: job.change_seq,
     }
-}
-
-/// Asks a node of `shard` to write a backup: a follower where one answers
-/// (the leader's write path is not slowed), else any member.
-async fn backup_on_shard(
-    shard: &crate::model::Shard,
-    request: meridian_proto::v1::BackupRequest,
-    dialer: &meridian_net::Dialer,
-) -> Result<meridian_proto::v1::BackupResponse, ControlError> {
-    let client = shard_admin_client(shard, dialer)?;
-    let leader = client
-        .cluster_status()
-        .await
-        .map(|s| s.leader_id)
-        .unwrap_or(0);
-    let mut members: Vec<&crate::model::ShardMember> = shard.members.values().collect();
-    // Followers first, the leader last.
-    members.sort_by_key(|m| m.node_id == leader);
-    let mut last = None;
-    for member in members {
-        match client.backup_on(&member.address, request.clone()).await {
-            Ok(written) => return Ok(written),
-            Err(err) => {
-                tracing::warn!(node = member.node_id, %err, "backup not taken on this member");
-                last = Some(err);
-            }
-        }
-    }
-    Err(match last {
-        Some(meridian_client::ClientError::FailedPrecondition(refusal)) => {
-            ControlError::Invalid(refusal.message)
-        }
-        Some(err) => ControlError::Unavailable(format!(
-            "no member of shard {} took the backup: {err}",
-            shard.id
-        )),
-        None => ControlError::Unavailable(format!("shard {} has no members", shard.id)),
-    })
 }
 
 /// Creates `namespace` on `shard` (an existing one is fine: a retried placement).
@@ -694,109 +632,14 @@ impl Control for ControlService {
         )?;
         let asked = request.into_inner();
         let location_name = asked.location;
-        self.node.read_barrier().await?;
-        let (ns, location, shard, parent) = self.node.with_state(|s| {
-            let ns = s.namespaces.get(&namespace).cloned();
-            let location = s.locations.get(&location_name).cloned();
-            let shard = ns.as_ref().and_then(|n| s.shards.get(&n.shard).cloned());
-            // An incremental backup continues the namespace's latest
-            // verified backup in this location.
-            let parent = s
-                .backups
-                .values()
-                .filter(|b| b.namespace == namespace && b.location == location_name && b.verified)
-                .max_by_key(|b| (b.change_seq, b.created_unix_ms))
-                .cloned();
-            (ns, location, shard, parent)
-        });
-        let Some(ns) = ns else {
-            return Err(ControlError::Rejected(
-                crate::command::ControlRejection::NamespaceNotFound(namespace),
-            )
-            .into());
-        };
-        let Some(location) = location else {
-            return Err(Status::not_found(format!(
-                "no backup location {location_name:?} (meridian dr location list)"
-            )));
-        };
-        let Some(shard) = shard else {
-            return Err(Status::unavailable(format!(
-                "the shard of namespace {namespace:?} is not known yet"
-            )));
-        };
-        crate::dr::check_backup_target(&namespace, &ns.policy.allowed_jurisdictions, &location)
-            .map_err(Status::failed_precondition)?;
-        let parent = match (asked.incremental, parent) {
-            (false, _) => None,
-            (true, Some(parent)) => Some(parent),
-            (true, None) => {
-                return Err(Status::failed_precondition(format!(
-                    "no verified backup of {namespace:?} in location {location_name:?} to continue; take a full backup first"
-                )));
-            }
-        };
-        // Every backup starts (or keeps) the namespace's change log, so the
-        // next one can be incremental: the node reads only once it has
-        // applied this.
-        hold_on_shard(&shard, &namespace, None, &self.node.dialer).await?;
-        let backup_id = format!(
-            "{namespace}-{}-{:08x}",
-            now_unix_ms(),
-            rand::random::<u32>()
-        );
-        let node_request = meridian_proto::v1::BackupRequest {
-            namespace: namespace.clone(),
-            backup_id: backup_id.clone(),
-            location_name: location.name.clone(),
-            location_url: location.url.clone(),
-            location_region: location.region.clone(),
-            jurisdictions: ns.policy.allowed_jurisdictions.iter().cloned().collect(),
-            incremental: parent.is_some(),
-            parent_backup_id: parent
-                .as_ref()
-                .map(|p| p.backup_id.clone())
-                .unwrap_or_default(),
-            from_seq: parent.as_ref().map_or(0, |p| p.change_seq),
-            require_hold: true,
-        };
-        let written = backup_on_shard(&shard, node_request, &self.node.dialer).await?;
-        let record = crate::model::BackupRecord {
-            backup_id,
-            namespace: namespace.clone(),
-            location: location.name.clone(),
-            location_region: location.region.clone(),
-            shard: shard.id.clone(),
-            node_id: written.node_id,
-            change_seq: written.change_seq,
-            key_count: written.key_count,
-            digest: written.digest,
-            stored_bytes: written.stored_bytes,
-            objects: written.objects,
-            verified: written.verified,
-            created_unix_ms: requester.at_unix_ms,
-            elapsed_ms: written.elapsed_ms,
-            jurisdictions: ns.policy.allowed_jurisdictions.clone(),
-            parent: parent.as_ref().map(|p| p.backup_id.clone()),
-            from_seq: written.from_seq,
-        };
-        self.node
-            .propose(ControlCommand::CatalogBackup {
-                backup: record.clone(),
-                requester,
-            })
-            .await?;
-        // The log up to the backup's change is held by the backup now.
-        if let Err(err) = hold_on_shard(
-            &shard,
+        let record = crate::backups::take(
+            &self.node,
             &namespace,
-            Some(record.change_seq),
-            &self.node.dialer,
+            &location_name,
+            asked.incremental,
+            requester,
         )
-        .await
-        {
-            tracing::warn!(%namespace, %err, "backup taken, but the change log it holds was not released yet");
-        }
+        .await?;
         Ok(Response::new(pb::SnapshotResponse {
             backup: Some(backup_info(&record)),
         }))
