@@ -846,6 +846,18 @@ impl Client {
         .await
     }
 
+    /// Shard: removes a backup from its location on the node at `address`.
+    pub async fn delete_backup_on(
+        &self,
+        address: &str,
+        request: pb::DeleteBackupRequest,
+    ) -> Result<pb::DeleteBackupResponse, ClientError> {
+        self.admin_on(address, LONG_NODE_CALL, |mut admin| async move {
+            admin.delete_backup(request).await
+        })
+        .await
+    }
+
     /// Control plane: starts restoring catalogued backup `request.backup_id`.
     pub async fn start_restore(
         &self,
@@ -858,6 +870,48 @@ impl Client {
             })
             .await?;
         Ok(response.job.unwrap_or_default())
+    }
+
+    /// Control plane: sets a namespace's backup schedule.
+    pub async fn set_schedule(
+        &self,
+        schedule: pb::ScheduleInfo,
+    ) -> Result<pb::ScheduleInfo, ClientError> {
+        let request = pb::SetScheduleRequest {
+            schedule: Some(schedule),
+        };
+        let response = self
+            .call(CallKind::Write, |channel| {
+                let request = request.clone();
+                async move { ControlClient::new(channel).set_schedule(request).await }
+            })
+            .await?;
+        Ok(response.schedule.unwrap_or_default())
+    }
+
+    /// Control plane: removes a namespace's backup schedule.
+    pub async fn remove_schedule(&self, namespace: &str) -> Result<(), ClientError> {
+        let request = pb::RemoveScheduleRequest {
+            namespace: namespace.to_string(),
+        };
+        self.call(CallKind::Write, |channel| {
+            let request = request.clone();
+            async move { ControlClient::new(channel).remove_schedule(request).await }
+        })
+        .await
+        .map(|_| ())
+    }
+
+    /// Control plane: every backup schedule.
+    pub async fn list_schedules(&self) -> Result<Vec<pb::ScheduleInfo>, ClientError> {
+        let response = self
+            .call(CallKind::LeaderRead, |channel| async move {
+                ControlClient::new(channel)
+                    .list_schedules(pb::ListSchedulesRequest {})
+                    .await
+            })
+            .await?;
+        Ok(response.schedules)
     }
 
     /// Control plane: every job.

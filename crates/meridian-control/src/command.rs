@@ -251,6 +251,28 @@ pub enum ControlCommand {
         /// Who asked.
         requester: Requester,
     },
+    /// Sets a namespace's backup schedule (replacing one it had).
+    PutSchedule {
+        /// The schedule.
+        schedule: crate::model::BackupSchedule,
+        /// Who asked.
+        requester: Requester,
+    },
+    /// Removes a namespace's backup schedule (its backups stay).
+    RemoveSchedule {
+        /// The namespace.
+        namespace: String,
+        /// Who asked.
+        requester: Requester,
+    },
+    /// Removes a backup from the catalog once its objects are gone
+    /// (retention).
+    ForgetBackup {
+        /// The backup.
+        backup_id: String,
+        /// Who removed it.
+        requester: Requester,
+    },
 }
 
 /// A call refused by authorization, as the audit log keeps it.
@@ -365,6 +387,17 @@ pub enum ControlRejection {
         /// How it ended.
         state: String,
     },
+    /// A backup schedule breaks a rule (the message names it).
+    #[error("backup schedule of {namespace:?}: {reason}")]
+    Schedule {
+        /// The namespace.
+        namespace: String,
+        /// The rule.
+        reason: String,
+    },
+    /// No schedule for this namespace.
+    #[error("namespace {0:?} has no backup schedule")]
+    NoSchedule(String),
     /// A running job is making a namespace of this name.
     #[error("namespace name {name:?} is reserved by running job {job} (meridian jobs show {job})")]
     NameReserved {

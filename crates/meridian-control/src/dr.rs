@@ -113,6 +113,126 @@ pub fn chain_of<'a>(
     Ok(chain)
 }
 
+/// Shortest interval between scheduled backups.
+pub const MIN_BACKUP_EVERY_MS: u64 = 1_000;
+
+/// `schedule` checked: the namespace and location exist, the location may
+/// hold the namespace (residency, as for any backup), at least
+/// [`MIN_BACKUP_EVERY_MS`] between backups, and backups kept at least one
+/// interval.
+pub fn check_schedule(
+    schedule: crate::model::BackupSchedule,
+    namespaces: &BTreeMap<String, crate::model::Namespace>,
+    locations: &BTreeMap<String, BackupLocation>,
+) -> Result<crate::model::BackupSchedule, ControlRejection> {
+    let refuse = |reason: String| ControlRejection::Schedule {
+        namespace: schedule.namespace.clone(),
+        reason,
+    };
+    let Some(namespace) = namespaces.get(&schedule.namespace) else {
+        return Err(ControlRejection::NamespaceNotFound(schedule.namespace));
+    };
+    let Some(location) = locations.get(&schedule.location) else {
+        return Err(refuse(format!(
+            "no backup location {:?} (meridian dr location list)",
+            schedule.location
+        )));
+    };
+    check_backup_target(
+        &schedule.namespace,
+        &namespace.policy.allowed_jurisdictions,
+        location,
+    )
+    .map_err(refuse)?;
+    if schedule.every_ms < MIN_BACKUP_EVERY_MS {
+        return Err(refuse(format!(
+            "backups at most once a second (every >= {MIN_BACKUP_EVERY_MS} ms; asked {} ms)",
+            schedule.every_ms
+        )));
+    }
+    if schedule.keep_ms < schedule.every_ms {
+        return Err(refuse(format!(
+            "keep ({} ms) must be at least the interval ({} ms), or no backup would outlive the next",
+            schedule.keep_ms, schedule.every_ms
+        )));
+    }
+    Ok(schedule)
+}
+
+/// Which backups of one namespace in one location retention removes at
+/// `now_ms` (pure): those taken more than `keep_ms` ago — except the newest
+/// backup (so a restorable chain always remains) and every backup a kept
+/// backup's chain needs. Oldest first.
+pub fn expired(backups: &[&crate::model::BackupRecord], now_ms: u64, keep_ms: u64) -> Vec<String> {
+    let by_id: BTreeMap<&str, &crate::model::BackupRecord> =
+        backups.iter().map(|b| (b.backup_id.as_str(), *b)).collect();
+    let cutoff = now_ms.saturating_sub(keep_ms);
+    let newest = backups
+        .iter()
+        .max_by_key(|b| (b.change_seq, b.created_unix_ms))
+        .map(|b| b.backup_id.as_str());
+    let mut kept: std::collections::BTreeSet<&str> = std::collections::BTreeSet::new();
+    for backup in backups {
+        if backup.created_unix_ms < cutoff && Some(backup.backup_id.as_str()) != newest {
+            continue;
+        }
+        // Keep it and its chain.
+        let mut current = Some(*backup);
+        while let Some(b) = current {
+            if !kept.insert(b.backup_id.as_str()) {
+                break;
+            }
+            current = b.parent.as_deref().and_then(|p| by_id.get(p).copied());
+        }
+    }
+    let mut gone: Vec<&crate::model::BackupRecord> = backups
+        .iter()
+        .copied()
+        .filter(|b| !kept.contains(b.backup_id.as_str()))
+        .collect();
+    gone.sort_by_key(|b| (b.created_unix_ms, b.change_seq));
+    gone.into_iter().map(|b| b.backup_id.clone()).collect()
+}
+
+/// The scheduled backups due at `now_ms` (pure): a schedule is due once
+/// its interval has passed since the later of its namespace's latest backup
+/// in its location and the latest backup job started for it (so a failing
+/// backup is tried again at the schedule's pace, not in a loop), and no
+/// backup job of it is running.
+pub fn due_backups(
+    schedules: &BTreeMap<String, crate::model::BackupSchedule>,
+    backups: &BTreeMap<String, crate::model::BackupRecord>,
+    jobs: &BTreeMap<u64, crate::model::Job>,
+    now_ms: u64,
+) -> Vec<crate::model::BackupSpec> {
+    schedules
+        .values()
+        .filter(|schedule| {
+            let mut last = 0;
+            for backup in backups.values() {
+                if backup.namespace == schedule.namespace && backup.location == schedule.location {
+                    last = last.max(backup.created_unix_ms);
+                }
+            }
+            for job in jobs.values() {
+                if let crate::model::JobSpec::Backup(spec) = &job.spec
+                    && spec.namespace == schedule.namespace
+                {
+                    if job.is_running() {
+                        return false;
+                    }
+                    last = last.max(job.created_unix_ms);
+                }
+            }
+            last == 0 || now_ms >= last.saturating_add(schedule.every_ms)
+        })
+        .map(|schedule| crate::model::BackupSpec {
+            namespace: schedule.namespace.clone(),
+            location: schedule.location.clone(),
+        })
+        .collect()
+}
+
 /// What a restore was asked for.
 #[derive(Debug, Clone, Default)]
 pub struct RestoreAsk {
@@ -530,5 +650,134 @@ mod tests {
                 .unwrap_err()
                 .contains("backup i1 is not verified")
         );
+    }
+
+    #[test]
+    fn retention_keeps_the_newest_backup_and_every_chain_it_needs() {
+        // (id, parent, change, taken at)
+        let record =
+            |id: &str, parent: Option<&str>, seq: u64, at: u64| crate::model::BackupRecord {
+                backup_id: id.into(),
+                parent: parent.map(Into::into),
+                from_seq: 0,
+                change_seq: seq,
+                created_unix_ms: at,
+                ..backup(&["EU"], true)
+            };
+        let all = [
+            record("f1", None, 10, 100),
+            record("i1", Some("f1"), 20, 200),
+            record("i2", Some("i1"), 30, 300),
+            record("f2", None, 40, 400),
+            record("i3", Some("f2"), 50, 500),
+        ];
+        let refs: Vec<&crate::model::BackupRecord> = all.iter().collect();
+        // (now, keep, expired)
+        let cases: [(u64, u64, &[&str]); 6] = [
+            // Everything young: nothing goes.
+            (500, 1_000, &[]),
+            // f1..i2 old, but i2 is... old too: they go; f2's chain stays.
+            (1_000, 650, &["f1", "i1", "i2"]),
+            // i2 kept (taken at 300 >= 250) needs i1 and f1.
+            (550, 300, &[]),
+            // Only f1 and i1 are older than the cutoff, yet i2 needs them.
+            (500, 250, &[]),
+            // All old: the newest (i3) and its full backup (f2) stay.
+            (10_000, 100, &["f1", "i1", "i2"]),
+            // Keep 0 still keeps the newest chain.
+            (10_000, 0, &["f1", "i1", "i2"]),
+        ];
+        for (now, keep, expected) in cases {
+            assert_eq!(expired(&refs, now, keep), expected, "now {now} keep {keep}");
+        }
+        assert!(expired(&[], 10, 1).is_empty());
+    }
+
+    #[test]
+    fn scheduled_backups_are_due_once_per_interval_and_never_twice_at_once() {
+        let schedule = crate::model::BackupSchedule {
+            namespace: "gdpr".into(),
+            location: "eu-vault".into(),
+            every_ms: 100,
+            keep_ms: 1_000,
+            incrementals_per_full: 2,
+            created_by: "t".into(),
+            created_unix_ms: 0,
+        };
+        let schedules = BTreeMap::from([("gdpr".to_string(), schedule)]);
+        let taken_at = |at: u64| {
+            BTreeMap::from([(
+                "b".to_string(),
+                crate::model::BackupRecord {
+                    created_unix_ms: at,
+                    ..backup(&["EU"], true)
+                },
+            )])
+        };
+        let job = |at: u64, state: crate::model::JobState| crate::model::Job {
+            id: 1,
+            spec: crate::model::JobSpec::Backup(crate::model::BackupSpec {
+                namespace: "gdpr".into(),
+                location: "eu-vault".into(),
+            }),
+            state,
+            step: String::new(),
+            shard: String::new(),
+            done_units: 0,
+            total_units: 0,
+            created_unix_ms: at,
+            updated_unix_ms: at,
+            message: String::new(),
+            requested_by: String::new(),
+            attempts: 0,
+            cancel_requested: false,
+            digest: String::new(),
+            change_seq: 0,
+        };
+        use crate::model::JobState::{Failed, Running};
+        let none = BTreeMap::new();
+        // (case, backups, jobs, now, due)
+        let cases = [
+            ("never backed up", BTreeMap::new(), none.clone(), 5, true),
+            (
+                "within the interval",
+                taken_at(1_000),
+                none.clone(),
+                1_099,
+                false,
+            ),
+            (
+                "the interval passed",
+                taken_at(1_000),
+                none.clone(),
+                1_100,
+                true,
+            ),
+            (
+                "one is running",
+                taken_at(1_000),
+                BTreeMap::from([(1, job(1_050, Running))]),
+                5_000,
+                false,
+            ),
+            (
+                "a failed try waits an interval",
+                taken_at(1_000),
+                BTreeMap::from([(1, job(1_150, Failed))]),
+                1_200,
+                false,
+            ),
+            (
+                "then it is tried again",
+                taken_at(1_000),
+                BTreeMap::from([(1, job(1_150, Failed))]),
+                1_250,
+                true,
+            ),
+        ];
+        for (case, backups, jobs, now, due) in cases {
+            let found = due_backups(&schedules, &backups, &jobs, now);
+            assert_eq!(found.len(), usize::from(due), "{case}");
+        }
     }
 }

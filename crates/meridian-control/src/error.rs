@@ -81,6 +81,8 @@ impl ControlError {
             }
             ControlError::Rejected(ControlRejection::Location { .. }) => Code::FailedPrecondition,
             ControlError::Rejected(ControlRejection::JobNotFound(_)) => Code::NotFound,
+            ControlError::Rejected(ControlRejection::Schedule { .. }) => Code::FailedPrecondition,
+            ControlError::Rejected(ControlRejection::NoSchedule(_)) => Code::NotFound,
             ControlError::Rejected(ControlRejection::JobEnded { .. }) => Code::FailedPrecondition,
             ControlError::Rejected(ControlRejection::NameReserved { .. }) => Code::AlreadyExists,
             ControlError::Rejected(ControlRejection::Access(err)) => {

@@ -35,6 +35,9 @@ pub async fn run(node: Arc<ControlNode>) {
     let mut driving: HashMap<u64, tokio::task::JoinHandle<()>> = HashMap::new();
     loop {
         tokio::time::sleep(POLL_EVERY).await;
+        if node.raft.raft.is_leader() {
+            start_due_backups(&node).await;
+        }
         driving.retain(|_, task| !task.is_finished());
         if !node.raft.raft.is_leader() {
             // The new leader drives them; stopping here drops any call in
@@ -57,6 +60,24 @@ pub async fn run(node: Arc<ControlNode>) {
             }
             let id = job.id;
             driving.insert(id, tokio::spawn(drive(node.clone(), job)));
+        }
+    }
+}
+
+/// Starts a job for every scheduled backup that is due.
+async fn start_due_backups(node: &ControlNode) {
+    let due = node
+        .with_state(|s| crate::dr::due_backups(&s.schedules, &s.backups, &s.jobs, now_unix_ms()));
+    for spec in due {
+        let namespace = spec.namespace.clone();
+        if let Err(err) = node
+            .propose(ControlCommand::StartJob {
+                spec: JobSpec::Backup(spec),
+                requester: requester(node),
+            })
+            .await
+        {
+            tracing::warn!(%namespace, %err, "scheduled backup not started");
         }
     }
 }
@@ -106,6 +127,7 @@ async fn drive(node: Arc<ControlNode>, job: Job) {
     } else {
         match &job.spec {
             JobSpec::Restore(spec) => restore(&node, &job, spec, attempts).await,
+            JobSpec::Backup(spec) => scheduled_backup(&node, &job, spec, attempts).await,
         }
     };
     match attempt {
@@ -329,4 +351,186 @@ async fn restore(node: &ControlNode, job: &Job, spec: &RestoreSpec, attempts: u3
         place_on: Some(shard.id.clone()),
         leftover_on: None,
     })
+}
+
+/// A scheduled backup: incremental while the chain of the latest backup in
+/// the location is shorter than the schedule allows (full when the change
+/// log no longer reaches back), then retention.
+async fn scheduled_backup(
+    node: &ControlNode,
+    job: &Job,
+    spec: &crate::model::BackupSpec,
+    attempts: u32,
+) -> Attempt {
+    use crate::error::ControlError;
+    let (schedule, chain_len) = node.with_state(|s| {
+        let latest = s
+            .backups
+            .values()
+            .filter(|b| b.namespace == spec.namespace && b.location == spec.location && b.verified)
+            .max_by_key(|b| (b.change_seq, b.created_unix_ms));
+        let chain_len = latest
+            .and_then(|b| crate::dr::chain_of(b, &s.backups).ok())
+            .map_or(0, |chain| chain.len());
+        (s.schedules.get(&spec.namespace).cloned(), chain_len)
+    });
+    let Some(schedule) = schedule else {
+        return ended(JobState::Cancelled, "the schedule was removed".into(), None);
+    };
+    if !report(
+        node,
+        job.id,
+        JobProgress {
+            step: "backing up".into(),
+            shard: String::new(),
+            done_units: 0,
+            total_units: 2,
+            attempts,
+        },
+    )
+    .await
+    {
+        return ended(JobState::Cancelled, "cancelled".into(), None);
+    }
+    let per_full = usize::try_from(schedule.incrementals_per_full).unwrap_or(usize::MAX);
+    let incremental = chain_len > 0 && chain_len <= per_full;
+    let take = |incremental| {
+        crate::backups::take(
+            node,
+            &spec.namespace,
+            &spec.location,
+            incremental,
+            requester(node),
+        )
+    };
+    let classify = |err: ControlError| match err {
+        ControlError::Unavailable(_) | ControlError::NotLeader { .. } => {
+            Attempt::Retry(err.to_string())
+        }
+        other => ended(JobState::Failed, other.to_string(), None),
+    };
+    let taken = match take(incremental).await {
+        Ok(taken) => taken,
+        // The change log no longer reaches the parent: a full one instead.
+        Err(ControlError::Refused(why)) if incremental => {
+            tracing::info!(namespace = %spec.namespace, %why, "incremental backup refused; taking a full one");
+            match take(false).await {
+                Ok(taken) => taken,
+                Err(err) => return classify(err),
+            }
+        }
+        Err(err) => return classify(err),
+    };
+    let _ = report(
+        node,
+        job.id,
+        JobProgress {
+            step: "retention".into(),
+            shard: taken.shard.clone(),
+            done_units: 1,
+            total_units: 2,
+            attempts,
+        },
+    )
+    .await;
+    let removed = match retention(node, &schedule).await {
+        Ok(removed) => removed,
+        Err(why) => {
+            // The backup is taken; expired ones go on the next run.
+            tracing::warn!(namespace = %spec.namespace, %why, "retention did not finish");
+            Vec::new()
+        }
+    };
+    Attempt::Ended(JobOutcome {
+        state: JobState::Succeeded,
+        message: format!(
+            "backup {} ({}, change {}, {} bytes); {} expired removed{}",
+            taken.backup_id,
+            if taken.is_incremental() {
+                "incremental"
+            } else {
+                "full"
+            },
+            taken.change_seq,
+            taken.stored_bytes,
+            removed.len(),
+            if removed.is_empty() {
+                String::new()
+            } else {
+                format!(": {}", removed.join(", "))
+            }
+        ),
+        digest: taken.digest,
+        change_seq: taken.change_seq,
+        place_on: None,
+        leftover_on: None,
+    })
+}
+
+/// Removes `schedule`'s expired backups: the objects first (by a member of
+/// the namespace's shard, which reaches the location), then the catalog
+/// entry. Returns the ids removed.
+async fn retention(
+    node: &ControlNode,
+    schedule: &crate::model::BackupSchedule,
+) -> Result<Vec<String>, String> {
+    let (expired, location, shard) = node.with_state(|s| {
+        let here: Vec<&crate::model::BackupRecord> = s
+            .backups
+            .values()
+            .filter(|b| b.namespace == schedule.namespace && b.location == schedule.location)
+            .collect();
+        let expired = crate::dr::expired(&here, now_unix_ms(), schedule.keep_ms);
+        let location = s.locations.get(&schedule.location).cloned();
+        let shard = s
+            .namespaces
+            .get(&schedule.namespace)
+            .and_then(|ns| s.shards.get(&ns.shard).cloned());
+        (expired, location, shard)
+    });
+    if expired.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (Some(location), Some(shard)) = (location, shard) else {
+        return Err("the location or the namespace's shard is not known".into());
+    };
+    let client =
+        crate::service::shard_admin_client(&shard, &node.dialer).map_err(|e| e.to_string())?;
+    let mut removed = Vec::new();
+    for backup_id in expired {
+        let request = pb::DeleteBackupRequest {
+            namespace: schedule.namespace.clone(),
+            backup_id: backup_id.clone(),
+            location_url: location.url.clone(),
+        };
+        let mut deleted = false;
+        for member in shard.members.values() {
+            match client
+                .delete_backup_on(&member.address, request.clone())
+                .await
+            {
+                Ok(_) => {
+                    deleted = true;
+                    break;
+                }
+                Err(err) => {
+                    tracing::warn!(node = member.node_id, %err, "expired backup not removed by this member")
+                }
+            }
+        }
+        if !deleted {
+            return Err(format!(
+                "no member of shard {} removed backup {backup_id}",
+                shard.id
+            ));
+        }
+        node.propose(ControlCommand::ForgetBackup {
+            backup_id: backup_id.clone(),
+            requester: requester(node),
+        })
+        .await
+        .map_err(|e| e.to_string())?;
+        removed.push(backup_id);
+    }
+    Ok(removed)
 }

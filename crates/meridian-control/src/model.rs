@@ -335,6 +335,38 @@ impl From<BackupRecordV1> for BackupRecord {
 pub enum JobSpec {
     /// Restores a catalogued backup into a namespace.
     Restore(RestoreSpec),
+    /// A scheduled backup of a namespace, then retention.
+    Backup(BackupSpec),
+}
+
+/// A scheduled backup: which namespace, where.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackupSpec {
+    /// The namespace.
+    pub namespace: String,
+    /// The location.
+    pub location: String,
+}
+
+/// Backups of a namespace taken by the control plane on a schedule, with
+/// retention.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct BackupSchedule {
+    /// The namespace (one schedule each).
+    pub namespace: String,
+    /// The location backups go to.
+    pub location: String,
+    /// A backup this often (ms).
+    pub every_ms: u64,
+    /// Backups older than this (ms) are removed, unless a kept backup's
+    /// chain needs them; the newest backup always stays.
+    pub keep_ms: u64,
+    /// Incremental backups between two full ones (0: every backup full).
+    pub incrementals_per_full: u32,
+    /// Who set it.
+    pub created_by: String,
+    /// When (Unix ms).
+    pub created_unix_ms: u64,
 }
 
 /// A restore: which backup, into which name and region, under which policy.
@@ -362,6 +394,7 @@ impl JobSpec {
     pub fn namespace(&self) -> &str {
         match self {
             JobSpec::Restore(restore) => &restore.target,
+            JobSpec::Backup(backup) => &backup.namespace,
         }
     }
 
@@ -369,7 +402,13 @@ impl JobSpec {
     pub fn kind(&self) -> &'static str {
         match self {
             JobSpec::Restore(_) => "restore",
+            JobSpec::Backup(_) => "backup",
         }
+    }
+
+    /// Whether the job makes its namespace (and so reserves the name).
+    pub fn makes_namespace(&self) -> bool {
+        matches!(self, JobSpec::Restore(_))
     }
 }
 

@@ -340,11 +340,35 @@ fn backup_info(b: &crate::model::BackupRecord) -> pb::BackupInfo {
     }
 }
 
+/// A schedule as the API shows it, with its latest backup.
+fn schedule_info(
+    state: &ControlState,
+    schedule: &crate::model::BackupSchedule,
+) -> pb::ScheduleInfo {
+    let latest = state
+        .backups
+        .values()
+        .filter(|b| b.namespace == schedule.namespace && b.location == schedule.location)
+        .max_by_key(|b| b.created_unix_ms);
+    pb::ScheduleInfo {
+        namespace: schedule.namespace.clone(),
+        location: schedule.location.clone(),
+        every_ms: schedule.every_ms,
+        keep_ms: schedule.keep_ms,
+        incrementals_per_full: schedule.incrementals_per_full,
+        created_by: schedule.created_by.clone(),
+        created_unix_ms: schedule.created_unix_ms,
+        last_backup_id: latest.map(|b| b.backup_id.clone()).unwrap_or_default(),
+        last_backup_unix_ms: latest.map_or(0, |b| b.created_unix_ms),
+    }
+}
+
 /// A job as the API shows it.
 pub fn job_info(job: &crate::model::Job) -> pb::JobInfo {
     use crate::model::{JobSpec, JobState};
     let (source, region) = match &job.spec {
         JobSpec::Restore(r) => (r.backup_id.clone(), r.policy.home_region.clone()),
+        JobSpec::Backup(b) => (b.location.clone(), String::new()),
     };
     pb::JobInfo {
         id: job.id,
@@ -366,7 +390,11 @@ pub fn job_info(job: &crate::model::Job) -> pb::JobInfo {
         },
         done_units: job.done_units,
         total_units: job.total_units,
-        units: "records".into(),
+        units: match job.spec {
+            JobSpec::Restore(_) => "records",
+            JobSpec::Backup(_) => "steps",
+        }
+        .into(),
         created_unix_ms: job.created_unix_ms,
         updated_unix_ms: job.updated_unix_ms,
         message: job.message.clone(),
@@ -785,6 +813,81 @@ impl Control for ControlService {
             })),
             other => Err(Status::internal(format!("unexpected result {other:?}"))),
         }
+    }
+
+    async fn set_schedule(
+        &self,
+        request: Request<pb::SetScheduleRequest>,
+    ) -> Result<Response<pb::SetScheduleResponse>, Status> {
+        let asked = request.get_ref().schedule.clone().unwrap_or_default();
+        let requester = self.authorize(
+            &request,
+            "Control.SetSchedule",
+            Permission::Admin,
+            Target::Namespace(&asked.namespace),
+        )?;
+        let schedule = crate::model::BackupSchedule {
+            namespace: asked.namespace.clone(),
+            location: asked.location,
+            every_ms: asked.every_ms,
+            keep_ms: asked.keep_ms,
+            incrementals_per_full: asked.incrementals_per_full,
+            created_by: requester.actor.clone(),
+            created_unix_ms: requester.at_unix_ms,
+        };
+        self.node.read_barrier().await?;
+        self.node
+            .propose(ControlCommand::PutSchedule {
+                schedule,
+                requester,
+            })
+            .await?;
+        let info = self.node.with_state(|s| {
+            s.schedules
+                .get(&asked.namespace)
+                .map(|schedule| schedule_info(s, schedule))
+        });
+        Ok(Response::new(pb::SetScheduleResponse { schedule: info }))
+    }
+
+    async fn remove_schedule(
+        &self,
+        request: Request<pb::RemoveScheduleRequest>,
+    ) -> Result<Response<pb::RemoveScheduleResponse>, Status> {
+        let namespace = request.get_ref().namespace.clone();
+        let requester = self.authorize(
+            &request,
+            "Control.RemoveSchedule",
+            Permission::Admin,
+            Target::Namespace(&namespace),
+        )?;
+        self.node
+            .propose(ControlCommand::RemoveSchedule {
+                namespace,
+                requester,
+            })
+            .await?;
+        Ok(Response::new(pb::RemoveScheduleResponse {}))
+    }
+
+    async fn list_schedules(
+        &self,
+        request: Request<pb::ListSchedulesRequest>,
+    ) -> Result<Response<pb::ListSchedulesResponse>, Status> {
+        self.authorize(
+            &request,
+            "Control.ListSchedules",
+            Permission::View,
+            Target::Cluster,
+        )?;
+        self.node.read_barrier().await?;
+        let schedules = self.node.with_state(|s| {
+            s.schedules
+                .values()
+                .map(|schedule| schedule_info(s, schedule))
+                .collect()
+        });
+        Ok(Response::new(pb::ListSchedulesResponse { schedules }))
     }
 
     async fn list_jobs(

@@ -7,6 +7,9 @@ use crate::placement::{self, PlacementError};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
+/// Ended jobs kept (the oldest beyond this are dropped as new ones start).
+pub const MAX_ENDED_JOBS: usize = 1_000;
+
 /// A stored record that changed, for the persistence layer.
 #[derive(Debug, Clone, PartialEq)]
 pub enum Change {
@@ -36,6 +39,8 @@ pub enum Change {
     Backup(String),
     /// A job was started or changed.
     Job(u64),
+    /// A backup schedule was set or removed.
+    Schedule(String),
 }
 
 /// A new namespace's settings besides its placement: RPO gate, failover
@@ -82,6 +87,8 @@ pub struct ControlState {
     pub backups: BTreeMap<String, crate::model::BackupRecord>,
     /// Long-running jobs by id.
     pub jobs: BTreeMap<u64, crate::model::Job>,
+    /// Backup schedules by namespace.
+    pub schedules: BTreeMap<String, crate::model::BackupSchedule>,
     /// Namespaces per shard, derived from `namespaces` (placement picks the
     /// least-loaded shard; counting on every placement would cost O(namespaces)).
     /// Kept by `apply`; rebuilt by [`ControlState::rebuild_derived`] after loading.
@@ -560,6 +567,26 @@ impl ControlState {
                 outcome,
                 requester,
             } => self.end_job(id, outcome, requester.at_unix_ms, changes),
+            ControlCommand::PutSchedule { schedule, .. } => {
+                let schedule =
+                    crate::dr::check_schedule(schedule, &self.namespaces, &self.locations)?;
+                changes.push(Change::Schedule(schedule.namespace.clone()));
+                self.schedules.insert(schedule.namespace.clone(), schedule);
+                Ok(ControlResult::Updated)
+            }
+            ControlCommand::RemoveSchedule { namespace, .. } => {
+                if self.schedules.remove(&namespace).is_none() {
+                    return Err(ControlRejection::NoSchedule(namespace));
+                }
+                changes.push(Change::Schedule(namespace));
+                Ok(ControlResult::Updated)
+            }
+            ControlCommand::ForgetBackup { backup_id, .. } => {
+                if self.backups.remove(&backup_id).is_some() {
+                    changes.push(Change::Backup(backup_id));
+                }
+                Ok(ControlResult::Updated)
+            }
             ControlCommand::CancelJob { id, requester } => {
                 let job = self.running_job(id)?;
                 job.cancel_requested = true;
@@ -747,7 +774,7 @@ impl ControlState {
         if let Some(job) = self
             .jobs
             .values()
-            .find(|j| j.is_running() && j.spec.namespace() == name)
+            .find(|j| j.is_running() && j.spec.makes_namespace() && j.spec.namespace() == name)
         {
             return Err(ControlRejection::NameReserved {
                 name: name.to_string(),
@@ -801,18 +828,38 @@ impl ControlState {
         changes: &mut Vec<Change>,
     ) -> Result<ControlResult, ControlRejection> {
         let target = spec.namespace().to_string();
-        if self.namespaces.contains_key(&target) {
-            return Err(ControlRejection::NamespaceExists(target));
-        }
-        self.check_not_being_deleted(&target)?;
         match &spec {
             crate::model::JobSpec::Restore(restore) => {
+                if self.namespaces.contains_key(&target) {
+                    return Err(ControlRejection::NamespaceExists(target));
+                }
+                self.check_not_being_deleted(&target)?;
                 // The policy must hold now (regions can change while it
                 // runs; the final placement checks again).
                 placement::resolve_policy(&target, restore.policy.clone(), &self.regions)?;
             }
+            crate::model::JobSpec::Backup(_) => {
+                if !self.namespaces.contains_key(&target) {
+                    return Err(ControlRejection::NamespaceNotFound(target));
+                }
+            }
         }
         let id = self.jobs.keys().next_back().map_or(1, |last| last + 1);
+        // Ended jobs are history: the oldest go beyond a bound (scheduled
+        // backups add one per interval).
+        let ended: Vec<u64> = self
+            .jobs
+            .values()
+            .filter(|j| !j.is_running())
+            .map(|j| j.id)
+            .collect();
+        for old in ended
+            .iter()
+            .take(ended.len().saturating_sub(MAX_ENDED_JOBS - 1))
+        {
+            self.jobs.remove(old);
+            changes.push(Change::Job(*old));
+        }
         let job = crate::model::Job {
             id,
             spec,
@@ -1146,6 +1193,10 @@ fn describe(command: &ControlCommand) -> (Requester, String, String) {
                     "start restore of backup {} (namespace {}) into namespace {} in region {} at change {}",
                     r.backup_id, r.source_namespace, r.target, r.policy.home_region, r.at_seq
                 ),
+                crate::model::JobSpec::Backup(b) => format!(
+                    "start scheduled backup of namespace {} to {}",
+                    b.namespace, b.location
+                ),
             },
         ),
         ControlCommand::UpdateJob { id, requester, .. } => (
@@ -1171,6 +1222,37 @@ fn describe(command: &ControlCommand) -> (Requester, String, String) {
             requester.clone(),
             format!("job {id}"),
             format!("cancel job {id}"),
+        ),
+        ControlCommand::PutSchedule {
+            schedule,
+            requester,
+        } => (
+            requester.clone(),
+            format!("namespace {}", schedule.namespace),
+            format!(
+                "schedule backups of {} to {} every {} ms, keep {} ms, {} incremental per full",
+                schedule.namespace,
+                schedule.location,
+                schedule.every_ms,
+                schedule.keep_ms,
+                schedule.incrementals_per_full
+            ),
+        ),
+        ControlCommand::RemoveSchedule {
+            namespace,
+            requester,
+        } => (
+            requester.clone(),
+            format!("namespace {namespace}"),
+            format!("remove the backup schedule of {namespace}"),
+        ),
+        ControlCommand::ForgetBackup {
+            backup_id,
+            requester,
+        } => (
+            requester.clone(),
+            "cluster".into(),
+            format!("remove expired backup {backup_id}"),
         ),
         ControlCommand::PutLocation {
             location,
@@ -1372,6 +1454,49 @@ mod tests {
                 .0,
             ControlResult::Rejected {
                 rejection: ControlRejection::JobEnded { .. },
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn ended_jobs_are_kept_up_to_a_bound() {
+        use crate::model::JobState;
+        let mut state = lab_state();
+        create(&mut state, "live", "eu-west", &[], &["EU"]);
+        let spec = crate::model::JobSpec::Backup(crate::model::BackupSpec {
+            namespace: "live".into(),
+            location: "eu-vault".into(),
+        });
+        for id in 1..=(MAX_ENDED_JOBS as u64 + 5) {
+            let (result, _) = state.apply(ControlCommand::StartJob {
+                spec: spec.clone(),
+                requester: requester(),
+            });
+            assert!(
+                matches!(result, ControlResult::Job(ref j) if j.id == id),
+                "{result:?}"
+            );
+            state.apply(ControlCommand::EndJob {
+                id,
+                outcome: outcome(JobState::Succeeded, None, None),
+                requester: requester(),
+            });
+        }
+        assert_eq!(state.jobs.len(), MAX_ENDED_JOBS);
+        assert_eq!(state.jobs.keys().next(), Some(&6));
+        // A backup job needs its namespace.
+        let (result, _) = state.apply(ControlCommand::StartJob {
+            spec: crate::model::JobSpec::Backup(crate::model::BackupSpec {
+                namespace: "gone".into(),
+                location: "eu-vault".into(),
+            }),
+            requester: requester(),
+        });
+        assert!(matches!(
+            result,
+            ControlResult::Rejected {
+                rejection: ControlRejection::NamespaceNotFound(_),
                 ..
             }
         ));

@@ -52,6 +52,33 @@ const JOB_PREFIX: &[u8] = b"job/";
 /// Format of a stored job.
 const JOB_FORMAT: u8 = 1;
 
+/// Backup schedules: `dr_schedule/NAMESPACE`, a format byte, then postcard.
+const SCHEDULE_PREFIX: &[u8] = b"dr_schedule/";
+/// Format of a stored schedule.
+const SCHEDULE_FORMAT: u8 = 1;
+
+fn schedule_key(namespace: &str) -> Vec<u8> {
+    let mut key = SCHEDULE_PREFIX.to_vec();
+    key.extend_from_slice(namespace.as_bytes());
+    key
+}
+
+fn encode_schedule(schedule: &crate::model::BackupSchedule) -> io::Result<Vec<u8>> {
+    postcard::to_extend(schedule, vec![SCHEDULE_FORMAT]).map_err(io::Error::other)
+}
+
+fn decode_schedule(raw: &[u8]) -> io::Result<crate::model::BackupSchedule> {
+    match raw.split_first() {
+        Some((&SCHEDULE_FORMAT, body)) => {
+            postcard::from_bytes(body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        }
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "a stored backup schedule has an unknown format",
+        )),
+    }
+}
+
 fn job_key(id: u64) -> Vec<u8> {
     let mut key = JOB_PREFIX.to_vec();
     key.extend_from_slice(&id.to_be_bytes());
@@ -390,6 +417,11 @@ impl ControlStateMachine {
             let record = decode_backup(&self.sealer.open(&raw)?)?;
             state.backups.insert(record.backup_id.clone(), record);
         }
+        for guard in self.meta.prefix(SCHEDULE_PREFIX) {
+            let (_, raw) = guard.into_inner().map_err(to_io)?;
+            let schedule = decode_schedule(&self.sealer.open(&raw)?)?;
+            state.schedules.insert(schedule.namespace.clone(), schedule);
+        }
         for guard in self.meta.prefix(JOB_PREFIX) {
             let (_, raw) = guard.into_inner().map_err(to_io)?;
             let job = decode_job(&self.sealer.open(&raw)?)?;
@@ -478,6 +510,14 @@ impl ControlStateMachine {
                 Some(record) => batch.insert(&self.meta, backup_key(id), encode_backup(record)?),
                 None => batch.remove(&self.meta, backup_key(id)),
             },
+            Change::Schedule(namespace) => match state.schedules.get(namespace) {
+                Some(schedule) => batch.insert(
+                    &self.meta,
+                    schedule_key(namespace),
+                    encode_schedule(schedule)?,
+                ),
+                None => batch.remove(&self.meta, schedule_key(namespace)),
+            },
             Change::Job(id) => match state.jobs.get(id) {
                 Some(job) => batch.insert(&self.meta, job_key(*id), encode_job(job)?),
                 None => batch.remove(&self.meta, job_key(*id)),
@@ -533,6 +573,7 @@ impl Application for ControlStateMachine {
                     | Change::Deletion(_)
                     | Change::Locations
                     | Change::Job(_)
+                    | Change::Schedule(_)
                     | Change::Backup(_) => {}
                 }
             }
@@ -798,6 +839,27 @@ mod tests {
             "format changed"
         );
         assert_eq!(decode_backup(&stored).unwrap(), record);
+    }
+
+    #[test]
+    fn schedules_match_their_golden_sample() {
+        let schedule = crate::model::BackupSchedule {
+            namespace: "orders".into(),
+            location: "eu-vault".into(),
+            every_ms: 6 * 3_600_000,
+            keep_ms: 30 * 86_400_000,
+            incrementals_per_full: 6,
+            created_by: "spiffe://meridian/user/admin".into(),
+            created_unix_ms: 1_796_040_000_000,
+        };
+        let stored = encode_schedule(&schedule).unwrap();
+        assert_eq!(
+            stored,
+            golden("control-dr-schedule-v1.bin", &stored),
+            "format changed"
+        );
+        assert_eq!(decode_schedule(&stored).unwrap(), schedule);
+        assert!(decode_schedule(&[9]).is_err());
     }
 
     #[test]

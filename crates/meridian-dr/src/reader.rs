@@ -349,6 +349,29 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_deleted_backup_leaves_no_object_and_is_not_read() {
+        let kek = [9u8; 32];
+        let (dir, location, _) = written(&kek).await;
+        assert!(!files(dir.path()).is_empty());
+        let removed = crate::writer::delete_backup(&location, "orders", "b1")
+            .await
+            .unwrap();
+        assert!(removed > 3, "{removed}");
+        assert!(files(dir.path()).is_empty(), "{:?}", files(dir.path()));
+        assert!(matches!(
+            read_manifest(&location, "orders", "b1").await,
+            Err(DrError::Missing { .. })
+        ));
+        // Again: nothing left to remove.
+        assert_eq!(
+            crate::writer::delete_backup(&location, "orders", "b1")
+                .await
+                .unwrap(),
+            0
+        );
+    }
+
+    #[tokio::test]
     async fn an_incremental_backup_must_hold_every_change_after_its_parent() {
         let kek = [9u8; 32];
         // (changes held, claimed end, accepted)

@@ -182,3 +182,36 @@ impl<T: BackupItem> BackupWriter<T> {
         }
     }
 }
+
+/// Removes backup `backup_id` of `namespace` from `location` (retention):
+/// the manifest first — from then on the backup is never read or restored
+/// — then every object under its directory. Returns the objects removed;
+/// a backup already gone removes nothing.
+pub async fn delete_backup(
+    location: &Opened,
+    namespace: &str,
+    backup_id: &str,
+) -> Result<usize, DrError> {
+    use futures::TryStreamExt;
+    let dir = backup_dir(&location.prefix, namespace, backup_id);
+    let mut removed = 0;
+    match location
+        .store
+        .delete(&dir.clone().join(MANIFEST_NAME))
+        .await
+    {
+        Ok(()) => removed += 1,
+        Err(object_store::Error::NotFound { .. }) => {}
+        Err(err) => return Err(err.into()),
+    }
+    let objects: Vec<object_store::ObjectMeta> =
+        location.store.list(Some(&dir)).try_collect().await?;
+    for object in objects {
+        match location.store.delete(&object.location).await {
+            Ok(()) => removed += 1,
+            Err(object_store::Error::NotFound { .. }) => {}
+            Err(err) => return Err(err.into()),
+        }
+    }
+    Ok(removed)
+}

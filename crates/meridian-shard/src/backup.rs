@@ -122,6 +122,26 @@ pub async fn validate(
     })
 }
 
+/// Removes a backup from its location (retention; the control plane
+/// decided it expired).
+pub async fn delete(
+    node: &ShardNode,
+    request: pb::DeleteBackupRequest,
+) -> Result<pb::DeleteBackupResponse, ShardError> {
+    crate::limits::validate_namespace_name(&request.namespace)?;
+    check_backup_id(&request.backup_id)?;
+    let location = meridian_dr::location::open(&request.location_url).map_err(dr_error)?;
+    let removed =
+        meridian_dr::writer::delete_backup(&location, &request.namespace, &request.backup_id)
+            .await
+            .map_err(dr_error)?;
+    tracing::info!(backup = %request.backup_id, namespace = %request.namespace, removed, "backup removed");
+    Ok(pb::DeleteBackupResponse {
+        node_id: node.id(),
+        objects_removed: removed as u64,
+    })
+}
+
 /// How long a backup waits for this node to apply the namespace's backup
 /// hold (a follower a little behind its leader).
 const HOLD_WAIT: std::time::Duration = std::time::Duration::from_secs(10);

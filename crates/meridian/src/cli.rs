@@ -166,6 +166,31 @@ pub enum DrCommand {
         #[arg(long, default_value_t = 3600)]
         timeout: u64,
     },
+    /// Backs a namespace up on a schedule, from the control plane (jobs:
+    /// `meridian jobs list`): incremental between full ones, and removes
+    /// backups older than `--keep` (never the newest, nor one a kept
+    /// backup's chain needs). `--off` removes the schedule (backups stay).
+    Schedule {
+        /// The namespace.
+        namespace: String,
+        /// The location (`meridian dr location list`).
+        #[arg(long, required_unless_present = "off")]
+        location: Option<String>,
+        /// How often: a number and a unit, `s`, `m`, `h` or `d` (`6h`).
+        #[arg(long, required_unless_present = "off")]
+        every: Option<String>,
+        /// How long backups are kept (`30d`); at least `--every`.
+        #[arg(long, required_unless_present = "off")]
+        keep: Option<String>,
+        /// Incremental backups between two full ones (0: all full).
+        #[arg(long, default_value_t = 6)]
+        incrementals: u32,
+        /// Remove the namespace's schedule.
+        #[arg(long, conflicts_with_all = ["location", "every", "keep"])]
+        off: bool,
+    },
+    /// The backup schedules, with each one's latest backup.
+    Schedules,
     /// The backup catalog: state, size, change sequence, location, verified.
     List {
         /// Only this namespace's backups.

@@ -396,3 +396,126 @@ async fn backups_restore_to_their_digest_across_a_control_leader_change() {
     let jobs = control.list_jobs().await.unwrap();
     assert_eq!(jobs.len(), 7, "{jobs:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scheduled_backups_run_as_jobs_and_expire_without_breaking_a_chain() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = common::us_east_lab(&dir.path().join("lab"), 1, true, &[]).await;
+    let state = lab.state().clone();
+    let control = lab_client(
+        &lab,
+        state.endpoints(ProcessRole::Control, None),
+        Duration::from_secs(20),
+    );
+    let node = lab_client(&lab, region_nodes(&lab, "us-east"), Duration::from_secs(20));
+    control
+        .place_namespace(pb::Placement {
+            name: "sched".into(),
+            home_region: "us-east".into(),
+            mode: pb::NamespaceMode::RegionLocked as i32,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let vault = dir.path().join("vault");
+    control
+        .put_location(pb::LocationInfo {
+            name: "vault".into(),
+            url: format!("file://{}", vault.display()),
+            region: "us-east".into(),
+            jurisdictions: Vec::new(),
+        })
+        .await
+        .unwrap();
+    // Too often, or kept shorter than the interval: refused, naming why.
+    for (every, keep, why) in [(500, 5_000, "once a second"), (5_000, 1_000, "at least")] {
+        match control
+            .set_schedule(pb::ScheduleInfo {
+                namespace: "sched".into(),
+                location: "vault".into(),
+                every_ms: every,
+                keep_ms: keep,
+                ..Default::default()
+            })
+            .await
+        {
+            Err(ClientError::FailedPrecondition(refusal)) => {
+                assert!(refusal.message.contains(why), "{refusal}")
+            }
+            other => panic!("schedule every {every} keep {keep} accepted: {other:?}"),
+        }
+    }
+    control
+        .set_schedule(pb::ScheduleInfo {
+            namespace: "sched".into(),
+            location: "vault".into(),
+            every_ms: 1_000,
+            keep_ms: 4_000,
+            incrementals_per_full: 2,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    // Keep writing while backups are taken; wait until retention has
+    // removed a backup.
+    let mut seen = std::collections::BTreeMap::new();
+    let mut gone = None;
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut i = 0u32;
+    while gone.is_none() {
+        assert!(Instant::now() < deadline, "no backup expired: {seen:?}");
+        node.put("sched", format!("k{i}").as_bytes(), b"v")
+            .await
+            .unwrap();
+        i += 1;
+        let catalog = control.list_backups("sched").await.unwrap();
+        for backup in &catalog {
+            seen.insert(backup.backup_id.clone(), backup.clone());
+        }
+        gone = seen
+            .keys()
+            .find(|id| catalog.iter().all(|b| &b.backup_id != *id))
+            .cloned();
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let catalog = control.list_backups("sched").await.unwrap();
+    assert!(
+        seen.values().any(|b| b.kind == "full") && seen.values().any(|b| b.kind == "changes"),
+        "{seen:?}"
+    );
+    // The expired backup's objects are gone; every kept incremental's
+    // parent is still there.
+    let gone = gone.unwrap();
+    assert!(
+        common::all_files(&vault.join("backups/sched").join(&gone)).is_empty(),
+        "objects of expired backup {gone} remain"
+    );
+    for backup in catalog.iter().filter(|b| b.kind == "changes") {
+        assert!(
+            catalog.iter().any(|p| p.backup_id == backup.parent),
+            "{} lost its parent {}: {catalog:?}",
+            backup.backup_id,
+            backup.parent
+        );
+    }
+    let jobs = control.list_jobs().await.unwrap();
+    assert!(
+        jobs.iter()
+            .any(|j| j.kind == "backup" && j.state == pb::JobState::Succeeded as i32),
+        "{jobs:?}"
+    );
+    // The newest backup restores to its own digest.
+    let newest = catalog
+        .iter()
+        .max_by_key(|b| (b.change_seq, b.created_unix_ms))
+        .unwrap();
+    let job = control
+        .start_restore(restore_request(&newest.backup_id, "sched-copy", ""))
+        .await
+        .unwrap();
+    let done = wait_job(&control, job.id, Duration::from_secs(60)).await;
+    assert_eq!(done.state, pb::JobState::Succeeded as i32, "{done:?}");
+    assert_eq!(done.digest, newest.digest);
+    control.remove_schedule("sched").await.unwrap();
+    assert!(control.list_schedules().await.unwrap().is_empty());
+}

@@ -1246,6 +1246,16 @@ impl Admin for AdminService {
         finish(&self.node.metrics, "HoldChanges", None, started, result)
     }
 
+    async fn delete_backup(
+        &self,
+        request: Request<pb::DeleteBackupRequest>,
+    ) -> Result<Response<pb::DeleteBackupResponse>, Status> {
+        self.placement_only(&request, "Admin.DeleteBackup", &request.get_ref().namespace)?;
+        let started = Instant::now();
+        let result = crate::backup::delete(&self.node, request.into_inner()).await;
+        finish(&self.node.metrics, "DeleteBackup", None, started, result)
+    }
+
     type RestoreStream = crate::restore::RestoreStream;
 
     async fn restore(

@@ -108,6 +108,44 @@ pub async fn run(format: OutputFormat, args: DrArgs) -> anyhow::Result<()> {
             crate::commands::jobs::print_jobs(format, std::slice::from_ref(&job));
             crate::commands::jobs::check_succeeded(&job)?;
         }
+        DrCommand::Schedule {
+            namespace,
+            off: true,
+            ..
+        } => {
+            control.remove_schedule(&namespace).await?;
+            crate::output::emit_message(
+                format,
+                json!({ "namespace": namespace, "schedule": null }),
+                &format!("backups of {namespace} are no longer scheduled (its backups stay)"),
+            );
+        }
+        DrCommand::Schedule {
+            namespace,
+            location,
+            every,
+            keep,
+            incrementals,
+            ..
+        } => {
+            let every = parse_duration_ms("--every", every.as_deref().unwrap_or_default())?;
+            let keep = parse_duration_ms("--keep", keep.as_deref().unwrap_or_default())?;
+            let schedule = control
+                .set_schedule(pb::ScheduleInfo {
+                    namespace,
+                    location: location.unwrap_or_default(),
+                    every_ms: every,
+                    keep_ms: keep,
+                    incrementals_per_full: incrementals,
+                    ..Default::default()
+                })
+                .await?;
+            print_schedules(format, &[schedule]);
+        }
+        DrCommand::Schedules => {
+            let schedules = control.list_schedules().await?;
+            print_schedules(format, &schedules);
+        }
         DrCommand::List { namespace } => {
             let backups = control
                 .list_backups(namespace.as_deref().unwrap_or_default())
@@ -297,4 +335,96 @@ fn print_locations(format: OutputFormat, locations: &[pb::LocationInfo]) {
         &["NAME", "REGION", "JURISDICTIONS", "URL"],
         rows,
     );
+}
+
+/// A duration given as a number and a unit (`90s`, `15m`, `6h`, `30d`), in
+/// milliseconds.
+fn parse_duration_ms(flag: &str, text: &str) -> anyhow::Result<u64> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let unit_ms: u64 = match unit {
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => anyhow::bail!("{flag} {text:?}: a number and a unit: s, m, h or d (e.g. 6h, 30d)"),
+    };
+    let number: u64 = number
+        .parse()
+        .map_err(|_| anyhow::anyhow!("{flag} {text:?}: a number and a unit: s, m, h or d"))?;
+    number
+        .checked_mul(unit_ms)
+        .ok_or_else(|| anyhow::anyhow!("{flag} {text:?}: too long"))
+}
+
+fn print_schedules(format: OutputFormat, schedules: &[pb::ScheduleInfo]) {
+    let rows = schedules
+        .iter()
+        .map(|s| {
+            vec![
+                s.namespace.clone(),
+                s.location.clone(),
+                format!("{} s", s.every_ms / 1_000),
+                format!("{} s", s.keep_ms / 1_000),
+                s.incrementals_per_full.to_string(),
+                s.last_backup_id.clone(),
+            ]
+        })
+        .collect();
+    let list: Vec<_> = schedules
+        .iter()
+        .map(|s| {
+            json!({
+                "namespace": s.namespace,
+                "location": s.location,
+                "every_ms": s.every_ms,
+                "keep_ms": s.keep_ms,
+                "incrementals_per_full": s.incrementals_per_full,
+                "created_by": s.created_by,
+                "created_unix_ms": s.created_unix_ms,
+                "last_backup_id": s.last_backup_id,
+                "last_backup_unix_ms": s.last_backup_unix_ms,
+            })
+        })
+        .collect();
+    emit(
+        format,
+        json!({ "schedules": list }),
+        &[
+            "NAMESPACE",
+            "LOCATION",
+            "EVERY",
+            "KEEP",
+            "INCREMENTALS",
+            "LAST BACKUP",
+        ],
+        rows,
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_duration_ms;
+
+    #[test]
+    fn durations_take_a_number_and_a_unit() {
+        let cases = [
+            ("90s", Some(90_000)),
+            ("15m", Some(900_000)),
+            ("6h", Some(21_600_000)),
+            ("30d", Some(2_592_000_000)),
+            ("6", None),
+            ("h", None),
+            ("1.5h", None),
+            ("-1h", None),
+            ("99999999999999999999d", None),
+            ("7w", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse_duration_ms("--every", text).ok(), expected, "{text}");
+        }
+    }
 }
