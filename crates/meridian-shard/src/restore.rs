@@ -15,6 +15,7 @@ use crate::command::{
 };
 use crate::error::ShardError;
 use crate::node::ShardNode;
+use futures::StreamExt;
 use meridian_proto::v1 as pb;
 use std::collections::HashMap;
 use std::pin::Pin;
@@ -56,6 +57,8 @@ impl From<ShardError> for Stop {
 /// Record bytes proposed in one Raft entry at most: keeps entries small
 /// and progress fine-grained whatever the backup's object size.
 const PART_BYTES: usize = 256 << 10;
+/// Raft entries of a full backup's records proposed at once.
+const IMPORTS_IN_FLIGHT: usize = 4;
 
 /// `entries` cut into runs of at most `max_ops` entries and about
 /// `max_bytes` bytes by `size` (a single larger entry makes a run of its own).
@@ -275,17 +278,23 @@ async fn run(
                             version: r.version,
                         })
                         .collect();
+                    // A full backup's keys are distinct, so the order its
+                    // parts commit in does not matter: several in flight
+                    // keep Raft's pipeline full.
+                    let mut loading = futures::stream::FuturesUnordered::new();
                     for part in parts(&entries, batch, PART_BYTES, |e| e.key.len() + e.value.len())
                     {
-                        node.restore_cap
-                            .take(part_size(part, |e| e.key.len() + e.value.len()))
-                            .await;
-                        let command = Command::Import {
-                            namespace: target.clone(),
-                            entries: part.to_vec(),
-                        };
-                        load(node, command).await?;
-                        report.records_loaded += part.len() as u64;
+                        if loading.len() >= IMPORTS_IN_FLIGHT
+                            && let Some(loaded) = loading.next().await
+                        {
+                            report.records_loaded += loaded?;
+                            report.bytes_read = bytes_before + reader.bytes_read();
+                            send(progress, &report).await?;
+                        }
+                        loading.push(import_part(node, target, part));
+                    }
+                    while let Some(loaded) = loading.next().await {
+                        report.records_loaded += loaded?;
                         report.bytes_read = bytes_before + reader.bytes_read();
                         send(progress, &report).await?;
                     }
@@ -408,6 +417,19 @@ async fn run(
 
 fn part_size<T>(part: &[T], size: impl Fn(&T) -> usize) -> usize {
     part.iter().map(size).sum()
+}
+
+/// Loads one part of a full backup's records; the records loaded.
+async fn import_part(node: &ShardNode, target: &str, part: &[VersionedEntry]) -> Result<u64, Stop> {
+    node.restore_cap
+        .take(part_size(part, |e| e.key.len() + e.value.len()))
+        .await;
+    let command = Command::Import {
+        namespace: target.to_string(),
+        entries: part.to_vec(),
+    };
+    load(node, command).await?;
+    Ok(part.len() as u64)
 }
 
 /// Proposes one load step; a refusal is the restore's failure.

@@ -72,10 +72,19 @@ fn key(i: u64) -> Vec<u8> {
     format!("key-{i:010}").into_bytes()
 }
 
+/// Random bytes (xorshift from the key's index): nothing for compression
+/// to gain, so the stored size and throughput are the honest worst case.
 fn value(i: u64, size: usize) -> Vec<u8> {
-    // Not all one byte: compression must do real work.
-    let seed = format!("{i:016x}-value-");
-    seed.bytes().cycle().take(size).collect()
+    let mut x = i.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(size + 8);
+    while out.len() < size {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        out.extend_from_slice(&x.to_le_bytes());
+    }
+    out.truncate(size);
+    out
 }
 
 /// What the writers measured.
