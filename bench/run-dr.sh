@@ -6,6 +6,8 @@
 #
 #   bench/run-dr.sh                       # 1 GB of 4 KiB values
 #   SIZE_MB=256 bench/run-dr.sh           # quicker
+#   BACKUP_CAP=20000000 bench/run-dr.sh   # backups read at most 20 MB/s per node
+#                                         # ([dr] backup_max_bytes_per_second)
 #
 # Installs Debian's etcd-server and etcd-client (etcdctl) if missing.
 # Everything listens on loopback; the data goes to a temporary directory.
@@ -15,6 +17,7 @@ cd "$(dirname "$0")/.."
 SIZE_MB=${SIZE_MB:-1024}
 VALUE_SIZE=${VALUE_SIZE:-4096}
 WRITERS=${WRITERS:-16}
+BACKUP_CAP=${BACKUP_CAP:-0}
 OUT=${OUT:-bench/results}
 
 SUDO=""
@@ -41,7 +44,8 @@ cleanup() {
 }
 trap cleanup EXIT
 
-echo "starting a 3-node Meridian shard (encryption at rest on, as in the lab)"
+echo "starting a 3-node Meridian shard (encryption at rest on, as in the lab; backup cap $BACKUP_CAP B/s)"
+MERIDIAN__DR__BACKUP_MAX_BYTES_PER_SECOND=$BACKUP_CAP \
 "$BIN/meridian" lab up --dir "$WORK/meridian" --regions us-east --nodes 3 --plaintext --detach >/dev/null
 
 echo "starting one etcd member"
@@ -61,5 +65,5 @@ echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}
 "$BIN/meridian-dr-bench" --lab "$WORK/meridian" --meridian "$BIN/meridian" \
     --etcd "127.0.0.1:$PORT" --scratch "$WORK/scratch" \
     --size-mb "$SIZE_MB" --value-size "$VALUE_SIZE" --writers "$WRITERS" \
-    --json-out "$OUT/dr-$STAMP.json"
-echo "results written to $OUT/dr-$STAMP.json"
+    --json-out "$OUT/dr-cap$BACKUP_CAP-$STAMP.json"
+echo "results written to $OUT/dr-cap$BACKUP_CAP-$STAMP.json"

@@ -295,6 +295,8 @@ async fn write_full(
     let mut writer: BackupWriter = BackupWriter::new(location, meta, kek).map_err(dr_error)?;
     let mut failed = None;
     while let Some(batch) = batches.recv().await {
+        let bytes: usize = batch.iter().map(|r| r.key.len() + r.value.len()).sum();
+        node.backup_cap.take(bytes).await;
         for record in batch {
             if let Err(err) = writer.push(record).await {
                 failed = Some(err);
@@ -390,6 +392,12 @@ async fn write_changes(
                     next + 1
                 )));
             }
+            let bytes: usize = changes
+                .iter()
+                .flat_map(|c| &c.writes)
+                .map(|w| w.key.len() + w.value.as_ref().map_or(0, Vec::len))
+                .sum();
+            node.backup_cap.take(bytes).await;
             for change in changes.into_iter().take_while(|c| c.seq <= seq) {
                 next = change.seq;
                 writer

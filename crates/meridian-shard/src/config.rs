@@ -39,6 +39,10 @@ pub struct DrSection {
     /// Cap on the record bytes a restore loads per second on this node, so a
     /// restore does not crowd out the shard's other writes (0: no cap).
     pub restore_max_bytes_per_second: u64,
+    /// Cap on the record bytes a backup reads per second on this node, so a
+    /// backup taken on a busy machine leaves CPU and disk to the shard's
+    /// writes (0: no cap).
+    pub backup_max_bytes_per_second: u64,
 }
 
 /// Cross-region replication settings.

@@ -37,6 +37,8 @@ pub struct ShardNode {
     pub bandwidth: crate::replication::BandwidthCap,
     /// The cap on record bytes restores load (`[dr] restore_max_bytes_per_second`).
     pub restore_cap: crate::replication::BandwidthCap,
+    /// The cap on record bytes backups read (`[dr] backup_max_bytes_per_second`).
+    pub backup_cap: crate::replication::BandwidthCap,
     /// Keeps replicated batches applying in sequence order (on a standby).
     pub apply_lanes: crate::replication::ApplyLanes,
     disk: DiskGuard,
@@ -153,6 +155,8 @@ impl ShardNode {
         let registered = AtomicBool::new(config.control.endpoints.is_empty());
         let restore_cap =
             crate::replication::BandwidthCap::new(config.dr.restore_max_bytes_per_second);
+        let backup_cap =
+            crate::replication::BandwidthCap::new(config.dr.backup_max_bytes_per_second);
         let bandwidth =
             crate::replication::BandwidthCap::new(config.replication.max_bytes_per_second);
         Ok(Arc::new(Self {
@@ -172,6 +176,7 @@ impl ShardNode {
             replication: Default::default(),
             bandwidth,
             restore_cap,
+            backup_cap,
             apply_lanes: Default::default(),
             disk,
             ready: AtomicBool::new(false),

@@ -257,8 +257,9 @@ async fn main() -> anyhow::Result<()> {
     let lab = meridian_lab::Lab::open(&args.lab, args.meridian.clone())?;
     let state = lab.state().clone();
     let region = state.regions.first().cloned().unwrap_or_default();
+    // A backup of a gigabyte is one call: give it time.
     let options = |budget| ClientOptions {
-        attempt_timeout: Duration::from_secs(30),
+        attempt_timeout: Duration::from_secs(3_600),
         retry_budget: budget,
         dialer: lab.dialer().clone(),
         ..ClientOptions::default()
