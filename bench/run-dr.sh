@@ -45,8 +45,8 @@ cleanup() {
 trap cleanup EXIT
 
 echo "starting a 3-node Meridian shard (encryption at rest on, as in the lab; backup cap $BACKUP_CAP B/s)"
-MERIDIAN__DR__BACKUP_MAX_BYTES_PER_SECOND=$BACKUP_CAP \
-"$BIN/meridian" lab up --dir "$WORK/meridian" --regions us-east --nodes 3 --plaintext --detach >/dev/null
+"$BIN/meridian" lab up --dir "$WORK/meridian" --regions us-east --nodes 3 --plaintext --detach \
+    --node-env "MERIDIAN__DR__BACKUP_MAX_BYTES_PER_SECOND=$BACKUP_CAP" >/dev/null
 
 echo "starting one etcd member"
 PORT=$((30000 + RANDOM % 20000))

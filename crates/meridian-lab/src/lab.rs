@@ -162,6 +162,7 @@ impl Lab {
             regions: spec.regions.clone(),
             certs: wiring.certs.clone(),
             processes,
+            node_env: spec.env.clone(),
         };
         let mut lab = Self {
             dialer: state.client_dialer()?,
@@ -187,9 +188,9 @@ impl Lab {
         let state = LabState::load(dir)?;
         Ok(Self {
             dialer: state.client_dialer()?,
+            env: state.node_env.clone(),
             state,
             binary,
-            env: Vec::new(),
             children: HashMap::new(),
             kill_on_drop: false,
         })

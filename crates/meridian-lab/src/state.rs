@@ -82,6 +82,10 @@ pub struct LabState {
     pub certs: Option<PathBuf>,
     /// Every process.
     pub processes: Vec<ProcessRecord>,
+    /// Settings (`MERIDIAN__...` variables) every shard node is started
+    /// with, kept so a restart from another command starts it the same way.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub node_env: Vec<(String, String)>,
 }
 
 impl LabState {

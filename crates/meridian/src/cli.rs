@@ -816,6 +816,10 @@ pub enum LabCommand {
         /// rtt_ms`) instead of the defaults.
         #[arg(long)]
         wan: Option<PathBuf>,
+        /// A setting for every shard node, as its environment variable
+        /// (`MERIDIAN__DR__BACKUP_MAX_BYTES_PER_SECOND=20000000`); repeatable.
+        #[arg(long = "node-env", value_name = "KEY=VALUE")]
+        node_env: Vec<String>,
     },
     /// Cut the WAN link between two regions (both directions).
     Partition {

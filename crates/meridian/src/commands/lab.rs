@@ -22,7 +22,19 @@ pub async fn run(format: OutputFormat, args: LabArgs) -> anyhow::Result<()> {
             no_encryption,
             no_wan,
             wan,
+            node_env,
         } => {
+            let mut env = Vec::with_capacity(node_env.len());
+            for setting in node_env {
+                match setting.split_once('=') {
+                    Some((key, value)) if key.starts_with("MERIDIAN__") => {
+                        env.push((key.to_string(), value.to_string()))
+                    }
+                    _ => anyhow::bail!(
+                        "--node-env {setting:?}: give MERIDIAN__SECTION__KEY=VALUE (a node setting)"
+                    ),
+                }
+            }
             let wan = match (no_wan, wan) {
                 (true, _) => None,
                 (false, Some(path)) => Some(WanSettings::load(&path)?),
@@ -33,7 +45,7 @@ pub async fn run(format: OutputFormat, args: LabArgs) -> anyhow::Result<()> {
                 regions,
                 nodes,
                 binary,
-                env: Vec::new(),
+                env,
                 tls: !plaintext,
                 wan,
                 encryption: !no_encryption,
