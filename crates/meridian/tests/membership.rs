@@ -142,13 +142,15 @@ async fn a_node_joins_a_shard_whose_raft_admits_only_members() {
     );
     gateway.put("members", b"after-add", b"v").await.unwrap();
 
-    // The new copy reaches the same digest as the others.
-    let reference = nodes
-        .check_integrity_on(&lab.process("us-east-1").unwrap().grpc, "members")
-        .await
-        .unwrap();
+    // The new copy reaches the same digest as the others. Both are read
+    // anew each time: us-east-1 may itself still be applying the last write
+    // (a stale reference the new copy has already passed).
     let deadline = std::time::Instant::now() + Duration::from_secs(30);
     loop {
+        let reference = nodes
+            .check_integrity_on(&lab.process("us-east-1").unwrap().grpc, "members")
+            .await
+            .unwrap();
         let copy = nodes.check_integrity_on(&record.grpc, "members").await;
         if copy.as_ref().is_ok_and(|c| c.digest == reference.digest) {
             break;
