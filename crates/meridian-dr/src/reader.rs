@@ -175,17 +175,41 @@ pub async fn validate(
     kek: &[u8; 32],
     digest: &mut (dyn RecordDigest + Send),
 ) -> Result<Validated, DrError> {
+    validate_paced(location, manifest, kek, digest, |_| async {}).await
+}
+
+/// [`validate`], calling `pace` with each object's plain size after reading
+/// it (a node paces its checks with its backup cap).
+pub async fn validate_paced<F, Fut>(
+    location: &Opened,
+    manifest: &Manifest,
+    kek: &[u8; 32],
+    digest: &mut (dyn RecordDigest + Send),
+    pace: F,
+) -> Result<Validated, DrError>
+where
+    F: Fn(usize) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
+    let plain = |index: usize| {
+        manifest
+            .objects
+            .get(index)
+            .map_or(0, |o| usize::try_from(o.plain_bytes).unwrap_or(usize::MAX))
+    };
     let records = match manifest.kind {
         crate::manifest::BackupKind::Full => {
             let mut records = 0u64;
-            for_each_chunk(location, manifest, kek, |chunk| {
+            let mut reader = ChunkReader::new(location, manifest, kek)?;
+            let mut index = 0;
+            while let Some(chunk) = reader.next_chunk::<Record>().await? {
                 records += chunk.len() as u64;
                 for record in &chunk {
                     digest.add(record);
                 }
-                Ok(())
-            })
-            .await?;
+                pace(plain(index)).await;
+                index += 1;
+            }
             let (count, found) = digest.finish();
             if count != manifest.key_count || found != manifest.digest {
                 return Err(DrError::DigestMismatch {
@@ -200,7 +224,10 @@ pub async fn validate(
             let mut reader = ChunkReader::new(location, manifest, kek)?;
             let mut last = manifest.from_seq;
             let mut records = 0u64;
+            let mut index = 0;
             while let Some(changes) = reader.next_chunk::<crate::Change>().await? {
+                pace(plain(index)).await;
+                index += 1;
                 for change in changes {
                     if Some(change.seq) != last.checked_add(1) {
                         return Err(DrError::Manifest {

@@ -211,10 +211,16 @@ pub async fn write(
     };
     // Verified by default: read every object back (a full backup's digest
     // compared, an incremental one's changes checked for gaps).
-    let verified =
-        meridian_dr::reader::validate(&location, &manifest, &kek, &mut Digest::default())
-            .await
-            .map_err(dr_error)?;
+    // Paced like the writing: a capped backup stays gentle to the end.
+    let verified = meridian_dr::reader::validate_paced(
+        &location,
+        &manifest,
+        &kek,
+        &mut Digest::default(),
+        |bytes| node.backup_cap.take(bytes),
+    )
+    .await
+    .map_err(dr_error)?;
     tracing::info!(
         backup = %manifest.backup_id,
         namespace = %manifest.namespace,
