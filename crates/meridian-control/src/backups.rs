@@ -86,12 +86,7 @@ pub async fn take(
         let shard = ns.as_ref().and_then(|n| s.shards.get(&n.shard).cloned());
         // An incremental backup continues the namespace's latest
         // verified backup in this location.
-        let parent = s
-            .backups
-            .values()
-            .filter(|b| b.namespace == namespace && b.location == location_name && b.verified)
-            .max_by_key(|b| (b.change_seq, b.created_unix_ms))
-            .cloned();
+        let parent = s.latest_backup(namespace, location_name).cloned();
         (ns, location, shard, parent)
     });
     let Some(ns) = ns else {

@@ -314,17 +314,9 @@ pub fn plan_restore(
     } else {
         ask.as_name.clone()
     };
-    // The shards' rule for names (meridian_shard::limits), checked here so
-    // a bad name is refused before a job starts.
-    let name_ok = !target.is_empty()
-        && target.len() <= 63
-        && target
-            .bytes()
-            .next()
-            .is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
-        && target
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"-_.".contains(&b));
+    // The shards' rule for names, checked here so a bad name is refused
+    // before a job starts.
+    let name_ok = meridian_proto::names::is_namespace_name(&target);
     if !name_ok {
         return Err(format!(
             "namespace name {target:?}: 1-63 characters of a-z, 0-9, '.', '_', '-', starting with a letter or digit"

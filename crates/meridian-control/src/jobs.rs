@@ -97,6 +97,11 @@ enum Attempt {
     Retry(String),
 }
 
+/// The shard a job has worked on, if it chose one yet.
+fn shard_of(job: &Job) -> Option<String> {
+    (!job.shard.is_empty()).then(|| job.shard.clone())
+}
+
 fn ended(state: JobState, message: String, leftover_on: Option<String>) -> Attempt {
     Attempt::Ended(JobOutcome {
         state,
@@ -112,10 +117,10 @@ async fn drive(node: Arc<ControlNode>, job: Job) {
     let attempts = job.attempts.saturating_add(1);
     let id = job.id;
     let attempt = if job.cancel_requested {
-        let leftover = (!job.shard.is_empty()).then(|| job.shard.clone());
+        let leftover = shard_of(&job);
         ended(JobState::Cancelled, "cancelled".into(), leftover)
     } else if attempts > MAX_ATTEMPTS {
-        let leftover = (!job.shard.is_empty()).then(|| job.shard.clone());
+        let leftover = shard_of(&job);
         ended(
             JobState::Failed,
             format!(
@@ -152,7 +157,7 @@ async fn drive(node: Arc<ControlNode>, job: Job) {
                                 digest: String::new(),
                                 change_seq: 0,
                                 place_on: None,
-                                leftover_on: (!job.shard.is_empty()).then(|| job.shard.clone()),
+                                leftover_on: shard_of(&job),
                             },
                             requester: requester(&node),
                         })
@@ -230,7 +235,7 @@ async fn restore(node: &ControlNode, job: &Job, spec: &RestoreSpec, attempts: u3
             .collect();
         (shard, location, chain)
     });
-    let leftover = (!job.shard.is_empty()).then(|| job.shard.clone());
+    let leftover = shard_of(job);
     let (shard, location, chain_records) = match found {
         (Err(no_shard), _, _) => return Attempt::Retry(no_shard.to_string()),
         (_, None, _) => {
@@ -364,11 +369,7 @@ async fn scheduled_backup(
 ) -> Attempt {
     use crate::error::ControlError;
     let (schedule, chain_len) = node.with_state(|s| {
-        let latest = s
-            .backups
-            .values()
-            .filter(|b| b.namespace == spec.namespace && b.location == spec.location && b.verified)
-            .max_by_key(|b| (b.change_seq, b.created_unix_ms));
+        let latest = s.latest_backup(&spec.namespace, &spec.location);
         let chain_len = latest
             .and_then(|b| crate::dr::chain_of(b, &s.backups).ok())
             .map_or(0, |chain| chain.len());

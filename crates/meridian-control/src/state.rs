@@ -795,6 +795,19 @@ impl ControlState {
         }
     }
 
+    /// `namespace`'s latest verified backup in `location`: the one an
+    /// incremental backup continues.
+    pub fn latest_backup(
+        &self,
+        namespace: &str,
+        location: &str,
+    ) -> Option<&crate::model::BackupRecord> {
+        self.backups
+            .values()
+            .filter(|b| b.namespace == namespace && b.location == location && b.verified)
+            .max_by_key(|b| (b.change_seq, b.created_unix_ms))
+    }
+
     /// The shard a job should work on in `region`: `current` while it is
     /// still a shard of that region with members, else the least-loaded one.
     pub fn job_shard(&self, current: &str, region: &str) -> Result<Shard, ControlRejection> {
@@ -1040,6 +1053,27 @@ impl ControlState {
     }
 }
 
+/// How a catalogued backup reads in the audit log (either format).
+fn describe_backup(
+    requester: &Requester,
+    backup: &crate::model::BackupRecord,
+) -> (Requester, String, String) {
+    (
+        requester.clone(),
+        format!("namespace {}", backup.namespace),
+        format!(
+            "backup {} of namespace {} at change {} to location {} ({} keys, {} bytes, verified {})",
+            backup.backup_id,
+            backup.namespace,
+            backup.change_seq,
+            backup.location,
+            backup.key_count,
+            backup.stored_bytes,
+            backup.verified
+        ),
+    )
+}
+
 /// The requester and a one-line description of a command, for the audit log.
 fn describe(command: &ControlCommand) -> (Requester, String, String) {
     match command {
@@ -1157,34 +1191,10 @@ fn describe(command: &ControlCommand) -> (Requester, String, String) {
             "cluster".into(),
             "record refused calls".into(),
         ),
-        ControlCommand::RecordBackup { backup, requester } => (
-            requester.clone(),
-            format!("namespace {}", backup.namespace),
-            format!(
-                "backup {} of namespace {} at change {} to location {} ({} keys, {} bytes, verified {})",
-                backup.backup_id,
-                backup.namespace,
-                backup.change_seq,
-                backup.location,
-                backup.key_count,
-                backup.stored_bytes,
-                backup.verified
-            ),
-        ),
-        ControlCommand::CatalogBackup { backup, requester } => (
-            requester.clone(),
-            format!("namespace {}", backup.namespace),
-            format!(
-                "backup {} of namespace {} at change {} to location {} ({} keys, {} bytes, verified {})",
-                backup.backup_id,
-                backup.namespace,
-                backup.change_seq,
-                backup.location,
-                backup.key_count,
-                backup.stored_bytes,
-                backup.verified
-            ),
-        ),
+        ControlCommand::RecordBackup { backup, requester } => {
+            describe_backup(requester, &backup.clone().into())
+        }
+        ControlCommand::CatalogBackup { backup, requester } => describe_backup(requester, backup),
         ControlCommand::StartJob { spec, requester } => (
             requester.clone(),
             format!("namespace {}", spec.namespace()),

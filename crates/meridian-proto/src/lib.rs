@@ -4,11 +4,13 @@
 //!   (`Kv`, `Admin`, and the internal `RaftTransport`).
 //! - [`FILE_DESCRIPTOR_SET`]: the compiled descriptors, served by gRPC reflection so
 //!   `grpcurl` works without the `.proto` files.
+//! - [`names`]: the rule for namespace names.
 //! - [`reason`]: machine-readable reasons for refusals, carried in metadata,
 //!   attached and read back in one place.
 //!
 //! The `.proto` files under `proto/` are the public API; this crate only compiles them.
 
+pub mod names;
 pub mod reason;
 
 /// Generated code for protobuf package `meridian.v1`.

@@ -112,23 +112,11 @@ pub enum LimitError {
 /// further writes, so version and sequence arithmetic can never overflow.
 pub const MAX_VERSION: u64 = 1 << 62;
 
-/// Longest namespace name.
-pub const MAX_NAMESPACE_NAME: usize = 63;
+pub use meridian_proto::names::MAX_NAMESPACE_NAME;
 
-/// Checks a namespace name: 1..=63 characters of `[a-z0-9._-]`, starting with a
-/// letter or digit. Keeping names to this set keeps them safe in storage keys, file
-/// names, metric labels and URLs.
+/// Checks a namespace name (the rule is `meridian_proto::names`).
 pub fn validate_namespace_name(name: &str) -> Result<(), LimitError> {
-    let ok_char = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || "-_.".contains(c);
-    let starts_ok = name
-        .chars()
-        .next()
-        .is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
-    if name.is_empty()
-        || name.len() > MAX_NAMESPACE_NAME
-        || !starts_ok
-        || !name.chars().all(ok_char)
-    {
+    if !meridian_proto::names::is_namespace_name(name) {
         return Err(LimitError::BadNamespaceName {
             name: name.chars().take(80).collect(),
             max: MAX_NAMESPACE_NAME,

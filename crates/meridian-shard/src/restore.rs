@@ -282,8 +282,7 @@ async fn run(
                     // parts commit in does not matter: several in flight
                     // keep Raft's pipeline full.
                     let mut loading = futures::stream::FuturesUnordered::new();
-                    for part in parts(&entries, batch, PART_BYTES, |e| e.key.len() + e.value.len())
-                    {
+                    for part in parts(&entries, batch, PART_BYTES, entry_size) {
                         if loading.len() >= IMPORTS_IN_FLIGHT
                             && let Some(loaded) = loading.next().await
                         {
@@ -415,15 +414,18 @@ async fn run(
     Ok(report)
 }
 
+/// Record bytes of one key-value.
+fn entry_size(entry: &VersionedEntry) -> usize {
+    entry.key.len() + entry.value.len()
+}
+
 fn part_size<T>(part: &[T], size: impl Fn(&T) -> usize) -> usize {
     part.iter().map(size).sum()
 }
 
 /// Loads one part of a full backup's records; the records loaded.
 async fn import_part(node: &ShardNode, target: &str, part: &[VersionedEntry]) -> Result<u64, Stop> {
-    node.restore_cap
-        .take(part_size(part, |e| e.key.len() + e.value.len()))
-        .await;
+    node.restore_cap.take(part_size(part, entry_size)).await;
     let command = Command::Import {
         namespace: target.to_string(),
         entries: part.to_vec(),
@@ -475,7 +477,7 @@ mod tests {
         ];
         for (sizes, ops, bytes, expected) in cases {
             let entries: Vec<VersionedEntry> = sizes.iter().map(|s| entry(*s)).collect();
-            let runs = parts(&entries, ops, bytes, |e| e.key.len() + e.value.len());
+            let runs = parts(&entries, ops, bytes, entry_size);
             let lengths: Vec<usize> = runs.iter().map(|r| r.len()).collect();
             assert_eq!(lengths, expected, "{sizes:?} ops {ops} bytes {bytes}");
             assert_eq!(lengths.iter().sum::<usize>(), entries.len());
