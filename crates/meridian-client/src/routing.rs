@@ -858,6 +858,21 @@ impl Client {
         .await
     }
 
+    /// Control plane: starts moving a namespace's primary copy to another
+    /// region (a job).
+    pub async fn migrate_namespace(
+        &self,
+        request: pb::MigrateNamespaceRequest,
+    ) -> Result<pb::JobInfo, ClientError> {
+        let response = self
+            .call(CallKind::Write, |channel| {
+                let request = request.clone();
+                async move { ControlClient::new(channel).migrate_namespace(request).await }
+            })
+            .await?;
+        Ok(response.job.unwrap_or_default())
+    }
+
     /// Control plane: starts restoring catalogued backup `request.backup_id`.
     pub async fn start_restore(
         &self,

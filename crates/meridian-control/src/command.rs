@@ -273,6 +273,58 @@ pub enum ControlCommand {
         /// Who removed it.
         requester: Requester,
     },
+    /// Records the copy a migration uses in its target region; a shard that
+    /// holds no copy yet becomes a standby of the namespace (a region-locked
+    /// namespace ships to it as active-passive until the migration ends).
+    AddMigrationTarget {
+        /// The migration's job.
+        job: u64,
+        /// The shard (created on it already when new).
+        shard: String,
+        /// Whether the migration added the copy.
+        added: bool,
+        /// The leader driving it.
+        requester: Requester,
+    },
+    /// A migration's cutover: the drained move to its target (as
+    /// `FailoverBounded`), recorded in the job with the write block so far.
+    MigrationCutover {
+        /// The migration's job.
+        job: u64,
+        /// The move.
+        step: FailoverMove,
+        /// Its loss window (nothing: drained).
+        window: crate::model::LossWindow,
+        /// The change both copies held and their digest.
+        change_seq: u64,
+        /// The digest both copies had.
+        digest: String,
+        /// Writes blocked until the route switch (ms).
+        blocked_ms: u64,
+    },
+    /// The full write block of a migration's cutover, once the new primary
+    /// holds its lease.
+    MigrationBlocked {
+        /// The migration's job.
+        job: u64,
+        /// Writes were blocked this long (ms).
+        blocked_ms: u64,
+        /// The leader driving it.
+        requester: Requester,
+    },
+    /// Removes one copy of a live namespace that a migration no longer
+    /// needs (its source after the grace period, or its added target on a
+    /// rollback): out of the standbys, handed to the deletion worker, the
+    /// erasure recorded; a region-locked namespace left without standbys is
+    /// region-locked again.
+    DropMigrationCopy {
+        /// The migration's job.
+        job: u64,
+        /// The shard whose copy goes.
+        shard: String,
+        /// The leader driving it.
+        requester: Requester,
+    },
 }
 
 /// A call refused by authorization, as the audit log keeps it.
@@ -398,6 +450,14 @@ pub enum ControlRejection {
     /// No schedule for this namespace.
     #[error("namespace {0:?} has no backup schedule")]
     NoSchedule(String),
+    /// A migration cannot start or go on (the message says why).
+    #[error("migration of {namespace:?} refused: {reason}")]
+    Migration {
+        /// The namespace.
+        namespace: String,
+        /// Why.
+        reason: String,
+    },
     /// A running job is making a namespace of this name.
     #[error("namespace name {name:?} is reserved by running job {job} (meridian jobs show {job})")]
     NameReserved {

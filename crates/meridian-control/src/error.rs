@@ -85,6 +85,7 @@ impl ControlError {
             ControlError::Rejected(ControlRejection::NoSchedule(_)) => Code::NotFound,
             ControlError::Rejected(ControlRejection::JobEnded { .. }) => Code::FailedPrecondition,
             ControlError::Rejected(ControlRejection::NameReserved { .. }) => Code::AlreadyExists,
+            ControlError::Rejected(ControlRejection::Migration { .. }) => Code::FailedPrecondition,
             ControlError::Rejected(ControlRejection::Access(err)) => {
                 use meridian_access::AccessError as E;
                 match err {

@@ -178,10 +178,11 @@ pub async fn run(node: Arc<ControlNode>) {
 fn desired_by_shard(node: &ControlNode) -> HashMap<String, Vec<pb::DesiredNamespace>> {
     node.with_state(|state| {
         let mut desired: HashMap<String, Vec<pb::DesiredNamespace>> = HashMap::new();
-        for namespace in state.namespaces.values().filter(|n| n.replicated()) {
+        for namespace in state.namespaces.values().filter(|n| state.fenced(n)) {
             // A sync namespace switched to async by its standby-loss policy
             // is configured as async until restored.
             let sync = namespace.sync_in_force();
+            // Only while it is still a copy: a migration erases it.
             let former_primary = state
                 .failovers
                 .values()
@@ -189,6 +190,7 @@ fn desired_by_shard(node: &ControlNode) -> HashMap<String, Vec<pb::DesiredNamesp
                 .filter(|f| f.is_move())
                 .find(|f| f.namespace == namespace.name)
                 .filter(|f| f.to_shard == namespace.shard)
+                .filter(|f| namespace.standbys.iter().any(|s| s.shard == f.from_shard))
                 .map(|f| f.from_shard.clone())
                 .unwrap_or_default();
             // Every failover whose new primary reported where it took over:
@@ -224,6 +226,7 @@ fn desired_by_shard(node: &ControlNode) -> HashMap<String, Vec<pb::DesiredNamesp
                     former_primary,
                     takeovers: takeovers.clone(),
                     fork_from_takeovers: true,
+                    without_standbys: namespace.standbys.is_empty(),
                 });
             for standby in &namespace.standbys {
                 // A former primary of this namespace keeps what its successor
@@ -250,6 +253,7 @@ fn desired_by_shard(node: &ControlNode) -> HashMap<String, Vec<pb::DesiredNamesp
                         former_primary: String::new(),
                         takeovers: takeovers.clone(),
                         fork_from_takeovers: true,
+                        without_standbys: false,
                     });
             }
         }
@@ -812,6 +816,19 @@ pub struct ManualFailover {
     pub force: bool,
     /// Who asked.
     pub actor: String,
+    /// Why, in words (empty: a manual failover by `actor`).
+    pub reason: String,
+}
+
+impl ManualFailover {
+    /// The cause recorded in the failover history.
+    fn cause(&self) -> String {
+        if self.reason.is_empty() {
+            format!("manual failover by {}", self.actor)
+        } else {
+            self.reason.clone()
+        }
+    }
 }
 
 /// How long a drain waits for the standby to catch up.
@@ -863,7 +880,23 @@ pub async fn manual(
     let mut records = Vec::new();
     let mut clients = HashMap::new();
     for (namespace, target) in plans {
-        let record = move_one(node, &config, &namespace, &target, &request, &mut clients).await?;
+        let moved = move_one(
+            node,
+            &config,
+            &namespace,
+            &target,
+            &request,
+            DRAIN_TIMEOUT,
+            &mut clients,
+            |drained| ControlCommand::FailoverBounded(drained.step, drained.window),
+        )
+        .await?;
+        let ControlResult::FailedOver { record, .. } = moved.result else {
+            return Err(ControlError::Unavailable(format!(
+                "unexpected result {:?}",
+                moved.result
+            )));
+        };
         log_failover(&record);
         promote_now(node, &config, &record, &mut clients).await;
         records.push(record);
@@ -917,15 +950,76 @@ fn explain_no_plan(node: &ControlNode, request: &ManualFailover) -> crate::error
     })
 }
 
-async fn move_one(
+/// A drained move, ready to be committed: the primary's lease is revoked,
+/// the target holds its last change and both digests agree.
+pub struct Drained {
+    /// The move to commit.
+    pub step: crate::command::FailoverMove,
+    /// Its loss window (none: drained).
+    pub window: crate::model::LossWindow,
+    /// The change both copies hold (the promoted standby's, when forced).
+    pub change_seq: u64,
+    /// Their digest at that change (empty when forced: not compared).
+    pub digest: String,
+    /// When the revocation was sent.
+    pub revoked_at: Instant,
+}
+
+/// Why a drained move did not happen (the source stays primary).
+#[derive(Debug)]
+pub enum MoveError {
+    /// The target was not caught up and verified within the budget.
+    OverBudget(String),
+    /// The copies' digests differ at the same change.
+    Differ(String),
+    /// Anything else (unreachable shard, lost leadership, a refusal).
+    Control(crate::error::ControlError),
+}
+
+impl From<crate::error::ControlError> for MoveError {
+    fn from(err: crate::error::ControlError) -> Self {
+        MoveError::Control(err)
+    }
+}
+
+impl From<MoveError> for crate::error::ControlError {
+    fn from(err: MoveError) -> Self {
+        match err {
+            MoveError::OverBudget(why) | MoveError::Differ(why) => {
+                crate::error::ControlError::Unavailable(why)
+            }
+            MoveError::Control(err) => err,
+        }
+    }
+}
+
+/// What a committed move came to.
+pub struct Moved {
+    /// The committed command's result.
+    pub result: ControlResult,
+    /// When the revocation was sent (for the write-block measure).
+    pub revoked_at: Instant,
+}
+
+/// Moves `namespace`'s primary to `target`: revokes the primary's lease
+/// (its answer is its last change), waits until the target holds that
+/// change, compares both digests, and commits the command `commit` makes
+/// of it. Gives up — the lease is granted again by the next probe round,
+/// nothing was acknowledged that the primary lacks — when the target is not
+/// there within `budget` of the revocation or the digests differ.
+#[allow(clippy::too_many_arguments)]
+pub async fn move_one(
     node: &Arc<ControlNode>,
     config: &crate::config::FailoverSection,
     namespace: &crate::model::Namespace,
     target: &crate::model::StandbyCopy,
     request: &ManualFailover,
+    budget: Duration,
     clients: &mut HashMap<String, (Vec<String>, Arc<Client>)>,
-) -> Result<FailoverRecord, crate::error::ControlError> {
+    commit: impl FnOnce(Drained) -> ControlCommand,
+) -> Result<Moved, MoveError> {
     use crate::error::ControlError;
+    use crate::migration::CutoverVerdict;
     let timeout = Duration::from_millis(config.probe_timeout_ms);
     let members = |shard: &str| -> Vec<String> {
         node.with_state(|state| {
@@ -963,6 +1057,7 @@ async fn move_one(
                 "this control-plane member is not yet leading with a lease ledger; retry".into(),
             )
         })?;
+    let revoked_at = Instant::now();
     let result = async {
         let detected_at_ms = now_unix_ms();
         let position = |response: &pb::LeaseResponse| {
@@ -985,7 +1080,7 @@ async fn move_one(
                 }
                 (
                 Some(position(&response)),
-                format!("manual failover by {} (drained)", request.actor),
+                format!("{} (drained)", request.cause()),
                 crate::model::LossWindow {
                     reported_at_ms: now_unix_ms(),
                     writes_until_ms: now_unix_ms(),
@@ -1007,7 +1102,7 @@ async fn move_one(
                 }
                 (
                     None,
-                    format!("manual failover by {} (forced: primary unreachable)", request.actor),
+                    format!("{} (forced: primary unreachable)", request.cause()),
                     crate::model::LossWindow {
                         reported_at_ms: 0,
                         writes_until_ms: now_unix_ms(),
@@ -1018,12 +1113,17 @@ async fn move_one(
                 return Err(ControlError::Unavailable(format!(
                     "the primary of {:?} cannot be drained ({err}); retry, or pass --force to fail over without draining",
                     namespace.name
-                )));
+                ))
+                .into());
             }
         };
-        // Wait until the standby has everything the primary logged.
-        let deadline = Instant::now() + DRAIN_TIMEOUT;
-        let promoted_seq = loop {
+        let budget_ms = u64::try_from(budget.as_millis()).unwrap_or(u64::MAX);
+        let elapsed_ms = || u64::try_from(revoked_at.elapsed().as_millis()).unwrap_or(u64::MAX);
+        // Wait until the standby has everything the primary logged; then,
+        // moving back to a former primary (failback) or to any standby, only
+        // a faithful copy may take over: with a drained primary both copies
+        // are still, so their digests must be equal.
+        let (promoted_seq, digest) = loop {
             let desired = desired_by_shard(node)
                 .remove(&target.shard)
                 .unwrap_or_default();
@@ -1034,43 +1134,52 @@ async fn move_one(
                 .await
                 .map(|r| position(&r))
                 .map_err(|e| ControlError::Unavailable(format!("standby {}: {e}", target.shard)))?;
-            match primary_seq {
-                Some(goal) if standby_seq < goal => {
-                    if Instant::now() > deadline {
+            let Some(goal) = primary_seq else {
+                break (standby_seq, String::new());
+            };
+            let mut digests = None;
+            if standby_seq >= goal {
+                let (theirs, ours) = tokio::join!(
+                    standby.check_integrity(&namespace.name),
+                    primary.check_integrity(&namespace.name)
+                );
+                match (theirs, ours) {
+                    (Ok(theirs), Ok(ours)) => digests = Some((ours.digest, theirs.digest)),
+                    (Err(err), _) | (_, Err(err)) => {
                         return Err(ControlError::Unavailable(format!(
-                            "standby {} reached change {standby_seq} of {goal} within {:?}; writes resume on the primary",
-                            target.shard, DRAIN_TIMEOUT
-                        )));
+                            "cannot compare integrity digests of {:?} before moving it: {err}",
+                            namespace.name
+                        ))
+                        .into());
                     }
-                    tokio::time::sleep(Duration::from_millis(50)).await;
                 }
-                _ => break standby_seq,
+            }
+            let verdict = crate::migration::cutover_verdict(
+                elapsed_ms(),
+                budget_ms,
+                goal,
+                standby_seq,
+                digests.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
+            );
+            match verdict {
+                CutoverVerdict::Wait => tokio::time::sleep(Duration::from_millis(20)).await,
+                CutoverVerdict::OverBudget(why) => {
+                    return Err(MoveError::OverBudget(format!(
+                        "standby {} of {:?} not ready in time: {why}; writes resume on the primary",
+                        target.shard, namespace.name
+                    )));
+                }
+                CutoverVerdict::Differ(why) => {
+                    return Err(MoveError::Differ(format!(
+                        "standby {} of {:?} is at the primary's position but its integrity digest differs ({why}); not moving",
+                        target.shard, namespace.name
+                    )));
+                }
+                CutoverVerdict::Switch => {
+                    break (standby_seq, digests.map(|(a, _)| a).unwrap_or_default());
+                }
             }
         };
-        // Moving back to a former primary (failback) or to any standby: only a
-        // faithful copy may take over. With a drained primary both copies are
-        // still, so their digests must be equal.
-        if primary_seq.is_some() {
-            let (theirs, ours) = (
-                standby.check_integrity(&namespace.name).await,
-                primary.check_integrity(&namespace.name).await,
-            );
-            match (theirs, ours) {
-                (Ok(theirs), Ok(ours)) if theirs.digest != ours.digest => {
-                    return Err(ControlError::Unavailable(format!(
-                        "standby {} of {:?} is at the primary's position but its integrity digest differs ({} vs {}); not moving",
-                        target.shard, namespace.name, theirs.digest, ours.digest
-                    )));
-                }
-                (Err(err), _) | (_, Err(err)) => {
-                    return Err(ControlError::Unavailable(format!(
-                        "cannot compare integrity digests of {:?} before moving it: {err}",
-                        namespace.name
-                    )));
-                }
-                _ => {}
-            }
-        }
         let last_known = node
             .positions
             .lock()
@@ -1078,8 +1187,8 @@ async fn move_one(
             .get(&namespace.shard)
             .and_then(|p| p.get(&namespace.name).copied())
             .unwrap_or(0);
-        let command = ControlCommand::FailoverBounded(
-            crate::command::FailoverMove {
+        let drained = Drained {
+            step: crate::command::FailoverMove {
                 namespace: namespace.name.clone(),
                 to_shard: target.shard.clone(),
                 cause,
@@ -1092,11 +1201,12 @@ async fn move_one(
                 },
             },
             window,
-        );
-        match node.propose(command).await? {
-            ControlResult::FailedOver { record, .. } => Ok(record),
-            other => Err(ControlError::Unavailable(format!("unexpected result {other:?}"))),
-        }
+            change_seq: promoted_seq,
+            digest,
+            revoked_at,
+        };
+        let result = node.propose(commit(drained)).await?;
+        Ok(Moved { result, revoked_at })
     }
     .await;
     if let Some(ledger) = node

@@ -1,4 +1,4 @@
-//! Long-running jobs (restores), driven by the control-plane leader.
+//! Long-running jobs (restores, scheduled backups, migrations), driven by the control-plane leader.
 //!
 //! A job is a record in the control plane's replicated state; the leader's
 //! driver carries it out step by step and records its progress. When the
@@ -82,7 +82,7 @@ async fn start_due_backups(node: &ControlNode) {
     }
 }
 
-fn requester(node: &ControlNode) -> Requester {
+pub(crate) fn requester(node: &ControlNode) -> Requester {
     Requester {
         actor: format!("control-plane jobs (member {})", node.id()),
         at_unix_ms: now_unix_ms(),
@@ -90,7 +90,7 @@ fn requester(node: &ControlNode) -> Requester {
 }
 
 /// What one start of a job came to.
-enum Attempt {
+pub(crate) enum Attempt {
     /// It ended (succeeded, failed or was cancelled).
     Ended(JobOutcome),
     /// A transient problem: start again later.
@@ -102,7 +102,7 @@ fn shard_of(job: &Job) -> Option<String> {
     (!job.shard.is_empty()).then(|| job.shard.clone())
 }
 
-fn ended(state: JobState, message: String, leftover_on: Option<String>) -> Attempt {
+pub(crate) fn ended(state: JobState, message: String, leftover_on: Option<String>) -> Attempt {
     Attempt::Ended(JobOutcome {
         state,
         message,
@@ -116,7 +116,10 @@ fn ended(state: JobState, message: String, leftover_on: Option<String>) -> Attem
 async fn drive(node: Arc<ControlNode>, job: Job) {
     let attempts = job.attempts.saturating_add(1);
     let id = job.id;
-    let attempt = if job.cancel_requested {
+    // A migration undoes what it did itself on a cancel or when it gives up.
+    let attempt = if let JobSpec::Migrate(_) = &job.spec {
+        crate::migrate_job::drive(&node, &job, attempts).await
+    } else if job.cancel_requested {
         let leftover = shard_of(&job);
         ended(JobState::Cancelled, "cancelled".into(), leftover)
     } else if attempts > MAX_ATTEMPTS {
@@ -133,6 +136,7 @@ async fn drive(node: Arc<ControlNode>, job: Job) {
         match &job.spec {
             JobSpec::Restore(spec) => restore(&node, &job, spec, attempts).await,
             JobSpec::Backup(spec) => scheduled_backup(&node, &job, spec, attempts).await,
+            JobSpec::Migrate(_) => crate::migrate_job::drive(&node, &job, attempts).await,
         }
     };
     match attempt {
@@ -202,7 +206,7 @@ fn is_final(err: &ClientError) -> bool {
 }
 
 /// Records progress; `false` when the job was cancelled (or ended) meanwhile.
-async fn report(node: &ControlNode, id: u64, progress: JobProgress) -> bool {
+pub(crate) async fn report(node: &ControlNode, id: u64, progress: JobProgress) -> bool {
     let cancelled = node.with_state(|s| {
         s.jobs
             .get(&id)

@@ -35,6 +35,8 @@ pub mod error;
 pub mod failover;
 pub mod jobs;
 pub mod lease;
+pub mod migrate_job;
+pub mod migration;
 pub mod model;
 pub mod node;
 pub mod placement;

@@ -337,6 +337,75 @@ pub enum JobSpec {
     Restore(RestoreSpec),
     /// A scheduled backup of a namespace, then retention.
     Backup(BackupSpec),
+    /// Moves a namespace's primary copy to another region online.
+    Migrate(Migration),
+}
+
+/// An online migration (`namespace migrate`): what was asked and how far it
+/// got. The driver records each step here, so a new control-plane leader
+/// carries on from the last one.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Migration {
+    /// The namespace.
+    pub namespace: String,
+    /// The region it moves to.
+    pub to_region: String,
+    /// Longest write block allowed at the cutover (ms).
+    pub max_blocked_ms: u64,
+    /// How long the former primary's copy is kept after the cutover (ms).
+    pub keep_source_ms: u64,
+    /// How long the new copy may take to come within reach of the primary
+    /// before the migration gives up (ms).
+    pub catch_up_timeout_ms: u64,
+    /// The primary's shard when it started.
+    pub source_shard: String,
+    /// Its region.
+    pub source_region: String,
+    /// The mode to return to once the source copy is gone (a region-locked
+    /// namespace ships to its new copy as active-passive for the move).
+    pub original_mode: NamespaceMode,
+    /// The copy in the target region (empty until chosen).
+    pub target_shard: String,
+    /// Whether the migration added that copy (and so removes it on a
+    /// rollback) rather than finding a standby there.
+    pub added_target: bool,
+    /// The cutover, once it happened.
+    pub cutover: Option<Cutover>,
+    /// The source copy was handed to the deletion worker.
+    pub source_released: bool,
+}
+
+/// A migration's cutover: where and how long writes were blocked.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Cutover {
+    /// When the route switched (Unix ms).
+    pub at_unix_ms: u64,
+    /// The change sequence both copies held, verified by digest.
+    pub change_seq: u64,
+    /// Their digest at that sequence.
+    pub digest: String,
+    /// The namespace's epoch after it.
+    pub epoch: u64,
+    /// Writes were blocked this long: from the source's lease revocation to
+    /// the new primary holding its lease (ms); until the latter is
+    /// confirmed, the time to the route switch.
+    pub blocked_ms: u64,
+}
+
+/// A copy of a namespace erased from a shard while the namespace lives on
+/// (a migration's source copy): shown by `namespace residency`.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Erasure {
+    /// The shard that held the copy.
+    pub shard: String,
+    /// Its region.
+    pub region: String,
+    /// Why (`migration 7 to eu-west`).
+    pub cause: String,
+    /// When its deletion was asked for (Unix ms).
+    pub requested_at_ms: u64,
+    /// When the shard confirmed it (Unix ms; 0 while under way).
+    pub erased_at_ms: u64,
 }
 
 /// A scheduled backup: which namespace, where.
@@ -395,6 +464,7 @@ impl JobSpec {
         match self {
             JobSpec::Restore(restore) => &restore.target,
             JobSpec::Backup(backup) => &backup.namespace,
+            JobSpec::Migrate(migration) => &migration.namespace,
         }
     }
 
@@ -403,6 +473,7 @@ impl JobSpec {
         match self {
             JobSpec::Restore(_) => "restore",
             JobSpec::Backup(_) => "backup",
+            JobSpec::Migrate(_) => "migrate",
         }
     }
 

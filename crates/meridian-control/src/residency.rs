@@ -76,8 +76,9 @@ pub struct CopyPlace {
     pub region: String,
     /// The region's jurisdictions.
     pub region_jurisdictions: BTreeSet<String>,
-    /// `primary`, `standby`, or `former` (a failover moved the primary away;
-    /// the copy stays as a standby or holds lost writes).
+    /// `primary`, `standby`, `former` (a failover moved the primary away;
+    /// the copy stays as a standby or holds lost writes), or `erasing` /
+    /// `erased` (a migration's copy handed to deletion / confirmed gone).
     pub role: &'static str,
     /// Whether the namespace's jurisdictions allow the region.
     pub allowed: bool,
@@ -99,6 +100,20 @@ pub fn report(state: &crate::state::ControlState, namespace: &str) -> Option<Res
             if !places.iter().any(|(s, _)| s == shard) {
                 places.push((shard.clone(), "former"));
             }
+        }
+    }
+    // Copies a migration erased (or is erasing) left; one it holds again
+    // keeps its current role.
+    for erasure in state.erasures.get(namespace).into_iter().flatten() {
+        let role = if erasure.erased_at_ms > 0 {
+            "erased"
+        } else {
+            "erasing"
+        };
+        match places.iter_mut().find(|(s, _)| *s == erasure.shard) {
+            Some((_, current)) if *current == "former" => *current = role,
+            Some(_) => {}
+            None => places.push((erasure.shard.clone(), role)),
         }
     }
     let copies = places

@@ -363,12 +363,37 @@ fn schedule_info(
     }
 }
 
+/// A migration's write-block budget when none is given.
+const DEFAULT_MAX_BLOCKED_MS: u64 = 1_000;
+/// How long a migration keeps the source copy when not told.
+const DEFAULT_KEEP_SOURCE_MS: u64 = 3_600_000;
+/// How long a migration's new copy may take to come within reach.
+const DEFAULT_CATCH_UP_TIMEOUT_MS: u64 = 1_800_000;
+
 /// A job as the API shows it.
 pub fn job_info(job: &crate::model::Job) -> pb::JobInfo {
     use crate::model::{JobSpec, JobState};
     let (source, region) = match &job.spec {
         JobSpec::Restore(r) => (r.backup_id.clone(), r.policy.home_region.clone()),
         JobSpec::Backup(b) => (b.location.clone(), String::new()),
+        JobSpec::Migrate(m) => (m.source_region.clone(), m.to_region.clone()),
+    };
+    let migration = match &job.spec {
+        JobSpec::Migrate(m) => Some(pb::MigrationInfo {
+            from_region: m.source_region.clone(),
+            from_shard: m.source_shard.clone(),
+            to_region: m.to_region.clone(),
+            to_shard: m.target_shard.clone(),
+            max_blocked_ms: m.max_blocked_ms,
+            keep_source_ms: m.keep_source_ms,
+            cut_over: m.cutover.is_some(),
+            blocked_ms: m.cutover.as_ref().map_or(0, |c| c.blocked_ms),
+            cutover_unix_ms: m.cutover.as_ref().map_or(0, |c| c.at_unix_ms),
+            cutover_seq: m.cutover.as_ref().map_or(0, |c| c.change_seq),
+            epoch: m.cutover.as_ref().map_or(0, |c| c.epoch),
+            source_released: m.source_released,
+        }),
+        _ => None,
     };
     pb::JobInfo {
         id: job.id,
@@ -393,6 +418,7 @@ pub fn job_info(job: &crate::model::Job) -> pb::JobInfo {
         units: match job.spec {
             JobSpec::Restore(_) => "records",
             JobSpec::Backup(_) => "steps",
+            JobSpec::Migrate(_) => "changes",
         }
         .into(),
         created_unix_ms: job.created_unix_ms,
@@ -402,11 +428,12 @@ pub fn job_info(job: &crate::model::Job) -> pb::JobInfo {
         attempts: job.attempts,
         digest: job.digest.clone(),
         change_seq: job.change_seq,
+        migration,
     }
 }
 
 /// Creates `namespace` on `shard` (an existing one is fine: a retried placement).
-async fn create_on_shard(
+pub(crate) async fn create_on_shard(
     shard: &crate::model::Shard,
     namespace: &str,
     dialer: &meridian_net::Dialer,
@@ -809,6 +836,49 @@ impl Control for ControlService {
             .await?
         {
             ControlResult::Job(job) => Ok(Response::new(pb::RestoreBackupResponse {
+                job: Some(job_info(&job)),
+            })),
+            other => Err(Status::internal(format!("unexpected result {other:?}"))),
+        }
+    }
+
+    async fn migrate_namespace(
+        &self,
+        request: Request<pb::MigrateNamespaceRequest>,
+    ) -> Result<Response<pb::MigrateNamespaceResponse>, Status> {
+        let requester = self.authorize(
+            &request,
+            "Control.MigrateNamespace",
+            Permission::Admin,
+            Target::Namespace(&request.get_ref().namespace),
+        )?;
+        let asked = request.into_inner();
+        let or = |value: u64, default: u64| if value == 0 { default } else { value };
+        let migration = crate::model::Migration {
+            namespace: asked.namespace,
+            to_region: asked.to_region,
+            max_blocked_ms: or(asked.max_blocked_ms, DEFAULT_MAX_BLOCKED_MS),
+            keep_source_ms: asked.keep_source_ms.unwrap_or(DEFAULT_KEEP_SOURCE_MS),
+            catch_up_timeout_ms: or(asked.catch_up_timeout_ms, DEFAULT_CATCH_UP_TIMEOUT_MS),
+            // Filled in by the state machine from the namespace as it is.
+            source_shard: String::new(),
+            source_region: String::new(),
+            original_mode: crate::model::NamespaceMode::RegionLocked,
+            target_shard: String::new(),
+            added_target: false,
+            cutover: None,
+            source_released: false,
+        };
+        self.node.read_barrier().await?;
+        match self
+            .node
+            .propose(ControlCommand::StartJob {
+                spec: crate::model::JobSpec::Migrate(migration),
+                requester,
+            })
+            .await?
+        {
+            ControlResult::Job(job) => Ok(Response::new(pb::MigrateNamespaceResponse {
                 job: Some(job_info(&job)),
             })),
             other => Err(Status::internal(format!("unexpected result {other:?}"))),
@@ -1283,6 +1353,7 @@ impl Control for ControlService {
                 to_region: request.to_region,
                 force: request.force,
                 actor,
+                reason: String::new(),
             },
         )
         .await?;

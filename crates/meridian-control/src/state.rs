@@ -41,6 +41,8 @@ pub enum Change {
     Job(u64),
     /// A backup schedule was set or removed.
     Schedule(String),
+    /// A namespace's erasure records changed.
+    Erasures(String),
 }
 
 /// A new namespace's settings besides its placement: RPO gate, failover
@@ -89,6 +91,8 @@ pub struct ControlState {
     pub jobs: BTreeMap<u64, crate::model::Job>,
     /// Backup schedules by namespace.
     pub schedules: BTreeMap<String, crate::model::BackupSchedule>,
+    /// Copies of live namespaces erased by migrations, by namespace.
+    pub erasures: BTreeMap<String, Vec<crate::model::Erasure>>,
     /// Namespaces per shard, derived from `namespaces` (placement picks the
     /// least-loaded shard; counting on every placement would cost O(namespaces)).
     /// Kept by `apply`; rebuilt by [`ControlState::rebuild_derived`] after loading.
@@ -102,6 +106,16 @@ impl ControlState {
             .values()
             .map(|ns| self.route_of(ns))
             .collect()
+    }
+
+    /// Whether `namespace`'s copies are configured on their shards (role,
+    /// epoch, write lease), so the lease grants must list it: replicated
+    /// now, or touched by a migration (moved: a later epoch; or a copy added
+    /// and erased again, which the erasure records show). A copy once
+    /// configured stays fenced by its epoch and needs the lease like any
+    /// primary, with or without standbys.
+    pub fn fenced(&self, namespace: &Namespace) -> bool {
+        namespace.replicated() || namespace.epoch > 1 || self.erasures.contains_key(&namespace.name)
     }
 
     /// The route of one namespace.
@@ -480,15 +494,19 @@ impl ControlState {
                             .filter(|f| f.namespace == name)
                             .flat_map(|f| [f.from_shard.clone(), f.to_shard.clone()]),
                     )
-                    .collect();
-                self.deletions.insert(
-                    name.clone(),
-                    crate::model::Deletion {
-                        name: name.clone(),
-                        shards,
-                        requested_at_ms: requester.at_unix_ms,
-                    },
-                );
+                    .collect::<Vec<String>>();
+                // A copy a migration is still erasing stays on the list.
+                let deletion =
+                    self.deletions
+                        .entry(name.clone())
+                        .or_insert_with(|| crate::model::Deletion {
+                            name: name.clone(),
+                            shards: Default::default(),
+                            requested_at_ms: requester.at_unix_ms,
+                        });
+                deletion.shards.extend(shards);
+                self.erasures.remove(&name);
+                changes.push(Change::Erasures(name.clone()));
                 self.counters.routing_version += 1;
                 changes.push(Change::Namespace(name.clone()));
                 changes.push(Change::Deletion(name));
@@ -595,7 +613,57 @@ impl ControlState {
                 changes.push(Change::Job(id));
                 Ok(ControlResult::Job(job))
             }
-            ControlCommand::NamespaceCopyDeleted { name, shard, .. } => {
+            ControlCommand::AddMigrationTarget {
+                job,
+                shard,
+                added,
+                requester,
+            } => self.add_migration_target(job, shard, added, &requester, changes),
+            ControlCommand::MigrationCutover {
+                job,
+                step,
+                window,
+                change_seq,
+                digest,
+                blocked_ms,
+            } => {
+                self.migration_cutover(job, step, window, (change_seq, digest, blocked_ms), changes)
+            }
+            ControlCommand::MigrationBlocked {
+                job, blocked_ms, ..
+            } => {
+                let running = self.running_job(job)?;
+                if let crate::model::JobSpec::Migrate(migration) = &mut running.spec
+                    && let Some(cutover) = &mut migration.cutover
+                {
+                    cutover.blocked_ms = blocked_ms;
+                }
+                changes.push(Change::Job(job));
+                Ok(ControlResult::Updated)
+            }
+            ControlCommand::DropMigrationCopy {
+                job,
+                shard,
+                requester,
+            } => self.drop_migration_copy(job, shard, &requester, changes),
+            ControlCommand::NamespaceCopyDeleted {
+                name,
+                shard,
+                requester,
+            } => {
+                // A live namespace's copy (a migration's): the erasure is
+                // recorded as done.
+                if self.namespaces.contains_key(&name)
+                    && let Some(erasures) = self.erasures.get_mut(&name)
+                {
+                    for erasure in erasures
+                        .iter_mut()
+                        .filter(|e| e.shard == shard && e.erased_at_ms == 0)
+                    {
+                        erasure.erased_at_ms = requester.at_unix_ms.max(1);
+                    }
+                    changes.push(Change::Erasures(name.clone()));
+                }
                 let Some(deletion) = self.deletions.get_mut(&name) else {
                     return Ok(ControlResult::CopyDeleted {
                         remaining: Vec::new(),
@@ -820,6 +888,235 @@ impl ControlState {
         Ok(placement::choose_shard(region, &self.shards, &self.shard_load)?.clone())
     }
 
+    /// The running migration `id`, mutable.
+    fn running_migration(
+        &mut self,
+        id: u64,
+    ) -> Result<&mut crate::model::Migration, ControlRejection> {
+        match &mut self.running_job(id)?.spec {
+            crate::model::JobSpec::Migrate(migration) => Ok(migration),
+            other => Err(ControlRejection::Migration {
+                namespace: other.namespace().to_string(),
+                reason: format!("job {id} is a {}, not a migration", other.kind()),
+            }),
+        }
+    }
+
+    fn add_migration_target(
+        &mut self,
+        job: u64,
+        shard: String,
+        added: bool,
+        requester: &Requester,
+        changes: &mut Vec<Change>,
+    ) -> Result<ControlResult, ControlRejection> {
+        let migration = self.running_migration(job)?.clone();
+        let refuse = |reason: String| ControlRejection::Migration {
+            namespace: migration.namespace.clone(),
+            reason,
+        };
+        if migration.cutover.is_some() || !migration.target_shard.is_empty() {
+            return Err(refuse("its target copy is chosen already".into()));
+        }
+        let Some(mut namespace) = self.namespaces.get(&migration.namespace).cloned() else {
+            return Err(ControlRejection::NamespaceNotFound(migration.namespace));
+        };
+        if namespace.shard != migration.source_shard {
+            return Err(refuse(format!(
+                "its primary moved to {} meanwhile",
+                namespace.shard
+            )));
+        }
+        let target = self
+            .shards
+            .get(&shard)
+            .ok_or_else(|| refuse(format!("unknown shard {shard}")))?;
+        if target.region != migration.to_region {
+            return Err(refuse(format!(
+                "shard {shard} is in {}, not {}",
+                target.region, migration.to_region
+            )));
+        }
+        // Residency is checked again at the moment the copy is made.
+        let region = self
+            .regions
+            .get(&target.region)
+            .ok_or_else(|| ControlRejection::UnknownRegion(target.region.clone()))?;
+        crate::residency::check_region(
+            &namespace.name,
+            &namespace.policy.allowed_jurisdictions,
+            region,
+            "migration target",
+        )
+        .map_err(|e| ControlRejection::Placement(PlacementError::Residency(e.to_string())))?;
+        let is_standby = namespace.standbys.iter().any(|s| s.shard == shard);
+        if added == is_standby {
+            return Err(refuse(format!(
+                "shard {shard} {} a standby of it",
+                if is_standby { "is already" } else { "is not" }
+            )));
+        }
+        if added {
+            namespace.standbys.push(crate::model::StandbyCopy {
+                region: target.region.clone(),
+                shard: shard.clone(),
+            });
+            namespace.policy.standby_regions = namespace
+                .standbys
+                .iter()
+                .map(|s| s.region.clone())
+                .collect();
+            namespace.policy.mode = crate::migration::mode_during(namespace.policy.mode);
+            self.namespaces
+                .insert(namespace.name.clone(), namespace.clone());
+            self.counters.routing_version += 1;
+            changes.push(Change::Namespace(namespace.name.clone()));
+            changes.push(Change::Counters);
+        }
+        let running = self.running_job(job)?;
+        if let crate::model::JobSpec::Migrate(m) = &mut running.spec {
+            m.target_shard = shard.clone();
+            m.added_target = added;
+        }
+        running.shard = shard;
+        running.step = "copying".into();
+        running.updated_unix_ms = requester.at_unix_ms;
+        let job_record = running.clone();
+        changes.push(Change::Job(job));
+        Ok(ControlResult::Job(job_record))
+    }
+
+    fn migration_cutover(
+        &mut self,
+        job: u64,
+        step: crate::command::FailoverMove,
+        window: crate::model::LossWindow,
+        (change_seq, digest, blocked_ms): (u64, String, u64),
+        changes: &mut Vec<Change>,
+    ) -> Result<ControlResult, ControlRejection> {
+        let migration = self.running_migration(job)?.clone();
+        if migration.cutover.is_some()
+            || step.namespace != migration.namespace
+            || step.to_shard != migration.target_shard
+        {
+            return Err(ControlRejection::Migration {
+                namespace: migration.namespace,
+                reason: format!(
+                    "cutover to {} does not match job {job} (target {}, cut over: {})",
+                    step.to_shard,
+                    migration.target_shard,
+                    migration.cutover.is_some()
+                ),
+            });
+        }
+        let at_unix_ms = step.requester.at_unix_ms;
+        let result = self.fail_over(step, window, changes)?;
+        let ControlResult::FailedOver { record, .. } = &result else {
+            return Ok(result);
+        };
+        let epoch = record.epoch;
+        let running = self.running_job(job)?;
+        if let crate::model::JobSpec::Migrate(m) = &mut running.spec {
+            m.cutover = Some(crate::model::Cutover {
+                at_unix_ms,
+                change_seq,
+                digest,
+                epoch,
+                blocked_ms,
+            });
+        }
+        running.step = "cut over; keeping the source copy".into();
+        running.change_seq = change_seq;
+        running.updated_unix_ms = at_unix_ms;
+        changes.push(Change::Job(job));
+        Ok(result)
+    }
+
+    fn drop_migration_copy(
+        &mut self,
+        job: u64,
+        shard: String,
+        requester: &Requester,
+        changes: &mut Vec<Change>,
+    ) -> Result<ControlResult, ControlRejection> {
+        let migration = self.running_migration(job)?.clone();
+        let name = migration.namespace.clone();
+        let refuse = |reason: String| ControlRejection::Migration {
+            namespace: name.clone(),
+            reason,
+        };
+        // Only the source after the cutover, or the added target before it.
+        let allowed = match &migration.cutover {
+            Some(_) => shard == migration.source_shard,
+            None => migration.added_target && shard == migration.target_shard,
+        };
+        if !allowed {
+            return Err(refuse(format!(
+                "job {job} may not drop the copy on {shard} at this step"
+            )));
+        }
+        if let Some(mut namespace) = self.namespaces.get(&name).cloned() {
+            if namespace.shard == shard {
+                return Err(refuse(format!("{shard} holds its primary copy")));
+            }
+            if namespace.standbys.iter().any(|s| s.shard == shard) {
+                namespace.standbys.retain(|s| s.shard != shard);
+                namespace.policy.standby_regions = namespace
+                    .standbys
+                    .iter()
+                    .map(|s| s.region.clone())
+                    .collect();
+                if namespace.standbys.is_empty() {
+                    namespace.policy.mode = migration.original_mode;
+                }
+                self.namespaces.insert(name.clone(), namespace);
+                self.counters.routing_version += 1;
+                changes.push(Change::Namespace(name.clone()));
+                changes.push(Change::Counters);
+            }
+            let region = self
+                .shards
+                .get(&shard)
+                .map(|s| s.region.clone())
+                .unwrap_or_default();
+            let erasures = self.erasures.entry(name.clone()).or_default();
+            let under_way = erasures
+                .iter()
+                .any(|e| e.shard == shard && e.erased_at_ms == 0);
+            if !under_way {
+                erasures.push(crate::model::Erasure {
+                    shard: shard.clone(),
+                    region,
+                    cause: format!("migration {job} to {}", migration.to_region),
+                    requested_at_ms: requester.at_unix_ms,
+                    erased_at_ms: 0,
+                });
+            }
+            changes.push(Change::Erasures(name.clone()));
+        }
+        self.deletions
+            .entry(name.clone())
+            .or_insert_with(|| crate::model::Deletion {
+                name: name.clone(),
+                shards: Default::default(),
+                requested_at_ms: requester.at_unix_ms,
+            })
+            .shards
+            .insert(shard.clone());
+        changes.push(Change::Deletion(name));
+        let running = self.running_job(job)?;
+        if let crate::model::JobSpec::Migrate(m) = &mut running.spec
+            && m.cutover.is_some()
+        {
+            m.source_released = true;
+        }
+        running.step = format!("erasing the copy on {shard}");
+        running.updated_unix_ms = requester.at_unix_ms;
+        let job_record = running.clone();
+        changes.push(Change::Job(job));
+        Ok(ControlResult::Job(job_record))
+    }
+
     fn running_job(&mut self, id: u64) -> Result<&mut crate::model::Job, ControlRejection> {
         let job = self
             .jobs
@@ -836,7 +1133,7 @@ impl ControlState {
 
     fn start_job(
         &mut self,
-        spec: crate::model::JobSpec,
+        mut spec: crate::model::JobSpec,
         requester: &Requester,
         changes: &mut Vec<Change>,
     ) -> Result<ControlResult, ControlRejection> {
@@ -855,6 +1152,24 @@ impl ControlState {
                 if !self.namespaces.contains_key(&target) {
                     return Err(ControlRejection::NamespaceNotFound(target));
                 }
+            }
+            crate::model::JobSpec::Migrate(migration) => {
+                let running: Vec<&crate::model::Migration> = self
+                    .jobs
+                    .values()
+                    .filter(|j| j.is_running())
+                    .filter_map(|j| match &j.spec {
+                        crate::model::JobSpec::Migrate(m) => Some(m),
+                        _ => None,
+                    })
+                    .collect();
+                let planned = crate::migration::plan(
+                    migration.clone(),
+                    &self.namespaces,
+                    &self.regions,
+                    &running,
+                )?;
+                spec = crate::model::JobSpec::Migrate(planned);
             }
         }
         let id = self.jobs.keys().next_back().map_or(1, |last| last + 1);
@@ -1207,6 +1522,10 @@ fn describe(command: &ControlCommand) -> (Requester, String, String) {
                     "start scheduled backup of namespace {} to {}",
                     b.namespace, b.location
                 ),
+                crate::model::JobSpec::Migrate(m) => format!(
+                    "start migration of namespace {} to region {} (max blocked {} ms, source kept {} ms)",
+                    m.namespace, m.to_region, m.max_blocked_ms, m.keep_source_ms
+                ),
             },
         ),
         ControlCommand::UpdateJob { id, requester, .. } => (
@@ -1263,6 +1582,51 @@ fn describe(command: &ControlCommand) -> (Requester, String, String) {
             requester.clone(),
             "cluster".into(),
             format!("remove expired backup {backup_id}"),
+        ),
+        ControlCommand::AddMigrationTarget {
+            job,
+            shard,
+            added,
+            requester,
+        } => (
+            requester.clone(),
+            format!("job {job}"),
+            format!(
+                "migration {job}: {} copy on shard {shard}",
+                if *added { "new" } else { "standby" }
+            ),
+        ),
+        ControlCommand::MigrationCutover {
+            job,
+            step,
+            change_seq,
+            blocked_ms,
+            ..
+        } => (
+            step.requester.clone(),
+            format!("namespace {}", step.namespace),
+            format!(
+                "migration {job}: cut namespace {} over to shard {} at change {change_seq} ({blocked_ms} ms blocked until the route switch)",
+                step.namespace, step.to_shard
+            ),
+        ),
+        ControlCommand::MigrationBlocked {
+            job,
+            blocked_ms,
+            requester,
+        } => (
+            requester.clone(),
+            format!("job {job}"),
+            format!("migration {job}: writes were blocked {blocked_ms} ms"),
+        ),
+        ControlCommand::DropMigrationCopy {
+            job,
+            shard,
+            requester,
+        } => (
+            requester.clone(),
+            format!("job {job}"),
+            format!("migration {job}: erase the copy on shard {shard}"),
         ),
         ControlCommand::PutLocation {
             location,
@@ -1510,6 +1874,166 @@ mod tests {
                 ..
             }
         ));
+    }
+
+    fn migration_to(namespace: &str, region: &str) -> crate::model::JobSpec {
+        crate::model::JobSpec::Migrate(crate::model::Migration {
+            namespace: namespace.into(),
+            to_region: region.into(),
+            max_blocked_ms: 1000,
+            keep_source_ms: 0,
+            catch_up_timeout_ms: 60_000,
+            source_shard: String::new(),
+            source_region: String::new(),
+            original_mode: NamespaceMode::RegionLocked,
+            target_shard: String::new(),
+            added_target: false,
+            cutover: None,
+            source_released: false,
+        })
+    }
+
+    #[test]
+    fn a_migration_adds_a_copy_cuts_over_and_erases_the_source() {
+        let mut state = lab_state();
+        create(&mut state, "orders", "us-east", &[], &["US", "EU"]);
+        let (started, _) = state.apply(ControlCommand::StartJob {
+            spec: migration_to("orders", "eu-west"),
+            requester: requester(),
+        });
+        let ControlResult::Job(job) = started else {
+            panic!("{started:?}")
+        };
+        let id = job.id;
+        // Dropping the source before the cutover is refused.
+        let (refused, _) = state.apply(ControlCommand::DropMigrationCopy {
+            job: id,
+            shard: "us-east-s1".into(),
+            requester: requester(),
+        });
+        assert!(
+            matches!(refused, ControlResult::Rejected { .. }),
+            "{refused:?}"
+        );
+        state.apply(ControlCommand::AddMigrationTarget {
+            job: id,
+            shard: "eu-west-s1".into(),
+            added: true,
+            requester: requester(),
+        });
+        let ns = state.namespaces["orders"].clone();
+        assert_eq!(ns.policy.mode, NamespaceMode::ActivePassive { sync: false });
+        assert_eq!(ns.standbys.len(), 1);
+        assert!(state.fenced(&ns));
+        let step = crate::command::FailoverMove {
+            namespace: "orders".into(),
+            to_shard: "eu-west-s1".into(),
+            cause: "migration".into(),
+            detected_at_ms: 1,
+            primary_seq: 40,
+            promoted_seq: 40,
+            requester: requester(),
+        };
+        let (cut, _) = state.apply(ControlCommand::MigrationCutover {
+            job: id,
+            step: step.clone(),
+            window: Default::default(),
+            change_seq: 40,
+            digest: "d".into(),
+            blocked_ms: 90,
+        });
+        assert!(matches!(cut, ControlResult::FailedOver { .. }), "{cut:?}");
+        // Only once.
+        let (again, _) = state.apply(ControlCommand::MigrationCutover {
+            job: id,
+            step,
+            window: Default::default(),
+            change_seq: 40,
+            digest: "d".into(),
+            blocked_ms: 90,
+        });
+        assert!(matches!(again, ControlResult::Rejected { .. }));
+        let ns = state.namespaces["orders"].clone();
+        assert_eq!((ns.shard.as_str(), ns.epoch), ("eu-west-s1", 2));
+        state.apply(ControlCommand::MigrationBlocked {
+            job: id,
+            blocked_ms: 130,
+            requester: requester(),
+        });
+        state.apply(ControlCommand::DropMigrationCopy {
+            job: id,
+            shard: "us-east-s1".into(),
+            requester: requester(),
+        });
+        let ns = state.namespaces["orders"].clone();
+        assert!(ns.standbys.is_empty());
+        assert_eq!(ns.policy.mode, NamespaceMode::RegionLocked);
+        assert!(
+            state.fenced(&ns),
+            "moved: its copy is configured at epoch 2"
+        );
+        assert!(state.deletions["orders"].shards.contains("us-east-s1"));
+        let report = crate::residency::report(&state, "orders").unwrap();
+        let role = |report: &crate::residency::Residency, shard: &str| {
+            report
+                .copies
+                .iter()
+                .find(|c| c.shard == shard)
+                .map(|c| c.role)
+        };
+        assert_eq!(role(&report, "us-east-s1"), Some("erasing"));
+        state.apply(ControlCommand::NamespaceCopyDeleted {
+            name: "orders".into(),
+            shard: "us-east-s1".into(),
+            requester: requester(),
+        });
+        assert!(!state.deletions.contains_key("orders"));
+        let report = crate::residency::report(&state, "orders").unwrap();
+        assert_eq!(role(&report, "us-east-s1"), Some("erased"));
+        assert_eq!(role(&report, "eu-west-s1"), Some("primary"));
+        let crate::model::JobSpec::Migrate(m) = &state.jobs[&id].spec else {
+            panic!()
+        };
+        assert_eq!(m.cutover.as_ref().map(|c| c.blocked_ms), Some(130));
+        assert!(m.source_released);
+    }
+
+    #[test]
+    fn a_rolled_back_migration_leaves_the_namespace_where_it_was() {
+        let mut state = lab_state();
+        create(&mut state, "orders", "us-east", &[], &["US", "EU"]);
+        // Residency: not into India.
+        let (refused, _) = state.apply(ControlCommand::StartJob {
+            spec: migration_to("orders", "ap-south"),
+            requester: requester(),
+        });
+        assert!(
+            matches!(refused, ControlResult::Rejected { .. }),
+            "{refused:?}"
+        );
+        state.apply(ControlCommand::StartJob {
+            spec: migration_to("orders", "eu-west"),
+            requester: requester(),
+        });
+        let id = *state.jobs.keys().next_back().unwrap();
+        state.apply(ControlCommand::AddMigrationTarget {
+            job: id,
+            shard: "eu-west-s1".into(),
+            added: true,
+            requester: requester(),
+        });
+        state.apply(ControlCommand::DropMigrationCopy {
+            job: id,
+            shard: "eu-west-s1".into(),
+            requester: requester(),
+        });
+        let ns = state.namespaces["orders"].clone();
+        assert_eq!((ns.shard.as_str(), ns.epoch), ("us-east-s1", 1));
+        assert_eq!(ns.policy.mode, NamespaceMode::RegionLocked);
+        assert!(ns.standbys.is_empty());
+        // Its copy was configured for the move: it stays under the lease.
+        assert!(state.fenced(&ns));
+        assert!(state.deletions["orders"].shards.contains("eu-west-s1"));
     }
 
     #[test]

@@ -57,6 +57,34 @@ const SCHEDULE_PREFIX: &[u8] = b"dr_schedule/";
 /// Format of a stored schedule.
 const SCHEDULE_FORMAT: u8 = 1;
 
+/// Erasure records of a live namespace: `erasures/NAMESPACE`, a format
+/// byte, then postcard.
+const ERASURE_PREFIX: &[u8] = b"erasures/";
+/// Format of stored erasure records.
+const ERASURE_FORMAT: u8 = 1;
+
+fn erasure_key(namespace: &str) -> Vec<u8> {
+    let mut key = ERASURE_PREFIX.to_vec();
+    key.extend_from_slice(namespace.as_bytes());
+    key
+}
+
+fn encode_erasures(erasures: &[crate::model::Erasure]) -> io::Result<Vec<u8>> {
+    postcard::to_extend(erasures, vec![ERASURE_FORMAT]).map_err(io::Error::other)
+}
+
+fn decode_erasures(raw: &[u8]) -> io::Result<Vec<crate::model::Erasure>> {
+    match raw.split_first() {
+        Some((&ERASURE_FORMAT, body)) => {
+            postcard::from_bytes(body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        }
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "stored erasure records have an unknown format",
+        )),
+    }
+}
+
 fn schedule_key(namespace: &str) -> Vec<u8> {
     let mut key = SCHEDULE_PREFIX.to_vec();
     key.extend_from_slice(namespace.as_bytes());
@@ -422,6 +450,12 @@ impl ControlStateMachine {
             let schedule = decode_schedule(&self.sealer.open(&raw)?)?;
             state.schedules.insert(schedule.namespace.clone(), schedule);
         }
+        for guard in self.meta.prefix(ERASURE_PREFIX) {
+            let (key, raw) = guard.into_inner().map_err(to_io)?;
+            let name = String::from_utf8_lossy(&key[ERASURE_PREFIX.len()..]).into_owned();
+            let erasures = decode_erasures(&self.sealer.open(&raw)?)?;
+            state.erasures.insert(name, erasures);
+        }
         for guard in self.meta.prefix(JOB_PREFIX) {
             let (_, raw) = guard.into_inner().map_err(to_io)?;
             let job = decode_job(&self.sealer.open(&raw)?)?;
@@ -518,6 +552,14 @@ impl ControlStateMachine {
                 ),
                 None => batch.remove(&self.meta, schedule_key(namespace)),
             },
+            Change::Erasures(namespace) => match state.erasures.get(namespace) {
+                Some(erasures) => batch.insert(
+                    &self.meta,
+                    erasure_key(namespace),
+                    encode_erasures(erasures)?,
+                ),
+                None => batch.remove(&self.meta, erasure_key(namespace)),
+            },
             Change::Job(id) => match state.jobs.get(id) {
                 Some(job) => batch.insert(&self.meta, job_key(*id), encode_job(job)?),
                 None => batch.remove(&self.meta, job_key(*id)),
@@ -574,6 +616,7 @@ impl Application for ControlStateMachine {
                     | Change::Locations
                     | Change::Job(_)
                     | Change::Schedule(_)
+                    | Change::Erasures(_)
                     | Change::Backup(_) => {}
                 }
             }
@@ -860,6 +903,72 @@ mod tests {
         );
         assert_eq!(decode_schedule(&stored).unwrap(), schedule);
         assert!(decode_schedule(&[9]).is_err());
+    }
+
+    #[test]
+    fn erasures_match_their_golden_sample() {
+        let erasures = vec![crate::model::Erasure {
+            shard: "us-east-s1".into(),
+            region: "us-east".into(),
+            cause: "migration 4 to eu-west".into(),
+            requested_at_ms: 1_796_040_000_000,
+            erased_at_ms: 1_796_040_002_500,
+        }];
+        let stored = encode_erasures(&erasures).unwrap();
+        assert_eq!(
+            stored,
+            golden("control-erasures-v1.bin", &stored),
+            "format changed"
+        );
+        assert_eq!(decode_erasures(&stored).unwrap(), erasures);
+        assert!(decode_erasures(&[9]).is_err());
+    }
+
+    #[test]
+    fn migration_jobs_match_their_golden_sample() {
+        let job = crate::model::Job {
+            id: 4,
+            spec: crate::model::JobSpec::Migrate(crate::model::Migration {
+                namespace: "orders".into(),
+                to_region: "eu-west".into(),
+                max_blocked_ms: 1000,
+                keep_source_ms: 3_600_000,
+                catch_up_timeout_ms: 1_800_000,
+                source_shard: "us-east-s1".into(),
+                source_region: "us-east".into(),
+                original_mode: crate::model::NamespaceMode::RegionLocked,
+                target_shard: "eu-west-s1".into(),
+                added_target: true,
+                cutover: Some(crate::model::Cutover {
+                    at_unix_ms: 1_796_040_001_000,
+                    change_seq: 812,
+                    digest: "5f1d".into(),
+                    epoch: 2,
+                    blocked_ms: 143,
+                }),
+                source_released: false,
+            }),
+            state: crate::model::JobState::Running,
+            step: "cut over; keeping the source copy".into(),
+            shard: "eu-west-s1".into(),
+            done_units: 812,
+            total_units: 812,
+            created_unix_ms: 1_796_040_000_000,
+            updated_unix_ms: 1_796_040_001_000,
+            message: String::new(),
+            requested_by: "spiffe://meridian/user/admin".into(),
+            attempts: 1,
+            cancel_requested: false,
+            digest: String::new(),
+            change_seq: 812,
+        };
+        let stored = encode_job(&job).unwrap();
+        assert_eq!(
+            stored,
+            golden("control-job-migrate-v1.bin", &stored),
+            "format changed"
+        );
+        assert_eq!(decode_job(&stored).unwrap(), job);
     }
 
     #[test]

@@ -215,6 +215,8 @@ mod tests {
                 former_primary: "us-east-s1".into(),
                 takeovers: Vec::new(),
                 fork_from_takeovers: false,
+                // Unset: the v2 bytes (an older control plane's grant).
+                without_standbys: false,
             }],
             sent_unix_ms: 1_700_000_000_000,
             max_clock_offset_ms: 250,

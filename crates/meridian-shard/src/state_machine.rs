@@ -122,6 +122,20 @@ struct NamespaceRecordV1 {
 /// Format of stored [`NamespaceRecord`]s; bumped on any change, with an upgrade.
 const NAMESPACE_RECORD_FORMAT: u8 = 5;
 
+/// Starts the change log of a primary that logged nothing so far.
+///
+/// Its writes until now are in no logged change, yet `change_seq` may count
+/// only some of them (or none): a copy at that position could be taken for
+/// caught up while lacking them. So a namespace holding data moves one
+/// position on and counts everything up to there as trimmed: a copy behind
+/// it gets a full copy first, then the changes from here.
+fn start_change_log(record: &mut NamespaceRecord) {
+    if record.key_count > 0 {
+        record.change_seq = record.change_seq.saturating_add(1);
+    }
+    record.trimmed_through = record.trimmed_through.max(record.change_seq);
+}
+
 /// The fields of a [`Command::ConfigureNamespace`].
 #[derive(Debug, Clone, Copy)]
 struct Configuration {
@@ -840,9 +854,23 @@ impl KvStateMachine {
             record.promoted_seq = record.change_seq;
             record.promoted_from_epoch = record.epoch;
         }
+        let was_logging = record.log_changes || record.backup_hold.is_some();
+        let stops_shipping = record.log_changes && !log_changes;
         record.role = role;
         record.epoch = epoch;
         record.log_changes = log_changes;
+        if role == NamespaceRole::Primary {
+            if !was_logging && log_changes {
+                start_change_log(&mut record);
+            } else if stops_shipping {
+                // No standby reads the log any more: only what a backup
+                // still needs stays.
+                let through = record
+                    .change_seq
+                    .min(record.backup_hold.unwrap_or(u64::MAX));
+                self.drop_changes_through(namespace, &mut record, through, batch);
+            }
+        }
         record.sync = sync;
         record.max_lag_entries = max_lag_entries;
         record.max_lag_ms = max_lag_ms;
@@ -1017,12 +1045,24 @@ impl KvStateMachine {
         let through = through
             .min(record.change_seq)
             .min(record.backup_hold.unwrap_or(u64::MAX));
-        for seq in record.trimmed_through + 1..=through {
+        self.drop_changes_through(namespace, &mut record, through, batch);
+        self.store_record(namespace, record, batch)?;
+        Ok(CommandResult::Trimmed)
+    }
+
+    /// Removes the logged changes of `namespace` after `trimmed_through` up
+    /// to `through`, and records the trim.
+    fn drop_changes_through(
+        &self,
+        namespace: &str,
+        record: &mut NamespaceRecord,
+        through: u64,
+        batch: &mut ApplyBatch,
+    ) {
+        for seq in record.trimmed_through.saturating_add(1)..=through {
             batch.remove(&self.changes, keys::data_key(namespace, &seq.to_be_bytes()));
         }
         record.trimmed_through = record.trimmed_through.max(through);
-        self.store_record(namespace, record, batch)?;
-        Ok(CommandResult::Trimmed)
     }
 
     /// Starts keeping the change log for incremental backups, or lets go of
@@ -1039,18 +1079,20 @@ impl KvStateMachine {
             }));
         };
         let hold = match (record.backup_hold, release_through) {
-            (None, None) => record.change_seq,
+            (None, None) => {
+                if !record.log_changes {
+                    start_change_log(&mut record);
+                }
+                record.change_seq
+            }
             (Some(hold), None) => hold,
             (current, Some(through)) => current.unwrap_or(0).max(through.min(record.change_seq)),
         };
         record.backup_hold = Some(hold);
         // Without standbys nobody else trims: what a backup holds goes now.
         // With standbys the replicator trims once they have it too.
-        if !record.log_changes && record.trimmed_through < hold {
-            for seq in record.trimmed_through + 1..=hold {
-                batch.remove(&self.changes, keys::data_key(namespace, &seq.to_be_bytes()));
-            }
-            record.trimmed_through = hold;
+        if !record.log_changes {
+            self.drop_changes_through(namespace, &mut record, hold, batch);
         }
         let change_seq = record.change_seq;
         self.store_record(namespace, record, batch)?;
@@ -1625,6 +1667,8 @@ mod tests {
         h.put("a", "1");
         // Without standbys or a hold nothing is logged.
         assert_eq!(h.machine.namespace("ns").unwrap().change_seq, 0);
+        // The hold starts the log one position on: the write before it is
+        // in no logged change.
         let hold = |release_through| Command::HoldChanges {
             namespace: "ns".into(),
             release_through,
@@ -1632,8 +1676,8 @@ mod tests {
         assert_eq!(
             h.apply(hold(None)),
             CommandResult::Held {
-                hold: 0,
-                change_seq: 0
+                hold: 1,
+                change_seq: 1
             }
         );
         for i in 0..5 {
@@ -1646,38 +1690,92 @@ mod tests {
         let logged = h.machine.changes_after("ns", 0, 100).unwrap();
         assert_eq!(
             logged.iter().map(|c| c.seq).collect::<Vec<_>>(),
-            [1, 2, 3, 4, 5, 6]
+            [2, 3, 4, 5, 6, 7]
         );
         // Starting again keeps the hold where it is.
         assert!(matches!(
             h.apply(hold(None)),
-            CommandResult::Held { hold: 0, .. }
+            CommandResult::Held { hold: 1, .. }
         ));
         // A standby's trim cannot drop what no backup holds.
         h.apply(Command::TrimChanges {
             namespace: "ns".into(),
-            through: 6,
+            through: 7,
         });
         assert_eq!(h.machine.changes_after("ns", 0, 100).unwrap().len(), 6);
-        // A backup through 4: without standbys, 1..=4 go at once.
+        // A backup through 5: without standbys, 2..=5 go at once.
         assert_eq!(
-            h.apply(hold(Some(4))),
+            h.apply(hold(Some(5))),
             CommandResult::Held {
-                hold: 4,
-                change_seq: 6
+                hold: 5,
+                change_seq: 7
             }
         );
         let left = h.machine.changes_after("ns", 0, 100).unwrap();
-        assert_eq!(left.iter().map(|c| c.seq).collect::<Vec<_>>(), [5, 6]);
+        assert_eq!(left.iter().map(|c| c.seq).collect::<Vec<_>>(), [6, 7]);
         // A release never moves the hold back, nor past the log's end.
         assert!(matches!(
             h.apply(hold(Some(2))),
-            CommandResult::Held { hold: 4, .. }
+            CommandResult::Held { hold: 5, .. }
         ));
         assert!(matches!(
             h.apply(hold(Some(99))),
-            CommandResult::Held { hold: 6, .. }
+            CommandResult::Held { hold: 7, .. }
         ));
+    }
+
+    #[test]
+    fn a_primary_that_starts_shipping_counts_its_unlogged_writes_as_trimmed() {
+        let mut h = Harness::new();
+        h.create("ns");
+        h.put("a", "1");
+        h.put("b", "2");
+        // Region-locked so far: nothing logged, nothing counted.
+        let before = h.machine.namespace("ns").unwrap();
+        assert_eq!((before.change_seq, before.trimmed_through), (0, 0));
+        h.apply(configure(NamespaceRole::Primary, 1, None));
+        let record = h.machine.namespace("ns").unwrap();
+        // A copy at 0 is behind the log's start: it gets a full copy, not
+        // "nothing to send".
+        assert_eq!((record.change_seq, record.trimmed_through), (1, 1));
+        h.put("c", "3");
+        let logged = h.machine.changes_after("ns", 0, 100).unwrap();
+        assert_eq!(logged.iter().map(|c| c.seq).collect::<Vec<_>>(), [2]);
+        // Configured again with logging: no second jump.
+        h.apply(configure(NamespaceRole::Primary, 2, None));
+        assert_eq!(h.machine.namespace("ns").unwrap().change_seq, 2);
+        // Without standbys the log goes, and nothing more is logged.
+        h.apply(Command::ConfigureNamespace {
+            namespace: "ns".into(),
+            role: NamespaceRole::Primary,
+            epoch: 2,
+            log_changes: false,
+            fork_seq: None,
+            sync: false,
+            max_lag_entries: 0,
+            max_lag_ms: 0,
+        });
+        let record = h.machine.namespace("ns").unwrap();
+        assert_eq!(record.trimmed_through, 2);
+        assert!(h.machine.changes_after("ns", 0, 100).unwrap().is_empty());
+        h.put("d", "4");
+        assert!(h.machine.changes_after("ns", 0, 100).unwrap().is_empty());
+        // Logging again starts one on once more.
+        h.apply(configure(NamespaceRole::Primary, 2, None));
+        let record = h.machine.namespace("ns").unwrap();
+        assert_eq!((record.change_seq, record.trimmed_through), (3, 3));
+        // An empty namespace starts where it is: an empty copy is current.
+        let mut empty = Harness::new();
+        empty.create("ns");
+        empty.apply(configure(NamespaceRole::Primary, 1, None));
+        let record = empty.machine.namespace("ns").unwrap();
+        assert_eq!((record.change_seq, record.trimmed_through), (0, 0));
+        // A standby never jumps: its position is what it applied.
+        let mut standby = Harness::new();
+        standby.create("ns");
+        standby.put("x", "1");
+        standby.apply(configure(NamespaceRole::Standby, 1, None));
+        assert_eq!(standby.machine.namespace("ns").unwrap().change_seq, 0);
     }
 
     #[test]

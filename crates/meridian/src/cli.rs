@@ -677,6 +677,38 @@ pub enum NamespaceCommand {
         /// Name.
         name: String,
     },
+    /// Moves the namespace's primary copy to another region while it keeps
+    /// serving: a copy there is filled and caught up, writes are blocked
+    /// for a moment (at most `--max-blocked-ms`, measured and recorded)
+    /// while the last changes ship and both digests are compared, the route
+    /// switches, and after `--keep-source` the old copy is erased. Out of
+    /// budget or with differing digests it rolls back, the source still
+    /// primary. A job (`meridian jobs show ID`).
+    Migrate {
+        /// Name.
+        name: String,
+        /// The region to move to (within the namespace's jurisdictions).
+        #[arg(long)]
+        to: String,
+        /// Longest write block allowed at the cutover, in ms.
+        #[arg(long, default_value_t = 1000)]
+        max_blocked_ms: u64,
+        /// How long the former primary's copy is kept (as a standby) after
+        /// the cutover before it is erased: a number and a unit (`1h`,
+        /// `30s`, `0s`).
+        #[arg(long, default_value = "1h")]
+        keep_source: String,
+        /// How long the new copy may take to catch up before the migration
+        /// gives up (`30m`).
+        #[arg(long, default_value = "30m")]
+        catch_up_timeout: String,
+        /// Start the job and return without following it.
+        #[arg(long)]
+        no_wait: bool,
+        /// Seconds to follow the job.
+        #[arg(long, default_value_t = 7200)]
+        timeout: u64,
+    },
     /// Every region, shard and node that holds or held the namespace's bytes
     /// (its placement and failover history), and whether its jurisdictions
     /// allow each.

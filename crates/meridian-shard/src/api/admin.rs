@@ -256,9 +256,11 @@ impl AdminService {
                 continue;
             };
 
+            let log_changes = !desired.without_standbys;
             let current = (
                 record.role,
                 record.epoch,
+                record.log_changes,
                 record.sync,
                 record.max_lag_entries,
                 record.max_lag_ms,
@@ -266,6 +268,7 @@ impl AdminService {
             let wanted = (
                 role,
                 desired.epoch,
+                log_changes,
                 desired.sync,
                 desired.max_lag_entries,
                 desired.max_lag_ms,
@@ -324,7 +327,7 @@ impl AdminService {
                     namespace: desired.namespace.clone(),
                     role,
                     epoch: desired.epoch,
-                    log_changes: true,
+                    log_changes,
                     fork_seq: (legacy_fork && role == NamespaceRole::Standby)
                         .then_some(desired.fork_seq),
                     sync: desired.sync,

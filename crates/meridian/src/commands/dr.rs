@@ -337,24 +337,25 @@ fn print_locations(format: OutputFormat, locations: &[pb::LocationInfo]) {
     );
 }
 
-/// A duration given as a number and a unit (`90s`, `15m`, `6h`, `30d`), in
-/// milliseconds.
-fn parse_duration_ms(flag: &str, text: &str) -> anyhow::Result<u64> {
+/// A duration given as a number and a unit (`500ms`, `90s`, `15m`, `6h`,
+/// `30d`), in milliseconds.
+pub(crate) fn parse_duration_ms(flag: &str, text: &str) -> anyhow::Result<u64> {
     let text = text.trim();
     let split = text
         .find(|c: char| !c.is_ascii_digit())
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
     let unit_ms: u64 = match unit {
+        "ms" => 1,
         "s" => 1_000,
         "m" => 60_000,
         "h" => 3_600_000,
         "d" => 86_400_000,
-        _ => anyhow::bail!("{flag} {text:?}: a number and a unit: s, m, h or d (e.g. 6h, 30d)"),
+        _ => anyhow::bail!("{flag} {text:?}: a number and a unit: ms, s, m, h or d (e.g. 6h, 30d)"),
     };
     let number: u64 = number
         .parse()
-        .map_err(|_| anyhow::anyhow!("{flag} {text:?}: a number and a unit: s, m, h or d"))?;
+        .map_err(|_| anyhow::anyhow!("{flag} {text:?}: a number and a unit: ms, s, m, h or d"))?;
     number
         .checked_mul(unit_ms)
         .ok_or_else(|| anyhow::anyhow!("{flag} {text:?}: too long"))

@@ -155,6 +155,20 @@ pub fn jobs_json(jobs: &[pb::JobInfo]) -> serde_json::Value {
                 "attempts": j.attempts,
                 "digest": j.digest,
                 "change_seq": j.change_seq,
+                "migration": j.migration.as_ref().map(|m| json!({
+                    "from_region": m.from_region,
+                    "from_shard": m.from_shard,
+                    "to_region": m.to_region,
+                    "to_shard": m.to_shard,
+                    "max_blocked_ms": m.max_blocked_ms,
+                    "keep_source_ms": m.keep_source_ms,
+                    "cut_over": m.cut_over,
+                    "blocked_ms": m.blocked_ms,
+                    "cutover_unix_ms": m.cutover_unix_ms,
+                    "cutover_seq": m.cutover_seq,
+                    "epoch": m.epoch,
+                    "source_released": m.source_released,
+                })),
             })
         })
         .collect();

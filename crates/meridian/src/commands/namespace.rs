@@ -263,6 +263,45 @@ async fn run_on_control(
         NamespaceCommand::Residency { name, verify } => {
             residency(format, control, dialer, &name, verify).await?;
         }
+        NamespaceCommand::Migrate {
+            name,
+            to,
+            max_blocked_ms,
+            keep_source,
+            catch_up_timeout,
+            no_wait,
+            timeout,
+        } => {
+            let keep_source_ms =
+                crate::commands::dr::parse_duration_ms("--keep-source", &keep_source)?;
+            let catch_up_timeout_ms =
+                crate::commands::dr::parse_duration_ms("--catch-up-timeout", &catch_up_timeout)?;
+            if max_blocked_ms == 0 || catch_up_timeout_ms == 0 {
+                anyhow::bail!("--max-blocked-ms and --catch-up-timeout must be above zero");
+            }
+            let job = control
+                .migrate_namespace(pb::MigrateNamespaceRequest {
+                    namespace: name,
+                    to_region: to,
+                    max_blocked_ms,
+                    keep_source_ms: Some(keep_source_ms),
+                    catch_up_timeout_ms,
+                })
+                .await?;
+            if no_wait {
+                crate::commands::jobs::print_jobs(format, &[job]);
+                return Ok(());
+            }
+            let job = crate::commands::jobs::follow_job(
+                format,
+                control,
+                job,
+                std::time::Duration::from_secs(timeout),
+            )
+            .await?;
+            crate::commands::jobs::print_jobs(format, std::slice::from_ref(&job));
+            crate::commands::jobs::check_succeeded(&job)?;
+        }
         NamespaceCommand::Create {
             name,
             region,
@@ -381,6 +420,11 @@ async fn run_on_shard(
         // With `--endpoint`, residency asks those addresses as the control plane.
         NamespaceCommand::Residency { name, verify } => {
             residency(format, client, dialer, &name, verify).await?;
+        }
+        NamespaceCommand::Migrate { .. } => {
+            anyhow::bail!(
+                "namespace migrate needs a control plane: run it against a lab or with --control (a single shard has no other region to move to)"
+            );
         }
         NamespaceCommand::Create { name, .. } => {
             let info = client.create_namespace(&name).await?;
