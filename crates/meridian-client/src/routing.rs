@@ -477,6 +477,8 @@ impl Client {
                 consistency: pb::Consistency::Eventual as i32,
                 max_staleness_ms: 0,
             }),
+            at_least_seq: 0,
+            wait_ms: 0,
         };
         let mut admin = AdminClient::new(channel);
         let call = admin.check_integrity(request);
@@ -573,9 +575,24 @@ impl Client {
         &self,
         namespace: &str,
     ) -> Result<pb::CheckIntegrityResponse, ClientError> {
+        self.check_integrity_at(namespace, 0, std::time::Duration::ZERO)
+            .await
+    }
+
+    /// Digest of `namespace` from the leader once its copy holds change
+    /// `at_least_seq` (waiting at most `wait`, up to 10 s): one round trip
+    /// for "has it arrived, and what does it hold".
+    pub async fn check_integrity_at(
+        &self,
+        namespace: &str,
+        at_least_seq: u64,
+        wait: std::time::Duration,
+    ) -> Result<pb::CheckIntegrityResponse, ClientError> {
         let request = pb::CheckIntegrityRequest {
             namespace: namespace.to_string(),
             read: None,
+            at_least_seq,
+            wait_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
         };
         self.call(CallKind::LeaderRead, |channel| {
             let request = request.clone();

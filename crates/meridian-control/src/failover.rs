@@ -769,13 +769,14 @@ fn log_failover(record: &FailoverRecord) {
 }
 
 /// Probes the promoted shard at once, so it becomes primary (and gets its
-/// lease) without waiting for the next round.
+/// lease) without waiting for the next round. Returns when its answer came
+/// (`None`: it did not; the next round retries).
 pub async fn promote_now(
     node: &Arc<ControlNode>,
     config: &crate::config::FailoverSection,
     record: &FailoverRecord,
     clients: &mut HashMap<String, (Vec<String>, Arc<Client>)>,
-) {
+) -> Option<Instant> {
     let members: Vec<String> = node.with_state(|state| {
         state
             .shards
@@ -784,21 +785,22 @@ pub async fn promote_now(
             .unwrap_or_default()
     });
     let timeout = Duration::from_millis(config.probe_timeout_ms);
-    let Some(client) = client_for(node, clients, &record.to_shard, members, timeout) else {
-        return;
-    };
+    let client = client_for(node, clients, &record.to_shard, members, timeout)?;
     let desired = desired_by_shard(node)
         .remove(&record.to_shard)
         .unwrap_or_default();
-    let Some((request, _)) = grant(node, config, &record.to_shard, desired, Instant::now()) else {
-        return;
-    };
+    let (request, _) = grant(node, config, &record.to_shard, desired, Instant::now())?;
     match client.lease(request).await {
         // The new primary says where it took over: other copies can be
         // cut back to it from the next round on.
-        Ok(response) => confirm_takeovers(node, reported_takeovers(&response).collect()).await,
+        Ok(response) => {
+            let answered = Instant::now();
+            confirm_takeovers(node, reported_takeovers(&response).collect()).await;
+            Some(answered)
+        }
         Err(err) => {
-            tracing::warn!(shard = %record.to_shard, error = %err, "promotion probe failed; the next round retries")
+            tracing::warn!(shard = %record.to_shard, error = %err, "promotion probe failed; the next round retries");
+            None
         }
     }
 }
@@ -1046,6 +1048,9 @@ pub async fn move_one(
         timeout,
     )
     .ok_or_else(|| ControlError::Unavailable("standby shard has no members".into()))?;
+    // Connections up before writes stop: a handshake over the WAN would
+    // otherwise be part of the block.
+    let _ = tokio::join!(primary.cluster_status(), standby.cluster_status());
     let revoke = node
         .leases
         .lock()
@@ -1123,28 +1128,45 @@ pub async fn move_one(
         // moving back to a former primary (failback) or to any standby, only
         // a faithful copy may take over: with a drained primary both copies
         // are still, so their digests must be equal.
-        let (promoted_seq, digest) = loop {
-            let desired = desired_by_shard(node)
-                .remove(&target.shard)
-                .unwrap_or_default();
-            let (grant_request, _) = grant(node, config, &target.shard, desired, Instant::now())
-                .ok_or_else(|| ControlError::Unavailable("leadership lost during the move".into()))?;
-            let standby_seq = standby
-                .lease(grant_request)
-                .await
-                .map(|r| position(&r))
-                .map_err(|e| ControlError::Unavailable(format!("standby {}: {e}", target.shard)))?;
-            let Some(goal) = primary_seq else {
-                break (standby_seq, String::new());
-            };
-            let mut digests = None;
-            if standby_seq >= goal {
+        let (promoted_seq, digest) = match primary_seq {
+            // Forced: the primary is gone; the standby has what it has.
+            None => {
+                let desired = desired_by_shard(node)
+                    .remove(&target.shard)
+                    .unwrap_or_default();
+                let (grant_request, _) =
+                    grant(node, config, &target.shard, desired, Instant::now()).ok_or_else(
+                        || ControlError::Unavailable("leadership lost during the move".into()),
+                    )?;
+                let standby_seq = standby
+                    .lease(grant_request)
+                    .await
+                    .map(|r| position(&r))
+                    .map_err(|e| {
+                        ControlError::Unavailable(format!("standby {}: {e}", target.shard))
+                    })?;
+                (standby_seq, String::new())
+            }
+            Some(goal) => loop {
+                // One round trip each: the standby answers once it holds
+                // the primary's last change (or the budget is spent).
+                let wait = budget
+                    .saturating_sub(revoked_at.elapsed())
+                    .min(Duration::from_secs(10));
                 let (theirs, ours) = tokio::join!(
-                    standby.check_integrity(&namespace.name),
+                    standby.check_integrity_at(&namespace.name, goal, wait),
                     primary.check_integrity(&namespace.name)
                 );
-                match (theirs, ours) {
-                    (Ok(theirs), Ok(ours)) => digests = Some((ours.digest, theirs.digest)),
+                let (standby_seq, digests) = match (theirs, ours) {
+                    // A shard that does not report its position answered
+                    // without waiting; equal digests still prove the copy.
+                    (Ok(theirs), Ok(ours)) => (
+                        if theirs.change_seq == 0 { goal } else { theirs.change_seq },
+                        Some((ours.digest, theirs.digest)),
+                    ),
+                    // Not there yet (or a leader change): asked again
+                    // while the budget lasts.
+                    (Err(meridian_client::ClientError::Unavailable(_)), Ok(_)) => (0, None),
                     (Err(err), _) | (_, Err(err)) => {
                         return Err(ControlError::Unavailable(format!(
                             "cannot compare integrity digests of {:?} before moving it: {err}",
@@ -1152,33 +1174,41 @@ pub async fn move_one(
                         ))
                         .into());
                     }
+                };
+                tracing::debug!(
+                    namespace = %namespace.name,
+                    elapsed_ms = elapsed_ms(),
+                    standby_seq,
+                    goal,
+                    compared = digests.is_some(),
+                    "drained move: target position"
+                );
+                let verdict = crate::migration::cutover_verdict(
+                    elapsed_ms(),
+                    budget_ms,
+                    goal,
+                    standby_seq,
+                    digests.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
+                );
+                match verdict {
+                    CutoverVerdict::Wait => tokio::time::sleep(Duration::from_millis(20)).await,
+                    CutoverVerdict::OverBudget(why) => {
+                        return Err(MoveError::OverBudget(format!(
+                            "standby {} of {:?} not ready in time: {why}; writes resume on the primary",
+                            target.shard, namespace.name
+                        )));
+                    }
+                    CutoverVerdict::Differ(why) => {
+                        return Err(MoveError::Differ(format!(
+                            "standby {} of {:?} is at the primary's position but its integrity digest differs ({why}); not moving",
+                            target.shard, namespace.name
+                        )));
+                    }
+                    CutoverVerdict::Switch => {
+                        break (standby_seq, digests.map(|(a, _)| a).unwrap_or_default());
+                    }
                 }
-            }
-            let verdict = crate::migration::cutover_verdict(
-                elapsed_ms(),
-                budget_ms,
-                goal,
-                standby_seq,
-                digests.as_ref().map(|(a, b)| (a.as_str(), b.as_str())),
-            );
-            match verdict {
-                CutoverVerdict::Wait => tokio::time::sleep(Duration::from_millis(20)).await,
-                CutoverVerdict::OverBudget(why) => {
-                    return Err(MoveError::OverBudget(format!(
-                        "standby {} of {:?} not ready in time: {why}; writes resume on the primary",
-                        target.shard, namespace.name
-                    )));
-                }
-                CutoverVerdict::Differ(why) => {
-                    return Err(MoveError::Differ(format!(
-                        "standby {} of {:?} is at the primary's position but its integrity digest differs ({why}); not moving",
-                        target.shard, namespace.name
-                    )));
-                }
-                CutoverVerdict::Switch => {
-                    break (standby_seq, digests.map(|(a, _)| a).unwrap_or_default());
-                }
-            }
+            },
         };
         let last_known = node
             .positions

@@ -292,6 +292,7 @@ async fn cut_over(
         },
     )
     .await?;
+    let switched_ms = u64::try_from(moved.revoked_at.elapsed().as_millis()).unwrap_or(u64::MAX);
     let ControlResult::FailedOver { record, .. } = &moved.result else {
         return Err(crate::error::ControlError::Unavailable(format!(
             "unexpected result {:?}",
@@ -299,9 +300,15 @@ async fn cut_over(
         ))
         .into());
     };
-    crate::failover::promote_now(node, &config, record, clients).await;
-    let blocked_ms = u64::try_from(moved.revoked_at.elapsed().as_millis()).unwrap_or(u64::MAX);
-    tracing::info!(job = id, namespace = %migration.namespace, blocked_ms, "migration cut over");
+    // Writes flow again once the new primary holds its lease (the
+    // gateways have the route by then or are told by the push).
+    let Some(promoted) = crate::failover::promote_now(node, &config, record, clients).await else {
+        // The next probe round promotes it; the route-switch measure stays.
+        return Ok(());
+    };
+    let blocked_ms =
+        u64::try_from(promoted.duration_since(moved.revoked_at).as_millis()).unwrap_or(u64::MAX);
+    tracing::info!(job = id, namespace = %migration.namespace, switched_ms, blocked_ms, "migration cut over");
     // Lost, the route-switch measure stays recorded.
     let _ = node
         .propose(ControlCommand::MigrationBlocked {

@@ -194,9 +194,14 @@ pub fn next_step(
     }
 }
 
-/// Whether the new copy is close enough to start the cutover.
+/// Whether the new copy is close enough to start the cutover. A copy at 0
+/// has not finished its full copy yet unless the primary is at 0 too (an
+/// empty namespace): a primary that holds data starts its change log at 1
+/// or later, so the number of changes between them says nothing about the
+/// bytes still to copy.
 pub fn within_reach(primary_seq: u64, copy_seq: u64) -> bool {
-    primary_seq.saturating_sub(copy_seq) <= CUTOVER_LAG_ENTRIES
+    (copy_seq > 0 || primary_seq == 0)
+        && primary_seq.saturating_sub(copy_seq) <= CUTOVER_LAG_ENTRIES
 }
 
 /// What a cutover does once the source's lease is revoked.
@@ -538,6 +543,10 @@ mod tests {
         }
         assert!(within_reach(300, 300 - CUTOVER_LAG_ENTRIES));
         assert!(!within_reach(300, 300 - CUTOVER_LAG_ENTRIES - 1));
+        // Still copying: a few changes ahead, but the data is not there.
+        assert!(!within_reach(3, 0));
+        assert!(within_reach(0, 0));
+        assert!(within_reach(3, 3));
         assert_eq!(
             mode_during(NamespaceMode::RegionLocked),
             NamespaceMode::ActivePassive { sync: false }

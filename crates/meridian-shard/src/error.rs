@@ -89,6 +89,21 @@ pub enum ShardError {
         /// Its epoch on this shard.
         epoch: u64,
     },
+    /// A digest asked for at a change this copy has not reached within the
+    /// wait (UNAVAILABLE; retry).
+    #[error(
+        "namespace {namespace:?} is at change {at} here, not {wanted}, after waiting {waited_ms} ms"
+    )]
+    NotYetAt {
+        /// The namespace.
+        namespace: String,
+        /// Where this copy is.
+        at: u64,
+        /// The change asked for.
+        wanted: u64,
+        /// How long it waited.
+        waited_ms: u64,
+    },
     /// A sync namespace has fewer standbys able to confirm writes than its
     /// acknowledgement rule needs: the write is refused before anything is
     /// applied (UNAVAILABLE; nothing was written).
@@ -217,7 +232,8 @@ impl ShardError {
             ShardError::NoLease { .. }
             | ShardError::NotReplicated { .. }
             | ShardError::NotConfirmed { .. }
-            | ShardError::NoSyncQuorum { .. } => Code::Unavailable,
+            | ShardError::NoSyncQuorum { .. }
+            | ShardError::NotYetAt { .. } => Code::Unavailable,
             ShardError::LagExceeded { .. } => Code::ResourceExhausted,
             ShardError::TooStale { .. } | ShardError::Rebuilding { .. } => Code::FailedPrecondition,
         }

@@ -80,6 +80,14 @@ pub enum LimitError {
         /// The configured limit.
         limit: usize,
     },
+    /// A digest request asked to wait longer than allowed.
+    #[error("wait_ms {requested} exceeds the limit of {limit} ms")]
+    WaitTooLong {
+        /// Requested wait.
+        requested: u64,
+        /// The limit.
+        limit: u64,
+    },
     /// The namespace name breaks the naming rule.
     #[error(
         "invalid namespace name {name:?}: use 1 to {max} characters from a-z, 0-9, '-', '_' and '.', starting with a letter or digit"

@@ -350,7 +350,7 @@ async fn placement_residency_routing_push_and_leader_loss() {
     let integrity = eu_admin
         .check_integrity(pb::CheckIntegrityRequest {
             namespace: "gdpr-orders".into(),
-            read: None,
+            ..Default::default()
         })
         .await
         .unwrap()

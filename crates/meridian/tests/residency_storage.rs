@@ -3,56 +3,13 @@
 //! EU namespace's keys or values — log, state machine or snapshot — while the EU
 //! shard does (which shows the scan can find them).
 
+mod common;
+
 use meridian_client::{Client, pb};
 use meridian_lab::{Lab, LabSpec, ProcessRole};
-use meridian_raft::StorageEngine;
-use meridian_raft::metrics::StorageMetrics;
-use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 const MARKER: &[u8] = b"EU-RESIDENT-";
-
-/// Whether any key or value in any keyspace of the database in `data_dir`
-/// (values opened with the lab's encryption-at-rest key), or any snapshot
-/// file there, contains `needle`.
-fn storage_contains(data_dir: &Path, key_file: &Path, needle: &[u8]) -> bool {
-    let contains = |bytes: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
-    let engine = StorageEngine::open_with(
-        data_dir,
-        Arc::new(StorageMetrics::default()),
-        Some(key_file),
-    )
-    .expect("open node storage");
-    let db = engine.database();
-    for name in db.list_keyspace_names() {
-        let keyspace = engine
-            .keyspace(&name, fjall::KeyspaceCreateOptions::default)
-            .expect("keyspace");
-        for guard in keyspace.iter() {
-            let (key, value) = guard.into_inner().expect("read");
-            // Raft bookkeeping is stored in clear, everything else sealed.
-            let value = engine
-                .sealer()
-                .open(&value)
-                .map(|v| v.into_owned())
-                .unwrap_or_else(|_| value.to_vec());
-            if contains(&key) || contains(&value) {
-                return true;
-            }
-        }
-    }
-    // Snapshot files are uncompressed: keys are found by a plain byte search
-    // (their values are sealed; the keyspaces above hold the same data).
-    if let Ok(entries) = std::fs::read_dir(data_dir.join("snapshots")) {
-        for entry in entries.flatten() {
-            if std::fs::read(entry.path()).is_ok_and(|bytes| contains(&bytes)) {
-                return true;
-            }
-        }
-    }
-    false
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn no_node_outside_the_eu_holds_eu_data() {
@@ -144,7 +101,7 @@ async fn no_node_outside_the_eu_holds_eu_data() {
     {
         let data_dir = process.config.with_file_name("data");
         let key_file = lab.state().dir.join(meridian_lab::topology::KEY_FILE);
-        let holds = storage_contains(&data_dir, &key_file, MARKER);
+        let holds = common::storage_contains(&data_dir, &key_file, MARKER);
         let in_eu = process.region == "eu-west" && process.role == ProcessRole::Node;
         if in_eu {
             assert!(

@@ -7,6 +7,9 @@ use crate::digest::NamespaceDigest;
 use crate::error::ShardError;
 use crate::limits::{LimitError, validate_namespace_name};
 use crate::node::ShardNode;
+
+/// Longest wait a digest request may ask for (`at_least_seq`).
+const MAX_INTEGRITY_WAIT_MS: u64 = 10_000;
 use meridian_access::{Permission, Target};
 use meridian_proto::v1 as pb;
 use meridian_proto::v1::admin_server::Admin;
@@ -459,16 +462,46 @@ impl AdminService {
         request: pb::CheckIntegrityRequest,
     ) -> Result<pb::CheckIntegrityResponse, ShardError> {
         validate_namespace_name(&request.namespace)?;
-        self.node.read_barrier(request.read.as_ref()).await?;
-        if self.node.machine.namespace(&request.namespace).is_none() {
-            return Err(Rejection::NamespaceNotFound {
-                name: request.namespace,
+        if u64::from(request.wait_ms) > MAX_INTEGRITY_WAIT_MS {
+            return Err(LimitError::WaitTooLong {
+                requested: u64::from(request.wait_ms),
+                limit: MAX_INTEGRITY_WAIT_MS,
             }
             .into());
         }
+        self.node.read_barrier(request.read.as_ref()).await?;
+        let position = |node: &crate::node::ShardNode| {
+            node.machine
+                .namespace(&request.namespace)
+                .map(|r| r.change_seq)
+        };
+        let deadline = std::time::Instant::now()
+            + std::time::Duration::from_millis(u64::from(request.wait_ms));
+        // Changes arrive by replication: poll the applied position until it
+        // reaches the asked change or the wait is over.
+        loop {
+            match position(&self.node) {
+                None => {
+                    return Err(Rejection::NamespaceNotFound {
+                        name: request.namespace,
+                    }
+                    .into());
+                }
+                Some(seq) if seq >= request.at_least_seq => break,
+                Some(seq) if std::time::Instant::now() >= deadline => {
+                    return Err(ShardError::NotYetAt {
+                        namespace: request.namespace,
+                        at: seq,
+                        wanted: request.at_least_seq,
+                        waited_ms: u64::from(request.wait_ms),
+                    });
+                }
+                Some(_) => tokio::time::sleep(std::time::Duration::from_millis(2)).await,
+            }
+        }
         let header = self.node.header();
         let machine = self.node.machine.clone();
-        let namespace = request.namespace;
+        let namespace = request.namespace.clone();
         let (digest, key_count) = tokio::task::spawn_blocking(move || machine.digest(&namespace))
             .await
             .map_err(|e| ShardError::Storage(std::io::Error::other(e)))??;
@@ -476,6 +509,7 @@ impl AdminService {
             header: Some(header),
             digest,
             key_count,
+            change_seq: position(&self.node).unwrap_or(0),
         })
     }
 
@@ -674,6 +708,8 @@ impl AdminService {
             .check_integrity(pb::CheckIntegrityRequest {
                 namespace: target.to_string(),
                 read: None,
+                at_least_seq: 0,
+                wait_ms: 0,
             })
             .await?;
         if stored.digest != trailer.digest {

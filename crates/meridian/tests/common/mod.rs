@@ -289,3 +289,48 @@ pub fn all_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
     }
     files
 }
+
+/// Whether any key or value in any keyspace of the database in `data_dir`
+/// (values opened with the lab's encryption-at-rest key), or any snapshot
+/// file there, contains `needle`.
+pub fn storage_contains(
+    data_dir: &std::path::Path,
+    key_file: &std::path::Path,
+    needle: &[u8],
+) -> bool {
+    let contains = |bytes: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
+    let engine = meridian_raft::StorageEngine::open_with(
+        data_dir,
+        std::sync::Arc::new(meridian_raft::metrics::StorageMetrics::default()),
+        Some(key_file),
+    )
+    .expect("open node storage");
+    let db = engine.database();
+    for name in db.list_keyspace_names() {
+        let keyspace = engine
+            .keyspace(&name, fjall::KeyspaceCreateOptions::default)
+            .expect("keyspace");
+        for guard in keyspace.iter() {
+            let (key, value) = guard.into_inner().expect("read");
+            // Raft bookkeeping is stored in clear, everything else sealed.
+            let value = engine
+                .sealer()
+                .open(&value)
+                .map(|v| v.into_owned())
+                .unwrap_or_else(|_| value.to_vec());
+            if contains(&key) || contains(&value) {
+                return true;
+            }
+        }
+    }
+    // Snapshot files are uncompressed: keys are found by a plain byte search
+    // (their values are sealed; the keyspaces above hold the same data).
+    if let Ok(entries) = std::fs::read_dir(data_dir.join("snapshots")) {
+        for entry in entries.flatten() {
+            if std::fs::read(entry.path()).is_ok_and(|bytes| contains(&bytes)) {
+                return true;
+            }
+        }
+    }
+    false
+}

@@ -1,0 +1,294 @@
+//! Online migration end to end in the multi-region TLS lab with WAN
+//! emulation, under a writer that never stops: a migration whose write
+//! budget cannot be met rolls back with the source still primary and its
+//! added copy erased; a migration within budget moves the namespace from
+//! us-east to eu-west with every acknowledged write kept, the route
+//! switched, the write block measured and recorded, and — after the grace
+//! period — no byte of the namespace left in the source node's storage.
+
+mod common;
+
+use common::{Acked, lab_client, region_nodes};
+use meridian_client::{Client, pb};
+use meridian_lab::{Lab, LabSpec, ProcessRole};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const MARKER: &str = "MIGRATING-MARKER-";
+
+fn migrate(to: &str, max_blocked_ms: u64, keep_source_ms: u64) -> pb::MigrateNamespaceRequest {
+    pb::MigrateNamespaceRequest {
+        namespace: "orders".into(),
+        to_region: to.into(),
+        max_blocked_ms,
+        keep_source_ms: Some(keep_source_ms),
+        catch_up_timeout_ms: 120_000,
+    }
+}
+
+async fn wait_job(control: &Client, id: u64, limit: Duration) -> pb::JobInfo {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(job) = control.get_job(id).await
+            && job.state != pb::JobState::Running as i32
+        {
+            return job;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {id} did not end in {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn primary_shard(control: &Client) -> String {
+    control
+        .get_route("orders")
+        .await
+        .unwrap()
+        .route
+        .map(|r| r.shard)
+        .unwrap_or_default()
+}
+
+async fn copy_role(control: &Client, shard: &str) -> String {
+    control
+        .namespace_residency("orders")
+        .await
+        .unwrap()
+        .copies
+        .iter()
+        .find(|c| c.shard == shard)
+        .map(|c| c.role.clone())
+        .unwrap_or_default()
+}
+
+/// Waits until the writer has acknowledged `more` writes beyond `from`.
+async fn writes_go_on(acked: &Mutex<Vec<Acked>>, more: usize, why: &str) {
+    let from = acked.lock().unwrap().len();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while acked.lock().unwrap().len() < from + more {
+        assert!(Instant::now() < deadline, "writes stopped {why}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_moves_to_another_region_under_writes_and_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::up(&LabSpec {
+        dir: dir.path().join("lab"),
+        regions: vec!["us-east".into(), "eu-west".into(), "ap-south".into()],
+        nodes: 1,
+        binary: common::server_binary(),
+        // Small snapshot thresholds: a node's Raft log is cut soon after
+        // the copy is erased, so the scan below sees its storage as a
+        // deletion leaves it.
+        env: vec![
+            ("MERIDIAN__RAFT__SNAPSHOT_AFTER_ENTRIES".into(), "50".into()),
+            (
+                "MERIDIAN__RAFT__KEEP_ENTRIES_AFTER_SNAPSHOT".into(),
+                "10".into(),
+            ),
+        ],
+        tls: true,
+        wan: Some(meridian_lab::WanSettings::default()),
+        encryption: true,
+    })
+    .expect("lab up")
+    .kill_on_drop();
+    lab.wait_ready(Duration::from_secs(180), |_, _| {})
+        .await
+        .expect("lab ready");
+    let state = lab.state().clone();
+    let control = lab_client(
+        &lab,
+        state.endpoints(ProcessRole::Control, None),
+        Duration::from_secs(30),
+    );
+    let us_gateway = Arc::new(lab_client(
+        &lab,
+        state.endpoints(ProcessRole::Gateway, Some("us-east")),
+        Duration::from_secs(20),
+    ));
+    control
+        .place_namespace(pb::Placement {
+            name: "orders".into(),
+            home_region: "us-east".into(),
+            mode: pb::NamespaceMode::RegionLocked as i32,
+            allowed_jurisdictions: vec!["US".into(), "EU".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    control
+        .place_namespace(pb::Placement {
+            name: "filler".into(),
+            home_region: "us-east".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let acked = Arc::new(Mutex::new(Vec::<Acked>::new()));
+    // Written before: the new copy must get these by a full copy.
+    for i in 0..300 {
+        let key = format!("{MARKER}pre-{i:05}").into_bytes();
+        let value = format!("{MARKER}value-{i}").into_bytes();
+        let put = us_gateway.put("orders", &key, &value).await.unwrap();
+        acked.lock().unwrap().push(Acked {
+            key,
+            value,
+            version: put.version,
+        });
+    }
+
+    // A writer through the us-east gateway for the whole test; a write
+    // whose outcome is unknown is not counted as acknowledged.
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let (stop, acked, gateway) = (stop.clone(), acked.clone(), us_gateway.clone());
+        tokio::spawn(async move {
+            let mut failed = 0u64;
+            let mut slowest = Duration::ZERO;
+            let mut i = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let key = format!("{MARKER}w-{i:06}").into_bytes();
+                let value = format!("{MARKER}written-{i}").into_bytes();
+                let started = Instant::now();
+                let put = gateway.put("orders", &key, &value).await;
+                slowest = slowest.max(started.elapsed());
+                match put {
+                    Ok(put) => acked.lock().unwrap().push(Acked {
+                        key,
+                        value,
+                        version: put.version,
+                    }),
+                    Err(err) => {
+                        eprintln!(
+                            "write {i} without a known outcome after {:?}: {err}",
+                            started.elapsed()
+                        );
+                        failed += 1;
+                    }
+                }
+                i += 1;
+            }
+            (failed, slowest)
+        })
+    };
+    writes_go_on(&acked, 20, "before the migrations").await;
+
+    // 1. A budget no cutover can meet over an 80 ms round trip: rolled
+    //    back, the source still primary, the added copy erased.
+    let job = control
+        .migrate_namespace(migrate("eu-west", 1, 0))
+        .await
+        .unwrap();
+    let job = wait_job(&control, job.id, Duration::from_secs(180)).await;
+    assert_eq!(job.state, pb::JobState::Failed as i32, "{job:?}");
+    assert!(
+        job.message.contains("rolled back") && job.message.contains("budget"),
+        "{}",
+        job.message
+    );
+    assert_eq!(primary_shard(&control).await, "us-east-s1");
+    let role = copy_role(&control, "eu-west-s1").await;
+    assert!(role == "erased" || role == "erasing", "{role}");
+    writes_go_on(&acked, 20, "after the rollback").await;
+
+    // Residency: never into a region outside its jurisdictions.
+    let refused = control
+        .migrate_namespace(migrate("ap-south", 1000, 0))
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("residency"), "{refused}");
+
+    // 2. Within budget: moved, every write kept, the block recorded.
+    let job = control
+        .migrate_namespace(migrate("eu-west", 1000, 3_000))
+        .await
+        .unwrap();
+    let job = wait_job(&control, job.id, Duration::from_secs(240)).await;
+    assert_eq!(job.state, pb::JobState::Succeeded as i32, "{job:?}");
+    let migration = job.migration.clone().expect("migration details");
+    assert!(
+        migration.cut_over && migration.source_released,
+        "{migration:?}"
+    );
+    assert_eq!(migration.to_shard, "eu-west-s1");
+    assert!(
+        migration.blocked_ms > 0 && migration.blocked_ms < 5_000,
+        "recorded write block {} ms",
+        migration.blocked_ms
+    );
+    eprintln!(
+        "migration cut over at change {} with writes blocked {} ms",
+        migration.cutover_seq, migration.blocked_ms
+    );
+    assert_eq!(primary_shard(&control).await, "eu-west-s1");
+    assert_eq!(copy_role(&control, "us-east-s1").await, "erased");
+    writes_go_on(&acked, 20, "after the cutover").await;
+    stop.store(true, Ordering::Relaxed);
+    let (failed, slowest) = writer.await.unwrap();
+    let acked = acked.lock().unwrap().clone();
+    eprintln!(
+        "{} writes acknowledged, {failed} without a known outcome; the slowest took {slowest:?} (the client's view of the blocks)",
+        acked.len()
+    );
+    let eu_gateway = lab_client(
+        &lab,
+        state.endpoints(ProcessRole::Gateway, Some("eu-west")),
+        Duration::from_secs(20),
+    );
+    common::assert_all_present(&eu_gateway, "orders", &acked).await;
+
+    // The source node holds no copy any more; once its Raft log has moved
+    // on (writes to another namespace there), none of the namespace's bytes.
+    let us_node = lab_client(&lab, region_nodes(&lab, "us-east"), Duration::from_secs(20));
+    let listed = us_node.list_namespaces().await.unwrap();
+    assert!(!listed.iter().any(|n| n.name == "orders"), "{listed:?}");
+    let us_address = region_nodes(&lab, "us-east").remove(0);
+    let erased_at = us_node
+        .cluster_status_of(&us_address)
+        .await
+        .unwrap()
+        .applied_index;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut i = 0;
+    loop {
+        let status = us_node.cluster_status_of(&us_address).await.unwrap();
+        if status.purged_index > erased_at {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the source node's log was not cut past the erasure ({status:?})"
+        );
+        us_gateway
+            .put("filler", format!("f{i}").as_bytes(), b"x")
+            .await
+            .unwrap();
+        i += 1;
+    }
+    lab.down().unwrap();
+    let key_file = lab.state().dir.join(meridian_lab::topology::KEY_FILE);
+    for process in lab
+        .state()
+        .processes
+        .iter()
+        .filter(|p| p.role == ProcessRole::Node)
+    {
+        let data_dir = process.config.with_file_name("data");
+        let holds = common::storage_contains(&data_dir, &key_file, MARKER.as_bytes());
+        match process.region.as_str() {
+            "eu-west" => assert!(holds, "the new primary {} must hold it", process.name),
+            _ => assert!(
+                !holds,
+                "{} ({}) still holds bytes of the migrated namespace",
+                process.name, process.region
+            ),
+        }
+    }
+}
