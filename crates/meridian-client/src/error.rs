@@ -41,9 +41,10 @@ pub enum ClientError {
     /// The request broke a limit or a rule; the message names it. Do not retry as is.
     #[error("invalid request: {0}")]
     InvalidArgument(String),
-    /// The namespace (or other named thing) does not exist.
+    /// The namespace (or other named thing) does not exist (a shard that
+    /// no longer holds a copy says so with a reason: the route is stale).
     #[error("not found: {0}")]
-    NotFound(String),
+    NotFound(Refusal),
     /// The thing to create already exists.
     #[error("already exists: {0}")]
     AlreadyExists(String),
@@ -105,9 +106,9 @@ impl ClientError {
     /// `outcome-unknown` for a write whose fate this client does not know.
     pub fn reason(&self) -> Option<Reason> {
         match self {
-            ClientError::FailedPrecondition(refusal) | ClientError::Unavailable(refusal) => {
-                refusal.reason.clone()
-            }
+            ClientError::FailedPrecondition(refusal)
+            | ClientError::Unavailable(refusal)
+            | ClientError::NotFound(refusal) => refusal.reason.clone(),
             ClientError::ResourceExhausted { reason, .. } => reason.clone(),
             ClientError::OutcomeUnknown(_) => Some(Reason::OutcomeUnknown),
             _ => None,
@@ -135,12 +136,13 @@ impl From<ClientError> for Status {
         };
         let message = match &error {
             ClientError::InvalidArgument(m)
-            | ClientError::NotFound(m)
             | ClientError::AlreadyExists(m)
             | ClientError::DataLoss(m)
             | ClientError::Unauthenticated(m)
             | ClientError::PermissionDenied(m) => m.clone(),
-            ClientError::FailedPrecondition(refusal) => refusal.message.clone(),
+            ClientError::FailedPrecondition(refusal) | ClientError::NotFound(refusal) => {
+                refusal.message.clone()
+            }
             ClientError::ResourceExhausted { message, .. } => message.clone(),
             other => other.to_string(),
         };
@@ -167,7 +169,7 @@ impl From<Status> for ClientError {
         let reason = Reason::of(&status);
         match status.code() {
             Code::InvalidArgument | Code::OutOfRange => ClientError::InvalidArgument(message),
-            Code::NotFound => ClientError::NotFound(message),
+            Code::NotFound => ClientError::NotFound(Refusal { message, reason }),
             Code::AlreadyExists => ClientError::AlreadyExists(message),
             Code::ResourceExhausted => {
                 let retry_after = status

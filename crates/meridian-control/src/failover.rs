@@ -1147,7 +1147,7 @@ pub async fn move_one(
                     })?;
                 (standby_seq, String::new())
             }
-            Some(goal) => loop {
+            Some(mut goal) => loop {
                 // One round trip each: the standby answers once it holds
                 // the primary's last change (or the budget is spent).
                 let wait = budget
@@ -1158,12 +1158,24 @@ pub async fn move_one(
                     primary.check_integrity(&namespace.name)
                 );
                 let (standby_seq, digests) = match (theirs, ours) {
-                    // A shard that does not report its position answered
-                    // without waiting; equal digests still prove the copy.
-                    (Ok(theirs), Ok(ours)) => (
-                        if theirs.change_seq == 0 { goal } else { theirs.change_seq },
-                        Some((ours.digest, theirs.digest)),
-                    ),
+                    // A write that passed the lease check before the
+                    // revocation may still have landed after its answer:
+                    // the primary's last change is what it reports now, and
+                    // the copies are compared at the same change only.
+                    (Ok(_), Ok(ours)) if ours.change_seq > goal => {
+                        goal = ours.change_seq;
+                        (0, None)
+                    }
+                    // A copy that moved while its digest was computed
+                    // reports no position: asked again.
+                    (Ok(theirs), Ok(ours))
+                        if goal > 0 && (ours.change_seq == 0 || theirs.change_seq == 0) =>
+                    {
+                        (0, None)
+                    }
+                    (Ok(theirs), Ok(ours)) => {
+                        (theirs.change_seq, Some((ours.digest, theirs.digest)))
+                    }
                     // Not there yet (or a leader change): asked again
                     // while the budget lasts.
                     (Err(meridian_client::ClientError::Unavailable(_)), Ok(_)) => (0, None),

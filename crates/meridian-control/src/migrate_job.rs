@@ -24,6 +24,19 @@ pub(crate) async fn drive(node: &Arc<ControlNode>, job: &Job, attempts: u32) -> 
     let mut over_budget = 0u32;
     let mut last_report = None::<std::time::Instant>;
     let mut clients = HashMap::new();
+    // Record this start, so `jobs show` counts the leaders that drove it.
+    report(
+        node,
+        id,
+        JobProgress {
+            step: job.step.clone(),
+            shard: job.shard.clone(),
+            done_units: job.done_units,
+            total_units: job.total_units,
+            attempts,
+        },
+    )
+    .await;
     loop {
         let Some((job, migration, namespace, deleting)) = node.with_state(|s| {
             let job = s.jobs.get(&id).filter(|j| j.is_running())?.clone();

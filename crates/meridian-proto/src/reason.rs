@@ -93,6 +93,13 @@ pub enum Reason {
     },
     /// The node's disk is nearly full; nothing was written.
     DiskFull,
+    /// This shard holds no copy of the namespace (a migration moved it away
+    /// and erased this copy, or it never was here); nothing was done. The
+    /// caller's route is out of date.
+    NamespaceNotHere {
+        /// The namespace.
+        namespace: String,
+    },
 }
 
 impl Reason {
@@ -110,6 +117,7 @@ impl Reason {
             Reason::RateLimited { .. } => "rate-limited",
             Reason::BreakerOpen { .. } => "breaker-open",
             Reason::DiskFull => "disk-full",
+            Reason::NamespaceNotHere { .. } => "namespace-not-here",
         }
     }
 
@@ -138,7 +146,10 @@ impl Reason {
     pub fn route_may_be_stale(&self) -> bool {
         matches!(
             self,
-            Reason::NotPrimary { .. } | Reason::StaleEpoch { .. } | Reason::NoLease { .. }
+            Reason::NotPrimary { .. }
+                | Reason::StaleEpoch { .. }
+                | Reason::NoLease { .. }
+                | Reason::NamespaceNotHere { .. }
         )
     }
 
@@ -173,7 +184,9 @@ impl Reason {
                     insert(metadata, PRIMARY_KEY, primary);
                 }
             }
-            Reason::RpoExceeded { namespace } | Reason::NoSyncQuorum { namespace } => {
+            Reason::RpoExceeded { namespace }
+            | Reason::NoSyncQuorum { namespace }
+            | Reason::NamespaceNotHere { namespace } => {
                 insert(metadata, NAMESPACE_KEY, namespace);
             }
             Reason::RateLimited { retry_after_ms } | Reason::BreakerOpen { retry_after_ms } => {
@@ -247,6 +260,9 @@ impl Reason {
                 retry_after_ms: number(RETRY_AFTER_KEY).unwrap_or(0),
             },
             "disk-full" => Reason::DiskFull,
+            "namespace-not-here" => Reason::NamespaceNotHere {
+                namespace: namespace(),
+            },
             _ => return None,
         })
     }
@@ -306,6 +322,9 @@ mod tests {
                 retry_after_ms: 900,
             },
             Reason::DiskFull,
+            Reason::NamespaceNotHere {
+                namespace: "orders".into(),
+            },
         ]
     }
 
@@ -332,6 +351,7 @@ mod tests {
             ("rate-limited", true, false, false),
             ("breaker-open", true, false, false),
             ("disk-full", true, false, false),
+            ("namespace-not-here", true, false, true),
         ];
         for reason in every_reason() {
             let row = table

@@ -275,6 +275,11 @@ impl ShardError {
                 epoch: *epoch,
                 primary: None,
             },
+            ShardError::Rejected(Rejection::NamespaceNotFound { name }) => {
+                Reason::NamespaceNotHere {
+                    namespace: name.clone(),
+                }
+            }
             ShardError::Rejected(Rejection::StaleEpoch { name, current, .. }) => {
                 Reason::StaleEpoch {
                     namespace: name.clone(),

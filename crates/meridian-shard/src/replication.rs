@@ -897,6 +897,8 @@ async fn full_copy(
         } else {
             encode_entries(chunk).map_err(|e| e.to_string())?
         };
+        // A full copy counts against the link's cap like any batch.
+        node.bandwidth.take(payload.len()).await;
         let response = send_payload(
             client,
             namespace,

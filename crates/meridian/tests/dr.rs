@@ -67,22 +67,6 @@ async fn wait_job(control: &Client, id: u64, limit: Duration) -> pb::JobInfo {
     }
 }
 
-async fn control_leader(lab: &meridian_lab::Lab, control: &Client) -> Option<String> {
-    for member in lab
-        .state()
-        .processes
-        .iter()
-        .filter(|p| p.role == ProcessRole::Control)
-    {
-        if let Ok(status) = control.control_status_of(&member.grpc).await
-            && status.role.eq_ignore_ascii_case("leader")
-        {
-            return Some(member.name.clone());
-        }
-    }
-    None
-}
-
 fn restore_request(backup: &str, as_name: &str, region: &str) -> pb::RestoreBackupRequest {
     pb::RestoreBackupRequest {
         backup_id: backup.into(),
@@ -210,7 +194,9 @@ async fn backups_restore_to_their_digest_across_a_control_leader_change() {
         assert!(Instant::now() < deadline, "no progress: {now:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
-    let leader = control_leader(&lab, &control).await.expect("a leader");
+    let leader = common::control_leader(&lab, &control)
+        .await
+        .expect("a leader");
     let killed = lab.kill(&leader).unwrap();
     eprintln!("killed {killed:?} at {:?}", control.get_job(job.id).await);
     let done = wait_job(&control, job.id, Duration::from_secs(180)).await;

@@ -75,6 +75,172 @@ async fn writes_go_on(acked: &Mutex<Vec<Acked>>, more: usize, why: &str) {
     }
 }
 
+/// A writer through `gateway` until `stop`: every acknowledged write goes
+/// into `acked`; one whose outcome is unknown is not counted. Returns how
+/// many had no known outcome and the slowest write.
+fn spawn_writer(
+    gateway: Arc<Client>,
+    acked: Arc<Mutex<Vec<Acked>>>,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<(u64, Duration)> {
+    tokio::spawn(async move {
+        let mut failed = 0u64;
+        let mut slowest = Duration::ZERO;
+        let mut i = 0u64;
+        while !stop.load(Ordering::Relaxed) {
+            let key = format!("{MARKER}w-{i:06}").into_bytes();
+            let value = format!("{MARKER}written-{i}").into_bytes();
+            let started = Instant::now();
+            let put = gateway.put("orders", &key, &value).await;
+            slowest = slowest.max(started.elapsed());
+            match put {
+                Ok(put) => acked.lock().unwrap().push(Acked {
+                    key,
+                    value,
+                    version: put.version,
+                }),
+                Err(err) => {
+                    eprintln!(
+                        "write {i} without a known outcome after {:?}: {err}",
+                        started.elapsed()
+                    );
+                    failed += 1;
+                }
+            }
+            i += 1;
+        }
+        (failed, slowest)
+    })
+}
+
+async fn place_orders(control: &Client) {
+    control
+        .place_namespace(pb::Placement {
+            name: "orders".into(),
+            home_region: "us-east".into(),
+            mode: pb::NamespaceMode::RegionLocked as i32,
+            allowed_jurisdictions: vec!["US".into(), "EU".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migration_carries_on_after_the_control_plane_leader_is_killed() {
+    let dir = tempfile::tempdir().unwrap();
+    // Replication capped, so the new copy takes seconds to fill: long
+    // enough to kill the leader in the middle.
+    let mut lab = common::multi_region_lab_with(
+        dir.path(),
+        &[("MERIDIAN__REPLICATION__MAX_BYTES_PER_SECOND", "400000")],
+    )
+    .await;
+    let state = lab.state().clone();
+    let control = lab_client(
+        &lab,
+        state.endpoints(ProcessRole::Control, None),
+        Duration::from_secs(30),
+    );
+    let us_gateway = Arc::new(lab_client(
+        &lab,
+        state.endpoints(ProcessRole::Gateway, Some("us-east")),
+        Duration::from_secs(30),
+    ));
+    place_orders(&control).await;
+    let acked = Arc::new(Mutex::new(Vec::<Acked>::new()));
+    // About 3 MB before the move.
+    for batch in 0..30 {
+        let writes: Vec<(Vec<u8>, Vec<u8>)> = (0..100)
+            .map(|i| {
+                let mut value = format!("{MARKER}bulk-{batch}-{i}-").into_bytes();
+                value.resize(1000, b'.');
+                (
+                    format!("{MARKER}bulk-{batch:02}-{i:03}").into_bytes(),
+                    value,
+                )
+            })
+            .collect();
+        let response = us_gateway
+            .txn(pb::TxnRequest {
+                namespace: "orders".into(),
+                compare: Vec::new(),
+                success: writes
+                    .iter()
+                    .map(|(key, value)| pb::TxnOp {
+                        op: Some(pb::txn_op::Op::Put(pb::PutRequest {
+                            namespace: "orders".into(),
+                            key: key.clone(),
+                            value: value.clone(),
+                        })),
+                    })
+                    .collect(),
+                failure: Vec::new(),
+            })
+            .await
+            .unwrap();
+        assert!(response.succeeded);
+    }
+    let stop = Arc::new(AtomicBool::new(false));
+    let writer = spawn_writer(us_gateway.clone(), acked.clone(), stop.clone());
+    let job = control
+        .migrate_namespace(migrate("eu-west", 1000, 1_000))
+        .await
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let now = control.get_job(job.id).await.unwrap();
+        assert_eq!(
+            now.state,
+            pb::JobState::Running as i32,
+            "the migration ended before the leader could be killed: {now:?}"
+        );
+        if now.step == "copying" {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no progress: {now:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let leader = common::control_leader(&lab, &control)
+        .await
+        .expect("a leader");
+    lab.kill(&leader).unwrap();
+    let done = wait_job(&control, job.id, Duration::from_secs(240)).await;
+    assert_eq!(done.state, pb::JobState::Succeeded as i32, "{done:?}");
+    assert!(done.attempts >= 2, "the job was not restarted: {done:?}");
+    lab.restart(&leader).unwrap();
+    writes_go_on(&acked, 20, "after the migration").await;
+    stop.store(true, Ordering::Relaxed);
+    let (failed, _) = writer.await.unwrap();
+    let acked = acked.lock().unwrap().clone();
+    eprintln!(
+        "{} writes acknowledged, {failed} without a known outcome",
+        acked.len()
+    );
+    assert_eq!(primary_shard(&control).await, "eu-west-s1");
+    // Cut over exactly once.
+    let moves = control.list_failovers(Some("orders")).await.unwrap();
+    assert_eq!(moves.len(), 1, "{moves:?}");
+    let eu_gateway = lab_client(
+        &lab,
+        state.endpoints(ProcessRole::Gateway, Some("eu-west")),
+        Duration::from_secs(20),
+    );
+    common::assert_all_present(&eu_gateway, "orders", &acked).await;
+    // Nothing duplicated or left out: the new primary holds the bulk keys
+    // and exactly the acknowledged writes (plus at most the unknown ones).
+    let eu_node = lab_client(&lab, region_nodes(&lab, "eu-west"), Duration::from_secs(20));
+    let held = eu_node.check_integrity("orders").await.unwrap().key_count;
+    let expected = 3000 + acked.len() as u64;
+    assert!(
+        held >= expected && held <= expected + failed,
+        "eu-west holds {held} keys; {expected} acknowledged, {failed} unknown"
+    );
+    let us_node = lab_client(&lab, region_nodes(&lab, "us-east"), Duration::from_secs(20));
+    let listed = us_node.list_namespaces().await.unwrap();
+    assert!(!listed.iter().any(|n| n.name == "orders"), "{listed:?}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_namespace_moves_to_another_region_under_writes_and_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
@@ -113,16 +279,7 @@ async fn a_namespace_moves_to_another_region_under_writes_and_leaves_nothing_beh
         state.endpoints(ProcessRole::Gateway, Some("us-east")),
         Duration::from_secs(20),
     ));
-    control
-        .place_namespace(pb::Placement {
-            name: "orders".into(),
-            home_region: "us-east".into(),
-            mode: pb::NamespaceMode::RegionLocked as i32,
-            allowed_jurisdictions: vec!["US".into(), "EU".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    place_orders(&control).await;
     control
         .place_namespace(pb::Placement {
             name: "filler".into(),
@@ -144,40 +301,8 @@ async fn a_namespace_moves_to_another_region_under_writes_and_leaves_nothing_beh
         });
     }
 
-    // A writer through the us-east gateway for the whole test; a write
-    // whose outcome is unknown is not counted as acknowledged.
     let stop = Arc::new(AtomicBool::new(false));
-    let writer = {
-        let (stop, acked, gateway) = (stop.clone(), acked.clone(), us_gateway.clone());
-        tokio::spawn(async move {
-            let mut failed = 0u64;
-            let mut slowest = Duration::ZERO;
-            let mut i = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let key = format!("{MARKER}w-{i:06}").into_bytes();
-                let value = format!("{MARKER}written-{i}").into_bytes();
-                let started = Instant::now();
-                let put = gateway.put("orders", &key, &value).await;
-                slowest = slowest.max(started.elapsed());
-                match put {
-                    Ok(put) => acked.lock().unwrap().push(Acked {
-                        key,
-                        value,
-                        version: put.version,
-                    }),
-                    Err(err) => {
-                        eprintln!(
-                            "write {i} without a known outcome after {:?}: {err}",
-                            started.elapsed()
-                        );
-                        failed += 1;
-                    }
-                }
-                i += 1;
-            }
-            (failed, slowest)
-        })
-    };
+    let writer = spawn_writer(us_gateway.clone(), acked.clone(), stop.clone());
     writes_go_on(&acked, 20, "before the migrations").await;
 
     // 1. A budget no cutover can meet over an 80 ms round trip: rolled

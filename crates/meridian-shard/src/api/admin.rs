@@ -499,18 +499,31 @@ impl AdminService {
                 Some(_) => tokio::time::sleep(std::time::Duration::from_millis(2)).await,
             }
         }
-        let header = self.node.header();
-        let machine = self.node.machine.clone();
-        let namespace = request.namespace.clone();
-        let (digest, key_count) = tokio::task::spawn_blocking(move || machine.digest(&namespace))
-            .await
-            .map_err(|e| ShardError::Storage(std::io::Error::other(e)))??;
-        Ok(pb::CheckIntegrityResponse {
-            header: Some(header),
-            digest,
-            key_count,
-            change_seq: position(&self.node).unwrap_or(0),
-        })
+        // The digest and the position it is reported with must belong
+        // together: taken again if a change landed while it was computed.
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let before = position(&self.node).unwrap_or(0);
+            let header = self.node.header();
+            let machine = self.node.machine.clone();
+            let namespace = request.namespace.clone();
+            let (digest, key_count) =
+                tokio::task::spawn_blocking(move || machine.digest(&namespace))
+                    .await
+                    .map_err(|e| ShardError::Storage(std::io::Error::other(e)))??;
+            let after = position(&self.node).unwrap_or(0);
+            if before == after || tries >= 3 {
+                return Ok(pb::CheckIntegrityResponse {
+                    header: Some(header),
+                    digest,
+                    key_count,
+                    // A position that moved meanwhile is reported as
+                    // unknown rather than paired with the wrong digest.
+                    change_seq: if before == after { after } else { 0 },
+                });
+            }
+        }
     }
 
     async fn export(

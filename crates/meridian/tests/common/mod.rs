@@ -334,3 +334,20 @@ pub fn storage_contains(
     }
     false
 }
+
+/// The name of the control-plane member that says it leads, if any.
+pub async fn control_leader(lab: &meridian_lab::Lab, control: &Client) -> Option<String> {
+    for member in lab
+        .state()
+        .processes
+        .iter()
+        .filter(|p| p.role == meridian_lab::ProcessRole::Control)
+    {
+        if let Ok(status) = control.control_status_of(&member.grpc).await
+            && status.role.eq_ignore_ascii_case("leader")
+        {
+            return Some(member.name.clone());
+        }
+    }
+    None
+}
