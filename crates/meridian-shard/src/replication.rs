@@ -40,6 +40,46 @@ const ZSTD_LEVEL: i32 = 3;
 const HEARTBEAT: Duration = Duration::from_millis(500);
 /// Key-values per chunk of a full copy.
 const RESYNC_CHUNK: usize = 2_048;
+/// Bytes of keys and values per replication request (a batch of changes or
+/// a chunk of a full copy), well under the 8 MiB a node accepts per
+/// request; a single change larger than this still goes alone (it fit in
+/// the client's request that made it).
+const MAX_PAYLOAD_BYTES: usize = 4 << 20;
+
+/// Splits `items` into consecutive runs of at most `max_items` items and
+/// `max_bytes` bytes (by `size`), each holding at least one item; an empty
+/// input gives one empty run (a full copy of an empty namespace still
+/// sends its single, empty chunk).
+fn runs_within<T>(
+    items: &[T],
+    max_items: usize,
+    max_bytes: usize,
+    size: impl Fn(&T) -> usize,
+) -> Vec<&[T]> {
+    let mut runs = Vec::new();
+    let (mut start, mut bytes) = (0, 0usize);
+    for (i, item) in items.iter().enumerate() {
+        let item_bytes = size(item);
+        if i > start && (i - start >= max_items || bytes.saturating_add(item_bytes) > max_bytes) {
+            runs.push(&items[start..i]);
+            (start, bytes) = (i, 0);
+        }
+        bytes = bytes.saturating_add(item_bytes);
+    }
+    if start < items.len() || runs.is_empty() {
+        runs.push(&items[start..]);
+    }
+    runs
+}
+
+/// Bytes a change carries (keys, values and a little per write).
+fn change_bytes(change: &ChangeRecord) -> usize {
+    change
+        .writes
+        .iter()
+        .map(|w| w.key.len() + w.value.as_ref().map_or(0, Vec::len) + 24)
+        .sum()
+}
 /// Trim the log once standbys are this many changes past the last trim.
 const TRIM_EVERY: u64 = 1_024;
 
@@ -595,7 +635,14 @@ impl Pair {
                 self.sent,
                 MAX_BATCH_CHANGES,
             ) {
-                Ok(changes) => changes,
+                Ok(mut changes) => {
+                    let keep =
+                        runs_within(&changes, MAX_BATCH_CHANGES, MAX_PAYLOAD_BYTES, change_bytes)
+                            .first()
+                            .map_or(0, |run| run.len());
+                    changes.truncate(keep);
+                    changes
+                }
                 Err(err) => {
                     tracing::error!(namespace = %self.namespace, error = %err, "cannot read the change log");
                     return true;
@@ -884,11 +931,9 @@ async fn full_copy(
         .copy_at_seq(namespace)
         .map_err(|e| e.to_string())?;
     tracing::info!(%namespace, through_seq, keys = entries.len(), "rebuilding a diverged standby");
-    let chunks: Vec<&[crate::command::VersionedEntry]> = if entries.is_empty() {
-        vec![&[]]
-    } else {
-        entries.chunks(RESYNC_CHUNK).collect()
-    };
+    let chunks = runs_within(&entries, RESYNC_CHUNK, MAX_PAYLOAD_BYTES, |e| {
+        e.key.len() + e.value.len() + 16
+    });
     let last = chunks.len() - 1;
     let mut position = 0;
     for (i, chunk) in chunks.into_iter().enumerate() {
@@ -964,6 +1009,33 @@ mod tests {
         // A table without jurisdictions (an older control plane) ships nothing.
         assert!(standby_allowed(&route(&[]), &standby("eu-central", &["EU"])).is_err());
         assert!(standby_allowed(&route(&["EU"]), &standby("eu-central", &[])).is_err());
+    }
+
+    #[test]
+    fn requests_stay_within_their_item_and_byte_bounds() {
+        let sizes = |runs: Vec<&[usize]>| runs.iter().map(|r| r.to_vec()).collect::<Vec<_>>();
+        let id = |n: &usize| *n;
+        // By count.
+        assert_eq!(
+            sizes(runs_within(&[1, 1, 1, 1, 1], 2, 100, id)),
+            [vec![1, 1], vec![1, 1], vec![1]]
+        );
+        // By bytes: 2,048 values of 4 KiB made one 8.4 MB request before.
+        assert_eq!(
+            sizes(runs_within(&[3, 3, 3, 3], 10, 7, id)),
+            [vec![3, 3], vec![3, 3]]
+        );
+        // One item above the bound still goes, alone.
+        assert_eq!(
+            sizes(runs_within(&[2, 50, 2], 10, 7, id)),
+            [vec![2], vec![50], vec![2]]
+        );
+        // Nothing: one empty run.
+        assert_eq!(sizes(runs_within(&[], 10, 7, id)), [Vec::<usize>::new()]);
+        let big: Vec<usize> = vec![4096 + 16; 2_048];
+        for run in runs_within(&big, RESYNC_CHUNK, MAX_PAYLOAD_BYTES, id) {
+            assert!(run.iter().sum::<usize>() <= MAX_PAYLOAD_BYTES);
+        }
     }
 
     #[test]

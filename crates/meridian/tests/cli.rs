@@ -395,6 +395,46 @@ fn detached_lab_and_client_commands() {
         &["dr", "restore", latest_id, "--as", "cli", "--lab", &lab_arg],
         "already exists",
     );
+    // A migration names what stops it before anything moves (a one-region
+    // lab has nowhere to go; tests/migrate.rs moves namespaces).
+    refused(
+        &[
+            "namespace",
+            "migrate",
+            "cli",
+            "--to",
+            "us-east",
+            "--lab",
+            &lab_arg,
+        ],
+        "its primary is in us-east already",
+    );
+    refused(
+        &[
+            "namespace",
+            "migrate",
+            "cli",
+            "--to",
+            "mars",
+            "--lab",
+            &lab_arg,
+        ],
+        "unknown region",
+    );
+    refused(
+        &[
+            "namespace",
+            "migrate",
+            "cli",
+            "--to",
+            "eu-west",
+            "--keep-source",
+            "5x",
+            "--lab",
+            &lab_arg,
+        ],
+        "--keep-source",
+    );
 
     // The lab's read-only user reads, and is refused a write with a message
     // that names it and what it lacks; the refusal is in the audit log.

@@ -16,6 +16,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const MARKER: &str = "MIGRATING-MARKER-";
+/// Transactions of 100 bulk keys written before the leader-kill migration.
+const BULK_BATCHES: u64 = 21;
 
 fn migrate(to: &str, max_blocked_ms: u64, keep_source_ms: u64) -> pb::MigrateNamespaceRequest {
     pb::MigrateNamespaceRequest {
@@ -133,7 +135,7 @@ async fn a_migration_carries_on_after_the_control_plane_leader_is_killed() {
     // enough to kill the leader in the middle.
     let mut lab = common::multi_region_lab_with(
         dir.path(),
-        &[("MERIDIAN__REPLICATION__MAX_BYTES_PER_SECOND", "400000")],
+        &[("MERIDIAN__REPLICATION__MAX_BYTES_PER_SECOND", "2000000")],
     )
     .await;
     let state = lab.state().clone();
@@ -149,12 +151,15 @@ async fn a_migration_carries_on_after_the_control_plane_leader_is_killed() {
     ));
     place_orders(&control).await;
     let acked = Arc::new(Mutex::new(Vec::<Acked>::new()));
-    // About 3 MB before the move.
-    for batch in 0..30 {
+    // About 10 MB before the move, in values of 5 KB: 2,048 of them (one
+    // chunk of a full copy before chunks were bounded by bytes) are more
+    // than a node takes in one request.
+    for batch in 0..BULK_BATCHES {
         let writes: Vec<(Vec<u8>, Vec<u8>)> = (0..100)
             .map(|i| {
+                // Random bytes: compression cannot shrink the requests.
                 let mut value = format!("{MARKER}bulk-{batch}-{i}-").into_bytes();
-                value.resize(1000, b'.');
+                value.extend((0..5_000).map(|_| rand::random::<u8>()));
                 (
                     format!("{MARKER}bulk-{batch:02}-{i:03}").into_bytes(),
                     value,
@@ -231,7 +236,7 @@ async fn a_migration_carries_on_after_the_control_plane_leader_is_killed() {
     // and exactly the acknowledged writes (plus at most the unknown ones).
     let eu_node = lab_client(&lab, region_nodes(&lab, "eu-west"), Duration::from_secs(20));
     let held = eu_node.check_integrity("orders").await.unwrap().key_count;
-    let expected = 3000 + acked.len() as u64;
+    let expected = BULK_BATCHES * 100 + acked.len() as u64;
     assert!(
         held >= expected && held <= expected + failed,
         "eu-west holds {held} keys; {expected} acknowledged, {failed} unknown"
@@ -380,11 +385,20 @@ async fn a_namespace_moves_to_another_region_under_writes_and_leaves_nothing_beh
         .await
         .unwrap()
         .applied_index;
+    // Gone from storage once the log is purged past the erasure and two
+    // snapshots were taken after it (the one before the latest is kept for
+    // followers that may still be fetching it).
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut i = 0;
+    let mut first_after = None;
     loop {
         let status = us_node.cluster_status_of(&us_address).await.unwrap();
-        if status.purged_index > erased_at {
+        if status.snapshot_index > erased_at && first_after.is_none() {
+            first_after = Some(status.snapshot_index);
+        }
+        if status.purged_index > erased_at
+            && first_after.is_some_and(|first| status.snapshot_index > first)
+        {
             break;
         }
         assert!(
@@ -406,13 +420,18 @@ async fn a_namespace_moves_to_another_region_under_writes_and_leaves_nothing_beh
         .filter(|p| p.role == ProcessRole::Node)
     {
         let data_dir = process.config.with_file_name("data");
-        let holds = common::storage_contains(&data_dir, &key_file, MARKER.as_bytes());
+        let found = common::storage_holding(&data_dir, &key_file, MARKER.as_bytes());
         match process.region.as_str() {
-            "eu-west" => assert!(holds, "the new primary {} must hold it", process.name),
+            "eu-west" => assert!(
+                found.is_some(),
+                "the new primary {} must hold it",
+                process.name
+            ),
             _ => assert!(
-                !holds,
-                "{} ({}) still holds bytes of the migrated namespace",
-                process.name, process.region
+                found.is_none(),
+                "{} ({}) still holds bytes of the migrated namespace: {found:?}",
+                process.name,
+                process.region
             ),
         }
     }

@@ -298,6 +298,16 @@ pub fn storage_contains(
     key_file: &std::path::Path,
     needle: &[u8],
 ) -> bool {
+    storage_holding(data_dir, key_file, needle).is_some()
+}
+
+/// Where [`storage_contains`] found `needle`: the keyspace and key, or the
+/// snapshot file (`None`: nowhere).
+pub fn storage_holding(
+    data_dir: &std::path::Path,
+    key_file: &std::path::Path,
+    needle: &[u8],
+) -> Option<String> {
     let contains = |bytes: &[u8]| bytes.windows(needle.len()).any(|w| w == needle);
     let engine = meridian_raft::StorageEngine::open_with(
         data_dir,
@@ -319,7 +329,10 @@ pub fn storage_contains(
                 .map(|v| v.into_owned())
                 .unwrap_or_else(|_| value.to_vec());
             if contains(&key) || contains(&value) {
-                return true;
+                return Some(format!(
+                    "keyspace {name}, key {:?}",
+                    String::from_utf8_lossy(&key[..key.len().min(80)])
+                ));
             }
         }
     }
@@ -328,11 +341,11 @@ pub fn storage_contains(
     if let Ok(entries) = std::fs::read_dir(data_dir.join("snapshots")) {
         for entry in entries.flatten() {
             if std::fs::read(entry.path()).is_ok_and(|bytes| contains(&bytes)) {
-                return true;
+                return Some(format!("snapshot file {}", entry.path().display()));
             }
         }
     }
-    false
+    None
 }
 
 /// The name of the control-plane member that says it leads, if any.
