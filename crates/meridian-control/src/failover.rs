@@ -1048,9 +1048,39 @@ pub async fn move_one(
         timeout,
     )
     .ok_or_else(|| ControlError::Unavailable("standby shard has no members".into()))?;
+    // Digests can take longer than a probe: their own clients, with the
+    // budget as their timeout.
+    let budget_client = |shard: &str| {
+        Client::with_options(
+            members(shard),
+            meridian_client::ClientOptions {
+                attempt_timeout: budget.max(Duration::from_secs(1)),
+                retry_budget: budget.max(Duration::from_secs(1)),
+                dialer: node.dialer.clone(),
+                ..Default::default()
+            },
+        )
+        .map_err(|e| ControlError::Unavailable(format!("shard {shard}: {e}")))
+    };
+    let (primary_digests, standby_digests) = (
+        budget_client(&namespace.shard)?,
+        budget_client(&target.shard)?,
+    );
     // Connections up before writes stop: a handshake over the WAN would
-    // otherwise be part of the block.
-    let _ = tokio::join!(primary.cluster_status(), standby.cluster_status());
+    // otherwise be part of the block. The second call measures the round
+    // trip to the target, which the route switch and the promotion take
+    // after the decision: kept in reserve within the budget.
+    let _ = tokio::join!(
+        primary.cluster_status(),
+        primary_digests.cluster_status(),
+        standby.cluster_status(),
+        standby_digests.cluster_status()
+    );
+    let measured = Instant::now();
+    let _ = standby.cluster_status().await;
+    let reserve_ms = u64::try_from(measured.elapsed().as_millis())
+        .unwrap_or(u64::MAX)
+        .saturating_mul(2);
     let revoke = node
         .leases
         .lock()
@@ -1152,10 +1182,11 @@ pub async fn move_one(
                 // the primary's last change (or the budget is spent).
                 let wait = budget
                     .saturating_sub(revoked_at.elapsed())
+                    .saturating_sub(Duration::from_millis(reserve_ms))
                     .min(Duration::from_secs(10));
                 let (theirs, ours) = tokio::join!(
-                    standby.check_integrity_at(&namespace.name, goal, wait),
-                    primary.check_integrity(&namespace.name)
+                    standby_digests.check_integrity_at(&namespace.name, goal, wait),
+                    primary_digests.check_integrity(&namespace.name)
                 );
                 let (standby_seq, digests) = match (theirs, ours) {
                     // A write that passed the lease check before the
@@ -1197,6 +1228,7 @@ pub async fn move_one(
                 );
                 let verdict = crate::migration::cutover_verdict(
                     elapsed_ms(),
+                    reserve_ms,
                     budget_ms,
                     goal,
                     standby_seq,

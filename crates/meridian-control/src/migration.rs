@@ -218,19 +218,22 @@ pub enum CutoverVerdict {
 }
 
 /// Decides a cutover step: `elapsed_ms` since the revocation was sent,
-/// `budget_ms` the longest block allowed, `final_seq` the source's last
-/// change, `copy_seq` the new copy's, and the two digests once both are at
-/// `final_seq` (`None` before they were compared).
+/// `reserve_ms` what the route switch and the promotion will still take
+/// (estimated from a measured round trip), `budget_ms` the longest block
+/// allowed, `final_seq` the source's last change, `copy_seq` the new
+/// copy's, and the two digests once both are at `final_seq` (`None` before
+/// they were compared).
 pub fn cutover_verdict(
     elapsed_ms: u64,
+    reserve_ms: u64,
     budget_ms: u64,
     final_seq: u64,
     copy_seq: u64,
     digests: Option<(&str, &str)>,
 ) -> CutoverVerdict {
-    if elapsed_ms > budget_ms {
+    if elapsed_ms.saturating_add(reserve_ms) > budget_ms {
         return CutoverVerdict::OverBudget(format!(
-            "writes were blocked {elapsed_ms} ms with the new copy at change {copy_seq} of {final_seq}; the budget is {budget_ms} ms (--max-blocked-ms)"
+            "writes were blocked {elapsed_ms} ms with the new copy at change {copy_seq} of {final_seq}, and switching would take about {reserve_ms} ms more; the budget is {budget_ms} ms (--max-blocked-ms)"
         ));
     }
     if copy_seq < final_seq {
@@ -505,11 +508,39 @@ mod tests {
     #[test]
     fn cutovers_switch_only_in_budget_and_with_equal_digests() {
         let cases = [
-            (10, 1000, 50, 49, None, CutoverVerdict::Wait),
-            (10, 1000, 50, 50, None, CutoverVerdict::Wait),
-            (10, 1000, 50, 50, Some(("a", "a")), CutoverVerdict::Switch),
+            (10, 0, 1000, 50, 49, None, CutoverVerdict::Wait),
+            (10, 0, 1000, 50, 50, None, CutoverVerdict::Wait),
+            (
+                10,
+                0,
+                1000,
+                50,
+                50,
+                Some(("a", "a")),
+                CutoverVerdict::Switch,
+            ),
+            (
+                10,
+                900,
+                1000,
+                50,
+                50,
+                Some(("a", "a")),
+                CutoverVerdict::Switch,
+            ),
             (
                 1001,
+                0,
+                1000,
+                50,
+                50,
+                Some(("a", "a")),
+                CutoverVerdict::OverBudget(String::new()),
+            ),
+            // In time so far, but the switch itself would run over.
+            (
+                700,
+                400,
                 1000,
                 50,
                 50,
@@ -518,6 +549,7 @@ mod tests {
             ),
             (
                 1001,
+                0,
                 1000,
                 50,
                 40,
@@ -526,6 +558,7 @@ mod tests {
             ),
             (
                 10,
+                0,
                 1000,
                 50,
                 50,
@@ -533,12 +566,12 @@ mod tests {
                 CutoverVerdict::Differ(String::new()),
             ),
         ];
-        for (elapsed, budget, goal, at, digests, expected) in cases {
-            let verdict = cutover_verdict(elapsed, budget, goal, at, digests);
+        for (elapsed, reserve, budget, goal, at, digests, expected) in cases {
+            let verdict = cutover_verdict(elapsed, reserve, budget, goal, at, digests);
             assert_eq!(
                 std::mem::discriminant(&verdict),
                 std::mem::discriminant(&expected),
-                "{elapsed} {budget} {goal} {at} {digests:?}: {verdict:?}"
+                "{elapsed} {reserve} {budget} {goal} {at} {digests:?}: {verdict:?}"
             );
         }
         assert!(within_reach(300, 300 - CUTOVER_LAG_ENTRIES));

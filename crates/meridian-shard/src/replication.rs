@@ -926,40 +926,95 @@ async fn full_copy(
     namespace: &str,
     epoch: u64,
 ) -> Result<u64, String> {
-    let (through_seq, entries) = node
-        .machine
-        .copy_at_seq(namespace)
-        .map_err(|e| e.to_string())?;
-    tracing::info!(%namespace, through_seq, keys = entries.len(), "rebuilding a diverged standby");
-    let chunks = runs_within(&entries, RESYNC_CHUNK, MAX_PAYLOAD_BYTES, |e| {
-        e.key.len() + e.value.len() + 16
+    // Read from one point-in-time view on a blocking thread and handed over
+    // a few chunks at a time, so a copy never holds the namespace in memory.
+    let (chunks_tx, mut chunks_rx) =
+        tokio::sync::mpsc::channel::<(u64, Vec<crate::command::VersionedEntry>)>(2);
+    let (machine, name) = (node.machine.clone(), namespace.to_string());
+    let reader = tokio::task::spawn_blocking(move || {
+        let mut chunk = Vec::new();
+        let mut bytes = 0usize;
+        let mut stopped = false;
+        let seq = machine.visit_namespace_at_seq(&name, |seq, key, version, value| {
+            let size = key.len() + value.len() + 16;
+            if !chunk.is_empty()
+                && (chunk.len() >= RESYNC_CHUNK || bytes.saturating_add(size) > MAX_PAYLOAD_BYTES)
+            {
+                if chunks_tx
+                    .blocking_send((seq, std::mem::take(&mut chunk)))
+                    .is_err()
+                {
+                    stopped = true;
+                    return false;
+                }
+                bytes = 0;
+            }
+            bytes = bytes.saturating_add(size);
+            chunk.push(crate::command::VersionedEntry {
+                key,
+                value,
+                version,
+            });
+            true
+        });
+        seq.map(|seq| (seq, chunk, stopped))
     });
-    let last = chunks.len() - 1;
     let mut position = 0;
-    for (i, chunk) in chunks.into_iter().enumerate() {
-        let payload = if chunk.is_empty() {
-            Vec::new()
-        } else {
-            encode_entries(chunk).map_err(|e| e.to_string())?
+    let mut sent = 0usize;
+    let mut keys = 0usize;
+    let send =
+        |chunk: Vec<crate::command::VersionedEntry>, first: bool, last: bool, through_seq| {
+            let payload = if chunk.is_empty() {
+                Ok(Vec::new())
+            } else {
+                encode_entries(&chunk).map_err(|e| e.to_string())
+            };
+            async move {
+                let payload = payload?;
+                // A full copy counts against the link's cap like any batch.
+                node.bandwidth.take(payload.len()).await;
+                send_payload(
+                    client,
+                    namespace,
+                    epoch,
+                    chunk.len(),
+                    payload,
+                    Some(pb::ResyncChunk {
+                        first,
+                        last,
+                        through_seq,
+                    }),
+                    through_seq,
+                )
+                .await
+            }
         };
-        // A full copy counts against the link's cap like any batch.
-        node.bandwidth.take(payload.len()).await;
-        let response = send_payload(
-            client,
-            namespace,
-            epoch,
-            chunk.len(),
-            payload,
-            Some(pb::ResyncChunk {
-                first: i == 0,
-                last: i == last,
-                through_seq,
-            }),
-            through_seq,
-        )
-        .await?;
-        position = response.applied_seq;
+    while let Some((through_seq, chunk)) = chunks_rx.recv().await {
+        if sent == 0 {
+            tracing::info!(%namespace, through_seq, "rebuilding a diverged standby");
+        }
+        keys += chunk.len();
+        position = send(chunk, sent == 0, false, through_seq)
+            .await?
+            .applied_seq;
+        sent += 1;
     }
+    let (through_seq, last, stopped) = reader
+        .await
+        .map_err(|e| e.to_string())?
+        .map_err(|e| e.to_string())?;
+    if stopped {
+        return Err("the full copy was interrupted".into());
+    }
+    keys += last.len();
+    if sent == 0 {
+        tracing::info!(%namespace, through_seq, "rebuilding a diverged standby");
+    }
+    position = send(last, sent == 0, true, through_seq)
+        .await?
+        .applied_seq
+        .max(position);
+    tracing::info!(%namespace, through_seq, keys, chunks = sent + 1, "full copy sent");
     Ok(position)
 }
 
