@@ -1027,6 +1027,8 @@ impl ControlState {
         }
         running.step = "cut over; keeping the source copy".into();
         running.change_seq = change_seq;
+        running.done_units = change_seq;
+        running.total_units = change_seq;
         running.updated_unix_ms = at_unix_ms;
         changes.push(Change::Job(job));
         Ok(result)
