@@ -777,20 +777,7 @@ pub async fn promote_now(
     record: &FailoverRecord,
     clients: &mut HashMap<String, (Vec<String>, Arc<Client>)>,
 ) -> Option<Instant> {
-    let members: Vec<String> = node.with_state(|state| {
-        state
-            .shards
-            .get(&record.to_shard)
-            .map(|s| s.members.values().map(|m| m.address.clone()).collect())
-            .unwrap_or_default()
-    });
-    let timeout = Duration::from_millis(config.probe_timeout_ms);
-    let client = client_for(node, clients, &record.to_shard, members, timeout)?;
-    let desired = desired_by_shard(node)
-        .remove(&record.to_shard)
-        .unwrap_or_default();
-    let (request, _) = grant(node, config, &record.to_shard, desired, Instant::now())?;
-    match client.lease(request).await {
+    match probe_now(node, config, &record.to_shard, clients).await {
         // The new primary says where it took over: other copies can be
         // cut back to it from the next round on.
         Ok(response) => {
@@ -803,6 +790,32 @@ pub async fn promote_now(
             None
         }
     }
+}
+
+/// Sends `shard` the grant and roles of a probe round now (what the next
+/// round would send), so a change of roles takes effect without waiting
+/// for it: a demoted primary then refuses with `not-primary`, which sends
+/// gateways to the new route at once.
+pub async fn probe_now(
+    node: &Arc<ControlNode>,
+    config: &crate::config::FailoverSection,
+    shard: &str,
+    clients: &mut HashMap<String, (Vec<String>, Arc<Client>)>,
+) -> Result<pb::LeaseResponse, String> {
+    let members: Vec<String> = node.with_state(|state| {
+        state
+            .shards
+            .get(shard)
+            .map(|s| s.members.values().map(|m| m.address.clone()).collect())
+            .unwrap_or_default()
+    });
+    let timeout = Duration::from_millis(config.probe_timeout_ms);
+    let client = client_for(node, clients, shard, members, timeout)
+        .ok_or_else(|| format!("shard {shard} has no members"))?;
+    let desired = desired_by_shard(node).remove(shard).unwrap_or_default();
+    let (request, _) = grant(node, config, shard, desired, Instant::now())
+        .ok_or_else(|| "not leading with a lease ledger".to_string())?;
+    client.lease(request).await.map_err(|e| e.to_string())
 }
 
 /// A manual failover, drain or promotion: which namespaces, to where.

@@ -83,6 +83,19 @@ pub(crate) async fn drive(node: &Arc<ControlNode>, job: &Job, attempts: u32) -> 
                         Ok(()) => continue,
                         Err(crate::failover::MoveError::OverBudget(why)) => {
                             over_budget += 1;
+                            // The source's lease back now, not at the next
+                            // probe round: its writes resume at once.
+                            let config = node.config.failover.clone();
+                            if let Err(err) = crate::failover::probe_now(
+                                node,
+                                &config,
+                                &migration.source_shard,
+                                &mut clients,
+                            )
+                            .await
+                            {
+                                tracing::warn!(%err, "lease not given back at once; the next round does");
+                            }
                             tracing::warn!(job = id, tries = over_budget, %why, "cutover over budget; writes resume on the source");
                             if over_budget >= MAX_CUTOVER_TRIES {
                                 let why = format!(
@@ -321,6 +334,13 @@ async fn cut_over(
     };
     let blocked_ms =
         u64::try_from(promoted.duration_since(moved.revoked_at).as_millis()).unwrap_or(u64::MAX);
+    // The source learns at once that it is a standby now: gateways still
+    // sending to it are told to refresh their route.
+    if let Err(err) =
+        crate::failover::probe_now(node, &config, &migration.source_shard, clients).await
+    {
+        tracing::warn!(shard = %migration.source_shard, %err, "demotion probe failed; the next round demotes it");
+    }
     tracing::info!(job = id, namespace = %migration.namespace, switched_ms, blocked_ms, "migration cut over");
     // Lost, the route-switch measure stays recorded.
     let _ = node
