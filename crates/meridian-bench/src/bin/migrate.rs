@@ -281,8 +281,15 @@ async fn main() -> anyhow::Result<()> {
     let writers = Writers::start(gateway.clone(), args.writers);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let mut runs = Vec::new();
+    // Where the namespace is: a rolled-back migration leaves it there, and
+    // the next one goes the same way again.
+    let mut home = "us-east";
     for i in 0..args.migrations {
-        let to = if i % 2 == 0 { "eu-west" } else { "us-east" };
+        let to = if home == "us-east" {
+            "eu-west"
+        } else {
+            "us-east"
+        };
         writers.take_slowest();
         let (job, job_secs) = migrate(&control, NAMESPACE, to, args.max_blocked_ms).await?;
         let run = Run {
@@ -302,10 +309,10 @@ async fn main() -> anyhow::Result<()> {
             run.client_slowest_ms,
             run.job_secs
         );
-        if !run.succeeded {
+        if run.succeeded {
+            home = to;
+        } else {
             println!("    {}", run.message);
-            // A rolled-back migration leaves the namespace where it was:
-            // the next one goes the same way again.
         }
         runs.push(run);
     }
