@@ -496,15 +496,7 @@ impl ControlState {
                     )
                     .collect::<Vec<String>>();
                 // A copy a migration is still erasing stays on the list.
-                let deletion =
-                    self.deletions
-                        .entry(name.clone())
-                        .or_insert_with(|| crate::model::Deletion {
-                            name: name.clone(),
-                            shards: Default::default(),
-                            requested_at_ms: requester.at_unix_ms,
-                        });
-                deletion.shards.extend(shards);
+                self.record_deletion(&name, shards, requester.at_unix_ms);
                 self.erasures.remove(&name);
                 changes.push(Change::Erasures(name.clone()));
                 self.counters.routing_version += 1;
@@ -888,6 +880,25 @@ impl ControlState {
         Ok(placement::choose_shard(region, &self.shards, &self.shard_load)?.clone())
     }
 
+    /// Records that `shards` may hold a copy of `name` to be deleted (added
+    /// to a deletion under way, if any).
+    fn record_deletion(
+        &mut self,
+        name: &str,
+        shards: impl IntoIterator<Item = String>,
+        at_unix_ms: u64,
+    ) {
+        self.deletions
+            .entry(name.to_string())
+            .or_insert_with(|| crate::model::Deletion {
+                name: name.to_string(),
+                shards: Default::default(),
+                requested_at_ms: at_unix_ms,
+            })
+            .shards
+            .extend(shards);
+    }
+
     /// The running migration `id`, mutable.
     fn running_migration(
         &mut self,
@@ -1096,15 +1107,7 @@ impl ControlState {
             }
             changes.push(Change::Erasures(name.clone()));
         }
-        self.deletions
-            .entry(name.clone())
-            .or_insert_with(|| crate::model::Deletion {
-                name: name.clone(),
-                shards: Default::default(),
-                requested_at_ms: requester.at_unix_ms,
-            })
-            .shards
-            .insert(shard.clone());
+        self.record_deletion(&name, [shard.clone()], requester.at_unix_ms);
         changes.push(Change::Deletion(name));
         let running = self.running_job(job)?;
         if let crate::model::JobSpec::Migrate(m) = &mut running.spec
@@ -1270,15 +1273,7 @@ impl ControlState {
             && !self.namespaces.contains_key(job.spec.namespace())
         {
             let name = job.spec.namespace().to_string();
-            let deletion =
-                self.deletions
-                    .entry(name.clone())
-                    .or_insert_with(|| crate::model::Deletion {
-                        name: name.clone(),
-                        shards: Default::default(),
-                        requested_at_ms: at_unix_ms,
-                    });
-            deletion.shards.insert(shard.clone());
+            self.record_deletion(&name, [shard.clone()], at_unix_ms);
             changes.push(Change::Deletion(name));
         }
         job.state = outcome.state;

@@ -50,23 +50,6 @@ async fn write_keys(client: &Client, namespace: &str, keys: std::ops::Range<usiz
     }
 }
 
-/// Polls job `id` until it ends.
-async fn wait_job(control: &Client, id: u64, limit: Duration) -> pb::JobInfo {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(job) = control.get_job(id).await
-            && job.state != pb::JobState::Running as i32
-        {
-            return job;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "job {id} did not end in {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-}
-
 fn restore_request(backup: &str, as_name: &str, region: &str) -> pb::RestoreBackupRequest {
     pb::RestoreBackupRequest {
         backup_id: backup.into(),
@@ -199,7 +182,7 @@ async fn backups_restore_to_their_digest_across_a_control_leader_change() {
         .expect("a leader");
     let killed = lab.kill(&leader).unwrap();
     eprintln!("killed {killed:?} at {:?}", control.get_job(job.id).await);
-    let done = wait_job(&control, job.id, Duration::from_secs(180)).await;
+    let done = common::wait_job(&control, job.id, Duration::from_secs(180)).await;
     assert_eq!(done.state, pb::JobState::Succeeded as i32, "{done:?}");
     assert!(done.attempts >= 2, "the job was not restarted: {done:?}");
     assert_eq!(done.digest, a.digest, "{done:?}");
@@ -264,7 +247,7 @@ async fn backups_restore_to_their_digest_across_a_control_leader_change() {
         ("orders-between", Some(a.change_seq + 3), None),
     ] {
         let job = control.start_restore(at(target, at_seq)).await.unwrap();
-        let done = wait_job(&control, job.id, Duration::from_secs(120)).await;
+        let done = common::wait_job(&control, job.id, Duration::from_secs(120)).await;
         assert_eq!(
             done.state,
             pb::JobState::Succeeded as i32,
@@ -314,7 +297,7 @@ async fn backups_restore_to_their_digest_across_a_control_leader_change() {
         .start_restore(restore_request(&b.backup_id, "orders-b", ""))
         .await
         .unwrap();
-    let done = wait_job(&control, job.id, Duration::from_secs(120)).await;
+    let done = common::wait_job(&control, job.id, Duration::from_secs(120)).await;
     assert_eq!(done.state, pb::JobState::Succeeded as i32, "{done:?}");
     assert_eq!(done.region, "eu-west", "the home region by default");
     let restored = eu_nodes.check_integrity("orders-b").await.unwrap();
@@ -343,7 +326,7 @@ async fn backups_restore_to_their_digest_across_a_control_leader_change() {
         .start_restore(restore_request(&b.backup_id, "orders-c", ""))
         .await
         .unwrap();
-    let done = wait_job(&control, job.id, Duration::from_secs(120)).await;
+    let done = common::wait_job(&control, job.id, Duration::from_secs(120)).await;
     assert_eq!(done.state, pb::JobState::Failed as i32, "{done:?}");
     assert!(
         done.message.contains("chunk-000000") && done.message.contains("damaged"),
@@ -499,7 +482,7 @@ async fn scheduled_backups_run_as_jobs_and_expire_without_breaking_a_chain() {
         .start_restore(restore_request(&newest.backup_id, "sched-copy", ""))
         .await
         .unwrap();
-    let done = wait_job(&control, job.id, Duration::from_secs(60)).await;
+    let done = common::wait_job(&control, job.id, Duration::from_secs(60)).await;
     assert_eq!(done.state, pb::JobState::Succeeded as i32, "{done:?}");
     assert_eq!(done.digest, newest.digest);
     control.remove_schedule("sched").await.unwrap();

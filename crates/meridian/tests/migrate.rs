@@ -10,7 +10,7 @@ mod common;
 
 use common::{Acked, lab_client, region_nodes};
 use meridian_client::{Client, pb};
-use meridian_lab::{Lab, LabSpec, ProcessRole};
+use meridian_lab::ProcessRole;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -31,22 +31,6 @@ fn migrate(to: &str, max_blocked_ms: u64, keep_source_ms: u64) -> pb::MigrateNam
         max_blocked_ms,
         keep_source_ms: Some(keep_source_ms),
         catch_up_timeout_ms: 120_000,
-    }
-}
-
-async fn wait_job(control: &Client, id: u64, limit: Duration) -> pb::JobInfo {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Ok(job) = control.get_job(id).await
-            && job.state != pb::JobState::Running as i32
-        {
-            return job;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "job {id} did not end in {limit:?}"
-        );
-        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
@@ -215,7 +199,7 @@ async fn a_migration_carries_on_after_the_control_plane_leader_is_killed() {
         .await
         .expect("a leader");
     lab.kill(&leader).unwrap();
-    let done = wait_job(&control, job.id, Duration::from_secs(240)).await;
+    let done = common::wait_job(&control, job.id, Duration::from_secs(240)).await;
     assert_eq!(done.state, pb::JobState::Succeeded as i32, "{done:?}");
     assert!(done.attempts >= 2, "the job was not restarted: {done:?}");
     lab.restart(&leader).unwrap();
@@ -254,30 +238,17 @@ async fn a_migration_carries_on_after_the_control_plane_leader_is_killed() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_namespace_moves_to_another_region_under_writes_and_leaves_nothing_behind() {
     let dir = tempfile::tempdir().unwrap();
-    let mut lab = Lab::up(&LabSpec {
-        dir: dir.path().join("lab"),
-        regions: vec!["us-east".into(), "eu-west".into(), "ap-south".into()],
-        nodes: 1,
-        binary: common::server_binary(),
-        // Small snapshot thresholds: a node's Raft log is cut soon after
-        // the copy is erased, so the scan below sees its storage as a
-        // deletion leaves it.
-        env: vec![
-            ("MERIDIAN__RAFT__SNAPSHOT_AFTER_ENTRIES".into(), "50".into()),
-            (
-                "MERIDIAN__RAFT__KEEP_ENTRIES_AFTER_SNAPSHOT".into(),
-                "10".into(),
-            ),
+    // Small snapshot thresholds: a node's Raft log is cut soon after the
+    // copy is erased, so the scan below sees its storage as a deletion
+    // leaves it.
+    let mut lab = common::multi_region_lab_with(
+        dir.path(),
+        &[
+            ("MERIDIAN__RAFT__SNAPSHOT_AFTER_ENTRIES", "50"),
+            ("MERIDIAN__RAFT__KEEP_ENTRIES_AFTER_SNAPSHOT", "10"),
         ],
-        tls: true,
-        wan: Some(meridian_lab::WanSettings::default()),
-        encryption: true,
-    })
-    .expect("lab up")
-    .kill_on_drop();
-    lab.wait_ready(Duration::from_secs(180), |_, _| {})
-        .await
-        .expect("lab ready");
+    )
+    .await;
     let state = lab.state().clone();
     let control = lab_client(
         &lab,
@@ -321,7 +292,7 @@ async fn a_namespace_moves_to_another_region_under_writes_and_leaves_nothing_beh
         .migrate_namespace(migrate("eu-west", 1, 0))
         .await
         .unwrap();
-    let job = wait_job(&control, job.id, Duration::from_secs(180)).await;
+    let job = common::wait_job(&control, job.id, Duration::from_secs(180)).await;
     assert_eq!(job.state, pb::JobState::Failed as i32, "{job:?}");
     assert!(
         job.message.contains("rolled back") && job.message.contains("budget"),
@@ -345,7 +316,7 @@ async fn a_namespace_moves_to_another_region_under_writes_and_leaves_nothing_beh
         .migrate_namespace(migrate("eu-west", GENEROUS_BUDGET_MS, 3_000))
         .await
         .unwrap();
-    let job = wait_job(&control, job.id, Duration::from_secs(240)).await;
+    let job = common::wait_job(&control, job.id, Duration::from_secs(240)).await;
     assert_eq!(job.state, pb::JobState::Succeeded as i32, "{job:?}");
     let migration = job.migration.clone().expect("migration details");
     assert!(

@@ -279,7 +279,14 @@ async fn main() -> anyhow::Result<()> {
         args.writers
     );
     let writers = Writers::start(gateway.clone(), args.writers);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Migrations start once the writers are writing.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while writers.writes.load(Ordering::Relaxed) < 100 {
+        if Instant::now() > deadline {
+            bail!("the writers acknowledged no writes within 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let mut runs = Vec::new();
     // Where the namespace is: a rolled-back migration leaves it there, and
     // the next one goes the same way again.

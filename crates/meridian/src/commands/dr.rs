@@ -94,19 +94,14 @@ pub async fn run(format: OutputFormat, args: DrArgs) -> anyhow::Result<()> {
                     at_seq,
                 })
                 .await?;
-            if no_wait {
-                crate::commands::jobs::print_jobs(format, &[job]);
-                return Ok(());
-            }
-            let job = crate::commands::jobs::follow_job(
+            crate::commands::jobs::print_started(
                 format,
                 &control,
                 job,
+                no_wait,
                 std::time::Duration::from_secs(timeout),
             )
             .await?;
-            crate::commands::jobs::print_jobs(format, std::slice::from_ref(&job));
-            crate::commands::jobs::check_succeeded(&job)?;
         }
         DrCommand::Schedule {
             namespace,

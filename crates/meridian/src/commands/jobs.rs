@@ -66,6 +66,25 @@ pub fn check_succeeded(job: &pb::JobInfo) -> anyhow::Result<()> {
     }
 }
 
+/// What a command that starts a job prints: the job at once with
+/// `no_wait`, else the job followed to its end (an error unless it
+/// succeeded).
+pub async fn print_started(
+    format: OutputFormat,
+    control: &meridian_client::Client,
+    job: pb::JobInfo,
+    no_wait: bool,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    if no_wait {
+        print_jobs(format, &[job]);
+        return Ok(());
+    }
+    let job = follow_job(format, control, job, timeout).await?;
+    print_jobs(format, std::slice::from_ref(&job));
+    check_succeeded(&job)
+}
+
 /// Polls `job` until it ends (or `timeout`), showing its progress.
 pub async fn follow_job(
     format: OutputFormat,

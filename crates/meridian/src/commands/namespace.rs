@@ -288,19 +288,14 @@ async fn run_on_control(
                     catch_up_timeout_ms,
                 })
                 .await?;
-            if no_wait {
-                crate::commands::jobs::print_jobs(format, &[job]);
-                return Ok(());
-            }
-            let job = crate::commands::jobs::follow_job(
+            crate::commands::jobs::print_started(
                 format,
                 control,
                 job,
+                no_wait,
                 std::time::Duration::from_secs(timeout),
             )
             .await?;
-            crate::commands::jobs::print_jobs(format, std::slice::from_ref(&job));
-            crate::commands::jobs::check_succeeded(&job)?;
         }
         NamespaceCommand::Create {
             name,

@@ -364,3 +364,20 @@ pub async fn control_leader(lab: &meridian_lab::Lab, control: &Client) -> Option
     }
     None
 }
+
+/// Polls job `id` until it ends (panics after `limit`).
+pub async fn wait_job(control: &Client, id: u64, limit: Duration) -> pb::JobInfo {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Ok(job) = control.get_job(id).await
+            && job.state != pb::JobState::Running as i32
+        {
+            return job;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "job {id} did not end in {limit:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
