@@ -904,6 +904,50 @@ impl Client {
         Ok(response.job.unwrap_or_default())
     }
 
+    /// Control plane: backs the control plane's own state up to a location.
+    pub async fn backup_control_plane(
+        &self,
+        location: &str,
+    ) -> Result<pb::ControlBackupInfo, ClientError> {
+        let request = pb::BackupControlPlaneRequest {
+            location: location.to_string(),
+        };
+        self.call(CallKind::Write, |channel| {
+            let request = request.clone();
+            async move { ControlClient::new(channel).backup_control_plane(request).await }
+        })
+        .await
+    }
+
+    /// Control plane: the control-plane backups at a location (by name or URL).
+    pub async fn list_control_backups(
+        &self,
+        request: pb::ListControlBackupsRequest,
+    ) -> Result<Vec<pb::ControlBackupInfo>, ClientError> {
+        let response = self
+            .call(CallKind::LeaderRead, |channel| {
+                let request = request.clone();
+                async move { ControlClient::new(channel).list_control_backups(request).await }
+            })
+            .await?;
+        Ok(response.backups)
+    }
+
+    /// Control plane: restores a control-plane backup into a new control
+    /// plane and returns the rebuild job.
+    pub async fn restore_control_plane(
+        &self,
+        request: pb::RestoreControlPlaneRequest,
+    ) -> Result<pb::JobInfo, ClientError> {
+        let response = self
+            .call(CallKind::Write, |channel| {
+                let request = request.clone();
+                async move { ControlClient::new(channel).restore_control_plane(request).await }
+            })
+            .await?;
+        Ok(response.job.unwrap_or_default())
+    }
+
     /// Control plane: sets a namespace's backup schedule.
     pub async fn set_schedule(
         &self,

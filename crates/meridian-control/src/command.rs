@@ -325,6 +325,53 @@ pub enum ControlCommand {
         /// The leader driving it.
         requester: Requester,
     },
+    /// Replaces the state of a control plane that holds no namespaces yet
+    /// with a backup's stored records, starts a new generation (routing
+    /// version, access policy version, lease numbering) and starts the
+    /// rebuild job. Running jobs of the backup end as failed.
+    RestoreControlPlane {
+        /// Every stored record of the backup.
+        records: Vec<meridian_dr::control::ControlRecord>,
+        /// The rebuild job to start.
+        rebuild: crate::model::Rebuild,
+        /// The admin.
+        requester: Requester,
+    },
+    /// Names more shards lost for the running rebuild (not waited for).
+    NameLostShards {
+        /// The rebuild's job.
+        job: u64,
+        /// The shards.
+        shards: Vec<String>,
+        /// The admin.
+        requester: Requester,
+    },
+    /// Places the namespaces that moved after the backup where the shards
+    /// say they live (with their takeovers, so every copy finds its fork
+    /// point), and records every namespace's outcome in the rebuild job.
+    FinishRebuild {
+        /// The rebuild's job.
+        job: u64,
+        /// Namespaces placed anew.
+        adoptions: Vec<crate::model::Adoption>,
+        /// Every namespace's outcome.
+        outcome: Vec<crate::model::RebuildOutcome>,
+        /// The leader driving it.
+        requester: Requester,
+    },
+    /// A control-plane backup was written and checked (for the audit log).
+    RecordControlBackup {
+        /// The backup.
+        backup_id: String,
+        /// The location.
+        location: String,
+        /// Records it holds.
+        records: u64,
+        /// The routing version it holds.
+        routing_version: u64,
+        /// Who asked.
+        requester: Requester,
+    },
 }
 
 /// A call refused by authorization, as the audit log keeps it.
@@ -466,6 +513,25 @@ pub enum ControlRejection {
         /// The job.
         job: u64,
     },
+    /// A control-plane backup restores only into a control plane that
+    /// holds nothing it would overwrite.
+    #[error(
+        "a control-plane backup restores only into a new control plane; this one already holds {0}"
+    )]
+    NotEmpty(String),
+    /// The backup's records do not decode (the message says which).
+    #[error("control-plane backup {backup}: {reason}")]
+    BadControlBackup {
+        /// The backup.
+        backup: String,
+        /// Why.
+        reason: String,
+    },
+    /// A rebuild after a restore is running: no changes until it ends.
+    #[error(
+        "the control plane is rebuilding after a restore (job {0}): changes wait until every shard has reported what it holds (meridian jobs show {0}; name unreachable shards lost with `meridian control restore --lost SHARD`)"
+    )]
+    Rebuilding(u64),
 }
 
 /// The result of a command.

@@ -86,6 +86,11 @@ impl ControlError {
             ControlError::Rejected(ControlRejection::JobEnded { .. }) => Code::FailedPrecondition,
             ControlError::Rejected(ControlRejection::NameReserved { .. }) => Code::AlreadyExists,
             ControlError::Rejected(ControlRejection::Migration { .. }) => Code::FailedPrecondition,
+            ControlError::Rejected(ControlRejection::NotEmpty(_)) => Code::FailedPrecondition,
+            ControlError::Rejected(ControlRejection::BadControlBackup { .. }) => {
+                Code::FailedPrecondition
+            }
+            ControlError::Rejected(ControlRejection::Rebuilding(_)) => Code::Unavailable,
             ControlError::Rejected(ControlRejection::Access(err)) => {
                 use meridian_access::AccessError as E;
                 match err {

@@ -133,19 +133,35 @@ pub async fn run(node: Arc<ControlNode>) {
             tokio::time::sleep(interval).await;
             continue;
         }
-        // A new leader cannot know which leases its predecessor granted: its
-        // ledger counts a whole lease for every shard from now.
-        leader_since.get_or_insert_with(|| {
+        // Grants are numbered in the control plane's generation above its
+        // Raft term (a restored control plane's grants order after the lost
+        // one's). A new leader cannot know which leases its predecessor
+        // granted: its ledger counts a whole lease for every shard from now;
+        // so does a new generation.
+        let grant_term = {
+            use openraft::async_runtime::WatchReceiver;
+            let raft_term = node.raft.raft.metrics().borrow_watched().current_term;
+            let generation =
+                node.with_state(|s| crate::rebuild::generation(s.counters.routing_version));
+            crate::rebuild::grant_term(generation, raft_term)
+        };
+        let current = node
+            .leases
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+            .map(|ledger| ledger.term());
+        if leader_since.is_none() || current != Some(grant_term) {
             let now = Instant::now();
-            let term = {
-                use openraft::async_runtime::WatchReceiver;
-                node.raft.raft.metrics().borrow_watched().current_term
-            };
             *node.leases.lock().unwrap_or_else(|e| e.into_inner()) = Some(
-                crate::lease::LeaseLedger::new(term, now, Duration::from_millis(config.lease_ms)),
+                crate::lease::LeaseLedger::new(
+                    grant_term,
+                    now,
+                    Duration::from_millis(config.lease_ms),
+                ),
             );
-            now
-        });
+            leader_since = Some(now);
+        }
         if let Some(ledger) = node
             .leases
             .lock()
@@ -162,6 +178,13 @@ pub async fn run(node: Arc<ControlNode>) {
         let confirmed = Instant::now();
         if node.read_barrier().await.is_err() {
             tracing::warn!("leadership not confirmed by a quorum; no probes or leases this round");
+            tokio::time::sleep(interval.saturating_sub(round.elapsed())).await;
+            continue;
+        }
+        if node.with_state(|s| s.rebuilding().is_some()) {
+            // A restored control plane grants nothing and fails nothing over
+            // until its rebuild knows where every namespace lives now.
+            health.clear();
             tokio::time::sleep(interval.saturating_sub(round.elapsed())).await;
             continue;
         }

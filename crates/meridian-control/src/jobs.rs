@@ -35,7 +35,7 @@ pub async fn run(node: Arc<ControlNode>) {
     let mut driving: HashMap<u64, tokio::task::JoinHandle<()>> = HashMap::new();
     loop {
         tokio::time::sleep(POLL_EVERY).await;
-        if node.raft.raft.is_leader() {
+        if node.raft.raft.is_leader() && node.with_state(|s| s.rebuilding().is_none()) {
             start_due_backups(&node).await;
         }
         driving.retain(|_, task| !task.is_finished());
@@ -119,6 +119,9 @@ async fn drive(node: Arc<ControlNode>, job: Job) {
     // A migration undoes what it did itself on a cancel or when it gives up.
     let attempt = if let JobSpec::Migrate(_) = &job.spec {
         crate::migrate_job::drive(&node, &job, attempts).await
+    } else if let JobSpec::Rebuild(_) = &job.spec {
+        // Waits as long as shards are silent; never given up or cancelled.
+        crate::rebuild_job::drive(&node, &job, attempts).await
     } else if job.cancel_requested {
         let leftover = shard_of(&job);
         ended(JobState::Cancelled, "cancelled".into(), leftover)
@@ -137,6 +140,7 @@ async fn drive(node: Arc<ControlNode>, job: Job) {
             JobSpec::Restore(spec) => restore(&node, &job, spec, attempts).await,
             JobSpec::Backup(spec) => scheduled_backup(&node, &job, spec, attempts).await,
             JobSpec::Migrate(_) => crate::migrate_job::drive(&node, &job, attempts).await,
+            JobSpec::Rebuild(_) => crate::rebuild_job::drive(&node, &job, attempts).await,
         }
     };
     match attempt {

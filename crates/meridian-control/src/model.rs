@@ -205,7 +205,10 @@ impl FailoverRecord {
     /// Whether the record is a move of the primary (not a sync-mode change
     /// recorded in the history, whose two shards are the same).
     pub fn is_move(&self) -> bool {
-        self.from_shard != self.to_shard
+        // A rebuild can record a primary that left its shard and came back
+        // after the backup (same shard, new epoch): its takeover makes it
+        // a move.
+        self.from_shard != self.to_shard || self.takeover.is_some()
     }
 }
 
@@ -339,6 +342,61 @@ pub enum JobSpec {
     Backup(BackupSpec),
     /// Moves a namespace's primary copy to another region online.
     Migrate(Migration),
+    /// Rebuilds a control plane restored from its backup: asks every shard
+    /// what it holds before any lease is granted (see `crate::rebuild`).
+    Rebuild(Rebuild),
+}
+
+/// A control plane restored from a backup, rebuilding what happened after
+/// the backup from the shards' reports. While it runs, no lease is granted
+/// and no failover, migration or other change is made.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Rebuild {
+    /// The backup restored.
+    pub backup_id: String,
+    /// Where it was read from.
+    pub location_url: String,
+    /// When it was taken (Unix ms).
+    pub backup_created_unix_ms: u64,
+    /// The routing version it held.
+    pub backup_routing_version: u64,
+    /// Shards an operator named lost: not waited for.
+    pub lost: Vec<String>,
+    /// The outcome, once decided: each namespace with what became of it.
+    pub outcome: Vec<RebuildOutcome>,
+}
+
+/// What a rebuild decided for one namespace.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RebuildOutcome {
+    /// The namespace.
+    pub namespace: String,
+    /// `kept`, `adopted`, `promoted`, `missing`, or `unknown` (held by a
+    /// shard, absent from the backup: not routed).
+    pub verdict: String,
+    /// Its primary's shard afterwards (empty when not routed).
+    pub shard: String,
+    /// Its epoch afterwards.
+    pub epoch: u64,
+}
+
+/// Where a rebuild places one namespace that moved after the backup.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Adoption {
+    /// The namespace.
+    pub namespace: String,
+    /// Its primary's shard.
+    pub shard: String,
+    /// That shard's region.
+    pub region: String,
+    /// The epoch to configure.
+    pub epoch: u64,
+    /// The other copies, as standbys.
+    pub standbys: Vec<StandbyCopy>,
+    /// Where the primary took over, when known: (source epoch, position).
+    pub takeover: Option<Takeover>,
+    /// Whether the rebuild chose the primary (a promotion).
+    pub promoted: bool,
 }
 
 /// An online migration (`namespace migrate`): what was asked and how far it
@@ -465,6 +523,7 @@ impl JobSpec {
             JobSpec::Restore(restore) => &restore.target,
             JobSpec::Backup(backup) => &backup.namespace,
             JobSpec::Migrate(migration) => &migration.namespace,
+            JobSpec::Rebuild(_) => "",
         }
     }
 
@@ -474,6 +533,7 @@ impl JobSpec {
             JobSpec::Restore(_) => "restore",
             JobSpec::Backup(_) => "backup",
             JobSpec::Migrate(_) => "migrate",
+            JobSpec::Rebuild(_) => "rebuild",
         }
     }
 

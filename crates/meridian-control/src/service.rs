@@ -377,6 +377,27 @@ pub fn job_info(job: &crate::model::Job) -> pb::JobInfo {
         JobSpec::Restore(r) => (r.backup_id.clone(), r.policy.home_region.clone()),
         JobSpec::Backup(b) => (b.location.clone(), String::new()),
         JobSpec::Migrate(m) => (m.source_region.clone(), m.to_region.clone()),
+        JobSpec::Rebuild(r) => (r.backup_id.clone(), String::new()),
+    };
+    let rebuild = match &job.spec {
+        JobSpec::Rebuild(r) => Some(pb::RebuildInfo {
+            backup_id: r.backup_id.clone(),
+            location_url: r.location_url.clone(),
+            backup_created_unix_ms: r.backup_created_unix_ms,
+            backup_routing_version: r.backup_routing_version,
+            lost_shards: r.lost.clone(),
+            outcome: r
+                .outcome
+                .iter()
+                .map(|o| pb::RebuildOutcome {
+                    namespace: o.namespace.clone(),
+                    verdict: o.verdict.clone(),
+                    shard: o.shard.clone(),
+                    epoch: o.epoch,
+                })
+                .collect(),
+        }),
+        _ => None,
     };
     let migration = match &job.spec {
         JobSpec::Migrate(m) => Some(pb::MigrationInfo {
@@ -419,6 +440,7 @@ pub fn job_info(job: &crate::model::Job) -> pb::JobInfo {
             JobSpec::Restore(_) => "records",
             JobSpec::Backup(_) => "steps",
             JobSpec::Migrate(_) => "changes",
+            JobSpec::Rebuild(_) => "shards",
         }
         .into(),
         created_unix_ms: job.created_unix_ms,
@@ -429,6 +451,7 @@ pub fn job_info(job: &crate::model::Job) -> pb::JobInfo {
         digest: job.digest.clone(),
         change_seq: job.change_seq,
         migration,
+        rebuild,
     }
 }
 
@@ -1044,6 +1067,60 @@ impl Control for ControlService {
                 .collect()
         });
         Ok(Response::new(pb::ListBackupsResponse { backups }))
+    }
+
+    async fn backup_control_plane(
+        &self,
+        request: Request<pb::BackupControlPlaneRequest>,
+    ) -> Result<Response<pb::ControlBackupInfo>, Status> {
+        let requester = self.authorize(
+            &request,
+            "Control.BackupControlPlane",
+            Permission::Admin,
+            Target::Cluster,
+        )?;
+        let request = request.into_inner();
+        let info =
+            crate::control_backup::backup(&self.node, &request.location, requester).await?;
+        Ok(Response::new(info))
+    }
+
+    async fn list_control_backups(
+        &self,
+        request: Request<pb::ListControlBackupsRequest>,
+    ) -> Result<Response<pb::ListControlBackupsResponse>, Status> {
+        self.authorize(
+            &request,
+            "Control.ListControlBackups",
+            Permission::Admin,
+            Target::Cluster,
+        )?;
+        let request = request.into_inner();
+        let backups =
+            crate::control_backup::list(&self.node, &request.location, &request.url).await?;
+        Ok(Response::new(pb::ListControlBackupsResponse { backups }))
+    }
+
+    async fn restore_control_plane(
+        &self,
+        request: Request<pb::RestoreControlPlaneRequest>,
+    ) -> Result<Response<pb::RestoreControlPlaneResponse>, Status> {
+        let requester = self.authorize(
+            &request,
+            "Control.RestoreControlPlane",
+            Permission::Admin,
+            Target::Cluster,
+        )?;
+        let request = request.into_inner();
+        let job = crate::control_backup::restore(
+            &self.node,
+            &request.url,
+            &request.backup_id,
+            request.lost_shards,
+            requester,
+        )
+        .await?;
+        Ok(Response::new(pb::RestoreControlPlaneResponse { job: Some(job) }))
     }
 
     async fn list_locations(

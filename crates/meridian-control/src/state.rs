@@ -322,7 +322,28 @@ impl ControlState {
             };
             return (result, changes);
         }
+        if let ControlCommand::RestoreControlPlane {
+            records,
+            rebuild,
+            requester,
+        } = command
+        {
+            return self.restore_control_plane(&records, rebuild, &requester);
+        }
         let (requester, target, action) = describe(&command);
+        if let Some(job) = self.rebuilding()
+            && !allowed_while_rebuilding(&command)
+        {
+            let rejection = ControlRejection::Rebuilding(job);
+            let audit = self.audit(
+                &requester,
+                &target,
+                action,
+                format!("refused: {rejection}"),
+                &mut changes,
+            );
+            return (ControlResult::Rejected { rejection, audit }, changes);
+        }
         let outcome = self.apply_inner(command, &mut changes);
         let result = match outcome {
             Ok(result) => {
@@ -599,6 +620,12 @@ impl ControlState {
             }
             ControlCommand::CancelJob { id, requester } => {
                 let job = self.running_job(id)?;
+                if let crate::model::JobSpec::Rebuild(_) = job.spec {
+                    // Cancelling would leave a control plane that never
+                    // grants a lease; shards that cannot answer are named
+                    // lost instead.
+                    return Err(ControlRejection::Rebuilding(id));
+                }
                 job.cancel_requested = true;
                 job.updated_unix_ms = requester.at_unix_ms;
                 let job = job.clone();
@@ -638,6 +665,34 @@ impl ControlState {
                 shard,
                 requester,
             } => self.drop_migration_copy(job, shard, &requester, changes),
+            ControlCommand::NameLostShards { job, shards, .. } => {
+                let running = self.running_job(job)?;
+                let crate::model::JobSpec::Rebuild(rebuild) = &mut running.spec else {
+                    return Err(ControlRejection::JobNotFound(job));
+                };
+                for shard in shards {
+                    if !rebuild.lost.contains(&shard) {
+                        rebuild.lost.push(shard);
+                    }
+                }
+                let job = running.clone();
+                changes.push(Change::Job(job.id));
+                Ok(ControlResult::Job(job))
+            }
+            ControlCommand::FinishRebuild {
+                job,
+                adoptions,
+                outcome,
+                requester,
+            } => self.finish_rebuild(job, adoptions, outcome, &requester, changes),
+            ControlCommand::RecordControlBackup { .. } => Ok(ControlResult::Updated),
+            // Handled before (it replaces the whole state).
+            ControlCommand::RestoreControlPlane { rebuild, .. } => {
+                Err(ControlRejection::BadControlBackup {
+                    backup: rebuild.backup_id,
+                    reason: "not applied here".into(),
+                })
+            }
             ControlCommand::NamespaceCopyDeleted {
                 name,
                 shard,
@@ -1122,6 +1177,270 @@ impl ControlState {
         Ok(ControlResult::Job(job_record))
     }
 
+    /// The running rebuild's job, while a restored control plane waits
+    /// for the shards' reports (no leases, no changes meanwhile).
+    pub fn rebuilding(&self) -> Option<u64> {
+        self.jobs
+            .values()
+            .find(|j| j.is_running() && matches!(j.spec, crate::model::JobSpec::Rebuild(_)))
+            .map(|j| j.id)
+    }
+
+    /// Every stored record of the state, as changes (a backup, or the
+    /// records a restore rewrites).
+    pub fn every_record(&self) -> Vec<Change> {
+        let mut changes = vec![
+            Change::Counters,
+            Change::AuditAnchor,
+            Change::Access,
+            Change::Locations,
+        ];
+        changes.extend(self.regions.keys().cloned().map(Change::Region));
+        changes.extend(self.shards.keys().cloned().map(Change::Shard));
+        changes.extend(self.namespaces.keys().cloned().map(Change::Namespace));
+        changes.extend(self.audit.keys().copied().map(Change::Audit));
+        changes.extend(self.failovers.keys().copied().map(Change::Failover));
+        changes.extend(self.deletions.keys().cloned().map(Change::Deletion));
+        changes.extend(self.backups.keys().cloned().map(Change::Backup));
+        changes.extend(self.jobs.keys().copied().map(Change::Job));
+        changes.extend(self.schedules.keys().cloned().map(Change::Schedule));
+        changes.extend(self.erasures.keys().cloned().map(Change::Erasures));
+        changes
+    }
+
+    /// What this control plane holds that a restore would overwrite
+    /// (`None`: it is new — regions from its configuration, members that
+    /// registered and its first grants do not count).
+    fn restore_blocker(&self) -> Option<String> {
+        let counts = [
+            (self.namespaces.len(), "namespaces"),
+            (self.deletions.len(), "namespaces being deleted"),
+            (self.locations.len(), "backup locations"),
+            (self.backups.len(), "catalogued backups"),
+            (self.jobs.len(), "jobs"),
+            (self.schedules.len(), "backup schedules"),
+            (self.failovers.len(), "failover records"),
+        ];
+        let held: Vec<String> = counts
+            .iter()
+            .filter(|(n, _)| *n > 0)
+            .map(|(n, what)| format!("{n} {what}"))
+            .collect();
+        (!held.is_empty()).then(|| held.join(", "))
+    }
+
+    /// Replaces this (new) control plane's state with a backup's records in
+    /// a new generation and starts the rebuild job (see `crate::rebuild`).
+    fn restore_control_plane(
+        &mut self,
+        records: &[meridian_dr::control::ControlRecord],
+        rebuild: crate::model::Rebuild,
+        requester: &Requester,
+    ) -> (ControlResult, Vec<Change>) {
+        let mut changes = Vec::new();
+        let action = format!(
+            "restore the control plane from backup {} at {} ({} records)",
+            rebuild.backup_id,
+            rebuild.location_url,
+            records.len()
+        );
+        let restored = match self.restored_state(records, &rebuild, requester) {
+            Ok(restored) => restored,
+            Err(rejection) => {
+                let audit = self.audit(
+                    requester,
+                    "cluster",
+                    action,
+                    format!("refused: {rejection}"),
+                    &mut changes,
+                );
+                return (ControlResult::Rejected { rejection, audit }, changes);
+            }
+        };
+        // Every record of the old state and of the new one is rewritten or
+        // removed, so storage holds exactly the restored state.
+        let old_audit: Vec<u64> = self.audit.keys().copied().collect();
+        changes.extend(self.every_record());
+        *self = restored;
+        changes.extend(
+            old_audit
+                .into_iter()
+                .filter(|s| !self.audit.contains_key(s))
+                .map(Change::AuditRemoved),
+        );
+        changes.extend(self.every_record());
+        let job = self.insert_job(
+            crate::model::JobSpec::Rebuild(rebuild),
+            requester,
+            &mut changes,
+        );
+        self.audit(
+            requester,
+            "cluster",
+            action,
+            format!(
+                "ok: routing version {}, rebuild job {}",
+                self.counters.routing_version, job.id
+            ),
+            &mut changes,
+        );
+        (ControlResult::Job(job), changes)
+    }
+
+    /// The state a restore makes of `records`: a new generation, this
+    /// control plane's own regions and members kept where the backup lacks
+    /// them, the backup's running jobs ended.
+    fn restored_state(
+        &self,
+        records: &[meridian_dr::control::ControlRecord],
+        rebuild: &crate::model::Rebuild,
+        requester: &Requester,
+    ) -> Result<ControlState, ControlRejection> {
+        let bad = |reason: String| ControlRejection::BadControlBackup {
+            backup: rebuild.backup_id.clone(),
+            reason,
+        };
+        if let Some(held) = self.restore_blocker() {
+            return Err(ControlRejection::NotEmpty(held));
+        }
+        let mut restored = crate::state_machine::decode_state(records).map_err(|e| bad(e.to_string()))?;
+        let version = crate::rebuild::next_generation(
+            restored
+                .counters
+                .routing_version
+                .max(self.counters.routing_version),
+        )
+        .ok_or_else(|| bad("its routing version has no generation left".into()))?;
+        restored.counters.routing_version = version;
+        restored.access.version =
+            crate::rebuild::next_generation(restored.access.version.max(self.access.version))
+                .ok_or_else(|| bad("its access policy version has no generation left".into()))?;
+        for (name, region) in &self.regions {
+            restored
+                .regions
+                .entry(name.clone())
+                .or_insert_with(|| region.clone());
+        }
+        for (id, shard) in &self.shards {
+            let entry = restored
+                .shards
+                .entry(id.clone())
+                .or_insert_with(|| shard.clone());
+            if entry.region == shard.region {
+                for (node, member) in &shard.members {
+                    entry
+                        .members
+                        .entry(*node)
+                        .or_insert_with(|| member.clone());
+                }
+            }
+        }
+        for job in restored.jobs.values_mut().filter(|j| j.is_running()) {
+            job.state = crate::model::JobState::Failed;
+            job.step = "done".into();
+            job.message = format!(
+                "interrupted: the control plane was restored from backup {}, taken while this job ran; start it again",
+                rebuild.backup_id
+            );
+            job.updated_unix_ms = requester.at_unix_ms;
+        }
+        restored.rebuild_derived();
+        Ok(restored)
+    }
+
+    /// Places the namespaces a rebuild adopts and records its outcome.
+    fn finish_rebuild(
+        &mut self,
+        job: u64,
+        adoptions: Vec<crate::model::Adoption>,
+        outcome: Vec<crate::model::RebuildOutcome>,
+        requester: &Requester,
+        changes: &mut Vec<Change>,
+    ) -> Result<ControlResult, ControlRejection> {
+        if !matches!(
+            self.running_job(job)?.spec,
+            crate::model::JobSpec::Rebuild(_)
+        ) {
+            return Err(ControlRejection::JobNotFound(job));
+        }
+        // Checked before anything changes: all or nothing.
+        for adoption in &adoptions {
+            let namespace = self
+                .namespaces
+                .get(&adoption.namespace)
+                .ok_or_else(|| ControlRejection::NamespaceNotFound(adoption.namespace.clone()))?;
+            for region in std::iter::once(&adoption.region)
+                .chain(adoption.standbys.iter().map(|s| &s.region))
+            {
+                let known = self
+                    .regions
+                    .get(region)
+                    .ok_or_else(|| ControlRejection::UnknownRegion(region.clone()))?;
+                crate::residency::check_region(
+                    &adoption.namespace,
+                    &namespace.policy.allowed_jurisdictions,
+                    known,
+                    "rebuilt copy",
+                )
+                .map_err(|e| ControlRejection::Placement(PlacementError::Residency(e.to_string())))?;
+            }
+        }
+        for adoption in adoptions {
+            let Some(current) = self.namespaces.get(&adoption.namespace).cloned() else {
+                continue;
+            };
+            let mut placed = current.clone();
+            placed.shard = adoption.shard.clone();
+            placed.policy.home_region = adoption.region.clone();
+            placed.epoch = adoption.epoch;
+            placed.standbys = adoption.standbys.clone();
+            placed.policy.standby_regions =
+                placed.standbys.iter().map(|s| s.region.clone()).collect();
+            if !placed.standbys.is_empty()
+                && placed.policy.mode == crate::model::NamespaceMode::RegionLocked
+            {
+                // Copies elsewhere that the shards still hold (a migration
+                // after the backup): shipped to asynchronously until an
+                // operator drops them.
+                placed.policy.mode = crate::model::NamespaceMode::ActivePassive { sync: false };
+            }
+            let id = self.failovers.keys().next_back().map_or(1, |last| last + 1);
+            let record = crate::model::FailoverRecord {
+                id,
+                namespace: adoption.namespace.clone(),
+                from_region: current.policy.home_region.clone(),
+                from_shard: current.shard.clone(),
+                to_region: adoption.region.clone(),
+                to_shard: adoption.shard.clone(),
+                epoch: adoption.epoch,
+                cause: if adoption.promoted {
+                    "control-plane rebuild: promoted (the primary's shard was named lost or no copy was primary)".into()
+                } else {
+                    "control-plane rebuild: adopted where the shards report its newest primary".into()
+                },
+                detected_at_ms: requester.at_unix_ms,
+                promoted_at_ms: requester.at_unix_ms,
+                primary_seq: 0,
+                promoted_seq: adoption.takeover.map_or(0, |t| t.seq),
+                loss_window: Default::default(),
+                takeover: adoption.takeover,
+            };
+            self.failovers.insert(id, record);
+            self.namespaces.insert(adoption.namespace.clone(), placed);
+            changes.push(Change::Failover(id));
+            changes.push(Change::Namespace(adoption.namespace));
+        }
+        self.rebuild_derived();
+        self.counters.routing_version += 1;
+        changes.push(Change::Counters);
+        let running = self.running_job(job)?;
+        if let crate::model::JobSpec::Rebuild(rebuild) = &mut running.spec {
+            rebuild.outcome = outcome;
+        }
+        changes.push(Change::Job(job));
+        Ok(ControlResult::Updated)
+    }
+
     fn running_job(&mut self, id: u64) -> Result<&mut crate::model::Job, ControlRejection> {
         let job = self
             .jobs
@@ -1158,6 +1477,14 @@ impl ControlState {
                     return Err(ControlRejection::NamespaceNotFound(target));
                 }
             }
+            crate::model::JobSpec::Rebuild(rebuild) => {
+                // Only a restore starts one (RestoreControlPlane).
+                return Err(ControlRejection::BadControlBackup {
+                    backup: rebuild.backup_id.clone(),
+                    reason: "a rebuild starts only with the restore of a control-plane backup"
+                        .into(),
+                });
+            }
             crate::model::JobSpec::Migrate(migration) => {
                 let running: Vec<&crate::model::Migration> = self
                     .jobs
@@ -1177,6 +1504,16 @@ impl ControlState {
                 spec = crate::model::JobSpec::Migrate(planned);
             }
         }
+        Ok(ControlResult::Job(self.insert_job(spec, requester, changes)))
+    }
+
+    /// Adds a running job for `spec` (checked by the caller).
+    fn insert_job(
+        &mut self,
+        spec: crate::model::JobSpec,
+        requester: &Requester,
+        changes: &mut Vec<Change>,
+    ) -> crate::model::Job {
         let id = self.jobs.keys().next_back().map_or(1, |last| last + 1);
         // Ended jobs are history: the oldest go beyond a bound (scheduled
         // backups add one per interval).
@@ -1212,7 +1549,7 @@ impl ControlState {
         };
         self.jobs.insert(id, job.clone());
         changes.push(Change::Job(id));
-        Ok(ControlResult::Job(job))
+        job
     }
 
     fn update_job(
@@ -1386,6 +1723,24 @@ fn describe_backup(
     )
 }
 
+/// Whether `command` may run while a rebuild waits for the shards: what
+/// registers members and regions, finishes deletions and drives the
+/// rebuild itself. Everything that places, moves or changes namespaces
+/// waits.
+fn allowed_while_rebuilding(command: &ControlCommand) -> bool {
+    matches!(
+        command,
+        ControlCommand::RegisterMember { .. }
+            | ControlCommand::PutRegion { .. }
+            | ControlCommand::NamespaceCopyDeleted { .. }
+            | ControlCommand::EndJob { .. }
+            | ControlCommand::CancelJob { .. }
+            | ControlCommand::NameLostShards { .. }
+            | ControlCommand::FinishRebuild { .. }
+            | ControlCommand::RecordControlBackup { .. }
+    )
+}
+
 /// The requester and a one-line description of a command, for the audit log.
 fn describe(command: &ControlCommand) -> (Requester, String, String) {
     match command {
@@ -1523,6 +1878,9 @@ fn describe(command: &ControlCommand) -> (Requester, String, String) {
                     "start migration of namespace {} to region {} (max blocked {} ms, source kept {} ms)",
                     m.namespace, m.to_region, m.max_blocked_ms, m.keep_source_ms
                 ),
+                crate::model::JobSpec::Rebuild(r) => {
+                    format!("start the rebuild after restoring backup {}", r.backup_id)
+                }
             },
         ),
         ControlCommand::UpdateJob { id, requester, .. } => (
@@ -1624,6 +1982,53 @@ fn describe(command: &ControlCommand) -> (Requester, String, String) {
             requester.clone(),
             format!("job {job}"),
             format!("migration {job}: erase the copy on shard {shard}"),
+        ),
+        ControlCommand::RestoreControlPlane {
+            rebuild, requester, ..
+        } => (
+            requester.clone(),
+            "cluster".into(),
+            format!("restore the control plane from backup {}", rebuild.backup_id),
+        ),
+        ControlCommand::NameLostShards {
+            job,
+            shards,
+            requester,
+        } => (
+            requester.clone(),
+            format!("job {job}"),
+            format!("rebuild {job}: shards named lost: {}", shards.join(", ")),
+        ),
+        ControlCommand::FinishRebuild {
+            job,
+            adoptions,
+            outcome,
+            requester,
+        } => (
+            requester.clone(),
+            format!("job {job}"),
+            format!(
+                "rebuild {job}: {} namespaces decided, {} placed where the shards report them{}",
+                outcome.len(),
+                adoptions.len(),
+                adoptions
+                    .iter()
+                    .map(|a| format!(" [{} on {} epoch {}]", a.namespace, a.shard, a.epoch))
+                    .collect::<String>()
+            ),
+        ),
+        ControlCommand::RecordControlBackup {
+            backup_id,
+            location,
+            records,
+            routing_version,
+            requester,
+        } => (
+            requester.clone(),
+            format!("location {location}"),
+            format!(
+                "control-plane backup {backup_id} to location {location}: {records} records at routing version {routing_version}"
+            ),
         ),
         ControlCommand::PutLocation {
             location,

@@ -7,6 +7,7 @@ use crate::command::ControlCommand;
 use crate::route_log::{RouteKey, RouteLog};
 use crate::state::{Change, ControlState, Counters};
 use fjall::{Keyspace, KeyspaceCreateOptions};
+use meridian_dr::control::ControlRecord;
 use meridian_raft::{Application, ApplyBatch, StorageEngine};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -349,13 +350,13 @@ impl ControlStateMachine {
     pub fn open(engine: &StorageEngine) -> io::Result<Self> {
         let keyspace = |name| engine.keyspace(name, KeyspaceCreateOptions::default);
         let machine = Self {
-            regions: keyspace("control_regions")?,
-            shards: keyspace("control_shards")?,
-            namespaces: keyspace("control_namespaces")?,
-            audit: keyspace("control_audit")?,
-            failovers: keyspace("control_failovers")?,
-            deletions: keyspace("control_deletions")?,
-            meta: keyspace("control_meta")?,
+            regions: keyspace(REGIONS)?,
+            shards: keyspace(SHARDS)?,
+            namespaces: keyspace(NAMESPACES)?,
+            audit: keyspace(AUDIT)?,
+            failovers: keyspace(FAILOVERS)?,
+            deletions: keyspace(DELETIONS)?,
+            meta: keyspace(META)?,
             sealer: engine.sealer().clone(),
             state: Arc::new(RwLock::new(ControlState::default())),
             versions: tokio::sync::watch::channel(0).0,
@@ -386,89 +387,45 @@ impl ControlStateMachine {
         self.versions.subscribe()
     }
 
+    fn keyspace(&self, name: &str) -> io::Result<&Keyspace> {
+        Ok(match name {
+            REGIONS => &self.regions,
+            SHARDS => &self.shards,
+            NAMESPACES => &self.namespaces,
+            AUDIT => &self.audit,
+            FAILOVERS => &self.failovers,
+            DELETIONS => &self.deletions,
+            META => &self.meta,
+            other => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("no control-plane keyspace {other:?}"),
+                ));
+            }
+        })
+    }
+
     fn reload(&self) -> io::Result<()> {
-        let mut state = ControlState::default();
-        for guard in self.regions.iter() {
-            let (_, raw) = guard.into_inner().map_err(to_io)?;
-            let raw = self.sealer.open(&raw)?;
-            let region: crate::model::Region = decode(&raw)?;
-            state.regions.insert(region.name.clone(), region);
+        let mut records = Vec::new();
+        for (name, keyspace) in [
+            (REGIONS, &self.regions),
+            (SHARDS, &self.shards),
+            (NAMESPACES, &self.namespaces),
+            (AUDIT, &self.audit),
+            (FAILOVERS, &self.failovers),
+            (DELETIONS, &self.deletions),
+            (META, &self.meta),
+        ] {
+            for guard in keyspace.iter() {
+                let (key, raw) = guard.into_inner().map_err(to_io)?;
+                records.push(ControlRecord {
+                    keyspace: name.to_string(),
+                    key: key.to_vec(),
+                    value: self.sealer.open(&raw)?.into_owned(),
+                });
+            }
         }
-        for guard in self.shards.iter() {
-            let (_, raw) = guard.into_inner().map_err(to_io)?;
-            let raw = self.sealer.open(&raw)?;
-            let shard: crate::model::Shard = decode(&raw)?;
-            state.shards.insert(shard.id.clone(), shard);
-        }
-        for guard in self.namespaces.iter() {
-            let (_, raw) = guard.into_inner().map_err(to_io)?;
-            let raw = self.sealer.open(&raw)?;
-            let namespace = decode_namespace(&raw)?;
-            state.namespaces.insert(namespace.name.clone(), namespace);
-        }
-        if let Some(raw) = self.meta.get(AUDIT_ANCHOR_KEY).map_err(to_io)? {
-            let raw = self.sealer.open(&raw)?;
-            state.audit_anchor = decode(&raw)?;
-        }
-        for guard in self.audit.iter() {
-            let (_, raw) = guard.into_inner().map_err(to_io)?;
-            let raw = self.sealer.open(&raw)?;
-            // In sequence order (big-endian keys): a record from before the
-            // chain links to the one loaded just before it.
-            let prev = state
-                .audit
-                .values()
-                .next_back()
-                .map_or(state.audit_anchor, |r| r.hash);
-            let record = decode_audit(&raw, prev)?;
-            state.audit.insert(record.sequence, record);
-        }
-        for guard in self.failovers.iter() {
-            let (_, raw) = guard.into_inner().map_err(to_io)?;
-            let raw = self.sealer.open(&raw)?;
-            let record = decode_failover(&raw)?;
-            state.failovers.insert(record.id, record);
-        }
-        for guard in self.deletions.iter() {
-            let (_, raw) = guard.into_inner().map_err(to_io)?;
-            let raw = self.sealer.open(&raw)?;
-            let deletion: crate::model::Deletion = decode(&raw)?;
-            state.deletions.insert(deletion.name.clone(), deletion);
-        }
-        if let Some(raw) = self.meta.get(ACCESS_KEY).map_err(to_io)? {
-            let raw = self.sealer.open(&raw)?;
-            state.access = meridian_access::AccessPolicy::decode(&raw)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
-        }
-        for guard in self.meta.prefix(BACKUP_PREFIX) {
-            let (_, raw) = guard.into_inner().map_err(to_io)?;
-            let record = decode_backup(&self.sealer.open(&raw)?)?;
-            state.backups.insert(record.backup_id.clone(), record);
-        }
-        for guard in self.meta.prefix(SCHEDULE_PREFIX) {
-            let (_, raw) = guard.into_inner().map_err(to_io)?;
-            let schedule = decode_schedule(&self.sealer.open(&raw)?)?;
-            state.schedules.insert(schedule.namespace.clone(), schedule);
-        }
-        for guard in self.meta.prefix(ERASURE_PREFIX) {
-            let (key, raw) = guard.into_inner().map_err(to_io)?;
-            let name = String::from_utf8_lossy(&key[ERASURE_PREFIX.len()..]).into_owned();
-            let erasures = decode_erasures(&self.sealer.open(&raw)?)?;
-            state.erasures.insert(name, erasures);
-        }
-        for guard in self.meta.prefix(JOB_PREFIX) {
-            let (_, raw) = guard.into_inner().map_err(to_io)?;
-            let job = decode_job(&self.sealer.open(&raw)?)?;
-            state.jobs.insert(job.id, job);
-        }
-        if let Some(raw) = self.meta.get(LOCATIONS_KEY).map_err(to_io)? {
-            state.locations = decode_locations(&self.sealer.open(&raw)?)?;
-        }
-        if let Some(raw) = self.meta.get(COUNTERS_KEY).map_err(to_io)? {
-            let raw = self.sealer.open(&raw)?;
-            state.counters = decode::<Counters>(&raw)?;
-        }
-        state.rebuild_derived();
+        let state = decode_state(&records)?;
         let version = state.counters.routing_version;
         let mut current = self.state.write().unwrap_or_else(|e| e.into_inner());
         *current = state;
@@ -485,93 +442,199 @@ impl ControlStateMachine {
         change: &Change,
         batch: &mut ApplyBatch,
     ) -> io::Result<()> {
-        match change {
-            Change::Region(name) => match state.regions.get(name) {
-                Some(region) => {
-                    batch.insert(&self.regions, name.as_bytes().to_vec(), encode(region)?)
-                }
-                None => batch.remove(&self.regions, name.as_bytes().to_vec()),
-            },
-            Change::Shard(id) => match state.shards.get(id) {
-                Some(shard) => batch.insert(&self.shards, id.as_bytes().to_vec(), encode(shard)?),
-                None => batch.remove(&self.shards, id.as_bytes().to_vec()),
-            },
-            Change::Namespace(name) => match state.namespaces.get(name) {
-                Some(namespace) => batch.insert(
-                    &self.namespaces,
-                    name.as_bytes().to_vec(),
-                    encode_namespace(namespace)?,
-                ),
-                None => batch.remove(&self.namespaces, name.as_bytes().to_vec()),
-            },
-            Change::Audit(sequence) => {
-                if let Some(record) = state.audit.get(sequence) {
-                    batch.insert(
-                        &self.audit,
-                        sequence.to_be_bytes().to_vec(),
-                        encode_audit(record)?,
-                    );
-                }
-            }
-            Change::AuditRemoved(sequence) => {
-                batch.remove(&self.audit, sequence.to_be_bytes().to_vec())
-            }
-            Change::AuditAnchor => batch.insert(
-                &self.meta,
-                AUDIT_ANCHOR_KEY.to_vec(),
-                encode(&state.audit_anchor)?,
-            ),
-            Change::Failover(id) => {
-                if let Some(record) = state.failovers.get(id) {
-                    batch.insert(
-                        &self.failovers,
-                        id.to_be_bytes().to_vec(),
-                        encode_failover(record)?,
-                    );
-                }
-            }
-            Change::Counters => {
-                batch.insert(&self.meta, COUNTERS_KEY.to_vec(), encode(&state.counters)?)
-            }
-            Change::Deletion(name) => match state.deletions.get(name) {
-                Some(deletion) => {
-                    batch.insert(&self.deletions, name.as_bytes().to_vec(), encode(deletion)?)
-                }
-                None => batch.remove(&self.deletions, name.as_bytes().to_vec()),
-            },
-            Change::Access => batch.insert(&self.meta, ACCESS_KEY.to_vec(), state.access.encode()),
-            Change::Backup(id) => match state.backups.get(id) {
-                Some(record) => batch.insert(&self.meta, backup_key(id), encode_backup(record)?),
-                None => batch.remove(&self.meta, backup_key(id)),
-            },
-            Change::Schedule(namespace) => match state.schedules.get(namespace) {
-                Some(schedule) => batch.insert(
-                    &self.meta,
-                    schedule_key(namespace),
-                    encode_schedule(schedule)?,
-                ),
-                None => batch.remove(&self.meta, schedule_key(namespace)),
-            },
-            Change::Erasures(namespace) => match state.erasures.get(namespace) {
-                Some(erasures) => batch.insert(
-                    &self.meta,
-                    erasure_key(namespace),
-                    encode_erasures(erasures)?,
-                ),
-                None => batch.remove(&self.meta, erasure_key(namespace)),
-            },
-            Change::Job(id) => match state.jobs.get(id) {
-                Some(job) => batch.insert(&self.meta, job_key(*id), encode_job(job)?),
-                None => batch.remove(&self.meta, job_key(*id)),
-            },
-            Change::Locations => batch.insert(
-                &self.meta,
-                LOCATIONS_KEY.to_vec(),
-                encode_locations(&state.locations)?,
-            ),
+        match stored(state, change)? {
+            Some((keyspace, key, Some(value))) => batch.insert(self.keyspace(keyspace)?, key, value),
+            Some((keyspace, key, None)) => batch.remove(self.keyspace(keyspace)?, key),
+            None => {}
         }
         Ok(())
     }
+
+    /// Every record of the current state as stored (not sealed), read at
+    /// one applied index: what a control-plane backup holds.
+    pub fn backup_records(&self) -> io::Result<Vec<ControlRecord>> {
+        let state = self.state.read().unwrap_or_else(|e| e.into_inner());
+        encode_state(&state)
+    }
+}
+
+/// The control plane's keyspaces, by name (also the names in backups).
+const REGIONS: &str = "control_regions";
+const SHARDS: &str = "control_shards";
+const NAMESPACES: &str = "control_namespaces";
+const AUDIT: &str = "control_audit";
+const FAILOVERS: &str = "control_failovers";
+const DELETIONS: &str = "control_deletions";
+const META: &str = "control_meta";
+
+/// Where one change of `state` is stored: keyspace, key, and the value
+/// (`None`: removed); `None` when the change stores nothing.
+type Stored = Option<(&'static str, Vec<u8>, Option<Vec<u8>>)>;
+
+fn stored(state: &ControlState, change: &Change) -> io::Result<Stored> {
+    let put = |keyspace, key: Vec<u8>, value| Ok(Some((keyspace, key, Some(value))));
+    let remove = |keyspace, key: Vec<u8>| Ok(Some((keyspace, key, None)));
+    match change {
+        Change::Region(name) => match state.regions.get(name) {
+            Some(region) => put(REGIONS, name.as_bytes().to_vec(), encode(region)?),
+            None => remove(REGIONS, name.as_bytes().to_vec()),
+        },
+        Change::Shard(id) => match state.shards.get(id) {
+            Some(shard) => put(SHARDS, id.as_bytes().to_vec(), encode(shard)?),
+            None => remove(SHARDS, id.as_bytes().to_vec()),
+        },
+        Change::Namespace(name) => match state.namespaces.get(name) {
+            Some(namespace) => put(
+                NAMESPACES,
+                name.as_bytes().to_vec(),
+                encode_namespace(namespace)?,
+            ),
+            None => remove(NAMESPACES, name.as_bytes().to_vec()),
+        },
+        Change::Audit(sequence) => match state.audit.get(sequence) {
+            Some(record) => put(AUDIT, sequence.to_be_bytes().to_vec(), encode_audit(record)?),
+            None => Ok(None),
+        },
+        Change::AuditRemoved(sequence) => remove(AUDIT, sequence.to_be_bytes().to_vec()),
+        Change::AuditAnchor => put(META, AUDIT_ANCHOR_KEY.to_vec(), encode(&state.audit_anchor)?),
+        Change::Failover(id) => match state.failovers.get(id) {
+            Some(record) => put(FAILOVERS, id.to_be_bytes().to_vec(), encode_failover(record)?),
+            None => remove(FAILOVERS, id.to_be_bytes().to_vec()),
+        },
+        Change::Counters => put(META, COUNTERS_KEY.to_vec(), encode(&state.counters)?),
+        Change::Deletion(name) => match state.deletions.get(name) {
+            Some(deletion) => put(DELETIONS, name.as_bytes().to_vec(), encode(deletion)?),
+            None => remove(DELETIONS, name.as_bytes().to_vec()),
+        },
+        Change::Access => put(META, ACCESS_KEY.to_vec(), state.access.encode()),
+        Change::Backup(id) => match state.backups.get(id) {
+            Some(record) => put(META, backup_key(id), encode_backup(record)?),
+            None => remove(META, backup_key(id)),
+        },
+        Change::Schedule(namespace) => match state.schedules.get(namespace) {
+            Some(schedule) => put(META, schedule_key(namespace), encode_schedule(schedule)?),
+            None => remove(META, schedule_key(namespace)),
+        },
+        Change::Erasures(namespace) => match state.erasures.get(namespace) {
+            Some(erasures) => put(META, erasure_key(namespace), encode_erasures(erasures)?),
+            None => remove(META, erasure_key(namespace)),
+        },
+        Change::Job(id) => match state.jobs.get(id) {
+            Some(job) => put(META, job_key(*id), encode_job(job)?),
+            None => remove(META, job_key(*id)),
+        },
+        Change::Locations => put(META, LOCATIONS_KEY.to_vec(), encode_locations(&state.locations)?),
+    }
+}
+
+/// Every record of `state` in its stored form, keyspace by keyspace in key
+/// order (what a control-plane backup holds).
+pub fn encode_state(state: &ControlState) -> io::Result<Vec<ControlRecord>> {
+    let mut records = Vec::new();
+    for change in state.every_record() {
+        if let Some((keyspace, key, Some(value))) = stored(state, &change)? {
+            records.push(ControlRecord {
+                keyspace: keyspace.to_string(),
+                key,
+                value,
+            });
+        }
+    }
+    records.sort_by(|a, b| (&a.keyspace, &a.key).cmp(&(&b.keyspace, &b.key)));
+    Ok(records)
+}
+
+/// The state that stored (unsealed) `records` hold, in any order. Every
+/// record goes through its versioned decoder (older formats are upgraded);
+/// a record of a keyspace or key this build does not know is refused.
+pub fn decode_state(records: &[ControlRecord]) -> io::Result<ControlState> {
+    let mut sorted: Vec<&ControlRecord> = records.iter().collect();
+    sorted.sort_by(|a, b| (&a.keyspace, &a.key).cmp(&(&b.keyspace, &b.key)));
+    let mut state = ControlState::default();
+    // The audit chain's anchor first: the first kept record links to it.
+    if let Some(anchor) = sorted
+        .iter()
+        .find(|r| r.keyspace == META && r.key == AUDIT_ANCHOR_KEY)
+    {
+        state.audit_anchor = decode(&anchor.value)?;
+    }
+    for record in sorted {
+        let raw = record.value.as_slice();
+        let key = record.key.as_slice();
+        match record.keyspace.as_str() {
+            REGIONS => {
+                let region: crate::model::Region = decode(raw)?;
+                state.regions.insert(region.name.clone(), region);
+            }
+            SHARDS => {
+                let shard: crate::model::Shard = decode(raw)?;
+                state.shards.insert(shard.id.clone(), shard);
+            }
+            NAMESPACES => {
+                let namespace = decode_namespace(raw)?;
+                state.namespaces.insert(namespace.name.clone(), namespace);
+            }
+            AUDIT => {
+                // In sequence order (big-endian keys): a record from before
+                // the chain links to the one loaded just before it.
+                let prev = state
+                    .audit
+                    .values()
+                    .next_back()
+                    .map_or(state.audit_anchor, |r| r.hash);
+                let record = decode_audit(raw, prev)?;
+                state.audit.insert(record.sequence, record);
+            }
+            FAILOVERS => {
+                let record = decode_failover(raw)?;
+                state.failovers.insert(record.id, record);
+            }
+            DELETIONS => {
+                let deletion: crate::model::Deletion = decode(raw)?;
+                state.deletions.insert(deletion.name.clone(), deletion);
+            }
+            META if key == AUDIT_ANCHOR_KEY => {}
+            META if key == ACCESS_KEY => {
+                state.access = meridian_access::AccessPolicy::decode(raw)
+                    .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
+            }
+            META if key == LOCATIONS_KEY => state.locations = decode_locations(raw)?,
+            META if key == COUNTERS_KEY => state.counters = decode::<Counters>(raw)?,
+            META if key.starts_with(BACKUP_PREFIX) => {
+                let backup = decode_backup(raw)?;
+                state.backups.insert(backup.backup_id.clone(), backup);
+            }
+            META if key.starts_with(SCHEDULE_PREFIX) => {
+                let schedule = decode_schedule(raw)?;
+                state.schedules.insert(schedule.namespace.clone(), schedule);
+            }
+            META if key.starts_with(ERASURE_PREFIX) => {
+                let name = String::from_utf8_lossy(&key[ERASURE_PREFIX.len()..]).into_owned();
+                state.erasures.insert(name, decode_erasures(raw)?);
+            }
+            META if key.starts_with(JOB_PREFIX) => {
+                let job = decode_job(raw)?;
+                state.jobs.insert(job.id, job);
+            }
+            META => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "a control-plane record this build does not know: {}",
+                        String::from_utf8_lossy(key)
+                    ),
+                ));
+            }
+            other => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("a control-plane keyspace this build does not know: {other:?}"),
+                ));
+            }
+        }
+    }
+    state.rebuild_derived();
+    Ok(state)
 }
 
 impl Application for ControlStateMachine {
@@ -597,7 +660,12 @@ impl Application for ControlStateMachine {
             self.persist(&state, change, batch)?;
         }
         let version = state.counters.routing_version;
-        if version != before {
+        if crate::rebuild::generation(version) != crate::rebuild::generation(before) {
+            // A restore replaced the whole state: every subscriber gets the
+            // full table (the versions before it belong to another history).
+            *self.route_log.lock().unwrap_or_else(|e| e.into_inner()) =
+                RouteLog::starting_at(version);
+        } else if version != before {
             let mut log = self.route_log.lock().unwrap_or_else(|e| e.into_inner());
             for change in &changes {
                 match change {

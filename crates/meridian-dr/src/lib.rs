@@ -13,6 +13,7 @@
 //!   more than one chunk in memory, and writes the manifest last.
 //! - [`reader`]: reads a backup back, checking every object against the
 //!   manifest (a missing or damaged object is named), and validates it.
+//! - [`control`]: the control plane's own backups (its stored records).
 //!
 //! A full backup holds a namespace's keys ([`Record`]s) as of one change
 //! sequence; an incremental one holds the logged changes ([`Change`]s)
@@ -23,6 +24,7 @@
 //! objects say nothing without it.
 
 pub mod chunk;
+pub mod control;
 pub mod error;
 pub mod location;
 pub mod manifest;

@@ -12,6 +12,11 @@ use serde::{Deserialize, Serialize};
 /// backups only) are still read.
 pub const MANIFEST_FORMAT: u32 = 2;
 
+/// The manifest format of a control-plane backup (3: the kind
+/// `control-plane`, whose objects hold the control plane's stored records).
+/// Namespace backups keep format 2, so older readers still read them.
+pub const CONTROL_MANIFEST_FORMAT: u32 = 3;
+
 /// What a backup holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "lowercase")]
@@ -22,6 +27,10 @@ pub enum BackupKind {
     /// The logged changes after `from_seq` through `change_seq`, continuing
     /// `parent`.
     Changes,
+    /// The control plane's own state: every record it stores, as of one
+    /// applied Raft index (see [`crate::control`]).
+    #[serde(rename = "control-plane")]
+    ControlPlane,
 }
 
 /// Name of the manifest object inside a backup's directory.
@@ -116,10 +125,10 @@ impl Manifest {
         let probe: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| invalid(format!("not JSON: {e}")))?;
         match probe.get("format").and_then(serde_json::Value::as_u64) {
-            Some(1 | 2) => {}
+            Some(1 | 2 | 3) => {}
             Some(other) => {
                 return Err(invalid(format!(
-                    "format {other} is not supported (this build reads 1 and {MANIFEST_FORMAT})"
+                    "format {other} is not supported (this build reads 1 to {CONTROL_MANIFEST_FORMAT})"
                 )));
             }
             None => return Err(invalid("no format field".into())),
@@ -197,10 +206,10 @@ mod tests {
         let newer =
             String::from_utf8(current)
                 .unwrap()
-                .replacen("\"format\": 2", "\"format\": 3", 1);
+                .replacen("\"format\": 2", "\"format\": 4", 1);
         let err = Manifest::decode("b", newer.as_bytes()).unwrap_err();
         assert!(
-            err.to_string().contains("format 3 is not supported"),
+            err.to_string().contains("format 4 is not supported"),
             "{err}"
         );
         assert!(Manifest::decode("b", b"{").is_err());

@@ -253,6 +253,11 @@ where
             }
             records
         }
+        crate::manifest::BackupKind::ControlPlane => {
+            crate::control::read(location, manifest, kek, u64::MAX)
+                .await?
+                .len() as u64
+        }
     };
     Ok(Validated {
         objects: manifest.objects.len(),

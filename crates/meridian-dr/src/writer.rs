@@ -2,7 +2,9 @@
 
 use crate::chunk::DataKey;
 use crate::location::Opened;
-use crate::manifest::{BackupKind, MANIFEST_FORMAT, MANIFEST_NAME, Manifest, ObjectEntry};
+use crate::manifest::{
+    BackupKind, CONTROL_MANIFEST_FORMAT, MANIFEST_FORMAT, MANIFEST_NAME, Manifest, ObjectEntry,
+};
 use crate::{BackupItem, DrError, Record};
 use object_store::path::Path;
 use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
@@ -73,10 +75,22 @@ impl<T: BackupItem> BackupWriter<T> {
     /// Starts backup `meta` in `location`, sealed with a new data key wrapped
     /// by `kek`.
     pub fn new(location: &Opened, meta: BackupMeta, kek: &[u8; 32]) -> Result<Self, DrError> {
+        let dir = backup_dir(&location.prefix, &meta.namespace, &meta.backup_id);
+        Self::new_in(location, dir, meta, kek)
+    }
+
+    /// Starts backup `meta` in directory `dir` of `location` (the control
+    /// plane's backups live apart from the namespaces').
+    pub fn new_in(
+        location: &Opened,
+        dir: Path,
+        meta: BackupMeta,
+        kek: &[u8; 32],
+    ) -> Result<Self, DrError> {
         let (key, wrapped_key) = DataKey::generate(kek, &meta.backup_id)?;
         Ok(Self {
             store: location.store.clone(),
-            dir: backup_dir(&location.prefix, &meta.namespace, &meta.backup_id),
+            dir,
             meta,
             key,
             wrapped_key,
@@ -142,8 +156,12 @@ impl<T: BackupItem> BackupWriter<T> {
     pub async fn finish(mut self, key_count: u64, digest: String) -> Result<Manifest, DrError> {
         self.flush().await?;
         let meta = self.meta;
+        let format = match meta.kind {
+            BackupKind::ControlPlane => CONTROL_MANIFEST_FORMAT,
+            BackupKind::Full | BackupKind::Changes => MANIFEST_FORMAT,
+        };
         let manifest = Manifest {
-            format: MANIFEST_FORMAT,
+            format,
             backup_id: meta.backup_id,
             namespace: meta.namespace,
             jurisdictions: meta.jurisdictions,

@@ -244,6 +244,7 @@ pub async fn write(
         kind: match manifest.kind {
             BackupKind::Full => "full",
             BackupKind::Changes => "changes",
+            BackupKind::ControlPlane => "control-plane",
         }
         .into(),
         from_seq: manifest.from_seq,

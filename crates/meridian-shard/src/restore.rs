@@ -111,6 +111,12 @@ async fn read_chain(
             )));
         }
         match (manifests.last(), manifest.kind) {
+            (_, BackupKind::ControlPlane) => {
+                return Err(broken(
+                    "it is a control-plane backup (restore it with `meridian control restore`)"
+                        .into(),
+                ));
+            }
             (None, BackupKind::Full) => {}
             (None, BackupKind::Changes) => {
                 return Err(broken("a chain starts with a full backup".into()));
@@ -365,6 +371,14 @@ async fn run(
                         break;
                     }
                 }
+            }
+            // Refused when the chain was put together.
+            meridian_dr::manifest::BackupKind::ControlPlane => {
+                return Err(ShardError::BackupDamaged(format!(
+                    "backup {} is a control-plane backup",
+                    manifest.backup_id
+                ))
+                .into());
             }
         }
         bytes_before += manifest.stored_bytes();

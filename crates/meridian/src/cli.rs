@@ -29,8 +29,9 @@ pub enum OutputFormat {
 pub enum Command {
     /// Run a shard node (`--config`), or act on running ones (`rekey`).
     Node(ShardNodeArgs),
-    /// Run a control-plane member.
-    Control(NodeArgs),
+    /// Run a control-plane member (`--config`), or back its state up and
+    /// restore it (`backup`, `backups`, `restore`).
+    Control(ControlArgs),
     /// Run a gateway.
     Gateway(NodeArgs),
     /// Read and write keys.
@@ -529,6 +530,66 @@ pub enum NodeCommand {
         #[arg(long)]
         no_wait: bool,
         /// Seconds to wait for the passes to end.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+}
+
+/// `meridian control`: run a member, or one of its subcommands.
+#[derive(Debug, Args)]
+#[command(args_conflicts_with_subcommands = true)]
+pub struct ControlArgs {
+    #[command(flatten)]
+    pub run: NodeArgs,
+    #[command(subcommand)]
+    pub command: Option<ControlPlaneCommand>,
+}
+
+/// `meridian control` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum ControlPlaneCommand {
+    /// Back the control plane's own state up (regions, shards, namespaces,
+    /// routes, epochs, roles, failovers, jobs, the audit chain) to a backup
+    /// location; read back and checked before it is reported.
+    Backup {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// The location (`meridian dr location list`).
+        #[arg(long)]
+        location: String,
+    },
+    /// The control-plane backups at a location, oldest first.
+    Backups {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// The location by name.
+        #[arg(long, conflicts_with = "from", required_unless_present = "from")]
+        location: Option<String>,
+        /// The location's URL (a new control plane knows no locations yet).
+        #[arg(long)]
+        from: Option<String>,
+    },
+    /// Rebuild a lost control plane: restore a backup into a new, empty
+    /// one, then (a job) ask every shard what it holds before any lease is
+    /// granted, and place each namespace where its newest primary is.
+    /// Again while that job waits, with `--lost`, it stops waiting for
+    /// shards that are gone.
+    Restore {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// The location's URL (`file:///dir`, `s3://bucket/prefix`).
+        #[arg(long)]
+        from: Option<String>,
+        /// The backup (default: the newest at the location).
+        #[arg(long)]
+        backup: Option<String>,
+        /// A shard not to wait for (it is gone); repeat for several.
+        #[arg(long = "lost")]
+        lost: Vec<String>,
+        /// Start the rebuild and return without following it.
+        #[arg(long)]
+        no_wait: bool,
+        /// Seconds to follow the rebuild.
         #[arg(long, default_value_t = 600)]
         timeout: u64,
     },

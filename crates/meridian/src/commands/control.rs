@@ -1,12 +1,128 @@
-//! `meridian control`: run one control-plane member until SIGINT or SIGTERM.
+//! `meridian control`: run one control-plane member until SIGINT or
+//! SIGTERM, or back the control plane up and rebuild it from a backup
+//! (`backup`, `backups`, `restore`).
 
-use crate::cli::NodeArgs;
+use crate::cli::{ControlArgs, ControlPlaneCommand, OutputFormat, TargetArgs};
+use crate::output::emit;
+use crate::target::{self, Target};
 use anyhow::Context;
+use meridian_client::pb;
 use meridian_control::config::ControlConfig;
+use serde_json::json;
+use std::time::Duration;
 
-pub async fn run(args: NodeArgs) -> anyhow::Result<()> {
-    let config = ControlConfig::load(args.config.as_deref())?;
-    meridian_control::server::run(config, super::node::shutdown_signal())
-        .await
-        .context("control-plane member stopped with an error")
+pub async fn run(format: OutputFormat, args: ControlArgs) -> anyhow::Result<()> {
+    match args.command {
+        None => {
+            let config = ControlConfig::load(args.run.config.as_deref())?;
+            meridian_control::server::run(config, super::node::shutdown_signal())
+                .await
+                .context("control-plane member stopped with an error")
+        }
+        Some(ControlPlaneCommand::Backup { target, location }) => {
+            let control = control_client(&target)?;
+            if format == OutputFormat::Table {
+                eprintln!(
+                    "backing the control plane up to {location} (read back and checked before it is listed)..."
+                );
+            }
+            let backup = control.backup_control_plane(&location).await?;
+            print_backups(format, &[backup]);
+            Ok(())
+        }
+        Some(ControlPlaneCommand::Backups {
+            target,
+            location,
+            from,
+        }) => {
+            let control = control_client(&target)?;
+            let backups = control
+                .list_control_backups(pb::ListControlBackupsRequest {
+                    location: location.unwrap_or_default(),
+                    url: from.unwrap_or_default(),
+                })
+                .await?;
+            print_backups(format, &backups);
+            Ok(())
+        }
+        Some(ControlPlaneCommand::Restore {
+            target,
+            from,
+            backup,
+            lost,
+            no_wait,
+            timeout,
+        }) => {
+            let control = control_client(&target)?;
+            let job = control
+                .restore_control_plane(pb::RestoreControlPlaneRequest {
+                    url: from.unwrap_or_default(),
+                    backup_id: backup.unwrap_or_default(),
+                    lost_shards: lost,
+                })
+                .await?;
+            crate::commands::jobs::print_started(
+                format,
+                &control,
+                job,
+                no_wait,
+                Duration::from_secs(timeout),
+            )
+            .await
+        }
+    }
+}
+
+fn control_client(target: &TargetArgs) -> anyhow::Result<meridian_client::Client> {
+    Ok(match target::resolve(target, None)? {
+        Target::Lab { control, .. } => control,
+        Target::Direct(client) => client,
+    })
+}
+
+fn print_backups(format: OutputFormat, backups: &[pb::ControlBackupInfo]) {
+    let list: Vec<_> = backups
+        .iter()
+        .map(|b| {
+            json!({
+                "backup_id": b.backup_id,
+                "location": b.location,
+                "location_region": b.location_region,
+                "records": b.records,
+                "stored_bytes": b.stored_bytes,
+                "objects": b.objects,
+                "routing_version": b.routing_version,
+                "applied_index": b.applied_index,
+                "created_unix_ms": b.created_unix_ms,
+                "digest": b.digest,
+                "verified": b.verified,
+            })
+        })
+        .collect();
+    let rows = backups
+        .iter()
+        .map(|b| {
+            vec![
+                b.backup_id.clone(),
+                b.location.clone(),
+                b.records.to_string(),
+                b.stored_bytes.to_string(),
+                b.routing_version.to_string(),
+                if b.verified { "yes" } else { "-" }.to_string(),
+            ]
+        })
+        .collect();
+    emit(
+        format,
+        json!({ "backups": list }),
+        &[
+            "BACKUP",
+            "LOCATION",
+            "RECORDS",
+            "BYTES",
+            "ROUTING VERSION",
+            "VERIFIED",
+        ],
+        rows,
+    );
 }

@@ -188,6 +188,19 @@ pub fn jobs_json(jobs: &[pb::JobInfo]) -> serde_json::Value {
                     "epoch": m.epoch,
                     "source_released": m.source_released,
                 })),
+                "rebuild": j.rebuild.as_ref().map(|r| json!({
+                    "backup_id": r.backup_id,
+                    "location_url": r.location_url,
+                    "backup_created_unix_ms": r.backup_created_unix_ms,
+                    "backup_routing_version": r.backup_routing_version,
+                    "lost_shards": r.lost_shards,
+                    "outcome": r.outcome.iter().map(|o| json!({
+                        "namespace": o.namespace,
+                        "verdict": o.verdict,
+                        "shard": o.shard,
+                        "epoch": o.epoch,
+                    })).collect::<Vec<_>>(),
+                })),
             })
         })
         .collect();

@@ -22,7 +22,7 @@ use crate::cli::{Cli, Command};
 pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Node(args) => node::run(cli.output, args).await,
-        Command::Control(args) => control::run(args).await,
+        Command::Control(args) => control::run(cli.output, args).await,
         Command::Gateway(args) => gateway::run(args).await,
         Command::Kv(args) => kv::run(cli.output, args).await,
         Command::Namespace(args) => namespace::run(cli.output, args).await,
