@@ -914,7 +914,11 @@ impl Client {
         };
         self.call(CallKind::Write, |channel| {
             let request = request.clone();
-            async move { ControlClient::new(channel).backup_control_plane(request).await }
+            async move {
+                ControlClient::new(channel)
+                    .backup_control_plane(request)
+                    .await
+            }
         })
         .await
     }
@@ -927,7 +931,11 @@ impl Client {
         let response = self
             .call(CallKind::LeaderRead, |channel| {
                 let request = request.clone();
-                async move { ControlClient::new(channel).list_control_backups(request).await }
+                async move {
+                    ControlClient::new(channel)
+                        .list_control_backups(request)
+                        .await
+                }
             })
             .await?;
         Ok(response.backups)
@@ -942,7 +950,11 @@ impl Client {
         let response = self
             .call(CallKind::Write, |channel| {
                 let request = request.clone();
-                async move { ControlClient::new(channel).restore_control_plane(request).await }
+                async move {
+                    ControlClient::new(channel)
+                        .restore_control_plane(request)
+                        .await
+                }
             })
             .await?;
         Ok(response.job.unwrap_or_default())

@@ -91,10 +91,7 @@ pub async fn backup(
     });
     let records = records?;
     let created_unix_ms = now_unix_ms();
-    let backup_id = format!(
-        "cp-{created_unix_ms:013}-{:08x}",
-        rand::random::<u32>()
-    );
+    let backup_id = format!("cp-{created_unix_ms:013}-{:08x}", rand::random::<u32>());
     let opened = meridian_dr::location::open(&location.url).map_err(dr_error)?;
     let meta = meridian_dr::control::ControlBackupMeta {
         backup_id: backup_id.clone(),
@@ -204,7 +201,9 @@ pub async fn restore(
             .await?
         {
             ControlResult::Job(job) => Ok(crate::service::job_info(&job)),
-            other => Err(ControlError::Unavailable(format!("unexpected result {other:?}"))),
+            other => Err(ControlError::Unavailable(format!(
+                "unexpected result {other:?}"
+            ))),
         };
     }
     if url.is_empty() {
@@ -245,6 +244,8 @@ pub async fn restore(
         .await?
     {
         ControlResult::Job(job) => Ok(crate::service::job_info(&job)),
-        other => Err(ControlError::Unavailable(format!("unexpected result {other:?}"))),
+        other => Err(ControlError::Unavailable(format!(
+            "unexpected result {other:?}"
+        ))),
     }
 }

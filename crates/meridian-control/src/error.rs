@@ -90,7 +90,7 @@ impl ControlError {
             ControlError::Rejected(ControlRejection::BadControlBackup { .. }) => {
                 Code::FailedPrecondition
             }
-            ControlError::Rejected(ControlRejection::Rebuilding(_)) => Code::Unavailable,
+            ControlError::Rejected(ControlRejection::Rebuilding(_)) => Code::FailedPrecondition,
             ControlError::Rejected(ControlRejection::Access(err)) => {
                 use meridian_access::AccessError as E;
                 match err {

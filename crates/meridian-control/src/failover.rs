@@ -153,13 +153,12 @@ pub async fn run(node: Arc<ControlNode>) {
             .map(|ledger| ledger.term());
         if leader_since.is_none() || current != Some(grant_term) {
             let now = Instant::now();
-            *node.leases.lock().unwrap_or_else(|e| e.into_inner()) = Some(
-                crate::lease::LeaseLedger::new(
+            *node.leases.lock().unwrap_or_else(|e| e.into_inner()) =
+                Some(crate::lease::LeaseLedger::new(
                     grant_term,
                     now,
                     Duration::from_millis(config.lease_ms),
-                ),
-            );
+                ));
             leader_since = Some(now);
         }
         if let Some(ledger) = node

@@ -281,7 +281,10 @@ mod tests {
     #[test]
     fn every_shard_answers_or_is_named_lost_before_deciding() {
         let shards = lost(&["a", "b", "c"]);
-        assert_eq!(ready(&shards, &lost(&["a"]), &lost(&[])), Err(vec!["b".into(), "c".into()]));
+        assert_eq!(
+            ready(&shards, &lost(&["a"]), &lost(&[])),
+            Err(vec!["b".into(), "c".into()])
+        );
         assert_eq!(ready(&shards, &lost(&["a", "b"]), &lost(&["c"])), Ok(()));
         assert_eq!(ready(&shards, &lost(&["a", "b", "c"]), &lost(&[])), Ok(()));
     }
@@ -384,7 +387,10 @@ mod tests {
             ),
             (
                 "a copy where its jurisdictions forbid is never adopted",
-                vec![forbidden(copy("cn/1", Primary, 5, 5)), copy("us/1", Primary, 2, 3)],
+                vec![
+                    forbidden(copy("cn/1", Primary, 5, 5)),
+                    copy("us/1", Primary, 2, 3),
+                ],
                 vec![],
                 Verdict::Keep,
             ),
@@ -400,7 +406,11 @@ mod tests {
             ),
         ];
         for (case, copies, named_lost, expected) in cases {
-            assert_eq!(reconcile(&restored, &copies, &lost(&named_lost)), expected, "{case}");
+            assert_eq!(
+                reconcile(&restored, &copies, &lost(&named_lost)),
+                expected,
+                "{case}"
+            );
         }
     }
 }

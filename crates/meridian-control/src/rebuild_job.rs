@@ -82,7 +82,10 @@ pub(crate) async fn drive(node: &Arc<ControlNode>, job: &Job, attempts: u32) -> 
         let all: BTreeSet<String> = shards.iter().map(|(id, _)| id.clone()).collect();
         let answered: BTreeSet<String> = answers.keys().cloned().collect();
         let total = all.len() as u64;
-        let done = all.iter().filter(|s| answered.contains(*s) || lost.contains(*s)).count() as u64;
+        let done = all
+            .iter()
+            .filter(|s| answered.contains(*s) || lost.contains(*s))
+            .count() as u64;
         if let Err(waiting) = crate::rebuild::ready(&all, &answered, &lost) {
             let progress = JobProgress {
                 step: format!("waiting for shards to report: {}", waiting.join(", ")),
@@ -153,7 +156,11 @@ async fn ask(node: &ControlNode, members: Vec<String>) -> Result<Answer, String>
         grant_term: 0,
         grant_seq: 0,
     };
-    let positions = client.lease(probe).await.map_err(|e| e.to_string())?.positions;
+    let positions = client
+        .lease(probe)
+        .await
+        .map_err(|e| e.to_string())?
+        .positions;
     let held = client
         .list_namespaces()
         .await
@@ -256,7 +263,11 @@ fn decide(
                     }),
                     promoted,
                 });
-                (if promoted { "promoted" } else { "adopted" }, primary, epoch)
+                (
+                    if promoted { "promoted" } else { "adopted" },
+                    primary,
+                    epoch,
+                )
             }
         };
         outcome.push(RebuildOutcome {
@@ -293,5 +304,12 @@ fn summarize(outcome: &[RebuildOutcome]) -> String {
         *counts.entry(o.verdict.as_str()).or_default() += 1;
     }
     let parts: Vec<String> = counts.iter().map(|(v, n)| format!("{n} {v}")).collect();
-    format!("rebuilt: {}", if parts.is_empty() { "no namespaces".into() } else { parts.join(", ") })
+    format!(
+        "rebuilt: {}",
+        if parts.is_empty() {
+            "no namespaces".into()
+        } else {
+            parts.join(", ")
+        }
+    )
 }

@@ -1080,8 +1080,7 @@ impl Control for ControlService {
             Target::Cluster,
         )?;
         let request = request.into_inner();
-        let info =
-            crate::control_backup::backup(&self.node, &request.location, requester).await?;
+        let info = crate::control_backup::backup(&self.node, &request.location, requester).await?;
         Ok(Response::new(info))
     }
 
@@ -1120,7 +1119,9 @@ impl Control for ControlService {
             requester,
         )
         .await?;
-        Ok(Response::new(pb::RestoreControlPlaneResponse { job: Some(job) }))
+        Ok(Response::new(pb::RestoreControlPlaneResponse {
+            job: Some(job),
+        }))
     }
 
     async fn list_locations(

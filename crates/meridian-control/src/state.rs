@@ -1303,7 +1303,8 @@ impl ControlState {
         if let Some(held) = self.restore_blocker() {
             return Err(ControlRejection::NotEmpty(held));
         }
-        let mut restored = crate::state_machine::decode_state(records).map_err(|e| bad(e.to_string()))?;
+        let mut restored =
+            crate::state_machine::decode_state(records).map_err(|e| bad(e.to_string()))?;
         let version = crate::rebuild::next_generation(
             restored
                 .counters
@@ -1328,10 +1329,7 @@ impl ControlState {
                 .or_insert_with(|| shard.clone());
             if entry.region == shard.region {
                 for (node, member) in &shard.members {
-                    entry
-                        .members
-                        .entry(*node)
-                        .or_insert_with(|| member.clone());
+                    entry.members.entry(*node).or_insert_with(|| member.clone());
                 }
             }
         }
@@ -1369,8 +1367,8 @@ impl ControlState {
                 .namespaces
                 .get(&adoption.namespace)
                 .ok_or_else(|| ControlRejection::NamespaceNotFound(adoption.namespace.clone()))?;
-            for region in std::iter::once(&adoption.region)
-                .chain(adoption.standbys.iter().map(|s| &s.region))
+            for region in
+                std::iter::once(&adoption.region).chain(adoption.standbys.iter().map(|s| &s.region))
             {
                 let known = self
                     .regions
@@ -1382,7 +1380,9 @@ impl ControlState {
                     known,
                     "rebuilt copy",
                 )
-                .map_err(|e| ControlRejection::Placement(PlacementError::Residency(e.to_string())))?;
+                .map_err(|e| {
+                    ControlRejection::Placement(PlacementError::Residency(e.to_string()))
+                })?;
             }
         }
         for adoption in adoptions {
@@ -1416,7 +1416,8 @@ impl ControlState {
                 cause: if adoption.promoted {
                     "control-plane rebuild: promoted (the primary's shard was named lost or no copy was primary)".into()
                 } else {
-                    "control-plane rebuild: adopted where the shards report its newest primary".into()
+                    "control-plane rebuild: adopted where the shards report its newest primary"
+                        .into()
                 },
                 detected_at_ms: requester.at_unix_ms,
                 promoted_at_ms: requester.at_unix_ms,
@@ -1504,7 +1505,9 @@ impl ControlState {
                 spec = crate::model::JobSpec::Migrate(planned);
             }
         }
-        Ok(ControlResult::Job(self.insert_job(spec, requester, changes)))
+        Ok(ControlResult::Job(
+            self.insert_job(spec, requester, changes),
+        ))
     }
 
     /// Adds a running job for `spec` (checked by the caller).
@@ -1988,7 +1991,10 @@ fn describe(command: &ControlCommand) -> (Requester, String, String) {
         } => (
             requester.clone(),
             "cluster".into(),
-            format!("restore the control plane from backup {}", rebuild.backup_id),
+            format!(
+                "restore the control plane from backup {}",
+                rebuild.backup_id
+            ),
         ),
         ControlCommand::NameLostShards {
             job,

@@ -443,7 +443,9 @@ impl ControlStateMachine {
         batch: &mut ApplyBatch,
     ) -> io::Result<()> {
         match stored(state, change)? {
-            Some((keyspace, key, Some(value))) => batch.insert(self.keyspace(keyspace)?, key, value),
+            Some((keyspace, key, Some(value))) => {
+                batch.insert(self.keyspace(keyspace)?, key, value)
+            }
             Some((keyspace, key, None)) => batch.remove(self.keyspace(keyspace)?, key),
             None => {}
         }
@@ -492,13 +494,25 @@ fn stored(state: &ControlState, change: &Change) -> io::Result<Stored> {
             None => remove(NAMESPACES, name.as_bytes().to_vec()),
         },
         Change::Audit(sequence) => match state.audit.get(sequence) {
-            Some(record) => put(AUDIT, sequence.to_be_bytes().to_vec(), encode_audit(record)?),
+            Some(record) => put(
+                AUDIT,
+                sequence.to_be_bytes().to_vec(),
+                encode_audit(record)?,
+            ),
             None => Ok(None),
         },
         Change::AuditRemoved(sequence) => remove(AUDIT, sequence.to_be_bytes().to_vec()),
-        Change::AuditAnchor => put(META, AUDIT_ANCHOR_KEY.to_vec(), encode(&state.audit_anchor)?),
+        Change::AuditAnchor => put(
+            META,
+            AUDIT_ANCHOR_KEY.to_vec(),
+            encode(&state.audit_anchor)?,
+        ),
         Change::Failover(id) => match state.failovers.get(id) {
-            Some(record) => put(FAILOVERS, id.to_be_bytes().to_vec(), encode_failover(record)?),
+            Some(record) => put(
+                FAILOVERS,
+                id.to_be_bytes().to_vec(),
+                encode_failover(record)?,
+            ),
             None => remove(FAILOVERS, id.to_be_bytes().to_vec()),
         },
         Change::Counters => put(META, COUNTERS_KEY.to_vec(), encode(&state.counters)?),
@@ -523,7 +537,11 @@ fn stored(state: &ControlState, change: &Change) -> io::Result<Stored> {
             Some(job) => put(META, job_key(*id), encode_job(job)?),
             None => remove(META, job_key(*id)),
         },
-        Change::Locations => put(META, LOCATIONS_KEY.to_vec(), encode_locations(&state.locations)?),
+        Change::Locations => put(
+            META,
+            LOCATIONS_KEY.to_vec(),
+            encode_locations(&state.locations)?,
+        ),
     }
 }
 

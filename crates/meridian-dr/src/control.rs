@@ -224,12 +224,13 @@ pub async fn list(location: &Opened) -> Result<Vec<Manifest>, DrError> {
         };
         match read_manifest(location, &backup_id).await {
             Ok(manifest) => manifests.push(manifest),
-            Err(err) => tracing::warn!(%backup_id, %err, "skipping an unreadable control-plane backup"),
+            Err(err) => {
+                tracing::warn!(%backup_id, %err, "skipping an unreadable control-plane backup")
+            }
         }
     }
-    manifests.sort_by(|a, b| {
-        (a.created_unix_ms, &a.backup_id).cmp(&(b.created_unix_ms, &b.backup_id))
-    });
+    manifests
+        .sort_by(|a, b| (a.created_unix_ms, &a.backup_id).cmp(&(b.created_unix_ms, &b.backup_id)));
     Ok(manifests)
 }
 
@@ -240,7 +241,12 @@ mod tests {
     fn records() -> Vec<ControlRecord> {
         (0..50u8)
             .map(|i| ControlRecord {
-                keyspace: if i % 2 == 0 { "control_namespaces" } else { "control_meta" }.into(),
+                keyspace: if i % 2 == 0 {
+                    "control_namespaces"
+                } else {
+                    "control_meta"
+                }
+                .into(),
                 key: vec![i],
                 value: vec![i; 100],
             })
@@ -265,7 +271,9 @@ mod tests {
         let url = format!("file://{}", dir.path().display());
         let location = crate::location::open(&url).unwrap();
         let kek = [7u8; 32];
-        write(&location, meta("cp-2", 2_000), records(), &kek).await.unwrap();
+        write(&location, meta("cp-2", 2_000), records(), &kek)
+            .await
+            .unwrap();
         let manifest = write(&location, meta("cp-1", 1_000), records(), &kek)
             .await
             .unwrap();
@@ -281,19 +289,28 @@ mod tests {
         assert_eq!(listed, ["cp-1", "cp-2"]);
         let read_back = read_manifest(&location, "cp-1").await.unwrap();
         assert_eq!(read_back, manifest);
-        assert_eq!(read(&location, &read_back, &kek, 1 << 20).await.unwrap(), records());
+        assert_eq!(
+            read(&location, &read_back, &kek, 1 << 20).await.unwrap(),
+            records()
+        );
         // A limit below its size is refused, naming the limit.
         let err = read(&location, &read_back, &kek, 100).await.unwrap_err();
         assert!(err.to_string().contains("at most 100"), "{err}");
         // Another key-encryption key opens nothing.
-        assert!(read(&location, &read_back, &[8u8; 32], 1 << 20).await.is_err());
+        assert!(
+            read(&location, &read_back, &[8u8; 32], 1 << 20)
+                .await
+                .is_err()
+        );
         // A damaged object is named.
         let object = &manifest.objects[0].path;
         let file = dir.path().join(object);
         let mut bytes = std::fs::read(&file).unwrap();
         bytes[10] ^= 1;
         std::fs::write(&file, bytes).unwrap();
-        let err = read(&location, &read_back, &kek, 1 << 20).await.unwrap_err();
+        let err = read(&location, &read_back, &kek, 1 << 20)
+            .await
+            .unwrap_err();
         assert!(matches!(err, DrError::Damaged { .. }), "{err}");
         assert!(err.to_string().contains(object.as_str()), "{err}");
         // A namespace backup's manifest is not a control-plane backup.
