@@ -2632,6 +2632,208 @@ mod tests {
         );
     }
 
+    fn rebuild_spec() -> crate::model::Rebuild {
+        crate::model::Rebuild {
+            backup_id: "cp-1".into(),
+            location_url: "file:///vault".into(),
+            backup_created_unix_ms: 1,
+            backup_routing_version: 0,
+            lost: Vec::new(),
+            outcome: Vec::new(),
+        }
+    }
+
+    #[test]
+    fn a_restore_replaces_a_new_control_plane_in_a_new_generation_and_holds_changes_until_rebuilt()
+    {
+        // The lost control plane, as its backup holds it.
+        let mut lost = lab_state();
+        create(&mut lost, "ledger", "us-east", &["eu-west"], &["US", "EU"]);
+        create(&mut lost, "orders", "us-east", &[], &["US"]);
+        lost.apply(ControlCommand::StartJob {
+            spec: restore_spec("orders-copy"),
+            requester: requester(),
+        });
+        let records = crate::state_machine::encode_state(&lost).unwrap();
+        // Encoded and decoded, it is the same state.
+        assert_eq!(crate::state_machine::decode_state(&records).unwrap(), lost);
+
+        // A new control plane that has only its configured regions and a
+        // member that registered.
+        let mut fresh = lab_state();
+        let before = fresh.counters.routing_version;
+        // One that holds a namespace already is refused.
+        let mut used = lab_state();
+        create(&mut used, "mine", "us-east", &[], &["US"]);
+        let (result, changes) = used.apply(ControlCommand::RestoreControlPlane {
+            records: records.clone(),
+            rebuild: rebuild_spec(),
+            requester: requester(),
+        });
+        let ControlResult::Rejected { rejection, .. } = result else {
+            panic!("{result:?}");
+        };
+        assert_eq!(rejection, ControlRejection::NotEmpty("1 namespaces".into()));
+        assert!(used.namespaces.contains_key("mine"));
+        assert!(!changes.contains(&Change::Namespace("ledger".into())));
+        // Records this build does not know are refused.
+        let mut odd = records.clone();
+        odd.push(meridian_dr::control::ControlRecord {
+            keyspace: "control_meta".into(),
+            key: b"from-the-future".to_vec(),
+            value: vec![1],
+        });
+        let (result, _) = fresh.clone().apply(ControlCommand::RestoreControlPlane {
+            records: odd,
+            rebuild: rebuild_spec(),
+            requester: requester(),
+        });
+        assert!(
+            matches!(
+                result,
+                ControlResult::Rejected {
+                    rejection: ControlRejection::BadControlBackup { .. },
+                    ..
+                }
+            ),
+            "{result:?}"
+        );
+
+        let (result, changes) = fresh.apply(ControlCommand::RestoreControlPlane {
+            records,
+            rebuild: rebuild_spec(),
+            requester: requester(),
+        });
+        let ControlResult::Job(job) = result else {
+            panic!("{result:?}");
+        };
+        assert_eq!(job.spec.kind(), "rebuild");
+        assert_eq!(fresh.rebuilding(), Some(job.id));
+        assert_eq!(fresh.namespaces, lost.namespaces);
+        // Every restored record is written.
+        for change in lost.every_record() {
+            if !matches!(change, Change::Job(_) | Change::Audit(_)) {
+                assert!(changes.contains(&change), "{change:?} not written");
+            }
+        }
+        // A new generation: above anything the lost one could have reached.
+        assert_eq!(
+            crate::rebuild::generation(fresh.counters.routing_version),
+            1
+        );
+        assert!(fresh.counters.routing_version > lost.counters.routing_version + 1_000_000);
+        assert!(fresh.counters.routing_version > before);
+        assert_eq!(crate::rebuild::generation(fresh.access.version), 1);
+        // The backup's running job ended; the chain of audit records goes on.
+        let restore = fresh
+            .jobs
+            .values()
+            .find(|j| j.spec.kind() == "restore")
+            .unwrap();
+        assert_eq!(restore.state, crate::model::JobState::Failed);
+        assert!(
+            restore.message.contains("interrupted"),
+            "{}",
+            restore.message
+        );
+        let chain: Vec<AuditRecord> = fresh.audit.values().cloned().collect();
+        assert!(crate::audit::verify(&fresh.audit_anchor, &chain).is_ok());
+
+        // Changes wait for the rebuild; registrations do not.
+        let result = create(&mut fresh, "during", "us-east", &[], &["US"]);
+        assert!(
+            matches!(
+                result,
+                ControlResult::Rejected {
+                    rejection: ControlRejection::Rebuilding(_),
+                    ..
+                }
+            ),
+            "{result:?}"
+        );
+        let (result, _) = fresh.apply(ControlCommand::CancelJob {
+            id: job.id,
+            requester: requester(),
+        });
+        assert!(
+            matches!(result, ControlResult::Rejected { .. }),
+            "{result:?}"
+        );
+        let (result, _) = fresh.apply(ControlCommand::RegisterMember {
+            shard: "us-east-s1".into(),
+            region: "us-east".into(),
+            member: ShardMember {
+                node_id: 2,
+                address: "us-east:2".into(),
+            },
+            requester: requester(),
+        });
+        assert_eq!(result, ControlResult::MemberRegistered);
+
+        // The rebuild places a namespace that failed over after the backup
+        // where the shards say it is, with its takeover.
+        let version = fresh.counters.routing_version;
+        let (result, _) = fresh.apply(ControlCommand::FinishRebuild {
+            job: job.id,
+            adoptions: vec![crate::model::Adoption {
+                namespace: "ledger".into(),
+                shard: "eu-west-s1".into(),
+                region: "eu-west".into(),
+                epoch: 2,
+                standbys: vec![crate::model::StandbyCopy {
+                    region: "us-east".into(),
+                    shard: "us-east-s1".into(),
+                }],
+                takeover: Some(crate::model::Takeover {
+                    source_epoch: 1,
+                    seq: 40,
+                }),
+                promoted: false,
+            }],
+            outcome: Vec::new(),
+            requester: requester(),
+        });
+        assert_eq!(result, ControlResult::Updated);
+        let ledger = &fresh.namespaces["ledger"];
+        assert_eq!((ledger.shard.as_str(), ledger.epoch), ("eu-west-s1", 2));
+        assert_eq!(ledger.policy.home_region, "eu-west");
+        assert!(fresh.counters.routing_version > version);
+        let record = fresh.failovers.values().next_back().unwrap();
+        assert!(record.is_move());
+        assert_eq!(record.takeover.map(|t| t.seq), Some(40));
+        // An adoption outside the namespace's jurisdictions is refused whole.
+        let (result, _) = fresh.apply(ControlCommand::FinishRebuild {
+            job: job.id,
+            adoptions: vec![crate::model::Adoption {
+                namespace: "orders".into(),
+                shard: "ap-south-s1".into(),
+                region: "ap-south".into(),
+                epoch: 3,
+                standbys: Vec::new(),
+                takeover: None,
+                promoted: true,
+            }],
+            outcome: Vec::new(),
+            requester: requester(),
+        });
+        assert!(
+            matches!(result, ControlResult::Rejected { .. }),
+            "{result:?}"
+        );
+        assert_eq!(fresh.namespaces["orders"].shard, "us-east-s1");
+        // Once it ends, changes are taken again.
+        fresh.apply(ControlCommand::EndJob {
+            id: job.id,
+            outcome: outcome(crate::model::JobState::Succeeded, None, None),
+            requester: requester(),
+        });
+        assert_eq!(fresh.rebuilding(), None);
+        assert!(matches!(
+            create(&mut fresh, "after", "us-east", &[], &["US"]),
+            ControlResult::NamespaceCreated { .. }
+        ));
+    }
+
     #[test]
     fn placement_publishes_a_route_and_bumps_the_version() {
         let mut state = lab_state();

@@ -1058,6 +1058,54 @@ mod tests {
     }
 
     #[test]
+    fn rebuild_jobs_match_their_golden_sample() {
+        let job = crate::model::Job {
+            id: 1,
+            spec: crate::model::JobSpec::Rebuild(crate::model::Rebuild {
+                backup_id: "cp-1796040000000-0a1b2c3d".into(),
+                location_url: "file:///var/backups/meridian".into(),
+                backup_created_unix_ms: 1_796_040_000_000,
+                backup_routing_version: 41,
+                lost: vec!["ap-south-s1".into()],
+                outcome: vec![
+                    crate::model::RebuildOutcome {
+                        namespace: "ledger".into(),
+                        verdict: "adopted".into(),
+                        shard: "eu-west-s1".into(),
+                        epoch: 2,
+                    },
+                    crate::model::RebuildOutcome {
+                        namespace: "late".into(),
+                        verdict: "unknown".into(),
+                        shard: "us-east-s1".into(),
+                        epoch: 0,
+                    },
+                ],
+            }),
+            state: crate::model::JobState::Succeeded,
+            step: "done".into(),
+            shard: String::new(),
+            done_units: 2,
+            total_units: 3,
+            created_unix_ms: 1_796_050_000_000,
+            updated_unix_ms: 1_796_050_004_000,
+            message: "rebuilt: 1 adopted, 1 unknown".into(),
+            requested_by: "spiffe://meridian/user/admin".into(),
+            attempts: 1,
+            cancel_requested: false,
+            digest: String::new(),
+            change_seq: 0,
+        };
+        let stored = encode_job(&job).unwrap();
+        assert_eq!(
+            stored,
+            golden("control-job-rebuild-v1.bin", &stored),
+            "format changed"
+        );
+        assert_eq!(decode_job(&stored).unwrap(), job);
+    }
+
+    #[test]
     fn jobs_match_their_golden_sample() {
         let job = crate::model::Job {
             id: 3,

@@ -125,7 +125,7 @@ impl Manifest {
         let probe: serde_json::Value =
             serde_json::from_slice(bytes).map_err(|e| invalid(format!("not JSON: {e}")))?;
         match probe.get("format").and_then(serde_json::Value::as_u64) {
-            Some(1 | 2 | 3) => {}
+            Some(1..=3) => {}
             Some(other) => {
                 return Err(invalid(format!(
                     "format {other} is not supported (this build reads 1 to {CONTROL_MANIFEST_FORMAT})"
@@ -181,6 +181,45 @@ mod tests {
             std::fs::write(&path, bytes).unwrap();
         }
         std::fs::read(&path).unwrap_or_else(|e| panic!("golden sample {}: {e}", path.display()))
+    }
+
+    #[test]
+    fn control_plane_manifests_match_their_golden_sample() {
+        let manifest = Manifest {
+            format: CONTROL_MANIFEST_FORMAT,
+            backup_id: "cp-1796040000000-0a1b2c3d".into(),
+            namespace: String::new(),
+            jurisdictions: Vec::new(),
+            location: "eu-vault".into(),
+            location_region: "eu-west".into(),
+            source_shard: "control-plane".into(),
+            source_node: 2,
+            change_seq: 41,
+            kind: BackupKind::ControlPlane,
+            parent: None,
+            from_seq: 0,
+            applied_index: 5_678,
+            created_unix_ms: 1_796_040_000_000,
+            key_count: 120,
+            digest: "ab".repeat(32),
+            wrapped_key: "cd".repeat(60),
+            compression: "zstd".into(),
+            cipher: "aes-256-gcm".into(),
+            objects: vec![ObjectEntry {
+                path: "control-plane/cp-1796040000000-0a1b2c3d/chunk-000000".into(),
+                size: 4_321,
+                sha256: "ef".repeat(32),
+                records: 120,
+                plain_bytes: 20_000,
+            }],
+        };
+        let encoded = manifest.encode().unwrap();
+        let current = golden("dr-manifest-control-v3.json", &encoded);
+        assert_eq!(
+            encoded, current,
+            "the control-plane manifest format changed"
+        );
+        assert_eq!(Manifest::decode("b", &current).unwrap(), manifest);
     }
 
     #[test]
