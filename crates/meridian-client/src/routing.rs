@@ -941,6 +941,43 @@ impl Client {
         Ok(response.backups)
     }
 
+    /// Control plane: sets (or, with `None`, removes) the control plane's
+    /// own backup schedule.
+    pub async fn set_control_backup_schedule(
+        &self,
+        schedule: Option<pb::ControlBackupSchedule>,
+    ) -> Result<Option<pb::ControlBackupSchedule>, ClientError> {
+        let request = pb::SetControlBackupScheduleRequest { schedule };
+        let response = self
+            .call(CallKind::Write, |channel| {
+                let request = request.clone();
+                async move {
+                    ControlClient::new(channel)
+                        .set_control_backup_schedule(request)
+                        .await
+                }
+            })
+            .await?;
+        Ok(response.schedule)
+    }
+
+    /// Control plane: the control-plane backups at a location and the
+    /// control plane's backup schedule.
+    pub async fn control_backups_and_schedule(
+        &self,
+        request: pb::ListControlBackupsRequest,
+    ) -> Result<pb::ListControlBackupsResponse, ClientError> {
+        self.call(CallKind::LeaderRead, |channel| {
+            let request = request.clone();
+            async move {
+                ControlClient::new(channel)
+                    .list_control_backups(request)
+                    .await
+            }
+        })
+        .await
+    }
+
     /// Control plane: restores a control-plane backup into a new control
     /// plane and returns the rebuild job.
     pub async fn restore_control_plane(

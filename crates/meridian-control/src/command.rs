@@ -372,6 +372,14 @@ pub enum ControlCommand {
         /// Who asked.
         requester: Requester,
     },
+    /// Sets (or, with `None`, removes) the control plane's own backup
+    /// schedule.
+    SetControlBackupSchedule {
+        /// The schedule.
+        schedule: Option<crate::model::ControlBackupSchedule>,
+        /// The admin.
+        requester: Requester,
+    },
 }
 
 /// A call refused by authorization, as the audit log keeps it.

@@ -138,6 +138,8 @@ pub async fn list(
     let manifests = meridian_dr::control::list(&opened)
         .await
         .map_err(dr_error)?;
+    // A verified backup was read back by the member that wrote it; a
+    // listing only reads manifests.
     Ok(manifests.iter().map(|m| info(m, false)).collect())
 }
 
@@ -247,5 +249,260 @@ pub async fn restore(
         other => Err(ControlError::Unavailable(format!(
             "unexpected result {other:?}"
         ))),
+    }
+}
+
+/// Shortest interval between scheduled control-plane backups.
+pub const MIN_SCHEDULE_EVERY_MS: u64 = 1_000;
+
+/// `schedule` checked: its location exists, at least
+/// [`MIN_SCHEDULE_EVERY_MS`] between backups, backups kept at least one
+/// interval.
+pub fn check_schedule(
+    schedule: &crate::model::ControlBackupSchedule,
+    locations: &std::collections::BTreeMap<String, crate::model::BackupLocation>,
+) -> Result<(), crate::command::ControlRejection> {
+    let refuse = |reason: String| crate::command::ControlRejection::Schedule {
+        namespace: "(the control plane)".into(),
+        reason,
+    };
+    if !locations.contains_key(&schedule.location) {
+        return Err(refuse(format!(
+            "no backup location {:?} (meridian dr location list)",
+            schedule.location
+        )));
+    }
+    if schedule.every_ms < MIN_SCHEDULE_EVERY_MS {
+        return Err(refuse(format!(
+            "backups at most once a second (every >= {MIN_SCHEDULE_EVERY_MS} ms; asked {} ms)",
+            schedule.every_ms
+        )));
+    }
+    if schedule.keep_ms < schedule.every_ms {
+        return Err(refuse(format!(
+            "keep ({} ms) must be at least the interval ({} ms), or no backup would outlive the next",
+            schedule.keep_ms, schedule.every_ms
+        )));
+    }
+    Ok(())
+}
+
+/// Whether a scheduled backup is due at `now_ms` (pure): its interval has
+/// passed since the later of the last backup and the last attempt this
+/// member made (so a failing backup is tried at the schedule's pace).
+pub fn due(
+    schedule: &crate::model::ControlBackupSchedule,
+    last_attempt_ms: u64,
+    now_ms: u64,
+) -> bool {
+    let last = schedule.last_backup_unix_ms.max(last_attempt_ms);
+    last == 0 || now_ms >= last.saturating_add(schedule.every_ms)
+}
+
+/// Which control-plane backups retention removes at `now_ms` (pure): those
+/// taken more than `keep_ms` ago, except the newest. `backups` are (id,
+/// taken at); the answer is oldest first.
+pub fn expired(backups: &[(String, u64)], now_ms: u64, keep_ms: u64) -> Vec<String> {
+    let cutoff = now_ms.saturating_sub(keep_ms);
+    let newest = backups
+        .iter()
+        .max_by_key(|(id, at)| (*at, id.clone()))
+        .map(|(id, _)| id.clone());
+    let mut gone: Vec<&(String, u64)> = backups
+        .iter()
+        .filter(|(id, at)| *at < cutoff && Some(id) != newest.as_ref())
+        .collect();
+    gone.sort_by_key(|(id, at)| (*at, id.clone()));
+    gone.into_iter().map(|(id, _)| id.clone()).collect()
+}
+
+/// How often the leader looks at the schedule.
+const SCHEDULE_POLL: std::time::Duration = std::time::Duration::from_millis(500);
+
+/// Takes the scheduled control-plane backups and applies retention, while
+/// this member leads (not during a rebuild: the state is not settled).
+/// Runs until the process stops.
+pub async fn run_schedule(node: std::sync::Arc<ControlNode>) {
+    let mut last_attempt_ms = 0u64;
+    loop {
+        tokio::time::sleep(SCHEDULE_POLL).await;
+        if !node.raft.raft.is_leader() {
+            last_attempt_ms = 0;
+            continue;
+        }
+        let Some(schedule) = node.with_state(|s| {
+            s.control_schedule
+                .clone()
+                .filter(|_| s.rebuilding().is_none())
+        }) else {
+            continue;
+        };
+        let now = now_unix_ms();
+        if !due(&schedule, last_attempt_ms, now) {
+            continue;
+        }
+        last_attempt_ms = now;
+        let requester = Requester {
+            actor: format!("control-plane backup schedule (member {})", node.id()),
+            at_unix_ms: now,
+        };
+        match backup(&node, &schedule.location, requester).await {
+            Ok(info) => {
+                tracing::info!(backup = %info.backup_id, records = info.records, "scheduled control-plane backup written");
+                if let Err(err) = apply_retention(&node, &schedule).await {
+                    tracing::warn!(%err, "control-plane backup retention failed; tried again after the next backup");
+                }
+            }
+            Err(err) => tracing::warn!(%err, "scheduled control-plane backup failed"),
+        }
+    }
+}
+
+async fn apply_retention(
+    node: &ControlNode,
+    schedule: &crate::model::ControlBackupSchedule,
+) -> Result<(), ControlError> {
+    let Some(url) = node.with_state(|s| s.locations.get(&schedule.location).map(|l| l.url.clone()))
+    else {
+        return Ok(());
+    };
+    let opened = meridian_dr::location::open(&url).map_err(dr_error)?;
+    let backups: Vec<(String, u64)> = meridian_dr::control::list(&opened)
+        .await
+        .map_err(dr_error)?
+        .into_iter()
+        .map(|m| (m.backup_id, m.created_unix_ms))
+        .collect();
+    for id in expired(&backups, now_unix_ms(), schedule.keep_ms) {
+        let removed = meridian_dr::control::delete(&opened, &id)
+            .await
+            .map_err(dr_error)?;
+        tracing::info!(backup = %id, objects = removed, "expired control-plane backup removed");
+    }
+    Ok(())
+}
+
+/// The schedule as the API shows it.
+pub fn schedule_info(schedule: &crate::model::ControlBackupSchedule) -> pb::ControlBackupSchedule {
+    pb::ControlBackupSchedule {
+        location: schedule.location.clone(),
+        every_ms: schedule.every_ms,
+        keep_ms: schedule.keep_ms,
+        created_by: schedule.created_by.clone(),
+        created_unix_ms: schedule.created_unix_ms,
+        last_backup_id: schedule.last_backup_id.clone(),
+        last_backup_unix_ms: schedule.last_backup_unix_ms,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn schedule(every_ms: u64, keep_ms: u64, last: u64) -> crate::model::ControlBackupSchedule {
+        crate::model::ControlBackupSchedule {
+            location: "vault".into(),
+            every_ms,
+            keep_ms,
+            created_by: "test".into(),
+            created_unix_ms: 1,
+            last_backup_id: String::new(),
+            last_backup_unix_ms: last,
+        }
+    }
+
+    #[test]
+    fn due_table() {
+        // (case, schedule, last attempt, now, due)
+        let cases = [
+            ("never backed up", schedule(1_000, 5_000, 0), 0, 10, true),
+            (
+                "interval not passed",
+                schedule(1_000, 5_000, 10_000),
+                0,
+                10_500,
+                false,
+            ),
+            (
+                "interval passed",
+                schedule(1_000, 5_000, 10_000),
+                0,
+                11_000,
+                true,
+            ),
+            (
+                "a recent failed attempt waits",
+                schedule(1_000, 5_000, 10_000),
+                11_500,
+                12_000,
+                false,
+            ),
+            (
+                "the attempt's interval passed",
+                schedule(1_000, 5_000, 10_000),
+                11_500,
+                12_500,
+                true,
+            ),
+        ];
+        for (case, schedule, attempt, now, expected) in cases {
+            assert_eq!(due(&schedule, attempt, now), expected, "{case}");
+        }
+    }
+
+    #[test]
+    fn retention_keeps_the_young_and_the_newest() {
+        let backups = |list: &[(&str, u64)]| -> Vec<(String, u64)> {
+            list.iter().map(|(id, at)| (id.to_string(), *at)).collect()
+        };
+        /// (case, backups, now, keep, removed)
+        type Case<'a> = (&'a str, Vec<(String, u64)>, u64, u64, Vec<&'a str>);
+        let cases: Vec<Case> = vec![
+            ("none", backups(&[]), 100, 10, vec![]),
+            (
+                "all young",
+                backups(&[("a", 95), ("b", 99)]),
+                100,
+                10,
+                vec![],
+            ),
+            (
+                "the old go, oldest first",
+                backups(&[("c", 95), ("b", 20), ("a", 10)]),
+                100,
+                10,
+                vec!["a", "b"],
+            ),
+            (
+                "the newest stays however old",
+                backups(&[("a", 10), ("b", 20)]),
+                100,
+                10,
+                vec!["a"],
+            ),
+        ];
+        for (case, list, now, keep, removed) in cases {
+            assert_eq!(expired(&list, now, keep), removed, "{case}");
+        }
+    }
+
+    #[test]
+    fn schedules_name_the_rule_they_break() {
+        let mut locations = std::collections::BTreeMap::new();
+        assert!(check_schedule(&schedule(1_000, 1_000, 0), &locations).is_err());
+        locations.insert(
+            "vault".to_string(),
+            crate::model::BackupLocation {
+                name: "vault".into(),
+                url: "file:///v".into(),
+                region: "eu-west".into(),
+                jurisdictions: ["EU".to_string()].into(),
+            },
+        );
+        assert!(check_schedule(&schedule(1_000, 1_000, 0), &locations).is_ok());
+        let err = check_schedule(&schedule(10, 1_000, 0), &locations).unwrap_err();
+        assert!(err.to_string().contains("once a second"), "{err}");
+        let err = check_schedule(&schedule(2_000, 1_000, 0), &locations).unwrap_err();
+        assert!(err.to_string().contains("at least the interval"), "{err}");
     }
 }

@@ -496,6 +496,25 @@ pub struct BackupSchedule {
     pub created_unix_ms: u64,
 }
 
+/// The control plane's own backup schedule (`meridian control schedule`).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ControlBackupSchedule {
+    /// The location backups go to.
+    pub location: String,
+    /// A backup this often (ms).
+    pub every_ms: u64,
+    /// Backups older than this (ms) are removed; the newest always stays.
+    pub keep_ms: u64,
+    /// Who set it.
+    pub created_by: String,
+    /// When (Unix ms).
+    pub created_unix_ms: u64,
+    /// The last control-plane backup written (scheduled or not).
+    pub last_backup_id: String,
+    /// When it was taken (Unix ms; 0: none yet).
+    pub last_backup_unix_ms: u64,
+}
+
 /// A restore: which backup, into which name and region, under which policy.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
 pub struct RestoreSpec {

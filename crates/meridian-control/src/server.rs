@@ -124,6 +124,7 @@ pub async fn run(
     let prober = tokio::spawn(crate::failover::run(node.clone()));
     let deleter = tokio::spawn(crate::deletion::run(node.clone()));
     let jobs = tokio::spawn(crate::jobs::run(node.clone()));
+    let control_backups = tokio::spawn(crate::control_backup::run_schedule(node.clone()));
     let health_node = node.clone();
     let health_task = tokio::spawn(serve::report_health(
         health_reporter,
@@ -200,6 +201,7 @@ pub async fn run(
     prober.abort();
     deleter.abort();
     jobs.abort();
+    control_backups.abort();
     health_task.abort();
     node.raft.engine.sync_now()?;
     Ok(())

@@ -1097,7 +1097,53 @@ impl Control for ControlService {
         let request = request.into_inner();
         let backups =
             crate::control_backup::list(&self.node, &request.location, &request.url).await?;
-        Ok(Response::new(pb::ListControlBackupsResponse { backups }))
+        let schedule = self.node.with_state(|s| {
+            s.control_schedule
+                .as_ref()
+                .map(crate::control_backup::schedule_info)
+        });
+        Ok(Response::new(pb::ListControlBackupsResponse {
+            backups,
+            schedule,
+        }))
+    }
+
+    async fn set_control_backup_schedule(
+        &self,
+        request: Request<pb::SetControlBackupScheduleRequest>,
+    ) -> Result<Response<pb::SetControlBackupScheduleResponse>, Status> {
+        let requester = self.authorize(
+            &request,
+            "Control.SetControlBackupSchedule",
+            Permission::Admin,
+            Target::Cluster,
+        )?;
+        let schedule = request
+            .into_inner()
+            .schedule
+            .map(|s| crate::model::ControlBackupSchedule {
+                location: s.location,
+                every_ms: s.every_ms,
+                keep_ms: s.keep_ms,
+                created_by: requester.actor.clone(),
+                created_unix_ms: requester.at_unix_ms,
+                last_backup_id: String::new(),
+                last_backup_unix_ms: 0,
+            });
+        self.node
+            .propose(ControlCommand::SetControlBackupSchedule {
+                schedule,
+                requester,
+            })
+            .await?;
+        let schedule = self.node.with_state(|s| {
+            s.control_schedule
+                .as_ref()
+                .map(crate::control_backup::schedule_info)
+        });
+        Ok(Response::new(pb::SetControlBackupScheduleResponse {
+            schedule,
+        }))
     }
 
     async fn restore_control_plane(

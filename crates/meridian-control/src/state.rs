@@ -43,6 +43,8 @@ pub enum Change {
     Schedule(String),
     /// A namespace's erasure records changed.
     Erasures(String),
+    /// The control plane's backup schedule changed.
+    ControlSchedule,
 }
 
 /// A new namespace's settings besides its placement: RPO gate, failover
@@ -93,6 +95,8 @@ pub struct ControlState {
     pub schedules: BTreeMap<String, crate::model::BackupSchedule>,
     /// Copies of live namespaces erased by migrations, by namespace.
     pub erasures: BTreeMap<String, Vec<crate::model::Erasure>>,
+    /// The control plane's own backup schedule.
+    pub control_schedule: Option<crate::model::ControlBackupSchedule>,
     /// Namespaces per shard, derived from `namespaces` (placement picks the
     /// least-loaded shard; counting on every placement would cost O(namespaces)).
     /// Kept by `apply`; rebuilt by [`ControlState::rebuild_derived`] after loading.
@@ -685,7 +689,37 @@ impl ControlState {
                 outcome,
                 requester,
             } => self.finish_rebuild(job, adoptions, outcome, &requester, changes),
-            ControlCommand::RecordControlBackup { .. } => Ok(ControlResult::Updated),
+            ControlCommand::RecordControlBackup {
+                backup_id,
+                requester,
+                ..
+            } => {
+                if let Some(schedule) = &mut self.control_schedule {
+                    schedule.last_backup_id = backup_id;
+                    schedule.last_backup_unix_ms = requester.at_unix_ms;
+                    changes.push(Change::ControlSchedule);
+                }
+                Ok(ControlResult::Updated)
+            }
+            ControlCommand::SetControlBackupSchedule { schedule, .. } => {
+                if let Some(schedule) = &schedule {
+                    crate::control_backup::check_schedule(schedule, &self.locations)?;
+                }
+                // Setting it again keeps what it knows of the last backup.
+                let last = self
+                    .control_schedule
+                    .as_ref()
+                    .map(|s| (s.last_backup_id.clone(), s.last_backup_unix_ms));
+                self.control_schedule = schedule.map(|mut schedule| {
+                    if let Some((id, at)) = last {
+                        schedule.last_backup_id = id;
+                        schedule.last_backup_unix_ms = at;
+                    }
+                    schedule
+                });
+                changes.push(Change::ControlSchedule);
+                Ok(ControlResult::Updated)
+            }
             // Handled before (it replaces the whole state).
             ControlCommand::RestoreControlPlane { rebuild, .. } => {
                 Err(ControlRejection::BadControlBackup {
@@ -1194,6 +1228,7 @@ impl ControlState {
             Change::AuditAnchor,
             Change::Access,
             Change::Locations,
+            Change::ControlSchedule,
         ];
         changes.extend(self.regions.keys().cloned().map(Change::Region));
         changes.extend(self.shards.keys().cloned().map(Change::Shard));
@@ -1741,6 +1776,7 @@ fn allowed_while_rebuilding(command: &ControlCommand) -> bool {
             | ControlCommand::NameLostShards { .. }
             | ControlCommand::FinishRebuild { .. }
             | ControlCommand::RecordControlBackup { .. }
+            | ControlCommand::SetControlBackupSchedule { .. }
     )
 }
 
@@ -2022,6 +2058,20 @@ fn describe(command: &ControlCommand) -> (Requester, String, String) {
                     .map(|a| format!(" [{} on {} epoch {}]", a.namespace, a.shard, a.epoch))
                     .collect::<String>()
             ),
+        ),
+        ControlCommand::SetControlBackupSchedule {
+            schedule,
+            requester,
+        } => (
+            requester.clone(),
+            "cluster".into(),
+            match schedule {
+                Some(s) => format!(
+                    "schedule control-plane backups to {} every {} ms, kept {} ms",
+                    s.location, s.every_ms, s.keep_ms
+                ),
+                None => "stop scheduled control-plane backups".into(),
+            },
         ),
         ControlCommand::RecordControlBackup {
             backup_id,

@@ -64,6 +64,27 @@ const ERASURE_PREFIX: &[u8] = b"erasures/";
 /// Format of stored erasure records.
 const ERASURE_FORMAT: u8 = 1;
 
+/// The control plane's own backup schedule: a format byte, then postcard.
+const CONTROL_SCHEDULE_KEY: &[u8] = b"control_backup_schedule";
+/// Format of the stored control-plane backup schedule.
+const CONTROL_SCHEDULE_FORMAT: u8 = 1;
+
+fn encode_control_schedule(schedule: &crate::model::ControlBackupSchedule) -> io::Result<Vec<u8>> {
+    postcard::to_extend(schedule, vec![CONTROL_SCHEDULE_FORMAT]).map_err(io::Error::other)
+}
+
+fn decode_control_schedule(raw: &[u8]) -> io::Result<crate::model::ControlBackupSchedule> {
+    match raw.split_first() {
+        Some((&CONTROL_SCHEDULE_FORMAT, body)) => {
+            postcard::from_bytes(body).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))
+        }
+        _ => Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the control-plane backup schedule has an unknown format",
+        )),
+    }
+}
+
 fn erasure_key(namespace: &str) -> Vec<u8> {
     let mut key = ERASURE_PREFIX.to_vec();
     key.extend_from_slice(namespace.as_bytes());
@@ -542,6 +563,14 @@ fn stored(state: &ControlState, change: &Change) -> io::Result<Stored> {
             LOCATIONS_KEY.to_vec(),
             encode_locations(&state.locations)?,
         ),
+        Change::ControlSchedule => match &state.control_schedule {
+            Some(schedule) => put(
+                META,
+                CONTROL_SCHEDULE_KEY.to_vec(),
+                encode_control_schedule(schedule)?,
+            ),
+            None => remove(META, CONTROL_SCHEDULE_KEY.to_vec()),
+        },
     }
 }
 
@@ -618,6 +647,9 @@ pub fn decode_state(records: &[ControlRecord]) -> io::Result<ControlState> {
             }
             META if key == LOCATIONS_KEY => state.locations = decode_locations(raw)?,
             META if key == COUNTERS_KEY => state.counters = decode::<Counters>(raw)?,
+            META if key == CONTROL_SCHEDULE_KEY => {
+                state.control_schedule = Some(decode_control_schedule(raw)?)
+            }
             META if key.starts_with(BACKUP_PREFIX) => {
                 let backup = decode_backup(raw)?;
                 state.backups.insert(backup.backup_id.clone(), backup);
@@ -703,6 +735,7 @@ impl Application for ControlStateMachine {
                     | Change::Job(_)
                     | Change::Schedule(_)
                     | Change::Erasures(_)
+                    | Change::ControlSchedule
                     | Change::Backup(_) => {}
                 }
             }

@@ -132,6 +132,13 @@ pub async fn write(
     writer.finish(count, digest).await
 }
 
+/// Removes control-plane backup `backup_id` from `location` (retention):
+/// the manifest first, so it is never listed or restored again, then its
+/// objects. Returns the objects removed.
+pub async fn delete(location: &Opened, backup_id: &str) -> Result<usize, DrError> {
+    crate::writer::delete_dir(location, control_dir(&location.prefix, backup_id)).await
+}
+
 /// The manifest of control-plane backup `backup_id` in `location`.
 pub async fn read_manifest(location: &Opened, backup_id: &str) -> Result<Manifest, DrError> {
     let path = control_dir(&location.prefix, backup_id).join(MANIFEST_NAME);
@@ -315,5 +322,21 @@ mod tests {
         assert!(err.to_string().contains(object.as_str()), "{err}");
         // A namespace backup's manifest is not a control-plane backup.
         assert!(read_manifest(&location, "missing").await.is_err());
+        // Deleted: no longer listed, its objects gone.
+        assert!(delete(&location, "cp-1").await.unwrap() >= 2);
+        let listed: Vec<String> = list(&location)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|m| m.backup_id)
+            .collect();
+        assert_eq!(listed, ["cp-2"]);
+        assert!(
+            !dir.path()
+                .join(CONTROL_DIR)
+                .join("cp-1")
+                .join(MANIFEST_NAME)
+                .exists()
+        );
     }
 }

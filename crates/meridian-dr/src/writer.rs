@@ -210,8 +210,13 @@ pub async fn delete_backup(
     namespace: &str,
     backup_id: &str,
 ) -> Result<usize, DrError> {
+    delete_dir(location, backup_dir(&location.prefix, namespace, backup_id)).await
+}
+
+/// Removes the backup in directory `dir`: its manifest first, then every
+/// object under it. Returns the objects removed.
+pub(crate) async fn delete_dir(location: &Opened, dir: Path) -> Result<usize, DrError> {
     use futures::TryStreamExt;
-    let dir = backup_dir(&location.prefix, namespace, backup_id);
     let mut removed = 0;
     match location
         .store

@@ -558,7 +558,27 @@ pub enum ControlPlaneCommand {
         #[arg(long)]
         location: String,
     },
-    /// The control-plane backups at a location, oldest first.
+    /// Back the control plane up on a schedule (from its leader), and
+    /// remove backups older than `--keep` (never the newest). `--off`
+    /// removes the schedule (backups stay).
+    Schedule {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// The location (`meridian dr location list`).
+        #[arg(long, required_unless_present = "off")]
+        location: Option<String>,
+        /// How often: a number and a unit, `s`, `m`, `h` or `d` (`1h`).
+        #[arg(long, required_unless_present = "off")]
+        every: Option<String>,
+        /// How long backups are kept (`7d`); at least `--every`.
+        #[arg(long, required_unless_present = "off")]
+        keep: Option<String>,
+        /// Remove the schedule.
+        #[arg(long, conflicts_with_all = ["location", "every", "keep"])]
+        off: bool,
+    },
+    /// The control-plane backups at a location, oldest first (and the
+    /// schedule, if any).
     Backups {
         #[command(flatten)]
         target: TargetArgs,

@@ -354,3 +354,103 @@ async fn a_lost_control_plane_is_rebuilt_from_its_backup_without_adopting_stale_
     ledger.push(write_eventually(&us_gateway, "ledger", "ledger-back").await);
     assert_all_present(&us_gateway, "ledger", &ledger).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn control_plane_backups_run_on_their_schedule_and_old_ones_expire() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = common::us_east_lab(&dir.path().join("lab"), 1, true, &[]).await;
+    let control = lab_client(
+        &lab,
+        lab.state().endpoints(ProcessRole::Control, None),
+        Duration::from_secs(30),
+    );
+    let vault = format!("file://{}", dir.path().join("vault").display());
+    control
+        .put_location(pb::LocationInfo {
+            name: "vault".into(),
+            url: vault.clone(),
+            region: "us-east".into(),
+            jurisdictions: vec!["US".into()],
+        })
+        .await
+        .unwrap();
+    let schedule = |location: &str, every_ms, keep_ms| pb::ControlBackupSchedule {
+        location: location.into(),
+        every_ms,
+        keep_ms,
+        ..Default::default()
+    };
+    // Refused, naming the rule.
+    for (bad, rule) in [
+        (schedule("nowhere", 1_000, 1_000), "no backup location"),
+        (schedule("vault", 10, 1_000), "once a second"),
+        (schedule("vault", 2_000, 1_000), "at least the interval"),
+    ] {
+        let err = control
+            .set_control_backup_schedule(Some(bad))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains(rule), "{err}");
+    }
+    let set = control
+        .set_control_backup_schedule(Some(schedule("vault", 1_000, 3_000)))
+        .await
+        .unwrap()
+        .expect("the schedule");
+    assert_eq!((set.every_ms, set.keep_ms), (1_000, 3_000));
+    // Backups come at the schedule's pace; the first ones expire.
+    let mut seen: Vec<String> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let listed = loop {
+        let listed = control
+            .control_backups_and_schedule(pb::ListControlBackupsRequest {
+                url: vault.clone(),
+                ..Default::default()
+            })
+            .await
+            .unwrap();
+        for backup in &listed.backups {
+            if !seen.contains(&backup.backup_id) {
+                seen.push(backup.backup_id.clone());
+            }
+        }
+        let first_gone = seen
+            .first()
+            .is_some_and(|first| listed.backups.iter().all(|b| &b.backup_id != first));
+        if seen.len() >= 6 && first_gone {
+            break listed;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "backups seen: {seen:?}; listed: {:?}",
+            listed.backups
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    // Kept: those younger than 3 s (about three) and the newest.
+    assert!(listed.backups.len() <= 5, "{:?}", listed.backups);
+    let newest = listed.backups.last().unwrap();
+    let schedule = listed.schedule.expect("the schedule");
+    assert!(
+        seen.contains(&schedule.last_backup_id),
+        "{schedule:?} {seen:?}"
+    );
+    assert!(newest.records > 0 && newest.objects > 0, "{newest:?}");
+    // Off: no schedule; the backups stay.
+    assert!(
+        control
+            .set_control_backup_schedule(None)
+            .await
+            .unwrap()
+            .is_none()
+    );
+    let after = control
+        .control_backups_and_schedule(pb::ListControlBackupsRequest {
+            url: vault.clone(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert!(after.schedule.is_none());
+    assert!(!after.backups.is_empty());
+}

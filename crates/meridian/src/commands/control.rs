@@ -27,7 +27,43 @@ pub async fn run(format: OutputFormat, args: ControlArgs) -> anyhow::Result<()> 
                 );
             }
             let backup = control.backup_control_plane(&location).await?;
-            print_backups(format, &[backup]);
+            print_backups(format, &[backup], None);
+            Ok(())
+        }
+        Some(ControlPlaneCommand::Schedule {
+            target,
+            location,
+            every,
+            keep,
+            off,
+        }) => {
+            let control = control_client(&target)?;
+            let schedule = if off {
+                None
+            } else {
+                let duration = crate::commands::dr::parse_duration_ms;
+                Some(pb::ControlBackupSchedule {
+                    location: location.unwrap_or_default(),
+                    every_ms: duration("--every", every.as_deref().unwrap_or_default())?,
+                    keep_ms: duration("--keep", keep.as_deref().unwrap_or_default())?,
+                    ..Default::default()
+                })
+            };
+            let schedule = control.set_control_backup_schedule(schedule).await?;
+            let message = match &schedule {
+                Some(s) => format!(
+                    "the control plane is backed up to {} every {} s; backups are kept {} s",
+                    s.location,
+                    s.every_ms / 1_000,
+                    s.keep_ms / 1_000
+                ),
+                None => "control-plane backups are no longer scheduled (its backups stay)".into(),
+            };
+            crate::output::emit_message(
+                format,
+                json!({ "schedule": schedule.as_ref().map(schedule_json) }),
+                &message,
+            );
             Ok(())
         }
         Some(ControlPlaneCommand::Backups {
@@ -36,13 +72,28 @@ pub async fn run(format: OutputFormat, args: ControlArgs) -> anyhow::Result<()> 
             from,
         }) => {
             let control = control_client(&target)?;
-            let backups = control
-                .list_control_backups(pb::ListControlBackupsRequest {
+            let listed = control
+                .control_backups_and_schedule(pb::ListControlBackupsRequest {
                     location: location.unwrap_or_default(),
                     url: from.unwrap_or_default(),
                 })
                 .await?;
-            print_backups(format, &backups);
+            print_backups(format, &listed.backups, listed.schedule.as_ref());
+            if format == OutputFormat::Table
+                && let Some(schedule) = &listed.schedule
+            {
+                eprintln!(
+                    "scheduled: to {} every {} s, kept {} s (last: {})",
+                    schedule.location,
+                    schedule.every_ms / 1_000,
+                    schedule.keep_ms / 1_000,
+                    if schedule.last_backup_id.is_empty() {
+                        "none yet"
+                    } else {
+                        &schedule.last_backup_id
+                    }
+                );
+            }
             Ok(())
         }
         Some(ControlPlaneCommand::Restore {
@@ -80,7 +131,23 @@ fn control_client(target: &TargetArgs) -> anyhow::Result<meridian_client::Client
     })
 }
 
-fn print_backups(format: OutputFormat, backups: &[pb::ControlBackupInfo]) {
+fn schedule_json(schedule: &pb::ControlBackupSchedule) -> serde_json::Value {
+    json!({
+        "location": schedule.location,
+        "every_ms": schedule.every_ms,
+        "keep_ms": schedule.keep_ms,
+        "created_by": schedule.created_by,
+        "created_unix_ms": schedule.created_unix_ms,
+        "last_backup_id": schedule.last_backup_id,
+        "last_backup_unix_ms": schedule.last_backup_unix_ms,
+    })
+}
+
+fn print_backups(
+    format: OutputFormat,
+    backups: &[pb::ControlBackupInfo],
+    schedule: Option<&pb::ControlBackupSchedule>,
+) {
     let list: Vec<_> = backups
         .iter()
         .map(|b| {
@@ -114,7 +181,7 @@ fn print_backups(format: OutputFormat, backups: &[pb::ControlBackupInfo]) {
         .collect();
     emit(
         format,
-        json!({ "backups": list }),
+        json!({ "backups": list, "schedule": schedule.map(schedule_json) }),
         &[
             "BACKUP",
             "LOCATION",
