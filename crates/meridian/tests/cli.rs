@@ -436,6 +436,50 @@ fn detached_lab_and_client_commands() {
         "--keep-source",
     );
 
+    // The control plane's own backup: written, read back and checked;
+    // listed; a restore is refused into a control plane that holds
+    // namespaces; a schedule with a bad duration is refused naming it.
+    let backup = json(&[
+        "control",
+        "backup",
+        "--location",
+        "us-vault",
+        "--lab",
+        &lab_arg,
+    ]);
+    assert_eq!(backup["backups"][0]["verified"], true, "{backup}");
+    let backup_id = backup["backups"][0]["backup_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let listed = json(&["control", "backups", "--from", &vault, "--lab", &lab_arg]);
+    assert_eq!(
+        listed["backups"][0]["backup_id"],
+        backup_id.as_str(),
+        "{listed}"
+    );
+    assert!(listed["schedule"].is_null(), "{listed}");
+    refused(
+        &["control", "restore", "--from", &vault, "--lab", &lab_arg],
+        "restores only into a new control plane",
+    );
+    refused(
+        &[
+            "control",
+            "schedule",
+            "--location",
+            "us-vault",
+            "--every",
+            "1h",
+            "--keep",
+            "5x",
+            "--lab",
+            &lab_arg,
+        ],
+        "--keep",
+    );
+    refused(&["control", "restore", "--lab", &lab_arg], "url:");
+
     // The lab's read-only user reads, and is refused a write with a message
     // that names it and what it lacks; the refusal is in the audit log.
     let me = json(&["auth", "whoami", "--cert-name", "reader", "--lab", &lab_arg]);
