@@ -116,6 +116,17 @@ pub(crate) async fn drive(node: &Arc<ControlNode>, job: &Job, attempts: u32) -> 
             continue;
         }
         let summary = summarize(&outcome);
+        // The bar ends full.
+        let progress = JobProgress {
+            step: "placing".into(),
+            shard: String::new(),
+            done_units: done,
+            total_units: total,
+            attempts,
+        };
+        if !report(node, job.id, progress).await {
+            return Attempt::Retry("the rebuild is no longer running".into());
+        }
         let command = ControlCommand::FinishRebuild {
             job: job.id,
             adoptions,

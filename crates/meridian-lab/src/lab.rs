@@ -14,6 +14,9 @@ use tonic_health::pb::HealthCheckRequest;
 use tonic_health::pb::health_check_response::ServingStatus;
 use tonic_health::pb::health_client::HealthClient;
 
+/// The target naming every control-plane member (`lab kill control`).
+pub const CONTROL_TARGET: &str = "control";
+
 /// What to start.
 #[derive(Debug, Clone)]
 pub struct LabSpec {
@@ -230,14 +233,18 @@ impl Lab {
             .is_some_and(process::is_alive)
     }
 
-    /// Names of the processes `target` designates: a process name, or every
-    /// process of a region.
+    /// Names of the processes `target` designates: a process name, every
+    /// process of a region, or `control`: every control-plane member.
     pub fn resolve(&self, target: &str) -> Result<Vec<String>, LabError> {
         let matches: Vec<String> = self
             .state
             .processes
             .iter()
-            .filter(|p| p.name == target || p.region == target)
+            .filter(|p| {
+                p.name == target
+                    || p.region == target
+                    || (target == CONTROL_TARGET && p.role == ProcessRole::Control)
+            })
             .map(|p| p.name.clone())
             .collect();
         if matches.is_empty() {
@@ -248,6 +255,7 @@ impl Lab {
                 .map(|p| p.name.clone())
                 .collect();
             known.extend(self.state.regions.iter().cloned());
+            known.push(CONTROL_TARGET.to_string());
             return Err(LabError::UnknownTarget {
                 name: target.to_string(),
                 known: known.join(", "),
@@ -406,6 +414,24 @@ impl Lab {
         }
         self.state.save()?;
         Ok(names)
+    }
+
+    /// Kills the designated processes and removes their storage, like the
+    /// loss of their disks: a restart starts them empty (a node as a new
+    /// member, a control-plane member as a new control plane when all of
+    /// them are wiped). Returns the removed directories.
+    pub fn kill_and_wipe(&mut self, target: &str) -> Result<Vec<PathBuf>, LabError> {
+        let names = self.kill(target)?;
+        let mut removed = Vec::new();
+        for name in &names {
+            let data = self.record_mut(name)?.config.with_file_name("data");
+            if data.exists() {
+                std::fs::remove_dir_all(&data)
+                    .map_err(|e| LabError::io(format!("removing {}", data.display()), e))?;
+                removed.push(data);
+            }
+        }
+        Ok(removed)
     }
 
     /// Stops the designated processes cleanly (SIGTERM, then SIGKILL after a grace

@@ -952,14 +952,20 @@ pub enum LabCommand {
     Status,
     /// Stop every process of the lab.
     Down,
-    /// Kill a node, or every node of a region, at once (SIGKILL).
+    /// Kill a process, every process of a region, or every control-plane
+    /// member (`control`), at once (SIGKILL).
     Kill {
-        /// Node name (e.g. `us-east-2`) or region.
+        /// Process name (e.g. `us-east-2`, `control-1`), region, or `control`.
         target: String,
+        /// Remove their storage too, like losing their disks (`lab kill
+        /// control --wipe` loses the whole control plane).
+        #[arg(long)]
+        wipe: bool,
     },
-    /// Restart a node, or every node of a region.
+    /// Restart a process, every process of a region, or every control-plane
+    /// member (`control`).
     Restart {
-        /// Node name or region.
+        /// Process name, region, or `control`.
         target: String,
     },
 }

@@ -180,17 +180,11 @@ async fn a_lost_control_plane_is_rebuilt_from_its_backup_without_adopting_stale_
         .filter(|p| p.role == ProcessRole::Control)
         .cloned()
         .collect();
-    for member in &members {
-        lab.kill(&member.name).unwrap();
-        let data = member.config.with_file_name("data");
-        std::fs::remove_dir_all(&data)
-            .unwrap_or_else(|e| panic!("removing {}: {e}", data.display()));
-    }
+    let wiped = lab.kill_and_wipe("control").unwrap();
+    assert_eq!(wiped.len(), members.len(), "{wiped:?}");
     // One shard silent through the restore: its only node is down.
     lab.kill("ap-south-1").unwrap();
-    for member in &members {
-        lab.restart(&member.name).unwrap();
-    }
+    lab.restart("control").unwrap();
     let fresh = lab_client(
         &lab,
         state.endpoints(ProcessRole::Control, None),

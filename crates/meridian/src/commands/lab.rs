@@ -63,13 +63,24 @@ pub async fn run(format: OutputFormat, args: LabArgs) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        LabCommand::Kill { target } => {
+        LabCommand::Kill { target, wipe } => {
             let mut lab = Lab::open(&args.dir, binary)?;
-            let killed = lab.kill(&target)?;
+            let killed = lab.resolve(&target)?;
+            let wiped = if wipe {
+                lab.kill_and_wipe(&target)?
+            } else {
+                lab.kill(&target)?;
+                Vec::new()
+            };
+            let wiped: Vec<String> = wiped.iter().map(|p| p.display().to_string()).collect();
             emit_message(
                 format,
-                json!({ "killed": killed }),
-                &format!("killed {}", killed.join(", ")),
+                json!({ "killed": killed, "wiped": wiped }),
+                &if wipe {
+                    format!("killed {} and removed their storage", killed.join(", "))
+                } else {
+                    format!("killed {}", killed.join(", "))
+                },
             );
             Ok(())
         }
