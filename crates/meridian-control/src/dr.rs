@@ -233,6 +233,33 @@ pub fn due_backups(
         .collect()
 }
 
+/// The change a backup chain is restored to for wall-clock time `at_ms`
+/// (pure): the last change marked at or before it — the namespace exactly
+/// as it was at that mark, nothing written after `at_ms`, and at most a
+/// mark interval (about a second) of writes before it left out. `start` is
+/// the chain's full backup (its change, and when it was taken: by then it
+/// had reached that change); `marks` are the time marks the chain's backups
+/// carry (change, Unix ms); `end_seq` the change the chain ends at.
+pub fn seq_at_time(
+    start: (u64, u64),
+    marks: &[(u64, u64)],
+    end_seq: u64,
+    at_ms: u64,
+) -> Result<u64, String> {
+    let (start_seq, start_ms) = start;
+    if at_ms < start_ms {
+        return Err(format!(
+            "{at_ms} (Unix ms) is before the chain's full backup, taken at {start_ms} (change {start_seq}): no backup holds the namespace as it was then"
+        ));
+    }
+    Ok(marks
+        .iter()
+        .filter(|(seq, ms)| *ms <= at_ms && *seq > start_seq && *seq <= end_seq)
+        .map(|(seq, _)| *seq)
+        .max()
+        .unwrap_or(start_seq))
+}
+
 /// What a restore was asked for.
 #[derive(Debug, Clone, Default)]
 pub struct RestoreAsk {
@@ -346,6 +373,41 @@ pub fn plan_restore(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_time_picks_the_last_change_marked_at_or_before_it() {
+        let marks = [(12, 2_000), (15, 3_000), (19, 4_000), (30, 9_000)];
+        // (case, at, end of the chain, change or refusal)
+        let cases: [(&str, u64, u64, Result<u64, &str>); 7] = [
+            (
+                "before the full backup",
+                999,
+                30,
+                Err("before the chain's full backup"),
+            ),
+            ("at the full backup", 1_000, 30, Ok(10)),
+            ("before the first mark", 1_999, 30, Ok(10)),
+            ("on a mark", 3_000, 30, Ok(15)),
+            ("between marks", 3_999, 30, Ok(15)),
+            ("after the last mark", 99_000, 30, Ok(30)),
+            (
+                "marks past the chain's end do not count",
+                99_000,
+                20,
+                Ok(19),
+            ),
+        ];
+        for (case, at, end, expected) in cases {
+            let found = seq_at_time((10, 1_000), &marks, end, at);
+            match expected {
+                Ok(seq) => assert_eq!(found, Ok(seq), "{case}"),
+                Err(rule) => assert!(
+                    found.as_ref().is_err_and(|e| e.contains(rule)),
+                    "{case}: {found:?}"
+                ),
+            }
+        }
+    }
 
     fn regions() -> BTreeMap<String, Region> {
         [("eu-west", &["EU"][..]), ("us-east", &["US", "US-VA"][..])]

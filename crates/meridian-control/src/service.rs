@@ -21,6 +21,55 @@ pub struct ControlService {
 }
 
 impl ControlService {
+    /// The change `backup`'s chain is restored to for wall-clock time
+    /// `at_ms`, from the time marks its backups' manifests carry (read from
+    /// the location: the catalog does not keep them).
+    async fn seq_at_time(
+        &self,
+        backup: &crate::model::BackupRecord,
+        at_ms: u64,
+    ) -> Result<u64, ControlError> {
+        let (chain, location) = self.node.with_state(|s| {
+            (
+                crate::dr::chain_of(backup, &s.backups)
+                    .map(|c| c.into_iter().cloned().collect::<Vec<_>>()),
+                s.locations.get(&backup.location).cloned(),
+            )
+        });
+        let chain = chain.map_err(ControlError::Refused)?;
+        let location = location.ok_or_else(|| {
+            ControlError::Refused(format!("location {:?} is gone", backup.location))
+        })?;
+        let opened = meridian_dr::location::open(&location.url)
+            .map_err(|e| ControlError::Refused(e.to_string()))?;
+        let mut marks = Vec::new();
+        let mut start = None;
+        for record in &chain {
+            let manifest =
+                meridian_dr::reader::read_manifest(&opened, &record.namespace, &record.backup_id)
+                    .await
+                    .map_err(|e| ControlError::Refused(e.to_string()))?;
+            if start.is_none() {
+                // When the full backup had surely reached its change: its
+                // own mark.
+                let Some(&(_, reached)) = manifest
+                    .time_marks
+                    .iter()
+                    .find(|(seq, _)| *seq == manifest.change_seq)
+                else {
+                    return Err(ControlError::Refused(format!(
+                        "backup {} was taken before backups carried time marks: restore its chain to a change sequence (--at SEQ)",
+                        manifest.backup_id
+                    )));
+                };
+                start = Some((manifest.change_seq, reached));
+            }
+            marks.extend(manifest.time_marks.iter().copied());
+        }
+        let start = start.ok_or_else(|| ControlError::Refused("an empty backup chain".into()))?;
+        crate::dr::seq_at_time(start, &marks, backup.change_seq, at_ms)
+            .map_err(ControlError::Refused)
+    }
     /// A service over `node`.
     pub fn new(node: Arc<ControlNode>) -> Self {
         Self { node }
@@ -832,10 +881,20 @@ impl Control for ControlService {
             )?;
         }
         let asked = request.into_inner();
+        let at_seq = match (asked.at_seq, asked.at_unix_ms) {
+            (Some(_), Some(_)) => {
+                return Err(ControlError::Invalid(
+                    "give a change sequence or a time to restore to, not both".into(),
+                )
+                .into());
+            }
+            (seq, None) => seq,
+            (None, Some(at_ms)) => Some(self.seq_at_time(&record, at_ms).await?),
+        };
         let ask = crate::dr::RestoreAsk {
             as_name: asked.as_name,
             region: asked.region,
-            at_seq: asked.at_seq,
+            at_seq,
         };
         let spec = self
             .node

@@ -118,6 +118,7 @@ pub async fn write(
         from_seq: 0,
         applied_index: meta.applied_index,
         created_unix_ms: meta.created_unix_ms,
+        time_marks: Vec::new(),
     };
     let mut writer: BackupWriter<ControlRecord> = BackupWriter::new_in(location, dir, backup, kek)?;
     let mut digest = ControlDigest::default();

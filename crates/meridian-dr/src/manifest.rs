@@ -84,6 +84,13 @@ pub struct Manifest {
     pub cipher: String,
     /// Every object, in order.
     pub objects: Vec<ObjectEntry>,
+    /// Time marks of the changes it holds: (change sequence, Unix ms) — by
+    /// then the namespace had reached that change (a full backup: its own
+    /// change when it was taken). A chain restores to a time with them.
+    /// Absent in manifests written before marks existed (format 2 either
+    /// way: readers that do not know it ignore it).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub time_marks: Vec<(u64, u64)>,
 }
 
 /// One object of a backup.
@@ -170,7 +177,20 @@ mod tests {
                 records: 2,
                 plain_bytes: 600,
             }],
+            time_marks: Vec::new(),
         }
+    }
+
+    #[test]
+    fn time_marks_match_their_golden_sample() {
+        let marked = Manifest {
+            time_marks: vec![(1_100, 1_796_040_001_000), (1_234, 1_796_040_002_000)],
+            ..sample()
+        };
+        let encoded = marked.encode().unwrap();
+        let current = golden("dr-manifest-v2-marks.json", &encoded);
+        assert_eq!(encoded, current, "the manifest format changed");
+        assert_eq!(Manifest::decode("b", &current).unwrap(), marked);
     }
 
     fn golden(name: &str, bytes: &[u8]) -> Vec<u8> {
@@ -212,9 +232,11 @@ mod tests {
                 records: 120,
                 plain_bytes: 20_000,
             }],
+            time_marks: Vec::new(),
         };
         let encoded = manifest.encode().unwrap();
         let current = golden("dr-manifest-control-v3.json", &encoded);
+        assert!(!String::from_utf8_lossy(&encoded).contains("time_marks"));
         assert_eq!(
             encoded, current,
             "the control-plane manifest format changed"

@@ -302,6 +302,7 @@ mod tests {
             from_seq: 0,
             applied_index: 20,
             created_unix_ms: 1,
+            time_marks: Vec::new(),
         }
     }
 

@@ -44,6 +44,8 @@ pub struct BackupMeta {
     pub applied_index: u64,
     /// When (Unix ms).
     pub created_unix_ms: u64,
+    /// Time marks of the changes it holds (see [`Manifest::time_marks`]).
+    pub time_marks: Vec<(u64, u64)>,
 }
 
 /// The directory of backup `backup_id` of `namespace` inside a location.
@@ -124,6 +126,12 @@ impl<T: BackupItem> BackupWriter<T> {
         self
     }
 
+    /// Records the time marks of the changes the backup holds.
+    pub fn with_time_marks(mut self, marks: Vec<(u64, u64)>) -> Self {
+        self.meta.time_marks = marks;
+        self
+    }
+
     /// Bytes stored so far.
     pub fn stored_bytes(&self) -> u64 {
         self.objects.iter().map(|o| o.size).sum()
@@ -181,6 +189,7 @@ impl<T: BackupItem> BackupWriter<T> {
             compression: "zstd".into(),
             cipher: "aes-256-gcm".into(),
             objects: self.objects,
+            time_marks: meta.time_marks,
         };
         self.store
             .put(

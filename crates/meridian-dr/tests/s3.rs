@@ -105,6 +105,7 @@ fn a_backup_round_trips_through_an_s3_compatible_server() {
             from_seq: 0,
             applied_index: 9,
             created_unix_ms: 1,
+            time_marks: Vec::new(),
         };
         let mut writer = BackupWriter::new(&location, meta, &kek)
             .unwrap()

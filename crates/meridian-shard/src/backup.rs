@@ -203,6 +203,7 @@ pub async fn write(
         from_seq: 0,
         applied_index,
         created_unix_ms: meridian_access::now_unix_ms(),
+        time_marks: Vec::new(),
     };
     let manifest = if request.incremental {
         write_changes(node, &request, &location, meta, &kek).await?
@@ -330,8 +331,10 @@ async fn write_full(
             });
         }
     };
+    // By now the namespace had surely reached the view's change.
     writer
         .at_seq(change_seq)
+        .with_time_marks(vec![(change_seq, meridian_access::now_unix_ms())])
         .finish(key_count, digest)
         .await
         .map_err(dr_error)
@@ -431,5 +434,16 @@ async fn write_changes(
         writer.abort().await;
         return Err(err);
     }
-    writer.finish(key_count, digest).await.map_err(dr_error)
+    // The marks of the changes it holds, and its own end: by now the
+    // namespace had surely reached the view's change.
+    let mut marks = node
+        .machine
+        .time_marks(&namespace, from, seq)
+        .map_err(ShardError::Storage)?;
+    marks.push((seq, meridian_access::now_unix_ms()));
+    writer
+        .with_time_marks(marks)
+        .finish(key_count, digest)
+        .await
+        .map_err(dr_error)
 }

@@ -167,6 +167,17 @@ pub enum Command {
         /// The changes, in sequence order.
         changes: Vec<ChangeRecord>,
     },
+    /// Notes the time: each listed namespace had applied the listed change
+    /// on the leader before `unix_ms` (the leader's clock, read after the
+    /// changes), so everything up to it was written by then. Backups carry
+    /// these marks, so a chain restores to a time. Proposed about once a
+    /// second for the primaries whose change log moved.
+    MarkTime {
+        /// The leader's wall clock (Unix ms).
+        unix_ms: u64,
+        /// Each namespace with the change it had applied.
+        namespaces: Vec<(String, u64)>,
+    },
 }
 
 /// A namespace's role on a shard.
@@ -372,6 +383,8 @@ pub enum CommandResult {
         /// The namespace's last change sequence number.
         change_seq: u64,
     },
+    /// Time marks were recorded.
+    Marked,
 }
 
 /// Outcome of a put.

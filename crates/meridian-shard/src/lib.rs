@@ -37,6 +37,7 @@ pub mod restore;
 pub mod server;
 pub mod state_machine;
 pub mod sync_rule;
+pub mod time_marks;
 
 pub use config::NodeConfig;
 pub use error::ShardError;

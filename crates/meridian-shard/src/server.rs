@@ -117,6 +117,7 @@ pub async fn run(
     // Rotation: new certificate files are taken in without a restart.
     let _reloader = transport.reload_certificates(stop.clone());
     let watcher = tokio::spawn(node.clone().watch_raft());
+    let marks = tokio::spawn(crate::time_marks::run(node.clone()));
     let health_node = node.clone();
     let health_task = tokio::spawn(serve::report_health(
         health_reporter,
@@ -168,6 +169,7 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(5), grpc_task).await;
     let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
     watcher.abort();
+    marks.abort();
     health_task.abort();
     if let Some(registration) = registration {
         registration.abort();

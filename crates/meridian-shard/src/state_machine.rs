@@ -169,6 +169,9 @@ pub struct KvStateMachine {
     /// Writes a demoted primary had acknowledged but its successor never got
     /// (`namespace, 0, epoch, seq` -> [`ChangeRecord`]), kept for the operator.
     lost: Keyspace,
+    /// Time marks (`namespace, seq` -> Unix ms, sealed): by then the
+    /// namespace had reached that change (see [`Command::MarkTime`]).
+    time_marks: Keyspace,
     /// All namespace records, mirrored in memory: every request checks its
     /// namespace, and the list is small (bounded by `max_namespaces`).
     cache: RwLock<BTreeMap<String, NamespaceRecord>>,
@@ -218,6 +221,7 @@ impl KvStateMachine {
         let namespaces = engine.keyspace("kv_namespaces", KeyspaceCreateOptions::default)?;
         let changes = engine.keyspace("kv_changes", KeyspaceCreateOptions::default)?;
         let lost = engine.keyspace("kv_lost", KeyspaceCreateOptions::default)?;
+        let time_marks = engine.keyspace("kv_time_marks", KeyspaceCreateOptions::default)?;
         let machine = Self {
             db: engine.database().clone(),
             sealer: engine.sealer().clone(),
@@ -225,6 +229,7 @@ impl KvStateMachine {
             namespaces,
             changes,
             lost,
+            time_marks,
             cache: RwLock::new(BTreeMap::new()),
             changes_logged: tokio::sync::watch::channel(0).0,
         };
@@ -580,6 +585,11 @@ impl KvStateMachine {
                 for key in batch.keys_with_prefix(&self.changes, &keys::namespace_prefix(&name))? {
                     batch.remove(&self.changes, key);
                 }
+                for key in
+                    batch.keys_with_prefix(&self.time_marks, &keys::namespace_prefix(&name))?
+                {
+                    batch.remove(&self.time_marks, key);
+                }
                 batch.remove(&self.namespaces, name.as_bytes().to_vec());
                 cache.remove(&name);
                 Ok(CommandResult::NamespaceDeleted { keys_deleted })
@@ -728,6 +738,27 @@ impl KvStateMachine {
                 namespace,
                 release_through,
             } => self.hold_changes(&namespace, release_through, batch),
+            Command::MarkTime {
+                unix_ms,
+                namespaces,
+            } => {
+                for (namespace, seq) in namespaces {
+                    let Some(record) = self.namespace(&namespace) else {
+                        continue;
+                    };
+                    let logging = record.log_changes || record.backup_hold.is_some();
+                    if !logging || seq <= record.trimmed_through || seq > record.change_seq {
+                        continue;
+                    }
+                    // The first mark of a change is kept: the earliest time
+                    // it is known to have been reached.
+                    let key = keys::data_key(&namespace, &seq.to_be_bytes());
+                    if batch.get(&self.time_marks, &key)?.is_none() {
+                        batch.insert(&self.time_marks, key, unix_ms.to_be_bytes().to_vec());
+                    }
+                }
+                Ok(CommandResult::Marked)
+            }
             Command::LoadChanges { namespace, changes } => {
                 self.with_namespace(&namespace, batch, |machine, batch, fx| {
                     machine.apply_load_changes(&namespace, changes, batch, fx)
@@ -1062,7 +1093,54 @@ impl KvStateMachine {
         for seq in record.trimmed_through.saturating_add(1)..=through {
             batch.remove(&self.changes, keys::data_key(namespace, &seq.to_be_bytes()));
         }
+        if through > record.trimmed_through {
+            // Marks of trimmed changes: no backup can start before them now.
+            for (key, seq) in self.time_mark_keys(namespace, batch) {
+                if seq <= through {
+                    batch.remove(&self.time_marks, key);
+                }
+            }
+        }
         record.trimmed_through = record.trimmed_through.max(through);
+    }
+
+    /// The stored time marks of `namespace` with their sequence numbers.
+    fn time_mark_keys(&self, namespace: &str, batch: &ApplyBatch) -> Vec<(Vec<u8>, u64)> {
+        let prefix = keys::namespace_prefix(namespace);
+        batch
+            .keys_with_prefix(&self.time_marks, &prefix)
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|key| {
+                let seq: [u8; 8] = key.get(prefix.len()..)?.try_into().ok()?;
+                Some((key, u64::from_be_bytes(seq)))
+            })
+            .collect()
+    }
+
+    /// The time marks of `namespace` after change `after` through `through`:
+    /// (change sequence, Unix ms), in sequence order.
+    pub fn time_marks(
+        &self,
+        namespace: &str,
+        after: u64,
+        through: u64,
+    ) -> io::Result<Vec<(u64, u64)>> {
+        let lower = keys::data_key(namespace, &after.saturating_add(1).to_be_bytes());
+        let upper = keys::data_key(namespace, &through.to_be_bytes());
+        let mut marks = Vec::new();
+        for guard in self.time_marks.range(lower..=upper) {
+            let (key, raw) = guard.into_inner().map_err(storage_error)?;
+            let prefix = keys::namespace_prefix(namespace).len();
+            let (Some(seq), Ok(at)) = (
+                key.get(prefix..).and_then(|s| <[u8; 8]>::try_from(s).ok()),
+                <[u8; 8]>::try_from(self.unseal(&raw)?.as_ref()),
+            ) else {
+                continue;
+            };
+            marks.push((u64::from_be_bytes(seq), u64::from_be_bytes(at)));
+        }
+        Ok(marks)
     }
 
     /// Starts keeping the change log for incremental backups, or lets go of
@@ -1434,6 +1512,8 @@ impl Application for KvStateMachine {
             self.namespaces.clone(),
             self.changes.clone(),
             self.lost.clone(),
+            // Added after the others: snapshots without it still load.
+            self.time_marks.clone(),
         ]
     }
 
@@ -1722,6 +1802,54 @@ mod tests {
             h.apply(hold(Some(99))),
             CommandResult::Held { hold: 7, .. }
         ));
+    }
+
+    #[test]
+    fn time_marks_are_kept_first_come_trimmed_with_the_log_and_deleted_with_the_namespace() {
+        let mut h = Harness::new();
+        h.create("ns");
+        let mark = |unix_ms, seq| Command::MarkTime {
+            unix_ms,
+            namespaces: vec![("ns".into(), seq), ("gone".into(), 1)],
+        };
+        // Nothing logged yet: nothing to mark.
+        h.put("a", "1");
+        h.apply(mark(1_000, 0));
+        assert!(h.machine.time_marks("ns", 0, 100).unwrap().is_empty());
+        h.apply(Command::HoldChanges {
+            namespace: "ns".into(),
+            release_through: None,
+        });
+        h.put("b", "2");
+        h.put("c", "3");
+        let seq = h.machine.namespace("ns").unwrap().change_seq;
+        assert_eq!(
+            h.apply(mark(2_000, seq - 1)),
+            CommandResult::Marked,
+            "a mark names a change it had"
+        );
+        h.apply(mark(3_000, seq));
+        // A later mark of the same change keeps the first time; a change
+        // beyond the log's end is not marked.
+        h.apply(mark(4_000, seq));
+        h.apply(mark(5_000, seq + 5));
+        assert_eq!(
+            h.machine.time_marks("ns", 0, 100).unwrap(),
+            [(seq - 1, 2_000), (seq, 3_000)]
+        );
+        assert_eq!(
+            h.machine.time_marks("ns", seq - 1, seq).unwrap(),
+            [(seq, 3_000)]
+        );
+        // A backup holds everything through seq - 1: its mark goes with
+        // the changes.
+        h.apply(Command::HoldChanges {
+            namespace: "ns".into(),
+            release_through: Some(seq - 1),
+        });
+        assert_eq!(h.machine.time_marks("ns", 0, 100).unwrap(), [(seq, 3_000)]);
+        h.apply(Command::DeleteNamespace { name: "ns".into() });
+        assert!(h.machine.time_marks("ns", 0, 100).unwrap().is_empty());
     }
 
     #[test]

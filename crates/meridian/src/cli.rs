@@ -156,8 +156,11 @@ pub enum DrCommand {
         /// if it still exists, else the backup location's region).
         #[arg(long)]
         region: Option<String>,
-        /// The change sequence to restore to (default: the backup's own):
-        /// anything from its chain's full backup through the backup.
+        /// What to restore to (default: the backup's own change): a change
+        /// sequence (anything from its chain's full backup through the
+        /// backup), or a UTC time (`2026-12-01T07:30:00Z`): the namespace as
+        /// it was at the last time mark at or before it (marks are about a
+        /// second apart; nothing written after it is restored).
         #[arg(long)]
         at: Option<String>,
         /// Start the job and return without following it.

@@ -56,7 +56,14 @@ fn restore_request(backup: &str, as_name: &str, region: &str) -> pb::RestoreBack
         as_name: as_name.into(),
         region: region.into(),
         at_seq: None,
+        at_unix_ms: None,
     }
+}
+
+fn now_unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -226,7 +233,17 @@ async fn backups_restore_to_their_digest_across_a_control_leader_change() {
     // One transaction of overwrites, one of new keys, 50 deletes.
     assert_eq!(i1.change_seq, a.change_seq + 52, "{i1:?}");
     assert_eq!(i1.digest, now.digest);
+    // Everything up to i1 was written by now; what follows, after.
+    let after_i1 = now_unix_ms();
     write_keys(&gateway, "orders", 0..50, "later").await;
+    // The shard marks the time about once a second: a few seconds on, a
+    // mark covers those writes, and nothing after this moment is in it.
+    let written = Instant::now();
+    while written.elapsed() < Duration::from_secs(3) {
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let after_later = now_unix_ms();
+    write_keys(&gateway, "orders", 950..960, "final").await;
     let i2 = control.snapshot_with(incremental("orders")).await.unwrap();
     assert_eq!(
         (i2.parent.as_str(), i2.from_seq),
@@ -239,6 +256,7 @@ async fn backups_restore_to_their_digest_across_a_control_leader_change() {
         as_name: target.into(),
         region: String::new(),
         at_seq,
+        at_unix_ms: None,
     };
     for (target, at_seq, digest) in [
         ("orders-i2", None, Some(&latest.digest)),
@@ -276,6 +294,55 @@ async fn backups_restore_to_their_digest_across_a_control_leader_change() {
                 assert_eq!(get(b"k00101").await, Some(value(&marker, 101)));
             }
         }
+    }
+    // To a time: the namespace as it was then — i1's state, without the
+    // writes that came after it.
+    let to_time = |target: &str, at_unix_ms| pb::RestoreBackupRequest {
+        at_seq: None,
+        at_unix_ms: Some(at_unix_ms),
+        ..at(target, None)
+    };
+    let job = control
+        .start_restore(to_time("orders-at-time", after_i1))
+        .await
+        .unwrap();
+    let done = common::wait_job(&control, job.id, Duration::from_secs(120)).await;
+    assert_eq!(done.state, pb::JobState::Succeeded as i32, "{done:?}");
+    assert_eq!(done.change_seq, i1.change_seq, "{done:?}");
+    let restored = eu_nodes.check_integrity("orders-at-time").await.unwrap();
+    assert_eq!(restored.digest, i1.digest, "restored to a time");
+    // A time between two backups: the shard's own marks place it.
+    let job = control
+        .start_restore(to_time("orders-between-times", after_later))
+        .await
+        .unwrap();
+    let done = common::wait_job(&control, job.id, Duration::from_secs(120)).await;
+    assert_eq!(done.state, pb::JobState::Succeeded as i32, "{done:?}");
+    let get = |key: &'static [u8]| {
+        let gateway = &gateway;
+        async move {
+            gateway
+                .get("orders-between-times", key, pb::Consistency::Strong)
+                .await
+                .unwrap()
+                .map(|kv| kv.value)
+        }
+    };
+    assert_eq!(get(b"k00049").await, Some(value("later", 49)), "{done:?}");
+    assert_eq!(get(b"k00955").await, None, "{done:?}");
+    // Before the chain's full backup: refused, naming why.
+    match control
+        .start_restore(to_time(
+            "orders-y",
+            a.created_unix_ms.saturating_sub(60_000),
+        ))
+        .await
+    {
+        Err(ClientError::FailedPrecondition(refusal)) => assert!(
+            refusal.message.contains("before the chain's full backup"),
+            "{refusal}"
+        ),
+        other => panic!("a time before the chain was accepted: {other:?}"),
     }
     match control
         .start_restore(at("orders-x", Some(i2.change_seq + 1)))
@@ -362,8 +429,9 @@ async fn backups_restore_to_their_digest_across_a_control_leader_change() {
         }
         other => panic!("an unverified backup was restored: {other:?}"),
     }
+    // Every restore is one job; the refused ones started none.
     let jobs = control.list_jobs().await.unwrap();
-    assert_eq!(jobs.len(), 7, "{jobs:?}");
+    assert_eq!(jobs.len(), 9, "{jobs:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

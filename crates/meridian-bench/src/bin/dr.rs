@@ -344,6 +344,7 @@ async fn main() -> anyhow::Result<()> {
             as_name: RESTORED.into(),
             region: String::new(),
             at_seq: None,
+            at_unix_ms: None,
         })
         .await?;
     let job = loop {

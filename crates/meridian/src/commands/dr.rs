@@ -78,13 +78,9 @@ pub async fn run(format: OutputFormat, args: DrArgs) -> anyhow::Result<()> {
             no_wait,
             timeout,
         } => {
-            let at_seq = match at.as_deref() {
-                None => None,
-                Some(text) => Some(text.parse::<u64>().map_err(|_| {
-                    anyhow::anyhow!(
-                        "--at {text:?}: give a change sequence (a number; `meridian dr list` shows each backup's); restoring to a wall-clock time is not supported: changes are not stamped with one"
-                    )
-                })?),
+            let (at_seq, at_unix_ms) = match at.as_deref() {
+                None => (None, None),
+                Some(text) => parse_restore_point(text)?,
             };
             let job = control
                 .start_restore(pb::RestoreBackupRequest {
@@ -92,6 +88,7 @@ pub async fn run(format: OutputFormat, args: DrArgs) -> anyhow::Result<()> {
                     as_name: as_name.unwrap_or_default(),
                     region: region.unwrap_or_default(),
                     at_seq,
+                    at_unix_ms,
                 })
                 .await?;
             crate::commands::jobs::print_started(
@@ -334,6 +331,25 @@ fn print_locations(format: OutputFormat, locations: &[pb::LocationInfo]) {
 
 /// A duration given as a number and a unit (`500ms`, `90s`, `15m`, `6h`,
 /// `30d`), in milliseconds.
+/// `--at`: a change sequence (a number), or a UTC time in RFC 3339
+/// (`2026-12-01T07:30:00Z`, fractions of a second allowed) as Unix ms.
+fn parse_restore_point(text: &str) -> anyhow::Result<(Option<u64>, Option<u64>)> {
+    if let Ok(seq) = text.parse::<u64>() {
+        return Ok((Some(seq), None));
+    }
+    let time = humantime::parse_rfc3339(text).map_err(|e| {
+        anyhow::anyhow!(
+            "--at {text:?}: give a change sequence (a number; `meridian dr list` shows each backup's) or a UTC time like 2026-12-01T07:30:00Z ({e})"
+        )
+    })?;
+    let ms = time
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| anyhow::anyhow!("--at {text:?}: a time before 1970"))?
+        .as_millis();
+    let ms = u64::try_from(ms).map_err(|_| anyhow::anyhow!("--at {text:?}: too far ahead"))?;
+    Ok((None, Some(ms)))
+}
+
 pub(crate) fn parse_duration_ms(flag: &str, text: &str) -> anyhow::Result<u64> {
     let text = text.trim();
     let split = text
@@ -403,7 +419,29 @@ fn print_schedules(format: OutputFormat, schedules: &[pb::ScheduleInfo]) {
 
 #[cfg(test)]
 mod tests {
-    use super::parse_duration_ms;
+    use super::{parse_duration_ms, parse_restore_point};
+
+    #[test]
+    fn restore_points_are_a_change_or_a_utc_time() {
+        let cases = [
+            ("42", Some((Some(42), None))),
+            ("1970-01-01T00:00:01Z", Some((None, Some(1_000)))),
+            (
+                "2026-12-01T07:30:00Z",
+                Some((None, Some(1_796_110_200_000))),
+            ),
+            (
+                "2026-12-01T07:30:00.250Z",
+                Some((None, Some(1_796_110_200_250))),
+            ),
+            ("yesterday", None),
+            ("2026-13-01T07:30:00Z", None),
+            ("-3", None),
+        ];
+        for (text, expected) in cases {
+            assert_eq!(parse_restore_point(text).ok(), expected, "{text}");
+        }
+    }
 
     #[test]
     fn durations_take_a_number_and_a_unit() {
