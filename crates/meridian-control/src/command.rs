@@ -372,6 +372,17 @@ pub enum ControlCommand {
         /// Who asked.
         requester: Requester,
     },
+    /// Adds a standby to a namespace a migration moved into its only
+    /// standby's region, before the source copy (then its only other
+    /// standby) is erased.
+    AddMigrationStandby {
+        /// The migration's job.
+        job: u64,
+        /// The shard (the namespace already created there).
+        shard: String,
+        /// The leader driving it.
+        requester: Requester,
+    },
     /// Sets (or, with `None`, removes) the control plane's own backup
     /// schedule.
     SetControlBackupSchedule {

@@ -142,6 +142,25 @@ pub(crate) async fn drive(node: &Arc<ControlNode>, job: &Job, attempts: u32) -> 
                 tokio::time::sleep(Duration::from_millis(wait.max(1))).await;
             }
             Step::ReleaseSource => {
+                // Standbys are carried over; one moved into becomes the
+                // primary, so a namespace left with no other is given a new
+                // one, caught up before the source goes.
+                match replace_standby(node, id, &migration, namespace.as_ref(), &deleting).await {
+                    Ok(None) => {}
+                    Ok(Some(waiting)) => {
+                        let progress = JobProgress {
+                            step: waiting,
+                            shard: migration.target_shard.clone(),
+                            done_units: job.done_units,
+                            total_units: job.total_units,
+                            attempts,
+                        };
+                        report(node, id, progress).await;
+                        tokio::time::sleep(WAIT_STEP).await;
+                        continue;
+                    }
+                    Err(attempt) => return attempt,
+                }
                 let dropped = node
                     .propose(ControlCommand::DropMigrationCopy {
                         job: id,
@@ -259,6 +278,92 @@ async fn add_target(
             Err(roll_back(node, id, migration, rejection.to_string(), JobState::Failed).await)
         }
         Err(err) => Err(Attempt::Retry(err.to_string())),
+    }
+}
+
+/// Before the source copy goes: a namespace that shipped to standbys and
+/// has none left but the source gets a new standby (created, added), and
+/// the source stays until that one is within reach of the primary.
+/// `Ok(None)`: release the source now; `Ok(Some(why))`: wait.
+async fn replace_standby(
+    node: &Arc<ControlNode>,
+    id: u64,
+    migration: &Migration,
+    namespace: Option<&crate::model::Namespace>,
+    deleting: &BTreeSet<String>,
+) -> Result<Option<String>, Attempt> {
+    let Some(namespace) = namespace else {
+        return Ok(None);
+    };
+    if !matches!(
+        migration.original_mode,
+        crate::model::NamespaceMode::ActivePassive { .. }
+    ) {
+        return Ok(None);
+    }
+    let others: Vec<&crate::model::StandbyCopy> = namespace
+        .standbys
+        .iter()
+        .filter(|s| s.shard != migration.source_shard)
+        .collect();
+    if !others.is_empty() {
+        let positions = node.positions.lock().unwrap_or_else(|e| e.into_inner());
+        let of = |shard: &str| {
+            positions
+                .get(shard)
+                .and_then(|p| p.get(&migration.namespace).copied())
+        };
+        let primary = of(&namespace.shard);
+        let caught_up = others.iter().any(|s| match (primary, of(&s.shard)) {
+            (Some(primary), Some(copy)) => crate::migration::within_reach(primary, copy),
+            _ => false,
+        });
+        return Ok((!caught_up).then(|| {
+            format!(
+                "waiting for the standby on {} to catch up before the source goes",
+                others
+                    .iter()
+                    .map(|s| s.shard.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        }));
+    }
+    let chosen = node.with_state(|s| {
+        let load = s
+            .namespaces
+            .values()
+            .fold(std::collections::BTreeMap::new(), |mut load, n| {
+                *load.entry(n.shard.clone()).or_insert(0usize) += 1;
+                load
+            });
+        crate::migration::replacement_standby(
+            migration, namespace, &s.regions, &s.shards, &load, deleting,
+        )
+        .and_then(|(shard, _)| s.shards.get(&shard).cloned())
+    });
+    let Some(shard) = chosen else {
+        tracing::warn!(namespace = %migration.namespace, "no allowed region left for a standby; the namespace keeps none");
+        return Ok(None);
+    };
+    if let Err(err) =
+        crate::service::create_on_shard(&shard, &migration.namespace, &node.dialer).await
+    {
+        return Err(Attempt::Retry(err.to_string()));
+    }
+    match node
+        .propose(ControlCommand::AddMigrationStandby {
+            job: id,
+            shard: shard.id.clone(),
+            requester: requester(node),
+        })
+        .await
+    {
+        Ok(_) => Ok(Some(format!("filling a new standby on {}", shard.id))),
+        Err(err) => Err(Attempt::Retry(format!(
+            "adding a standby on {}: {err}",
+            shard.id
+        ))),
     }
 }
 

@@ -119,6 +119,47 @@ pub fn choose_target(
         })
 }
 
+/// Where a migration re-places a standby (pure): a namespace that shipped
+/// to standbys before the move (active-passive) and has none left but the
+/// source copy about to be erased gets one on the least-loaded shard of an
+/// allowed region other than its new home and the region it left. `None`:
+/// it keeps another standby, was not replicated, or no region qualifies.
+pub fn replacement_standby(
+    migration: &Migration,
+    namespace: &Namespace,
+    regions: &BTreeMap<String, Region>,
+    shards: &BTreeMap<String, Shard>,
+    load: &BTreeMap<String, usize>,
+    being_deleted: &BTreeSet<String>,
+) -> Option<(String, String)> {
+    if !matches!(migration.original_mode, NamespaceMode::ActivePassive { .. })
+        || namespace
+            .standbys
+            .iter()
+            .any(|s| s.shard != migration.source_shard)
+    {
+        return None;
+    }
+    shards
+        .values()
+        .filter(|s| !s.members.is_empty() && s.id != namespace.shard)
+        .filter(|s| s.region != namespace.policy.home_region && s.region != migration.source_region)
+        .filter(|s| !being_deleted.contains(&s.id))
+        .filter(|s| {
+            regions.get(&s.region).is_some_and(|region| {
+                crate::residency::check_region(
+                    &namespace.name,
+                    &namespace.policy.allowed_jurisdictions,
+                    region,
+                    "standby",
+                )
+                .is_ok()
+            })
+        })
+        .min_by_key(|s| (load.get(&s.id).copied().unwrap_or(0), s.id.clone()))
+        .map(|s| (s.id.clone(), s.region.clone()))
+}
+
 /// What a migration's driver does next.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step {
@@ -349,6 +390,76 @@ mod tests {
                 )
             })
             .collect()
+    }
+
+    #[test]
+    fn a_move_into_the_standby_region_re_places_the_standby() {
+        // Moved eu-central -> eu-west into its standby; the source copy in
+        // eu-central is about to go.
+        let mut moved = namespace(
+            NamespaceMode::ActivePassive { sync: false },
+            &[("eu-central", "eu-central-s1")],
+        );
+        moved.shard = "eu-west-s1".into();
+        moved.policy.home_region = "eu-west".into();
+        let mut migration = request("eu-west");
+        migration.source_shard = "eu-central-s1".into();
+        migration.source_region = "eu-central".into();
+        migration.original_mode = NamespaceMode::ActivePassive { sync: false };
+        let mut regions = regions();
+        regions.insert(
+            "eu-north".into(),
+            Region {
+                name: "eu-north".into(),
+                jurisdictions: ["EU".to_string()].into(),
+                latitude: 0.0,
+                longitude: 0.0,
+            },
+        );
+        let all = shards(&[
+            ("eu-west-s1", "eu-west", true),
+            ("eu-central-s1", "eu-central", true),
+            ("eu-central-s2", "eu-central", true),
+            ("us-east-s1", "us-east", true),
+            ("eu-north-s1", "eu-north", true),
+            ("eu-north-s2", "eu-north", true),
+        ]);
+        let load: BTreeMap<String, usize> = [("eu-north-s1".to_string(), 3)].into();
+        let none = BTreeSet::new();
+        let choose = |migration: &Migration, namespace: &Namespace, deleting: &BTreeSet<String>| {
+            replacement_standby(migration, namespace, &regions, &all, &load, deleting)
+        };
+        // Not its new home, not the region it left, not outside its
+        // jurisdictions (us-east): the least-loaded eu-north shard.
+        assert_eq!(
+            choose(&migration, &moved, &none),
+            Some(("eu-north-s2".into(), "eu-north".into()))
+        );
+        let deleting: BTreeSet<String> = ["eu-north-s2".to_string()].into();
+        assert_eq!(
+            choose(&migration, &moved, &deleting),
+            Some(("eu-north-s1".into(), "eu-north".into()))
+        );
+        // Another standby is carried over: nothing to re-place.
+        let mut kept = moved.clone();
+        kept.standbys.push(StandbyCopy {
+            region: "eu-north".into(),
+            shard: "eu-north-s1".into(),
+        });
+        assert_eq!(choose(&migration, &kept, &none), None);
+        // A region-locked namespace had no standby to carry.
+        let mut locked = migration.clone();
+        locked.original_mode = NamespaceMode::RegionLocked;
+        assert_eq!(choose(&locked, &moved, &none), None);
+        // No region left that qualifies: none.
+        let few = shards(&[
+            ("eu-west-s1", "eu-west", true),
+            ("us-east-s1", "us-east", true),
+        ]);
+        assert_eq!(
+            replacement_standby(&migration, &moved, &regions, &few, &load, &none),
+            None
+        );
     }
 
     #[test]

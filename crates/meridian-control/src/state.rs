@@ -669,6 +669,9 @@ impl ControlState {
                 shard,
                 requester,
             } => self.drop_migration_copy(job, shard, &requester, changes),
+            ControlCommand::AddMigrationStandby { job, shard, .. } => {
+                self.add_migration_standby(job, shard, changes)
+            }
             ControlCommand::NameLostShards { job, shards, .. } => {
                 let running = self.running_job(job)?;
                 let crate::model::JobSpec::Rebuild(rebuild) = &mut running.spec else {
@@ -1132,6 +1135,73 @@ impl ControlState {
         running.updated_unix_ms = at_unix_ms;
         changes.push(Change::Job(job));
         Ok(result)
+    }
+
+    /// A standby for a namespace a migration moved into its only standby's
+    /// region (see `migration::replacement_standby`): after the cutover,
+    /// in an allowed region that is neither its home nor the one it left.
+    fn add_migration_standby(
+        &mut self,
+        job: u64,
+        shard: String,
+        changes: &mut Vec<Change>,
+    ) -> Result<ControlResult, ControlRejection> {
+        let migration = self.running_migration(job)?.clone();
+        let name = migration.namespace.clone();
+        let refuse = |reason: String| ControlRejection::Migration {
+            namespace: name.clone(),
+            reason,
+        };
+        if migration.cutover.is_none() || migration.source_released {
+            return Err(refuse(format!(
+                "job {job} adds a standby only between its cutover and the source's release"
+            )));
+        }
+        let Some(mut namespace) = self.namespaces.get(&name).cloned() else {
+            return Err(ControlRejection::NamespaceNotFound(name));
+        };
+        if namespace.standbys.iter().any(|s| s.shard == shard) {
+            return Ok(ControlResult::Updated);
+        }
+        let target = self
+            .shards
+            .get(&shard)
+            .ok_or_else(|| refuse(format!("unknown shard {shard}")))?;
+        if shard == namespace.shard
+            || target.region == namespace.policy.home_region
+            || target.region == migration.source_region
+            || namespace.standbys.iter().any(|s| s.region == target.region)
+        {
+            return Err(refuse(format!(
+                "shard {shard} in {} cannot hold its standby (its home, the region it left, or a region with a standby already)",
+                target.region
+            )));
+        }
+        let region = self
+            .regions
+            .get(&target.region)
+            .ok_or_else(|| ControlRejection::UnknownRegion(target.region.clone()))?;
+        crate::residency::check_region(
+            &name,
+            &namespace.policy.allowed_jurisdictions,
+            region,
+            "standby",
+        )
+        .map_err(|e| ControlRejection::Placement(PlacementError::Residency(e.to_string())))?;
+        namespace.standbys.push(crate::model::StandbyCopy {
+            region: target.region.clone(),
+            shard: shard.clone(),
+        });
+        namespace.policy.standby_regions = namespace
+            .standbys
+            .iter()
+            .map(|s| s.region.clone())
+            .collect();
+        self.namespaces.insert(name.clone(), namespace);
+        self.counters.routing_version += 1;
+        changes.push(Change::Namespace(name));
+        changes.push(Change::Counters);
+        Ok(ControlResult::Updated)
     }
 
     fn drop_migration_copy(
@@ -2021,6 +2091,15 @@ fn describe(command: &ControlCommand) -> (Requester, String, String) {
             requester.clone(),
             format!("job {job}"),
             format!("migration {job}: erase the copy on shard {shard}"),
+        ),
+        ControlCommand::AddMigrationStandby {
+            job,
+            shard,
+            requester,
+        } => (
+            requester.clone(),
+            format!("job {job}"),
+            format!("migration {job}: a standby on shard {shard} in place of the source's"),
         ),
         ControlCommand::RestoreControlPlane {
             rebuild, requester, ..

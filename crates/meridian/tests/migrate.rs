@@ -412,3 +412,97 @@ async fn a_namespace_moves_to_another_region_under_writes_and_leaves_nothing_beh
         }
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_namespace_moved_into_its_standby_region_gets_a_new_standby() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = common::multi_region_lab(dir.path()).await;
+    let state = lab.state().clone();
+    let control = lab_client(
+        &lab,
+        state.endpoints(ProcessRole::Control, None),
+        Duration::from_secs(30),
+    );
+    let gateway = lab_client(
+        &lab,
+        state.endpoints(ProcessRole::Gateway, Some("us-east")),
+        Duration::from_secs(30),
+    );
+    control
+        .place_namespace(pb::Placement {
+            allowed_jurisdictions: vec!["US".into(), "EU".into(), "IN".into()],
+            ..common::us_east_with_eu_standby("pay")
+        })
+        .await
+        .unwrap();
+    let mut acked = Vec::new();
+    for i in 0..50 {
+        let key = format!("{MARKER}pay-{i:03}").into_bytes();
+        let value = format!("{MARKER}value-{i}").into_bytes();
+        let put = gateway.put("pay", &key, &value).await.unwrap();
+        acked.push(Acked {
+            key,
+            value,
+            version: put.version,
+        });
+    }
+    let job = control
+        .migrate_namespace(pb::MigrateNamespaceRequest {
+            namespace: "pay".into(),
+            to_region: "eu-west".into(),
+            max_blocked_ms: GENEROUS_BUDGET_MS,
+            keep_source_ms: Some(1_000),
+            catch_up_timeout_ms: 120_000,
+        })
+        .await
+        .unwrap();
+    let done = common::wait_job(&control, job.id, Duration::from_secs(180)).await;
+    assert_eq!(done.state, pb::JobState::Succeeded as i32, "{done:?}");
+    // Its standby became the primary; the us-east copy is gone; a new
+    // standby in the one other region its jurisdictions allow holds it.
+    let route = control.get_route("pay").await.unwrap().route.unwrap();
+    assert_eq!(route.shard, "eu-west-s1", "{route:?}");
+    assert_eq!(
+        route
+            .standbys
+            .iter()
+            .map(|s| s.shard.as_str())
+            .collect::<Vec<_>>(),
+        ["ap-south-s1"],
+        "{route:?}"
+    );
+    let residency = control.namespace_residency("pay").await.unwrap();
+    let role = |shard: &str| {
+        residency
+            .copies
+            .iter()
+            .find(|c| c.shard == shard)
+            .map(|c| c.role.clone())
+            .unwrap_or_default()
+    };
+    assert!(
+        ["erased", "erasing"].contains(&role("us-east-s1").as_str()),
+        "{residency:?}"
+    );
+    let eu = lab_client(&lab, region_nodes(&lab, "eu-west"), Duration::from_secs(20));
+    let ap = lab_client(
+        &lab,
+        region_nodes(&lab, "ap-south"),
+        Duration::from_secs(20),
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let primary = eu.check_integrity("pay").await.unwrap();
+        if let Ok(standby) = ap.check_integrity("pay").await
+            && standby.digest == primary.digest
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new standby did not catch up"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    common::assert_all_present(&gateway, "pay", &acked).await;
+}
