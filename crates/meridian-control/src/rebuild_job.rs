@@ -86,15 +86,16 @@ pub(crate) async fn drive(node: &Arc<ControlNode>, job: &Job, attempts: u32) -> 
             .iter()
             .filter(|s| answered.contains(*s) || lost.contains(*s))
             .count() as u64;
+        let progress = |step: String| JobProgress {
+            step,
+            shard: String::new(),
+            done_units: done,
+            total_units: total,
+            attempts,
+        };
         if let Err(waiting) = crate::rebuild::ready(&all, &answered, &lost) {
-            let progress = JobProgress {
-                step: format!("waiting for shards to report: {}", waiting.join(", ")),
-                shard: String::new(),
-                done_units: done,
-                total_units: total,
-                attempts,
-            };
-            if !report(node, job.id, progress).await {
+            let step = format!("waiting for shards to report: {}", waiting.join(", "));
+            if !report(node, job.id, progress(step)).await {
                 return Attempt::Retry("the rebuild is no longer running".into());
             }
             tokio::time::sleep(ROUND_EVERY).await;
@@ -102,14 +103,8 @@ pub(crate) async fn drive(node: &Arc<ControlNode>, job: &Job, attempts: u32) -> 
         }
         let (adoptions, outcome, conflicts) = node.with_state(|s| decide(s, &answers, &lost));
         if !conflicts.is_empty() {
-            let progress = JobProgress {
-                step: format!("held: {}", conflicts.join("; ")),
-                shard: String::new(),
-                done_units: done,
-                total_units: total,
-                attempts,
-            };
-            if !report(node, job.id, progress).await {
+            let step = format!("held: {}", conflicts.join("; "));
+            if !report(node, job.id, progress(step)).await {
                 return Attempt::Retry("the rebuild is no longer running".into());
             }
             tokio::time::sleep(ROUND_EVERY).await;
@@ -117,14 +112,7 @@ pub(crate) async fn drive(node: &Arc<ControlNode>, job: &Job, attempts: u32) -> 
         }
         let summary = summarize(&outcome);
         // The bar ends full.
-        let progress = JobProgress {
-            step: "placing".into(),
-            shard: String::new(),
-            done_units: done,
-            total_units: total,
-            attempts,
-        };
-        if !report(node, job.id, progress).await {
+        if !report(node, job.id, progress("placing".into())).await {
             return Attempt::Retry("the rebuild is no longer running".into());
         }
         let command = ControlCommand::FinishRebuild {
