@@ -124,6 +124,14 @@ pub fn resolve(target: &TargetArgs, region: Option<&str>) -> anyhow::Result<Targ
     })
 }
 
+/// The control-plane client of `--endpoint` / `--lab`.
+pub fn control_client(target: &TargetArgs) -> anyhow::Result<Client> {
+    Ok(match resolve(target, None)? {
+        Target::Lab { control, .. } => control,
+        Target::Direct(client) => client,
+    })
+}
+
 /// A control-plane client for long operations (failover, drain, promote: each
 /// pauses writes, waits for standbys and compares digests across regions).
 pub fn long_control_client(target: &TargetArgs) -> anyhow::Result<Client> {

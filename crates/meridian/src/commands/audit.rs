@@ -59,7 +59,7 @@ fn convert(r: pb::AuditRecord) -> anyhow::Result<AuditRecord> {
 }
 
 pub async fn run(format: OutputFormat, args: AuditArgs) -> anyhow::Result<()> {
-    let control = super::failover::control_client(&args.target)?;
+    let control = crate::target::control_client(&args.target)?;
     let (anchor, records) = fetch(&control).await?;
     match args.command {
         AuditCommand::List {

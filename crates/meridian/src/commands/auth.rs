@@ -69,7 +69,7 @@ async fn change(
 }
 
 pub async fn run(format: OutputFormat, args: AuthArgs) -> anyhow::Result<()> {
-    let control = super::failover::control_client(&args.target)?;
+    let control = crate::target::control_client(&args.target)?;
     match args.command {
         AuthCommand::Whoami => {
             let me = control.who_am_i().await?;

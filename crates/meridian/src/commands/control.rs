@@ -2,9 +2,9 @@
 //! SIGTERM, or back the control plane up and rebuild it from a backup
 //! (`backup`, `backups`, `restore`).
 
-use crate::cli::{ControlArgs, ControlPlaneCommand, OutputFormat, TargetArgs};
+use crate::cli::{ControlArgs, ControlPlaneCommand, OutputFormat};
 use crate::output::emit;
-use crate::target::{self, Target};
+use crate::target;
 use anyhow::Context;
 use meridian_client::pb;
 use meridian_control::config::ControlConfig;
@@ -20,7 +20,7 @@ pub async fn run(format: OutputFormat, args: ControlArgs) -> anyhow::Result<()> 
                 .context("control-plane member stopped with an error")
         }
         Some(ControlPlaneCommand::Backup { target, location }) => {
-            let control = control_client(&target)?;
+            let control = target::control_client(&target)?;
             if format == OutputFormat::Table {
                 eprintln!(
                     "backing the control plane up to {location} (read back and checked before it is listed)..."
@@ -37,7 +37,7 @@ pub async fn run(format: OutputFormat, args: ControlArgs) -> anyhow::Result<()> 
             keep,
             off,
         }) => {
-            let control = control_client(&target)?;
+            let control = target::control_client(&target)?;
             let schedule = if off {
                 None
             } else {
@@ -71,7 +71,7 @@ pub async fn run(format: OutputFormat, args: ControlArgs) -> anyhow::Result<()> 
             location,
             from,
         }) => {
-            let control = control_client(&target)?;
+            let control = target::control_client(&target)?;
             let listed = control
                 .control_backups_and_schedule(pb::ListControlBackupsRequest {
                     location: location.unwrap_or_default(),
@@ -104,7 +104,7 @@ pub async fn run(format: OutputFormat, args: ControlArgs) -> anyhow::Result<()> 
             no_wait,
             timeout,
         }) => {
-            let control = control_client(&target)?;
+            let control = target::control_client(&target)?;
             let job = control
                 .restore_control_plane(pb::RestoreControlPlaneRequest {
                     url: from.unwrap_or_default(),
@@ -122,13 +122,6 @@ pub async fn run(format: OutputFormat, args: ControlArgs) -> anyhow::Result<()> 
             .await
         }
     }
-}
-
-fn control_client(target: &TargetArgs) -> anyhow::Result<meridian_client::Client> {
-    Ok(match target::resolve(target, None)? {
-        Target::Lab { control, .. } => control,
-        Target::Direct(client) => client,
-    })
 }
 
 fn schedule_json(schedule: &pb::ControlBackupSchedule) -> serde_json::Value {

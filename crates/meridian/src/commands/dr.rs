@@ -3,15 +3,12 @@
 
 use crate::cli::{DrArgs, DrCommand, LocationCommand, OutputFormat};
 use crate::output::emit;
-use crate::target::{self, Target};
+use crate::target;
 use meridian_client::pb;
 use serde_json::json;
 
 pub async fn run(format: OutputFormat, args: DrArgs) -> anyhow::Result<()> {
-    let control = match target::resolve(&args.target, None)? {
-        Target::Lab { control, .. } => control,
-        Target::Direct(client) => client,
-    };
+    let control = target::control_client(&args.target)?;
     match args.command {
         DrCommand::Snapshot {
             namespace: Some(namespace),

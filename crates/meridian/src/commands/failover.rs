@@ -3,17 +3,9 @@
 
 use crate::cli::{FailoverArgs, FailoverCommand, OutputFormat, TargetArgs};
 use crate::output::{emit, emit_message};
-use crate::target::{self, Target};
+use crate::target;
 use meridian_client::{Client, pb};
 use serde_json::json;
-
-/// The control-plane client of `--endpoint` / `--lab`.
-pub fn control_client(target: &TargetArgs) -> anyhow::Result<Client> {
-    Ok(match target::resolve(target, None)? {
-        Target::Lab { control, .. } => control,
-        Target::Direct(client) => client,
-    })
-}
 
 fn info_json(f: &pb::FailoverInfo) -> serde_json::Value {
     json!({
@@ -105,7 +97,7 @@ const HEADERS: [&str; 7] = [
 pub async fn run(format: OutputFormat, args: FailoverArgs) -> anyhow::Result<()> {
     match args.command {
         Some(FailoverCommand::History { namespace }) => {
-            let control = control_client(&args.target)?;
+            let control = target::control_client(&args.target)?;
             let failovers = control.list_failovers(namespace.as_deref()).await?;
             emit(
                 format,
@@ -184,7 +176,7 @@ async fn lost(
     namespace: &str,
     action: LostAction,
 ) -> anyhow::Result<()> {
-    let control = control_client(target)?;
+    let control = target::control_client(target)?;
     let dialer = target::dialer(target)?;
     let mut writes = Vec::new();
     let mut shards = Vec::new();

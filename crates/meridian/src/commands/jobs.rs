@@ -3,17 +3,14 @@
 
 use crate::cli::{JobsArgs, JobsCommand, OutputFormat};
 use crate::output::emit;
-use crate::target::{self, Target};
+use crate::target;
 use meridian_client::pb;
 use serde_json::json;
 use std::io::IsTerminal;
 use std::time::{Duration, Instant};
 
 pub async fn run(format: OutputFormat, args: JobsArgs) -> anyhow::Result<()> {
-    let control = match target::resolve(&args.target, None)? {
-        Target::Lab { control, .. } => control,
-        Target::Direct(client) => client,
-    };
+    let control = target::control_client(&args.target)?;
     match args.command {
         JobsCommand::List => {
             let jobs = control.list_jobs().await?;

@@ -2,16 +2,13 @@
 
 use crate::cli::{OutputFormat, RegionArgs, RegionCommand};
 use crate::output::emit;
-use crate::target::{self, Target};
+use crate::target;
 use meridian_client::{Client, ClientOptions};
 use serde_json::json;
 use std::time::Duration;
 
 pub async fn run(format: OutputFormat, args: RegionArgs) -> anyhow::Result<()> {
-    let control = match target::resolve(&args.target, None)? {
-        Target::Lab { control, .. } => control,
-        Target::Direct(client) => client,
-    };
+    let control = target::control_client(&args.target)?;
     match &args.command {
         RegionCommand::Drain { region } => {
             let moved = target::long_control_client(&args.target)?

@@ -9,7 +9,7 @@ use serde_json::json;
 
 pub async fn run(format: OutputFormat, args: ReplicationArgs) -> anyhow::Result<()> {
     let ReplicationCommand::Lag { namespace } = args.command;
-    let control = super::failover::control_client(&args.target)?;
+    let control = crate::target::control_client(&args.target)?;
     let dialer = target::dialer(&args.target)?;
     let mut rows = Vec::new();
     let mut json_rows = Vec::new();
