@@ -479,6 +479,7 @@ impl Client {
             }),
             at_least_seq: 0,
             wait_ms: 0,
+            sum_only: false,
         };
         let mut admin = AdminClient::new(channel);
         let call = admin.check_integrity(request);
@@ -588,11 +589,37 @@ impl Client {
         at_least_seq: u64,
         wait: std::time::Duration,
     ) -> Result<pb::CheckIntegrityResponse, ClientError> {
+        self.integrity_request(namespace, at_least_seq, wait, false)
+            .await
+    }
+
+    /// The running content sum of `namespace` (no scan: `digest` comes back
+    /// empty) from the leader once its copy holds change `at_least_seq`
+    /// (waiting at most `wait`, up to 10 s). An empty `content_sum` means
+    /// the copy keeps none: compare with [`Client::check_integrity_at`].
+    pub async fn content_sum_at(
+        &self,
+        namespace: &str,
+        at_least_seq: u64,
+        wait: std::time::Duration,
+    ) -> Result<pb::CheckIntegrityResponse, ClientError> {
+        self.integrity_request(namespace, at_least_seq, wait, true)
+            .await
+    }
+
+    async fn integrity_request(
+        &self,
+        namespace: &str,
+        at_least_seq: u64,
+        wait: std::time::Duration,
+        sum_only: bool,
+    ) -> Result<pb::CheckIntegrityResponse, ClientError> {
         let request = pb::CheckIntegrityRequest {
             namespace: namespace.to_string(),
             read: None,
             at_least_seq,
             wait_ms: u32::try_from(wait.as_millis()).unwrap_or(u32::MAX),
+            sum_only,
         };
         self.call(CallKind::LeaderRead, |channel| {
             let request = request.clone();

@@ -1002,6 +1002,10 @@ pub struct Drained {
     pub revoked_at: Instant,
 }
 
+/// How long the full integrity scans before a drained move may take (a
+/// large namespace scans for seconds; writes still flow meanwhile).
+const PRE_MOVE_SCAN_TIMEOUT: Duration = Duration::from_secs(300);
+
 /// Why a drained move did not happen (the source stays primary).
 #[derive(Debug)]
 pub enum MoveError {
@@ -1113,9 +1117,57 @@ pub async fn move_one(
     );
     let measured = Instant::now();
     let _ = standby.cluster_status().await;
-    let reserve_ms = u64::try_from(measured.elapsed().as_millis())
-        .unwrap_or(u64::MAX)
-        .saturating_mul(2);
+    let reserve_ms = crate::migration::switch_reserve_ms(
+        u64::try_from(measured.elapsed().as_millis()).unwrap_or(u64::MAX),
+        &node.recent_commit_ms(),
+    );
+    // Both copies check their running content sums against a full scan
+    // now, while writes still flow: inside the block the two sums are then
+    // compared without scanning anything. A copy that keeps no sum (stored
+    // before sums existed) is compared by full digests in the block.
+    let compare_sums = if request.force {
+        false
+    } else {
+        // A full scan takes as long as the namespace is large: not bounded
+        // by the block's budget (nothing is blocked yet).
+        let scan_client = |shard: &str| {
+            Client::with_options(
+                members(shard),
+                meridian_client::ClientOptions {
+                    attempt_timeout: PRE_MOVE_SCAN_TIMEOUT,
+                    retry_budget: PRE_MOVE_SCAN_TIMEOUT,
+                    dialer: node.dialer.clone(),
+                    ..Default::default()
+                },
+            )
+            .map_err(|e| ControlError::Unavailable(format!("shard {shard}: {e}")))
+        };
+        let (primary_scan, standby_scan) =
+            (scan_client(&namespace.shard)?, scan_client(&target.shard)?);
+        let (ours, theirs) = tokio::join!(
+            primary_scan.check_integrity(&namespace.name),
+            standby_scan.check_integrity(&namespace.name)
+        );
+        match (ours, theirs) {
+            (Ok(ours), Ok(theirs)) => {
+                !ours.content_sum.is_empty() && !theirs.content_sum.is_empty()
+            }
+            (Err(meridian_client::ClientError::DataLoss(why)), _)
+            | (_, Err(meridian_client::ClientError::DataLoss(why))) => {
+                return Err(MoveError::Differ(format!(
+                    "a copy of {:?} failed its integrity check before the move: {why}",
+                    namespace.name
+                )));
+            }
+            (Err(err), _) | (_, Err(err)) => {
+                return Err(ControlError::Unavailable(format!(
+                    "cannot check the integrity of {:?} before moving it: {err}",
+                    namespace.name
+                ))
+                .into());
+            }
+        }
+    };
     let revoke = node
         .leases
         .lock()
@@ -1219,10 +1271,17 @@ pub async fn move_one(
                     .saturating_sub(revoked_at.elapsed())
                     .saturating_sub(Duration::from_millis(reserve_ms))
                     .min(Duration::from_secs(10));
-                let (theirs, ours) = tokio::join!(
-                    standby_digests.check_integrity_at(&namespace.name, goal, wait),
-                    primary_digests.check_integrity(&namespace.name)
-                );
+                let (theirs, ours) = if compare_sums {
+                    tokio::join!(
+                        standby_digests.content_sum_at(&namespace.name, goal, wait),
+                        primary_digests.content_sum_at(&namespace.name, 0, Duration::ZERO)
+                    )
+                } else {
+                    tokio::join!(
+                        standby_digests.check_integrity_at(&namespace.name, goal, wait),
+                        primary_digests.check_integrity(&namespace.name)
+                    )
+                };
                 let (standby_seq, digests) = match (theirs, ours) {
                     // A write that passed the lease check before the
                     // revocation may still have landed after its answer:
@@ -1239,6 +1298,13 @@ pub async fn move_one(
                     {
                         (0, None)
                     }
+                    (Ok(theirs), Ok(ours)) if compare_sums => (
+                        theirs.change_seq,
+                        Some((
+                            format!("content-sum:{}/{}", ours.content_sum, ours.key_count),
+                            format!("content-sum:{}/{}", theirs.content_sum, theirs.key_count),
+                        )),
+                    ),
                     (Ok(theirs), Ok(ours)) => {
                         (theirs.change_seq, Some((ours.digest, theirs.digest)))
                     }

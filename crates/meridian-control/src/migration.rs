@@ -258,6 +258,24 @@ pub enum CutoverVerdict {
     Switch,
 }
 
+/// What a drained move keeps in reserve, in ms, for the steps after its
+/// decision: the route switch (one control-plane commit: the 90th
+/// percentile of `recent_commits_ms`, or a round trip to the target when
+/// nothing was committed lately) and the promotion (one round trip to the
+/// target, `target_rtt_ms`).
+pub fn switch_reserve_ms(target_rtt_ms: u64, recent_commits_ms: &[u64]) -> u64 {
+    let commit = if recent_commits_ms.is_empty() {
+        target_rtt_ms
+    } else {
+        let mut sorted = recent_commits_ms.to_vec();
+        sorted.sort_unstable();
+        // Nearest rank: the smallest sample at or above 90 % of them.
+        let rank = (sorted.len() * 9).div_ceil(10).max(1);
+        sorted[rank - 1]
+    };
+    target_rtt_ms.saturating_add(commit)
+}
+
 /// Decides a cutover step: `elapsed_ms` since the revocation was sent,
 /// `reserve_ms` what the route switch and the promotion will still take
 /// (estimated from a measured round trip), `budget_ms` the longest block
@@ -614,6 +632,37 @@ mod tests {
             next_step(&m, 0, Some(&after), &none, false, 61_000),
             Step::Finished
         );
+    }
+
+    #[test]
+    fn the_reserve_is_a_round_trip_and_a_recent_commit() {
+        let cases: &[(u64, &[u64], u64)] = &[
+            // Nothing committed lately: two round trips, as before.
+            (80, &[], 160),
+            (0, &[], 0),
+            // One sample: it is the percentile.
+            (80, &[30], 110),
+            // Ten samples: the ninth smallest (the slowest is an outlier
+            // the estimate does not chase).
+            (80, &[5, 9, 12, 7, 6, 8, 10, 11, 400, 13], 80 + 13),
+            // Twenty: the eighteenth smallest.
+            (
+                120,
+                &[
+                    1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15, 16, 17, 18, 19, 20,
+                ],
+                120 + 18,
+            ),
+            // Saturating, never overflowing.
+            (u64::MAX, &[5], u64::MAX),
+        ];
+        for (rtt, commits, expected) in cases {
+            assert_eq!(
+                switch_reserve_ms(*rtt, commits),
+                *expected,
+                "{rtt} {commits:?}"
+            );
+        }
     }
 
     #[test]

@@ -35,9 +35,16 @@ pub struct ControlNode {
     /// Calls refused by authorization, waiting to be written to the audit
     /// log by the leader (bounded: see [`RefusalQueue`]).
     pub refusals: std::sync::Mutex<RefusalQueue>,
+    /// How long the last proposals took to commit, in ms (newest last;
+    /// at most [`COMMIT_SAMPLES`]): what a move keeps in reserve for its
+    /// route switch.
+    commit_ms: std::sync::Mutex<std::collections::VecDeque<u64>>,
     state: Arc<RwLock<ControlState>>,
     reads: ReadBarrier,
 }
+
+/// Commit latencies kept for [`ControlNode::recent_commit_ms`].
+pub const COMMIT_SAMPLES: usize = 32;
 
 /// Refused calls waiting for the audit log. Bounded, so a flood of refused
 /// calls costs memory and log space proportional to the bound, not to the
@@ -122,6 +129,7 @@ impl ControlNode {
             leases: Default::default(),
             positions: Default::default(),
             refusals: Default::default(),
+            commit_ms: Default::default(),
             reads,
         }))
     }
@@ -144,6 +152,7 @@ impl ControlNode {
             });
         }
         let encoded = postcard::to_stdvec(&command).map_err(std::io::Error::other)?;
+        let started = std::time::Instant::now();
         let response = self
             .raft
             .raft
@@ -157,12 +166,29 @@ impl ControlNode {
                 }
                 other => ControlError::Unavailable(other.to_string()),
             })?;
+        {
+            let mut samples = self.commit_ms.lock().unwrap_or_else(|e| e.into_inner());
+            if samples.len() == COMMIT_SAMPLES {
+                samples.pop_front();
+            }
+            samples.push_back(u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX));
+        }
         let result: ControlResult = postcard::from_bytes(&response.data.0)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidData, e))?;
         match result {
             ControlResult::Rejected { rejection, .. } => Err(rejection.into()),
             other => Ok(other),
         }
+    }
+
+    /// How long recent proposals took to commit, in ms (oldest first).
+    pub fn recent_commit_ms(&self) -> Vec<u64> {
+        self.commit_ms
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .copied()
+            .collect()
     }
 
     /// Waits until reads of the local state are linearizable.

@@ -104,6 +104,22 @@ pub enum ShardError {
         /// How long it waited.
         waited_ms: u64,
     },
+    /// A full integrity check found the running content sum a namespace's
+    /// record kept different from the one its entries add up to: the
+    /// copy's storage or its bookkeeping is damaged (DATA_LOSS).
+    #[error(
+        "namespace {namespace:?} at change {change_seq}: the running content sum kept with its writes is {kept}, but its entries add up to {scanned}; this copy is damaged (rebuild it from another copy or a backup)"
+    )]
+    ContentSumMismatch {
+        /// The namespace.
+        namespace: String,
+        /// Its position in the scanned view.
+        change_seq: u64,
+        /// The sum its record kept.
+        kept: String,
+        /// The sum recomputed from its entries.
+        scanned: String,
+    },
     /// A sync namespace has fewer standbys able to confirm writes than its
     /// acknowledgement rule needs: the write is refused before anything is
     /// applied (UNAVAILABLE; nothing was written).
@@ -221,7 +237,7 @@ impl ShardError {
                 Code::Unavailable
             }
             ShardError::DiskFull { .. } => Code::ResourceExhausted,
-            ShardError::ImportMismatch(_) => Code::DataLoss,
+            ShardError::ImportMismatch(_) | ShardError::ContentSumMismatch { .. } => Code::DataLoss,
             ShardError::Storage(_) => Code::Internal,
             ShardError::Raft(_) => Code::Unavailable,
             ShardError::NotApplicable(_) => Code::FailedPrecondition,

@@ -82,6 +82,7 @@ mod tests {
             promoted_seq: 0,
             promoted_from_epoch: 0,
             backup_hold: None,
+            content_sum: None,
         }
     }
 

@@ -324,6 +324,13 @@ async fn a_namespace_moves_to_another_region_under_writes_and_leaves_nothing_beh
         "{migration:?}"
     );
     assert_eq!(migration.to_shard, "eu-west-s1");
+    // The block compared the copies' running content sums (kept with every
+    // write and checked against full scans before the block), not scans.
+    assert!(
+        job.digest.starts_with("content-sum:") && job.digest.len() > "content-sum:".len() + 64,
+        "cutover compared {:?}",
+        job.digest
+    );
     assert!(
         migration.blocked_ms > 0 && migration.blocked_ms <= GENEROUS_BUDGET_MS,
         "recorded write block {} ms",

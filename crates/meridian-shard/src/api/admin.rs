@@ -499,31 +499,58 @@ impl AdminService {
                 Some(_) => tokio::time::sleep(std::time::Duration::from_millis(2)).await,
             }
         }
-        // The digest and the position it is reported with must belong
-        // together: taken again if a change landed while it was computed.
-        let mut tries = 0;
-        loop {
-            tries += 1;
-            let before = position(&self.node).unwrap_or(0);
+        let sum_hex =
+            |sum: Option<crate::digest::ContentSum>| sum.map(|s| s.to_hex()).unwrap_or_default();
+        if request.sum_only {
+            // One read of the record: sum, count and position belong
+            // together by construction.
             let header = self.node.header();
-            let machine = self.node.machine.clone();
-            let namespace = request.namespace.clone();
-            let (digest, key_count) =
-                tokio::task::spawn_blocking(move || machine.digest(&namespace))
-                    .await
-                    .map_err(|e| ShardError::Storage(std::io::Error::other(e)))??;
-            let after = position(&self.node).unwrap_or(0);
-            if before == after || tries >= 3 {
-                return Ok(pb::CheckIntegrityResponse {
-                    header: Some(header),
-                    digest,
-                    key_count,
-                    // A position that moved meanwhile is reported as
-                    // unknown rather than paired with the wrong digest.
-                    change_seq: if before == after { after } else { 0 },
-                });
-            }
+            let Some(record) = self.node.machine.namespace(&request.namespace) else {
+                return Err(Rejection::NamespaceNotFound {
+                    name: request.namespace,
+                }
+                .into());
+            };
+            return Ok(pb::CheckIntegrityResponse {
+                header: Some(header),
+                digest: String::new(),
+                key_count: record.key_count,
+                change_seq: record.change_seq,
+                content_sum: sum_hex(record.content_sum),
+            });
         }
+        let header = self.node.header();
+        let machine = self.node.machine.clone();
+        let namespace = request.namespace.clone();
+        // One point-in-time view: the digest, the position and the kept
+        // sum it is reported with belong together.
+        let scan = tokio::task::spawn_blocking(move || machine.integrity_scan(&namespace))
+            .await
+            .map_err(|e| ShardError::Storage(std::io::Error::other(e)))?
+            .map_err(|e| match e.kind() {
+                std::io::ErrorKind::NotFound => {
+                    ShardError::Rejected(Rejection::NamespaceNotFound {
+                        name: request.namespace.clone(),
+                    })
+                }
+                _ => ShardError::Storage(e),
+            })?;
+        if let Some(kept) = scan.kept_sum.filter(|kept| *kept != scan.scanned_sum) {
+            tracing::error!(namespace = %request.namespace, change_seq = scan.change_seq, "running content sum differs from the entries");
+            return Err(ShardError::ContentSumMismatch {
+                namespace: request.namespace,
+                change_seq: scan.change_seq,
+                kept: kept.to_hex(),
+                scanned: scan.scanned_sum.to_hex(),
+            });
+        }
+        Ok(pb::CheckIntegrityResponse {
+            header: Some(header),
+            digest: scan.digest,
+            key_count: scan.key_count,
+            change_seq: scan.change_seq,
+            content_sum: sum_hex(scan.kept_sum),
+        })
     }
 
     async fn export(
@@ -723,6 +750,7 @@ impl AdminService {
                 read: None,
                 at_least_seq: 0,
                 wait_ms: 0,
+                sum_only: false,
             })
             .await?;
         if stored.digest != trailer.digest {
