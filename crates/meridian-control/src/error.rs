@@ -113,8 +113,32 @@ impl ControlError {
     }
 }
 
+impl ControlError {
+    /// Whether this refuses putting data outside a namespace's
+    /// jurisdictions (counted in `meridian_residency_refusals_total`).
+    /// Placement says so by type; backup, schedule and migration rules
+    /// word their residency refusals `residency: ...` (dr.rs,
+    /// migration.rs), and that prefix is theirs to keep.
+    pub fn is_residency_refusal(&self) -> bool {
+        match self {
+            ControlError::Rejected(ControlRejection::Placement(PlacementError::Residency(_))) => {
+                true
+            }
+            ControlError::Rejected(
+                ControlRejection::Location { reason, .. }
+                | ControlRejection::Schedule { reason, .. }
+                | ControlRejection::Migration { reason, .. },
+            ) => reason.starts_with("residency"),
+            _ => false,
+        }
+    }
+}
+
 impl From<ControlError> for Status {
     fn from(error: ControlError) -> Self {
+        if error.is_residency_refusal() {
+            crate::metrics::RESIDENCY_REFUSALS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
         let mut status = Status::new(error.code(), error.to_string());
         // The one place control-plane errors get their machine-readable reason.
         if let ControlError::NotLeader { leader_address } = &error {

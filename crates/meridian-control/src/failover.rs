@@ -46,6 +46,9 @@ fn grant(
         .unwrap_or_else(|e| e.into_inner())
         .as_mut()?
         .issue(shard, Duration::from_millis(config.lease_ms), counted_from);
+    node.stats
+        .lease_grants
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     Some((lease_request(config, ticket, desired, counted_from), ticket))
 }
 
@@ -369,6 +372,13 @@ async fn probe_all(
         };
         let entry = health.entry(shard.clone()).or_default();
         let ok = matches!(answer, Ok(Ok(_)));
+        node.stats.probed(
+            &shard,
+            crate::metrics::ProbeOutcome {
+                up: ok,
+                round_trip: at - sent,
+            },
+        );
         entry.samples.push_back((at, ok.then(|| at - sent)));
         while entry
             .samples
@@ -1006,6 +1016,46 @@ pub struct Drained {
 /// large namespace scans for seconds; writes still flow meanwhile).
 const PRE_MOVE_SCAN_TIMEOUT: Duration = Duration::from_secs(300);
 
+/// How far (in changes) a copy may trail before a drained move blocks
+/// writes: what it can receive and apply within a short block.
+const PRE_MOVE_REACH_ENTRIES: u64 = 256;
+
+/// How long a copy may take to come within reach before a drained move.
+const PRE_MOVE_REACH_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Waits until the copy trails the primary by at most
+/// [`PRE_MOVE_REACH_ENTRIES`] changes (both positions read from their
+/// kept records, one round trip each).
+async fn wait_within_reach(
+    namespace: &str,
+    primary: &Client,
+    standby: &Client,
+) -> Result<(), MoveError> {
+    let deadline = Instant::now() + PRE_MOVE_REACH_TIMEOUT;
+    let mut last = (0, 0);
+    loop {
+        let (ours, theirs) = tokio::join!(
+            primary.content_sum_at(namespace, 0, Duration::ZERO),
+            standby.content_sum_at(namespace, 0, Duration::ZERO)
+        );
+        if let (Ok(ours), Ok(theirs)) = (&ours, &theirs) {
+            last = (ours.change_seq, theirs.change_seq);
+            if ours.change_seq.saturating_sub(theirs.change_seq) <= PRE_MOVE_REACH_ENTRIES {
+                return Ok(());
+            }
+        }
+        if Instant::now() >= deadline {
+            return Err(MoveError::OverBudget(format!(
+                "the copy of {namespace:?} did not come within {PRE_MOVE_REACH_ENTRIES} changes of the primary in {}s (last seen at change {} of {}); writes were not blocked",
+                PRE_MOVE_REACH_TIMEOUT.as_secs(),
+                last.1,
+                last.0
+            )));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// Why a drained move did not happen (the source stays primary).
 #[derive(Debug)]
 pub enum MoveError {
@@ -1168,6 +1218,12 @@ pub async fn move_one(
             }
         }
     };
+    if compare_sums {
+        // The scans took a while and writes went on: the copy comes within
+        // reach again before writes stop, or the block would be spent
+        // shipping what piled up meanwhile.
+        wait_within_reach(&namespace.name, &primary_digests, &standby_digests).await?;
+    }
     let revoke = node
         .leases
         .lock()

@@ -36,6 +36,7 @@ pub mod error;
 pub mod failover;
 pub mod jobs;
 pub mod lease;
+pub mod metrics;
 pub mod migrate_job;
 pub mod migration;
 pub mod model;

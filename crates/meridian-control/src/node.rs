@@ -39,6 +39,8 @@ pub struct ControlNode {
     /// at most [`COMMIT_SAMPLES`]): what a move keeps in reserve for its
     /// route switch.
     commit_ms: std::sync::Mutex<std::collections::VecDeque<u64>>,
+    /// What this member counts as it happens, for `/metrics`.
+    pub stats: crate::metrics::ControlStats,
     state: Arc<RwLock<ControlState>>,
     reads: ReadBarrier,
 }
@@ -130,6 +132,7 @@ impl ControlNode {
             positions: Default::default(),
             refusals: Default::default(),
             commit_ms: Default::default(),
+            stats: Default::default(),
             reads,
         }))
     }

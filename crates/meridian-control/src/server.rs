@@ -20,61 +20,6 @@ use std::time::Duration;
 /// placement request before that would be refused for an unknown region).
 /// The control plane's metrics (Prometheus text format), read from the
 /// replicated state at scrape time, labelled with this member's region.
-fn render_metrics(node: &ControlNode) -> String {
-    use std::fmt::Write;
-    let region = &node.config.node.region;
-    let member = node.config.node.id;
-    let leader = u8::from(node.raft.raft.is_leader());
-    node.with_state(|state| {
-        let mut out = String::new();
-        let _ = writeln!(out, "# HELP meridian_control_leader Whether this member leads the control plane.");
-        let _ = writeln!(out, "# TYPE meridian_control_leader gauge");
-        let _ = writeln!(out, "meridian_control_leader{{region=\"{region}\",member=\"{member}\"}} {leader}");
-        let _ = writeln!(out, "# HELP meridian_routing_version Routing-table version this member has applied.");
-        let _ = writeln!(out, "# TYPE meridian_routing_version gauge");
-        let _ = writeln!(
-            out,
-            "meridian_routing_version{{region=\"{region}\",member=\"{member}\"}} {}",
-            state.counters.routing_version
-        );
-        let _ = writeln!(out, "# HELP meridian_namespaces Namespaces placed.");
-        let _ = writeln!(out, "# TYPE meridian_namespaces gauge");
-        let _ = writeln!(
-            out,
-            "meridian_namespaces{{region=\"{region}\",member=\"{member}\"}} {}",
-            state.namespaces.len()
-        );
-        let _ = writeln!(out, "# HELP meridian_failovers_total Failovers recorded (primary moves).");
-        let _ = writeln!(out, "# TYPE meridian_failovers_total counter");
-        let _ = writeln!(
-            out,
-            "meridian_failovers_total{{region=\"{region}\",member=\"{member}\"}} {}",
-            state.failovers.values().filter(|f| f.is_move()).count()
-        );
-        let _ = writeln!(
-            out,
-            "# HELP meridian_namespace_sync_degraded 1 while a sync namespace runs async under its on-standby-loss=degrade policy."
-        );
-        let _ = writeln!(out, "# TYPE meridian_namespace_sync_degraded gauge");
-        for namespace in state.namespaces.values().filter(|n| n.wants_sync()) {
-            let _ = writeln!(
-                out,
-                "meridian_namespace_sync_degraded{{region=\"{region}\",member=\"{member}\",namespace=\"{}\"}} {}",
-                namespace.name,
-                u8::from(namespace.sync_degraded)
-            );
-        }
-        let _ = writeln!(out, "# HELP meridian_namespace_deletions_pending Deleted namespaces whose copies are not all gone yet.");
-        let _ = writeln!(out, "# TYPE meridian_namespace_deletions_pending gauge");
-        let _ = writeln!(
-            out,
-            "meridian_namespace_deletions_pending{{region=\"{region}\",member=\"{member}\"}} {}",
-            state.deletions.len()
-        );
-        out
-    })
-}
-
 fn is_ready(node: &ControlNode) -> bool {
     let metrics = node.raft.raft.metrics().borrow_watched().clone();
     let regions_known = node.with_state(|state| {
@@ -171,9 +116,9 @@ pub async fn run(
                 (
                     [(
                         axum::http::header::CONTENT_TYPE,
-                        "text/plain; version=0.0.4; charset=utf-8",
+                        meridian_net::metrics_text::CONTENT_TYPE,
                     )],
-                    render_metrics(&node),
+                    crate::metrics::render(&node),
                 )
             }),
         )

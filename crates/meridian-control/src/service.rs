@@ -1562,6 +1562,7 @@ impl Control for ControlService {
         let mut versions = node.machine.subscribe_versions();
         let (sender, receiver) = tokio::sync::mpsc::channel(16);
         tokio::spawn(async move {
+            let _watching = crate::metrics::WatcherGuard::new(&node.stats);
             versions.borrow_and_update();
             // 0 means "nothing yet": always a full table first.
             let mut sent = (request.since_version != 0).then_some(request.since_version);

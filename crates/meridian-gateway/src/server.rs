@@ -12,6 +12,7 @@ use axum::routing::get;
 use meridian_net::serve;
 use meridian_proto::v1::kv_server::KvServer;
 use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::registry::Registry;
 use std::borrow::Cow;
@@ -24,9 +25,10 @@ pub struct GatewayMetrics {
     registry: Registry,
     /// Routing-table version this gateway has applied.
     pub routing_version: Gauge,
-    /// When the last routing update was applied (Unix ms): how stale the table
-    /// may be, and, next to the change's commit time, how long the push took.
-    pub routing_applied_unix_ms: Gauge,
+    /// When the last routing update was applied (Unix seconds, to the
+    /// millisecond): how stale the table may be, and, next to the change's
+    /// commit time, how long the push took.
+    pub routing_applied: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// Calls forwarded successfully.
     pub forwarded: Counter,
     /// Calls that failed (any reason).
@@ -37,6 +39,17 @@ pub struct GatewayMetrics {
     pub replica_reads: Counter,
     /// Calls refused by authorization (no identity, no grant, revoked).
     pub refused: Counter,
+    /// When this gateway's TLS certificate expires (Unix seconds; no
+    /// series without TLS).
+    certificate_expiry: Family<CertificateLabels, Gauge>,
+    /// Its TLS files, read at scrape time for the expiry.
+    tls: Option<meridian_net::TlsFiles>,
+}
+
+/// Labels of the certificate-expiry series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, prometheus_client::encoding::EncodeLabelSet)]
+struct CertificateLabels {
+    certificate: &'static str,
 }
 
 impl GatewayMetrics {
@@ -48,12 +61,14 @@ impl GatewayMetrics {
         let mut metrics = Self {
             registry: Registry::default(),
             routing_version: Gauge::default(),
-            routing_applied_unix_ms: Gauge::default(),
+            routing_applied: Gauge::default(),
             forwarded: Counter::default(),
             failed: Counter::default(),
             rate_limited: Counter::default(),
             replica_reads: Counter::default(),
             refused: Counter::default(),
+            certificate_expiry: Family::default(),
+            tls: config.network.tls.clone(),
         };
         let mut root = Registry::default();
         let registry = root.sub_registry_with_labels(labels.into_iter());
@@ -63,9 +78,9 @@ impl GatewayMetrics {
             metrics.routing_version.clone(),
         );
         registry.register(
-            "meridian_gateway_routing_applied_unix_ms",
-            "When the last routing update was applied, in Unix milliseconds",
-            metrics.routing_applied_unix_ms.clone(),
+            "meridian_gateway_routing_applied_timestamp_seconds",
+            "When the last routing update was applied (Unix time, to the millisecond)",
+            metrics.routing_applied.clone(),
         );
         registry.register(
             "meridian_gateway_forwarded",
@@ -87,14 +102,29 @@ impl GatewayMetrics {
             "Eventual reads served by the nearest healthy replica",
             metrics.replica_reads.clone(),
         );
+        registry.register(
+            "meridian_tls_certificate_expiry_timestamp_seconds",
+            "When this process's TLS certificate stops being valid (Unix time)",
+            metrics.certificate_expiry.clone(),
+        );
         metrics.registry = root;
         metrics
     }
 
+    /// The metrics in Prometheus text format, with the certificate's
+    /// expiry read now (a rotated certificate shows at once).
     fn encode(&self) -> String {
-        let mut out = String::new();
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        self.certificate_expiry.clear();
+        if let Some(expiry) = self
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.certificate_expiry_unix())
+        {
+            self.certificate_expiry
+                .get_or_create(&CertificateLabels { certificate: "tls" })
+                .set(expiry);
+        }
+        meridian_net::metrics_text::encode(&self.registry)
     }
 }
 
@@ -140,7 +170,7 @@ pub async fn run(
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_millis() as i64);
                 metrics.routing_version.set(version as i64);
-                metrics.routing_applied_unix_ms.set(now);
+                metrics.routing_applied.set(now as f64 / 1e3);
             },
         ))
     };
@@ -241,7 +271,7 @@ pub async fn run(
             "/metrics",
             get(|State(state): State<HttpState>| async move {
                 (
-                    [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+                    [("content-type", meridian_net::metrics_text::CONTENT_TYPE)],
                     state.metrics.encode(),
                 )
             }),

@@ -351,6 +351,18 @@ mod tests {
             // Only servers may serve.
             assert_eq!(usage.server_auth, identity.is_server(), "{identity}");
         }
+        // Its expiry is readable for the metrics: in the future.
+        let files = crate::TlsFiles::in_dir(dir.path(), node.name());
+        let expiry = files.certificate_expiry_unix().expect("expiry");
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs() as i64;
+        assert!(expiry > now + 86_400, "expires {expiry}, now {now}");
+        assert_eq!(
+            crate::TlsFiles::in_dir(dir.path(), "nobody").certificate_expiry_unix(),
+            None
+        );
         // A certificate without an identity is refused by name.
         let ca = std::fs::read(dir.path().join("ca.pem")).unwrap();
         let der = first_certificate(&ca);

@@ -25,6 +25,7 @@ pub mod credentials;
 pub mod dial;
 pub mod https;
 pub mod identity;
+pub mod metrics_text;
 pub mod peers;
 pub mod serve;
 pub mod tls;

@@ -34,6 +34,16 @@ impl TlsFiles {
         }
     }
 
+    /// When the certificate in [`TlsFiles::cert`] (its first, the leaf)
+    /// stops being valid, in Unix seconds, read from the file now (so a
+    /// rotated certificate shows at once). `None` if it cannot be read.
+    pub fn certificate_expiry_unix(&self) -> Option<i64> {
+        let pem = std::fs::read(&self.cert).ok()?;
+        let certs = parse_certs(&pem, &self.cert.display().to_string()).ok()?;
+        let (_, cert) = x509_parser::parse_x509_certificate(certs.first()?.as_ref()).ok()?;
+        Some(cert.validity().not_after.timestamp())
+    }
+
     /// Reads and checks the three files.
     pub fn load(&self) -> Result<TlsMaterial, NetError> {
         let read = |path: &Path| {

@@ -55,6 +55,12 @@ impl DiskGuard {
 
 /// Bytes available to unprivileged users on the file system holding `dir`.
 pub fn free_bytes(dir: &Path) -> Option<u64> {
+    space(dir).map(|(free, _)| free)
+}
+
+/// Free bytes (available to this process) and total size of the file
+/// system holding `dir`.
+pub fn space(dir: &Path) -> Option<(u64, u64)> {
     use std::os::unix::ffi::OsStrExt;
     let path = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
     // SAFETY: `path` is a valid NUL-terminated string and `stat` is a plain
@@ -64,7 +70,11 @@ pub fn free_bytes(dir: &Path) -> Option<u64> {
         if libc::statvfs(path.as_ptr(), &mut stat) != 0 {
             return None;
         }
-        Some((stat.f_bavail as u64).saturating_mul(stat.f_frsize as u64))
+        let unit = stat.f_frsize as u64;
+        Some((
+            (stat.f_bavail as u64).saturating_mul(unit),
+            (stat.f_blocks as u64).saturating_mul(unit),
+        ))
     }
 }
 

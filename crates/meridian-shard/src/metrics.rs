@@ -31,6 +31,13 @@ pub struct LagLabels {
     pub standby_shard: String,
 }
 
+/// Labels of a per-namespace series.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NamespaceLabels {
+    /// The namespace.
+    pub namespace: String,
+}
+
 /// All metrics of a shard node.
 pub struct ShardMetrics {
     registry: Registry,
@@ -60,6 +67,35 @@ pub struct ShardMetrics {
     pub lag_entries: Family<LagLabels, Gauge>,
     /// Age of the oldest change a standby has not confirmed.
     pub lag_seconds: Family<LagLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Each primary namespace's lag budget in seconds (`max_lag`; 0: none).
+    pub lag_budget_seconds: Family<NamespaceLabels, Gauge<f64, std::sync::atomic::AtomicU64>>,
+    /// Each primary namespace's lag budget in changes (0: none).
+    pub lag_budget_entries: Family<NamespaceLabels, Gauge>,
+    /// Writes refused by the RPO gate, by namespace.
+    pub rpo_refusals: Family<NamespaceLabels, Counter>,
+    /// On the leader, per fenced primary namespace: 1 while it holds a
+    /// valid write lease.
+    pub primary_lease_valid: Family<NamespaceLabels, Gauge>,
+    /// Voters in the shard's membership.
+    pub voters: Gauge,
+    /// On the leader: voters (itself included) that answered a heartbeat
+    /// lately; 0 on followers.
+    pub voters_reachable: Gauge,
+    /// Free bytes on the data directory's file system.
+    pub disk_free_bytes: Gauge,
+    /// Size of the data directory's file system.
+    pub disk_capacity_bytes: Gauge,
+    /// When this node's TLS certificate expires (Unix seconds; absent
+    /// without TLS).
+    pub certificate_expiry: Family<CertificateLabels, Gauge>,
+}
+
+/// Labels of the certificate-expiry series (none beyond the constant ones;
+/// a family so a node without TLS exports no series).
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct CertificateLabels {
+    /// What the certificate is for (`tls`).
+    pub certificate: &'static str,
 }
 
 impl ShardMetrics {
@@ -86,6 +122,15 @@ impl ShardMetrics {
             replication_bytes: Counter::default(),
             lag_entries: Family::default(),
             lag_seconds: Family::default(),
+            lag_budget_seconds: Family::default(),
+            lag_budget_entries: Family::default(),
+            rpo_refusals: Family::default(),
+            primary_lease_valid: Family::default(),
+            voters: Gauge::default(),
+            voters_reachable: Gauge::default(),
+            disk_free_bytes: Gauge::default(),
+            disk_capacity_bytes: Gauge::default(),
+            certificate_expiry: Family::default(),
         };
         // Metrics are shared handles: the clones registered here are the same
         // series the fields update.
@@ -151,6 +196,51 @@ impl ShardMetrics {
             "Age of the oldest change the standby has not confirmed",
             metrics.lag_seconds.clone(),
         );
+        registry.register(
+            "meridian_replication_lag_budget_seconds",
+            "Each primary namespace's max_lag in seconds (0: no time budget)",
+            metrics.lag_budget_seconds.clone(),
+        );
+        registry.register(
+            "meridian_replication_lag_budget_entries",
+            "Each primary namespace's max_lag in changes (0: no change budget)",
+            metrics.lag_budget_entries.clone(),
+        );
+        registry.register(
+            "meridian_rpo_gate_refusals",
+            "Writes refused because a standby was further behind than the namespace's max_lag",
+            metrics.rpo_refusals.clone(),
+        );
+        registry.register(
+            "meridian_primary_lease_valid",
+            "On the shard leader, per fenced primary namespace: 1 while it holds a valid write lease",
+            metrics.primary_lease_valid.clone(),
+        );
+        registry.register(
+            "meridian_raft_voters",
+            "Voters in the shard's Raft membership",
+            metrics.voters.clone(),
+        );
+        registry.register(
+            "meridian_raft_voters_reachable",
+            "On the leader, voters (itself included) that acknowledged a heartbeat lately; 0 on followers",
+            metrics.voters_reachable.clone(),
+        );
+        registry.register(
+            "meridian_storage_disk_free_bytes",
+            "Bytes available on the data directory's file system",
+            metrics.disk_free_bytes.clone(),
+        );
+        registry.register(
+            "meridian_storage_disk_capacity_bytes",
+            "Size of the data directory's file system in bytes",
+            metrics.disk_capacity_bytes.clone(),
+        );
+        registry.register(
+            "meridian_tls_certificate_expiry_timestamp_seconds",
+            "When this process's TLS certificate stops being valid (Unix time)",
+            metrics.certificate_expiry.clone(),
+        );
         metrics.storage.register(registry);
         metrics.registry = root;
         metrics
@@ -189,10 +279,7 @@ impl ShardMetrics {
 
     /// The metrics in Prometheus text format.
     pub fn encode(&self) -> String {
-        let mut out = String::new();
-        // Encoding into a String cannot fail.
-        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
-        out
+        meridian_net::metrics_text::encode(&self.registry)
     }
 }
 

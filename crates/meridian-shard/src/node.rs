@@ -267,6 +267,87 @@ impl ShardNode {
             .holds(std::time::Instant::now(), term)
     }
 
+    /// Sets the gauges that are read at scrape time rather than kept up
+    /// as things happen: voters and their reachability, disk space, each
+    /// primary's lag budget and lease, the certificate's expiry.
+    pub fn refresh_scrape_metrics(&self) {
+        let metrics = &self.metrics;
+        let raft = self.raft.raft.metrics().borrow_watched().clone();
+        let voters: Vec<u64> = raft.membership_config.membership().voter_ids().collect();
+        metrics.voters.set(voters.len() as i64);
+        let leading = raft.state == ServerState::Leader;
+        let reachable = match (&raft.heartbeat, leading) {
+            (Some(heartbeats), true) => {
+                voters_reachable(&voters, self.id(), REACHABLE_WITHIN, |id| {
+                    heartbeats
+                        .get(&id)
+                        .and_then(|acked| acked.as_ref())
+                        .map(|acked| openraft::Instant::elapsed(&**acked))
+                })
+            }
+            _ => 0,
+        };
+        metrics.voters_reachable.set(reachable as i64);
+        if let Some((free, capacity)) = crate::disk::space(&self.config.node.data_dir) {
+            metrics
+                .disk_free_bytes
+                .set(i64::try_from(free).unwrap_or(i64::MAX));
+            metrics
+                .disk_capacity_bytes
+                .set(i64::try_from(capacity).unwrap_or(i64::MAX));
+        }
+        metrics.lag_budget_seconds.clear();
+        metrics.lag_budget_entries.clear();
+        metrics.primary_lease_valid.clear();
+        let lease = leading && self.has_lease();
+        let covered = self
+            .covered
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for (name, record) in self.machine.namespaces() {
+            if record.role != crate::command::NamespaceRole::Primary {
+                continue;
+            }
+            let labels = crate::metrics::NamespaceLabels { namespace: name };
+            if record.max_lag_entries > 0 || record.max_lag_ms > 0 {
+                // Present from the start (at 0), so a rate over it is
+                // defined before the first refusal.
+                let _ = metrics.rpo_refusals.get_or_create(&labels);
+            }
+            if record.log_changes {
+                metrics
+                    .lag_budget_seconds
+                    .get_or_create(&labels)
+                    .set(record.max_lag_ms as f64 / 1e3);
+                metrics
+                    .lag_budget_entries
+                    .get_or_create(&labels)
+                    .set(i64::try_from(record.max_lag_entries).unwrap_or(i64::MAX));
+            }
+            if leading && record.epoch > 0 {
+                let valid = lease && covered.contains_key(&labels.namespace);
+                metrics
+                    .primary_lease_valid
+                    .get_or_create(&labels)
+                    .set(i64::from(valid));
+            }
+        }
+        metrics.certificate_expiry.clear();
+        if let Some(expiry) = self
+            .config
+            .network
+            .tls
+            .as_ref()
+            .and_then(|tls| tls.certificate_expiry_unix())
+        {
+            metrics
+                .certificate_expiry
+                .get_or_create(&crate::metrics::CertificateLabels { certificate: "tls" })
+                .set(expiry);
+        }
+    }
+
     fn sync_policy(&self, namespace: &str) -> SyncPolicy {
         self.covered
             .lock()
@@ -379,6 +460,12 @@ impl ShardNode {
             };
             let left = deadline.saturating_duration_since(std::time::Instant::now());
             if left.is_zero() {
+                self.metrics
+                    .rpo_refusals
+                    .get_or_create(&crate::metrics::NamespaceLabels {
+                        namespace: namespace.to_string(),
+                    })
+                    .inc();
                 return Err(refusal);
             }
             self.replication.wait_any_ack(left).await;
@@ -766,3 +853,60 @@ impl ShardNode {
 
 /// Entries a node may trail its known commit index by and still call itself ready.
 const READY_APPLY_MARGIN: u64 = 1_000;
+
+/// A voter counts as reachable when it acknowledged a heartbeat within this
+/// long (several heartbeats; shorter than a minute-long alert window).
+const REACHABLE_WITHIN: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// How many of `voters` the leader `me` hears from: itself, and every other
+/// voter whose last acknowledged heartbeat was at most `within` ago
+/// (`acked_ago` gives that age; `None`: never acknowledged).
+fn voters_reachable(
+    voters: &[u64],
+    me: u64,
+    within: std::time::Duration,
+    acked_ago: impl Fn(u64) -> Option<std::time::Duration>,
+) -> usize {
+    voters
+        .iter()
+        .filter(|&&id| id == me || acked_ago(id).is_some_and(|ago| ago <= within))
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reachable_voters_table() {
+        use std::time::Duration;
+        let within = Duration::from_secs(5);
+        let ages = |table: &'static [(u64, Option<u64>)]| {
+            move |id: u64| {
+                table
+                    .iter()
+                    .find(|(n, _)| *n == id)
+                    .and_then(|(_, ms)| ms.map(Duration::from_millis))
+            }
+        };
+        // (voters, me, ages of acks in ms, expected)
+        type Case = (&'static [u64], u64, &'static [(u64, Option<u64>)], usize);
+        let cases: &[Case] = &[
+            (&[1, 2, 3], 1, &[(2, Some(100)), (3, Some(200))], 3),
+            (&[1, 2, 3], 1, &[(2, Some(100)), (3, Some(9_000))], 2),
+            (&[1, 2, 3], 1, &[(2, None), (3, None)], 1),
+            // Exactly at the bound still counts; the leader needs no ack.
+            (&[1, 2, 3], 2, &[(1, Some(5_000)), (3, Some(5_001))], 2),
+            // A learner's ack (4) is not a voter's.
+            (&[1, 2, 3], 1, &[(4, Some(1)), (2, Some(1))], 2),
+            (&[7], 7, &[], 1),
+        ];
+        for (voters, me, table, expected) in cases {
+            assert_eq!(
+                voters_reachable(voters, *me, within, ages(table)),
+                *expected,
+                "{voters:?} {me} {table:?}"
+            );
+        }
+    }
+}

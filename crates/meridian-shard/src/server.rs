@@ -234,10 +234,11 @@ async fn ready(State(node): State<Arc<ShardNode>>) -> impl IntoResponse {
 
 async fn metrics(State(node): State<Arc<ShardNode>>) -> impl IntoResponse {
     (
-        [("content-type", "text/plain; version=0.0.4; charset=utf-8")],
+        [("content-type", meridian_net::metrics_text::CONTENT_TYPE)],
         {
             node.metrics
                 .set_replication_lag(&node.replication.snapshot());
+            node.refresh_scrape_metrics();
             node.metrics.encode()
         },
     )

@@ -117,3 +117,355 @@ async fn reflection_health_and_metrics() {
     assert_eq!(http_get(&extra.http, "/health/live").0, 200);
     assert_eq!(http_get(&extra.http, "/health/ready").0, 503);
 }
+
+/// Problems a Prometheus text body has that `promtool check metrics` (and
+/// Prometheus's text parser) would flag: samples without `# HELP`/`# TYPE`
+/// under their own name (a histogram's under its base name), counters not
+/// ending in `_total`, abbreviated units in names.
+fn lint(body: &str) -> Vec<String> {
+    let mut problems = Vec::new();
+    let mut described = std::collections::HashMap::new();
+    let mut helped = std::collections::HashSet::new();
+    for line in body.lines() {
+        if let Some(rest) = line.strip_prefix("# HELP ") {
+            helped.insert(rest.split(' ').next().unwrap_or("").to_string());
+        } else if let Some(rest) = line.strip_prefix("# TYPE ") {
+            let mut parts = rest.split(' ');
+            let name = parts.next().unwrap_or("").to_string();
+            let kind = parts.next().unwrap_or("").to_string();
+            if kind == "counter" && !name.ends_with("_total") {
+                problems.push(format!("counter {name} does not end in _total"));
+            }
+            for unit in ["_ms", "_us", "_ns", "_secs", "_millis", "_kb", "_mb"] {
+                if name.contains(&format!("{unit}_")) || name.ends_with(unit) {
+                    problems.push(format!("{name}: abbreviated unit {unit}"));
+                }
+            }
+            described.insert(name, kind);
+        } else if line.starts_with('#') {
+            problems.push(format!("unexpected comment line {line:?}"));
+        } else if !line.is_empty() {
+            let name = line.split(['{', ' ']).next().unwrap_or("");
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| {
+                    name.strip_suffix(suffix)
+                        .filter(|base| described.get(*base).is_some_and(|k| k == "histogram"))
+                })
+                .unwrap_or(name);
+            if !described.contains_key(family) || !helped.contains(family) {
+                problems.push(format!(
+                    "sample {name} without # HELP and # TYPE for {family}"
+                ));
+            }
+        }
+    }
+    problems
+}
+
+/// The value of the first sample of `name` whose labels contain `labels`.
+fn sample(body: &str, name: &str, labels: &str) -> Option<f64> {
+    body.lines()
+        .filter(|l| !l.starts_with('#'))
+        .find(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(labels))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Every Meridian metric name an alert rule in deploy/prometheus reads.
+fn names_in_alert_rules() -> std::collections::BTreeSet<String> {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/prometheus/rules");
+    let mut names = std::collections::BTreeSet::new();
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("meridian_") {
+            let tail = &rest[at..];
+            let end = tail
+                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+                .unwrap_or(tail.len());
+            names.insert(tail[..end].to_string());
+            rest = &tail[end..];
+        }
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_pass_promtool_and_cover_the_alert_rules() {
+    use meridian_lab::ProcessRole;
+    use std::time::{Duration, Instant};
+    let dir = tempfile::tempdir().unwrap();
+    let lab = common::multi_region_lab(dir.path()).await;
+    let state = lab.state().clone();
+    let control = common::lab_client(
+        &lab,
+        state.endpoints(ProcessRole::Control, None),
+        Duration::from_secs(20),
+    );
+    control
+        .place_namespace(meridian_client::pb::Placement {
+            max_lag_ms: 5_000,
+            max_lag_entries: 1_000,
+            ..common::us_east_with_eu_standby("watched")
+        })
+        .await
+        .unwrap();
+    // A sync namespace (its degradation gauge), a refusal by residency, a
+    // backup schedule with its backups.
+    control
+        .place_namespace(meridian_client::pb::Placement {
+            sync: true,
+            ..common::us_east_with_eu_standby("synced")
+        })
+        .await
+        .unwrap();
+    let refused = control
+        .place_namespace(meridian_client::pb::Placement {
+            name: "outside".into(),
+            home_region: "ap-south".into(),
+            allowed_jurisdictions: vec!["EU".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(refused.to_string().contains("residency"), "{refused}");
+    control
+        .put_location(meridian_client::pb::LocationInfo {
+            name: "vault".into(),
+            url: format!("file://{}", dir.path().join("vault").display()),
+            region: "us-east".into(),
+            jurisdictions: Vec::new(),
+        })
+        .await
+        .unwrap();
+    control
+        .set_schedule(meridian_client::pb::ScheduleInfo {
+            namespace: "watched".into(),
+            location: "vault".into(),
+            every_ms: 1_000,
+            keep_ms: 60_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let node = |region: &str| {
+        state
+            .processes
+            .iter()
+            .find(|p| p.role == ProcessRole::Node && p.region == region)
+            .unwrap()
+            .clone()
+    };
+    let us_east = node("us-east");
+    let primary = common::lab_client(&lab, vec![us_east.grpc.clone()], Duration::from_secs(10));
+    // Writes go through once the primary holds its lease.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while primary.put("watched", b"k", b"v").await.is_err() {
+        assert!(Instant::now() < deadline, "no write within 30 s");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let scrape = |http: String| {
+        let lab = &lab;
+        async move {
+            let (status, body) = common::lab_https_get(lab, "admin", &http, "/metrics").await;
+            assert_eq!(status, 200, "{http}: {body}");
+            body
+        }
+    };
+    // The shard node: one voter (itself), reachable; the namespace's
+    // budgets and its lease.
+    let labels = "namespace=\"watched\"";
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let shard = loop {
+        let body = scrape(us_east.http.clone()).await;
+        if sample(&body, "meridian_primary_lease_valid", labels) == Some(1.0) {
+            break body;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no valid lease reported:\n{body}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(sample(&shard, "meridian_raft_voters", ""), Some(1.0));
+    assert_eq!(
+        sample(&shard, "meridian_raft_voters_reachable", ""),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&shard, "meridian_replication_lag_budget_seconds", labels),
+        Some(5.0)
+    );
+    assert_eq!(
+        sample(&shard, "meridian_replication_lag_budget_entries", labels),
+        Some(1000.0)
+    );
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let expiry = sample(
+        &shard,
+        "meridian_tls_certificate_expiry_timestamp_seconds",
+        "",
+    )
+    .expect("certificate expiry");
+    assert!(
+        expiry > now,
+        "certificate expiry {expiry} is not after {now}"
+    );
+    let free = sample(&shard, "meridian_storage_disk_free_bytes", "").unwrap();
+    let capacity = sample(&shard, "meridian_storage_disk_capacity_bytes", "").unwrap();
+    assert!(free > 0.0 && free <= capacity, "{free} of {capacity}");
+
+    // A drained failover, counted by cause and mode.
+    control
+        .failover(meridian_client::pb::FailoverRequest {
+            namespace: "watched".into(),
+            to_region: "eu-west".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+
+    // The control-plane leader (it probes, grants and counts refusals):
+    // every shard probed and answering, the failover, the refusal, the
+    // schedule and a backup it took.
+    let members: Vec<String> = state
+        .processes
+        .iter()
+        .filter(|p| p.role == ProcessRole::Control)
+        .map(|p| p.http.clone())
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let control_body = 'found: loop {
+        for member in &members {
+            let body = scrape(member.clone()).await;
+            let complete = sample(&body, "meridian_control_leader", "") == Some(1.0)
+                && ["us-east-s1", "eu-west-s1", "ap-south-s1"].iter().all(|s| {
+                    sample(
+                        &body,
+                        "meridian_control_shard_probe_up",
+                        &format!("shard=\"{s}\""),
+                    ) == Some(1.0)
+                })
+                && sample(
+                    &body,
+                    "meridian_backup_last_success_timestamp_seconds",
+                    labels,
+                )
+                .is_some();
+            if complete {
+                break 'found body;
+            }
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no leader with every series within 60 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert!(sample(&control_body, "meridian_routing_version", "").unwrap() > 0.0);
+    assert_eq!(
+        sample(
+            &control_body,
+            "meridian_failovers_total",
+            "cause=\"manual\",mode=\"async\""
+        ),
+        Some(1.0),
+        "{control_body}"
+    );
+    assert!(sample(&control_body, "meridian_residency_refusals_total", "").unwrap() >= 1.0);
+    assert_eq!(
+        sample(
+            &control_body,
+            "meridian_backup_schedule_interval_seconds",
+            labels
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(
+            &control_body,
+            "meridian_namespace_sync_degraded",
+            "namespace=\"synced\""
+        ),
+        Some(0.0)
+    );
+    assert!(sample(&control_body, "meridian_control_lease_grants_total", "").unwrap() > 0.0);
+
+    // A gateway: its routing table applied moments ago.
+    let gateway = state
+        .processes
+        .iter()
+        .find(|p| p.role == ProcessRole::Gateway)
+        .unwrap()
+        .clone();
+    let gateway_body = scrape(gateway.http.clone()).await;
+    let applied = sample(
+        &gateway_body,
+        "meridian_gateway_routing_applied_timestamp_seconds",
+        "",
+    )
+    .expect("routing applied time");
+    assert!(
+        (now - applied).abs() < 600.0,
+        "applied at {applied}, now {now}"
+    );
+
+    let bodies = [
+        ("shard node", &shard),
+        ("control member", &control_body),
+        ("gateway", &gateway_body),
+    ];
+    for (what, body) in bodies {
+        let problems = lint(body);
+        assert!(problems.is_empty(), "{what}: {problems:#?}");
+    }
+    // Every metric an alert rule reads is exported by some process.
+    let missing: Vec<String> = names_in_alert_rules()
+        .into_iter()
+        .filter(|name| {
+            let base = name.strip_suffix("_bucket").unwrap_or(name);
+            !bodies
+                .iter()
+                .any(|(_, body)| body.contains(&format!("# TYPE {base} ")))
+        })
+        .collect();
+    assert!(
+        missing.is_empty(),
+        "alert rules read metrics no process exports: {missing:?}"
+    );
+    // With promtool (scripts/test-ops.sh sets it), its own verdict too.
+    if let Some(promtool) = std::env::var_os("MERIDIAN_PROMTOOL") {
+        for (what, body) in bodies {
+            let mut child = std::process::Command::new(&promtool)
+                .args(["check", "metrics"])
+                .stdin(std::process::Stdio::piped())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::piped())
+                .spawn()
+                .expect("promtool runs");
+            use std::io::Write as _;
+            child
+                .stdin
+                .take()
+                .unwrap()
+                .write_all(body.as_bytes())
+                .unwrap();
+            let out = child.wait_with_output().unwrap();
+            let said = format!(
+                "{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            assert!(
+                out.status.success() && said.trim().is_empty(),
+                "promtool on the {what}'s metrics: {said}"
+            );
+            eprintln!("promtool check metrics: {what} clean");
+        }
+    }
+}

@@ -7,7 +7,7 @@
 //! 1. **Propagation.** Creates namespaces one at a time through the control-plane
 //!    leader. For each, the moment the leader answered (the change is committed
 //!    and applied there) is compared with the moment each gateway applied that
-//!    routing version (`meridian_gateway_routing_applied_unix_ms`, read over HTTPS
+//!    routing version (`meridian_gateway_routing_applied_timestamp_seconds`, read over HTTPS
 //!    with the lab's client certificate). Both clocks are this machine's.
 //! 2. **Revocation.** Revokes a user identity (granted `reader` on a
 //!    namespace) through the control plane, one revocation at a time, and asks
@@ -138,11 +138,14 @@ async fn https_get(
 }
 
 fn metric(body: &str, name: &str) -> Option<i64> {
+    metric_f64(body, name).map(|value| value as i64)
+}
+
+fn metric_f64(body: &str, name: &str) -> Option<f64> {
     body.lines()
         .find(|line| line.starts_with(name) && !line.starts_with('#'))
         .and_then(|line| line.rsplit(' ').next())
         .and_then(|value| value.parse::<f64>().ok())
-        .map(|value| value as i64)
 }
 
 fn rss_mib(pid: u32) -> f64 {
@@ -271,8 +274,10 @@ async fn run(args: &Args, lab: &mut Lab, regions: &[String]) -> anyhow::Result<R
                 let body = https_get(&tls, http, "/metrics").await?;
                 let applied = metric(&body, "meridian_gateway_routing_version");
                 if applied == Some(version) {
-                    let at = metric(&body, "meridian_gateway_routing_applied_unix_ms")
-                        .context("no applied time")?;
+                    let at =
+                        metric_f64(&body, "meridian_gateway_routing_applied_timestamp_seconds")
+                            .map(|seconds| (seconds * 1e3) as i64)
+                            .context("no applied time")?;
                     let delay = (at - committed_ms).max(0) as f64;
                     per_gateway.entry(name.clone()).or_default().push(delay);
                     slowest = slowest.max(delay);

@@ -381,3 +381,32 @@ pub async fn wait_job(control: &Client, id: u64, limit: Duration) -> pb::JobInfo
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// One HTTPS GET to a lab process with the lab certificate `name` (e.g.
+/// `admin`): the status code and body.
+pub async fn lab_https_get(lab: &Lab, name: &str, address: &str, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let material = meridian_net::TlsFiles::in_dir(lab.state().certs.as_ref().unwrap(), name)
+        .load()
+        .unwrap();
+    let connector = tokio_rustls::TlsConnector::from(material.rustls_client_config().unwrap());
+    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
+    let server = rustls::pki_types::ServerName::try_from(meridian_net::tls::SERVER_NAME).unwrap();
+    let mut stream = connector.connect(server, stream).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nhost: meridian\r\nconnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    // A peer closing without close_notify is fine here: the response is read.
+    let _ = stream.read_to_end(&mut response).await;
+    let response = String::from_utf8_lossy(&response).to_string();
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0);
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Operations checks that need Prometheus's promtool (Debian package
+# `prometheus`, installed here if missing):
+#   - the alert rules in deploy/prometheus/rules parse (promtool check rules)
+#     and their unit tests pass (promtool test rules: every alert firing and
+#     staying quiet);
+#   - every alert has a runbook_url naming a section of docs/runbook.md;
+#   - every process's /metrics passes `promtool check metrics` (the
+#     observability test scrapes a shard node, a control-plane member and
+#     a gateway and runs promtool on each).
+#
+#   scripts/test-ops.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if ! command -v promtool >/dev/null; then
+    echo "installing promtool (Debian: prometheus)"
+    if [ "$(id -u)" -eq 0 ]; then SUDO=; else SUDO=sudo; fi
+    $SUDO apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends prometheus >/dev/null
+fi
+promtool check rules deploy/prometheus/rules/*.yml
+promtool test rules deploy/prometheus/tests/*.test.yml
+python3 - <<'PY'
+import re, pathlib, sys
+headings = set()
+for line in pathlib.Path("docs/runbook.md").read_text().splitlines():
+    if line.startswith("## "):
+        slug = re.sub(r"[^a-z0-9 -]", "", line[3:].strip().lower()).replace(" ", "-")
+        headings.add(slug)
+bad = []
+for rules in sorted(pathlib.Path("deploy/prometheus/rules").glob("*.yml")):
+    text = rules.read_text()
+    alerts = re.findall(r"^\s*- alert: (\S+)", text, re.M)
+    urls = re.findall(r'runbook_url: "docs/runbook\.md#([^"]+)"', text)
+    if len(alerts) != len(urls):
+        bad.append(f"{rules}: {len(alerts)} alerts but {len(urls)} runbook_url annotations")
+    bad += [f"{rules}: runbook section #{u} not in docs/runbook.md" for u in urls if u not in headings]
+if bad:
+    sys.exit("\n".join(bad))
+print(f"runbook: every alert points at one of {len(headings)} sections")
+PY
+MERIDIAN_PROMTOOL="$(command -v promtool)" cargo test -p meridian --test observability -- --nocapture metrics_pass_promtool_and_cover_the_alert_rules
