@@ -79,6 +79,9 @@ pub(crate) async fn drive(node: &Arc<ControlNode>, job: &Job, attempts: u32) -> 
                 let (primary, copy) = positions(node, &migration);
                 let ready = matches!((primary, copy), (Some(p), Some(c)) if crate::migration::within_reach(p, c));
                 if ready {
+                    if let Some(handed) = hand_leadership_over(node, &migration).await {
+                        return Attempt::Retry(handed);
+                    }
                     match cut_over(node, &migration, id, &mut clients).await {
                         Ok(()) => continue,
                         Err(crate::failover::MoveError::OverBudget(why)) => {
@@ -378,6 +381,77 @@ fn positions(node: &ControlNode, migration: &Migration) -> (Option<u64>, Option<
     };
     (of(&migration.source_shard), of(&migration.target_shard))
 }
+
+/// Hands the control-plane leadership to a member in the migration's
+/// source (or target) region when this one is elsewhere
+/// ([`crate::migration::cutover_leader`]), so the cutover's round trips
+/// are short. `Some(why)` once leadership moved: the new leader resumes
+/// the job. `None` to cut over here: already near, nobody nearer, or the
+/// hand-over did not take within a few seconds (then not tried again).
+async fn hand_leadership_over(node: &Arc<ControlNode>, migration: &Migration) -> Option<String> {
+    use openraft::async_runtime::WatchReceiver;
+    let mine = node.config.node.region.clone();
+    if mine == migration.source_region || mine == migration.to_region {
+        return None;
+    }
+    let others: Vec<(u64, String)> = {
+        let metrics = node.raft.raft.metrics().borrow_watched().clone();
+        let membership = metrics.membership_config.membership();
+        let voters: BTreeSet<u64> = membership.voter_ids().collect();
+        membership
+            .nodes()
+            .filter(|(id, _)| **id != node.id() && voters.contains(id))
+            .map(|(id, n)| (*id, n.addr.clone()))
+            .collect()
+    };
+    let mut regions = Vec::with_capacity(others.len());
+    for (id, address) in others {
+        let client = meridian_client::Client::with_options(
+            vec![address.clone()],
+            meridian_client::ClientOptions {
+                attempt_timeout: Duration::from_secs(2),
+                retry_budget: Duration::from_secs(2),
+                dialer: node.dialer.clone(),
+                ..Default::default()
+            },
+        )
+        .ok()?;
+        if let Ok(status) = client.control_status_of(&address).await {
+            regions.push((id, status.region));
+        }
+    }
+    let to = crate::migration::cutover_leader(
+        &mine,
+        &regions,
+        &migration.source_region,
+        &migration.to_region,
+    )?;
+    let region = regions
+        .iter()
+        .find(|(id, _)| *id == to)
+        .map(|(_, r)| r.clone())
+        .unwrap_or_default();
+    tracing::info!(to, %region, namespace = %migration.namespace, "handing control-plane leadership over for the cutover");
+    if let Err(err) = node.raft.raft.trigger().transfer_leader(to).await {
+        tracing::warn!(%err, "leadership hand-over refused; cutting over from here");
+        return None;
+    }
+    let deadline = std::time::Instant::now() + LEADERSHIP_HANDOVER_WAIT;
+    while std::time::Instant::now() < deadline {
+        if !node.raft.raft.is_leader() {
+            return Some(format!(
+                "control-plane leadership handed to member {to} in {region}, next to the move, to drive the cutover"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tracing::warn!(to, "leadership did not move; cutting over from here");
+    None
+}
+
+/// How long a leadership hand-over may take before the cutover goes on
+/// from where it is.
+const LEADERSHIP_HANDOVER_WAIT: Duration = Duration::from_secs(3);
 
 /// The cutover: the drained move with the migration's budget, recorded in
 /// the job; then the new primary is given its lease at once and the whole

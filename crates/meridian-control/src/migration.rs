@@ -258,6 +258,34 @@ pub enum CutoverVerdict {
     Switch,
 }
 
+/// Which control-plane member should drive a cutover: every step of the
+/// write block (revocation, the two sums, the route switch's commit, the
+/// promotion) is a round trip from the leader, so a leader in a third
+/// region pays its distance four times. `None` when this member (in
+/// `my_region`) is in the source or target region already, or no member
+/// is; otherwise a member of the source region (the revocation and the
+/// source's sum become local), else one of the target region. `members`
+/// are the other voters with their regions.
+pub fn cutover_leader(
+    my_region: &str,
+    members: &[(u64, String)],
+    source_region: &str,
+    target_region: &str,
+) -> Option<u64> {
+    if my_region == source_region || my_region == target_region {
+        return None;
+    }
+    [source_region, target_region]
+        .into_iter()
+        .find_map(|region| {
+            members
+                .iter()
+                .filter(|(_, r)| r == region)
+                .map(|(id, _)| *id)
+                .min()
+        })
+}
+
 /// What a drained move keeps in reserve, in ms, for the steps after its
 /// decision: the route switch (one control-plane commit: the 90th
 /// percentile of `recent_commits_ms`, or a round trip to the target when
@@ -631,6 +659,41 @@ mod tests {
         assert_eq!(
             next_step(&m, 0, Some(&after), &none, false, 61_000),
             Step::Finished
+        );
+    }
+
+    #[test]
+    fn cutovers_are_led_from_the_source_or_target_region() {
+        let members = |list: &[(u64, &str)]| -> Vec<(u64, String)> {
+            list.iter().map(|(id, r)| (*id, r.to_string())).collect()
+        };
+        let lab = members(&[(1, "us-east"), (2, "eu-west")]);
+        // (this member's region, the others, source, target, hand to)
+        type Case<'a> = (&'a str, &'a [(u64, String)], &'a str, &'a str, Option<u64>);
+        let cases: &[Case] = &[
+            // Already next to the move: stay.
+            ("us-east", &lab, "us-east", "eu-west", None),
+            ("eu-west", &lab, "us-east", "eu-west", None),
+            // From a third region: the source's member, else the target's.
+            ("ap-south", &lab, "us-east", "eu-west", Some(1)),
+            ("ap-south", &lab, "eu-west", "us-east", Some(2)),
+            ("ap-south", &lab[1..], "us-east", "eu-west", Some(2)),
+            // Nobody nearer: stay.
+            ("ap-south", &lab, "sa-east", "ca-central", None),
+            ("ap-south", &[], "us-east", "eu-west", None),
+        ];
+        for (mine, others, source, target, expected) in cases {
+            assert_eq!(
+                cutover_leader(mine, others, source, target),
+                *expected,
+                "{mine} {others:?} {source} -> {target}"
+            );
+        }
+        // Several in the region: the lowest id, so every try picks the same.
+        let two = members(&[(7, "us-east"), (3, "us-east")]);
+        assert_eq!(
+            cutover_leader("ap-south", &two, "us-east", "eu-west"),
+            Some(3)
         );
     }
 

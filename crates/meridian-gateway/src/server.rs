@@ -175,11 +175,14 @@ pub async fn run(
         ))
     };
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(meridian_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| GatewayError::Reflection(e.to_string()))?;
+    let (reflection, reflection_v1alpha) = meridian_net::reflection::services(
+        &[
+            meridian_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+        ],
+        &["meridian.v1.Kv", "grpc.health.v1.Health"],
+    )
+    .map_err(GatewayError::Reflection)?;
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
     // Rotation: new certificate files are taken in without a restart.
     let _reloader = transport.reload_certificates(stop.clone());
@@ -228,6 +231,7 @@ pub async fn run(
     let grpc = serve::grpc_server()
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(KvServer::new(GatewayService::new(
             table.clone(),
             metrics.clone(),

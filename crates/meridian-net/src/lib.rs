@@ -27,6 +27,7 @@ pub mod https;
 pub mod identity;
 pub mod metrics_text;
 pub mod peers;
+pub mod reflection;
 pub mod serve;
 pub mod tls;
 

@@ -99,11 +99,19 @@ pub async fn run(
         (follower, replicator, reporter)
     });
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
-    let reflection = tonic_reflection::server::Builder::configure()
-        .register_encoded_file_descriptor_set(meridian_proto::FILE_DESCRIPTOR_SET)
-        .register_encoded_file_descriptor_set(tonic_health::pb::FILE_DESCRIPTOR_SET)
-        .build_v1()
-        .map_err(|e| ShardError::Raft(format!("reflection service: {e}")))?;
+    let (reflection, reflection_v1alpha) = meridian_net::reflection::services(
+        &[
+            meridian_proto::FILE_DESCRIPTOR_SET,
+            tonic_health::pb::FILE_DESCRIPTOR_SET,
+        ],
+        &[
+            "meridian.v1.Kv",
+            "meridian.v1.Admin",
+            "meridian.v1.RaftTransport",
+            "grpc.health.v1.Health",
+        ],
+    )
+    .map_err(ShardError::Raft)?;
 
     let max_message = max_message_bytes(&config);
     let kv = KvServer::new(KvService::new(node.clone()))
@@ -130,6 +138,7 @@ pub async fn run(
     let grpc = serve::grpc_server()
         .add_service(health_service)
         .add_service(reflection)
+        .add_service(reflection_v1alpha)
         .add_service(kv)
         .add_service(admin)
         .add_service(node.raft.transport_service())

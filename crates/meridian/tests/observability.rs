@@ -172,23 +172,58 @@ fn sample(body: &str, name: &str, labels: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// The `meridian_*` names in `text`.
+fn metric_names(text: &str, into: &mut std::collections::BTreeSet<String>) {
+    let mut rest = text;
+    while let Some(at) = rest.find("meridian_") {
+        let tail = &rest[at..];
+        let end = tail
+            .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .unwrap_or(tail.len());
+        into.insert(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+}
+
 /// Every Meridian metric name an alert rule in deploy/prometheus reads.
 fn names_in_alert_rules() -> std::collections::BTreeSet<String> {
     let dir =
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/prometheus/rules");
     let mut names = std::collections::BTreeSet::new();
     for entry in std::fs::read_dir(&dir).unwrap() {
-        let text = std::fs::read_to_string(entry.unwrap().path()).unwrap();
-        let mut rest = text.as_str();
-        while let Some(at) = rest.find("meridian_") {
-            let tail = &rest[at..];
-            let end = tail
-                .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
-                .unwrap_or(tail.len());
-            names.insert(tail[..end].to_string());
-            rest = &tail[end..];
+        metric_names(
+            &std::fs::read_to_string(entry.unwrap().path()).unwrap(),
+            &mut names,
+        );
+    }
+    names
+}
+
+/// Every Meridian metric name a Grafana dashboard in deploy/grafana reads:
+/// panel expressions and variable queries.
+fn names_in_dashboards() -> std::collections::BTreeSet<String> {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/grafana");
+    let mut names = std::collections::BTreeSet::new();
+    let mut boards = 0;
+    for entry in std::fs::read_dir(&dir).unwrap() {
+        let path = entry.unwrap().path();
+        let board: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        boards += 1;
+        let panels = board["panels"].as_array().expect("panels");
+        assert!(!panels.is_empty(), "{} has no panels", path.display());
+        for panel in panels {
+            for target in panel["targets"].as_array().expect("targets") {
+                metric_names(target["expr"].as_str().expect("expr"), &mut names);
+            }
+        }
+        for variable in board["templating"]["list"].as_array().into_iter().flatten() {
+            if let Some(query) = variable["query"].as_str() {
+                metric_names(query, &mut names);
+            }
         }
     }
+    assert_eq!(boards, 4, "overview, region, replication, shard");
     names
 }
 
@@ -424,11 +459,16 @@ async fn metrics_pass_promtool_and_cover_the_alert_rules() {
         let problems = lint(body);
         assert!(problems.is_empty(), "{what}: {problems:#?}");
     }
-    // Every metric an alert rule reads is exported by some process.
+    // Every metric an alert rule or a dashboard panel reads is exported by
+    // some process.
     let missing: Vec<String> = names_in_alert_rules()
         .into_iter()
+        .chain(names_in_dashboards())
         .filter(|name| {
-            let base = name.strip_suffix("_bucket").unwrap_or(name);
+            let base = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| name.strip_suffix(suffix))
+                .unwrap_or(name);
             !bodies
                 .iter()
                 .any(|(_, body)| body.contains(&format!("# TYPE {base} ")))
@@ -436,7 +476,7 @@ async fn metrics_pass_promtool_and_cover_the_alert_rules() {
         .collect();
     assert!(
         missing.is_empty(),
-        "alert rules read metrics no process exports: {missing:?}"
+        "alert rules or dashboards read metrics no process exports: {missing:?}"
     );
     // With promtool (scripts/test-ops.sh sets it), its own verdict too.
     if let Some(promtool) = std::env::var_os("MERIDIAN_PROMTOOL") {
@@ -467,5 +507,127 @@ async fn metrics_pass_promtool_and_cover_the_alert_rules() {
             );
             eprintln!("promtool check metrics: {what} clean");
         }
+    }
+}
+
+/// The services reflection lists at `address` (plain text), over the v1
+/// protocol and over v1alpha.
+async fn listed_services(address: &str) -> (Vec<String>, Vec<String>) {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{address}"))
+        .unwrap()
+        .connect()
+        .await
+        .unwrap();
+    let mut v1 = ServerReflectionClient::new(channel.clone());
+    let request = ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(MessageRequest::ListServices(String::new())),
+    };
+    let reply = v1
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner()
+        .next()
+        .await
+        .unwrap()
+        .unwrap();
+    let Some(MessageResponse::ListServicesResponse(list)) = reply.message_response else {
+        panic!("unexpected v1 reflection reply");
+    };
+    let mut from_v1: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    use tonic_reflection::pb::v1alpha;
+    let mut alpha = v1alpha::server_reflection_client::ServerReflectionClient::new(channel);
+    let request = v1alpha::ServerReflectionRequest {
+        host: String::new(),
+        message_request: Some(
+            v1alpha::server_reflection_request::MessageRequest::ListServices(String::new()),
+        ),
+    };
+    let reply = alpha
+        .server_reflection_info(tokio_stream::iter([request]))
+        .await
+        .unwrap()
+        .into_inner()
+        .next()
+        .await
+        .unwrap()
+        .unwrap();
+    let Some(v1alpha::server_reflection_response::MessageResponse::ListServicesResponse(list)) =
+        reply.message_response
+    else {
+        panic!("unexpected v1alpha reflection reply");
+    };
+    let mut from_alpha: Vec<String> = list.service.into_iter().map(|s| s.name).collect();
+    from_v1.sort();
+    from_alpha.sort();
+    (from_v1, from_alpha)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reflection_v1_and_v1alpha_list_exactly_what_each_process_serves() {
+    use meridian_lab::{Lab, LabSpec, ProcessRole};
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = Lab::up(&LabSpec {
+        dir: dir.path().join("lab"),
+        regions: vec!["us-east".into()],
+        nodes: 1,
+        binary: common::server_binary(),
+        env: Default::default(),
+        tls: false,
+        wan: None,
+        encryption: false,
+    })
+    .expect("lab up")
+    .kill_on_drop();
+    lab.wait_ready(std::time::Duration::from_secs(120), |_, _| {})
+        .await
+        .expect("lab ready");
+    let reflection = [
+        "grpc.reflection.v1.ServerReflection",
+        "grpc.reflection.v1alpha.ServerReflection",
+    ];
+    let expected = |own: &[&str]| {
+        let mut all: Vec<String> = own
+            .iter()
+            .chain(reflection.iter())
+            .map(|s| s.to_string())
+            .collect();
+        all.sort();
+        all
+    };
+    for (role, own) in [
+        (
+            ProcessRole::Node,
+            &[
+                "meridian.v1.Kv",
+                "meridian.v1.Admin",
+                "meridian.v1.RaftTransport",
+                "grpc.health.v1.Health",
+            ][..],
+        ),
+        (
+            ProcessRole::Control,
+            &[
+                "meridian.v1.Control",
+                "meridian.v1.RaftTransport",
+                "grpc.health.v1.Health",
+            ][..],
+        ),
+        (
+            ProcessRole::Gateway,
+            &["meridian.v1.Kv", "grpc.health.v1.Health"][..],
+        ),
+    ] {
+        let process = lab
+            .state()
+            .processes
+            .iter()
+            .find(|p| p.role == role)
+            .unwrap()
+            .clone();
+        let (v1, alpha) = listed_services(&process.grpc).await;
+        assert_eq!(v1, expected(own), "{role:?} over v1");
+        assert_eq!(alpha, expected(own), "{role:?} over v1alpha");
     }
 }
