@@ -625,6 +625,11 @@ pub struct NodeArgs {
     /// `MERIDIAN__SECTION__KEY` environment variables.
     #[arg(long)]
     pub config: Option<PathBuf>,
+    /// Only load and check the configuration (syntax, values, limits; the
+    /// files it names are not opened, no port is bound), print what it
+    /// resolves to, and exit: non-zero, naming the problem, if it is wrong.
+    #[arg(long)]
+    pub check: bool,
 }
 
 /// `meridian kv`.

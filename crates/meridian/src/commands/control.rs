@@ -15,6 +15,16 @@ pub async fn run(format: OutputFormat, args: ControlArgs) -> anyhow::Result<()> 
     match args.command {
         None => {
             let config = ControlConfig::load(args.run.config.as_deref())?;
+            if args.run.check {
+                let summary = format!(
+                    "control-plane member {} in {}, {} initial member(s), {} region(s)",
+                    config.node.id,
+                    config.node.region,
+                    config.cluster.initial_members.len(),
+                    config.regions.len()
+                );
+                return super::node::checked(format, &config, &summary);
+            }
             meridian_control::server::run(config, super::node::shutdown_signal())
                 .await
                 .context("control-plane member stopped with an error")

@@ -23,7 +23,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Node(args) => node::run(cli.output, args).await,
         Command::Control(args) => control::run(cli.output, args).await,
-        Command::Gateway(args) => gateway::run(args).await,
+        Command::Gateway(args) => gateway::run(cli.output, args).await,
         Command::Kv(args) => kv::run(cli.output, args).await,
         Command::Namespace(args) => namespace::run(cli.output, args).await,
         Command::Region(args) => region::run(cli.output, args).await,

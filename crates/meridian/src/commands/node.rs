@@ -14,6 +14,16 @@ pub async fn run(format: OutputFormat, args: ShardNodeArgs) -> anyhow::Result<()
     match args.command {
         None => {
             let config = NodeConfig::load(args.run.config.as_deref())?;
+            if args.run.check {
+                let summary = format!(
+                    "node {} of shard {} in {}, {} initial member(s)",
+                    config.node.id,
+                    config.node.shard,
+                    config.node.region,
+                    config.cluster.initial_members.len()
+                );
+                return checked(format, &config, &summary);
+            }
             meridian_shard::server::run(config, shutdown_signal())
                 .await
                 .context("node stopped with an error")
@@ -24,6 +34,22 @@ pub async fn run(format: OutputFormat, args: ShardNodeArgs) -> anyhow::Result<()
             timeout,
         }) => rekey(format, &target, no_wait, Duration::from_secs(timeout)).await,
     }
+}
+
+/// `--check`: the configuration loaded and passed its checks; prints what
+/// it resolved to (JSON: the whole configuration).
+pub fn checked<T: serde::Serialize>(
+    format: OutputFormat,
+    config: &T,
+    summary: &str,
+) -> anyhow::Result<()> {
+    let resolved = serde_json::to_value(config).context("configuration")?;
+    crate::output::emit_message(
+        format,
+        json!({ "ok": true, "summary": summary, "config": resolved }),
+        &format!("configuration OK: {summary}"),
+    );
+    Ok(())
 }
 
 /// Starts a re-encryption pass on every node, then (unless `no_wait`)
