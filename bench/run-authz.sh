@@ -24,8 +24,8 @@ CLIENTS=${CLIENTS:-64}
 WORKLOADS=${WORKLOADS:-put,get}
 OUT=${OUT:-bench/results}
 
-cargo build --release -p meridian -p meridian-bench
-BIN=target/release
+cargo build --profile production -p meridian -p meridian-bench
+BIN=target/production
 WORK=$(mktemp -d)
 LAB="$WORK/lab"
 cleanup() {

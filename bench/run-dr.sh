@@ -31,8 +31,8 @@ if [ ${#missing[@]} -gt 0 ]; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q "${missing[@]}"
 fi
 
-cargo build --release -p meridian -p meridian-bench
-BIN=target/release
+cargo build --profile production -p meridian -p meridian-bench
+BIN=target/production
 
 WORK=$(mktemp -d)
 ETCD_PID=""

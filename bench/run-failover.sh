@@ -13,13 +13,13 @@ RATE=${RATE:-5000}
 SECONDS_PER_PHASE=${SECONDS:-15}
 CLIENTS=${CLIENTS:-64}
 PHASES=${PHASES:-rto,rto-sync2,load,reads}
-cargo build --release -p meridian -p meridian-bench
+cargo build --profile production -p meridian -p meridian-bench
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p bench/results
 OUT="bench/results/failover-$(date +%Y%m%d-%H%M).json"
-target/release/meridian-failover-bench \
-  --binary target/release/meridian \
+target/production/meridian-failover-bench \
+  --binary target/production/meridian \
   --dir "$WORK" \
   --runs "$RUNS" \
   --rate "$RATE" \

@@ -27,8 +27,8 @@ ROUNDS=${ROUNDS:-3}
 MODE=${MODE:-both}
 OUT=${OUT:-bench/results}
 
-cargo build --release -p meridian -p meridian-bench
-BIN=target/release
+cargo build --profile production -p meridian -p meridian-bench
+BIN=target/production
 WORK=$(mktemp -d)
 LAB="$WORK/lab"
 cleanup() {

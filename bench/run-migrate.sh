@@ -18,8 +18,8 @@ WRITERS=${WRITERS:-4}
 BIG_MB=${BIG_MB:-0}
 OUT=${OUT:-bench/results}
 
-cargo build --release -p meridian -p meridian-bench
-BIN=target/release
+cargo build --profile production -p meridian -p meridian-bench
+BIN=target/production
 
 WORK=$(mktemp -d)
 cleanup() {

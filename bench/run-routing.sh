@@ -11,13 +11,13 @@ CHANGES=${CHANGES:-200}
 NAMESPACES=${NAMESPACES:-100000}
 CONCURRENCY=${CONCURRENCY:-64}
 REVOCATIONS=${REVOCATIONS:-50}
-cargo build --release -p meridian -p meridian-bench
+cargo build --profile production -p meridian -p meridian-bench
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT
 mkdir -p bench/results
 OUT="bench/results/routing-$(date +%Y%m%d-%H%M).json"
-target/release/meridian-routing-bench \
-  --binary target/release/meridian \
+target/production/meridian-routing-bench \
+  --binary target/production/meridian \
   --dir "$WORK/lab" \
   --changes "$CHANGES" \
   --revocations "$REVOCATIONS" \

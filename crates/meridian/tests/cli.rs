@@ -670,3 +670,32 @@ unsafe extern "C" {
     #[link_name = "kill"]
     fn libc_kill(pid: i32, signal: i32) -> i32;
 }
+
+#[test]
+fn check_validates_a_configuration_without_starting_anything() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = dir.path().join("node.toml");
+    std::fs::write(
+        &good,
+        "[node]\nid = 2\nshard = \"us-east-s1\"\nregion = \"us-east\"\ndata_dir = \"/nonexistent/data\"\n\n[network]\ngrpc_listen = \"127.0.0.1:1\"\nhttp_listen = \"127.0.0.1:2\"\n",
+    )
+    .unwrap();
+    let checked = json(&["node", "--config", good.to_str().unwrap(), "--check"]);
+    assert_eq!(checked["ok"], true);
+    assert_eq!(checked["config"]["node"]["id"], 2);
+    // Nothing was created where the data would go.
+    assert!(!Path::new("/nonexistent/data").exists());
+    // A wrong value is named, with a non-zero exit.
+    let bad = dir.path().join("bad.toml");
+    std::fs::write(&bad, "[node]\nshard = \"s\"\nregion = \"r\"\n").unwrap();
+    let refused = meridian(&["node", "--config", bad.to_str().unwrap(), "--check"]);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("node.id"), "{said}");
+    // An unknown key too (every section refuses keys it does not know).
+    std::fs::write(&bad, "[gateway]\nname = \"g\"\nregion = \"r\"\nnmae = \"typo\"\n").unwrap();
+    let refused = meridian(&["gateway", "--config", bad.to_str().unwrap(), "--check"]);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("nmae"), "{said}");
+}

@@ -36,7 +36,7 @@ struct Args {
     #[arg(long)]
     lab: PathBuf,
     /// The `meridian` binary (to open the lab).
-    #[arg(long, default_value = "target/release/meridian")]
+    #[arg(long, default_value = "target/production/meridian")]
     meridian: PathBuf,
     /// Client address of a single etcd member (empty: Meridian only).
     #[arg(long, default_value = "")]

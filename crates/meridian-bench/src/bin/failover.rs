@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 #[derive(Debug, Parser)]
 struct Args {
     /// The `meridian` binary the labs run.
-    #[arg(long, default_value = "target/release/meridian")]
+    #[arg(long, default_value = "target/production/meridian")]
     binary: PathBuf,
     /// Directory for the labs.
     #[arg(long)]

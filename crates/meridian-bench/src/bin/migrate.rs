@@ -24,7 +24,7 @@ struct Args {
     #[arg(long)]
     lab: PathBuf,
     /// The `meridian` binary (to open the lab).
-    #[arg(long, default_value = "target/release/meridian")]
+    #[arg(long, default_value = "target/production/meridian")]
     meridian: PathBuf,
     /// Migrations to run (alternating us-east -> eu-west -> us-east ...).
     #[arg(long, default_value_t = 20)]

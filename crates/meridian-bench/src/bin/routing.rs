@@ -37,7 +37,7 @@ use tokio_stream::StreamExt;
 #[derive(Debug, Parser)]
 struct Args {
     /// The `meridian` binary the lab runs.
-    #[arg(long, default_value = "target/release/meridian")]
+    #[arg(long, default_value = "target/production/meridian")]
     binary: PathBuf,
     /// Directory for the lab (must not hold a running one).
     #[arg(long)]
