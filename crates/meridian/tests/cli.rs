@@ -693,7 +693,11 @@ fn check_validates_a_configuration_without_starting_anything() {
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(said.contains("node.id"), "{said}");
     // An unknown key too (every section refuses keys it does not know).
-    std::fs::write(&bad, "[gateway]\nname = \"g\"\nregion = \"r\"\nnmae = \"typo\"\n").unwrap();
+    std::fs::write(
+        &bad,
+        "[gateway]\nname = \"g\"\nregion = \"r\"\nnmae = \"typo\"\n",
+    )
+    .unwrap();
     let refused = meridian(&["gateway", "--config", bad.to_str().unwrap(), "--check"]);
     assert!(!refused.status.success());
     let said = String::from_utf8_lossy(&refused.stderr);
