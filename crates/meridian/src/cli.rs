@@ -59,6 +59,15 @@ pub enum Command {
     Dr(DrArgs),
     /// Long-running jobs (restores): list, follow, cancel.
     Jobs(JobsArgs),
+    /// Cost and recovery of a described deployment (regions, machines and
+    /// a price table, namespaces and their modes, data size and write
+    /// rate): monthly cost (compute, storage, cross-region transfer,
+    /// backups), each namespace's expected RPO and RTO, and warnings about
+    /// targets the topology cannot meet. Example: deploy/plan/topology.toml.
+    Plan {
+        /// The description (TOML).
+        topology: PathBuf,
+    },
 }
 
 /// `meridian jobs`.

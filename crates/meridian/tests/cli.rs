@@ -703,3 +703,32 @@ fn check_validates_a_configuration_without_starting_anything() {
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(said.contains("nmae"), "{said}");
 }
+
+#[test]
+fn plan_prices_the_example_topology_and_names_what_it_cannot_do() {
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../deploy/plan/topology.toml");
+    let plan = json(&["plan", example.to_str().unwrap()]);
+    let total = plan["cost"]["total"].as_f64().unwrap();
+    assert!((total - 2_386.16).abs() < 0.01, "{total}");
+    let kinds: Vec<&str> = plan["warnings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|w| w["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["sync-single-standby", "rto-target-missed"]);
+    assert_eq!(plan["namespaces"][1]["rpo_seconds"], 0.0);
+    // A description that breaks a rule is refused, naming it.
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.toml");
+    let text = std::fs::read_to_string(&example).unwrap().replacen(
+        "data_share = 0.5",
+        "data_share = 0.9",
+        1,
+    );
+    std::fs::write(&bad, text).unwrap();
+    let refused = meridian(&["plan", bad.to_str().unwrap()]);
+    assert!(!refused.status.success());
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("more than the whole workload"), "{said}");
+}

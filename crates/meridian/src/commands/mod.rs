@@ -12,6 +12,7 @@ mod kv;
 mod lab;
 mod namespace;
 mod node;
+mod plan;
 mod region;
 mod replication;
 mod wan;
@@ -36,5 +37,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Auth(args) => auth::run(cli.output, args).await,
         Command::Dr(args) => dr::run(cli.output, args).await,
         Command::Jobs(args) => jobs::run(cli.output, args).await,
+        Command::Plan { topology } => plan::run(cli.output, &topology),
     }
 }
