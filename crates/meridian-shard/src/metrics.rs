@@ -76,6 +76,9 @@ pub struct ShardMetrics {
     /// On the leader, per fenced primary namespace: 1 while it holds a
     /// valid write lease.
     pub primary_lease_valid: Family<NamespaceLabels, Gauge>,
+    /// Per primary namespace: the change its newest time mark covers (a
+    /// restore to a time reaches at best that far).
+    pub time_mark_seq: Family<NamespaceLabels, Gauge>,
     /// Voters in the shard's membership.
     pub voters: Gauge,
     /// On the leader: voters (itself included) that answered a heartbeat
@@ -126,6 +129,7 @@ impl ShardMetrics {
             lag_budget_entries: Family::default(),
             rpo_refusals: Family::default(),
             primary_lease_valid: Family::default(),
+            time_mark_seq: Family::default(),
             voters: Gauge::default(),
             voters_reachable: Gauge::default(),
             disk_free_bytes: Gauge::default(),
@@ -215,6 +219,11 @@ impl ShardMetrics {
             "meridian_primary_lease_valid",
             "On the shard leader, per fenced primary namespace: 1 while it holds a valid write lease",
             metrics.primary_lease_valid.clone(),
+        );
+        registry.register(
+            "meridian_time_mark_change_seq",
+            "Per primary namespace, the change its newest time mark covers (the latest a restore to a time can reach)",
+            metrics.time_mark_seq.clone(),
         );
         registry.register(
             "meridian_raft_voters",

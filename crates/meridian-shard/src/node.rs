@@ -299,6 +299,7 @@ impl ShardNode {
         metrics.lag_budget_seconds.clear();
         metrics.lag_budget_entries.clear();
         metrics.primary_lease_valid.clear();
+        metrics.time_mark_seq.clear();
         let lease = leading && self.has_lease();
         let covered = self
             .covered
@@ -308,6 +309,14 @@ impl ShardNode {
         for (name, record) in self.machine.namespaces() {
             if record.role != crate::command::NamespaceRole::Primary {
                 continue;
+            }
+            if let Ok(Some((seq, _))) = self.machine.latest_time_mark(&name) {
+                metrics
+                    .time_mark_seq
+                    .get_or_create(&crate::metrics::NamespaceLabels {
+                        namespace: name.clone(),
+                    })
+                    .set(i64::try_from(seq).unwrap_or(i64::MAX));
             }
             let labels = crate::metrics::NamespaceLabels { namespace: name };
             if record.max_lag_entries > 0 || record.max_lag_ms > 0 {

@@ -1277,6 +1277,25 @@ impl KvStateMachine {
         Ok(marks)
     }
 
+    /// The newest time mark of `namespace`: `(change, unix ms)` — every
+    /// change up to it was written by then (what a restore to a time can
+    /// reach at best).
+    pub fn latest_time_mark(&self, namespace: &str) -> io::Result<Option<(u64, u64)>> {
+        let lower = keys::data_key(namespace, &0u64.to_be_bytes());
+        let upper = keys::data_key(namespace, &u64::MAX.to_be_bytes());
+        let prefix = keys::namespace_prefix(namespace).len();
+        for guard in self.time_marks.range(lower..=upper).rev() {
+            let (key, raw) = guard.into_inner().map_err(storage_error)?;
+            if let (Some(seq), Ok(at)) = (
+                key.get(prefix..).and_then(|s| <[u8; 8]>::try_from(s).ok()),
+                <[u8; 8]>::try_from(self.unseal(&raw)?.as_ref()),
+            ) {
+                return Ok(Some((u64::from_be_bytes(seq), u64::from_be_bytes(at))));
+            }
+        }
+        Ok(None)
+    }
+
     /// Starts keeping the change log for incremental backups, or lets go of
     /// what a backup now holds (see [`Command::HoldChanges`]).
     fn hold_changes(

@@ -236,10 +236,39 @@ async fn backups_restore_to_their_digest_across_a_control_leader_change() {
     // Everything up to i1 was written by now; what follows, after.
     let after_i1 = now_unix_ms();
     write_keys(&gateway, "orders", 0..50, "later").await;
-    // The shard marks the time about once a second: a few seconds on, a
-    // mark covers those writes, and nothing after this moment is in it.
-    let written = Instant::now();
-    while written.elapsed() < Duration::from_secs(3) {
+    // The shard marks the time about once a second: once a mark covers
+    // those writes (its metric says which change the newest mark covers),
+    // this moment is after them, and nothing after it is in them.
+    let written_through = eu_nodes.check_integrity("orders").await.unwrap().change_seq;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut covered = 0u64;
+        for node in lab
+            .state()
+            .processes
+            .iter()
+            .filter(|p| p.role == ProcessRole::Node && p.region == "eu-west")
+        {
+            let (_, metrics) = common::lab_https_get(&lab, "admin", &node.http, "/metrics").await;
+            covered = covered.max(
+                metrics
+                    .lines()
+                    .find(|l| {
+                        l.starts_with("meridian_time_mark_change_seq{")
+                            && l.contains("namespace=\"orders\"")
+                    })
+                    .and_then(|l| l.rsplit(' ').next())
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or(0),
+            );
+        }
+        if covered >= written_through {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no time mark covered change {written_through} within 30 s (newest covers {covered})"
+        );
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     let after_later = now_unix_ms();
