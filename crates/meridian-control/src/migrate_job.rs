@@ -240,14 +240,8 @@ async fn add_target(
             .get(&migration.namespace)
             .map(|d| d.shards.clone())
             .unwrap_or_default();
-        let load = s
-            .namespaces
-            .values()
-            .fold(std::collections::BTreeMap::new(), |mut load, n| {
-                *load.entry(n.shard.clone()).or_insert(0usize) += 1;
-                load
-            });
-        crate::migration::choose_target(migration, namespace, &s.shards, &load, &deleting)
+        let load = s.shard_load();
+        crate::migration::choose_target(migration, namespace, &s.shards, load, &deleting)
             .map(|(shard, added)| (s.shards.get(&shard).cloned(), shard, added))
     });
     let (shard, shard_id, added) = match chosen {
@@ -333,15 +327,9 @@ async fn replace_standby(
         }));
     }
     let chosen = node.with_state(|s| {
-        let load = s
-            .namespaces
-            .values()
-            .fold(std::collections::BTreeMap::new(), |mut load, n| {
-                *load.entry(n.shard.clone()).or_insert(0usize) += 1;
-                load
-            });
+        let load = s.shard_load();
         crate::migration::replacement_standby(
-            migration, namespace, &s.regions, &s.shards, &load, deleting,
+            migration, namespace, &s.regions, &s.shards, load, deleting,
         )
         .and_then(|(shard, _)| s.shards.get(&shard).cloned())
     });

@@ -104,6 +104,11 @@ pub struct ControlState {
 }
 
 impl ControlState {
+    /// Primary copies placed on each shard (what placement balances).
+    pub fn shard_load(&self) -> &BTreeMap<String, usize> {
+        &self.shard_load
+    }
+
     /// The route of every namespace, in name order.
     pub fn routes(&self) -> Vec<Route> {
         self.namespaces
