@@ -8,6 +8,8 @@
 #   - every Grafana panel expression in deploy/grafana parses (promtool);
 #   - the Kubernetes manifests render, validate against the Kubernetes
 #     schemas, and every configuration in them passes `meridian ... --check`;
+#   - Google's Python reflection client (v1alpha only) lists exactly each
+#     process's services;
 #   - every process's /metrics passes `promtool check metrics` (the
 #     observability test scrapes a shard node, a control-plane member and
 #     a gateway and runs promtool on each).
@@ -89,4 +91,16 @@ for path in sorted(pathlib.Path("target/k8s").glob("*.yaml")):
             checked += 1
 print(f"kubernetes: manifests valid, {checked} Meridian configurations check out")
 PY
+# A third-party gRPC reflection client that speaks only v1alpha (Google's
+# grpcio-reflection, PyPI) against a plaintext lab: every process lists
+# exactly its own services and serves their descriptors.
+python3 -c "import grpc_reflection" 2>/dev/null || python3 -m pip install --quiet grpcio grpcio-reflection
+OPS_LAB=target/ops-lab
+rm -rf "$OPS_LAB"
+stop_ops_lab() { target/debug/meridian lab down --dir "$OPS_LAB" >/dev/null 2>&1 || true; rm -rf "$OPS_LAB"; }
+trap stop_ops_lab EXIT
+target/debug/meridian lab up --dir "$OPS_LAB" --detach --plaintext >/dev/null
+python3 scripts/reflection_client_check.py "$OPS_LAB"
+stop_ops_lab
+trap - EXIT
 MERIDIAN_PROMTOOL="$(command -v promtool)" cargo test -p meridian --test observability -- --nocapture metrics_pass_promtool_and_cover_the_alert_rules
