@@ -29,6 +29,8 @@ pub fn router(service: Arc<ControlService>) -> Router {
         .route("/v1/namespaces/{name}", delete(delete_namespace))
         .route("/v1/routes", get(routes))
         .route("/v1/audit", get(audit))
+        .route("/v1/failovers", get(failovers))
+        .route("/v1/jobs", get(jobs))
         .with_state(service)
 }
 
@@ -109,6 +111,83 @@ fn placement(p: &pb::Placement) -> Value {
         "shard": p.shard,
         "epoch": p.epoch,
     })
+}
+
+/// Query of `GET /v1/failovers`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FailoversQuery {
+    #[serde(default)]
+    namespace: Option<String>,
+}
+
+async fn failovers(
+    State(service): State<Arc<ControlService>>,
+    HttpCaller(caller): HttpCaller,
+    Query(query): Query<FailoversQuery>,
+) -> Response {
+    let request = pb::ListFailoversRequest {
+        namespace: query.namespace.unwrap_or_default(),
+    };
+    match service.list_failovers(on_behalf(caller, request)).await {
+        Ok(response) => Json(json!({
+            "failovers": response.into_inner().failovers.iter().map(|f| json!({
+                "id": f.id,
+                "namespace": f.namespace,
+                "from_region": f.from_region,
+                "from_shard": f.from_shard,
+                "to_region": f.to_region,
+                "to_shard": f.to_shard,
+                "epoch": f.epoch,
+                "cause": f.cause,
+                "detected_at_ms": f.detected_at_ms,
+                "promoted_at_ms": f.promoted_at_ms,
+                "primary_seq": f.primary_seq,
+                "promoted_seq": f.promoted_seq,
+                // The loss window: writes the old primary may have
+                // acknowledged after `reported_at_ms` and until
+                // `writes_until_ms` (equal for a drained move: none).
+                "loss_window": { "reported_at_ms": f.reported_at_ms, "writes_until_ms": f.writes_until_ms },
+            })).collect::<Vec<_>>()
+        }))
+        .into_response(),
+        Err(status) => error(status),
+    }
+}
+
+async fn jobs(
+    State(service): State<Arc<ControlService>>,
+    HttpCaller(caller): HttpCaller,
+) -> Response {
+    match service
+        .list_jobs(on_behalf(caller, pb::ListJobsRequest {}))
+        .await
+    {
+        Ok(response) => Json(json!({
+            "jobs": response.into_inner().jobs.iter().map(|j| json!({
+                "id": j.id,
+                "kind": j.kind,
+                "state": match pb::JobState::try_from(j.state) {
+                    Ok(pb::JobState::Running) => "running",
+                    Ok(pb::JobState::Succeeded) => "succeeded",
+                    Ok(pb::JobState::Failed) => "failed",
+                    Ok(pb::JobState::Cancelled) => "cancelled",
+                    Err(_) => "unknown",
+                },
+                "namespace": j.namespace,
+                "step": j.step,
+                "done_units": j.done_units,
+                "total_units": j.total_units,
+                "units": j.units,
+                "message": j.message,
+                "created_unix_ms": j.created_unix_ms,
+                "updated_unix_ms": j.updated_unix_ms,
+                "attempts": j.attempts,
+            })).collect::<Vec<_>>()
+        }))
+        .into_response(),
+        Err(status) => error(status),
+    }
 }
 
 async fn openapi() -> impl IntoResponse {

@@ -390,6 +390,8 @@ async fn placement_residency_routing_push_and_leader_loss() {
         "/v1/namespaces",
         "/v1/routes",
         "/v1/audit",
+        "/v1/failovers",
+        "/v1/jobs",
     ] {
         assert!(document["paths"][path].is_object(), "{path} documented");
     }

@@ -163,6 +163,16 @@ fn lint(body: &str) -> Vec<String> {
     problems
 }
 
+/// The control-plane member id of the process serving HTTP at `http`.
+fn member_id(state: &meridian_lab::LabState, http: &str) -> u64 {
+    state
+        .processes
+        .iter()
+        .find(|p| p.http == http)
+        .and_then(|p| p.node_id)
+        .unwrap_or(0)
+}
+
 /// The value of the first sample of `name` whose labels contain `labels`.
 fn sample(body: &str, name: &str, labels: &str) -> Option<f64> {
     body.lines()
@@ -430,6 +440,40 @@ async fn metrics_pass_promtool_and_cover_the_alert_rules() {
         Some(0.0)
     );
     assert!(sample(&control_body, "meridian_control_lease_grants_total", "").unwrap() > 0.0);
+    // The admin API tells the same story in JSON: the drained move (no
+    // loss window) and the scheduled backups as jobs.
+    let leader_http = members
+        .iter()
+        .find(|m| control_body.contains(&format!("member=\"{}\"", member_id(&state, m))))
+        .cloned()
+        .unwrap_or_else(|| members[0].clone());
+    let (status, body) = common::lab_https_get(
+        &lab,
+        "admin",
+        &leader_http,
+        "/v1/failovers?namespace=watched",
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    let failovers: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let moved = &failovers["failovers"][0];
+    assert_eq!(moved["namespace"], "watched", "{body}");
+    assert_eq!(moved["to_region"], "eu-west", "{body}");
+    assert_eq!(
+        moved["loss_window"]["reported_at_ms"], moved["loss_window"]["writes_until_ms"],
+        "a drained move has an empty loss window: {body}"
+    );
+    let (status, body) = common::lab_https_get(&lab, "admin", &leader_http, "/v1/jobs").await;
+    assert_eq!(status, 200, "{body}");
+    let jobs: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(
+        jobs["jobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|j| j["kind"] == "backup" && j["namespace"] == "watched"),
+        "{body}"
+    );
 
     // A gateway: its routing table applied moments ago.
     let gateway = state
