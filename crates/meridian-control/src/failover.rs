@@ -1016,16 +1016,12 @@ pub struct Drained {
 /// large namespace scans for seconds; writes still flow meanwhile).
 const PRE_MOVE_SCAN_TIMEOUT: Duration = Duration::from_secs(300);
 
-/// How far (in changes) a copy may trail before a drained move blocks
-/// writes: what it can receive and apply within a short block.
-const PRE_MOVE_REACH_ENTRIES: u64 = 256;
-
 /// How long a copy may take to come within reach before a drained move.
 const PRE_MOVE_REACH_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// Waits until the copy trails the primary by at most
-/// [`PRE_MOVE_REACH_ENTRIES`] changes (both positions read from their
-/// kept records, one round trip each).
+/// Waits until the copy is within reach of the primary
+/// ([`crate::migration::within_reach`], the rule the migration's catch-up
+/// uses; both positions read from their kept records, one round trip each).
 async fn wait_within_reach(
     namespace: &str,
     primary: &Client,
@@ -1040,13 +1036,14 @@ async fn wait_within_reach(
         );
         if let (Ok(ours), Ok(theirs)) = (&ours, &theirs) {
             last = (ours.change_seq, theirs.change_seq);
-            if ours.change_seq.saturating_sub(theirs.change_seq) <= PRE_MOVE_REACH_ENTRIES {
+            if crate::migration::within_reach(ours.change_seq, theirs.change_seq) {
                 return Ok(());
             }
         }
         if Instant::now() >= deadline {
             return Err(MoveError::OverBudget(format!(
-                "the copy of {namespace:?} did not come within {PRE_MOVE_REACH_ENTRIES} changes of the primary in {}s (last seen at change {} of {}); writes were not blocked",
+                "the copy of {namespace:?} did not come within {} changes of the primary in {}s (last seen at change {} of {}); writes were not blocked",
+                crate::migration::CUTOVER_LAG_ENTRIES,
                 PRE_MOVE_REACH_TIMEOUT.as_secs(),
                 last.1,
                 last.0

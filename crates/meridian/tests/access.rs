@@ -12,7 +12,6 @@ use meridian_lab::{Lab, ProcessRole};
 use meridian_net::{Dialer, Identity, TlsFiles, TlsMaterial};
 use std::future::Future;
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn client(endpoints: Vec<String>, dialer: Dialer) -> Client {
     Client::with_options(
@@ -68,7 +67,7 @@ where
 }
 
 /// One HTTPS request to the control plane's admin API with `tls`'s
-/// certificate; the status code and body.
+/// certificate; the status code and body (see [`common::https_request`]).
 async fn https(
     address: &str,
     tls: &TlsMaterial,
@@ -76,7 +75,7 @@ async fn https(
     path: &str,
     body: &str,
 ) -> (u16, String) {
-    https_with(
+    common::https_request(
         address,
         tls.rustls_client_config().unwrap(),
         None,
@@ -85,43 +84,6 @@ async fn https(
         body,
     )
     .await
-}
-
-/// [`https`] with any client configuration and an optional bearer token.
-async fn https_with(
-    address: &str,
-    config: std::sync::Arc<rustls::ClientConfig>,
-    token: Option<&str>,
-    method: &str,
-    path: &str,
-    body: &str,
-) -> (u16, String) {
-    let connector = tokio_rustls::TlsConnector::from(config);
-    let stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let name = rustls::pki_types::ServerName::try_from(meridian_net::tls::SERVER_NAME).unwrap();
-    let mut stream = connector.connect(name, stream).await.unwrap();
-    let authorization = token
-        .map(|t| format!("authorization: Bearer {t}\r\n"))
-        .unwrap_or_default();
-    let request = format!(
-        "{method} {path} HTTP/1.1\r\nhost: meridian\r\n{authorization}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = Vec::new();
-    // A peer closing without close_notify is fine here: the response is read.
-    let _ = stream.read_to_end(&mut response).await;
-    let response = String::from_utf8_lossy(&response).to_string();
-    let status = response
-        .split_whitespace()
-        .nth(1)
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(0);
-    let body = response
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
-    (status, body)
 }
 
 fn region_locked(name: &str) -> pb::Placement {
@@ -373,7 +335,7 @@ async fn roles_grants_tokens_and_revocation() {
     .unwrap()
     .client_config(&[b"http/1.1"])
     .unwrap();
-    let (status, body) = https_with(
+    let (status, body) = common::https_request(
         &leader_http,
         ca_only.clone(),
         Some(&reader_token),
@@ -383,7 +345,8 @@ async fn roles_grants_tokens_and_revocation() {
     )
     .await;
     assert_eq!(status, 200, "{body}");
-    let (status, body) = https_with(&leader_http, ca_only, None, "GET", "/v1/regions", "").await;
+    let (status, body) =
+        common::https_request(&leader_http, ca_only, None, "GET", "/v1/regions", "").await;
     assert_eq!(status, 401, "{body}");
 
     // A revoked identity is refused everywhere, whatever it was granted.

@@ -382,18 +382,28 @@ pub async fn wait_job(control: &Client, id: u64, limit: Duration) -> pb::JobInfo
     }
 }
 
-/// One HTTPS GET to a lab process with the lab certificate `name` (e.g.
-/// `admin`): the status code and body.
-pub async fn lab_https_get(lab: &Lab, name: &str, address: &str, path: &str) -> (u16, String) {
+/// One HTTPS request with any client configuration and an optional bearer
+/// token: the status code and body.
+pub async fn https_request(
+    address: &str,
+    config: std::sync::Arc<rustls::ClientConfig>,
+    token: Option<&str>,
+    method: &str,
+    path: &str,
+    body: &str,
+) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let material = meridian_net::TlsFiles::in_dir(lab.state().certs.as_ref().unwrap(), name)
-        .load()
-        .unwrap();
-    let connector = tokio_rustls::TlsConnector::from(material.rustls_client_config().unwrap());
+    let connector = tokio_rustls::TlsConnector::from(config);
     let stream = tokio::net::TcpStream::connect(address).await.unwrap();
-    let server = rustls::pki_types::ServerName::try_from(meridian_net::tls::SERVER_NAME).unwrap();
-    let mut stream = connector.connect(server, stream).await.unwrap();
-    let request = format!("GET {path} HTTP/1.1\r\nhost: meridian\r\nconnection: close\r\n\r\n");
+    let name = rustls::pki_types::ServerName::try_from(meridian_net::tls::SERVER_NAME).unwrap();
+    let mut stream = connector.connect(name, stream).await.unwrap();
+    let authorization = token
+        .map(|t| format!("authorization: Bearer {t}\r\n"))
+        .unwrap_or_default();
+    let request = format!(
+        "{method} {path} HTTP/1.1\r\nhost: meridian\r\n{authorization}content-type: application/json\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{body}",
+        body.len()
+    );
     stream.write_all(request.as_bytes()).await.unwrap();
     let mut response = Vec::new();
     // A peer closing without close_notify is fine here: the response is read.
@@ -409,4 +419,21 @@ pub async fn lab_https_get(lab: &Lab, name: &str, address: &str, path: &str) -> 
         .map(|(_, b)| b.to_string())
         .unwrap_or_default();
     (status, body)
+}
+
+/// One HTTPS GET to a lab process with the lab certificate `name` (e.g.
+/// `admin`): the status code and body.
+pub async fn lab_https_get(lab: &Lab, name: &str, address: &str, path: &str) -> (u16, String) {
+    let material = meridian_net::TlsFiles::in_dir(lab.state().certs.as_ref().unwrap(), name)
+        .load()
+        .unwrap();
+    https_request(
+        address,
+        material.rustls_client_config().unwrap(),
+        None,
+        "GET",
+        path,
+        "",
+    )
+    .await
 }
