@@ -10,6 +10,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/meridian/v1/admin.proto",
         "proto/meridian/v1/raft.proto",
         "proto/meridian/v1/control.proto",
+        "proto/meridian/v1/workers.proto",
     ];
     for proto in &protos {
         println!("cargo:rerun-if-changed={proto}");

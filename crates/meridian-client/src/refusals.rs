@@ -49,12 +49,13 @@ impl RefusalReporter {
     }
 
     /// Starts [`RefusalReporter::run`] towards the control plane at
-    /// `endpoints`, dialed with `dialer`.
+    /// `endpoints`, dialed with `dialer`, as the worker `refusal-reporter`.
     pub fn start(
         self: Arc<Self>,
         endpoints: Vec<String>,
         dialer: meridian_net::Dialer,
-    ) -> Result<tokio::task::JoinHandle<()>, crate::ClientError> {
+        workers: &meridian_net::workers::Workers,
+    ) -> Result<(), crate::ClientError> {
         let control = Client::with_options(
             endpoints,
             crate::ClientOptions {
@@ -64,7 +65,8 @@ impl RefusalReporter {
                 ..Default::default()
             },
         )?;
-        Ok(tokio::spawn(self.run(control)))
+        workers.spawn("refusal-reporter", self.run(control));
+        Ok(())
     }
 
     /// Sends what was queued to the control plane every second, forever.

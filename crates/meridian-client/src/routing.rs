@@ -552,6 +552,19 @@ impl Client {
         .await
     }
 
+    /// The named background workers of the process at `address` (any role:
+    /// shard node, control-plane member, gateway).
+    pub async fn workers_on(&self, address: &str) -> Result<pb::ListWorkersResponse, ClientError> {
+        let mut workers = pb::workers_client::WorkersClient::new(self.channel(address)?);
+        let limit = self.options.attempt_timeout;
+        match tokio::time::timeout(limit, workers.list_workers(pb::ListWorkersRequest {})).await {
+            Ok(result) => Ok(result?.into_inner()),
+            Err(_) => Err(ClientError::Unavailable(
+                format!("{address} did not answer within {} ms", limit.as_millis()).into(),
+            )),
+        }
+    }
+
     /// Control plane: every shard that holds or held `namespace`'s bytes.
     pub async fn namespace_residency(
         &self,

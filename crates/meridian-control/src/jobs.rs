@@ -32,18 +32,18 @@ const RETRY_AFTER: Duration = Duration::from_secs(2);
 
 /// Drives running jobs, forever (acting only while this member leads).
 pub async fn run(node: Arc<ControlNode>) {
-    let mut driving: HashMap<u64, tokio::task::JoinHandle<()>> = HashMap::new();
+    let mut driving: HashMap<u64, meridian_net::workers::WorkerStop> = HashMap::new();
     loop {
         tokio::time::sleep(POLL_EVERY).await;
         if node.raft.raft.is_leader() && node.with_state(|s| s.rebuilding().is_none()) {
             start_due_backups(&node).await;
         }
-        driving.retain(|_, task| !task.is_finished());
+        driving.retain(|_, task| task.is_running());
         if !node.raft.raft.is_leader() {
             // The new leader drives them; stopping here drops any call in
             // flight, and the shard cleans up what it was loading.
             for (_, task) in driving.drain() {
-                task.abort();
+                task.stop();
             }
             continue;
         }
@@ -58,9 +58,21 @@ pub async fn run(node: Arc<ControlNode>) {
             if driving.contains_key(&job.id) {
                 continue;
             }
-            let id = job.id;
-            driving.insert(id, tokio::spawn(drive(node.clone(), job)));
+            let (id, name) = (job.id, job_worker_name(&job));
+            let worker = node
+                .raft
+                .workers
+                .spawn_stoppable(name, drive(node.clone(), job));
+            driving.insert(id, worker);
         }
+    }
+}
+
+/// The worker name of a job's driver: `job:ID:KIND[:NAMESPACE]`.
+fn job_worker_name(job: &Job) -> String {
+    match job.spec.namespace() {
+        "" => format!("job:{}:{}", job.id, job.spec.kind()),
+        namespace => format!("job:{}:{}:{namespace}", job.id, job.spec.kind()),
     }
 }
 

@@ -14,7 +14,6 @@ use meridian_proto::v1::control_server::ControlServer;
 use openraft::async_runtime::WatchReceiver;
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
 /// Ready once a leader is known and every configured region is registered (a
 /// placement request before that would be refused for an unknown region).
@@ -64,34 +63,63 @@ pub async fn run(
         &[
             "meridian.v1.Control",
             "meridian.v1.RaftTransport",
+            "meridian.v1.Workers",
             "grpc.health.v1.Health",
         ],
     )
     .map_err(ControlError::Unavailable)?;
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
+    // Every background loop is a named worker of this registry (listed by
+    // `meridian workers`, stopped and awaited together at shutdown).
+    let workers = node.raft.workers.clone();
     // Rotation: new certificate files are taken in without a restart.
-    let _reloader = transport.reload_certificates(stop.clone());
-    let seeder = tokio::spawn(node.clone().seed_regions());
-    let refusals = tokio::spawn(node.clone().record_refusals());
-    let prober = tokio::spawn(crate::failover::run(node.clone()));
-    let deleter = tokio::spawn(crate::deletion::run(node.clone()));
-    let jobs = tokio::spawn(crate::jobs::run(node.clone()));
-    let control_backups = tokio::spawn(crate::control_backup::run_schedule(node.clone()));
+    transport.reload_certificates(&workers);
+    workers.spawn("region-seeder", node.clone().seed_regions());
+    workers.spawn("refusal-recorder", node.clone().record_refusals());
+    workers.spawn("prober", crate::failover::run(node.clone()));
+    workers.spawn("deleter", crate::deletion::run(node.clone()));
+    workers.spawn("job-runner", crate::jobs::run(node.clone()));
+    workers.spawn(
+        "control-backup-schedule",
+        crate::control_backup::run_schedule(node.clone()),
+    );
     let health_node = node.clone();
-    let health_task = tokio::spawn(serve::report_health(
-        health_reporter,
-        "meridian.v1.Control",
-        move || is_ready(&health_node),
-        stop.clone(),
-    ));
+    workers.spawn(
+        "health-reporter",
+        serve::report_health(
+            health_reporter,
+            "meridian.v1.Control",
+            move || is_ready(&health_node),
+            stop.clone(),
+        ),
+    );
 
     let service = Arc::new(ControlService::new(node.clone()));
+    let workers_service = {
+        let service = service.clone();
+        meridian_proto::workers::WorkersService::new(
+            format!("control-{}", node.id()),
+            workers.clone(),
+            Arc::new(move |request| {
+                service
+                    .authorize_here(
+                        request,
+                        "Workers.ListWorkers",
+                        meridian_access::Permission::View,
+                        meridian_access::Target::Cluster,
+                    )
+                    .map(|_| ())
+            }),
+        )
+        .server()
+    };
     let mut grpc_stop = stop.clone();
     let grpc = serve::grpc_server()
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
         .add_service(ControlServer::from_arc(service.clone()))
+        .add_service(workers_service)
         .add_service(node.raft.transport_service())
         .serve_with_incoming_shutdown(
             serve::incoming(
@@ -140,22 +168,36 @@ pub async fn run(
         })
         .await
     };
-    let grpc_task = tokio::spawn(grpc);
-    let http_task = tokio::spawn(http);
+    let grpc_task = tokio::spawn(async move {
+        if let Err(err) = grpc.await {
+            tracing::error!(error = %err, "gRPC server failed");
+        }
+    });
+    let http_task = tokio::spawn(async move {
+        if let Err(err) = http.await {
+            tracing::error!(error = %err, "HTTP server failed");
+        }
+    });
     shutdown.await;
+    tracing::info!("shutting down");
+    let started = std::time::Instant::now();
+    // New calls are refused from here; calls in flight get until the drain
+    // deadline, background workers stop, and Raft stops, all at once.
     let _ = stop_sender.send(true);
-    if let Err(err) = node.raft.raft.shutdown().await {
-        tracing::warn!(error = %err, "raft did not shut down cleanly");
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(5), grpc_task).await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
-    seeder.abort();
-    refusals.abort();
-    prober.abort();
-    deleter.abort();
-    jobs.abort();
-    control_backups.abort();
-    health_task.abort();
+    let raft = async {
+        if let Err(err) = node.raft.raft.shutdown().await {
+            tracing::warn!(error = %err, "raft did not shut down cleanly");
+        }
+    };
+    tokio::join!(
+        serve::drain([grpc_task, http_task], serve::DRAIN_DEADLINE),
+        workers.shutdown(serve::DRAIN_DEADLINE),
+        raft,
+    );
     node.raft.engine.sync_now()?;
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "shut down"
+    );
     Ok(())
 }

@@ -158,46 +158,59 @@ pub async fn run(
     let http_listener = serve::bind(config.network.http_listen).await?;
     let metrics = Arc::new(GatewayMetrics::new(&config));
     let table: SharedRoutes = Arc::default();
-    let follower = {
+    // Every background loop is a named worker of this registry (listed by
+    // `meridian workers`, stopped and awaited together at shutdown).
+    let workers = meridian_net::workers::Workers::new();
+    {
         let metrics = metrics.clone();
-        tokio::spawn(routes::follow(
-            config.control.endpoints.clone(),
-            transport.dialer.clone(),
-            config.gateway.name.clone(),
-            table.clone(),
-            move |version| {
-                let now = std::time::SystemTime::now()
-                    .duration_since(std::time::UNIX_EPOCH)
-                    .map_or(0, |d| d.as_millis() as i64);
-                metrics.routing_version.set(version as i64);
-                metrics.routing_applied.set(now as f64 / 1e3);
-            },
-        ))
-    };
+        workers.spawn(
+            "routes-follower",
+            routes::follow(
+                config.control.endpoints.clone(),
+                transport.dialer.clone(),
+                config.gateway.name.clone(),
+                table.clone(),
+                move |version| {
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as i64);
+                    metrics.routing_version.set(version as i64);
+                    metrics.routing_applied.set(now as f64 / 1e3);
+                },
+            ),
+        );
+    }
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let (reflection, reflection_v1alpha) = meridian_net::reflection::services(
         &[
             meridian_proto::FILE_DESCRIPTOR_SET,
             tonic_health::pb::FILE_DESCRIPTOR_SET,
         ],
-        &["meridian.v1.Kv", "grpc.health.v1.Health"],
+        &[
+            "meridian.v1.Kv",
+            "meridian.v1.Workers",
+            "grpc.health.v1.Health",
+        ],
     )
     .map_err(GatewayError::Reflection)?;
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
     // Rotation: new certificate files are taken in without a restart.
-    let _reloader = transport.reload_certificates(stop.clone());
+    transport.reload_certificates(&workers);
     let health_table = table.clone();
-    let health_task = tokio::spawn(serve::report_health(
-        health_reporter,
-        "meridian.v1.Kv",
-        move || {
-            health_table
-                .read()
-                .unwrap_or_else(|e| e.into_inner())
-                .synced
-        },
-        stop.clone(),
-    ));
+    workers.spawn(
+        "health-reporter",
+        serve::report_health(
+            health_reporter,
+            "meridian.v1.Kv",
+            move || {
+                health_table
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .synced
+            },
+            stop.clone(),
+        ),
+    );
     tracing::info!(
         name = %config.gateway.name,
         grpc = %config.network.grpc_listen,
@@ -205,12 +218,15 @@ pub async fn run(
         "gateway started"
     );
     let replicas = Arc::new(ReplicaLatency::default());
-    let prober = tokio::spawn(crate::replicas::probe(
-        replicas.clone(),
-        table.clone(),
-        transport.dialer.clone(),
-        Duration::from_millis(config.limits.probe_interval_ms),
-    ));
+    workers.spawn(
+        "replica-prober",
+        crate::replicas::probe(
+            replicas.clone(),
+            table.clone(),
+            transport.dialer.clone(),
+            Duration::from_millis(config.limits.probe_interval_ms),
+        ),
+    );
     let control_client = meridian_client::Client::with_options(
         config.control.endpoints.clone(),
         meridian_client::ClientOptions {
@@ -223,10 +239,38 @@ pub async fn run(
     .map_err(|e| GatewayError::Config(format!("control.endpoints: {e}")))?;
     // Refused calls go to the control plane's audit log.
     let refusals = meridian_client::refusals::RefusalReporter::new();
-    let reporter = refusals
+    refusals
         .clone()
-        .start(config.control.endpoints.clone(), transport.dialer.clone())
+        .start(
+            config.control.endpoints.clone(),
+            transport.dialer.clone(),
+            &workers,
+        )
         .map_err(|e| GatewayError::Config(format!("control.endpoints: {e}")))?;
+    let workers_service = {
+        let table = table.clone();
+        meridian_proto::workers::WorkersService::new(
+            config.gateway.name.clone(),
+            workers.clone(),
+            Arc::new(move |request| {
+                // The access policy of the routing push, as for data calls.
+                let policy = table
+                    .read()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .access
+                    .clone();
+                meridian_access::decide(
+                    policy.as_deref(),
+                    &meridian_access::caller::of_grpc(request),
+                    meridian_access::Permission::View,
+                    meridian_access::Target::Cluster,
+                    meridian_access::now_unix_ms(),
+                )
+                .map_err(|refusal| meridian_access::caller::status(&refusal))
+            }),
+        )
+        .server()
+    };
     let mut grpc_stop = stop.clone();
     let grpc = serve::grpc_server()
         .add_service(health_service)
@@ -241,6 +285,7 @@ pub async fn run(
             replicas.clone(),
             refusals,
         )))
+        .add_service(workers_service)
         .serve_with_incoming_shutdown(
             serve::incoming(
                 grpc_listener,
@@ -292,15 +337,24 @@ pub async fn run(
         })
         .await
     };
-    let grpc_task = tokio::spawn(grpc);
-    let http_task = tokio::spawn(http);
+    let grpc_task = tokio::spawn(async move {
+        if let Err(err) = grpc.await {
+            tracing::error!(error = %err, "gRPC server failed");
+        }
+    });
+    let http_task = tokio::spawn(async move {
+        if let Err(err) = http.await {
+            tracing::error!(error = %err, "HTTP server failed");
+        }
+    });
     shutdown.await;
+    tracing::info!("shutting down");
+    // New calls are refused from here; calls in flight get until the drain
+    // deadline while the background workers stop.
     let _ = stop_sender.send(true);
-    follower.abort();
-    prober.abort();
-    reporter.abort();
-    health_task.abort();
-    let _ = tokio::time::timeout(Duration::from_secs(5), grpc_task).await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
+    tokio::join!(
+        serve::drain([grpc_task, http_task], serve::DRAIN_DEADLINE),
+        workers.shutdown(serve::DRAIN_DEADLINE),
+    );
     Ok(())
 }

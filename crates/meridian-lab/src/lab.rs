@@ -53,6 +53,29 @@ pub struct Lab {
     kill_on_drop: bool,
 }
 
+/// What `lab down` leaves behind for inspection (data, logs, certificates,
+/// the at-rest key) and the next `lab up` in the same directory replaces.
+const LEFTOVERS: [&str; 4] = ["nodes", "processes", "certs", topology::KEY_FILE];
+
+/// Removes a stopped lab's leftovers from `dir` (only the entries a lab
+/// makes; anything else in the directory stays).
+fn remove_leftovers(dir: &Path) -> Result<(), LabError> {
+    for name in LEFTOVERS {
+        let path = dir.join(name);
+        let removed = if path.is_dir() {
+            std::fs::remove_dir_all(&path)
+        } else {
+            std::fs::remove_file(&path)
+        };
+        match removed {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(LabError::io(format!("removing {}", path.display()), e)),
+        }
+    }
+    Ok(())
+}
+
 /// Grace period for a clean stop before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
@@ -82,7 +105,7 @@ impl Lab {
                     dir.display()
                 )));
             }
-            Err(LabError::NotFound { .. }) => {}
+            Err(LabError::NotFound { .. }) => remove_leftovers(&dir)?,
             Err(other) => return Err(other),
         }
         if spec.regions.is_empty() {
@@ -438,14 +461,22 @@ impl Lab {
     /// period).
     pub fn stop(&mut self, target: &str) -> Result<Vec<String>, LabError> {
         let names = self.resolve(target)?;
-        for name in &names {
-            if let Some(pid) = self.record_mut(name)?.pid.take() {
-                process::stop(pid, STOP_GRACE, self.children.get_mut(name))?;
-                self.children.remove(name);
-            }
-        }
+        self.stop_together(&names)?;
         self.state.save()?;
         Ok(names)
+    }
+
+    /// Signals every named process at once and waits for them together (a
+    /// server exits within about a second of SIGTERM; SIGKILL after the
+    /// grace period).
+    fn stop_together(&mut self, names: &[String]) -> Result<(), LabError> {
+        let mut pids = Vec::new();
+        for name in names {
+            if let Some(pid) = self.record_mut(name)?.pid.take() {
+                pids.push((pid, self.children.remove(name)));
+            }
+        }
+        process::stop_all(pids, STOP_GRACE)
     }
 
     /// Restarts the designated processes (stopping any that still run) with the
@@ -467,12 +498,7 @@ impl Lab {
             .iter()
             .map(|p| p.name.clone())
             .collect();
-        for name in &names {
-            if let Some(pid) = self.record_mut(name)?.pid.take() {
-                process::stop(pid, STOP_GRACE, self.children.get_mut(name))?;
-                self.children.remove(name);
-            }
-        }
+        self.stop_together(&names)?;
         let path = LabState::path(&self.state.dir);
         match std::fs::remove_file(&path) {
             Ok(()) => {}

@@ -76,22 +76,42 @@ pub fn signal(pid: u32, signal: i32) -> Result<(), LabError> {
     Ok(())
 }
 
-/// Asks `pid` to stop (SIGTERM), waits up to `grace`, then kills it (SIGKILL).
-pub fn stop(pid: u32, grace: Duration, child: Option<&mut Child>) -> Result<(), LabError> {
-    signal(pid, libc::SIGTERM)?;
-    let deadline = Instant::now() + grace;
-    let mut child = child;
-    while Instant::now() < deadline {
-        if let Some(child) = child.as_deref_mut() {
-            if matches!(child.try_wait(), Ok(Some(_))) {
-                return Ok(());
-            }
-        } else if !is_alive(pid) {
-            return Ok(());
-        }
-        std::thread::sleep(Duration::from_millis(50));
+/// Stops several processes at once: SIGTERM to all, then waits for all of
+/// them together up to `grace`, then SIGKILLs whatever still runs. `children`
+/// `Some` for the ones this process started (reaped through their handle).
+pub fn stop_all(mut pids: Vec<(u32, Option<Child>)>, grace: Duration) -> Result<(), LabError> {
+    for (pid, _) in &pids {
+        signal(*pid, libc::SIGTERM)?;
     }
-    kill(pid, child)
+    let deadline = Instant::now() + grace;
+    let mut waiting: Vec<usize> = (0..pids.len()).collect();
+    while !waiting.is_empty() && Instant::now() < deadline {
+        waiting.retain(|&i| is_alive(pids[i].0));
+        if !waiting.is_empty() {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+    for i in waiting {
+        tracing::warn!(
+            pid = pids[i].0,
+            "still running after the grace period; killing it"
+        );
+        signal(pids[i].0, libc::SIGKILL)?;
+    }
+    for (pid, child) in &mut pids {
+        match child {
+            Some(child) => {
+                let _ = child.wait();
+            }
+            None => {
+                let deadline = Instant::now() + Duration::from_secs(5);
+                while is_alive(*pid) && Instant::now() < deadline {
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Kills `pid` at once (SIGKILL, like a crash) and reaps it if it is our child.

@@ -30,6 +30,7 @@ pub mod peers;
 pub mod reflection;
 pub mod serve;
 pub mod tls;
+pub mod workers;
 
 pub use dial::Dialer;
 pub use identity::Identity;
@@ -149,14 +150,18 @@ impl Transport {
             .transpose()
     }
 
-    /// Reloads the certificate files when they change, until `stop` turns
-    /// true (see [`credentials::watch`]); nothing to do in plain text.
-    pub fn reload_certificates(
-        &self,
-        stop: tokio::sync::watch::Receiver<bool>,
-    ) -> Option<tokio::task::JoinHandle<()>> {
-        self.tls
-            .clone()
-            .map(|credentials| tokio::spawn(credentials::watch(credentials, stop)))
+    /// Reloads the certificate files when they change, as the worker
+    /// `certificate-reloader` of `workers` (see [`credentials::watch`]);
+    /// nothing to do in plain text.
+    pub fn reload_certificates(&self, workers: &workers::Workers) {
+        if let Some(credentials) = self.tls.clone() {
+            // The worker ends with the registry's shutdown; the watch's own
+            // stop signal is never needed.
+            let (_keep, stop) = tokio::sync::watch::channel(false);
+            workers.spawn("certificate-reloader", async move {
+                let _keep = _keep;
+                credentials::watch(credentials, stop).await;
+            });
+        }
     }
 }

@@ -9,6 +9,36 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tonic::transport::Server;
 
+/// How long calls in flight get to finish once a server begins to shut down
+/// (SIGTERM): a stopping process exits within about a second even when peers
+/// keep connections open, which would otherwise hold a graceful shutdown.
+pub const DRAIN_DEADLINE: Duration = Duration::from_millis(800);
+
+/// Waits for the serving tasks to finish their calls in flight (they stopped
+/// accepting when shutdown began), together and at most `deadline`; then
+/// cuts off whatever still runs.
+pub async fn drain(
+    tasks: impl IntoIterator<Item = tokio::task::JoinHandle<()>>,
+    deadline: Duration,
+) {
+    let tasks: Vec<_> = tasks.into_iter().collect();
+    let aborts: Vec<_> = tasks.iter().map(|t| t.abort_handle()).collect();
+    let all = async {
+        for task in tasks {
+            let _ = task.await;
+        }
+    };
+    if tokio::time::timeout(deadline, all).await.is_err() {
+        tracing::info!(
+            deadline_ms = deadline.as_millis() as u64,
+            "calls still in flight at the drain deadline were cut off"
+        );
+        for abort in aborts {
+            abort.abort();
+        }
+    }
+}
+
 /// Binds `address`, naming it in the error.
 pub async fn bind(address: SocketAddr) -> Result<TcpListener, NetError> {
     TcpListener::bind(address)

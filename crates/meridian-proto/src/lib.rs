@@ -7,11 +7,14 @@
 //! - [`names`]: the rule for namespace names.
 //! - [`reason`]: machine-readable reasons for refusals, carried in metadata,
 //!   attached and read back in one place.
+//! - [`workers`]: the `Workers` service every process serves over its
+//!   registry of named background workers.
 //!
 //! The `.proto` files under `proto/` are the public API; this crate only compiles them.
 
 pub mod names;
 pub mod reason;
+pub mod workers;
 
 /// Generated code for protobuf package `meridian.v1`.
 #[allow(missing_docs, clippy::all, clippy::pedantic)]

@@ -60,6 +60,9 @@ pub struct RaftNode {
     pub member_gate: Option<Arc<crate::member_gate::MemberGate>>,
     /// The progress of re-encryption passes ([`RaftNode::rekey`]).
     pub reseal: Arc<crate::reseal::ResealProgress>,
+    /// The process's named background workers (this member's own, and those
+    /// the shard or control plane around it starts).
+    pub workers: meridian_net::workers::Workers,
 }
 
 impl RaftNode {
@@ -108,6 +111,7 @@ impl RaftNode {
             node_id: options.node_id,
             peers: options.peers.clone(),
             reseal: Default::default(),
+            workers: meridian_net::workers::Workers::new(),
             member_gate: options.members_only.then(|| {
                 Arc::new(crate::member_gate::MemberGate::new(
                     options.dialer.clone(),
@@ -180,7 +184,7 @@ impl RaftNode {
             .engine
             .keyspace("raft_log", fjall::KeyspaceCreateOptions::default)
             .map_err(|e| RaftNodeError::storage("opening the raft log", e))?;
-        tokio::spawn(async move {
+        self.workers.spawn("re-encryption", async move {
             let pass = tokio::task::spawn_blocking({
                 let progress = progress.clone();
                 move || {
@@ -212,7 +216,7 @@ impl RaftNode {
     pub fn spawn_key_rotation(&self) {
         let engine = self.engine.clone();
         let raft = self.raft.clone();
-        tokio::spawn(async move {
+        self.workers.spawn("key-rotation", async move {
             let mut tick = tokio::time::interval(std::time::Duration::from_secs(10));
             loop {
                 tick.tick().await;

@@ -347,17 +347,18 @@ struct Target {
     members: Vec<String>,
 }
 
-/// Keeps one shipping task per (namespace, standby) of the namespaces this
-/// shard is primary for, following the routing table: looks again as soon as
-/// `routes_changed` fires (a new namespace starts shipping at once), and every
-/// half second for role changes. Runs until aborted.
+/// Keeps one shipping worker (`shipper:NAMESPACE->SHARD`) per (namespace,
+/// standby) of the namespaces this shard is primary for, following the
+/// routing table: looks again as soon as `routes_changed` fires (a new
+/// namespace starts shipping at once), and every half second for role
+/// changes. Runs until the process's workers stop.
 pub async fn run(
     node: Arc<ShardNode>,
     routes: SharedRoutes,
     routes_changed: Arc<tokio::sync::Notify>,
     dialer: meridian_net::Dialer,
 ) {
-    let mut tasks: HashMap<(String, String), (Target, tokio::task::JoinHandle<()>)> =
+    let mut tasks: HashMap<(String, String), (Target, meridian_net::workers::WorkerStop)> =
         HashMap::new();
     let mut reported = Refused::new();
     loop {
@@ -369,9 +370,9 @@ pub async fn run(
         }
         reported = refused;
         tasks.retain(|key, (target, task)| {
-            let keep = wanted.get(key) == Some(target) && !task.is_finished();
+            let keep = wanted.get(key) == Some(target) && task.is_running();
             if !keep {
-                task.abort();
+                task.stop();
                 node.replication.forget(&key.0, &key.1);
             }
             keep
@@ -380,14 +381,13 @@ pub async fn run(
             if tasks.contains_key(&key) {
                 continue;
             }
-            let task = tokio::spawn(ship(
-                node.clone(),
-                key.0.clone(),
-                target.clone(),
-                dialer.clone(),
-            ));
+            let task = node.raft.workers.spawn_stoppable(
+                format!("shipper:{}->{}", key.0, key.1),
+                ship(node.clone(), key.0.clone(), target.clone(), dialer.clone()),
+            );
             tasks.insert(key, (target, task));
         }
+        meridian_net::workers::note(format!("{} standbys to ship to", tasks.len()));
         let _ = tokio::time::timeout(Duration::from_millis(500), routes_changed.notified()).await;
     }
 }
@@ -714,6 +714,7 @@ impl Pair {
                 self.clock.observe(head);
                 self.clock.confirmed(confirmed);
                 self.publish(head);
+                meridian_net::workers::note(format!("standby holds {confirmed} of {head}"));
                 // Trim in the background: a local Raft round must not hold up
                 // the shipping. One trim at a time; what a failed one left is
                 // covered by the next.
@@ -732,6 +733,10 @@ impl Pair {
                 self.reset();
                 self.clock.observe(head);
                 self.publish(head);
+                meridian_net::workers::note(format!(
+                    "{} failed attempts, last: {err}",
+                    self.failures
+                ));
                 if self.failures % 10 == 1 {
                     tracing::warn!(namespace = %self.namespace, standby = %self.target.shard, error = %err, "shipping failed; retrying");
                 }

@@ -174,7 +174,8 @@ pub async fn start(
         .into());
     }
     let (sender, receiver) = tokio::sync::mpsc::channel(16);
-    tokio::spawn(async move {
+    let workers = node.raft.workers.clone();
+    workers.spawn(format!("restore:{}", request.namespace), async move {
         let lock = node.restores.of(&request.namespace);
         let _only_one = lock.lock().await;
         let target = request.namespace.clone();

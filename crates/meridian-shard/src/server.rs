@@ -47,16 +47,16 @@ pub async fn run(
         );
     }
 
-    let registration = (!config.control.endpoints.is_empty()).then(|| {
-        tokio::spawn(register(
-            config.clone(),
-            node.clone(),
-            transport.dialer.clone(),
-        ))
-    });
-    // With a control plane: follow the routing table (where each namespace's
-    // standbys are) and ship active-passive namespaces to them.
-    let replication = (!config.control.endpoints.is_empty()).then(|| {
+    // Every background loop is a named worker of this registry (listed by
+    // `meridian workers`, stopped and awaited together at shutdown).
+    let workers = node.raft.workers.clone();
+    if !config.control.endpoints.is_empty() {
+        workers.spawn(
+            "registration",
+            register(config.clone(), node.clone(), transport.dialer.clone()),
+        );
+        // Follow the routing table (where each namespace's standbys are) and
+        // ship active-passive namespaces to them.
         let table: meridian_client::routes::SharedRoutes = Arc::default();
         node.access.follow(table.clone(), transport.dialer.clone());
         if let Some(gate) = &node.raft.member_gate {
@@ -76,28 +76,34 @@ pub async fn run(
         }
         let routes_changed = Arc::new(tokio::sync::Notify::new());
         let notify = routes_changed.clone();
-        let follower = tokio::spawn(meridian_client::routes::follow(
+        workers.spawn(
+            "routes-follower",
+            meridian_client::routes::follow(
+                config.control.endpoints.clone(),
+                transport.dialer.clone(),
+                format!("{}-{}", config.node.shard, config.node.id),
+                table.clone(),
+                move |_| notify.notify_one(),
+            ),
+        );
+        workers.spawn(
+            "replicator",
+            crate::replication::run(
+                node.clone(),
+                table,
+                routes_changed,
+                transport.dialer.clone(),
+            ),
+        );
+        // Refused calls go to the control plane's audit log.
+        if let Err(err) = node.access.refusals().start(
             config.control.endpoints.clone(),
             transport.dialer.clone(),
-            format!("{}-{}", config.node.shard, config.node.id),
-            table.clone(),
-            move |_| notify.notify_one(),
-        ));
-        let replicator = tokio::spawn(crate::replication::run(
-            node.clone(),
-            table,
-            routes_changed,
-            transport.dialer.clone(),
-        ));
-        // Refused calls go to the control plane's audit log.
-        let reporter = node
-            .access
-            .refusals()
-            .start(config.control.endpoints.clone(), transport.dialer.clone())
-            .map_err(|err| tracing::error!(error = %err, "cannot report refused calls"))
-            .ok();
-        (follower, replicator, reporter)
-    });
+            &workers,
+        ) {
+            tracing::error!(error = %err, "cannot report refused calls");
+        }
+    }
     let (health_reporter, health_service) = tonic_health::server::health_reporter();
     let (reflection, reflection_v1alpha) = meridian_net::reflection::services(
         &[
@@ -108,6 +114,7 @@ pub async fn run(
             "meridian.v1.Kv",
             "meridian.v1.Admin",
             "meridian.v1.RaftTransport",
+            "meridian.v1.Workers",
             "grpc.health.v1.Health",
         ],
     )
@@ -120,19 +127,39 @@ pub async fn run(
     let admin = AdminServer::new(AdminService::new(node.clone()))
         .max_decoding_message_size(max_message.max(8 << 20))
         .max_encoding_message_size(max_message.max(8 << 20));
+    let workers_service = {
+        let node = node.clone();
+        meridian_proto::workers::WorkersService::new(
+            format!("{}-{}", config.node.shard, config.node.id),
+            workers.clone(),
+            Arc::new(move |request| {
+                node.access
+                    .check(
+                        request,
+                        meridian_access::Permission::View,
+                        meridian_access::Target::Cluster,
+                    )
+                    .map(|_| ())
+            }),
+        )
+        .server()
+    };
 
     let (stop_sender, stop) = tokio::sync::watch::channel(false);
     // Rotation: new certificate files are taken in without a restart.
-    let _reloader = transport.reload_certificates(stop.clone());
-    let watcher = tokio::spawn(node.clone().watch_raft());
-    let marks = tokio::spawn(crate::time_marks::run(node.clone()));
+    transport.reload_certificates(&workers);
+    workers.spawn("raft-watcher", node.clone().watch_raft());
+    workers.spawn("time-marks", crate::time_marks::run(node.clone()));
     let health_node = node.clone();
-    let health_task = tokio::spawn(serve::report_health(
-        health_reporter,
-        "meridian.v1.Kv",
-        move || health_node.is_ready(),
-        stop.clone(),
-    ));
+    workers.spawn(
+        "health-reporter",
+        serve::report_health(
+            health_reporter,
+            "meridian.v1.Kv",
+            move || health_node.is_ready(),
+            stop.clone(),
+        ),
+    );
 
     let mut grpc_stop = stop.clone();
     let grpc = serve::grpc_server()
@@ -141,6 +168,7 @@ pub async fn run(
         .add_service(reflection_v1alpha)
         .add_service(kv)
         .add_service(admin)
+        .add_service(workers_service)
         .add_service(node.raft.transport_service())
         .serve_with_incoming_shutdown(
             serve::incoming(
@@ -167,31 +195,38 @@ pub async fn run(
         .await
     };
 
-    let grpc_task = tokio::spawn(grpc);
-    let http_task = tokio::spawn(http);
+    let grpc_task = tokio::spawn(async move {
+        if let Err(err) = grpc.await {
+            tracing::error!(error = %err, "gRPC server failed");
+        }
+    });
+    let http_task = tokio::spawn(async move {
+        if let Err(err) = http.await {
+            tracing::error!(error = %err, "HTTP server failed");
+        }
+    });
     shutdown.await;
     tracing::info!("shutting down");
+    let started = std::time::Instant::now();
+    // New calls are refused from here; calls in flight get until the drain
+    // deadline, background workers stop, and Raft stops, all at once.
     let _ = stop_sender.send(true);
-    if let Err(err) = node.raft.raft.shutdown().await {
-        tracing::warn!(error = %err, "raft did not shut down cleanly");
-    }
-    let _ = tokio::time::timeout(Duration::from_secs(5), grpc_task).await;
-    let _ = tokio::time::timeout(Duration::from_secs(5), http_task).await;
-    watcher.abort();
-    marks.abort();
-    health_task.abort();
-    if let Some(registration) = registration {
-        registration.abort();
-    }
-    if let Some((follower, replicator, reporter)) = replication {
-        follower.abort();
-        replicator.abort();
-        if let Some(reporter) = reporter {
-            reporter.abort();
+    let raft = async {
+        if let Err(err) = node.raft.raft.shutdown().await {
+            tracing::warn!(error = %err, "raft did not shut down cleanly");
         }
-    }
+    };
+    tokio::join!(
+        serve::drain([grpc_task, http_task], serve::DRAIN_DEADLINE),
+        workers.shutdown(serve::DRAIN_DEADLINE),
+        raft,
+    );
     // Whatever is still only in the journal's buffers becomes durable now.
     node.raft.engine.sync_now()?;
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "shut down"
+    );
     Ok(())
 }
 

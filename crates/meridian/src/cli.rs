@@ -68,6 +68,18 @@ pub enum Command {
         /// The description (TOML).
         topology: PathBuf,
     },
+    /// The named background workers of running processes (replication
+    /// shippers, probers, lease and health loops, jobs) and their state:
+    /// every process of the lab, one of them (`--node`), or the processes at
+    /// `--endpoint`.
+    Workers {
+        #[command(flatten)]
+        target: TargetArgs,
+        /// Only this lab process (`us-east-1`, `control-2`,
+        /// `gateway-eu-west`, as `meridian lab status` names them).
+        #[arg(long)]
+        node: Option<String>,
+    },
 }
 
 /// `meridian jobs`.

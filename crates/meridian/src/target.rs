@@ -37,8 +37,15 @@ fn lab(target: &TargetArgs) -> anyhow::Result<LabState> {
     })
 }
 
-/// The dialer for `--endpoint`: TLS with `--certs` if given.
+/// The dialer for `--endpoint`: TLS with `--certs` if given, else with the
+/// certificates of the lab in `--lab` if one is there (an address of a lab
+/// process needs the lab's CA and client certificate), else plain text.
 fn endpoint_dialer(target: &TargetArgs) -> anyhow::Result<Dialer> {
+    if target.certs.is_none()
+        && let Ok(state) = LabState::load(&target.lab)
+    {
+        return lab_dialer(target, &state);
+    }
     let dialer = match &target.certs {
         // A tool with a token and the CA but no certificate of its own.
         Some(dir)

@@ -647,6 +647,7 @@ async fn reflection_v1_and_v1alpha_list_exactly_what_each_process_serves() {
                 "meridian.v1.Kv",
                 "meridian.v1.Admin",
                 "meridian.v1.RaftTransport",
+                "meridian.v1.Workers",
                 "grpc.health.v1.Health",
             ][..],
         ),
@@ -655,12 +656,17 @@ async fn reflection_v1_and_v1alpha_list_exactly_what_each_process_serves() {
             &[
                 "meridian.v1.Control",
                 "meridian.v1.RaftTransport",
+                "meridian.v1.Workers",
                 "grpc.health.v1.Health",
             ][..],
         ),
         (
             ProcessRole::Gateway,
-            &["meridian.v1.Kv", "grpc.health.v1.Health"][..],
+            &[
+                "meridian.v1.Kv",
+                "meridian.v1.Workers",
+                "grpc.health.v1.Health",
+            ][..],
         ),
     ] {
         let process = lab

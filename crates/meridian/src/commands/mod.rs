@@ -16,6 +16,7 @@ mod plan;
 mod region;
 mod replication;
 mod wan;
+mod workers;
 
 use crate::cli::{Cli, Command};
 
@@ -38,5 +39,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Dr(args) => dr::run(cli.output, args).await,
         Command::Jobs(args) => jobs::run(cli.output, args).await,
         Command::Plan { topology } => plan::run(cli.output, &topology),
+        Command::Workers { target, node } => {
+            workers::run(cli.output, &target, node.as_deref()).await
+        }
     }
 }
