@@ -19,6 +19,10 @@ use std::sync::Arc;
 /// The OpenAPI 3 document of this API.
 pub const OPENAPI: &str = include_str!("openapi.json");
 
+/// The web console: one read-only page that draws the JSON routes below
+/// (served from the binary; no separate build step).
+pub const CONSOLE: &str = include_str!("console.html");
+
 /// Routes of the admin API, to merge into the member's HTTP router.
 pub fn router(service: Arc<ControlService>) -> Router {
     Router::new()
@@ -31,6 +35,9 @@ pub fn router(service: Arc<ControlService>) -> Router {
         .route("/v1/audit", get(audit))
         .route("/v1/failovers", get(failovers))
         .route("/v1/jobs", get(jobs))
+        .route("/v1/members", get(members))
+        .route("/v1/replication", get(replication))
+        .route("/console", get(console))
         .with_state(service)
 }
 
@@ -62,6 +69,56 @@ fn on_behalf<T>(caller: Caller, message: T) -> tonic::Request<T> {
     let mut request = tonic::Request::new(message);
     request.extensions_mut().insert(caller);
     request
+}
+
+/// A read of the replicated state, answered on any member: the leader
+/// answers itself; a follower first decides with its own copy of the access
+/// policy that the caller may view the cluster, then asks the leader (as
+/// itself, a control-plane member) so the answer is the leader's, current
+/// one. The console opened on any member works this way.
+async fn read<Req, Resp, LocalFut, RemoteFut>(
+    service: &ControlService,
+    caller: Caller,
+    api: &str,
+    request: Req,
+    local: impl FnOnce(tonic::Request<Req>) -> LocalFut,
+    remote: impl FnOnce(pb::control_client::ControlClient<tonic::transport::Channel>, Req) -> RemoteFut,
+) -> Result<Resp, tonic::Status>
+where
+    Req: Clone,
+    LocalFut: std::future::Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+    RemoteFut: std::future::Future<Output = Result<tonic::Response<Resp>, tonic::Status>>,
+{
+    let status = match local(on_behalf(caller.clone(), request.clone())).await {
+        Ok(response) => return Ok(response.into_inner()),
+        Err(status) => status,
+    };
+    let Some(leader) = status
+        .metadata()
+        .get(meridian_proto::reason::LEADER_ADDRESS_KEY)
+        .and_then(|v| v.to_str().ok())
+        .filter(|a| !a.is_empty())
+        .map(str::to_string)
+    else {
+        return Err(status);
+    };
+    service.authorize_here(
+        &on_behalf(caller, ()),
+        api,
+        Permission::View,
+        Target::Cluster,
+    )?;
+    let dialer = &service.node().dialer;
+    let endpoint = dialer.endpoint(&leader).map_err(|e| {
+        tonic::Status::unavailable(format!("cannot reach the leader at {leader}: {e}"))
+    })?;
+    let client = pb::control_client::ControlClient::new(dialer.lazy(&endpoint));
+    match tokio::time::timeout(std::time::Duration::from_secs(5), remote(client, request)).await {
+        Ok(answer) => answer.map(tonic::Response::into_inner),
+        Err(_) => Err(tonic::Status::unavailable(format!(
+            "the leader at {leader} did not answer within 5 s"
+        ))),
+    }
 }
 
 /// A gRPC status as an HTTP error with a JSON body.
@@ -129,9 +186,18 @@ async fn failovers(
     let request = pb::ListFailoversRequest {
         namespace: query.namespace.unwrap_or_default(),
     };
-    match service.list_failovers(on_behalf(caller, request)).await {
+    let answer = read(
+        &service,
+        caller,
+        "GET /v1/failovers",
+        request,
+        |r| service.list_failovers(r),
+        |mut c, r| async move { c.list_failovers(r).await },
+    )
+    .await;
+    match answer {
         Ok(response) => Json(json!({
-            "failovers": response.into_inner().failovers.iter().map(|f| json!({
+            "failovers": response.failovers.iter().map(|f| json!({
                 "id": f.id,
                 "namespace": f.namespace,
                 "from_region": f.from_region,
@@ -159,12 +225,18 @@ async fn jobs(
     State(service): State<Arc<ControlService>>,
     HttpCaller(caller): HttpCaller,
 ) -> Response {
-    match service
-        .list_jobs(on_behalf(caller, pb::ListJobsRequest {}))
-        .await
-    {
+    let answer = read(
+        &service,
+        caller,
+        "GET /v1/jobs",
+        pb::ListJobsRequest {},
+        |r| service.list_jobs(r),
+        |mut c, r| async move { c.list_jobs(r).await },
+    )
+    .await;
+    match answer {
         Ok(response) => Json(json!({
-            "jobs": response.into_inner().jobs.iter().map(|j| json!({
+            "jobs": response.jobs.iter().map(|j| json!({
                 "id": j.id,
                 "kind": j.kind,
                 "state": match pb::JobState::try_from(j.state) {
@@ -190,6 +262,65 @@ async fn jobs(
     }
 }
 
+/// Authorizes a read of the cluster's state on this member (any member
+/// answers the live views: they ask the shards themselves).
+fn may_view(service: &ControlService, caller: Caller, api: &str) -> Result<(), tonic::Status> {
+    service
+        .authorize_here(
+            &on_behalf(caller, ()),
+            api,
+            Permission::View,
+            Target::Cluster,
+        )
+        .map(|_| ())
+}
+
+async fn members(
+    State(service): State<Arc<ControlService>>,
+    HttpCaller(caller): HttpCaller,
+) -> Response {
+    if let Err(refused) = may_view(&service, caller, "GET /v1/members") {
+        return error(refused);
+    }
+    Json(crate::cluster_view::members(service.node()).await).into_response()
+}
+
+async fn replication(
+    State(service): State<Arc<ControlService>>,
+    HttpCaller(caller): HttpCaller,
+) -> Response {
+    if let Err(refused) = may_view(&service, caller, "GET /v1/replication") {
+        return error(refused);
+    }
+    Json(crate::cluster_view::replication(service.node()).await).into_response()
+}
+
+/// The console page. Its data comes from the routes above, each authorized
+/// on its own; the page itself is asked for `view` too, so a caller that may
+/// not see the cluster is told so at once.
+async fn console(
+    State(service): State<Arc<ControlService>>,
+    HttpCaller(caller): HttpCaller,
+) -> Response {
+    if let Err(refused) = may_view(&service, caller, "GET /console") {
+        return error(refused);
+    }
+    (
+        [
+            ("content-type", "text/html; charset=utf-8"),
+            // Only its own script and same-origin calls: the page loads
+            // nothing from elsewhere.
+            (
+                "content-security-policy",
+                "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; connect-src 'self'; img-src 'self'",
+            ),
+            ("cache-control", "no-store"),
+        ],
+        CONSOLE,
+    )
+        .into_response()
+}
+
 async fn openapi() -> impl IntoResponse {
     ([("content-type", "application/json")], OPENAPI)
 }
@@ -198,12 +329,18 @@ async fn regions(
     State(service): State<Arc<ControlService>>,
     HttpCaller(caller): HttpCaller,
 ) -> Response {
-    match service
-        .list_regions(on_behalf(caller, pb::ListRegionsRequest {}))
-        .await
-    {
+    let answer = read(
+        &service,
+        caller,
+        "GET /v1/regions",
+        pb::ListRegionsRequest {},
+        |r| service.list_regions(r),
+        |mut c, r| async move { c.list_regions(r).await },
+    )
+    .await;
+    match answer {
         Ok(response) => Json(json!({
-            "regions": response.into_inner().regions.iter().map(|r| json!({
+            "regions": response.regions.iter().map(|r| json!({
                 "name": r.name, "jurisdictions": r.jurisdictions, "latitude": r.latitude, "longitude": r.longitude,
             })).collect::<Vec<_>>()
         }))
@@ -216,12 +353,18 @@ async fn shards(
     State(service): State<Arc<ControlService>>,
     HttpCaller(caller): HttpCaller,
 ) -> Response {
-    match service
-        .list_shards(on_behalf(caller, pb::ListShardsRequest {}))
-        .await
-    {
+    let answer = read(
+        &service,
+        caller,
+        "GET /v1/shards",
+        pb::ListShardsRequest {},
+        |r| service.list_shards(r),
+        |mut c, r| async move { c.list_shards(r).await },
+    )
+    .await;
+    match answer {
         Ok(response) => Json(json!({
-            "shards": response.into_inner().shards.iter().map(|s| json!({
+            "shards": response.shards.iter().map(|s| json!({
                 "id": s.id, "region": s.region, "members": s.members.iter().map(member).collect::<Vec<_>>(),
             })).collect::<Vec<_>>()
         }))
@@ -234,18 +377,21 @@ async fn namespaces(
     State(service): State<Arc<ControlService>>,
     HttpCaller(caller): HttpCaller,
 ) -> Response {
-    match service
-        .list_placements(on_behalf(caller, pb::ListPlacementsRequest {}))
-        .await
-    {
-        Ok(response) => {
-            let response = response.into_inner();
-            Json(json!({
-                "routing_version": response.routing_version,
-                "namespaces": response.placements.iter().map(placement).collect::<Vec<_>>(),
-            }))
-            .into_response()
-        }
+    let answer = read(
+        &service,
+        caller,
+        "GET /v1/namespaces",
+        pb::ListPlacementsRequest {},
+        |r| service.list_placements(r),
+        |mut c, r| async move { c.list_placements(r).await },
+    )
+    .await;
+    match answer {
+        Ok(response) => Json(json!({
+            "routing_version": response.routing_version,
+            "namespaces": response.placements.iter().map(placement).collect::<Vec<_>>(),
+        }))
+        .into_response(),
         Err(status) => error(status),
     }
 }

@@ -15,7 +15,10 @@
 //! - [`promotion`]: the sync rule and the choice of a promotion target.
 //! - [`deletion`]: deleting every copy of a deleted namespace, resumably.
 //! - [`route_log`]: which routes changed at each recent version (route deltas).
-//! - [`admin_http`]: the JSON admin API and its OpenAPI document.
+//! - [`admin_http`]: the JSON admin API, its OpenAPI document and the web
+//!   console (`/console`, one embedded page drawing the JSON routes).
+//! - [`cluster_view`]: the live view of shards the console shows (Raft roles,
+//!   standby positions), asked of the shards at request time.
 //! - [`config`], [`error`]: configuration and the error-to-status mapping.
 //! - [`state_machine`]: the Raft [`Application`](meridian_raft::Application) that
 //!   persists the state and feeds it commands.
@@ -27,6 +30,7 @@ pub mod admin_http;
 pub mod audit;
 pub mod authz;
 pub mod backups;
+pub mod cluster_view;
 pub mod command;
 pub mod config;
 pub mod control_backup;

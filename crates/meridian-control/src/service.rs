@@ -21,6 +21,11 @@ pub struct ControlService {
 }
 
 impl ControlService {
+    /// The member this service runs on.
+    pub fn node(&self) -> &ControlNode {
+        &self.node
+    }
+
     /// The change `backup`'s chain is restored to for wall-clock time
     /// `at_ms`, from the time marks its backups' manifests carry (read from
     /// the location: the catalog does not keep them).

@@ -392,12 +392,36 @@ async fn placement_residency_routing_push_and_leader_loss() {
         "/v1/audit",
         "/v1/failovers",
         "/v1/jobs",
+        "/v1/members",
+        "/v1/replication",
+        "/console",
     ] {
         assert!(document["paths"][path].is_object(), "{path} documented");
     }
     let (status, body) = http(&leader_http, "GET", "/v1/namespaces", None);
     assert_eq!(status, 200, "{body}");
     assert!(body.contains("\"gdpr-orders\""), "{body}");
+    // A follower answers reads too (it asks the leader), so the console
+    // works on any member; so do the live views it shows.
+    let follower_http = members
+        .http
+        .iter()
+        .find(|(grpc, _)| **grpc != leader_address)
+        .map(|(_, http)| http.clone())
+        .unwrap();
+    for path in ["/v1/namespaces", "/v1/failovers", "/v1/jobs", "/v1/regions"] {
+        let (status, body) = http(&follower_http, "GET", path, None);
+        assert_eq!(status, 200, "{path} on a follower: {body}");
+    }
+    let (_, body) = http(&follower_http, "GET", "/v1/namespaces", None);
+    assert!(body.contains("\"gdpr-orders\""), "{body}");
+    let (status, body) = http(&follower_http, "GET", "/v1/members", None);
+    assert_eq!(status, 200, "{body}");
+    let view: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert!(!view["shards"].as_array().unwrap().is_empty(), "{view}");
+    let (status, body) = http(&follower_http, "GET", "/console", None);
+    assert_eq!(status, 200);
+    assert!(body.contains("<title>Meridian console</title>"));
     let (status, body) = http(
         &leader_http,
         "POST",
