@@ -3,7 +3,7 @@
 
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
-use meridian_raft::config::{ClusterSection, NetworkSection, RaftSection};
+use meridian_raft::config::{ClusterSection, NetworkSection, RaftSection, StorageSection};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 
@@ -26,6 +26,8 @@ pub struct ControlConfig {
     pub failover: FailoverSection,
     /// Access control: the first grants of a new cluster.
     pub auth: AuthSection,
+    /// The storage engine's memory (block cache, memtables) and journal.
+    pub storage: StorageSection,
 }
 
 impl Default for ControlConfig {
@@ -45,6 +47,7 @@ impl Default for ControlConfig {
             regions: Vec::new(),
             failover: FailoverSection::default(),
             auth: AuthSection::default(),
+            storage: StorageSection::default(),
         }
     }
 }
@@ -244,6 +247,9 @@ impl ControlConfig {
             });
         }
         self.raft
+            .validate()
+            .map_err(|(key, reason)| ConfigError::Invalid { key, reason })?;
+        self.storage
             .validate()
             .map_err(|(key, reason)| ConfigError::Invalid { key, reason })?;
         self.cluster

@@ -185,6 +185,17 @@ pub fn render(node: &ControlNode) -> String {
     );
     let raft = node.raft.raft.metrics().borrow_watched().clone();
     let leading = node.raft.raft.is_leader();
+    // The storage engine: fsyncs, memtables against their budget, block
+    // cache, journal and disk; and the process's resident memory.
+    node.raft.engine.refresh_metrics();
+    node.raft.engine.metrics().register(registry);
+    if let Some(rss) = meridian_net::metrics_text::resident_memory_bytes() {
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of this process",
+            gauge(i64::try_from(rss).unwrap_or(i64::MAX)),
+        );
+    }
     registry.register(
         "meridian_control_leader",
         "1 while this member leads the control plane",

@@ -99,10 +99,11 @@ impl ControlNode {
         config: ControlConfig,
         dialer: meridian_net::Dialer,
     ) -> Result<Arc<Self>, ControlError> {
-        let engine = StorageEngine::open_with(
+        let engine = StorageEngine::open_configured(
             &config.node.data_dir,
             Arc::new(StorageMetrics::default()),
             config.node.key_file(),
+            config.storage,
         )?;
         let machine = Arc::new(ControlStateMachine::open(&engine)?);
         let options = config.raft.node_options(

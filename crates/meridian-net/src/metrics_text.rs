@@ -14,6 +14,25 @@ use prometheus_client::registry::Registry;
 /// The content type [`encode`]'s output is served with.
 pub const CONTENT_TYPE: &str = "text/plain; version=0.0.4; charset=utf-8";
 
+/// This process's resident memory in bytes (`VmRSS` of `/proc/self/status`;
+/// `None` where there is no such file).
+pub fn resident_memory_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    rss_of_status(&status)
+}
+
+fn rss_of_status(status: &str) -> Option<u64> {
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line
+        .trim_start_matches("VmRSS:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    kib.checked_mul(1024)
+}
+
 /// `registry` in Prometheus text format 0.0.4.
 pub fn encode(registry: &Registry) -> String {
     let mut open_metrics = String::new();
@@ -60,6 +79,14 @@ pub fn to_prometheus_text(open_metrics: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn resident_memory_is_read_from_vmrss() {
+        let status = "Name:\tmeridian\nVmPeak:\t  999 kB\nVmRSS:\t   75312 kB\nThreads:\t9\n";
+        assert_eq!(rss_of_status(status), Some(75312 * 1024));
+        assert_eq!(rss_of_status("Name:\tx\n"), None);
+        assert!(resident_memory_bytes().is_some_and(|b| b > 0));
+    }
     use prometheus_client::metrics::counter::Counter;
     use prometheus_client::metrics::gauge::Gauge;
 

@@ -201,3 +201,138 @@ impl ClusterSection {
             .collect()
     }
 }
+
+/// Mebibyte, for the storage defaults.
+const MIB: u64 = 1024 * 1024;
+
+/// The storage engine's memory and journal (`[storage]`), sized by default
+/// for a small node. Larger values buy fewer flushes and compactions (and
+/// more cached reads) with memory and disk.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(default, deny_unknown_fields)]
+pub struct StorageSection {
+    /// Block cache for reads of flushed data, in bytes (at least 1 MiB).
+    pub cache_bytes: u64,
+    /// Budget for the unflushed writes of every keyspace together (the
+    /// memtables), in bytes (at least 1 MiB): past it, the memtables are
+    /// sealed and flushed to disk.
+    pub memtable_bytes: u64,
+    /// Cap on the journal on disk, in bytes (at least 64 MiB, the engine's
+    /// floor, and at least twice `memtable_bytes`): past it, the memtables
+    /// holding the oldest journal file are flushed so the file can go.
+    pub journal_bytes: u64,
+}
+
+impl Default for StorageSection {
+    fn default() -> Self {
+        Self {
+            cache_bytes: 16 * MIB,
+            memtable_bytes: 16 * MIB,
+            journal_bytes: 64 * MIB,
+        }
+    }
+}
+
+impl StorageSection {
+    /// Checks the floors; the error names the setting and its rule.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.cache_bytes < MIB {
+            return Err((
+                "storage.cache_bytes",
+                "must be at least 1 MiB (1048576)".into(),
+            ));
+        }
+        if self.memtable_bytes < MIB {
+            return Err((
+                "storage.memtable_bytes",
+                "must be at least 1 MiB (1048576)".into(),
+            ));
+        }
+        if self.journal_bytes < 64 * MIB {
+            return Err((
+                "storage.journal_bytes",
+                "must be at least 64 MiB (67108864), the storage engine's floor".into(),
+            ));
+        }
+        if self.journal_bytes < self.memtable_bytes.saturating_mul(2) {
+            return Err((
+                "storage.journal_bytes",
+                format!(
+                    "must be at least twice storage.memtable_bytes ({} bytes), or the journal fills before the memtables flush",
+                    self.memtable_bytes.saturating_mul(2)
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The largest memtable of one keyspace: the budget, capped at the
+    /// engine's usual 64 MiB.
+    pub fn keyspace_memtable_bytes(&self) -> u64 {
+        self.memtable_bytes.min(64 * MIB)
+    }
+}
+
+#[cfg(test)]
+mod storage_tests {
+    use super::*;
+
+    #[test]
+    fn storage_floors_name_the_setting() {
+        assert_eq!(StorageSection::default().validate(), Ok(()));
+        let cases: [(StorageSection, Option<&str>); 5] = [
+            (
+                StorageSection {
+                    cache_bytes: MIB - 1,
+                    ..Default::default()
+                },
+                Some("storage.cache_bytes"),
+            ),
+            (
+                StorageSection {
+                    memtable_bytes: 0,
+                    ..Default::default()
+                },
+                Some("storage.memtable_bytes"),
+            ),
+            (
+                StorageSection {
+                    journal_bytes: 63 * MIB,
+                    ..Default::default()
+                },
+                Some("storage.journal_bytes"),
+            ),
+            (
+                StorageSection {
+                    memtable_bytes: 40 * MIB,
+                    journal_bytes: 64 * MIB,
+                    ..Default::default()
+                },
+                Some("storage.journal_bytes"),
+            ),
+            (
+                StorageSection {
+                    cache_bytes: 256 * MIB,
+                    memtable_bytes: 128 * MIB,
+                    journal_bytes: 512 * MIB,
+                },
+                None,
+            ),
+        ];
+        for (section, refused) in cases {
+            assert_eq!(
+                section.validate().err().map(|(key, _)| key),
+                refused,
+                "{section:?}"
+            );
+        }
+        assert_eq!(
+            StorageSection {
+                memtable_bytes: 128 * MIB,
+                ..Default::default()
+            }
+            .keyspace_memtable_bytes(),
+            64 * MIB
+        );
+    }
+}

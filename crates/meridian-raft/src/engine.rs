@@ -15,7 +15,16 @@ use std::io;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::mpsc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+
+use crate::config::StorageSection;
+
+/// How often the flusher looks at the memtable budget at most.
+const BUDGET_CHECK_EVERY: Duration = Duration::from_millis(100);
+
+/// The keyspaces opened through the engine, so the memtable budget can seal
+/// every one of them.
+type Keyspaces = Arc<std::sync::Mutex<Vec<(String, Keyspace)>>>;
 
 /// The node's database and its flusher.
 #[derive(Clone)]
@@ -27,6 +36,8 @@ pub struct StorageEngine {
     write_lock: Arc<std::sync::Mutex<()>>,
     flush_requests: mpsc::Sender<IOFlushed<TypeConfig>>,
     metrics: Arc<StorageMetrics>,
+    storage: StorageSection,
+    keyspaces: Keyspaces,
 }
 
 fn to_io(err: fjall::Error) -> io::Error {
@@ -52,11 +63,27 @@ impl StorageEngine {
         metrics: Arc<StorageMetrics>,
         key_file: Option<&Path>,
     ) -> io::Result<Self> {
+        Self::open_configured(dir, metrics, key_file, StorageSection::default())
+    }
+
+    /// [`StorageEngine::open_with`] with the memory and journal limits of
+    /// `storage` (refused, naming the setting, if it breaks a floor).
+    pub fn open_configured(
+        dir: &Path,
+        metrics: Arc<StorageMetrics>,
+        key_file: Option<&Path>,
+        storage: StorageSection,
+    ) -> io::Result<Self> {
+        storage.validate().map_err(|(key, rule)| {
+            io::Error::new(io::ErrorKind::InvalidInput, format!("{key} {rule}"))
+        })?;
         std::fs::create_dir_all(dir)?;
         let fresh = !dir.join("db").exists();
         let db = Database::builder(dir.join("db"))
             // Durability is decided by the flusher, not per write.
             .manual_journal_persist(true)
+            .cache_size(storage.cache_bytes)
+            .max_journaling_size(storage.journal_bytes)
             .open()
             .map_err(to_io)?;
         let sealer = Arc::new(open_keys(&db, fresh, key_file)?);
@@ -64,9 +91,16 @@ impl StorageEngine {
         let flusher_db = db.clone();
         let flusher_metrics = metrics.clone();
         let mode = flush_mode();
+        let keyspaces: Keyspaces = Default::default();
+        let budget = MemtableBudget {
+            limit: storage.memtable_bytes,
+            keyspaces: keyspaces.clone(),
+            checked: Instant::now(),
+        };
         std::thread::Builder::new()
             .name("raft-log-flusher".into())
-            .spawn(move || run_flusher(flusher_db, pending, flusher_metrics, mode))?;
+            .spawn(move || run_flusher(flusher_db, pending, flusher_metrics, mode, budget))?;
+        metrics.limits(&storage);
         Ok(Self {
             db,
             dir: dir.to_path_buf(),
@@ -74,7 +108,25 @@ impl StorageEngine {
             write_lock: Default::default(),
             flush_requests,
             metrics,
+            storage,
+            keyspaces,
         })
+    }
+
+    /// The memory and journal limits the engine runs with.
+    pub fn storage(&self) -> StorageSection {
+        self.storage
+    }
+
+    /// Sets the storage gauges (memtables, block cache, journal, disk) from
+    /// the engine's current state; called at scrape time.
+    pub fn refresh_metrics(&self) {
+        self.metrics.observe(
+            self.db.write_buffer_size(),
+            self.db.cache_size(),
+            self.db.journal_disk_space().unwrap_or(0),
+            self.db.disk_space().unwrap_or(0),
+        );
     }
 
     /// Held while a batch of the application's values is committed (and
@@ -128,7 +180,18 @@ impl StorageEngine {
         name: &str,
         options: impl FnOnce() -> KeyspaceCreateOptions,
     ) -> io::Result<Keyspace> {
-        self.db.keyspace(name, options).map_err(to_io)
+        // A keyspace keeps the memtable size it was created with; the
+        // budget (see `MemtableBudget`) holds all of them together either way.
+        let memtable = self.storage.keyspace_memtable_bytes();
+        let keyspace = self
+            .db
+            .keyspace(name, || options().max_memtable_size(memtable))
+            .map_err(to_io)?;
+        let mut known = self.keyspaces.lock().unwrap_or_else(|e| e.into_inner());
+        if !known.iter().any(|(n, _)| n == name) {
+            known.push((name.to_string(), keyspace.clone()));
+        }
+        Ok(keyspace)
     }
 
     /// The underlying database.
@@ -251,13 +314,65 @@ fn flush_mode() -> PersistMode {
 
 /// Waits for flush requests, then makes everything written so far durable with one
 /// fsync and completes every request that was waiting.
+/// Keeps the unflushed writes of every keyspace together under a budget:
+/// fjall bounds each keyspace's memtable on its own, and its database-wide
+/// write buffer limit is not enforced, so several busy keyspaces (the Raft
+/// log, the data, the change log) would each grow to their own limit.
+struct MemtableBudget {
+    limit: u64,
+    keyspaces: Keyspaces,
+    checked: Instant,
+}
+
+impl MemtableBudget {
+    /// Seals every keyspace's memtable (fjall flushes sealed ones in the
+    /// background) when the unflushed writes are over the budget; at most
+    /// every [`BUDGET_CHECK_EVERY`].
+    fn enforce(&mut self, db: &Database) {
+        if self.checked.elapsed() < BUDGET_CHECK_EVERY {
+            return;
+        }
+        self.checked = Instant::now();
+        if !over_budget(db.write_buffer_size(), self.limit) {
+            return;
+        }
+        let keyspaces = self
+            .keyspaces
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for (name, keyspace) in keyspaces {
+            if let Err(err) = keyspace.rotate_memtable() {
+                tracing::warn!(keyspace = %name, error = %err, "cannot seal a memtable");
+            }
+        }
+    }
+}
+
+/// Whether unflushed writes of `unflushed` bytes break a budget of `limit`.
+fn over_budget(unflushed: u64, limit: u64) -> bool {
+    unflushed > limit
+}
+
 fn run_flusher(
     db: Database,
     pending: mpsc::Receiver<IOFlushed<TypeConfig>>,
     metrics: Arc<StorageMetrics>,
     mode: PersistMode,
+    mut budget: MemtableBudget,
 ) {
-    while let Ok(first) = pending.recv() {
+    loop {
+        // The budget is looked at between appends too: the state machine's
+        // writes (a snapshot being installed, a restore) need no log append.
+        let first = match pending.recv_timeout(BUDGET_CHECK_EVERY) {
+            Ok(first) => first,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                budget.enforce(&db);
+                continue;
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => return,
+        };
+        budget.enforce(&db);
         let mut group = vec![first];
         group.extend(pending.try_iter());
         let started = Instant::now();
@@ -277,5 +392,87 @@ fn run_flusher(
                 }
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MIB: u64 = 1024 * 1024;
+
+    #[test]
+    fn over_budget_is_strictly_above_the_limit() {
+        for (unflushed, limit, over) in [(0, MIB, false), (MIB, MIB, false), (MIB + 1, MIB, true)] {
+            assert_eq!(
+                over_budget(unflushed, limit),
+                over,
+                "{unflushed} of {limit}"
+            );
+        }
+    }
+
+    /// Eight keyspaces each stay under their own memtable limit, so only the
+    /// budget over all of them brings the unflushed writes down.
+    #[test]
+    fn the_memtable_budget_holds_every_keyspace_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = StorageSection {
+            memtable_bytes: 2 * MIB,
+            ..StorageSection::default()
+        };
+        let engine = StorageEngine::open_configured(
+            dir.path(),
+            Arc::new(StorageMetrics::default()),
+            None,
+            storage,
+        )
+        .unwrap();
+        let value = vec![7u8; 1024];
+        for k in 0..8 {
+            let keyspace = engine
+                .keyspace(&format!("ks{k}"), KeyspaceCreateOptions::default)
+                .unwrap();
+            // ~1.5 MiB each: under the per-keyspace limit (2 MiB), 12 MiB in all.
+            for i in 0..1536u32 {
+                keyspace.insert(i.to_be_bytes(), &value).unwrap();
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let unflushed = engine.database().write_buffer_size();
+            if unflushed <= 3 * MIB {
+                break;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "unflushed writes stay at {unflushed} bytes"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        engine.refresh_metrics();
+        assert_eq!(engine.metrics.memtable_budget_bytes.get(), 2 * MIB as i64);
+        assert!(engine.metrics.disk_bytes.get() > 0);
+    }
+
+    #[test]
+    fn a_limit_below_its_floor_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let storage = StorageSection {
+            journal_bytes: MIB,
+            ..StorageSection::default()
+        };
+        let error = StorageEngine::open_configured(
+            dir.path(),
+            Arc::new(StorageMetrics::default()),
+            None,
+            storage,
+        )
+        .err()
+        .unwrap();
+        assert!(
+            error.to_string().contains("storage.journal_bytes"),
+            "{error}"
+        );
     }
 }

@@ -5,7 +5,7 @@ use crate::limits::Limits;
 use figment::Figment;
 use figment::providers::{Env, Format, Serialized, Toml};
 pub use meridian_raft::config::{
-    ClusterSection, InitialMember, NetworkSection, RaftSection, ReadPolicy,
+    ClusterSection, InitialMember, NetworkSection, RaftSection, ReadPolicy, StorageSection,
 };
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
@@ -30,6 +30,8 @@ pub struct NodeConfig {
     pub replication: ReplicationSection,
     /// Backups and restores.
     pub dr: DrSection,
+    /// The storage engine's memory (block cache, memtables) and journal.
+    pub storage: StorageSection,
 }
 
 /// Backup and restore settings.
@@ -150,6 +152,9 @@ impl NodeConfig {
             return invalid("node.shard", "must name the shard");
         }
         if let Err((key, reason)) = self.raft.validate() {
+            return invalid(key, &reason);
+        }
+        if let Err((key, reason)) = self.storage.validate() {
             return invalid(key, &reason);
         }
         let limits = &self.limits;

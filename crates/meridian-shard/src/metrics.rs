@@ -88,6 +88,8 @@ pub struct ShardMetrics {
     pub disk_free_bytes: Gauge,
     /// Size of the data directory's file system.
     pub disk_capacity_bytes: Gauge,
+    /// This process's resident memory.
+    pub resident_memory_bytes: Gauge,
     /// When this node's TLS certificate expires (Unix seconds; absent
     /// without TLS).
     pub certificate_expiry: Family<CertificateLabels, Gauge>,
@@ -134,6 +136,7 @@ impl ShardMetrics {
             voters_reachable: Gauge::default(),
             disk_free_bytes: Gauge::default(),
             disk_capacity_bytes: Gauge::default(),
+            resident_memory_bytes: Gauge::default(),
             certificate_expiry: Family::default(),
         };
         // Metrics are shared handles: the clones registered here are the same
@@ -244,6 +247,11 @@ impl ShardMetrics {
             "meridian_storage_disk_capacity_bytes",
             "Size of the data directory's file system in bytes",
             metrics.disk_capacity_bytes.clone(),
+        );
+        registry.register(
+            "process_resident_memory_bytes",
+            "Resident memory of this process",
+            metrics.resident_memory_bytes.clone(),
         );
         registry.register(
             "meridian_tls_certificate_expiry_timestamp_seconds",

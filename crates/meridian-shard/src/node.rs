@@ -113,10 +113,11 @@ impl ShardNode {
             &config.node.shard,
             config.node.id,
         ));
-        let engine = StorageEngine::open_with(
+        let engine = StorageEngine::open_configured(
             &config.node.data_dir,
             metrics.storage.clone(),
             config.node.key_file(),
+            config.storage,
         )?;
         let machine = Arc::new(KvStateMachine::open(&engine)?);
         let mut options = config.raft.node_options(
@@ -288,6 +289,12 @@ impl ShardNode {
             _ => 0,
         };
         metrics.voters_reachable.set(reachable as i64);
+        self.raft.engine.refresh_metrics();
+        if let Some(rss) = meridian_net::metrics_text::resident_memory_bytes() {
+            metrics
+                .resident_memory_bytes
+                .set(i64::try_from(rss).unwrap_or(i64::MAX));
+        }
         if let Some((free, capacity)) = crate::disk::space(&self.config.node.data_dir) {
             metrics
                 .disk_free_bytes

@@ -364,6 +364,27 @@ async fn metrics_pass_promtool_and_cover_the_alert_rules() {
     let free = sample(&shard, "meridian_storage_disk_free_bytes", "").unwrap();
     let capacity = sample(&shard, "meridian_storage_disk_capacity_bytes", "").unwrap();
     assert!(free > 0.0 && free <= capacity, "{free} of {capacity}");
+    // The storage engine's memory and journal against their (default)
+    // limits, and the process's resident memory.
+    for (name, limit) in [
+        ("meridian_storage_memtable_budget_bytes", 16.0 * 1048576.0),
+        (
+            "meridian_storage_block_cache_capacity_bytes",
+            16.0 * 1048576.0,
+        ),
+        ("meridian_storage_journal_limit_bytes", 64.0 * 1048576.0),
+    ] {
+        assert_eq!(sample(&shard, name, ""), Some(limit), "{name}");
+    }
+    for name in [
+        "meridian_storage_memtable_bytes",
+        "meridian_storage_block_cache_bytes",
+        "meridian_storage_journal_bytes",
+    ] {
+        assert!(sample(&shard, name, "").is_some(), "{name} exported");
+    }
+    assert!(sample(&shard, "meridian_storage_disk_bytes", "").unwrap() > 0.0);
+    assert!(sample(&shard, "process_resident_memory_bytes", "").unwrap() > 1e6);
 
     // A drained failover, counted by cause and mode.
     control
@@ -413,6 +434,8 @@ async fn metrics_pass_promtool_and_cover_the_alert_rules() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert!(sample(&control_body, "meridian_routing_version", "").unwrap() > 0.0);
+    assert!(sample(&control_body, "meridian_storage_disk_bytes", "").unwrap() > 0.0);
+    assert!(sample(&control_body, "process_resident_memory_bytes", "").unwrap() > 1e6);
     assert_eq!(
         sample(
             &control_body,
