@@ -6,6 +6,7 @@
 #   DURATION=5 CLIENTS=64 bench/run-shard-vs-etcd.sh
 #   ENCRYPTION=off bench/run-shard-vs-etcd.sh   # Meridian without encryption at rest
 #                                               # (on by default, as in the lab)
+#   PROFILE=release bench/run-shard-vs-etcd.sh  # the lab's profile instead of production
 #
 # Installs Debian's etcd-server if it is missing. Everything listens on loopback.
 set -euo pipefail
@@ -31,8 +32,10 @@ if ! command -v etcd >/dev/null; then
     DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q etcd-server
 fi
 
-cargo build --profile production -p meridian -p meridian-bench
-BIN=target/production
+# PROFILE=release measures the lab's faster-building profile (no LTO).
+PROFILE=${PROFILE:-production}
+cargo build --profile "$PROFILE" -p meridian -p meridian-bench
+BIN=target/$PROFILE
 
 WORK=$(mktemp -d)
 ETCD_PIDS=()
@@ -74,5 +77,5 @@ echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}
 echo "load before the run: $(cut -d' ' -f1-3 /proc/loadavg)"
 "$BIN/meridian-bench" --meridian-lab "$WORK/meridian" --etcd "$ETCD_ENDPOINTS" \
     --clients "$CLIENTS" --workloads "$WORKLOADS" --duration "$DURATION" --value-size "$VALUE_SIZE" \
-    --json-out "$OUT/shard-vs-etcd-encryption-$ENCRYPTION-$STAMP.json"
-echo "results written to $OUT/shard-vs-etcd-encryption-$ENCRYPTION-$STAMP.json"
+    --json-out "$OUT/shard-vs-etcd-$PROFILE-encryption-$ENCRYPTION-$STAMP.json"
+echo "results written to $OUT/shard-vs-etcd-$PROFILE-encryption-$ENCRYPTION-$STAMP.json"

@@ -22,6 +22,12 @@ KEYS=${KEYS:-10000}
 VALUE_SIZE=${VALUE_SIZE:-256}
 SAMPLE_EVERY=${SAMPLE_EVERY:-10}
 MODE=${MODE:-concurrent}
+# etcd keeps every revision until compacted, and refuses writes once its
+# backend reaches its quota (2 GiB): without compaction a half-hour soak
+# ends in "database space exceeded". Compacting to the last 10,000
+# revisions (the key count) keeps about what Meridian keeps; ETCD_FLAGS=""
+# measures etcd as it starts by default.
+ETCD_FLAGS=${ETCD_FLAGS---auto-compaction-mode=revision --auto-compaction-retention=10000}
 OUT=${OUT:-bench/results}
 case "$MODE" in concurrent|sequential) ;; *) echo "MODE must be concurrent or sequential" >&2; exit 2 ;; esac
 
@@ -65,7 +71,7 @@ for i in 1 2 3; do
         --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
         --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
         --initial-cluster "$CLUSTER" --initial-cluster-state new --initial-cluster-token meridian-soak \
-        --log-level warn >"$WORK/etcd-e$i.log" 2>&1 &
+        --log-level warn $ETCD_FLAGS >"$WORK/etcd-e$i.log" 2>&1 &
     ETCD_PIDS+=($!)
     ETCD_ENDPOINTS+="127.0.0.1:$client,"
 done
@@ -88,6 +94,7 @@ CSV="$OUT/soak-$STAMP.csv"
 echo "seconds,process,rss_bytes,disk_bytes" >"$CSV"
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(uname -r)"
 echo "soak: $MODE, $DURATION s, $CLIENTS clients, $KEYS keys of $VALUE_SIZE B; samples every $SAMPLE_EVERY s -> $CSV"
+echo "etcd flags: ${ETCD_FLAGS:-(none)}"
 
 sample() {
     local t=$1
@@ -138,7 +145,7 @@ sample end
 
 python3 - "$CSV" "$OUT/soak-$STAMP-meridian.json" "$OUT/soak-$STAMP-etcd.json" <<'PY'
 import csv, json, sys
-rows = list(csv.DictReader(open(sys.argv[1])))
+rows = [r for r in csv.DictReader(open(sys.argv[1])) if r["process"] and r["disk_bytes"]]
 mib = 1024 * 1024
 print(f"\n{'process':<22}{'RSS first':>11}{'RSS peak':>11}{'RSS last':>11}{'disk peak':>11}{'disk last':>11}  (MiB)")
 for name in sorted({r["process"] for r in rows}):
