@@ -199,9 +199,15 @@ async fn roles_grants_tokens_and_revocation() {
             .iter()
             .filter(|p| p.role == ProcessRole::Control)
         {
-            let (status, _) =
-                https(&p.http, &material(&lab, "admin"), "GET", "/v1/regions", "").await;
-            if status == 200 {
+            // Followers answer reads too (they ask the leader), so the
+            // leader is the member whose own metric says it leads.
+            let (status, metrics) =
+                https(&p.http, &material(&lab, "admin"), "GET", "/metrics", "").await;
+            if status == 200
+                && metrics
+                    .lines()
+                    .any(|l| l.starts_with("meridian_control_leader{") && l.ends_with(" 1"))
+            {
                 found = Some(p.http.clone());
             }
         }
