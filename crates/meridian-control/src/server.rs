@@ -168,33 +168,15 @@ pub async fn run(
         })
         .await
     };
-    let grpc_task = tokio::spawn(async move {
-        if let Err(err) = grpc.await {
-            tracing::error!(error = %err, "gRPC server failed");
-        }
-    });
-    let http_task = tokio::spawn(async move {
-        if let Err(err) = http.await {
-            tracing::error!(error = %err, "HTTP server failed");
-        }
-    });
+    let grpc_task = serve::spawn_serving("gRPC", grpc);
+    let http_task = serve::spawn_serving("HTTP", http);
     shutdown.await;
     tracing::info!("shutting down");
     let started = std::time::Instant::now();
     // New calls are refused from here; calls in flight get until the drain
     // deadline, background workers stop, and Raft stops, all at once.
     let _ = stop_sender.send(true);
-    let raft = async {
-        if let Err(err) = node.raft.raft.shutdown().await {
-            tracing::warn!(error = %err, "raft did not shut down cleanly");
-        }
-    };
-    tokio::join!(
-        serve::drain([grpc_task, http_task], serve::DRAIN_DEADLINE),
-        workers.shutdown(serve::DRAIN_DEADLINE),
-        raft,
-    );
-    node.raft.engine.sync_now()?;
+    node.raft.shut_down([grpc_task, http_task]).await?;
     tracing::info!(
         elapsed_ms = started.elapsed().as_millis() as u64,
         "shut down"

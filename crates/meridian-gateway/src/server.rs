@@ -337,16 +337,8 @@ pub async fn run(
         })
         .await
     };
-    let grpc_task = tokio::spawn(async move {
-        if let Err(err) = grpc.await {
-            tracing::error!(error = %err, "gRPC server failed");
-        }
-    });
-    let http_task = tokio::spawn(async move {
-        if let Err(err) = http.await {
-            tracing::error!(error = %err, "HTTP server failed");
-        }
-    });
+    let grpc_task = serve::spawn_serving("gRPC", grpc);
+    let http_task = serve::spawn_serving("HTTP", http);
     shutdown.await;
     tracing::info!("shutting down");
     // New calls are refused from here; calls in flight get until the drain

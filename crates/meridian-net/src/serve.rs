@@ -39,6 +39,19 @@ pub async fn drain(
     }
 }
 
+/// Runs a server's serving future as a task, logging its failure (`what`:
+/// "gRPC", "HTTP"); the handle goes to [`drain`] at shutdown.
+pub fn spawn_serving<E: std::fmt::Display>(
+    what: &'static str,
+    serving: impl std::future::Future<Output = Result<(), E>> + Send + 'static,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        if let Err(err) = serving.await {
+            tracing::error!(error = %err, "{what} server failed");
+        }
+    })
+}
+
 /// Binds `address`, naming it in the error.
 pub async fn bind(address: SocketAddr) -> Result<TcpListener, NetError> {
     TcpListener::bind(address)

@@ -210,6 +210,30 @@ impl RaftNode {
         Ok(self.reseal.status())
     }
 
+    /// Shuts the member's process down once its listeners stopped
+    /// accepting: at once, the `serving` tasks get
+    /// [`meridian_net::serve::DRAIN_DEADLINE`] for calls in flight, every
+    /// worker is stopped and awaited, and Raft stops; then the journal is
+    /// synced.
+    pub async fn shut_down(
+        &self,
+        serving: impl IntoIterator<Item = tokio::task::JoinHandle<()>>,
+    ) -> std::io::Result<()> {
+        use meridian_net::serve::{DRAIN_DEADLINE, drain};
+        let raft = async {
+            if let Err(err) = self.raft.shutdown().await {
+                tracing::warn!(error = %err, "raft did not shut down cleanly");
+            }
+        };
+        tokio::join!(
+            drain(serving, DRAIN_DEADLINE),
+            self.workers.shutdown(DRAIN_DEADLINE),
+            raft,
+        );
+        // Whatever is still only in the journal's buffers becomes durable now.
+        self.engine.sync_now()
+    }
+
     /// Rotates the data key when the current one has sealed
     /// [`crate::at_rest::ROTATE_AFTER_SEALS`] values (checked every 10 s
     /// until the node's Raft stops).
