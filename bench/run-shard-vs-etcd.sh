@@ -24,13 +24,9 @@ case "$ENCRYPTION" in
     *) echo "ENCRYPTION must be on or off" >&2; exit 2 ;;
 esac
 
-if ! command -v etcd >/dev/null; then
-    echo "installing etcd-server (Debian package)"
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO=sudo
-    $SUDO apt-get update -q
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q etcd-server
-fi
+# shellcheck source=bench/etcd.sh
+source bench/etcd.sh
+ensure_etcd
 
 # PROFILE=release measures the lab's faster-building profile (no LTO).
 PROFILE=${PROFILE:-production}
@@ -52,24 +48,7 @@ echo "starting a 3-node Meridian shard (encryption at rest: $ENCRYPTION)"
 "$BIN/meridian" lab up --dir "$WORK/meridian" --regions us-east --nodes 3 --plaintext $LAB_FLAGS --detach >/dev/null
 
 echo "starting a 3-node etcd cluster"
-BASE=$((30000 + RANDOM % 20000))
-CLUSTER=""
-for i in 1 2 3; do
-    CLUSTER+="e$i=http://127.0.0.1:$((BASE + 10 * i + 1)),"
-done
-CLUSTER=${CLUSTER%,}
-ETCD_ENDPOINTS=""
-for i in 1 2 3; do
-    client=$((BASE + 10 * i)); peer=$((BASE + 10 * i + 1))
-    etcd --name "e$i" --data-dir "$WORK/etcd/e$i" \
-        --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
-        --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
-        --initial-cluster "$CLUSTER" --initial-cluster-state new --initial-cluster-token meridian-bench \
-        --log-level warn >"$WORK/etcd-e$i.log" 2>&1 &
-    ETCD_PIDS+=($!)
-    ETCD_ENDPOINTS+="127.0.0.1:$client,"
-done
-ETCD_ENDPOINTS=${ETCD_ENDPOINTS%,}
+start_etcd_cluster "$WORK"
 
 mkdir -p "$OUT"
 STAMP=$(date -u +%Y-%m-%dT%H-%M-%SZ)

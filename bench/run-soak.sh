@@ -31,13 +31,9 @@ ETCD_FLAGS=${ETCD_FLAGS---auto-compaction-mode=revision --auto-compaction-retent
 OUT=${OUT:-bench/results}
 case "$MODE" in concurrent|sequential) ;; *) echo "MODE must be concurrent or sequential" >&2; exit 2 ;; esac
 
-if ! command -v etcd >/dev/null; then
-    echo "installing etcd-server (Debian package)"
-    SUDO=""
-    [ "$(id -u)" -eq 0 ] || SUDO=sudo
-    $SUDO apt-get update -q
-    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q etcd-server
-fi
+# shellcheck source=bench/etcd.sh
+source bench/etcd.sh
+ensure_etcd
 
 PROFILE=${PROFILE:-production}   # `dev` for a quick try of the script itself
 cargo build --profile "$PROFILE" -p meridian -p meridian-bench
@@ -60,22 +56,7 @@ echo "starting a 3-node Meridian shard"
 env ${MERIDIAN_ENV:-} "$BIN/meridian" lab up --dir "$WORK/meridian" --regions us-east --nodes 3 --plaintext --detach >/dev/null
 
 echo "starting a 3-node etcd cluster"
-BASE=$((30000 + RANDOM % 20000))
-CLUSTER=""
-for i in 1 2 3; do CLUSTER+="e$i=http://127.0.0.1:$((BASE + 10 * i + 1)),"; done
-CLUSTER=${CLUSTER%,}
-ETCD_ENDPOINTS=""
-for i in 1 2 3; do
-    client=$((BASE + 10 * i)); peer=$((BASE + 10 * i + 1))
-    etcd --name "e$i" --data-dir "$WORK/etcd/e$i" \
-        --listen-client-urls "http://127.0.0.1:$client" --advertise-client-urls "http://127.0.0.1:$client" \
-        --listen-peer-urls "http://127.0.0.1:$peer" --initial-advertise-peer-urls "http://127.0.0.1:$peer" \
-        --initial-cluster "$CLUSTER" --initial-cluster-state new --initial-cluster-token meridian-soak \
-        --log-level warn $ETCD_FLAGS >"$WORK/etcd-e$i.log" 2>&1 &
-    ETCD_PIDS+=($!)
-    ETCD_ENDPOINTS+="127.0.0.1:$client,"
-done
-ETCD_ENDPOINTS=${ETCD_ENDPOINTS%,}
+start_etcd_cluster "$WORK" "$ETCD_FLAGS"
 
 # name pid data-dir, one line per measured node.
 NODES="$WORK/nodes.txt"
