@@ -309,7 +309,8 @@ pub fn switch_reserve_ms(target_rtt_ms: u64, recent_commits_ms: &[u64]) -> u64 {
 /// (estimated from a measured round trip), `budget_ms` the longest block
 /// allowed, `final_seq` the source's last change, `copy_seq` the new
 /// copy's, and the two digests once both are at `final_seq` (`None` before
-/// they were compared).
+/// they were compared). Digests are compared only when both copies are at
+/// the same change.
 pub fn cutover_verdict(
     elapsed_ms: u64,
     reserve_ms: u64,
@@ -323,7 +324,10 @@ pub fn cutover_verdict(
             "writes were blocked {elapsed_ms} ms with the new copy at change {copy_seq} of {final_seq}, and switching would take about {reserve_ms} ms more; the budget is {budget_ms} ms (--max-blocked-ms)"
         ));
     }
-    if copy_seq < final_seq {
+    // Behind: wait for it. Ahead: a write admitted before the revocation
+    // landed after the source was read, so the two digests are of different
+    // changes and prove nothing either way; both are read again.
+    if copy_seq != final_seq {
         return CutoverVerdict::Wait;
     }
     match digests {
@@ -788,6 +792,10 @@ mod tests {
                 Some(("a", "b")),
                 CutoverVerdict::Differ(String::new()),
             ),
+            // The copy answered from a later change than the source's read
+            // (a late write landed in between): digests of different
+            // changes say nothing; both are read again.
+            (10, 0, 1000, 50, 51, Some(("a", "b")), CutoverVerdict::Wait),
         ];
         for (elapsed, reserve, budget, goal, at, digests, expected) in cases {
             let verdict = cutover_verdict(elapsed, reserve, budget, goal, at, digests);
