@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
 REFLECTION = ["grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection"]
 EXPECTED = {
-    "node": ["meridian.v1.Kv", "meridian.v1.Admin", "meridian.v1.RaftTransport", "meridian.v1.Workers", "grpc.health.v1.Health"],
+    "node": ["meridian.v1.Kv", "meridian.v1.Admin", "meridian.v1.Replication", "meridian.v1.RaftTransport", "meridian.v1.Workers", "grpc.health.v1.Health"],
     "control": ["meridian.v1.Control", "meridian.v1.RaftTransport", "meridian.v1.Workers", "grpc.health.v1.Health"],
     "gateway": ["meridian.v1.Kv", "meridian.v1.Workers", "grpc.health.v1.Health"],
 }

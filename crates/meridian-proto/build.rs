@@ -11,6 +11,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         "proto/meridian/v1/raft.proto",
         "proto/meridian/v1/control.proto",
         "proto/meridian/v1/workers.proto",
+        "proto/meridian/v1/replication.proto",
     ];
     for proto in &protos {
         println!("cargo:rerun-if-changed={proto}");

@@ -5,6 +5,7 @@ use meridian_proto::v1 as pb;
 use meridian_proto::v1::admin_client::AdminClient;
 use meridian_proto::v1::control_client::ControlClient;
 use meridian_proto::v1::kv_client::KvClient;
+use meridian_proto::v1::replication_client::ReplicationClient;
 use std::collections::HashMap;
 use std::future::Future;
 use std::sync::Mutex;
@@ -1257,7 +1258,7 @@ impl Client {
         self.call(CallKind::LeaderRead, |channel| {
             let request = request.clone();
             async move {
-                AdminClient::new(channel)
+                ReplicationClient::new(channel)
                     .max_decoding_message_size(64 << 20)
                     .max_encoding_message_size(64 << 20)
                     .replicate(request)

@@ -4,8 +4,7 @@
 //! |---|---|---|
 //! | change record | `kv_changes`, `kv_lost` values | `0x00, 2, postcard(ChangeRecord)`; format 1 = bare postcard of [`ChangeRecordV1`] |
 //! | shard command | Raft log entries | `0xFF, 1, postcard(Command)`; bare postcard (format 0) still decodes |
-//! | replication batch | `ReplicateRequest.payload` with `payload_format` | 2: zstd(postcard(Vec<ChangeRecord>)); 0 or 1: zstd(postcard(Vec<ChangeRecordV1>)) |
-//! | resync payload | `ReplicateRequest.payload` with `resync` | zstd(postcard(Vec<VersionedEntry>)), format 1 |
+//! | replication batch, full-copy chunk | `ReplicateRequest.payload` | defined by `meridian_replication::wire` (batch format 2; 0 or 1 = format 1); its golden samples are decoded here |
 //! | namespace record | `kv_namespaces` values | format byte first, see `state_machine` (3) |
 //!
 //! The envelopes' first bytes cannot begin an older bare encoding: a format-1
@@ -14,6 +13,7 @@
 //! each format live in `testdata/formats/` and are decoded by a test.
 
 use crate::command::{ChangeRecord, ChangeRecordV1, Command};
+pub use meridian_replication::wire::{BATCH_FORMAT, decode_batch_body};
 use std::io;
 
 /// Current change-record format.
@@ -24,8 +24,6 @@ const CHANGE_MARK: u8 = 0x00;
 pub const COMMAND_FORMAT: u8 = 1;
 /// First byte of an enveloped command.
 const COMMAND_MARK: u8 = 0xFF;
-/// Current replication batch format (`ReplicateRequest.payload_format`).
-pub const BATCH_FORMAT: u32 = 2;
 
 fn invalid(what: &str, error: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {error}"))
@@ -72,20 +70,6 @@ pub fn decode_command(raw: &[u8]) -> io::Result<Command> {
             format!("unknown format {other} (this build reads {COMMAND_FORMAT})"),
         )),
         legacy => postcard::from_bytes(legacy).map_err(|e| invalid("command (format 0)", e)),
-    }
-}
-
-/// Decodes a replication batch's uncompressed body of `format`.
-pub fn decode_batch_body(raw: &[u8], format: u32) -> io::Result<Vec<ChangeRecord>> {
-    match format {
-        BATCH_FORMAT => postcard::from_bytes(raw).map_err(|e| invalid("replication batch", e)),
-        0 | 1 => postcard::from_bytes::<Vec<ChangeRecordV1>>(raw)
-            .map(|changes| changes.into_iter().map(ChangeRecord::from).collect())
-            .map_err(|e| invalid("replication batch (format 1)", e)),
-        other => Err(invalid(
-            "replication batch",
-            format!("unknown payload_format {other} (this build reads 1 and {BATCH_FORMAT})"),
-        )),
     }
 }
 
@@ -247,7 +231,5 @@ mod tests {
         assert!(error.to_string().contains("unknown format 9"), "{error}");
         let error = decode_command(&[COMMAND_MARK, 9]).unwrap_err();
         assert!(error.to_string().contains("unknown format 9"), "{error}");
-        let error = decode_batch_body(&[], 7).unwrap_err();
-        assert!(error.to_string().contains("payload_format 7"), "{error}");
     }
 }

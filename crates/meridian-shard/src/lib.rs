@@ -10,10 +10,10 @@
 //! - [`digest`]: integrity digests that any two copies of a namespace can compare.
 //! - [`node`]: request logic — proposing, read barriers, leader discovery.
 //! - [`lease`]: the write lease from the control plane (when a grant holds).
-//! - [`sync_rule`]: when a sync namespace's write may be proposed and acknowledged.
-//! - [`replication`]: shipping active-passive namespaces to their standbys.
+//! - [`replica`]: the shard's side of replication (`meridian-replication`): its
+//!   change log as a source, its Raft log as the sink of what is shipped here.
 //! - [`access`]: who may call the data and admin APIs (the pushed access policy).
-//! - [`api`]: the `meridian.v1` gRPC services (`Kv`, `Admin`).
+//! - [`api`]: the `meridian.v1` gRPC services (`Kv`, `Admin`, `Replication`).
 //! - [`server`]: serving gRPC and HTTP (`/health/*`, `/metrics`) until shutdown.
 //! - [`metrics`], [`disk`], [`error`]: metrics, free-space guard, error mapping.
 
@@ -32,11 +32,10 @@ pub mod lease;
 pub mod limits;
 pub mod metrics;
 pub mod node;
-pub mod replication;
+pub mod replica;
 pub mod restore;
 pub mod server;
 pub mod state_machine;
-pub mod sync_rule;
 pub mod time_marks;
 
 pub use config::NodeConfig;

@@ -277,7 +277,10 @@ impl ShardMetrics {
     /// scrape, so the age in seconds is current).
     pub fn set_replication_lag(
         &self,
-        progress: &std::collections::HashMap<(String, String), crate::replication::StandbyProgress>,
+        progress: &std::collections::HashMap<
+            (String, String),
+            meridian_replication::progress::StandbyProgress,
+        >,
     ) {
         self.lag_entries.clear();
         self.lag_seconds.clear();

@@ -32,15 +32,15 @@ pub struct ShardNode {
     /// How this node dials others (TLS, WAN rewrites).
     pub dialer: meridian_net::Dialer,
     /// What the replicator has shipped to each standby (on the leader).
-    pub replication: crate::replication::ReplicationProgress,
+    pub replication: meridian_replication::progress::ReplicationProgress,
     /// The cap on bytes shipped to standbys.
-    pub bandwidth: crate::replication::BandwidthCap,
+    pub bandwidth: meridian_replication::bandwidth::BandwidthCap,
     /// The cap on record bytes restores load (`[dr] restore_max_bytes_per_second`).
-    pub restore_cap: crate::replication::BandwidthCap,
+    pub restore_cap: meridian_replication::bandwidth::BandwidthCap,
     /// The cap on record bytes backups read (`[dr] backup_max_bytes_per_second`).
-    pub backup_cap: crate::replication::BandwidthCap,
+    pub backup_cap: meridian_replication::bandwidth::BandwidthCap,
     /// Keeps replicated batches applying in sequence order (on a standby).
-    pub apply_lanes: crate::replication::ApplyLanes,
+    pub apply_lanes: meridian_replication::applier::ApplyLanes,
     disk: DiskGuard,
     ready: AtomicBool,
     /// Set once the control plane has accepted this node's registration (always
@@ -51,7 +51,7 @@ pub struct ShardNode {
     /// standby only after every lease it granted has surely run out.
     lease: std::sync::Mutex<crate::lease::LeaseState>,
     /// The namespaces the lease covers (those the last grant taken lists as
-    /// primary here), with each one's sync rule (see [`crate::sync_rule`]).
+    /// primary here), with each one's sync rule (see [`meridian_replication::sync_rule`]).
     covered: std::sync::Mutex<std::collections::HashMap<String, SyncPolicy>>,
     /// On a standby's leader: when each namespace was last known to hold
     /// everything its primary had logged (bounded reads at the standby).
@@ -154,12 +154,15 @@ impl ShardNode {
         let strong_reads = ReadBarrier::new(raft.raft.clone(), strong_policy);
         let lease_reads = ReadBarrier::new(raft.raft.clone(), RaftReadPolicy::LeaseRead);
         let registered = AtomicBool::new(config.control.endpoints.is_empty());
-        let restore_cap =
-            crate::replication::BandwidthCap::new(config.dr.restore_max_bytes_per_second);
-        let backup_cap =
-            crate::replication::BandwidthCap::new(config.dr.backup_max_bytes_per_second);
-        let bandwidth =
-            crate::replication::BandwidthCap::new(config.replication.max_bytes_per_second);
+        let restore_cap = meridian_replication::bandwidth::BandwidthCap::new(
+            config.dr.restore_max_bytes_per_second,
+        );
+        let backup_cap = meridian_replication::bandwidth::BandwidthCap::new(
+            config.dr.backup_max_bytes_per_second,
+        );
+        let bandwidth = meridian_replication::bandwidth::BandwidthCap::new(
+            config.replication.max_bytes_per_second,
+        );
         Ok(Arc::new(Self {
             access: crate::access::AccessGate::new(config.control.endpoints.is_empty()),
             dialer,
@@ -393,7 +396,7 @@ impl ShardNode {
         if !record.sync {
             return self.check_namespace_lease(namespace);
         }
-        crate::sync_rule::may_propose(
+        meridian_replication::sync_rule::may_propose(
             self.confirmations_needed(namespace),
             &self.replication.views(namespace),
             std::time::Instant::now(),

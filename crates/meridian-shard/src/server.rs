@@ -3,6 +3,7 @@
 
 use crate::api::admin::AdminService;
 use crate::api::kv::KvService;
+use crate::api::replication::ReplicationService;
 use crate::config::NodeConfig;
 use crate::error::ShardError;
 use crate::node::ShardNode;
@@ -14,6 +15,7 @@ use axum::routing::get;
 use meridian_net::serve;
 use meridian_proto::v1::admin_server::AdminServer;
 use meridian_proto::v1::kv_server::KvServer;
+use meridian_proto::v1::replication_server::ReplicationServer;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -88,7 +90,7 @@ pub async fn run(
         );
         workers.spawn(
             "replicator",
-            crate::replication::run(
+            meridian_replication::shipper::run(
                 node.clone(),
                 table,
                 routes_changed,
@@ -113,6 +115,7 @@ pub async fn run(
         &[
             "meridian.v1.Kv",
             "meridian.v1.Admin",
+            "meridian.v1.Replication",
             "meridian.v1.RaftTransport",
             "meridian.v1.Workers",
             "grpc.health.v1.Health",
@@ -125,6 +128,11 @@ pub async fn run(
         .max_decoding_message_size(max_message)
         .max_encoding_message_size(max_message);
     let admin = AdminServer::new(AdminService::new(node.clone()))
+        .max_decoding_message_size(max_message.max(8 << 20))
+        .max_encoding_message_size(max_message.max(8 << 20));
+    // A batch (or a full copy's chunk) holds up to 4 MiB of keys and
+    // values, and a single change as large as a client's request.
+    let replication = ReplicationServer::new(ReplicationService::new(node.clone()))
         .max_decoding_message_size(max_message.max(8 << 20))
         .max_encoding_message_size(max_message.max(8 << 20));
     let workers_service = {
@@ -168,6 +176,7 @@ pub async fn run(
         .add_service(reflection_v1alpha)
         .add_service(kv)
         .add_service(admin)
+        .add_service(replication)
         .add_service(workers_service)
         .add_service(node.raft.transport_service())
         .serve_with_incoming_shutdown(

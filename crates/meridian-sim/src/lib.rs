@@ -7,7 +7,7 @@
 //! crashes, all drawn from one seed. The decisions are the real ones: lease
 //! accounting (`meridian_control::lease`), the promotion choice
 //! (`meridian_control::promotion`), the lease a shard takes
-//! (`meridian_shard::lease`), the sync rule (`meridian_shard::sync_rule`),
+//! (`meridian_shard::lease`), the sync rule (`meridian_replication::sync_rule`),
 //! and every replica is the real shard state machine on real storage. Time
 //! and the network are simulated, so a seed replays exactly.
 //!

@@ -2,8 +2,8 @@
 //! `KvStateMachine` on its own storage, applying one committed log in batches
 //! split at random (so replicas batch differently); a leader that admits
 //! writes and reads with the real lease (`meridian_shard::lease`) and sync
-//! rule (`meridian_shard::sync_rule`); and a shipper per standby, as
-//! `meridian_shard::replication` does it.
+//! rule (`meridian_replication::sync_rule`); and a shipper per standby, as
+//! `meridian_replication::shipper` does it.
 //!
 //! Raft inside a shard is not simulated (openraft has its own tests): a
 //! commit takes a few milliseconds, and a crash commits each proposal in
@@ -15,10 +15,10 @@ use crate::world::{
 use meridian_check::Output;
 use meridian_raft::metrics::StorageMetrics;
 use meridian_raft::{Application, ApplyBatch, StorageEngine};
+use meridian_replication::sync_rule::{StandbyView, acknowledged, may_propose};
 use meridian_shard::command::{Command, CommandResult, NamespaceRole};
 use meridian_shard::lease::{Grant, LeaseDecision, LeaseState};
 use meridian_shard::state_machine::{KvStateMachine, NamespaceRecord};
-use meridian_shard::sync_rule::{StandbyView, acknowledged, may_propose};
 use std::collections::BTreeMap;
 use std::io;
 use std::path::Path;
@@ -39,7 +39,7 @@ pub struct Covered {
     pub former_primary: Option<usize>,
 }
 
-/// The leader's view of one standby (as `replication::Pair`).
+/// The leader's view of one standby (as `meridian_replication::shipper`'s `Pair`).
 #[derive(Debug, Clone, Default)]
 pub struct Pair {
     pub acked: Option<u64>,

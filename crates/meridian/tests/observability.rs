@@ -669,6 +669,7 @@ async fn reflection_v1_and_v1alpha_list_exactly_what_each_process_serves() {
             &[
                 "meridian.v1.Kv",
                 "meridian.v1.Admin",
+                "meridian.v1.Replication",
                 "meridian.v1.RaftTransport",
                 "meridian.v1.Workers",
                 "grpc.health.v1.Health",

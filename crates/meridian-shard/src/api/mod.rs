@@ -5,6 +5,7 @@
 pub mod admin;
 pub mod convert;
 pub mod kv;
+pub mod replication;
 
 use crate::error::ShardError;
 use crate::metrics::ShardMetrics;

@@ -1,0 +1,37 @@
+//! Replication between shards: a namespace's committed changes shipped from
+//! the shard that takes its writes to the shards that hold copies in other
+//! regions, in batches, compressed, resumable from a durable cursor, with
+//! lag measured in changes and in seconds.
+//!
+//! A shard takes part through a narrow interface ([`replica`]): as a
+//! [`Source`] it lets its change log be read from a sequence number and
+//! trimmed; as a [`Sink`] it applies batches through its own Raft log and
+//! reports its position. Nothing here touches a shard's storage.
+//!
+//! - [`shipper`]: the primary's side, one named worker per (namespace,
+//!   standby) pair, following the routing table.
+//! - [`applier`]: the standby's side, batches back in order and applied.
+//! - [`cursor`]: where a standby stands, as its shipper knows it, and lag.
+//! - [`progress`]: every pair's progress, read by the shard (status, metrics,
+//!   the RPO gate, sync writes).
+//! - [`sync_rule`]: when a sync namespace's write may be proposed and
+//!   acknowledged (pure).
+//! - [`wire`], [`change`]: what a request carries and its formats.
+//! - [`bandwidth`]: the cap on bytes shipped.
+//!
+//! This is active-passive replication: one primary, standbys that apply its
+//! history in order.
+
+pub mod applier;
+pub mod bandwidth;
+pub mod change;
+pub mod cursor;
+pub mod error;
+pub mod progress;
+pub mod replica;
+pub mod shipper;
+pub mod sync_rule;
+pub mod wire;
+
+pub use error::ReplicationError;
+pub use replica::{ApplyStep, NamespaceState, Role, Sink, Source};

@@ -1,0 +1,178 @@
+//! The shard's side of replication: [`ShardNode`] as a
+//! [`meridian_replication::Source`] (its change log read from a sequence
+//! number, trimmed through Raft) and a [`meridian_replication::Sink`]
+//! (batches and full copies proposed through its own Raft log).
+
+use crate::command::{Command, CommandResult, NamespaceRole, Rejection};
+use crate::error::ShardError;
+use crate::limits::LimitError;
+use crate::node::{Pending, ShardNode};
+use crate::state_machine::NamespaceRecord;
+use meridian_replication::{
+    ApplyStep, NamespaceState, ReplicationError, Role, Sink, Source, applier::ApplyLanes,
+    bandwidth::BandwidthCap, change::ChangeRecord, progress::ReplicationProgress,
+};
+
+fn state(record: NamespaceRecord) -> NamespaceState {
+    NamespaceState {
+        role: match record.role {
+            NamespaceRole::Primary => Role::Primary,
+            NamespaceRole::Standby => Role::Standby,
+        },
+        epoch: record.epoch,
+        change_seq: record.change_seq,
+        trimmed_through: record.trimmed_through,
+        log_changes: record.log_changes,
+        resync_needed: record.resync_needed,
+    }
+}
+
+impl From<ReplicationError> for ShardError {
+    fn from(error: ReplicationError) -> Self {
+        match error {
+            ReplicationError::Malformed(why) => ShardError::Invalid(LimitError::Malformed(why)),
+            ReplicationError::NamespaceNotFound { name } => {
+                ShardError::Rejected(Rejection::NamespaceNotFound { name })
+            }
+            ReplicationError::StaleEpoch {
+                name,
+                current,
+                requested,
+            } => ShardError::Rejected(Rejection::StaleEpoch {
+                name,
+                current,
+                requested,
+            }),
+        }
+    }
+}
+
+impl Source for ShardNode {
+    type Error = ShardError;
+
+    fn shard(&self) -> &str {
+        &self.config.node.shard
+    }
+
+    fn is_leader(&self) -> bool {
+        self.raft.raft.is_leader()
+    }
+
+    fn namespace(&self, namespace: &str) -> Option<NamespaceState> {
+        self.machine.namespace(namespace).map(state)
+    }
+
+    fn subscribe_changes(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.machine.subscribe_changes()
+    }
+
+    fn changes_after(
+        &self,
+        namespace: &str,
+        after: u64,
+        max: usize,
+    ) -> std::io::Result<Vec<ChangeRecord>> {
+        self.machine.changes_after(namespace, after, max)
+    }
+
+    fn visit_copy(
+        &self,
+        namespace: &str,
+        visit: &mut dyn FnMut(u64, Vec<u8>, u64, Vec<u8>) -> bool,
+    ) -> std::io::Result<u64> {
+        self.machine.visit_namespace_at_seq(namespace, visit)
+    }
+
+    async fn trim(&self, namespace: &str, through: u64) -> Result<(), ShardError> {
+        self.propose(Command::TrimChanges {
+            namespace: namespace.to_string(),
+            through,
+        })
+        .await
+        .map(drop)
+    }
+
+    fn progress(&self) -> &ReplicationProgress {
+        &self.replication
+    }
+
+    fn bandwidth(&self) -> &BandwidthCap {
+        &self.bandwidth
+    }
+
+    fn workers(&self) -> &meridian_net::workers::Workers {
+        &self.raft.workers
+    }
+
+    fn shipped(&self, bytes: u64) {
+        self.metrics.replication_bytes.inc_by(bytes);
+    }
+}
+
+/// The Raft command of an apply step.
+fn command(step: ApplyStep) -> Command {
+    match step {
+        ApplyStep::Changes {
+            namespace,
+            epoch,
+            changes,
+        } => Command::ApplyChanges {
+            namespace,
+            epoch,
+            changes,
+        },
+        ApplyStep::ResyncBegin { namespace, epoch } => Command::ResyncBegin { namespace, epoch },
+        ApplyStep::ResyncEntries {
+            namespace,
+            epoch,
+            entries,
+        } => Command::ResyncEntries {
+            namespace,
+            epoch,
+            entries,
+        },
+        ApplyStep::ResyncEnd {
+            namespace,
+            epoch,
+            through_seq,
+        } => Command::ResyncEnd {
+            namespace,
+            epoch,
+            through_seq,
+        },
+    }
+}
+
+impl Sink for ShardNode {
+    type Error = ShardError;
+    type Pending = (Command, Pending);
+
+    fn namespace(&self, namespace: &str) -> Option<NamespaceState> {
+        self.machine.namespace(namespace).map(state)
+    }
+
+    async fn read_barrier(&self) -> Result<(), ShardError> {
+        ShardNode::read_barrier(self, None).await
+    }
+
+    async fn submit(&self, step: ApplyStep) -> Result<(Command, Pending), ShardError> {
+        let command = command(step);
+        let pending = ShardNode::submit(self, &command).await?;
+        Ok((command, pending))
+    }
+
+    async fn committed(&self, (command, pending): (Command, Pending)) -> Result<u64, ShardError> {
+        match ShardNode::committed(self, &command, pending).await? {
+            CommandResult::Replicated { applied_seq } => Ok(applied_seq),
+            other => Err(crate::api::kv::unexpected(other)),
+        }
+    }
+
+    fn note_current(&self, namespace: &str) {
+        self.note_standby_current(namespace);
+    }
+
+    fn lanes(&self) -> &ApplyLanes {
+        &self.apply_lanes
+    }
+}
