@@ -18,15 +18,22 @@
 //!   acknowledged (pure).
 //! - [`wire`], [`change`]: what a request carries and its formats.
 //! - [`bandwidth`]: the cap on bytes shipped.
+//! - [`hlc`], [`crdt`]: for active-active namespaces, hybrid logical clocks
+//!   and the typed key states (register, counter, set) whose merge is a
+//!   join, with the conflicts a merge resolves (pure, property-tested).
 //!
-//! This is active-passive replication: one primary, standbys that apply its
-//! history in order.
+//! The shipper and applier carry active-passive replication: one primary,
+//! standbys that apply its history in order. Active-active (every peer
+//! writes, ships key states, merges) is being built on `hlc` and `crdt`;
+//! until it ships, the control plane refuses `--mode active-active`.
 
 pub mod applier;
 pub mod bandwidth;
 pub mod change;
+pub mod crdt;
 pub mod cursor;
 pub mod error;
+pub mod hlc;
 pub mod progress;
 pub mod replica;
 pub mod shipper;
