@@ -295,6 +295,7 @@ impl Client {
             read: Some(pb::ReadOptions {
                 consistency: consistency as i32,
                 max_staleness_ms: 0,
+                ..Default::default()
             }),
         };
         let kind = read_kind(consistency);
@@ -312,7 +313,11 @@ impl Client {
         &self,
         request: pb::GetRequest,
     ) -> Result<pb::GetResponse, ClientError> {
-        let consistency = request.read.map(|r| r.consistency()).unwrap_or_default();
+        let consistency = request
+            .read
+            .as_ref()
+            .map(|r| r.consistency())
+            .unwrap_or_default();
         self.call(read_kind(consistency), |channel| {
             let request = request.clone();
             async move { KvClient::new(channel).get(request).await }
@@ -358,7 +363,11 @@ impl Client {
 
     /// Reads one page of a scan; pass the returned token back to continue.
     pub async fn scan(&self, request: pb::ScanRequest) -> Result<pb::ScanResponse, ClientError> {
-        let consistency = request.read.map(|r| r.consistency()).unwrap_or_default();
+        let consistency = request
+            .read
+            .as_ref()
+            .map(|r| r.consistency())
+            .unwrap_or_default();
         self.call(read_kind(consistency), |channel| {
             let request = request.clone();
             async move { KvClient::new(channel).scan(request).await }
@@ -477,6 +486,7 @@ impl Client {
             read: Some(pb::ReadOptions {
                 consistency: pb::Consistency::Eventual as i32,
                 max_staleness_ms: 0,
+                ..Default::default()
             }),
             at_least_seq: 0,
             wait_ms: 0,
@@ -1301,6 +1311,96 @@ impl Client {
             })
             .await?;
         Ok(response.writes)
+    }
+
+    /// Active-active: the conflicts this shard's copy of `namespace`
+    /// resolved, newest first (`limit` 0: all kept).
+    pub async fn list_conflicts(
+        &self,
+        namespace: &str,
+        limit: u32,
+    ) -> Result<pb::ListConflictsResponse, ClientError> {
+        let request = pb::ListConflictsRequest {
+            namespace: namespace.to_string(),
+            limit,
+        };
+        self.call(CallKind::LeaderRead, |channel| {
+            let request = request.clone();
+            async move { AdminClient::new(channel).list_conflicts(request).await }
+        })
+        .await
+    }
+
+    /// Active-active: adds `delta` to a counter key.
+    pub async fn increment(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        delta: i64,
+    ) -> Result<pb::IncrementResponse, ClientError> {
+        let request = pb::IncrementRequest {
+            namespace: namespace.to_string(),
+            key: key.to_vec(),
+            delta,
+        };
+        self.call(CallKind::Write, |channel| {
+            let request = request.clone();
+            async move { KvClient::new(channel).increment(request).await }
+        })
+        .await
+    }
+
+    /// Active-active: reads a counter key.
+    pub async fn get_counter(
+        &self,
+        request: pb::GetCounterRequest,
+    ) -> Result<pb::GetCounterResponse, ClientError> {
+        let consistency = request
+            .read
+            .as_ref()
+            .map(|r| r.consistency())
+            .unwrap_or_default();
+        self.call(read_kind(consistency), |channel| {
+            let request = request.clone();
+            async move { KvClient::new(channel).get_counter(request).await }
+        })
+        .await
+    }
+
+    /// Active-active: adds (`add`) or removes a member of a set key.
+    pub async fn set_update(
+        &self,
+        request: pb::SetUpdateRequest,
+        add: bool,
+    ) -> Result<pb::SetUpdateResponse, ClientError> {
+        self.call(CallKind::Write, |channel| {
+            let request = request.clone();
+            async move {
+                if add {
+                    KvClient::new(channel).set_add(request).await
+                } else {
+                    KvClient::new(channel).set_remove(request).await
+                }
+            }
+        })
+        .await
+    }
+
+    /// Active-active: lists a set key's members.
+    pub async fn set_members(
+        &self,
+        request: pb::SetMembersRequest,
+    ) -> Result<pb::SetMembersResponse, ClientError> {
+        let consistency = request
+            .read
+            .as_ref()
+            .map(|r| r.consistency())
+            .unwrap_or_default();
+        self.call(read_kind(consistency), |channel| {
+            let request = request.clone();
+            async move { KvClient::new(channel).set_members(request).await }
+        })
+        .await
     }
 
     /// Removes set-aside lost changes `(epoch, seq)` of `namespace` from this

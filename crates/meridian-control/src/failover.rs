@@ -203,6 +203,27 @@ pub async fn run(node: Arc<ControlNode>) {
 fn desired_by_shard(node: &ControlNode) -> HashMap<String, Vec<pb::DesiredNamespace>> {
     node.with_state(|state| {
         let mut desired: HashMap<String, Vec<pb::DesiredNamespace>> = HashMap::new();
+        // Active-active: every copy is a peer (no lease is needed to write,
+        // nothing is fenced); the probe keeps each one configured so.
+        for namespace in state
+            .namespaces
+            .values()
+            .filter(|n| n.policy.mode == crate::model::NamespaceMode::ActiveActive)
+        {
+            let shards = std::iter::once(&namespace.shard)
+                .chain(namespace.standbys.iter().map(|s| &s.shard));
+            for shard in shards {
+                desired
+                    .entry(shard.clone())
+                    .or_default()
+                    .push(pb::DesiredNamespace {
+                        namespace: namespace.name.clone(),
+                        role: pb::NamespaceRole::Peer as i32,
+                        epoch: namespace.epoch,
+                        ..Default::default()
+                    });
+            }
+        }
         for namespace in state.namespaces.values().filter(|n| state.fenced(n)) {
             // A sync namespace switched to async by its standby-loss policy
             // is configured as async until restored.
@@ -984,6 +1005,12 @@ fn explain_no_plan(node: &ControlNode, request: &ManualFailover) -> crate::error
                         .join(", "),
                 }
                 .into();
+            }
+            if namespace.policy.mode == crate::model::NamespaceMode::ActiveActive {
+                return ControlError::Invalid(format!(
+                    "namespace {:?} is active-active: every peer region takes writes, so there is nothing to fail over; gateways send a lost region's clients to the nearest healthy peer",
+                    namespace.name
+                ));
             }
             return ControlError::Invalid(format!(
                 "namespace {:?} has no standby to fail over to (mode {:?})",

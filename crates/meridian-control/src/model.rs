@@ -670,6 +670,12 @@ pub struct Route {
     pub jurisdictions: BTreeSet<String>,
     /// The jurisdictions of each standby's region, by region.
     pub standby_jurisdictions: BTreeMap<String, BTreeSet<String>>,
+    /// Active-active: the home shard and the standbys are peers.
+    #[serde(default)]
+    pub active_active: bool,
+    /// The jurisdictions of the home region.
+    #[serde(default)]
+    pub home_jurisdictions: BTreeSet<String>,
 }
 
 /// Who changed what, when, and how it ended.

@@ -56,11 +56,6 @@ pub fn resolve_policy(
     mut policy: PlacementPolicy,
     regions: &BTreeMap<String, Region>,
 ) -> Result<PlacementPolicy, PlacementError> {
-    if policy.mode == NamespaceMode::ActiveActive {
-        return Err(PlacementError::NotImplemented(format!(
-            "namespace {name:?}: mode active-active is not implemented yet (writes in several regions merged as CRDTs); create it as active-passive (optionally --sync) for now"
-        )));
-    }
     let home = region(regions, &policy.home_region)?;
     if policy.allowed_jurisdictions.is_empty() {
         policy.allowed_jurisdictions = home.jurisdictions.clone();
@@ -74,12 +69,12 @@ pub fn resolve_policy(
             )));
         }
         let standby_region = region(regions, standby)?;
-        residency::check_region(
-            name,
-            &policy.allowed_jurisdictions,
-            standby_region,
-            "standby",
-        )?;
+        let role = if policy.mode == NamespaceMode::ActiveActive {
+            "peer"
+        } else {
+            "standby"
+        };
+        residency::check_region(name, &policy.allowed_jurisdictions, standby_region, role)?;
     }
     match policy.mode {
         NamespaceMode::RegionLocked if !policy.standby_regions.is_empty() => Err(PlacementError::InvalidPolicy(
@@ -168,14 +163,29 @@ mod tests {
                 Ok(()),
             ),
             (
-                "active-active is refused until it is implemented",
+                "active-active within its jurisdictions",
                 policy(
                     "eu-west",
                     NamespaceMode::ActiveActive,
                     &["eu-central"],
                     &["EU"],
                 ),
-                Err("not implemented yet"),
+                Ok(()),
+            ),
+            (
+                "active-active with a peer outside its jurisdictions",
+                policy(
+                    "eu-west",
+                    NamespaceMode::ActiveActive,
+                    &["us-east"],
+                    &["EU"],
+                ),
+                Err("residency rule"),
+            ),
+            (
+                "active-active needs a peer",
+                policy("eu-west", NamespaceMode::ActiveActive, &[], &["EU"]),
+                Err("at least one standby (or peer) region"),
             ),
             (
                 "EU namespace homed in us-east",

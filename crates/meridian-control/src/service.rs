@@ -92,6 +92,33 @@ impl ControlService {
     ) -> Result<(), ControlError> {
         let dialer = &self.node.dialer;
         create_on_shard(shard, name, dialer).await?;
+        if policy.mode == NamespaceMode::ActiveActive {
+            // Every copy is a peer from the start: each takes writes and
+            // ships them to the others once the route is published.
+            configure_on_shard(
+                shard,
+                name,
+                pb::NamespaceRole::Peer,
+                1,
+                Default::default(),
+                dialer,
+            )
+            .await?;
+            for standby in standbys {
+                let standby_shard = self.registered_shard(&standby.shard)?;
+                create_on_shard(&standby_shard, name, dialer).await?;
+                configure_on_shard(
+                    &standby_shard,
+                    name,
+                    pb::NamespaceRole::Peer,
+                    1,
+                    Default::default(),
+                    dialer,
+                )
+                .await?;
+            }
+            return Ok(());
+        }
         let replicated =
             matches!(policy.mode, NamespaceMode::ActivePassive { .. }) && !standbys.is_empty();
         if !replicated {
@@ -104,15 +131,7 @@ impl ControlService {
         };
         configure_on_shard(shard, name, pb::NamespaceRole::Primary, 1, settings, dialer).await?;
         for standby in standbys {
-            let Some(standby_shard) = self
-                .node
-                .with_state(|s| s.shards.get(&standby.shard).cloned())
-            else {
-                return Err(ControlError::Unavailable(format!(
-                    "standby shard {} is not registered",
-                    standby.shard
-                )));
-            };
+            let standby_shard = self.registered_shard(&standby.shard)?;
             create_on_shard(&standby_shard, name, dialer).await?;
             configure_on_shard(
                 &standby_shard,
@@ -125,6 +144,13 @@ impl ControlService {
             .await?;
         }
         Ok(())
+    }
+
+    /// A registered shard by id.
+    fn registered_shard(&self, id: &str) -> Result<crate::model::Shard, ControlError> {
+        self.node
+            .with_state(|s| s.shards.get(id).cloned())
+            .ok_or_else(|| ControlError::Unavailable(format!("shard {id} is not registered")))
     }
 
     /// Waits until the local state may be read linearizably.
@@ -302,6 +328,8 @@ fn wire_route(state: &ControlState, route: crate::model::Route) -> pb::Route {
         epoch: route.epoch,
         standbys,
         jurisdictions: route.jurisdictions.into_iter().collect(),
+        active_active: route.active_active,
+        home_jurisdictions: route.home_jurisdictions.into_iter().collect(),
     }
 }
 
@@ -637,6 +665,8 @@ fn pushed_route(route: crate::model::Route) -> pb::Route {
         members: Vec::new(),
         standbys,
         jurisdictions: route.jurisdictions.into_iter().collect(),
+        active_active: route.active_active,
+        home_jurisdictions: route.home_jurisdictions.into_iter().collect(),
     }
 }
 

@@ -144,6 +144,12 @@ impl ControlState {
                     Some((s.region.clone(), region.jurisdictions.clone()))
                 })
                 .collect(),
+            active_active: namespace.policy.mode == crate::model::NamespaceMode::ActiveActive,
+            home_jurisdictions: self
+                .regions
+                .get(&namespace.policy.home_region)
+                .map(|r| r.jurisdictions.clone())
+                .unwrap_or_default(),
         }
     }
 

@@ -83,6 +83,14 @@ impl ReplicaLatency {
             .map(|(m, _)| m.as_str())
     }
 
+    /// Whether any of `members` answered its last probe, or none has been
+    /// probed yet (a gateway that just started trusts the table).
+    pub fn any_healthy_or_unknown(&self, members: &[String]) -> bool {
+        let samples = self.samples.read().unwrap_or_else(|e| e.into_inner());
+        let known: Vec<&Sample> = members.iter().filter_map(|m| samples.get(m)).collect();
+        known.is_empty() || known.iter().any(|s| s.healthy)
+    }
+
     /// The measured round trip of `address` in milliseconds, if healthy.
     pub fn rtt_ms(&self, address: &str) -> Option<f64> {
         let samples = self.samples.read().unwrap_or_else(|e| e.into_inner());

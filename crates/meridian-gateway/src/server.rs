@@ -276,15 +276,18 @@ pub async fn run(
         .add_service(health_service)
         .add_service(reflection)
         .add_service(reflection_v1alpha)
-        .add_service(KvServer::new(GatewayService::new(
-            table.clone(),
-            metrics.clone(),
-            config.limits.clone(),
-            transport.dialer.clone(),
-            control_client,
-            replicas.clone(),
-            refusals,
-        )))
+        .add_service(KvServer::new(
+            GatewayService::new(
+                table.clone(),
+                metrics.clone(),
+                config.limits.clone(),
+                transport.dialer.clone(),
+                control_client,
+                replicas.clone(),
+                refusals,
+            )
+            .with_region(config.gateway.region.clone()),
+        ))
         .add_service(workers_service)
         .serve_with_incoming_shutdown(
             serve::incoming(

@@ -38,6 +38,8 @@ pub struct GatewayService {
     replica_clients: Mutex<HashMap<String, Arc<Client>>>,
     /// Calls refused here, reported to the control plane's audit log.
     refusals: Arc<meridian_client::refusals::RefusalReporter>,
+    /// This gateway's region: active-active calls go to its own peer.
+    region: String,
 }
 
 /// Members an eventual read tries, nearest first, before the primary's path.
@@ -93,7 +95,53 @@ impl GatewayService {
             limiter: Mutex::new(RateLimiter::new(limits.requests_per_second, limits.burst)),
             breakers: Mutex::new(HashMap::new()),
             limits,
+            region: String::new(),
         }
+    }
+
+    /// The gateway's region (active-active namespaces are served by the
+    /// peer there while it is healthy).
+    pub fn with_region(mut self, region: impl Into<String>) -> Self {
+        self.region = region.into();
+        self
+    }
+
+    /// The shard that serves `route`'s calls from this gateway: the
+    /// primary's; for an active-active namespace, the peer in this region
+    /// while any of its members answers probes (or none was probed yet),
+    /// else the nearest healthy peer.
+    fn serving_shard(&self, route: &pb::Route, shards: &HashMap<String, Vec<String>>) -> String {
+        if !route.active_active {
+            return route.shard.clone();
+        }
+        let copies: Vec<(&str, &str)> =
+            std::iter::once((route.region.as_str(), route.shard.as_str()))
+                .chain(
+                    route
+                        .standbys
+                        .iter()
+                        .map(|s| (s.region.as_str(), s.shard.as_str())),
+                )
+                .collect();
+        let members = |shard: &str| shards.get(shard).cloned().unwrap_or_default();
+        let local = copies.iter().find(|(region, _)| *region == self.region);
+        if let Some((_, shard)) = local
+            && self.replicas.any_healthy_or_unknown(&members(shard))
+        {
+            return shard.to_string();
+        }
+        let all: Vec<String> = copies
+            .iter()
+            .flat_map(|(_, shard)| members(shard))
+            .collect();
+        if let Some(nearest) = self.replicas.nearest(&all)
+            && let Some((_, shard)) = copies
+                .iter()
+                .find(|(_, shard)| members(shard).iter().any(|m| m == nearest))
+        {
+            return shard.to_string();
+        }
+        local.map_or(route.shard.clone(), |(_, shard)| shard.to_string())
     }
 
     /// How the gateway's shard clients dial and retry: its dialer and
@@ -442,18 +490,19 @@ impl GatewayService {
         let Some(route) = table.routes.get(namespace) else {
             return Ok(None);
         };
+        let shard = self.serving_shard(route, &table.shards);
         let members = table
             .shards
-            .get(&route.shard)
+            .get(&shard)
             .map(Vec::as_slice)
             .unwrap_or_default();
         let mut clients = self.clients.lock().unwrap_or_else(|e| e.into_inner());
         // The common case allocates nothing: the cached client still matches the
         // shard's members.
-        if let Some((known, client)) = clients.get(&route.shard)
+        if let Some((known, client)) = clients.get(&shard)
             && known.as_slice() == members
         {
-            return Ok(Some((route.shard.clone(), client.clone())));
+            return Ok(Some((shard, client.clone())));
         }
         let members = members.to_vec();
         let options = self.client_options(
@@ -461,13 +510,31 @@ impl GatewayService {
             Duration::from_millis(self.limits.forward_budget_ms),
         );
         let client = Arc::new(Client::with_options(members.clone(), options).map_err(|e| {
-            Status::unavailable(format!(
-                "shard {} has no reachable members: {e}",
-                route.shard
-            ))
+            Status::unavailable(format!("shard {shard} has no reachable members: {e}"))
         })?);
-        clients.insert(route.shard.clone(), (members, client.clone()));
-        Ok(Some((route.shard.clone(), client)))
+        clients.insert(shard.clone(), (members, client.clone()));
+        Ok(Some((shard, client)))
+    }
+
+    async fn set_update(
+        &self,
+        request: Request<pb::SetUpdateRequest>,
+        add: bool,
+    ) -> Result<Response<pb::SetUpdateResponse>, Status> {
+        let api = if add { "Kv.SetAdd" } else { "Kv.SetRemove" };
+        self.admit(
+            &request,
+            api,
+            &request.get_ref().namespace,
+            &[Permission::Write],
+        )?;
+        let request = request.into_inner();
+        let namespace = request.namespace.clone();
+        self.forward(&namespace, |client| {
+            let request = request.clone();
+            async move { client.set_update(request, add).await }
+        })
+        .await
     }
 
     fn count<T>(&self, result: Result<T, ClientError>) -> Result<Response<T>, Status> {
@@ -498,7 +565,7 @@ impl Kv for GatewayService {
         )?;
         let request = request.into_inner();
         let namespace = request.namespace.clone();
-        let read = request.read;
+        let read = request.read.clone();
         self.read(&namespace, read.as_ref(), |client| {
             let request = request.clone();
             async move { client.get_request(request).await }
@@ -560,10 +627,87 @@ impl Kv for GatewayService {
         )?;
         let request = request.into_inner();
         let namespace = request.namespace.clone();
-        let read = request.read;
+        let read = request.read.clone();
         self.read(&namespace, read.as_ref(), |client| {
             let request = request.clone();
             async move { client.scan(request).await }
+        })
+        .await
+    }
+
+    async fn increment(
+        &self,
+        request: Request<pb::IncrementRequest>,
+    ) -> Result<Response<pb::IncrementResponse>, Status> {
+        self.admit(
+            &request,
+            "Kv.Increment",
+            &request.get_ref().namespace,
+            &[Permission::Write],
+        )?;
+        let request = request.into_inner();
+        let namespace = request.namespace.clone();
+        self.forward(&namespace, |client| {
+            let request = request.clone();
+            async move {
+                client
+                    .increment(&request.namespace, &request.key, request.delta)
+                    .await
+            }
+        })
+        .await
+    }
+
+    async fn get_counter(
+        &self,
+        request: Request<pb::GetCounterRequest>,
+    ) -> Result<Response<pb::GetCounterResponse>, Status> {
+        self.admit(
+            &request,
+            "Kv.GetCounter",
+            &request.get_ref().namespace,
+            &[Permission::Read],
+        )?;
+        let request = request.into_inner();
+        let namespace = request.namespace.clone();
+        let read = request.read.clone();
+        self.read(&namespace, read.as_ref(), |client| {
+            let request = request.clone();
+            async move { client.get_counter(request).await }
+        })
+        .await
+    }
+
+    async fn set_add(
+        &self,
+        request: Request<pb::SetUpdateRequest>,
+    ) -> Result<Response<pb::SetUpdateResponse>, Status> {
+        self.set_update(request, true).await
+    }
+
+    async fn set_remove(
+        &self,
+        request: Request<pb::SetUpdateRequest>,
+    ) -> Result<Response<pb::SetUpdateResponse>, Status> {
+        self.set_update(request, false).await
+    }
+
+    async fn set_members(
+        &self,
+        request: Request<pb::SetMembersRequest>,
+    ) -> Result<Response<pb::SetMembersResponse>, Status> {
+        self.admit(
+            &request,
+            "Kv.SetMembers",
+            &request.get_ref().namespace,
+            &[Permission::Read],
+        )?;
+        let request = request.into_inner();
+        let namespace = request.namespace.clone();
+        let read = request.read.clone();
+        self.read(&namespace, read.as_ref(), |client| {
+            let request = request.clone();
+            async move { client.set_members(request).await }
         })
         .await
     }

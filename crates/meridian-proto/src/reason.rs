@@ -100,6 +100,20 @@ pub enum Reason {
         /// The namespace.
         namespace: String,
     },
+    /// A session read reached a copy that does not yet hold everything the
+    /// session's token saw (it waited briefly); nothing was read. Another
+    /// copy (the one that took the session's writes) can serve it, or this
+    /// one shortly.
+    SessionBehind {
+        /// The namespace.
+        namespace: String,
+    },
+    /// An active-active key holds another type than the call is for (its
+    /// type is fixed by its first write); nothing was done.
+    WrongKeyType {
+        /// The namespace.
+        namespace: String,
+    },
 }
 
 impl Reason {
@@ -118,6 +132,8 @@ impl Reason {
             Reason::BreakerOpen { .. } => "breaker-open",
             Reason::DiskFull => "disk-full",
             Reason::NamespaceNotHere { .. } => "namespace-not-here",
+            Reason::SessionBehind { .. } => "session-behind",
+            Reason::WrongKeyType { .. } => "wrong-key-type",
         }
     }
 
@@ -186,7 +202,9 @@ impl Reason {
             }
             Reason::RpoExceeded { namespace }
             | Reason::NoSyncQuorum { namespace }
-            | Reason::NamespaceNotHere { namespace } => {
+            | Reason::NamespaceNotHere { namespace }
+            | Reason::SessionBehind { namespace }
+            | Reason::WrongKeyType { namespace } => {
                 insert(metadata, NAMESPACE_KEY, namespace);
             }
             Reason::RateLimited { retry_after_ms } | Reason::BreakerOpen { retry_after_ms } => {
@@ -263,6 +281,12 @@ impl Reason {
             "namespace-not-here" => Reason::NamespaceNotHere {
                 namespace: namespace(),
             },
+            "session-behind" => Reason::SessionBehind {
+                namespace: namespace(),
+            },
+            "wrong-key-type" => Reason::WrongKeyType {
+                namespace: namespace(),
+            },
             _ => return None,
         })
     }
@@ -325,6 +349,12 @@ mod tests {
             Reason::NamespaceNotHere {
                 namespace: "orders".into(),
             },
+            Reason::SessionBehind {
+                namespace: "orders".into(),
+            },
+            Reason::WrongKeyType {
+                namespace: "orders".into(),
+            },
         ]
     }
 
@@ -352,6 +382,8 @@ mod tests {
             ("breaker-open", true, false, false),
             ("disk-full", true, false, false),
             ("namespace-not-here", true, false, true),
+            ("session-behind", true, false, false),
+            ("wrong-key-type", true, false, false),
         ];
         for reason in every_reason() {
             let row = table

@@ -28,6 +28,9 @@ pub async fn receive<S: Sink>(
         }
         .into());
     };
+    if !request.origin_region.is_empty() {
+        return merge(sink, state, request).await;
+    }
     if let Some(resync) = request.resync {
         return resync_chunk(
             sink,
@@ -76,7 +79,7 @@ pub async fn receive<S: Sink>(
     if state.resync_needed || changes.iter().all(|c| c.seq <= state.change_seq) {
         sink.read_barrier().await?;
         let now = sink.namespace(&request.namespace);
-        let applied_seq = now.map_or(0, |s| s.change_seq);
+        let applied_seq = now.as_ref().map_or(0, |s| s.change_seq);
         let resync_needed = now.is_some_and(|s| s.resync_needed);
         if !resync_needed && applied_seq >= request.primary_seq {
             sink.note_current(&request.namespace);
@@ -102,6 +105,97 @@ pub async fn receive<S: Sink>(
     if applied_seq >= request.primary_seq {
         sink.note_current(&request.namespace);
     }
+    Ok(pb::ReplicateResponse {
+        applied_seq,
+        resync_needed: false,
+    })
+}
+
+/// Active-active: merges another region's own writes (or a chunk of its
+/// copy) and answers how far this peer holds that region's writes.
+async fn merge<S: Sink>(
+    sink: &S,
+    state: crate::NamespaceState,
+    request: pb::ReplicateRequest,
+) -> Result<pb::ReplicateResponse, S::Error> {
+    let origin = request.origin_region.clone();
+    if state.epoch != request.epoch {
+        return Err(ReplicationError::StaleEpoch {
+            name: request.namespace.clone(),
+            current: state.epoch,
+            requested: request.epoch,
+        }
+        .into());
+    }
+    if let Some(resync) = request.resync {
+        let entries = if request.payload.is_empty() {
+            Vec::new()
+        } else {
+            wire::decode_entries(&request.payload)
+                .map_err(|e| ReplicationError::Malformed(format!("full-copy payload: {e}")))?
+        };
+        let applied_seq = apply(
+            sink,
+            ApplyStep::MergeCopy {
+                namespace: request.namespace.clone(),
+                epoch: request.epoch,
+                origin,
+                entries,
+                through_seq: resync.last.then_some(resync.through_seq),
+            },
+        )
+        .await?;
+        return Ok(pb::ReplicateResponse {
+            applied_seq,
+            resync_needed: false,
+        });
+    }
+    let changes = wire::decode_batch(&request.payload, request.payload_format).map_err(|e| {
+        ReplicationError::Malformed(format!(
+            "replication payload (at most {} bytes decompressed): {e}",
+            wire::MAX_BATCH_BYTES
+        ))
+    })?;
+    if changes.len() != request.count as usize {
+        return Err(ReplicationError::Malformed(format!(
+            "replication batch holds {} changes, the request says {}",
+            changes.len(),
+            request.count
+        ))
+        .into());
+    }
+    // One lane per (namespace, origin): each region's writes apply in its
+    // log's order; different regions' interleave freely.
+    let lane_name = format!("{}/{origin}", request.namespace);
+    let merged = |s: &crate::NamespaceState| s.merged.get(&origin).copied().unwrap_or(0);
+    let first = changes.first().map_or(0, |c| c.seq);
+    let mut lane = sink
+        .lanes()
+        .enter(&lane_name, first, || {
+            sink.namespace(&request.namespace).map_or(0, |s| merged(&s))
+        })
+        .await;
+    let state = sink.namespace(&request.namespace).unwrap_or(state);
+    if changes.iter().all(|c| c.seq <= merged(&state)) {
+        sink.read_barrier().await?;
+        let applied_seq = sink.namespace(&request.namespace).map_or(0, |s| merged(&s));
+        return Ok(pb::ReplicateResponse {
+            applied_seq,
+            resync_needed: false,
+        });
+    }
+    let last = changes.last().map_or(0, |c| c.seq);
+    let pending = sink
+        .submit(ApplyStep::Merge {
+            namespace: request.namespace.clone(),
+            epoch: request.epoch,
+            origin,
+            changes,
+        })
+        .await?;
+    *lane = last;
+    drop(lane);
+    let applied_seq = sink.committed(pending).await?;
     Ok(pb::ReplicateResponse {
         applied_seq,
         resync_needed: false,

@@ -265,6 +265,21 @@ impl KeyState {
         .max()
     }
 
+    /// A number that grows with the writes the state has taken in
+    /// (register and set writes counted by their version vectors, counter
+    /// totals by their magnitudes): the same on every copy holding the
+    /// same state, so copies can be compared entry by entry.
+    pub fn version(&self) -> u64 {
+        let sum = |v: &VersionVector| v.0.values().fold(0u64, |a, b| a.saturating_add(*b));
+        let totals = |m: &BTreeMap<String, u64>| m.values().fold(0u64, |a, b| a.saturating_add(*b));
+        let register = self.register.as_ref().map_or(0, |p| sum(&p.state.seen));
+        let set = self.set.as_ref().map_or(0, |p| sum(&p.state.seen));
+        let counter = self.counter.as_ref().map_or(0, |p| {
+            totals(&p.state.increments).saturating_add(totals(&p.state.decrements))
+        });
+        register.saturating_add(set).saturating_add(counter)
+    }
+
     /// The register's value, if the key is a register holding one.
     pub fn value(&self) -> Option<&[u8]> {
         match (self.key_type(), &self.register) {

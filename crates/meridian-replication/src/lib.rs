@@ -36,6 +36,7 @@ pub mod error;
 pub mod hlc;
 pub mod progress;
 pub mod replica;
+pub mod session;
 pub mod shipper;
 pub mod sync_rule;
 pub mod wire;

@@ -20,16 +20,20 @@ pub enum Role {
     Primary,
     /// Applies what its primary ships.
     Standby,
+    /// One copy of an active-active namespace: takes writes, ships its own
+    /// to every other peer, merges theirs.
+    Peer,
 }
 
 /// What replication needs to know of one namespace on a shard.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NamespaceState {
     /// Its role here.
     pub role: Role,
     /// The epoch this copy holds (a failover bumps it).
     pub epoch: u64,
-    /// Last change logged (primary) or applied (standby).
+    /// Last change logged (primary; a peer: of its own writes) or applied
+    /// (standby).
     pub change_seq: u64,
     /// The change log is gone through this sequence number.
     pub trimmed_through: u64,
@@ -37,6 +41,8 @@ pub struct NamespaceState {
     pub log_changes: bool,
     /// Whether this copy waits for a full copy (it diverged).
     pub resync_needed: bool,
+    /// A peer: how far it has merged each other region's own writes.
+    pub merged: std::collections::BTreeMap<String, u64>,
 }
 
 /// The shipping side: a shard whose namespaces are shipped from here.
@@ -46,6 +52,9 @@ pub trait Source: Send + Sync + 'static {
 
     /// This shard's name (a pair is never shipped to itself).
     fn shard(&self) -> &str;
+    /// This shard's region (an active-active peer ships the writes made
+    /// here, under this name).
+    fn region(&self) -> &str;
     /// Whether this node leads its shard now (only the leader ships).
     fn is_leader(&self) -> bool;
     /// The namespace's state here, if it is here.
@@ -121,6 +130,35 @@ pub enum ApplyStep {
         epoch: u64,
         /// The change the copy corresponds to.
         through_seq: u64,
+    },
+    /// Active-active: another region's own writes, in its log's order, each
+    /// a key's state to merge (those already merged are skipped; a gap
+    /// stops the batch).
+    Merge {
+        /// The namespace.
+        namespace: String,
+        /// The sender's epoch.
+        epoch: u64,
+        /// The region whose writes these are.
+        origin: String,
+        /// The changes.
+        changes: Vec<ChangeRecord>,
+    },
+    /// Active-active: key states from a peer's point-in-time copy (its log
+    /// no longer reaches back to this peer's position). Merged like any
+    /// state, so nothing is emptied first; with `through_seq`, the copy
+    /// is complete and this peer holds the origin's writes through it.
+    MergeCopy {
+        /// The namespace.
+        namespace: String,
+        /// The sender's epoch.
+        epoch: u64,
+        /// The region that sent its copy.
+        origin: String,
+        /// Keys with their states.
+        entries: Vec<VersionedEntry>,
+        /// Set on the last chunk.
+        through_seq: Option<u64>,
     },
 }
 

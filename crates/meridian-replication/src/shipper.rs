@@ -37,6 +37,9 @@ struct Target {
     region: String,
     shard: String,
     members: Vec<String>,
+    /// Active-active: the region whose own writes go to this peer (this
+    /// shard's); empty for a standby of an active-passive namespace.
+    origin: String,
 }
 
 /// Keeps one shipping worker (`shipper:NAMESPACE->SHARD`) per (namespace,
@@ -96,16 +99,43 @@ fn wanted_pairs<S: Source>(node: &S, routes: &SharedRoutes) -> (Wanted, Refused)
     let mut wanted = HashMap::new();
     let mut refused = HashMap::new();
     for route in table.routes.values() {
-        if route.shard != shard || route.standbys.is_empty() {
+        // Active-passive: the primary ships to its standbys. Active-active:
+        // every peer ships its own writes to every other peer.
+        let (receivers, origin) = if route.active_active {
+            let home = pb::StandbyRoute {
+                region: route.region.clone(),
+                shard: route.shard.clone(),
+                jurisdictions: route.home_jurisdictions.clone(),
+            };
+            let copies: Vec<pb::StandbyRoute> = std::iter::once(home)
+                .chain(route.standbys.iter().cloned())
+                .collect();
+            if !copies.iter().any(|c| c.shard == shard) {
+                continue;
+            }
+            let others = copies.into_iter().filter(|c| c.shard != shard).collect();
+            (others, node.region().to_string())
+        } else {
+            if route.shard != shard {
+                continue;
+            }
+            (route.standbys.clone(), String::new())
+        };
+        if receivers.is_empty() {
             continue;
         }
         let Some(record) = node.namespace(&route.namespace) else {
             continue;
         };
-        if record.role != Role::Primary || !record.log_changes {
+        let role = if route.active_active {
+            Role::Peer
+        } else {
+            Role::Primary
+        };
+        if record.role != role || !record.log_changes {
             continue;
         }
-        for standby in &route.standbys {
+        for standby in &receivers {
             if let Err(refusal) = standby_allowed(route, standby) {
                 refused.insert((route.namespace.clone(), standby.shard.clone()), refusal);
                 continue;
@@ -124,6 +154,7 @@ fn wanted_pairs<S: Source>(node: &S, routes: &SharedRoutes) -> (Wanted, Refused)
                     region: standby.region.clone(),
                     shard: standby.shard.clone(),
                     members,
+                    origin: origin.clone(),
                 },
             );
         }
@@ -214,7 +245,12 @@ async fn ship<S: Source>(
         let Some(record) = pair.node.namespace(&pair.namespace) else {
             return;
         };
-        if record.role != Role::Primary {
+        let role = if pair.target.origin.is_empty() {
+            Role::Primary
+        } else {
+            Role::Peer
+        };
+        if record.role != role {
             // Fenced or demoted: the route will stop this task shortly.
             pair.reset();
             tokio::time::sleep(Duration::from_millis(200)).await;
@@ -225,18 +261,9 @@ async fn ship<S: Source>(
         let Some(position) = pair.cursor.position() else {
             // Where is the standby? Its answer is the durable cursor.
             pair.reset();
-            let result = send(&pair.client, &pair.namespace, record.epoch, head).await;
-            let result = settle(
-                (
-                    &pair.node,
-                    &pair.client,
-                    &pair.namespace,
-                    &pair.target.shard,
-                ),
-                record.epoch,
-                result,
-            )
-            .await;
+            let link = pair.link(record.epoch);
+            let result = send(&link, head).await;
+            let result = settle(&pair.node, &link, &pair.target.shard, result).await;
             if pair.answered(result, head).await && head <= pair.cursor.position().unwrap_or(0) {
                 // A heartbeat answered and nothing is waiting: sleep until
                 // the next change or the next heartbeat.
@@ -263,7 +290,7 @@ async fn ship<S: Source>(
         };
         tokio::select! {
             Some((last, result)) = pair.in_flight.next(), if !pair.in_flight.is_empty() => {
-                let result = settle((&pair.node, &pair.client, &pair.namespace, &pair.target.shard), record.epoch, result).await;
+                let result = settle(&pair.node, &pair.link(record.epoch), &pair.target.shard, result).await;
                 let head = pair.node.namespace(&pair.namespace).map_or(head, |r| r.change_seq);
                 if pair.answered(result, head).await && pair.cursor.position().is_some_and(|a| a < last) {
                     // The standby stopped short (a gap or a rebuild): what
@@ -302,6 +329,16 @@ struct Pair<S> {
 }
 
 impl<S: Source> Pair<S> {
+    /// How requests reach this pair's receiver at `epoch`.
+    fn link(&self, epoch: u64) -> Link {
+        Link {
+            client: self.client.clone(),
+            namespace: self.namespace.clone(),
+            epoch,
+            origin: self.target.origin.clone(),
+        }
+    }
+
     /// Forgets what is on the wire; the next round asks the standby first.
     fn reset(&mut self) {
         self.in_flight = FuturesOrdered::new();
@@ -366,8 +403,7 @@ impl<S: Source> Pair<S> {
                     trimmed_through = record.trimmed_through,
                     "standby is behind the change log; sending a full copy"
                 );
-                let copied =
-                    full_copy(&self.node, &self.client, &self.namespace, record.epoch).await;
+                let copied = full_copy(&self.node, &self.link(record.epoch)).await;
                 self.answered(copied, head).await;
                 return false;
             } else {
@@ -449,11 +485,12 @@ fn shipment<S: Source>(
     (payload, raw, count): (Vec<u8>, usize, usize),
     (last, head): (u64, u64),
 ) -> Shipment {
-    let (node, client) = (pair.node.clone(), pair.client.clone());
+    let node = pair.node.clone();
+    let link = pair.link(epoch);
     let (namespace, shard) = (pair.namespace.clone(), pair.target.shard.clone());
     Box::pin(async move {
         let bytes = payload.len() as u64;
-        let result = send_payload(&client, &namespace, epoch, count, payload, None, head).await;
+        let result = send_payload(&link, count, payload, None, head).await;
         if result.is_ok() {
             node.progress()
                 .raw_bytes_sent
@@ -470,17 +507,18 @@ fn shipment<S: Source>(
 /// Turns a standby's answer into its position, rebuilding it first if it said
 /// it has diverged (a demoted primary).
 async fn settle<S: Source>(
-    (node, client, namespace, shard): (&Arc<S>, &Client, &str, &str),
-    epoch: u64,
+    node: &Arc<S>,
+    link: &Link,
+    shard: &str,
     result: Result<pb::ReplicateResponse, String>,
 ) -> Result<u64, String> {
     match result {
         Ok(response) if response.resync_needed => {
             node.progress()
-                .update(namespace, shard, |p| p.rebuilding = true);
-            let result = full_copy(node, client, namespace, epoch).await;
+                .update(&link.namespace, shard, |p| p.rebuilding = true);
+            let result = full_copy(node, link).await;
             node.progress()
-                .update(namespace, shard, |p| p.rebuilding = result.is_err());
+                .update(&link.namespace, shard, |p| p.rebuilding = result.is_err());
             result
         }
         Ok(response) => Ok(response.applied_seq),
@@ -490,34 +528,38 @@ async fn settle<S: Source>(
 
 /// An empty batch: asks the standby's position and tells it the primary's head
 /// (a heartbeat that keeps its freshness known for bounded reads).
-async fn send(
-    client: &Client,
-    namespace: &str,
-    epoch: u64,
-    head: u64,
-) -> Result<pb::ReplicateResponse, String> {
+async fn send(link: &Link, head: u64) -> Result<pb::ReplicateResponse, String> {
     let (payload, _) = wire::encode_batch(&[]).map_err(|e| e.to_string())?;
-    send_payload(client, namespace, epoch, 0, payload, None, head).await
+    send_payload(link, 0, payload, None, head).await
+}
+
+/// Where a pair's requests go: the receiver's client, the namespace, the
+/// sender's epoch and (active-active) whose writes they carry.
+#[derive(Clone)]
+struct Link {
+    client: Arc<Client>,
+    namespace: String,
+    epoch: u64,
+    origin: String,
 }
 
 async fn send_payload(
-    client: &Client,
-    namespace: &str,
-    epoch: u64,
+    link: &Link,
     count: usize,
     payload: Vec<u8>,
     resync: Option<pb::ResyncChunk>,
     primary_seq: u64,
 ) -> Result<pb::ReplicateResponse, String> {
-    client
+    link.client
         .replicate(pb::ReplicateRequest {
-            namespace: namespace.to_string(),
-            epoch,
+            namespace: link.namespace.clone(),
+            epoch: link.epoch,
             count: count as u32,
             payload,
             resync,
             primary_seq,
             payload_format: wire::BATCH_FORMAT,
+            origin_region: link.origin.clone(),
         })
         .await
         .map_err(|e| e.to_string())
@@ -525,12 +567,8 @@ async fn send_payload(
 
 /// Rebuilds a diverged standby with a full copy of the namespace as of one
 /// sequence number; returns that number (the standby's new position).
-async fn full_copy<S: Source>(
-    node: &Arc<S>,
-    client: &Client,
-    namespace: &str,
-    epoch: u64,
-) -> Result<u64, String> {
+async fn full_copy<S: Source>(node: &Arc<S>, link: &Link) -> Result<u64, String> {
+    let namespace = link.namespace.as_str();
     // Read from one point-in-time view on a blocking thread and handed over
     // a few chunks at a time, so a copy never holds the namespace in memory.
     let (chunks_tx, mut chunks_rx) = tokio::sync::mpsc::channel::<(u64, Vec<VersionedEntry>)>(2);
@@ -577,9 +615,7 @@ async fn full_copy<S: Source>(
             // A full copy counts against the link's cap like any batch.
             node.bandwidth().take(payload.len()).await;
             send_payload(
-                client,
-                namespace,
-                epoch,
+                link,
                 chunk.len(),
                 payload,
                 Some(pb::ResyncChunk {

@@ -117,6 +117,47 @@ impl AccessGate {
         }
     }
 
+    /// The copy of `namespace` whose nodes may ship it to this shard, as the
+    /// routing push says, for a caller of `region`: the primary's shard
+    /// (active-passive), or the peer in `region` (active-active; `Err` with
+    /// the reason when the namespace has no peer there).
+    pub fn shipper(&self, namespace: &str, region: &str) -> Result<Option<Primary>, String> {
+        if self.standalone {
+            return Ok(None);
+        }
+        let Some(routes) = self.routes.get() else {
+            return Err("this node has not received the routing table yet".into());
+        };
+        let table = routes.read().unwrap_or_else(|e| e.into_inner());
+        let Some(route) = table.routes.get(namespace) else {
+            return Err(format!(
+                "this node's routing table (version {}) has no route for namespace {namespace:?} yet",
+                table.version
+            ));
+        };
+        let (region, shard) = if route.active_active {
+            let copies = std::iter::once((&route.region, &route.shard))
+                .chain(route.standbys.iter().map(|s| (&s.region, &s.shard)));
+            match copies.into_iter().find(|(r, _)| r.as_str() == region) {
+                Some((region, shard)) => (region.clone(), shard.clone()),
+                None => {
+                    return Ok(Some(Primary {
+                        region: route.region.clone(),
+                        shard: route.shard.clone(),
+                        members: Vec::new(),
+                    }));
+                }
+            }
+        } else {
+            (route.region.clone(), route.shard.clone())
+        };
+        Ok(Some(Primary {
+            region,
+            members: table.shards.get(&shard).cloned().unwrap_or_default(),
+            shard,
+        }))
+    }
+
     /// Admits `caller` if it is a member of `primary`'s shard: the identity
     /// one of its member addresses serves (learnt as a shard's Raft learns its
     /// own members; see `meridian_raft::member_gate`).

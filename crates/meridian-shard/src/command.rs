@@ -178,6 +178,64 @@ pub enum Command {
         /// Each namespace with the change it had applied.
         namespaces: Vec<(String, u64)>,
     },
+    /// Makes this copy one peer of an active-active namespace (from the
+    /// control plane): it takes writes in `region`, logs them for the other
+    /// peers and merges theirs.
+    ConfigurePeer {
+        /// The namespace.
+        namespace: String,
+        /// The epoch of its placement.
+        epoch: u64,
+        /// This shard's region (the origin of the writes made here).
+        region: String,
+        /// Conflict records kept at most (the oldest go first).
+        conflict_retention: u64,
+        /// Remote stamps further ahead of the leader's clock than this are
+        /// flagged.
+        max_clock_offset_ms: u64,
+    },
+    /// A client write to an active-active key, stamped by the namespace's
+    /// hybrid logical clock at `physical_ms` (the leader's clock).
+    ActiveWrite {
+        /// The namespace.
+        namespace: String,
+        /// The key.
+        key: Vec<u8>,
+        /// What to do to it.
+        op: meridian_replication::crdt::Op,
+        /// The leader's wall clock when it proposed the write (Unix ms).
+        physical_ms: u64,
+    },
+    /// Another region's own writes to an active-active namespace, merged.
+    MergeChanges {
+        /// The namespace.
+        namespace: String,
+        /// The sender's epoch.
+        epoch: u64,
+        /// The region whose writes these are.
+        origin: String,
+        /// Its changes in its log's order.
+        changes: Vec<ChangeRecord>,
+        /// The leader's wall clock (Unix ms): stamps resolved conflicts and
+        /// flags remote stamps too far ahead of it.
+        physical_ms: u64,
+    },
+    /// Key states of a peer's point-in-time copy, merged; with
+    /// `through_seq`, this peer now holds the origin's writes through it.
+    MergeCopy {
+        /// The namespace.
+        namespace: String,
+        /// The sender's epoch.
+        epoch: u64,
+        /// The region that sent the copy.
+        origin: String,
+        /// Keys with their states.
+        entries: Vec<VersionedEntry>,
+        /// Set on the last chunk.
+        through_seq: Option<u64>,
+        /// As in [`Command::MergeChanges`].
+        physical_ms: u64,
+    },
 }
 
 /// A namespace's role on a shard.
@@ -188,6 +246,9 @@ pub enum NamespaceRole {
     Primary,
     /// Takes only replicated changes from the primary of its epoch.
     Standby,
+    /// One copy of an active-active namespace: takes writes, merges the
+    /// other peers'.
+    Peer,
 }
 
 pub use meridian_replication::change::{
@@ -316,6 +377,24 @@ pub enum CommandResult {
     },
     /// Time marks were recorded.
     Marked,
+    /// An active-active write was applied.
+    ActiveWritten(ActiveOutcome),
+}
+
+/// Outcome of an active-active write, at the copy that took it.
+#[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
+pub struct ActiveOutcome {
+    /// The key's version after it (see `KeyState::version`).
+    pub version: u64,
+    /// Its version before (0: absent).
+    pub previous_version: u64,
+    /// The write's hybrid-logical stamp.
+    pub stamp: meridian_replication::hlc::Timestamp,
+    /// A counter's value after the write (here; other regions' concurrent
+    /// increments arrive later).
+    pub counter: Option<i64>,
+    /// This copy's position in its own log after the write.
+    pub change_seq: u64,
 }
 
 /// Outcome of a put.
@@ -409,5 +488,37 @@ pub enum Rejection {
         value: u64,
         /// The limit.
         limit: u64,
+    },
+    /// The operation is for active-active namespaces (counters and sets),
+    /// or merges into a copy that is not a peer.
+    #[error(
+        "namespace {name:?} is not active-active here; {operation} applies only to active-active namespaces (create one with --mode active-active)"
+    )]
+    NotActiveActive {
+        /// The namespace.
+        name: String,
+        /// What was attempted.
+        operation: String,
+    },
+    /// The operation does not apply to an active-active namespace.
+    #[error("namespace {name:?} is active-active: {operation} is refused ({why})")]
+    RefusedActiveActive {
+        /// The namespace.
+        name: String,
+        /// What was attempted.
+        operation: String,
+        /// Why, and what to use instead.
+        why: String,
+    },
+    /// The key holds another type (fixed by its first write), or the
+    /// operation would overflow it.
+    #[error("namespace {name:?}, key {key:?}: {why}")]
+    KeyType {
+        /// The namespace.
+        name: String,
+        /// The key (lossy text).
+        key: String,
+        /// The rule, naming the key's type.
+        why: String,
     },
 }

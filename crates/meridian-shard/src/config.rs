@@ -48,13 +48,31 @@ pub struct DrSection {
 }
 
 /// Cross-region replication settings.
-#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct ReplicationSection {
     /// Cap on the compressed bytes this node ships to standbys per second, over
     /// all namespaces and standbys (0: no cap). Bursts of up to one second's
     /// worth pass at once.
     pub max_bytes_per_second: u64,
+    /// Active-active namespaces: conflict records kept per namespace on
+    /// each copy (the oldest go first; dropped ones are counted). 0 keeps
+    /// them all.
+    pub conflict_retention: u64,
+    /// Active-active namespaces: how far ahead of this node's clock a
+    /// remote write's stamp may be before it is flagged, until the control
+    /// plane's lease grants say otherwise (they carry the cluster's bound).
+    pub max_clock_offset_ms: u64,
+}
+
+impl Default for ReplicationSection {
+    fn default() -> Self {
+        Self {
+            max_bytes_per_second: 0,
+            conflict_retention: 10_000,
+            max_clock_offset_ms: 250,
+        }
+    }
 }
 
 /// The control plane this node registers with.

@@ -206,6 +206,19 @@ pub enum ShardError {
     /// Listeners or TLS could not be set up (start-up only).
     #[error(transparent)]
     Net(#[from] meridian_net::NetError),
+    /// A session read reached a copy that has not caught up with the
+    /// session's token within the wait (UNAVAILABLE, reason
+    /// `session-behind`): nothing was read; another copy, or this one
+    /// shortly, can serve it.
+    #[error(
+        "namespace {namespace:?}: this copy does not hold everything the session token saw yet ({missing}); retry, or read from the region that took the session's writes"
+    )]
+    SessionBehind {
+        /// The namespace.
+        namespace: String,
+        /// Which histories are behind, and by how much.
+        missing: String,
+    },
 }
 
 fn not_leader_message(leader_id: Option<u64>, address: Option<&str>) -> String {
@@ -227,7 +240,13 @@ impl ShardError {
             ShardError::Rejected(Rejection::NamespaceNotFound { .. }) => Code::NotFound,
             ShardError::Rejected(Rejection::NamespaceExists { .. }) => Code::AlreadyExists,
             ShardError::Rejected(Rejection::TooManyNamespaces { .. }) => Code::ResourceExhausted,
-            ShardError::Rejected(Rejection::OutOfRange { .. }) => Code::InvalidArgument,
+            ShardError::Rejected(
+                Rejection::OutOfRange { .. }
+                | Rejection::NotActiveActive { .. }
+                | Rejection::RefusedActiveActive { .. }
+                | Rejection::KeyType { .. },
+            ) => Code::InvalidArgument,
+            ShardError::SessionBehind { .. } => Code::Unavailable,
             ShardError::Rejected(
                 Rejection::NotPrimary { .. }
                 | Rejection::StaleEpoch { .. }
@@ -302,6 +321,12 @@ impl ShardError {
                     epoch: *current,
                 }
             }
+            ShardError::SessionBehind { namespace, .. } => Reason::SessionBehind {
+                namespace: namespace.clone(),
+            },
+            ShardError::Rejected(Rejection::KeyType { name, .. }) => Reason::WrongKeyType {
+                namespace: name.clone(),
+            },
             _ => return None,
         })
     }

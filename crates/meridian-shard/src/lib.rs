@@ -9,6 +9,7 @@
 //! - [`state_machine`]: applying commands; reads of the applied state.
 //! - [`digest`]: integrity digests that any two copies of a namespace can compare.
 //! - [`node`]: request logic — proposing, read barriers, leader discovery.
+//! - [`active`]: active-active namespaces: typed writes, session tokens, a peer's reads.
 //! - [`lease`]: the write lease from the control plane (when a grant holds).
 //! - [`replica`]: the shard's side of replication (`meridian-replication`): its
 //!   change log as a source, its Raft log as the sink of what is shipped here.
@@ -18,6 +19,7 @@
 //! - [`metrics`], [`disk`], [`error`]: metrics, free-space guard, error mapping.
 
 pub mod access;
+pub mod active;
 pub mod api;
 pub mod backup;
 pub mod command;

@@ -84,6 +84,8 @@ pub enum ReadAdmission {
     Primary,
     /// Served by a standby copy.
     Standby,
+    /// Served by a peer of an active-active namespace.
+    Peer,
 }
 
 /// A command queued for the Raft log; its outcome arrives when it applies.
@@ -699,7 +701,7 @@ impl ShardNode {
         options: Option<&ReadOptions>,
         admitted: ReadAdmission,
     ) -> Result<(), ShardError> {
-        if admitted == ReadAdmission::Standby
+        if admitted != ReadAdmission::Primary
             || options.is_some_and(|o| o.consistency() == Consistency::Eventual)
         {
             return Ok(());
@@ -760,10 +762,29 @@ impl ShardNode {
         namespace: &str,
         options: Option<&ReadOptions>,
     ) -> Result<ReadAdmission, ShardError> {
-        let standby = self
-            .machine
-            .namespace(namespace)
-            .filter(|r| r.role == crate::command::NamespaceRole::Standby);
+        let record = self.machine.namespace(namespace);
+        if record
+            .as_ref()
+            .is_some_and(|r| r.role == crate::command::NamespaceRole::Peer)
+        {
+            self.peer_read_gate(namespace, options).await?;
+            return Ok(ReadAdmission::Peer);
+        }
+        let standby = record.filter(|r| r.role == crate::command::NamespaceRole::Standby);
+        // A session read on a standby: served once this copy holds what
+        // the session's token saw (the primary's log position).
+        if let Some(record) = &standby
+            && options.is_some_and(|o| o.consistency() == Consistency::Session)
+        {
+            if record.resync_needed {
+                return Err(ShardError::Rebuilding {
+                    namespace: namespace.to_string(),
+                    epoch: record.epoch,
+                });
+            }
+            self.wait_for_session(namespace, options).await?;
+            return Ok(ReadAdmission::Standby);
+        }
         let Some(record) = standby else {
             self.read_barrier(options).await?;
             self.fence_read(namespace, options).await?;

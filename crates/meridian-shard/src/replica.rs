@@ -13,17 +13,31 @@ use meridian_replication::{
     bandwidth::BandwidthCap, change::ChangeRecord, progress::ReplicationProgress,
 };
 
-fn state(record: NamespaceRecord) -> NamespaceState {
+fn state(node: &ShardNode, namespace: &str, record: NamespaceRecord) -> NamespaceState {
+    // A peer's merge positions; a read failure leaves them at 0, so a
+    // shipper only resends what is there (merges skip what they hold).
+    let merged = if record.role == NamespaceRole::Peer {
+        node.machine
+            .active_meta(namespace)
+            .ok()
+            .flatten()
+            .map(|meta| meta.merged)
+            .unwrap_or_default()
+    } else {
+        Default::default()
+    };
     NamespaceState {
         role: match record.role {
             NamespaceRole::Primary => Role::Primary,
             NamespaceRole::Standby => Role::Standby,
+            NamespaceRole::Peer => Role::Peer,
         },
         epoch: record.epoch,
         change_seq: record.change_seq,
         trimmed_through: record.trimmed_through,
         log_changes: record.log_changes,
         resync_needed: record.resync_needed,
+        merged,
     }
 }
 
@@ -54,12 +68,18 @@ impl Source for ShardNode {
         &self.config.node.shard
     }
 
+    fn region(&self) -> &str {
+        &self.config.node.region
+    }
+
     fn is_leader(&self) -> bool {
         self.raft.raft.is_leader()
     }
 
     fn namespace(&self, namespace: &str) -> Option<NamespaceState> {
-        self.machine.namespace(namespace).map(state)
+        self.machine
+            .namespace(namespace)
+            .map(|r| state(self, namespace, r))
     }
 
     fn subscribe_changes(&self) -> tokio::sync::watch::Receiver<u64> {
@@ -109,9 +129,35 @@ impl Source for ShardNode {
     }
 }
 
-/// The Raft command of an apply step.
+/// The Raft command of an apply step (merges carry the leader's clock).
 fn command(step: ApplyStep) -> Command {
     match step {
+        ApplyStep::Merge {
+            namespace,
+            epoch,
+            origin,
+            changes,
+        } => Command::MergeChanges {
+            namespace,
+            epoch,
+            origin,
+            changes,
+            physical_ms: crate::lease::now_unix_ms(),
+        },
+        ApplyStep::MergeCopy {
+            namespace,
+            epoch,
+            origin,
+            entries,
+            through_seq,
+        } => Command::MergeCopy {
+            namespace,
+            epoch,
+            origin,
+            entries,
+            through_seq,
+            physical_ms: crate::lease::now_unix_ms(),
+        },
         ApplyStep::Changes {
             namespace,
             epoch,
@@ -148,7 +194,9 @@ impl Sink for ShardNode {
     type Pending = (Command, Pending);
 
     fn namespace(&self, namespace: &str) -> Option<NamespaceState> {
-        self.machine.namespace(namespace).map(state)
+        self.machine
+            .namespace(namespace)
+            .map(|r| state(self, namespace, r))
     }
 
     async fn read_barrier(&self) -> Result<(), ShardError> {

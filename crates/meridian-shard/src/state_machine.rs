@@ -18,6 +18,9 @@ use std::collections::BTreeMap;
 use std::io;
 use std::sync::{Arc, RwLock};
 
+mod active;
+pub use active::{ActiveMeta, ConflictRecord, decode_state, encode_state};
+
 /// What the shard knows about one namespace, stored under its name.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
 pub struct NamespaceRecord {
@@ -247,6 +250,9 @@ pub struct KvStateMachine {
     /// Time marks (`namespace, seq` -> Unix ms, sealed): by then the
     /// namespace had reached that change (see [`Command::MarkTime`]).
     time_marks: Keyspace,
+    /// Active-active namespaces' clocks, merge positions and conflict
+    /// records (see [`active`]).
+    active: Keyspace,
     /// All namespace records, mirrored in memory: every request checks its
     /// namespace, and the list is small (bounded by `max_namespaces`).
     cache: RwLock<BTreeMap<String, NamespaceRecord>>,
@@ -297,6 +303,7 @@ impl KvStateMachine {
         let changes = engine.keyspace("kv_changes", KeyspaceCreateOptions::default)?;
         let lost = engine.keyspace("kv_lost", KeyspaceCreateOptions::default)?;
         let time_marks = engine.keyspace("kv_time_marks", KeyspaceCreateOptions::default)?;
+        let active = engine.keyspace("kv_active", KeyspaceCreateOptions::default)?;
         let machine = Self {
             db: engine.database().clone(),
             sealer: engine.sealer().clone(),
@@ -305,6 +312,7 @@ impl KvStateMachine {
             changes,
             lost,
             time_marks,
+            active,
             cache: RwLock::new(BTreeMap::new()),
             changes_logged: tokio::sync::watch::channel(0).0,
         };
@@ -694,6 +702,7 @@ impl KvStateMachine {
                 {
                     batch.remove(&self.time_marks, key);
                 }
+                self.forget_active(&name, batch)?;
                 batch.remove(&self.namespaces, name.as_bytes().to_vec());
                 cache.remove(&name);
                 Ok(CommandResult::NamespaceDeleted { keys_deleted })
@@ -883,6 +892,48 @@ impl KvStateMachine {
                     machine.apply_load_changes(&namespace, changes, batch, fx)
                 })
             }
+            Command::ConfigurePeer {
+                namespace,
+                epoch,
+                region,
+                conflict_retention,
+                max_clock_offset_ms,
+            } => self.configure_peer(
+                &namespace,
+                epoch,
+                region,
+                (conflict_retention, max_clock_offset_ms),
+                batch,
+            ),
+            Command::ActiveWrite {
+                namespace,
+                key,
+                op,
+                physical_ms,
+            } => self.active_write(&namespace, key, op, physical_ms, batch),
+            Command::MergeChanges {
+                namespace,
+                epoch,
+                origin,
+                changes,
+                physical_ms,
+            } => self.merge_changes(&namespace, epoch, &origin, changes, physical_ms, batch),
+            Command::MergeCopy {
+                namespace,
+                epoch,
+                origin,
+                entries,
+                through_seq,
+                physical_ms,
+            } => self.merge_copy(
+                &namespace,
+                epoch,
+                &origin,
+                entries,
+                through_seq,
+                physical_ms,
+                batch,
+            ),
         }
     }
 
@@ -904,6 +955,14 @@ impl KvStateMachine {
             return Ok(CommandResult::Rejected(Rejection::NotPrimary {
                 name: namespace.to_string(),
                 epoch: record.epoch,
+            }));
+        }
+        if record.role == NamespaceRole::Peer {
+            // Plain writes would bypass the clock and the merge rules.
+            return Ok(CommandResult::Rejected(Rejection::RefusedActiveActive {
+                name: namespace.to_string(),
+                operation: "a plain write (put, delete, transaction, import or load)".into(),
+                why: "its keys take typed, clock-stamped writes only".into(),
             }));
         }
         let mut effects = Effects::default();
@@ -994,6 +1053,16 @@ impl KvStateMachine {
                 name: namespace.to_string(),
                 current: record.epoch,
                 requested: epoch,
+            }));
+        }
+        if role == NamespaceRole::Peer || record.role == NamespaceRole::Peer {
+            // Key states and plain values do not mix: a peer is made by
+            // ConfigurePeer and stays one.
+            return Ok(CommandResult::Rejected(Rejection::RefusedActiveActive {
+                name: namespace.to_string(),
+                operation: format!("configuring the role {role:?}"),
+                why: "an active-active copy only becomes one through ConfigurePeer, and stays one"
+                    .into(),
             }));
         }
         if let Some(fork) = fork_seq
@@ -1698,8 +1767,9 @@ impl Application for KvStateMachine {
             self.namespaces.clone(),
             self.changes.clone(),
             self.lost.clone(),
-            // Added after the others: snapshots without it still load.
+            // Added after the others: snapshots without them still load.
             self.time_marks.clone(),
+            self.active.clone(),
         ]
     }
 

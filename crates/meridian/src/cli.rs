@@ -47,6 +47,8 @@ pub enum Command {
     Failover(FailoverArgs),
     /// Replication state of active-passive namespaces.
     Replication(ReplicationArgs),
+    /// Conflicts resolved in active-active namespaces.
+    Conflicts(ConflictsArgs),
     /// Run the lab's WAN emulator (started by `meridian lab up`).
     Wan(NodeArgs),
     /// Development certificates for mutual TLS.
@@ -665,12 +667,15 @@ pub struct KvArgs {
 /// Read consistency on the command line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
 pub enum ConsistencyArg {
-    /// Linearizable (the default).
+    /// Linearizable.
     Strong,
     /// Leader-served without a quorum round while its lease holds.
     Bounded,
     /// Any replica, possibly stale.
     Eventual,
+    /// Read-your-writes with a session token (active-active: the default
+    /// a peer serves without a token is its own copy).
+    Session,
 }
 
 /// `meridian kv ...`.
@@ -691,9 +696,10 @@ pub enum KvCommand {
         namespace: String,
         /// Key.
         key: String,
-        /// Read consistency.
-        #[arg(long, value_enum, default_value_t = ConsistencyArg::Strong)]
-        consistency: ConsistencyArg,
+        /// Read consistency (default: the namespace's — strong, or for an
+        /// active-active namespace the serving peer's copy).
+        #[arg(long, value_enum)]
+        consistency: Option<ConsistencyArg>,
     },
     /// Remove a key.
     Delete {
@@ -718,9 +724,75 @@ pub enum KvCommand {
         /// Most keys to list in all.
         #[arg(long, default_value_t = 100)]
         limit: usize,
-        /// Read consistency.
-        #[arg(long, value_enum, default_value_t = ConsistencyArg::Strong)]
-        consistency: ConsistencyArg,
+        /// Read consistency (default: the namespace's — strong, or for an
+        /// active-active namespace the serving peer's copy).
+        #[arg(long, value_enum)]
+        consistency: Option<ConsistencyArg>,
+    },
+    /// Active-active: add a signed delta to a counter key (prints its value).
+    Incr {
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+        /// The delta (negative to decrement).
+        #[arg(default_value_t = 1, allow_negative_numbers = true)]
+        delta: i64,
+    },
+    /// Active-active: read a counter key.
+    Counter {
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+    },
+    /// Active-active: add a member to a set key.
+    Sadd {
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+        /// Member.
+        member: String,
+    },
+    /// Active-active: remove a member from a set key.
+    Srem {
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+        /// Member.
+        member: String,
+    },
+    /// Active-active: list a set key's members.
+    Smembers {
+        /// Namespace.
+        namespace: String,
+        /// Key.
+        key: String,
+    },
+}
+
+/// `meridian conflicts`.
+#[derive(Debug, Args)]
+pub struct ConflictsArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    #[command(subcommand)]
+    pub command: ConflictsCommand,
+}
+
+/// `meridian conflicts ...`.
+#[derive(Debug, Subcommand)]
+pub enum ConflictsCommand {
+    /// Writes to an active-active namespace that lost to a concurrent write,
+    /// as every peer recorded them (both values, stamps and regions).
+    List {
+        /// The namespace.
+        namespace: String,
+        /// Most records to show (newest first; 0: all kept).
+        #[arg(long, default_value_t = 100)]
+        limit: u32,
     },
 }
 
@@ -753,7 +825,7 @@ pub enum NamespaceCommand {
         #[arg(long)]
         sync: bool,
         /// Standby (or, active-active, peer) regions.
-        #[arg(long, value_delimiter = ',')]
+        #[arg(long, value_delimiter = ',', alias = "peers")]
         standby: Vec<String>,
         /// RPO gate: refuse writes while a standby is further behind than this —
         /// a number of changes (`500`) or a time (`2s`, `750ms`).

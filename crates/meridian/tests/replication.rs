@@ -85,6 +85,7 @@ async fn changes_reach_the_standby_with_identical_versions_and_resume_after_an_o
         read: Some(pb::ReadOptions {
             consistency: pb::Consistency::Bounded as i32,
             max_staleness_ms: 3_000,
+            ..Default::default()
         }),
     };
     let from_standby = standby.get_request(bounded.clone()).await.unwrap();

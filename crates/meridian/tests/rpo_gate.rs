@@ -122,6 +122,7 @@ async fn writes_stop_at_max_lag_and_resume_after_catch_up() {
             read: Some(pb::ReadOptions {
                 consistency: pb::Consistency::Bounded as i32,
                 max_staleness_ms: 1_000,
+                ..Default::default()
             }),
         })
         .await

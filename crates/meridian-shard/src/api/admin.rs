@@ -119,11 +119,24 @@ impl AdminService {
             let role = match desired.role() {
                 pb::NamespaceRole::Primary => NamespaceRole::Primary,
                 pb::NamespaceRole::Standby => NamespaceRole::Standby,
+                pb::NamespaceRole::Peer => NamespaceRole::Peer,
                 pb::NamespaceRole::Unspecified => continue,
             };
             let Some(record) = self.node.machine.namespace(&desired.namespace) else {
                 continue;
             };
+            if role == NamespaceRole::Peer {
+                if record.role != NamespaceRole::Peer || record.epoch != desired.epoch {
+                    self.node
+                        .configure_peer(
+                            &desired.namespace,
+                            desired.epoch,
+                            request.max_clock_offset_ms,
+                        )
+                        .await?;
+                }
+                continue;
+            }
 
             let log_changes = !desired.without_standbys;
             let current = (
@@ -257,6 +270,7 @@ impl AdminService {
                 role: match r.role {
                     NamespaceRole::Primary => pb::NamespaceRole::Primary as i32,
                     NamespaceRole::Standby => pb::NamespaceRole::Standby as i32,
+                    NamespaceRole::Peer => pb::NamespaceRole::Peer as i32,
                 },
                 epoch: r.epoch,
                 change_seq: r.change_seq,
@@ -767,14 +781,28 @@ impl Admin for AdminService {
         let role = match request.role() {
             pb::NamespaceRole::Primary => NamespaceRole::Primary,
             pb::NamespaceRole::Standby => NamespaceRole::Standby,
+            pb::NamespaceRole::Peer => NamespaceRole::Peer,
             pb::NamespaceRole::Unspecified => {
                 return Err(Status::invalid_argument(
-                    "role must be NAMESPACE_ROLE_PRIMARY or NAMESPACE_ROLE_STANDBY",
+                    "role must be NAMESPACE_ROLE_PRIMARY, NAMESPACE_ROLE_STANDBY or NAMESPACE_ROLE_PEER",
                 ));
             }
         };
         let result = async {
             validate_namespace_name(&request.namespace)?;
+            if role == NamespaceRole::Peer {
+                let offset = self.node.config.replication.max_clock_offset_ms;
+                self.node
+                    .configure_peer(&request.namespace, request.epoch, offset)
+                    .await?;
+                return Ok(pb::ConfigureNamespaceResponse {
+                    change_seq: self
+                        .node
+                        .machine
+                        .namespace(&request.namespace)
+                        .map_or(0, |r| r.change_seq),
+                });
+            }
             match self
                 .node
                 .propose(Command::ConfigureNamespace {
@@ -855,6 +883,78 @@ impl Admin for AdminService {
         }
         .await;
         finish(&self.node.metrics, "LostWrites", None, started, result)
+    }
+
+    async fn list_conflicts(
+        &self,
+        request: Request<pb::ListConflictsRequest>,
+    ) -> Result<Response<pb::ListConflictsResponse>, Status> {
+        // Conflict records carry the namespace's data.
+        let target = Target::Namespace(&request.get_ref().namespace);
+        self.node.access.check(&request, Permission::View, target)?;
+        self.node.access.check(&request, Permission::Read, target)?;
+        let started = Instant::now();
+        let request = request.into_inner();
+        let result = async {
+            validate_namespace_name(&request.namespace)?;
+            let Some(meta) = self.node.machine.active_meta(&request.namespace)? else {
+                return Err(ShardError::Rejected(Rejection::NotActiveActive {
+                    name: request.namespace.clone(),
+                    operation: "listing conflicts".into(),
+                }));
+            };
+            let records = self
+                .node
+                .machine
+                .conflicts(&request.namespace, request.limit as usize)?;
+            let side = |v: &meridian_replication::crdt::Version| pb::ConflictSide {
+                value: v.value.clone(),
+                wall_ms: v.origin.stamp.wall_ms,
+                logical: v.origin.stamp.logical,
+                region: v.origin.region.clone(),
+            };
+            let conflicts = records
+                .into_iter()
+                .map(|record| {
+                    let mut out = pb::Conflict {
+                        key: record.key,
+                        resolved_at_ms: record.resolved_at_ms,
+                        resolved_in: record.resolved_in,
+                        ..Default::default()
+                    };
+                    match record.conflict {
+                        meridian_replication::crdt::Conflict::Register { winner, loser } => {
+                            out.kind = "register".into();
+                            out.winner = Some(side(&winner));
+                            out.loser = Some(side(&loser));
+                        }
+                        meridian_replication::crdt::Conflict::Type { winner, loser } => {
+                            out.kind = "type".into();
+                            out.loser_type = loser.0.to_string();
+                            out.winner = Some(pb::ConflictSide {
+                                value: None,
+                                wall_ms: winner.1.stamp.wall_ms,
+                                logical: winner.1.stamp.logical,
+                                region: winner.1.region,
+                            });
+                            out.loser = Some(pb::ConflictSide {
+                                value: None,
+                                wall_ms: loser.1.stamp.wall_ms,
+                                logical: loser.1.stamp.logical,
+                                region: loser.1.region,
+                            });
+                        }
+                    }
+                    out
+                })
+                .collect();
+            Ok(pb::ListConflictsResponse {
+                conflicts,
+                dropped: meta.dropped_conflicts,
+            })
+        }
+        .await;
+        finish(&self.node.metrics, "ListConflicts", None, started, result)
     }
 
     async fn discard_lost_writes(
@@ -940,6 +1040,7 @@ impl Admin for AdminService {
                 role: match record.role {
                     NamespaceRole::Primary => pb::NamespaceRole::Primary as i32,
                     NamespaceRole::Standby => pb::NamespaceRole::Standby as i32,
+                    NamespaceRole::Peer => pb::NamespaceRole::Peer as i32,
                 },
                 epoch: record.epoch,
                 change_seq: record.change_seq,

@@ -95,6 +95,7 @@ pub fn put_response(header: pb::ResponseHeader, outcome: PutOutcome) -> pb::PutR
         header: Some(header),
         version: outcome.version,
         previous_version: outcome.previous_version,
+        session_token: Vec::new(),
     }
 }
 
@@ -104,6 +105,7 @@ pub fn delete_response(header: pb::ResponseHeader, outcome: DeleteOutcome) -> pb
         header: Some(header),
         deleted: outcome.deleted,
         previous_version: outcome.previous_version,
+        session_token: Vec::new(),
     }
 }
 

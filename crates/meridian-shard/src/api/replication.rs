@@ -43,11 +43,18 @@ impl Replication for ReplicationService {
         {
             let namespace = &request.get_ref().namespace;
             let region = caller.region().unwrap_or_default();
-            match self.node.access.primary(namespace) {
+            // Active-active: a node ships only the writes of its own region.
+            let origin = &request.get_ref().origin_region;
+            if !origin.is_empty() && origin != region {
+                return Err(Status::permission_denied(format!(
+                    "a node of region {region} may not ship writes of region {origin} of namespace {namespace:?}: each region ships only its own"
+                )));
+            }
+            match self.node.access.shipper(namespace, region) {
                 Ok(None) => {}
                 Ok(Some(primary)) if primary.region != region => {
                     return Err(Status::permission_denied(format!(
-                        "a node of region {region} may not replicate namespace {namespace:?}: its primary is in region {}",
+                        "a node of region {region} may not replicate namespace {namespace:?}: its primary is in region {} (and it has no peer in {region})",
                         primary.region
                     )));
                 }

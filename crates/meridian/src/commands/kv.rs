@@ -1,4 +1,5 @@
-//! `meridian kv put|get|delete|scan`.
+//! `meridian kv put|get|delete|scan`, and for active-active namespaces
+//! `incr|counter|sadd|srem|smembers`.
 
 use crate::cli::{ConsistencyArg, KvArgs, KvCommand, OutputFormat};
 use crate::output::{emit, emit_message, show_bytes};
@@ -6,16 +7,24 @@ use crate::target;
 use meridian_client::pb;
 use serde_json::json;
 
-pub(crate) fn consistency(arg: ConsistencyArg) -> pb::Consistency {
+pub(crate) fn consistency(arg: Option<ConsistencyArg>) -> pb::Consistency {
+    let Some(arg) = arg else {
+        return pb::Consistency::Unspecified;
+    };
     match arg {
         ConsistencyArg::Strong => pb::Consistency::Strong,
         ConsistencyArg::Bounded => pb::Consistency::Bounded,
         ConsistencyArg::Eventual => pb::Consistency::Eventual,
+        ConsistencyArg::Session => pb::Consistency::Session,
     }
 }
 
 pub async fn run(format: OutputFormat, args: KvArgs) -> anyhow::Result<()> {
     let client = target::data_client(&args.target)?;
+    let args_kind = match &args.command {
+        KvCommand::Sadd { .. } => Kind::Add,
+        _ => Kind::Other,
+    };
     match args.command {
         KvCommand::Put {
             namespace,
@@ -89,6 +98,7 @@ pub async fn run(format: OutputFormat, args: KvArgs) -> anyhow::Result<()> {
                         read: Some(pb::ReadOptions {
                             consistency: consistency(level) as i32,
                             max_staleness_ms: 0,
+                            ..Default::default()
                         }),
                     })
                     .await?;
@@ -119,6 +129,81 @@ pub async fn run(format: OutputFormat, args: KvArgs) -> anyhow::Result<()> {
                 rows,
             );
         }
+        KvCommand::Incr {
+            namespace,
+            key,
+            delta,
+        } => {
+            let response = client.increment(&namespace, key.as_bytes(), delta).await?;
+            emit_message(
+                format,
+                json!({ "namespace": namespace, "key": key, "value": response.value }),
+                &response.value.to_string(),
+            );
+        }
+        KvCommand::Counter { namespace, key } => {
+            let response = client
+                .get_counter(pb::GetCounterRequest {
+                    namespace: namespace.clone(),
+                    key: key.as_bytes().to_vec(),
+                    read: None,
+                })
+                .await?;
+            emit_message(
+                format,
+                json!({ "namespace": namespace, "key": key, "found": response.exists, "value": response.value }),
+                &response.value.to_string(),
+            );
+        }
+        KvCommand::Sadd {
+            namespace,
+            key,
+            member,
+        }
+        | KvCommand::Srem {
+            namespace,
+            key,
+            member,
+        } => {
+            let add = matches!(&args_kind, Kind::Add);
+            client
+                .set_update(
+                    pb::SetUpdateRequest {
+                        namespace: namespace.clone(),
+                        key: key.as_bytes().to_vec(),
+                        member: member.as_bytes().to_vec(),
+                    },
+                    add,
+                )
+                .await?;
+            emit_message(
+                format,
+                json!({ "namespace": namespace, "key": key, "member": member, "added": add }),
+                "OK",
+            );
+        }
+        KvCommand::Smembers { namespace, key } => {
+            let response = client
+                .set_members(pb::SetMembersRequest {
+                    namespace: namespace.clone(),
+                    key: key.as_bytes().to_vec(),
+                    read: None,
+                })
+                .await?;
+            let members: Vec<String> = response.members.iter().map(|m| show_bytes(m)).collect();
+            emit(
+                format,
+                json!({ "namespace": namespace, "key": key, "found": response.exists, "members": members }),
+                &["member"],
+                members.iter().map(|m| vec![m.clone()]).collect(),
+            );
+        }
     }
     Ok(())
+}
+
+/// Which set update a `sadd`/`srem` is.
+enum Kind {
+    Add,
+    Other,
 }

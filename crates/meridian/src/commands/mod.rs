@@ -3,6 +3,7 @@
 mod audit;
 mod auth;
 mod certs;
+mod conflicts;
 mod control;
 mod dr;
 mod failover;
@@ -33,6 +34,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Wan(args) => wan::run(args).await,
         Command::Failover(args) => failover::run(cli.output, args).await,
         Command::Replication(args) => replication::run(cli.output, args).await,
+        Command::Conflicts(args) => conflicts::run(cli.output, args).await,
         Command::Certs(args) => certs::run(cli.output, args),
         Command::Audit(args) => audit::run(cli.output, args).await,
         Command::Auth(args) => auth::run(cli.output, args).await,
