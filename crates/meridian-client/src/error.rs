@@ -38,9 +38,11 @@ impl From<&str> for Refusal {
 /// What a client call can fail with.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    /// The request broke a limit or a rule; the message names it. Do not retry as is.
+    /// The request broke a limit or a rule; the message names it (and the
+    /// reason, for the rules that have one: `wrong-key-type`). Do not retry
+    /// as is.
     #[error("invalid request: {0}")]
-    InvalidArgument(String),
+    InvalidArgument(Refusal),
     /// The namespace (or other named thing) does not exist (a shard that
     /// no longer holds a copy says so with a reason: the route is stale).
     #[error("not found: {0}")]
@@ -108,7 +110,8 @@ impl ClientError {
         match self {
             ClientError::FailedPrecondition(refusal)
             | ClientError::Unavailable(refusal)
-            | ClientError::NotFound(refusal) => refusal.reason.clone(),
+            | ClientError::NotFound(refusal)
+            | ClientError::InvalidArgument(refusal) => refusal.reason.clone(),
             ClientError::ResourceExhausted { reason, .. } => reason.clone(),
             ClientError::OutcomeUnknown(_) => Some(Reason::OutcomeUnknown),
             _ => None,
@@ -135,14 +138,13 @@ impl From<ClientError> for Status {
             ClientError::Other { code, .. } => *code,
         };
         let message = match &error {
-            ClientError::InvalidArgument(m)
-            | ClientError::AlreadyExists(m)
+            ClientError::AlreadyExists(m)
             | ClientError::DataLoss(m)
             | ClientError::Unauthenticated(m)
             | ClientError::PermissionDenied(m) => m.clone(),
-            ClientError::FailedPrecondition(refusal) | ClientError::NotFound(refusal) => {
-                refusal.message.clone()
-            }
+            ClientError::FailedPrecondition(refusal)
+            | ClientError::NotFound(refusal)
+            | ClientError::InvalidArgument(refusal) => refusal.message.clone(),
             ClientError::ResourceExhausted { message, .. } => message.clone(),
             other => other.to_string(),
         };
@@ -168,7 +170,9 @@ impl From<Status> for ClientError {
         let message = status.message().to_string();
         let reason = Reason::of(&status);
         match status.code() {
-            Code::InvalidArgument | Code::OutOfRange => ClientError::InvalidArgument(message),
+            Code::InvalidArgument | Code::OutOfRange => {
+                ClientError::InvalidArgument(Refusal { message, reason })
+            }
             Code::NotFound => ClientError::NotFound(Refusal { message, reason }),
             Code::AlreadyExists => ClientError::AlreadyExists(message),
             Code::ResourceExhausted => {

@@ -1,0 +1,445 @@
+//! Active-active namespaces with real processes, TLS and the WAN emulator:
+//! writers in us-east and eu-west on the same keys, a 20 s partition between
+//! the two regions while both keep writing (each succeeds locally), then the
+//! heal: both copies reach the same digest within seconds, every counter is
+//! the sum of its acknowledged increments, the set holds exactly the add-wins
+//! result, and every register write that lost to a concurrent one is in the
+//! conflict list. Also: session reads across regions, the type rule, strong
+//! reads refused, the residency rule for peers and a byte scan of a region
+//! that is not a peer.
+
+mod common;
+
+use common::{lab_client, multi_region_lab, region_nodes};
+use meridian_client::{Client, ClientError, Reason, pb};
+use meridian_lab::{Lab, ProcessRole};
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+const NS: &str = "carts";
+/// Keys both regions write (registers `r-N`, counters `c-N`).
+const HOT_KEYS: u64 = 4;
+const PARTITION: Duration = Duration::from_secs(20);
+/// Starts every value written, for the byte scans.
+const MARKER: &str = "AAV-";
+
+async fn wait_for<T>(what: &str, limit: Duration, mut check: impl AsyncFnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(value) = check().await {
+            return value;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn gateway(lab: &Lab, region: &str) -> Client {
+    lab_client(
+        lab,
+        lab.state().endpoints(ProcessRole::Gateway, Some(region)),
+        Duration::from_secs(3),
+    )
+}
+
+/// What one region's writer had acknowledged.
+#[derive(Debug, Default)]
+struct Written {
+    /// Per counter key: the sum of acknowledged increments.
+    sums: BTreeMap<String, i64>,
+    /// Per counter key: the sum of increments whose outcome is unknown.
+    unknown_sums: BTreeMap<String, i64>,
+    /// Per register key: the last value written during the partition, if
+    /// it was acknowledged (`None`: the last attempt's outcome is unknown).
+    last_in_partition: BTreeMap<String, Option<String>>,
+    /// Writes acknowledged while the partition was on.
+    during_partition: u64,
+}
+
+/// Writes registers and counters on the hot keys through `client` until
+/// `stop`, recording what was acknowledged.
+async fn write_loop(
+    client: Client,
+    region: &'static str,
+    written: Arc<Mutex<Written>>,
+    partitioned: Arc<AtomicBool>,
+    stop: Arc<AtomicBool>,
+) {
+    let mut i = 0u64;
+    while !stop.load(Ordering::Relaxed) {
+        let key = i % HOT_KEYS;
+        let in_partition = partitioned.load(Ordering::Relaxed);
+        let register = format!("r-{key}");
+        let value = format!("{MARKER}{region}-{i}");
+        let acked = client
+            .put(NS, register.as_bytes(), value.as_bytes())
+            .await
+            .is_ok();
+        // Only a write both started and answered inside the partition is
+        // surely concurrent with the other region's.
+        if in_partition && partitioned.load(Ordering::Relaxed) {
+            let mut w = written.lock().unwrap();
+            w.last_in_partition.insert(register, acked.then_some(value));
+            w.during_partition += u64::from(acked);
+        }
+        let counter = format!("c-{key}");
+        let delta = (i % 5 + 1) as i64;
+        match client.increment(NS, counter.as_bytes(), delta).await {
+            Ok(_) => *written.lock().unwrap().sums.entry(counter).or_default() += delta,
+            Err(ClientError::OutcomeUnknown(_)) => {
+                *written
+                    .lock()
+                    .unwrap()
+                    .unknown_sums
+                    .entry(counter)
+                    .or_default() += delta
+            }
+            Err(_) => {}
+        }
+        i += 1;
+    }
+}
+
+async fn set_op(client: &Client, member: &str, add: bool) -> pb::SetUpdateResponse {
+    client
+        .set_update(
+            pb::SetUpdateRequest {
+                namespace: NS.into(),
+                key: b"tags".to_vec(),
+                member: member.as_bytes().to_vec(),
+            },
+            add,
+        )
+        .await
+        .unwrap_or_else(|e| panic!("set update {member} {add}: {e}"))
+}
+
+async fn members(client: &Client) -> BTreeSet<String> {
+    client
+        .set_members(pb::SetMembersRequest {
+            namespace: NS.into(),
+            key: b"tags".to_vec(),
+            read: Some(pb::ReadOptions {
+                consistency: pb::Consistency::Eventual as i32,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .members
+        .into_iter()
+        .map(|m| String::from_utf8(m).unwrap())
+        .collect()
+}
+
+async fn counter(client: &Client, key: &str) -> i64 {
+    client
+        .get_counter(pb::GetCounterRequest {
+            namespace: NS.into(),
+            key: key.as_bytes().to_vec(),
+            read: Some(pb::ReadOptions {
+                consistency: pb::Consistency::Eventual as i32,
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .value
+}
+
+async fn register(client: &Client, key: &str) -> Option<String> {
+    client
+        .get(NS, key.as_bytes(), pb::Consistency::Eventual)
+        .await
+        .unwrap()
+        .map(|kv| String::from_utf8(kv.value).unwrap())
+}
+
+async fn digests_equal(us: &Client, eu: &Client) -> bool {
+    match (us.check_integrity(NS).await, eu.check_integrity(NS).await) {
+        (Ok(a), Ok(b)) => a.digest == b.digest && a.key_count == b.key_count,
+        _ => false,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_regions_write_through_a_partition_and_converge_with_every_loser_recorded() {
+    let dir = tempfile::tempdir().unwrap();
+    let lab = multi_region_lab(dir.path()).await;
+    let control = lab_client(
+        &lab,
+        lab.state().endpoints(ProcessRole::Control, None),
+        Duration::from_secs(20),
+    );
+    // A peer outside the namespace's jurisdictions is refused, naming the
+    // rule and the region.
+    let refused = control
+        .place_namespace(pb::Placement {
+            name: "bad-peers".into(),
+            home_region: "us-east".into(),
+            mode: pb::NamespaceMode::ActiveActive as i32,
+            standby_regions: vec!["ap-south".into()],
+            allowed_jurisdictions: vec!["US".into(), "EU".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(refused, ClientError::FailedPrecondition(_))
+            && refused.to_string().contains("ap-south")
+            && refused.to_string().contains("residency"),
+        "{refused}"
+    );
+    control
+        .place_namespace(pb::Placement {
+            name: NS.into(),
+            home_region: "us-east".into(),
+            mode: pb::NamespaceMode::ActiveActive as i32,
+            standby_regions: vec!["eu-west".into()],
+            allowed_jurisdictions: vec!["US".into(), "EU".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let us = gateway(&lab, "us-east");
+    let eu = gateway(&lab, "eu-west");
+    let us_nodes = lab_client(&lab, region_nodes(&lab, "us-east"), Duration::from_secs(5));
+    let eu_nodes = lab_client(&lab, region_nodes(&lab, "eu-west"), Duration::from_secs(5));
+
+    // The type rule, and strong reads refused with what to use.
+    us.put(NS, b"typed", b"a register").await.unwrap();
+    let wrong = us.increment(NS, b"typed", 1).await.unwrap_err();
+    assert!(
+        matches!(wrong, ClientError::InvalidArgument(_))
+            && matches!(wrong.reason(), Some(Reason::WrongKeyType { .. }))
+            && wrong.to_string().contains("the key is a register"),
+        "{wrong}"
+    );
+    let strong = us
+        .get(NS, b"typed", pb::Consistency::Strong)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(strong, ClientError::InvalidArgument(_)) && strong.to_string().contains("session"),
+        "{strong}"
+    );
+
+    // Session: written through us-east, read through eu-west with the
+    // token: the write is always there (the eu-west copy waits for it).
+    for i in 0..20 {
+        let value = format!("{MARKER}mine-{i}");
+        let put = us.put(NS, b"session-key", value.as_bytes()).await.unwrap();
+        assert!(!put.session_token.is_empty());
+        let read = wait_for("a session read", Duration::from_secs(10), async || {
+            match eu
+                .get_request(pb::GetRequest {
+                    namespace: NS.into(),
+                    key: b"session-key".to_vec(),
+                    read: Some(pb::ReadOptions {
+                        consistency: pb::Consistency::Session as i32,
+                        session_token: put.session_token.clone(),
+                        ..Default::default()
+                    }),
+                })
+                .await
+            {
+                Ok(response) => Some(response),
+                // Not caught up within the wait: refused, never stale.
+                Err(err) if matches!(err.reason(), Some(Reason::SessionBehind { .. })) => None,
+                Err(err) => panic!("session read: {err}"),
+            }
+        })
+        .await;
+        assert_eq!(
+            read.kv.map(|kv| kv.value),
+            Some(value.into_bytes()),
+            "a session read through eu-west missed the session's own write {i}"
+        );
+    }
+
+    // The set, before the partition: both regions add "shared"; us-east
+    // adds "us-only".
+    set_op(&us, "shared", true).await;
+    set_op(&eu, "shared", true).await;
+    set_op(&us, "us-only", true).await;
+    wait_for("the set everywhere", Duration::from_secs(10), async || {
+        let want: BTreeSet<String> = ["shared", "us-only"].map(String::from).into();
+        (members(&us).await == want && members(&eu).await == want).then_some(())
+    })
+    .await;
+
+    // Writers in both regions on the same keys, before, during and after
+    // the partition.
+    let stop = Arc::new(AtomicBool::new(false));
+    let partitioned = Arc::new(AtomicBool::new(false));
+    let us_written = Arc::new(Mutex::new(Written::default()));
+    let eu_written = Arc::new(Mutex::new(Written::default()));
+    let writers = [
+        tokio::spawn(write_loop(
+            gateway(&lab, "us-east"),
+            "us-east",
+            us_written.clone(),
+            partitioned.clone(),
+            stop.clone(),
+        )),
+        tokio::spawn(write_loop(
+            gateway(&lab, "eu-west"),
+            "eu-west",
+            eu_written.clone(),
+            partitioned.clone(),
+            stop.clone(),
+        )),
+    ];
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    lab.partition("us-east", "eu-west").unwrap();
+    partitioned.store(true, Ordering::Relaxed);
+    // During the partition: us-east removes "shared" and "us-only";
+    // eu-west, not seeing that, adds "shared" again and adds "eu-new".
+    set_op(&us, "shared", false).await;
+    set_op(&us, "us-only", false).await;
+    set_op(&eu, "shared", true).await;
+    set_op(&eu, "eu-new", true).await;
+    tokio::time::sleep(PARTITION).await;
+    // The writers stop before the heal: each region's last write of a key
+    // during the partition is its last write of it.
+    stop.store(true, Ordering::Relaxed);
+    for writer in writers {
+        writer.await.unwrap();
+    }
+    // Both regions kept writing locally the whole time.
+    let (us_during, eu_during) = (
+        us_written.lock().unwrap().during_partition,
+        eu_written.lock().unwrap().during_partition,
+    );
+    assert!(
+        us_during >= 20 && eu_during >= 20,
+        "writes acknowledged during the partition: us-east {us_during}, eu-west {eu_during}"
+    );
+    // The copies differ while cut off.
+    assert!(!digests_equal(&us_nodes, &eu_nodes).await);
+    lab.heal("us-east", "eu-west").unwrap();
+    let healed = Instant::now();
+    wait_for(
+        "equal digests after the heal",
+        Duration::from_secs(30),
+        async || digests_equal(&us_nodes, &eu_nodes).await.then_some(()),
+    )
+    .await;
+    let converged = healed.elapsed();
+    eprintln!(
+        "converged {converged:?} after the heal ({us_during} + {eu_during} writes acknowledged during the {PARTITION:?} partition)"
+    );
+    assert!(converged < Duration::from_secs(15), "{converged:?}");
+
+    // Counters: the sum of every acknowledged increment, in both regions.
+    let us_w = std::mem::take(&mut *us_written.lock().unwrap());
+    let eu_w = std::mem::take(&mut *eu_written.lock().unwrap());
+    for key in 0..HOT_KEYS {
+        let key = format!("c-{key}");
+        let acked = us_w.sums.get(&key).unwrap_or(&0) + eu_w.sums.get(&key).unwrap_or(&0);
+        let unknown =
+            us_w.unknown_sums.get(&key).unwrap_or(&0) + eu_w.unknown_sums.get(&key).unwrap_or(&0);
+        for client in [&us, &eu] {
+            let value = counter(client, &key).await;
+            assert!(
+                value >= acked && value <= acked + unknown,
+                "{key}: {value}, acknowledged increments sum to {acked} (+{unknown} unknown)"
+            );
+        }
+    }
+
+    // The set: exactly the add-wins result. "shared" was re-added in
+    // eu-west concurrently with its removal in us-east, so it stays;
+    // "us-only" was removed with nothing concurrent; "eu-new" was added.
+    let want: BTreeSet<String> = ["eu-new", "shared"].map(String::from).into();
+    assert_eq!(members(&us).await, want);
+    assert_eq!(members(&eu).await, want);
+
+    // Registers: each region's last write of a key during the partition
+    // (its last write of it: the writers stopped before the heal) was
+    // concurrent with the other's; one wins everywhere, the other is in the
+    // conflict list with both values and regions.
+    let conflicts = us_nodes.list_conflicts(NS, 0).await.unwrap().conflicts;
+    let eu_conflicts = eu_nodes.list_conflicts(NS, 0).await.unwrap().conflicts;
+    let losers: BTreeSet<(Vec<u8>, Vec<u8>)> = conflicts
+        .iter()
+        .chain(&eu_conflicts)
+        .filter(|c| c.kind == "register")
+        .filter_map(|c| {
+            let loser = c.loser.as_ref()?;
+            Some((c.key.clone(), loser.value.clone()?))
+        })
+        .collect();
+    let mut checked = 0;
+    for key in 0..HOT_KEYS {
+        let key = format!("r-{key}");
+        let (Some(Some(mine)), Some(Some(theirs))) = (
+            us_w.last_in_partition.get(&key),
+            eu_w.last_in_partition.get(&key),
+        ) else {
+            continue;
+        };
+        let now = register(&us, &key).await;
+        assert_eq!(
+            now,
+            register(&eu, &key).await,
+            "{key} differs between the regions"
+        );
+        let now = now.unwrap_or_default();
+        assert!(
+            now == *mine || now == *theirs,
+            "{key}: {now} is neither last write"
+        );
+        let loser = if now == *mine { theirs } else { mine };
+        assert!(
+            losers.contains(&(key.as_bytes().to_vec(), loser.as_bytes().to_vec())),
+            "{key}: the concurrent write {loser:?} lost to {now:?} and is not in the conflict list"
+        );
+        checked += 1;
+    }
+    assert!(checked > 0, "no conflict of the partition was checked");
+    // The CLI's view lists them too (both regions' records, merged).
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
+        .args(["conflicts", "list", NS, "--limit", "0", "--output", "json"])
+        .args(["--lab", lab.state().dir.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    assert!(
+        listed["conflicts"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty()),
+        "{listed}"
+    );
+
+    // Residency: ap-south holds no copy, so no byte of the namespace may be
+    // in the storage of any of its processes (values opened with the lab's
+    // at-rest key); a peer's storage holds them (the scan can find them).
+    let mut lab = lab;
+    lab.down().unwrap();
+    let key_file = lab.state().dir.join(meridian_lab::topology::KEY_FILE);
+    let mut peers_checked = 0;
+    for process in lab
+        .state()
+        .processes
+        .iter()
+        .filter(|p| matches!(p.role, ProcessRole::Node | ProcessRole::Control))
+    {
+        let data_dir = process.config.with_file_name("data");
+        let holds = common::storage_contains(&data_dir, &key_file, MARKER.as_bytes());
+        if process.region == "ap-south" {
+            assert!(!holds, "{} in ap-south holds bytes of {NS}", process.name);
+        } else if process.role == ProcessRole::Node {
+            assert!(holds, "peer node {} must hold {NS}", process.name);
+            peers_checked += 1;
+        }
+    }
+    assert_eq!(peers_checked, 2);
+}
