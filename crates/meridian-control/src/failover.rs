@@ -65,6 +65,7 @@ fn lease_request(
         max_clock_offset_ms: config.max_clock_offset_ms,
         grant_term: ticket.order.0,
         grant_seq: ticket.order.1,
+        ..Default::default()
     }
 }
 
@@ -77,7 +78,7 @@ fn note_answer(
     ticket: crate::lease::Ticket,
     response: &pb::LeaseResponse,
     (sent, answered): (Instant, Instant),
-) {
+) -> Option<meridian_replication::hlc::Offset> {
     if ticket.is_revocation()
         && let Some(ledger) = node
             .leases
@@ -91,16 +92,23 @@ fn note_answer(
         tracing::warn!(%shard, refused = %response.refused, "shard did not take its lease grant");
     }
     // The node's clock at the answer against the middle of the round trip
-    // here; the round trip's half is the uncertainty.
-    if response.node_unix_ms > 0 {
-        let middle = unix_ms_at(sent) + (answered - sent).as_millis() as u64 / 2;
-        let offset = response.node_unix_ms.abs_diff(middle);
-        let uncertainty = (answered - sent).as_millis() as u64 / 2;
-        if offset.saturating_sub(uncertainty) > config.max_clock_offset_ms {
-            tracing::error!(%shard, offset_ms = offset, uncertainty_ms = uncertainty, max_clock_offset_ms = config.max_clock_offset_ms,
-                "shard clock is further from the control plane's than the stated assumption; it will refuse leases");
-        }
+    // here; the round trip's half is the uncertainty. The next grant tells
+    // the shard (active-active peers refuse writes while it is too far).
+    if response.node_unix_ms == 0 {
+        return None;
     }
+    let round_trip = u64::try_from((answered - sent).as_millis()).unwrap_or(u64::MAX);
+    let offset = meridian_replication::hlc::Offset::measure(
+        response.node_unix_ms,
+        unix_ms_at(sent),
+        round_trip,
+    );
+    node.stats.clock_offset(shard, offset.ms);
+    if offset.beyond(config.max_clock_offset_ms) {
+        tracing::error!(%shard, %offset, max_clock_offset_ms = config.max_clock_offset_ms,
+            "shard clock is further from the control plane's than the stated assumption; it will refuse leases and active-active writes");
+    }
+    Some(offset)
 }
 
 /// What the leader knows about one shard from its probes.
@@ -118,6 +126,8 @@ struct ShardHealth {
     /// When that probe was sent: every write the shard acknowledged before
     /// then is counted in `positions`.
     positions_at: Option<Instant>,
+    /// The shard leader's clock offset, from its last answer.
+    offset: Option<meridian_replication::hlc::Offset>,
 }
 
 /// Probes and fails over forever (acting only while this member leads).
@@ -379,6 +389,12 @@ async fn probe_all(
             };
             granted
         };
+        let mut request = request;
+        if let Some(offset) = health.get(&shard).and_then(|h| h.offset) {
+            request.offset_measured = true;
+            request.measured_offset_ms = offset.ms;
+            request.offset_uncertainty_ms = offset.uncertainty_ms;
+        }
         probes.push(tokio::spawn(async move {
             let sent = Instant::now();
             let answer = tokio::time::timeout(timeout * 2, client.lease(request)).await;
@@ -410,7 +426,7 @@ async fn probe_all(
         }
         match answer {
             Ok(Ok(response)) => {
-                note_answer(node, config, &shard, ticket, &response, (sent, at));
+                entry.offset = note_answer(node, config, &shard, ticket, &response, (sent, at));
                 takeovers.extend(reported_takeovers(&response));
                 if entry.failures >= config.failed_probes {
                     tracing::info!(%shard, "shard answers probes again");

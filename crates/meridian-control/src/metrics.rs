@@ -33,6 +33,9 @@ pub struct ControlStats {
     pub route_watchers: AtomicI64,
     /// Each shard's last probe: answered, and its round trip.
     pub probes: Mutex<BTreeMap<String, ProbeOutcome>>,
+    /// Each shard leader's clock offset (ms, ahead positive), measured from
+    /// its last answer.
+    pub clock_offsets: Mutex<BTreeMap<String, i64>>,
 }
 
 /// One shard's last probe.
@@ -51,6 +54,14 @@ impl ControlStats {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(shard.to_string(), outcome);
+    }
+
+    /// Notes `shard`'s measured clock offset.
+    pub fn clock_offset(&self, shard: &str, offset_ms: i64) {
+        self.clock_offsets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(shard.to_string(), offset_ms);
     }
 }
 
@@ -235,6 +246,7 @@ pub fn render(node: &ControlNode) -> String {
     let probe_up = Family::<ShardLabels, Gauge>::default();
     let probe_seconds = Family::<ShardLabels, Gauge<f64, AtomicU64>>::default();
     let lease_left = Family::<ShardLabels, Gauge<f64, AtomicU64>>::default();
+    let clock_offset = Family::<ShardLabels, Gauge<f64, AtomicU64>>::default();
     let now = std::time::Instant::now();
     node.with_state(|state| {
         let region_of = |shard: &str| {
@@ -254,6 +266,15 @@ pub fn render(node: &ControlNode) -> String {
             probe_seconds
                 .get_or_create(&labels)
                 .set(outcome.round_trip.as_secs_f64());
+        }
+        let offsets = stats.clock_offsets.lock().unwrap_or_else(|e| e.into_inner());
+        for (shard, ms) in offsets.iter() {
+            clock_offset
+                .get_or_create(&ShardLabels {
+                    shard: shard.clone(),
+                    shard_region: region_of(shard),
+                })
+                .set(*ms as f64 / 1_000.0);
         }
         if let Some(ledger) = node
             .leases
@@ -400,6 +421,11 @@ pub fn render(node: &ControlNode) -> String {
         "meridian_control_shard_probe_round_trip_seconds",
         "Round trip of this member's last probe of each shard",
         probe_seconds,
+    );
+    registry.register(
+        "meridian_control_shard_clock_offset_seconds",
+        "Each shard leader's clock offset from this member's (ahead positive), measured at its last answer",
+        clock_offset,
     );
     registry.register(
         "meridian_control_shard_lease_remaining_seconds",

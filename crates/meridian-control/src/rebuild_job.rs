@@ -154,6 +154,7 @@ async fn ask(node: &ControlNode, members: Vec<String>) -> Result<Answer, String>
         max_clock_offset_ms: node.config.failover.max_clock_offset_ms,
         grant_term: 0,
         grant_seq: 0,
+        ..Default::default()
     };
     let positions = client
         .lease(probe)

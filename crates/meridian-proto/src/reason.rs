@@ -114,6 +114,13 @@ pub enum Reason {
         /// The namespace.
         namespace: String,
     },
+    /// The serving node's clock is too far from the control plane's to
+    /// stamp active-active writes; nothing was done. Another region's peer
+    /// can take the write.
+    ClockSkew {
+        /// The namespace.
+        namespace: String,
+    },
 }
 
 impl Reason {
@@ -134,6 +141,7 @@ impl Reason {
             Reason::NamespaceNotHere { .. } => "namespace-not-here",
             Reason::SessionBehind { .. } => "session-behind",
             Reason::WrongKeyType { .. } => "wrong-key-type",
+            Reason::ClockSkew { .. } => "clock-skew",
         }
     }
 
@@ -204,7 +212,8 @@ impl Reason {
             | Reason::NoSyncQuorum { namespace }
             | Reason::NamespaceNotHere { namespace }
             | Reason::SessionBehind { namespace }
-            | Reason::WrongKeyType { namespace } => {
+            | Reason::WrongKeyType { namespace }
+            | Reason::ClockSkew { namespace } => {
                 insert(metadata, NAMESPACE_KEY, namespace);
             }
             Reason::RateLimited { retry_after_ms } | Reason::BreakerOpen { retry_after_ms } => {
@@ -287,6 +296,9 @@ impl Reason {
             "wrong-key-type" => Reason::WrongKeyType {
                 namespace: namespace(),
             },
+            "clock-skew" => Reason::ClockSkew {
+                namespace: namespace(),
+            },
             _ => return None,
         })
     }
@@ -355,6 +367,9 @@ mod tests {
             Reason::WrongKeyType {
                 namespace: "orders".into(),
             },
+            Reason::ClockSkew {
+                namespace: "orders".into(),
+            },
         ]
     }
 
@@ -384,6 +399,7 @@ mod tests {
             ("namespace-not-here", true, false, true),
             ("session-behind", true, false, false),
             ("wrong-key-type", true, false, false),
+            ("clock-skew", true, false, false),
         ];
         for reason in every_reason() {
             let row = table

@@ -128,12 +128,83 @@ impl Clock {
     }
 }
 
+/// A clock offset measured over one round trip: the other clock's reading
+/// against the middle of the round trip here, give or take half of it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Offset {
+    /// How far the measured clock is ahead (negative: behind), in ms.
+    pub ms: i64,
+    /// Half the round trip: the true offset is within `ms` ± this.
+    pub uncertainty_ms: u64,
+}
+
+impl Offset {
+    /// The offset of a clock that read `their_unix_ms` while answering a
+    /// request sent at `sent_unix_ms` here and answered `round_trip_ms`
+    /// later.
+    pub fn measure(their_unix_ms: u64, sent_unix_ms: u64, round_trip_ms: u64) -> Offset {
+        let half = round_trip_ms / 2;
+        let middle = sent_unix_ms.saturating_add(half);
+        let ms = i64::try_from(i128::from(their_unix_ms) - i128::from(middle)).unwrap_or(
+            if their_unix_ms > middle {
+                i64::MAX
+            } else {
+                i64::MIN
+            },
+        );
+        Offset {
+            ms,
+            uncertainty_ms: half,
+        }
+    }
+
+    /// Whether the clock is surely further than `max_ms` from the reference:
+    /// even the most favourable reading within the uncertainty is past it.
+    pub fn beyond(&self, max_ms: u64) -> bool {
+        self.ms.unsigned_abs().saturating_sub(self.uncertainty_ms) > max_ms
+    }
+}
+
+impl std::fmt::Display for Offset {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let side = if self.ms >= 0 { "ahead of" } else { "behind" };
+        write!(
+            f,
+            "{} ms (± {} ms) {side} the control plane's clock",
+            self.ms.unsigned_abs(),
+            self.uncertainty_ms
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn ts(wall_ms: u64, logical: u32) -> Timestamp {
         Timestamp { wall_ms, logical }
+    }
+
+    #[test]
+    fn offsets_are_measured_against_the_middle_of_the_round_trip() {
+        // (their clock, sent here, round trip, offset, beyond a 250 ms bound)
+        let cases = [
+            (1_050, 1_000, 100, 0, false),
+            (1_350, 1_000, 100, 300, false),
+            (1_401, 1_000, 100, 351, true),
+            (750, 1_000, 100, -300, false),
+            (699, 1_000, 100, -351, true),
+            (5_000, 1_000, 0, 4_000, true),
+        ];
+        for (theirs, sent, rtt, ms, beyond) in cases {
+            let offset = Offset::measure(theirs, sent, rtt);
+            assert_eq!(offset.ms, ms, "{theirs} {sent} {rtt}");
+            assert_eq!(offset.uncertainty_ms, rtt / 2);
+            assert_eq!(offset.beyond(250), beyond, "{offset}");
+        }
+        assert_eq!(Offset::measure(u64::MAX, 0, 0).ms, i64::MAX);
+        assert_eq!(Offset::measure(0, u64::MAX, 0).ms, i64::MIN);
+        assert!(Offset::measure(0, u64::MAX, 0).beyond(250));
     }
 
     #[test]

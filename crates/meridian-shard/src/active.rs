@@ -14,6 +14,7 @@ use crate::limits::LimitError;
 use crate::node::ShardNode;
 use meridian_proto::v1::{Consistency, ReadOptions};
 use meridian_replication::crdt::{KeyState, Op};
+use meridian_replication::hlc::Offset;
 use meridian_replication::session::{PRIMARY_HISTORY, SessionToken};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -54,6 +55,38 @@ impl ShardNode {
         }
     }
 
+    /// Notes the clock offset the control plane measured, with the bound.
+    pub fn note_clock(&self, offset: Offset, max_offset_ms: u64) {
+        let was = self
+            .clock
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .replace((offset, max_offset_ms));
+        let skewed = offset.beyond(max_offset_ms);
+        if skewed && was.is_none_or(|(o, m)| !o.beyond(m)) {
+            tracing::error!(%offset, max_clock_offset_ms = max_offset_ms, "this node's clock is too far from the control plane's: active-active writes are refused until it is back within the bound");
+        } else if !skewed && was.is_some_and(|(o, m)| o.beyond(m)) {
+            tracing::info!(%offset, "this node's clock is back within the bound");
+        }
+        self.metrics.clock_offset_ms.set(offset.ms);
+        self.metrics.clock_skewed.set(i64::from(skewed));
+    }
+
+    /// Refuses while the last measurement put this node's clock surely
+    /// beyond the bound: its stamps would order writes wrongly everywhere.
+    fn check_clock(&self, namespace: &str) -> Result<(), ShardError> {
+        match *self.clock.lock().unwrap_or_else(|e| e.into_inner()) {
+            Some((offset, max_offset_ms)) if offset.beyond(max_offset_ms) => {
+                Err(ShardError::ClockSkew {
+                    namespace: namespace.to_string(),
+                    offset: offset.to_string(),
+                    max_offset_ms,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Applies a typed write to an active-active key.
     pub async fn active_write(
         &self,
@@ -61,6 +94,7 @@ impl ShardNode {
         key: Vec<u8>,
         op: Op,
     ) -> Result<ActiveOutcome, ShardError> {
+        self.check_clock(namespace)?;
         match self
             .propose(Command::ActiveWrite {
                 namespace: namespace.to_string(),

@@ -32,6 +32,18 @@ pub struct NodeConfig {
     pub dr: DrSection,
     /// The storage engine's memory (block cache, memtables) and journal.
     pub storage: StorageSection,
+    /// Fault injection for the node's wall clock.
+    pub clock: ClockSection,
+}
+
+/// Fault injection: shifts every wall-clock reading of this node, to show
+/// what a skewed clock does (leases refused, active-active writes refused,
+/// remote stamps flagged). For tests and drills; leave it at 0.
+#[derive(Debug, Clone, Serialize, Deserialize, Default)]
+#[serde(default, deny_unknown_fields)]
+pub struct ClockSection {
+    /// Milliseconds added to every wall-clock reading (negative: behind).
+    pub offset_ms: i64,
 }
 
 /// Backup and restore settings.
@@ -188,6 +200,14 @@ impl NodeConfig {
         }
         if let Err(reason) = self.cluster.validate(self.node.id) {
             return invalid("cluster.initial_members", &reason);
+        }
+        // A day either way is far past any bound a drill needs, and keeps
+        // every reading far from overflow.
+        if self.clock.offset_ms.unsigned_abs() > 86_400_000 {
+            return invalid(
+                "clock.offset_ms",
+                "must be within one day (86400000 ms) either way",
+            );
         }
         Ok(())
     }

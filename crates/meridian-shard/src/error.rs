@@ -219,6 +219,21 @@ pub enum ShardError {
         /// Which histories are behind, and by how much.
         missing: String,
     },
+    /// This node's clock is surely further from the control plane's than
+    /// the bound (UNAVAILABLE, reason `clock-skew`): an active-active write
+    /// stamped here would be ordered wrongly, so none is taken; another
+    /// region's peer can take it.
+    #[error(
+        "namespace {namespace:?}: this node's clock is {offset}, beyond max_clock_offset_ms {max_offset_ms}; active-active writes are refused here until its clock is fixed (write through another region)"
+    )]
+    ClockSkew {
+        /// The namespace.
+        namespace: String,
+        /// The measured offset, as text.
+        offset: String,
+        /// The bound.
+        max_offset_ms: u64,
+    },
 }
 
 fn not_leader_message(leader_id: Option<u64>, address: Option<&str>) -> String {
@@ -246,7 +261,7 @@ impl ShardError {
                 | Rejection::RefusedActiveActive { .. }
                 | Rejection::KeyType { .. },
             ) => Code::InvalidArgument,
-            ShardError::SessionBehind { .. } => Code::Unavailable,
+            ShardError::SessionBehind { .. } | ShardError::ClockSkew { .. } => Code::Unavailable,
             ShardError::Rejected(
                 Rejection::NotPrimary { .. }
                 | Rejection::StaleEpoch { .. }
@@ -322,6 +337,9 @@ impl ShardError {
                 }
             }
             ShardError::SessionBehind { namespace, .. } => Reason::SessionBehind {
+                namespace: namespace.clone(),
+            },
+            ShardError::ClockSkew { namespace, .. } => Reason::ClockSkew {
                 namespace: namespace.clone(),
             },
             ShardError::Rejected(Rejection::KeyType { name, .. }) => Reason::WrongKeyType {

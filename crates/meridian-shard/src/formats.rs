@@ -206,6 +206,11 @@ mod tests {
             max_clock_offset_ms: 250,
             grant_term: 4,
             grant_seq: 77,
+            // Unset: the bytes of a control plane that does not measure
+            // offsets.
+            offset_measured: false,
+            measured_offset_ms: 0,
+            offset_uncertainty_ms: 0,
         };
         let encoded = grant.encode_to_vec();
         let stored = golden("lease-request-v2.bin", &encoded);
@@ -221,6 +226,14 @@ mod tests {
         grant.desired[0].fork_from_takeovers = true;
         let encoded = grant.encode_to_vec();
         let stored = golden("lease-request-v3.bin", &encoded);
+        assert_eq!(encoded, stored, "lease grant wire format changed");
+        assert_eq!(pb::LeaseRequest::decode(stored.as_slice()).unwrap(), grant);
+        // With the node's measured clock offset (behind: negative).
+        grant.offset_measured = true;
+        grant.measured_offset_ms = -412;
+        grant.offset_uncertainty_ms = 38;
+        let encoded = grant.encode_to_vec();
+        let stored = golden("lease-request-v4.bin", &encoded);
         assert_eq!(encoded, stored, "lease grant wire format changed");
         assert_eq!(pb::LeaseRequest::decode(stored.as_slice()).unwrap(), grant);
     }

@@ -23,11 +23,21 @@
 
 use std::time::{Duration, Instant};
 
-/// The wall clock, in Unix milliseconds.
+/// The injected clock offset (`[clock] offset_ms`), set once at start.
+static CLOCK_OFFSET_MS: std::sync::atomic::AtomicI64 = std::sync::atomic::AtomicI64::new(0);
+
+/// Shifts every later [`now_unix_ms`] reading by `offset_ms` (fault
+/// injection; the configuration bounds it to a day either way).
+pub fn inject_clock_offset(offset_ms: i64) {
+    CLOCK_OFFSET_MS.store(offset_ms, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// The wall clock, in Unix milliseconds (with any injected offset).
 pub fn now_unix_ms() -> u64 {
-    std::time::SystemTime::now()
+    let real = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    real.saturating_add_signed(CLOCK_OFFSET_MS.load(std::sync::atomic::Ordering::Relaxed))
 }
 
 /// One grant, as received.

@@ -93,6 +93,17 @@ pub struct ShardMetrics {
     /// When this node's TLS certificate expires (Unix seconds; absent
     /// without TLS).
     pub certificate_expiry: Family<CertificateLabels, Gauge>,
+    /// This node's clock offset from the control plane's, as last measured.
+    pub clock_offset_ms: Gauge,
+    /// 1 while that offset is surely beyond the bound (active-active writes
+    /// refused here).
+    pub clock_skewed: Gauge,
+    /// Per active-active namespace: conflicts this copy's merges resolved
+    /// (only grows; the records kept are bounded by retention).
+    pub active_conflicts: Family<NamespaceLabels, Gauge>,
+    /// Per active-active namespace: merged writes stamped further ahead of
+    /// this node's clock than the bound (kept and flagged).
+    pub active_future_stamps: Family<NamespaceLabels, Gauge>,
 }
 
 /// Labels of the certificate-expiry series (none beyond the constant ones;
@@ -138,6 +149,10 @@ impl ShardMetrics {
             disk_capacity_bytes: Gauge::default(),
             resident_memory_bytes: Gauge::default(),
             certificate_expiry: Family::default(),
+            clock_offset_ms: Gauge::default(),
+            clock_skewed: Gauge::default(),
+            active_conflicts: Family::default(),
+            active_future_stamps: Family::default(),
         };
         // Metrics are shared handles: the clones registered here are the same
         // series the fields update.
@@ -187,6 +202,26 @@ impl ShardMetrics {
             "meridian_namespaces",
             "Namespaces held by this shard",
             metrics.namespaces.clone(),
+        );
+        registry.register(
+            "meridian_clock_offset_milliseconds",
+            "This node's clock offset from the control plane's as last measured (ahead positive)",
+            metrics.clock_offset_ms.clone(),
+        );
+        registry.register(
+            "meridian_clock_skewed",
+            "1 while this node's clock is surely beyond max_clock_offset_ms (active-active writes refused here)",
+            metrics.clock_skewed.clone(),
+        );
+        registry.register(
+            "meridian_active_conflicts",
+            "Conflicts resolved by this copy's merges of an active-active namespace (only grows)",
+            metrics.active_conflicts.clone(),
+        );
+        registry.register(
+            "meridian_active_future_stamps",
+            "Merged writes of an active-active namespace stamped further ahead of this node's clock than the bound (kept, flagged)",
+            metrics.active_future_stamps.clone(),
         );
         registry.register(
             "meridian_replication_sent_bytes",

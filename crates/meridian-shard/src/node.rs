@@ -41,6 +41,9 @@ pub struct ShardNode {
     pub backup_cap: meridian_replication::bandwidth::BandwidthCap,
     /// Keeps replicated batches applying in sequence order (on a standby).
     pub apply_lanes: meridian_replication::applier::ApplyLanes,
+    /// This node's clock offset as the control plane last measured it, and
+    /// the bound then in force (see [`crate::active`]).
+    pub clock: std::sync::Mutex<Option<(meridian_replication::hlc::Offset, u64)>>,
     disk: DiskGuard,
     ready: AtomicBool,
     /// Set once the control plane has accepted this node's registration (always
@@ -184,6 +187,7 @@ impl ShardNode {
             restore_cap,
             backup_cap,
             apply_lanes: Default::default(),
+            clock: Default::default(),
             disk,
             ready: AtomicBool::new(false),
         }))
@@ -312,6 +316,8 @@ impl ShardNode {
         metrics.lag_budget_entries.clear();
         metrics.primary_lease_valid.clear();
         metrics.time_mark_seq.clear();
+        metrics.active_conflicts.clear();
+        metrics.active_future_stamps.clear();
         let lease = leading && self.has_lease();
         let covered = self
             .covered
@@ -319,6 +325,20 @@ impl ShardNode {
             .unwrap_or_else(|e| e.into_inner())
             .clone();
         for (name, record) in self.machine.namespaces() {
+            if record.role == crate::command::NamespaceRole::Peer
+                && let Ok(Some(meta)) = self.machine.active_meta(&name)
+            {
+                let labels = crate::metrics::NamespaceLabels { namespace: name };
+                metrics
+                    .active_conflicts
+                    .get_or_create(&labels)
+                    .set(i64::try_from(meta.next_conflict).unwrap_or(i64::MAX));
+                metrics
+                    .active_future_stamps
+                    .get_or_create(&labels)
+                    .set(i64::try_from(meta.future_stamps).unwrap_or(i64::MAX));
+                continue;
+            }
             if record.role != crate::command::NamespaceRole::Primary {
                 continue;
             }

@@ -30,6 +30,13 @@ pub async fn run(
     config: NodeConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), ShardError> {
+    if config.clock.offset_ms != 0 {
+        tracing::warn!(
+            offset_ms = config.clock.offset_ms,
+            "[clock] offset_ms shifts this node's wall clock (fault injection)"
+        );
+        crate::lease::inject_clock_offset(config.clock.offset_ms);
+    }
     let transport = config.network.transport()?;
     let grpc_listener = serve::bind(config.network.grpc_listen).await?;
     let http_listener = serve::bind(config.network.http_listen).await?;

@@ -2952,4 +2952,207 @@ mod tests {
         // The lost writes stay on record after the rebuild.
         assert_eq!(old.machine.lost_writes("ns").unwrap().len(), 2);
     }
+
+    /// A harness whose "ns" is an active-active peer in `region`.
+    fn peer(region: &str, retention: u64) -> Harness {
+        let mut h = Harness::new();
+        h.create("ns");
+        let result = h.apply(Command::ConfigurePeer {
+            namespace: "ns".into(),
+            epoch: 1,
+            region: region.into(),
+            conflict_retention: retention,
+            max_clock_offset_ms: 250,
+        });
+        assert_eq!(result, CommandResult::Configured);
+        h
+    }
+
+    fn active(
+        h: &mut Harness,
+        key: &str,
+        op: meridian_replication::crdt::Op,
+        at: u64,
+    ) -> CommandResult {
+        h.apply(Command::ActiveWrite {
+            namespace: "ns".into(),
+            key: key.into(),
+            op,
+            physical_ms: at,
+        })
+    }
+
+    fn put_op_aa(value: &str) -> meridian_replication::crdt::Op {
+        meridian_replication::crdt::Op::Put(Some(value.as_bytes().to_vec()))
+    }
+
+    /// Ships every change `from` logged after `after` to `to` in batches of
+    /// `batch`, each batch sent twice and in reverse order (gaps stop a
+    /// batch, duplicates are skipped); returns `to`'s position.
+    fn ship(from: &Harness, to: &mut Harness, origin: &str, batch: usize, at: u64) -> u64 {
+        let changes = from.machine.changes_after("ns", 0, 10_000).unwrap();
+        let mut position = 0;
+        for chunk in changes.chunks(batch).rev().chain(changes.chunks(batch)) {
+            for _ in 0..2 {
+                match to.apply(Command::MergeChanges {
+                    namespace: "ns".into(),
+                    epoch: 1,
+                    origin: origin.into(),
+                    changes: chunk.to_vec(),
+                    physical_ms: at,
+                }) {
+                    CommandResult::Replicated { applied_seq } => position = applied_seq,
+                    other => panic!("{other:?}"),
+                }
+            }
+        }
+        position
+    }
+
+    #[test]
+    fn active_active_peers_merge_in_any_order_and_record_what_lost() {
+        use meridian_replication::crdt::Op;
+        let mut us = peer("us-east", 0);
+        let mut eu = peer("eu-west", 0);
+        // Plain writes and role changes cannot touch a peer.
+        assert!(matches!(
+            us.apply(Command::Put {
+                namespace: "ns".into(),
+                key: b"k".to_vec(),
+                value: b"v".to_vec(),
+            }),
+            CommandResult::Rejected(Rejection::RefusedActiveActive { .. })
+        ));
+        assert!(matches!(
+            us.apply(configure(NamespaceRole::Primary, 2, None)),
+            CommandResult::Rejected(Rejection::RefusedActiveActive { .. })
+        ));
+        // Concurrent writes in both regions.
+        for i in 0..5u64 {
+            active(
+                &mut us,
+                &format!("r{i}"),
+                put_op_aa(&format!("us{i}")),
+                1_000 + i,
+            );
+            active(
+                &mut eu,
+                &format!("r{i}"),
+                put_op_aa(&format!("eu{i}")),
+                1_000 + i,
+            );
+            active(&mut us, "hits", Op::Increment(2), 1_000 + i);
+            active(&mut eu, "hits", Op::Increment(-1), 1_000 + i);
+        }
+        active(&mut us, "tags", Op::SetAdd(b"a".to_vec()), 2_000);
+        active(&mut eu, "tags", Op::SetAdd(b"b".to_vec()), 2_000);
+        // The type rule, naming the key's type; nothing changes.
+        let before = us.machine.digest("ns").unwrap();
+        match active(&mut us, "hits", put_op_aa("x"), 3_000) {
+            CommandResult::Rejected(Rejection::KeyType { why, .. }) => {
+                assert!(why.contains("the key is a counter"), "{why}")
+            }
+            other => panic!("{other:?}"),
+        }
+        assert_eq!(us.machine.digest("ns").unwrap(), before);
+        // Each ships its own log to the other, in batches out of order and
+        // twice over.
+        let us_head = us.machine.namespace("ns").unwrap().change_seq;
+        let eu_head = eu.machine.namespace("ns").unwrap().change_seq;
+        assert_eq!(ship(&us, &mut eu, "us-east", 3, 5_000), us_head);
+        assert_eq!(ship(&eu, &mut us, "eu-west", 4, 5_000), eu_head);
+        assert_eq!(
+            us.machine.digest("ns").unwrap(),
+            eu.machine.digest("ns").unwrap()
+        );
+        // Merging is not writing: neither log grew.
+        assert_eq!(us.machine.namespace("ns").unwrap().change_seq, us_head);
+        let state = us.machine.active_state("ns", b"hits").unwrap().unwrap();
+        assert_eq!(state.counter_value(), Some(5));
+        let tags = us.machine.active_state("ns", b"tags").unwrap().unwrap();
+        assert_eq!(tags.members(), Some(vec![&b"a"[..], &b"b"[..]]));
+        // Every register lost to a concurrent write, recorded on both sides.
+        for h in [&us, &eu] {
+            let conflicts = h.machine.conflicts("ns", 0).unwrap();
+            assert_eq!(conflicts.len(), 5, "{conflicts:?}");
+            let meta = h.machine.active_meta("ns").unwrap().unwrap();
+            assert_eq!(meta.merged.len(), 1);
+        }
+        // A merge position a peer claims for its own region is refused.
+        assert!(matches!(
+            us.apply(Command::MergeChanges {
+                namespace: "ns".into(),
+                epoch: 1,
+                origin: "us-east".into(),
+                changes: Vec::new(),
+                physical_ms: 0,
+            }),
+            CommandResult::Rejected(Rejection::RefusedActiveActive { .. })
+        ));
+    }
+
+    #[test]
+    fn conflict_records_are_bounded_and_future_stamps_flagged_not_followed() {
+        let mut us = peer("us-east", 3);
+        let mut eu = peer("eu-west", 3);
+        for i in 0..6u64 {
+            active(&mut us, &format!("r{i}"), put_op_aa("us"), 1_000);
+            // eu-west's clock runs an hour ahead.
+            active(&mut eu, &format!("r{i}"), put_op_aa("eu"), 3_601_000);
+        }
+        ship(&eu, &mut us, "eu-west", 10, 1_000);
+        let meta = us.machine.active_meta("ns").unwrap().unwrap();
+        let conflicts = us.machine.conflicts("ns", 0).unwrap();
+        // Six resolved, three kept (the newest), three dropped and counted.
+        assert_eq!(
+            (conflicts.len(), meta.next_conflict, meta.dropped_conflicts),
+            (3, 6, 3)
+        );
+        assert_eq!(conflicts[0].key, b"r5");
+        assert_eq!(us.machine.conflicts("ns", 1).unwrap().len(), 1);
+        // The future-stamped writes are kept (they win as stamped), flagged
+        // and counted; the clock did not follow them...
+        assert_eq!(meta.future_stamps, 6);
+        assert!(meta.clock.wall_ms < 2_000, "{:?}", meta.clock);
+        let state = us.machine.active_state("ns", b"r0").unwrap().unwrap();
+        assert_eq!(state.value(), Some(&b"eu"[..]));
+        // ...and a later local write over one still wins.
+        active(&mut us, "r0", put_op_aa("us again"), 1_001);
+        let state = us.machine.active_state("ns", b"r0").unwrap().unwrap();
+        assert_eq!(state.value(), Some(&b"us again"[..]));
+    }
+
+    #[test]
+    fn active_active_formats_match_their_golden_samples() {
+        use meridian_replication::crdt::{KeyState, Op};
+        use meridian_replication::hlc::Timestamp;
+        let mut state = KeyState::default();
+        let at = |wall_ms| Timestamp {
+            wall_ms,
+            logical: 0,
+        };
+        state
+            .apply(&Op::Put(Some(b"v".to_vec())), "eu-west", at(7))
+            .unwrap();
+        let encoded = encode_state(&state).unwrap();
+        let stored = crate::formats::golden("active-key-state-v1.bin", &encoded);
+        assert_eq!(encoded, stored, "key state format changed");
+        assert_eq!(decode_state(&stored).unwrap(), state);
+        let command = Command::ActiveWrite {
+            namespace: "carts".into(),
+            key: b"k".to_vec(),
+            op: Op::Increment(-3),
+            physical_ms: 1_700_000_000_000,
+        };
+        let encoded = crate::formats::encode_command(&command).unwrap();
+        let stored = crate::formats::golden("shard-command-active-write-v1.bin", &encoded);
+        assert_eq!(encoded, stored, "command format changed");
+        assert_eq!(crate::formats::decode_command(&stored).unwrap(), command);
+        assert!(
+            decode_state(&[9, 0])
+                .unwrap_err()
+                .to_string()
+                .contains("unknown format 9")
+        );
+    }
 }

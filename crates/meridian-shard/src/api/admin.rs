@@ -115,6 +115,15 @@ impl AdminService {
         if !self.node.raft.raft.is_leader() {
             return Err(self.node.not_leader());
         }
+        if request.offset_measured {
+            self.node.note_clock(
+                meridian_replication::hlc::Offset {
+                    ms: request.measured_offset_ms,
+                    uncertainty_ms: request.offset_uncertainty_ms,
+                },
+                request.max_clock_offset_ms,
+            );
+        }
         for desired in &request.desired {
             let role = match desired.role() {
                 pb::NamespaceRole::Primary => NamespaceRole::Primary,
