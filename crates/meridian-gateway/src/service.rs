@@ -232,6 +232,24 @@ impl GatewayService {
         Fut: std::future::Future<Output = Result<T, ClientError>>,
     {
         let first = self.forward_once(namespace, &call).await;
+        // Active-active: a peer that cannot take the call (its clock is
+        // skewed, it has not caught up with the session, or it cannot be
+        // reached) leaves it to the other peers, nearest first.
+        // (Never a write whose outcome is unknown: it may have been applied.)
+        if let Err(status) = &first
+            && meridian_client::Reason::of(status).is_none_or(|reason| reason.nothing_done())
+            && (status.code() == tonic::Code::Unavailable
+                || matches!(
+                    meridian_client::Reason::of(status),
+                    Some(
+                        meridian_client::Reason::ClockSkew { .. }
+                            | meridian_client::Reason::SessionBehind { .. }
+                    )
+                ))
+            && let Some(answer) = self.forward_to_other_peers(namespace, &call).await
+        {
+            return answer;
+        }
         match &first {
             // The shard says it is no longer (or may no longer be) the
             // namespace's primary: a failover moved it and this gateway's
@@ -254,6 +272,55 @@ impl GatewayService {
             }
             _ => first,
         }
+    }
+
+    /// For an active-active namespace: the call sent to each peer other than
+    /// the one this gateway serves it from, nearest first, until one
+    /// answers; `None` for other namespaces or when none could.
+    async fn forward_to_other_peers<T, F, Fut>(
+        &self,
+        namespace: &str,
+        call: &F,
+    ) -> Option<Result<Response<T>, Status>>
+    where
+        F: Fn(Arc<Client>) -> Fut,
+        Fut: std::future::Future<Output = Result<T, ClientError>>,
+    {
+        let mut others: Vec<(f64, String, Vec<String>)> = {
+            let table = self.routes.read().unwrap_or_else(|e| e.into_inner());
+            let route = table.routes.get(namespace)?;
+            if !route.active_active {
+                return None;
+            }
+            let tried = self.serving_shard(route, &table.shards);
+            std::iter::once(&route.shard)
+                .chain(route.standbys.iter().map(|s| &s.shard))
+                .filter(|shard| **shard != tried)
+                .filter_map(|shard| {
+                    let members = table.shards.get(shard)?.clone();
+                    let nearest = members
+                        .iter()
+                        .filter_map(|m| self.replicas.rtt_ms(m))
+                        .fold(f64::INFINITY, f64::min);
+                    Some((nearest, shard.clone(), members))
+                })
+                .collect()
+        };
+        others.sort_by(|a, b| a.0.total_cmp(&b.0));
+        let mut last = None;
+        for (_, shard, members) in others {
+            let Some(client) = self.shard_client(&shard, members) else {
+                continue;
+            };
+            match call(client).await {
+                Ok(response) => {
+                    self.counters.forwarded.inc();
+                    return Some(Ok(Response::new(response)));
+                }
+                Err(err) => last = Some(err),
+            }
+        }
+        last.map(|err| self.count(Err(err)))
     }
 
     /// One forwarding attempt through the shard's breaker.

@@ -443,3 +443,126 @@ async fn two_regions_write_through_a_partition_and_converge_with_every_loser_rec
     }
     assert_eq!(peers_checked, 2);
 }
+
+/// A gauge's value in a Prometheus text page (the first series named so).
+fn gauge(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|line| line.starts_with(name) && line[name.len()..].starts_with(['{', ' ']))
+        .and_then(|line| line.rsplit(' ').next())
+        .and_then(|value| value.parse().ok())
+}
+
+/// A peer whose clock is injected 5 s ahead refuses active-active writes
+/// with reason `clock-skew` once the control plane has measured it, says so
+/// in its metrics, and its region's gateway sends the writes to the other
+/// peer; fixed, it takes writes again. Losing a peer region's node needs no
+/// promotion: that region's gateway keeps writing through the other peer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_skewed_peer_refuses_writes_and_its_region_writes_through_another_peer() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut lab = multi_region_lab(dir.path()).await;
+    let control = lab_client(
+        &lab,
+        lab.state().endpoints(ProcessRole::Control, None),
+        Duration::from_secs(20),
+    );
+    control
+        .place_namespace(pb::Placement {
+            name: NS.into(),
+            home_region: "us-east".into(),
+            mode: pb::NamespaceMode::ActiveActive as i32,
+            standby_regions: vec!["eu-west".into()],
+            allowed_jurisdictions: vec!["US".into(), "EU".into()],
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let eu_gateway = gateway(&lab, "eu-west");
+    let us_nodes = lab_client(&lab, region_nodes(&lab, "us-east"), Duration::from_secs(5));
+    eu_gateway.put(NS, b"before", b"1").await.unwrap();
+
+    // eu-west-1's clock jumps 5 s ahead (max_clock_offset_ms is 250).
+    let node = lab.process("eu-west-1").unwrap().clone();
+    let original = std::fs::read_to_string(&node.config).unwrap();
+    let skewed = original.replace("[clock]\noffset_ms = 0", "[clock]\noffset_ms = 5000");
+    assert_ne!(
+        skewed, original,
+        "the lab's node config has no [clock] section"
+    );
+    std::fs::write(&node.config, skewed).unwrap();
+    lab.restart("eu-west-1").unwrap();
+    lab.wait_ready(Duration::from_secs(60), |_, _| {})
+        .await
+        .unwrap();
+    let eu_node = lab_client(&lab, region_nodes(&lab, "eu-west"), Duration::from_secs(5));
+    let refused = wait_for(
+        "the skewed peer to refuse writes",
+        Duration::from_secs(30),
+        async || match eu_node.put(NS, b"skewed", b"x").await {
+            Err(err) if matches!(err.reason(), Some(Reason::ClockSkew { .. })) => Some(err),
+            _ => None,
+        },
+    )
+    .await;
+    assert!(
+        refused.to_string().contains("max_clock_offset_ms"),
+        "{refused}"
+    );
+    let (status, metrics) = common::lab_https_get(&lab, "admin", &node.http, "/metrics").await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        gauge(&metrics, "meridian_clock_skewed"),
+        Some(1.0),
+        "{metrics}"
+    );
+    let offset = gauge(&metrics, "meridian_clock_offset_milliseconds").unwrap();
+    assert!((4_000.0..6_000.0).contains(&offset), "{offset}");
+    // Its region's clients still write: the gateway sends them to us-east.
+    eu_gateway
+        .put(NS, b"through-us", b"2")
+        .await
+        .expect("a write through the skewed region's gateway");
+    let found = us_nodes
+        .get(NS, b"through-us", pb::Consistency::Eventual)
+        .await
+        .unwrap();
+    assert_eq!(found.map(|kv| kv.value), Some(b"2".to_vec()));
+
+    // Fixed: it takes writes again once measured within the bound.
+    std::fs::write(&node.config, &original).unwrap();
+    lab.restart("eu-west-1").unwrap();
+    lab.wait_ready(Duration::from_secs(60), |_, _| {})
+        .await
+        .unwrap();
+    wait_for(
+        "the fixed peer to take writes",
+        Duration::from_secs(30),
+        async || eu_node.put(NS, b"fixed", b"3").await.ok(),
+    )
+    .await;
+
+    // Losing eu-west's peer: no promotion, its gateway writes through us-east.
+    lab.kill("eu-west-1").unwrap();
+    let lost_at = Instant::now();
+    wait_for(
+        "a write after losing the eu-west peer",
+        Duration::from_secs(30),
+        async || eu_gateway.put(NS, b"after-loss", b"4").await.ok(),
+    )
+    .await;
+    eprintln!(
+        "writes through eu-west resumed {:?} after its peer was killed",
+        lost_at.elapsed()
+    );
+    assert!(
+        control.list_failovers(Some(NS)).await.unwrap().is_empty(),
+        "an active-active namespace was failed over"
+    );
+    for i in 0..10 {
+        eu_gateway
+            .put(NS, format!("loss-{i}").as_bytes(), b"5")
+            .await
+            .unwrap();
+    }
+}
