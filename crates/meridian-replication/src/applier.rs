@@ -179,6 +179,12 @@ async fn merge<S: Sink>(
     if changes.iter().all(|c| c.seq <= merged(&state)) {
         sink.read_barrier().await?;
         let applied_seq = sink.namespace(&request.namespace).map_or(0, |s| merged(&s));
+        sink.note_merged(
+            &request.namespace,
+            &origin,
+            request.primary_seq,
+            applied_seq,
+        );
         return Ok(pb::ReplicateResponse {
             applied_seq,
             resync_needed: false,
@@ -189,13 +195,19 @@ async fn merge<S: Sink>(
         .submit(ApplyStep::Merge {
             namespace: request.namespace.clone(),
             epoch: request.epoch,
-            origin,
+            origin: origin.clone(),
             changes,
         })
         .await?;
     *lane = last;
     drop(lane);
     let applied_seq = sink.committed(pending).await?;
+    sink.note_merged(
+        &request.namespace,
+        &origin,
+        request.primary_seq,
+        applied_seq,
+    );
     Ok(pb::ReplicateResponse {
         applied_seq,
         resync_needed: false,

@@ -192,4 +192,8 @@ pub trait Sink: Send + Sync + 'static {
     fn note_current(&self, namespace: &str);
     /// Where batches of each namespace queue in order.
     fn lanes(&self) -> &crate::applier::ApplyLanes;
+    /// Active-active: a request from `origin` said its log reaches
+    /// `origin_head`, and this peer holds its writes through `merged` (the
+    /// peer bounds its staleness per origin from these).
+    fn note_merged(&self, namespace: &str, origin: &str, origin_head: u64, merged: u64);
 }

@@ -158,6 +158,22 @@ impl AccessGate {
         }))
     }
 
+    /// The regions of an active-active namespace's peers other than
+    /// `own`, as the routing push says (empty for other namespaces).
+    pub fn peer_regions(&self, namespace: &str, own: &str) -> Vec<String> {
+        let Some(routes) = self.routes.get() else {
+            return Vec::new();
+        };
+        let table = routes.read().unwrap_or_else(|e| e.into_inner());
+        match table.routes.get(namespace) {
+            Some(route) if route.active_active => std::iter::once(route.region.clone())
+                .chain(route.standbys.iter().map(|s| s.region.clone()))
+                .filter(|region| region != own)
+                .collect(),
+            _ => Vec::new(),
+        }
+    }
+
     /// Admits `caller` if it is a member of `primary`'s shard: the identity
     /// one of its member addresses serves (learnt as a shard's Raft learns its
     /// own members; see `meridian_raft::member_gate`).

@@ -19,6 +19,17 @@ use meridian_replication::session::{PRIMARY_HISTORY, SessionToken};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
+/// What an active-active peer's leader last heard from one origin region.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PeerHeard {
+    /// The origin's log position it last reported.
+    pub origin_head: u64,
+    /// How far this peer holds the origin's writes.
+    pub merged: u64,
+    /// When this peer last held everything the origin had reported.
+    pub current_at: Option<Instant>,
+}
+
 /// How long a session read waits for this copy to catch up with its token
 /// before refusing (reason `session-behind`).
 pub const SESSION_WAIT: Duration = Duration::from_secs(1);
@@ -174,9 +185,53 @@ impl ShardNode {
         }
     }
 
+    /// A bounded read on a peer: served by its leader only while, for every
+    /// other region of the set, it held all that region's writes within the
+    /// bound in time (and, if given, is at most that many changes behind
+    /// what the region last reported).
+    fn peer_bounded_gate(
+        &self,
+        namespace: &str,
+        options: Option<&ReadOptions>,
+    ) -> Result<(), ShardError> {
+        if !self.raft.raft.is_leader() {
+            return Err(self.not_leader());
+        }
+        let bound_ms = options.map_or(0, |o| o.max_staleness_ms);
+        let bound_entries = options.map_or(0, |o| o.max_staleness_entries);
+        let heard = self.peer_heard.lock().unwrap_or_else(|e| e.into_inner());
+        for origin in self
+            .access
+            .peer_regions(namespace, &self.config.node.region)
+        {
+            let seen = heard
+                .get(&(namespace.to_string(), origin.clone()))
+                .copied()
+                .unwrap_or_default();
+            let staleness_ms = seen
+                .current_at
+                .map(|at| u64::try_from(at.elapsed().as_millis()).unwrap_or(u64::MAX));
+            let behind = seen.origin_head.saturating_sub(seen.merged);
+            let in_time = staleness_ms.is_some_and(|ms| ms <= bound_ms);
+            let in_entries = bound_entries == 0 || behind <= bound_entries;
+            if !in_time || !in_entries {
+                return Err(ShardError::PeerTooStale {
+                    namespace: namespace.to_string(),
+                    origin,
+                    staleness_ms,
+                    behind,
+                    bound_ms,
+                    bound_entries,
+                });
+            }
+        }
+        Ok(())
+    }
+
     /// The read rule of a peer copy: eventual and session reads (the latter
-    /// once the token is covered) are served by any member; strong and
-    /// bounded reads are refused, naming what to use.
+    /// once the token is covered) are served by any member; bounded reads
+    /// by the leader within the bound; strong reads are refused, naming
+    /// what to use.
     pub async fn peer_read_gate(
         &self,
         namespace: &str,
@@ -190,11 +245,7 @@ impl ShardNode {
                 operation: "a strong read".into(),
                 why: "every region takes writes, so no copy can promise to reflect all of them; read with session consistency (read-your-writes with the token of your last call) or eventual".into(),
             })),
-            Consistency::Bounded => Err(ShardError::Rejected(Rejection::RefusedActiveActive {
-                name: namespace.to_string(),
-                operation: "a bounded-staleness read".into(),
-                why: "bounded reads of active-active namespaces are not served yet; read with session or eventual consistency".into(),
-            })),
+            Consistency::Bounded => self.peer_bounded_gate(namespace, options),
         }
     }
 }

@@ -234,6 +234,28 @@ pub enum ShardError {
         /// The bound.
         max_offset_ms: u64,
     },
+    /// A bounded read at an active-active peer that has not held another
+    /// region's writes within the bound (FAILED_PRECONDITION: loosen the
+    /// bound, or read in that region).
+    #[error(
+        "this peer of namespace {namespace:?} last held all of region {origin}'s writes {} ago and is {behind} of its changes behind; the read's bound is {bound_ms} ms{} — loosen it, or read in {origin}",
+        staleness_ms.map_or("never (since this node led)".to_string(), |ms| format!("{ms} ms")),
+        if *bound_entries > 0 { format!(" and {bound_entries} changes") } else { String::new() }
+    )]
+    PeerTooStale {
+        /// The namespace.
+        namespace: String,
+        /// The region whose writes are behind.
+        origin: String,
+        /// How long ago this peer held all of them.
+        staleness_ms: Option<u64>,
+        /// Changes of that region not merged here yet (as last reported).
+        behind: u64,
+        /// The read's bound in ms.
+        bound_ms: u64,
+        /// The read's bound in changes (0: none).
+        bound_entries: u64,
+    },
 }
 
 fn not_leader_message(leader_id: Option<u64>, address: Option<&str>) -> String {
@@ -285,7 +307,9 @@ impl ShardError {
             | ShardError::NoSyncQuorum { .. }
             | ShardError::NotYetAt { .. } => Code::Unavailable,
             ShardError::LagExceeded { .. } => Code::ResourceExhausted,
-            ShardError::TooStale { .. } | ShardError::Rebuilding { .. } => Code::FailedPrecondition,
+            ShardError::TooStale { .. }
+            | ShardError::PeerTooStale { .. }
+            | ShardError::Rebuilding { .. } => Code::FailedPrecondition,
         }
     }
 }

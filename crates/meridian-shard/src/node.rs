@@ -44,6 +44,11 @@ pub struct ShardNode {
     /// This node's clock offset as the control plane last measured it, and
     /// the bound then in force (see [`crate::active`]).
     pub clock: std::sync::Mutex<Option<(meridian_replication::hlc::Offset, u64)>>,
+    /// On an active-active peer's leader, per (namespace, origin region):
+    /// what the origin last said its log reaches, what this peer merged,
+    /// and when it last held everything (see [`crate::active`]).
+    pub peer_heard:
+        std::sync::Mutex<std::collections::HashMap<(String, String), crate::active::PeerHeard>>,
     disk: DiskGuard,
     ready: AtomicBool,
     /// Set once the control plane has accepted this node's registration (always
@@ -188,6 +193,7 @@ impl ShardNode {
             backup_cap,
             apply_lanes: Default::default(),
             clock: Default::default(),
+            peer_heard: Default::default(),
             disk,
             ready: AtomicBool::new(false),
         }))

@@ -223,4 +223,16 @@ impl Sink for ShardNode {
     fn lanes(&self) -> &ApplyLanes {
         &self.apply_lanes
     }
+
+    fn note_merged(&self, namespace: &str, origin: &str, origin_head: u64, merged: u64) {
+        let mut heard = self.peer_heard.lock().unwrap_or_else(|e| e.into_inner());
+        let entry = heard
+            .entry((namespace.to_string(), origin.to_string()))
+            .or_default();
+        entry.origin_head = entry.origin_head.max(origin_head);
+        entry.merged = entry.merged.max(merged);
+        if entry.merged >= entry.origin_head {
+            entry.current_at = Some(std::time::Instant::now());
+        }
+    }
 }

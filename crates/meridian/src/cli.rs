@@ -660,6 +660,10 @@ pub struct NodeArgs {
 pub struct KvArgs {
     #[command(flatten)]
     pub target: TargetArgs,
+    /// In a lab: go through this region's gateway (the first region's by
+    /// default; the others only if it cannot be reached).
+    #[arg(long, global = true)]
+    pub via: Option<String>,
     #[command(subcommand)]
     pub command: KvCommand,
 }

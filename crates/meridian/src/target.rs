@@ -164,7 +164,12 @@ pub fn long_control_client(target: &TargetArgs) -> anyhow::Result<Client> {
 
 /// A client for data calls: `--endpoint`, or the lab's gateway.
 pub fn data_client(target: &TargetArgs) -> anyhow::Result<Client> {
-    Ok(match resolve(target, None)? {
+    region_data_client(target, None)
+}
+
+/// A client for data calls through `region`'s gateway first (in a lab).
+pub fn region_data_client(target: &TargetArgs, region: Option<&str>) -> anyhow::Result<Client> {
+    Ok(match resolve(target, region)? {
         Target::Direct(client) => client,
         Target::Lab { gateway, .. } => gateway,
     })

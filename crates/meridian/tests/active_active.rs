@@ -157,6 +157,22 @@ async fn register(client: &Client, key: &str) -> Option<String> {
         .map(|kv| String::from_utf8(kv.value).unwrap())
 }
 
+/// A bounded read (5 s, 1,000 changes) of `key` from the eu-west peer.
+async fn bounded_read(eu_nodes: &Client, key: &[u8]) -> Result<pb::GetResponse, ClientError> {
+    eu_nodes
+        .get_request(pb::GetRequest {
+            namespace: NS.into(),
+            key: key.to_vec(),
+            read: Some(pb::ReadOptions {
+                consistency: pb::Consistency::Bounded as i32,
+                max_staleness_ms: 5_000,
+                max_staleness_entries: 1_000,
+                ..Default::default()
+            }),
+        })
+        .await
+}
+
 async fn digests_equal(us: &Client, eu: &Client) -> bool {
     match (us.check_integrity(NS).await, eu.check_integrity(NS).await) {
         (Ok(a), Ok(b)) => a.digest == b.digest && a.key_count == b.key_count,
@@ -270,6 +286,14 @@ async fn two_regions_write_through_a_partition_and_converge_with_every_loser_rec
     })
     .await;
 
+    // Bounded reads: served while eu-west hears from us-east within 5 s.
+    wait_for(
+        "a bounded read from eu-west",
+        Duration::from_secs(10),
+        async || bounded_read(&eu_nodes, b"typed").await.ok(),
+    )
+    .await;
+
     // Writers in both regions on the same keys, before, during and after
     // the partition.
     let stop = Arc::new(AtomicBool::new(false));
@@ -317,8 +341,15 @@ async fn two_regions_write_through_a_partition_and_converge_with_every_loser_rec
         us_during >= 20 && eu_during >= 20,
         "writes acknowledged during the partition: us-east {us_during}, eu-west {eu_during}"
     );
-    // The copies differ while cut off.
+    // The copies differ while cut off, and eu-west, cut off for longer
+    // than the bound, refuses bounded reads naming the region behind.
     assert!(!digests_equal(&us_nodes, &eu_nodes).await);
+    let stale = bounded_read(&eu_nodes, b"typed").await.unwrap_err();
+    assert!(
+        matches!(stale, ClientError::FailedPrecondition(_))
+            && stale.to_string().contains("region us-east"),
+        "{stale}"
+    );
     lab.heal("us-east", "eu-west").unwrap();
     let healed = Instant::now();
     wait_for(
@@ -332,6 +363,12 @@ async fn two_regions_write_through_a_partition_and_converge_with_every_loser_rec
         "converged {converged:?} after the heal ({us_during} + {eu_during} writes acknowledged during the {PARTITION:?} partition)"
     );
     assert!(converged < Duration::from_secs(15), "{converged:?}");
+    wait_for(
+        "bounded reads again after the heal",
+        Duration::from_secs(10),
+        async || bounded_read(&eu_nodes, b"typed").await.ok(),
+    )
+    .await;
 
     // Counters: the sum of every acknowledged increment, in both regions.
     let us_w = std::mem::take(&mut *us_written.lock().unwrap());

@@ -257,6 +257,14 @@ async fn metrics_pass_promtool_and_cover_the_alert_rules() {
         })
         .await
         .unwrap();
+    // An active-active namespace (its conflict and clock series).
+    control
+        .place_namespace(meridian_client::pb::Placement {
+            mode: meridian_client::pb::NamespaceMode::ActiveActive as i32,
+            ..common::us_east_with_eu_standby("peers")
+        })
+        .await
+        .unwrap();
     // A sync namespace (its degradation gauge), a refusal by residency, a
     // backup schedule with its backups.
     control
@@ -335,6 +343,16 @@ async fn metrics_pass_promtool_and_cover_the_alert_rules() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     };
     assert_eq!(sample(&shard, "meridian_raft_voters", ""), Some(1.0));
+    let peers = "namespace=\"peers\"";
+    assert_eq!(
+        sample(&shard, "meridian_active_conflicts", peers),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&shard, "meridian_active_future_stamps", peers),
+        Some(0.0)
+    );
+    assert_eq!(sample(&shard, "meridian_clock_skewed", ""), Some(0.0));
     assert_eq!(
         sample(&shard, "meridian_raft_voters_reachable", ""),
         Some(1.0)

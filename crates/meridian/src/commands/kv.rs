@@ -20,7 +20,7 @@ pub(crate) fn consistency(arg: Option<ConsistencyArg>) -> pb::Consistency {
 }
 
 pub async fn run(format: OutputFormat, args: KvArgs) -> anyhow::Result<()> {
-    let client = target::data_client(&args.target)?;
+    let client = target::region_data_client(&args.target, args.via.as_deref())?;
     let args_kind = match &args.command {
         KvCommand::Sadd { .. } => Kind::Add,
         _ => Kind::Other,
