@@ -328,7 +328,7 @@ async fn main() -> anyhow::Result<()> {
     let mut lags = Histogram::<u64>::new(3)?;
     let mut n = 0u64;
     while started.elapsed() < Duration::from_secs(args.duration) {
-        let (from, to) = if n % 2 == 0 {
+        let (from, to) = if n.is_multiple_of(2) {
             (&us, &eu_nodes)
         } else {
             (&eu, &us_nodes)
