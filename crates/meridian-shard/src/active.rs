@@ -79,7 +79,9 @@ impl ShardNode {
         } else if !skewed && was.is_some_and(|(o, m)| o.beyond(m)) {
             tracing::info!(%offset, "this node's clock is back within the bound");
         }
-        self.metrics.clock_offset_ms.set(offset.ms);
+        self.metrics
+            .clock_offset_seconds
+            .set(offset.ms as f64 / 1_000.0);
         self.metrics.clock_skewed.set(i64::from(skewed));
     }
 

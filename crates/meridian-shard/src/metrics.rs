@@ -94,7 +94,7 @@ pub struct ShardMetrics {
     /// without TLS).
     pub certificate_expiry: Family<CertificateLabels, Gauge>,
     /// This node's clock offset from the control plane's, as last measured.
-    pub clock_offset_ms: Gauge,
+    pub clock_offset_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
     /// 1 while that offset is surely beyond the bound (active-active writes
     /// refused here).
     pub clock_skewed: Gauge,
@@ -149,7 +149,7 @@ impl ShardMetrics {
             disk_capacity_bytes: Gauge::default(),
             resident_memory_bytes: Gauge::default(),
             certificate_expiry: Family::default(),
-            clock_offset_ms: Gauge::default(),
+            clock_offset_seconds: Gauge::default(),
             clock_skewed: Gauge::default(),
             active_conflicts: Family::default(),
             active_future_stamps: Family::default(),
@@ -204,9 +204,9 @@ impl ShardMetrics {
             metrics.namespaces.clone(),
         );
         registry.register(
-            "meridian_clock_offset_milliseconds",
+            "meridian_clock_offset_seconds",
             "This node's clock offset from the control plane's as last measured (ahead positive)",
-            metrics.clock_offset_ms.clone(),
+            metrics.clock_offset_seconds.clone(),
         );
         registry.register(
             "meridian_clock_skewed",
