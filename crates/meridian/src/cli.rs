@@ -794,7 +794,8 @@ pub enum ConflictsCommand {
     List {
         /// The namespace.
         namespace: String,
-        /// Most records to show (newest first; 0: all kept).
+        /// Most records to ask each peer for (newest first; 0: 1,000; an
+        /// answer also stops at 3 MiB).
         #[arg(long, default_value_t = 100)]
         limit: u32,
     },

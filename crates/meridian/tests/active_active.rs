@@ -398,8 +398,8 @@ async fn two_regions_write_through_a_partition_and_converge_with_every_loser_rec
     // (its last write of it: the writers stopped before the heal) was
     // concurrent with the other's; one wins everywhere, the other is in the
     // conflict list with both values and regions.
-    let conflicts = us_nodes.list_conflicts(NS, 0).await.unwrap().conflicts;
-    let eu_conflicts = eu_nodes.list_conflicts(NS, 0).await.unwrap().conflicts;
+    let conflicts = us_nodes.list_conflicts(NS, 10_000).await.unwrap().conflicts;
+    let eu_conflicts = eu_nodes.list_conflicts(NS, 10_000).await.unwrap().conflicts;
     let losers: BTreeSet<(Vec<u8>, Vec<u8>)> = conflicts
         .iter()
         .chain(&eu_conflicts)

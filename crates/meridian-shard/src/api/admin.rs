@@ -912,10 +912,17 @@ impl Admin for AdminService {
                     operation: "listing conflicts".into(),
                 }));
             };
-            let records = self
-                .node
-                .machine
-                .conflicts(&request.namespace, request.limit as usize)?;
+            // 0 means a page of 1,000; no answer passes 3 MiB (a client
+            // decodes at most 4).
+            let limit = if request.limit == 0 {
+                1_000
+            } else {
+                request.limit as usize
+            };
+            let (records, truncated) =
+                self.node
+                    .machine
+                    .conflicts(&request.namespace, limit, 3 << 20)?;
             let side = |v: &meridian_replication::crdt::Version| pb::ConflictSide {
                 value: v.value.clone(),
                 wall_ms: v.origin.stamp.wall_ms,
@@ -960,6 +967,8 @@ impl Admin for AdminService {
             Ok(pb::ListConflictsResponse {
                 conflicts,
                 dropped: meta.dropped_conflicts,
+                recorded: meta.next_conflict,
+                truncated,
             })
         }
         .await;

@@ -102,6 +102,19 @@ pub struct ConflictRecord {
     pub resolved_in: String,
 }
 
+impl ConflictRecord {
+    /// Bytes of keys and values it carries (for bounding answers).
+    pub fn size(&self) -> usize {
+        let values = match &self.conflict {
+            Conflict::Register { winner, loser } => {
+                winner.value.as_ref().map_or(0, Vec::len) + loser.value.as_ref().map_or(0, Vec::len)
+            }
+            Conflict::Type { .. } => 0,
+        };
+        self.key.len() + values + 96
+    }
+}
+
 fn meta_key(namespace: &str) -> Vec<u8> {
     let mut key = keys::namespace_prefix(namespace);
     key.push(b'm');
@@ -137,24 +150,30 @@ impl KvStateMachine {
             .transpose()
     }
 
-    /// The conflict records of `namespace`, newest first, at most `limit`
-    /// (0: all kept).
-    pub fn conflicts(&self, namespace: &str, limit: usize) -> io::Result<Vec<ConflictRecord>> {
+    /// The conflict records of `namespace`, newest first: at most `limit`
+    /// (0: no count limit) and about `max_bytes` of keys and values; with
+    /// whether more are kept.
+    pub fn conflicts(
+        &self,
+        namespace: &str,
+        limit: usize,
+        max_bytes: usize,
+    ) -> io::Result<(Vec<ConflictRecord>, bool)> {
         let mut prefix = keys::namespace_prefix(namespace);
         prefix.push(b'c');
         let mut out = Vec::new();
+        let mut bytes = 0usize;
         for guard in self.active.prefix(&prefix).rev() {
-            let (_, raw) = guard.into_inner().map_err(super::storage_error)?;
-            out.push(decode(
-                CONFLICT_FORMAT,
-                "conflict record",
-                &self.unseal(&raw)?,
-            )?);
-            if limit > 0 && out.len() >= limit {
-                break;
+            if (limit > 0 && out.len() >= limit) || bytes >= max_bytes {
+                return Ok((out, true));
             }
+            let (_, raw) = guard.into_inner().map_err(super::storage_error)?;
+            let record: ConflictRecord =
+                decode(CONFLICT_FORMAT, "conflict record", &self.unseal(&raw)?)?;
+            bytes = bytes.saturating_add(record.size());
+            out.push(record);
         }
-        Ok(out)
+        Ok((out, false))
     }
 
     fn pending_meta(&self, batch: &ApplyBatch, namespace: &str) -> io::Result<Option<ActiveMeta>> {

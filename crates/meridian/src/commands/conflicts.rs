@@ -38,6 +38,7 @@ pub async fn run(format: OutputFormat, args: ConflictsArgs) -> anyhow::Result<()
     let mut merged: BTreeMap<ConflictId, (pb::Conflict, Vec<String>)> = BTreeMap::new();
     let mut unreachable = Vec::new();
     let mut dropped = 0;
+    let mut truncated = false;
     for peer in &peers {
         let Some(shard) = shards.iter().find(|s| &s.id == peer) else {
             unreachable.push(peer.clone());
@@ -51,6 +52,7 @@ pub async fn run(format: OutputFormat, args: ConflictsArgs) -> anyhow::Result<()
         match client.list_conflicts(&namespace, limit).await {
             Ok(response) => {
                 dropped += response.dropped;
+                truncated |= response.truncated;
                 for conflict in response.conflicts {
                     let side = |s: &Option<pb::ConflictSide>| {
                         s.as_ref().map_or(String::new(), |s| {
@@ -138,6 +140,7 @@ pub async fn run(format: OutputFormat, args: ConflictsArgs) -> anyhow::Result<()
             "namespace": namespace,
             "conflicts": json_rows,
             "dropped_by_retention": dropped,
+            "truncated": truncated,
             "unreachable_peers": unreachable,
         }),
         &[
@@ -150,6 +153,11 @@ pub async fn run(format: OutputFormat, args: ConflictsArgs) -> anyhow::Result<()
         ],
         table,
     );
+    if truncated && format != OutputFormat::Json {
+        eprintln!(
+            "more conflicts are kept than shown (newest first); raise --limit to see older ones"
+        );
+    }
     if !unreachable.is_empty() && format != OutputFormat::Json {
         eprintln!(
             "not asked (unreachable): {}; their records are missing above",
