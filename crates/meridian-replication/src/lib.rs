@@ -8,9 +8,12 @@
 //! trimmed; as a [`Sink`] it applies batches through its own Raft log and
 //! reports its position. Nothing here touches a shard's storage.
 //!
-//! - [`shipper`]: the primary's side, one named worker per (namespace,
-//!   standby) pair, following the routing table.
-//! - [`applier`]: the standby's side, batches back in order and applied.
+//! - [`mode`]: what differs between active-passive and active-active (one
+//!   implementation each): who ships what to whom, and in which role.
+//! - [`shipper`]: the shipping side, one named worker per (namespace,
+//!   receiver) pair, following the routing table.
+//! - [`applier`]: the receiving side: batches back in order and applied on a
+//!   standby (`in_order`), or merged on a peer (`merge`).
 //! - [`cursor`]: where a standby stands, as its shipper knows it, and lag.
 //! - [`progress`]: every pair's progress, read by the shard (status, metrics,
 //!   the RPO gate, sync writes).
@@ -22,10 +25,9 @@
 //!   and the typed key states (register, counter, set) whose merge is a
 //!   join, with the conflicts a merge resolves (pure, property-tested).
 //!
-//! The shipper and applier carry active-passive replication: one primary,
-//! standbys that apply its history in order. Active-active (every peer
-//! writes, ships key states, merges) is being built on `hlc` and `crdt`;
-//! until it ships, the control plane refuses `--mode active-active`.
+//! Active-passive: one primary, standbys that apply its history in order.
+//! Active-active: every peer ships its own region's writes (each a key's
+//! state) to every other peer, which merges them (`crdt`, ordered by `hlc`).
 
 pub mod applier;
 pub mod bandwidth;
@@ -34,6 +36,7 @@ pub mod crdt;
 pub mod cursor;
 pub mod error;
 pub mod hlc;
+pub mod mode;
 pub mod progress;
 pub mod replica;
 pub mod session;

@@ -40,6 +40,8 @@ struct Target {
     /// Active-active: the region whose own writes go to this peer (this
     /// shard's); empty for a standby of an active-passive namespace.
     origin: String,
+    /// The role the namespace must have here while it ships (its mode's).
+    role: Role,
 }
 
 /// Keeps one shipping worker (`shipper:NAMESPACE->SHARD`) per (namespace,
@@ -99,39 +101,15 @@ fn wanted_pairs<S: Source>(node: &S, routes: &SharedRoutes) -> (Wanted, Refused)
     let mut wanted = HashMap::new();
     let mut refused = HashMap::new();
     for route in table.routes.values() {
-        // Active-passive: the primary ships to its standbys. Active-active:
-        // every peer ships its own writes to every other peer.
-        let (receivers, origin) = if route.active_active {
-            let home = pb::StandbyRoute {
-                region: route.region.clone(),
-                shard: route.shard.clone(),
-                jurisdictions: route.home_jurisdictions.clone(),
-            };
-            let copies: Vec<pb::StandbyRoute> = std::iter::once(home)
-                .chain(route.standbys.iter().cloned())
-                .collect();
-            if !copies.iter().any(|c| c.shard == shard) {
-                continue;
-            }
-            let others = copies.into_iter().filter(|c| c.shard != shard).collect();
-            (others, node.region().to_string())
-        } else {
-            if route.shard != shard {
-                continue;
-            }
-            (route.standbys.clone(), String::new())
-        };
-        if receivers.is_empty() {
+        // The mode says who ships what to whom (see `mode`).
+        let mode = crate::mode::of(route);
+        let Some((receivers, origin)) = mode.receivers(route, shard, node.region()) else {
             continue;
-        }
+        };
         let Some(record) = node.namespace(&route.namespace) else {
             continue;
         };
-        let role = if route.active_active {
-            Role::Peer
-        } else {
-            Role::Primary
-        };
+        let role = mode.shipping_role();
         if record.role != role || !record.log_changes {
             continue;
         }
@@ -155,6 +133,7 @@ fn wanted_pairs<S: Source>(node: &S, routes: &SharedRoutes) -> (Wanted, Refused)
                     shard: standby.shard.clone(),
                     members,
                     origin: origin.clone(),
+                    role,
                 },
             );
         }
@@ -245,12 +224,7 @@ async fn ship<S: Source>(
         let Some(record) = pair.node.namespace(&pair.namespace) else {
             return;
         };
-        let role = if pair.target.origin.is_empty() {
-            Role::Primary
-        } else {
-            Role::Peer
-        };
-        if record.role != role {
+        if record.role != pair.target.role {
             // Fenced or demoted: the route will stop this task shortly.
             pair.reset();
             tokio::time::sleep(Duration::from_millis(200)).await;
