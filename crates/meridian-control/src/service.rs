@@ -92,56 +92,32 @@ impl ControlService {
     ) -> Result<(), ControlError> {
         let dialer = &self.node.dialer;
         create_on_shard(shard, name, dialer).await?;
-        if policy.mode == NamespaceMode::ActiveActive {
-            // Every copy is a peer from the start: each takes writes and
-            // ships them to the others once the route is published.
-            configure_on_shard(
-                shard,
-                name,
+        // Active-active: every copy is a peer from the start (each takes
+        // writes and ships them to the others once the route is published).
+        // Active-passive: a primary and its standbys, with its settings.
+        let (home_role, copy_role, settings) = match policy.mode {
+            _ if standbys.is_empty() => return Ok(()),
+            NamespaceMode::ActiveActive => (
                 pb::NamespaceRole::Peer,
-                1,
+                pb::NamespaceRole::Peer,
                 Default::default(),
-                dialer,
-            )
-            .await?;
-            for standby in standbys {
-                let standby_shard = self.registered_shard(&standby.shard)?;
-                create_on_shard(&standby_shard, name, dialer).await?;
-                configure_on_shard(
-                    &standby_shard,
-                    name,
-                    pb::NamespaceRole::Peer,
-                    1,
-                    Default::default(),
-                    dialer,
-                )
-                .await?;
-            }
-            return Ok(());
-        }
-        let replicated =
-            matches!(policy.mode, NamespaceMode::ActivePassive { .. }) && !standbys.is_empty();
-        if !replicated {
-            return Ok(());
-        }
-        let settings = meridian_client::ReplicationSettings {
-            sync: matches!(policy.mode, NamespaceMode::ActivePassive { sync: true }),
-            max_lag_entries: max_lag.entries,
-            max_lag_ms: max_lag.ms,
+            ),
+            NamespaceMode::ActivePassive { sync } => (
+                pb::NamespaceRole::Primary,
+                pb::NamespaceRole::Standby,
+                meridian_client::ReplicationSettings {
+                    sync,
+                    max_lag_entries: max_lag.entries,
+                    max_lag_ms: max_lag.ms,
+                },
+            ),
+            NamespaceMode::RegionLocked => return Ok(()),
         };
-        configure_on_shard(shard, name, pb::NamespaceRole::Primary, 1, settings, dialer).await?;
+        configure_on_shard(shard, name, home_role, 1, settings, dialer).await?;
         for standby in standbys {
             let standby_shard = self.registered_shard(&standby.shard)?;
             create_on_shard(&standby_shard, name, dialer).await?;
-            configure_on_shard(
-                &standby_shard,
-                name,
-                pb::NamespaceRole::Standby,
-                1,
-                settings,
-                dialer,
-            )
-            .await?;
+            configure_on_shard(&standby_shard, name, copy_role, 1, settings, dialer).await?;
         }
         Ok(())
     }

@@ -123,16 +123,17 @@ impl GatewayService {
                         .map(|s| (s.region.as_str(), s.shard.as_str())),
                 )
                 .collect();
-        let members = |shard: &str| shards.get(shard).cloned().unwrap_or_default();
+        let members = |shard: &str| shards.get(shard).map(Vec::as_slice).unwrap_or_default();
         let local = copies.iter().find(|(region, _)| *region == self.region);
+        // The common case: this region's peer answers (no allocation).
         if let Some((_, shard)) = local
-            && self.replicas.any_healthy_or_unknown(&members(shard))
+            && self.replicas.any_healthy_or_unknown(members(shard))
         {
             return shard.to_string();
         }
         let all: Vec<String> = copies
             .iter()
-            .flat_map(|(_, shard)| members(shard))
+            .flat_map(|(_, shard)| members(shard).iter().cloned())
             .collect();
         if let Some(nearest) = self.replicas.nearest(&all)
             && let Some((_, shard)) = copies

@@ -17,8 +17,6 @@ use meridian_client::pb;
 
 /// One replication mode.
 pub trait Mode: Send + Sync {
-    /// Its name, as configured (`active-passive`, `active-active`).
-    fn name(&self) -> &'static str;
     /// The role a namespace has on a shard that ships it.
     fn shipping_role(&self) -> Role;
     /// The copies `shard` (in `region`) ships `route`'s namespace to, and
@@ -41,10 +39,6 @@ pub struct ActivePassive;
 pub struct ActiveActive;
 
 impl Mode for ActivePassive {
-    fn name(&self) -> &'static str {
-        "active-passive"
-    }
-
     fn shipping_role(&self) -> Role {
         Role::Primary
     }
@@ -61,10 +55,6 @@ impl Mode for ActivePassive {
 }
 
 impl Mode for ActiveActive {
-    fn name(&self) -> &'static str {
-        "active-active"
-    }
-
     fn shipping_role(&self) -> Role {
         Role::Peer
     }

@@ -26,7 +26,7 @@ pub enum Role {
 }
 
 /// What replication needs to know of one namespace on a shard.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NamespaceState {
     /// Its role here.
     pub role: Role,
@@ -41,8 +41,6 @@ pub struct NamespaceState {
     pub log_changes: bool,
     /// Whether this copy waits for a full copy (it diverged).
     pub resync_needed: bool,
-    /// A peer: how far it has merged each other region's own writes.
-    pub merged: std::collections::BTreeMap<String, u64>,
 }
 
 /// The shipping side: a shard whose namespaces are shipped from here.
@@ -172,6 +170,9 @@ pub trait Sink: Send + Sync + 'static {
 
     /// The namespace's state here, if it is here.
     fn namespace(&self, namespace: &str) -> Option<NamespaceState>;
+    /// A peer: how far it holds `origin`'s own writes (0: none, or not a
+    /// peer).
+    fn merged(&self, namespace: &str, origin: &str) -> u64;
     /// Waits until this node's state is what a quorum has (so a position
     /// answered without a Raft round is not one a new leader lacks).
     fn read_barrier(&self) -> impl Future<Output = Result<(), Self::Error>> + Send;

@@ -13,19 +13,7 @@ use meridian_replication::{
     bandwidth::BandwidthCap, change::ChangeRecord, progress::ReplicationProgress,
 };
 
-fn state(node: &ShardNode, namespace: &str, record: NamespaceRecord) -> NamespaceState {
-    // A peer's merge positions; a read failure leaves them at 0, so a
-    // shipper only resends what is there (merges skip what they hold).
-    let merged = if record.role == NamespaceRole::Peer {
-        node.machine
-            .active_meta(namespace)
-            .ok()
-            .flatten()
-            .map(|meta| meta.merged)
-            .unwrap_or_default()
-    } else {
-        Default::default()
-    };
+fn state(record: NamespaceRecord) -> NamespaceState {
     NamespaceState {
         role: match record.role {
             NamespaceRole::Primary => Role::Primary,
@@ -37,7 +25,6 @@ fn state(node: &ShardNode, namespace: &str, record: NamespaceRecord) -> Namespac
         trimmed_through: record.trimmed_through,
         log_changes: record.log_changes,
         resync_needed: record.resync_needed,
-        merged,
     }
 }
 
@@ -77,9 +64,7 @@ impl Source for ShardNode {
     }
 
     fn namespace(&self, namespace: &str) -> Option<NamespaceState> {
-        self.machine
-            .namespace(namespace)
-            .map(|r| state(self, namespace, r))
+        self.machine.namespace(namespace).map(state)
     }
 
     fn subscribe_changes(&self) -> tokio::sync::watch::Receiver<u64> {
@@ -194,9 +179,18 @@ impl Sink for ShardNode {
     type Pending = (Command, Pending);
 
     fn namespace(&self, namespace: &str) -> Option<NamespaceState> {
+        self.machine.namespace(namespace).map(state)
+    }
+
+    fn merged(&self, namespace: &str, origin: &str) -> u64 {
+        // A read failure counts as nothing merged: the shipper then resends
+        // what is there, and merges skip what they hold.
         self.machine
-            .namespace(namespace)
-            .map(|r| state(self, namespace, r))
+            .active_meta(namespace)
+            .ok()
+            .flatten()
+            .and_then(|meta| meta.merged.get(origin).copied())
+            .unwrap_or(0)
     }
 
     async fn read_barrier(&self) -> Result<(), ShardError> {

@@ -36,6 +36,19 @@ async fn wait_for<T>(what: &str, limit: Duration, mut check: impl AsyncFnMut() -
     }
 }
 
+/// An active-active placement of `name` homed in us-east with a peer in
+/// `peer`, jurisdictions US and EU.
+fn peers(name: &str, peer: &str) -> pb::Placement {
+    pb::Placement {
+        name: name.into(),
+        home_region: "us-east".into(),
+        mode: pb::NamespaceMode::ActiveActive as i32,
+        standby_regions: vec![peer.into()],
+        allowed_jurisdictions: vec!["US".into(), "EU".into()],
+        ..Default::default()
+    }
+}
+
 fn gateway(lab: &Lab, region: &str) -> Client {
     lab_client(
         lab,
@@ -56,6 +69,8 @@ struct Written {
     last_in_partition: BTreeMap<String, Option<String>>,
     /// Writes acknowledged while the partition was on.
     during_partition: u64,
+    /// Register writes acknowledged in all.
+    acked: u64,
 }
 
 /// Writes registers and counters on the hot keys through `client` until
@@ -77,6 +92,7 @@ async fn write_loop(
             .put(NS, register.as_bytes(), value.as_bytes())
             .await
             .is_ok();
+        written.lock().unwrap().acked += u64::from(acked);
         // Only a write both started and answered inside the partition is
         // surely concurrent with the other region's.
         if in_partition && partitioned.load(Ordering::Relaxed) {
@@ -192,14 +208,7 @@ async fn two_regions_write_through_a_partition_and_converge_with_every_loser_rec
     // A peer outside the namespace's jurisdictions is refused, naming the
     // rule and the region.
     let refused = control
-        .place_namespace(pb::Placement {
-            name: "bad-peers".into(),
-            home_region: "us-east".into(),
-            mode: pb::NamespaceMode::ActiveActive as i32,
-            standby_regions: vec!["ap-south".into()],
-            allowed_jurisdictions: vec!["US".into(), "EU".into()],
-            ..Default::default()
-        })
+        .place_namespace(peers("bad-peers", "ap-south"))
         .await
         .unwrap_err();
     assert!(
@@ -208,17 +217,7 @@ async fn two_regions_write_through_a_partition_and_converge_with_every_loser_rec
             && refused.to_string().contains("residency"),
         "{refused}"
     );
-    control
-        .place_namespace(pb::Placement {
-            name: NS.into(),
-            home_region: "us-east".into(),
-            mode: pb::NamespaceMode::ActiveActive as i32,
-            standby_regions: vec!["eu-west".into()],
-            allowed_jurisdictions: vec!["US".into(), "EU".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    control.place_namespace(peers(NS, "eu-west")).await.unwrap();
     let us = gateway(&lab, "us-east");
     let eu = gateway(&lab, "eu-west");
     let us_nodes = lab_client(&lab, region_nodes(&lab, "us-east"), Duration::from_secs(5));
@@ -316,8 +315,17 @@ async fn two_regions_write_through_a_partition_and_converge_with_every_loser_rec
             stop.clone(),
         )),
     ];
-    tokio::time::sleep(Duration::from_secs(1)).await;
+    wait_for(
+        "both regions writing",
+        Duration::from_secs(30),
+        async || {
+            let acked = |w: &Mutex<Written>| w.lock().unwrap().acked;
+            (acked(&us_written) >= 10 && acked(&eu_written) >= 10).then_some(())
+        },
+    )
+    .await;
     lab.partition("us-east", "eu-west").unwrap();
+    let partitioned_at = Instant::now();
     partitioned.store(true, Ordering::Relaxed);
     // During the partition: us-east removes "shared" and "us-only";
     // eu-west, not seeing that, adds "shared" again and adds "eu-new".
@@ -325,7 +333,19 @@ async fn two_regions_write_through_a_partition_and_converge_with_every_loser_rec
     set_op(&us, "us-only", false).await;
     set_op(&eu, "shared", true).await;
     set_op(&eu, "eu-new", true).await;
-    tokio::time::sleep(PARTITION).await;
+    // The partition lasts PARTITION, with both regions writing throughout.
+    wait_for(
+        "the partition's length, both regions writing",
+        PARTITION * 2,
+        async || {
+            let during = |w: &Mutex<Written>| w.lock().unwrap().during_partition;
+            (partitioned_at.elapsed() >= PARTITION
+                && during(&us_written) >= 20
+                && during(&eu_written) >= 20)
+                .then_some(())
+        },
+    )
+    .await;
     // The writers stop before the heal: each region's last write of a key
     // during the partition is its last write of it.
     stop.store(true, Ordering::Relaxed);
@@ -504,17 +524,7 @@ async fn a_skewed_peer_refuses_writes_and_its_region_writes_through_another_peer
         lab.state().endpoints(ProcessRole::Control, None),
         Duration::from_secs(20),
     );
-    control
-        .place_namespace(pb::Placement {
-            name: NS.into(),
-            home_region: "us-east".into(),
-            mode: pb::NamespaceMode::ActiveActive as i32,
-            standby_regions: vec!["eu-west".into()],
-            allowed_jurisdictions: vec!["US".into(), "EU".into()],
-            ..Default::default()
-        })
-        .await
-        .unwrap();
+    control.place_namespace(peers(NS, "eu-west")).await.unwrap();
     let eu_gateway = gateway(&lab, "eu-west");
     let us_nodes = lab_client(&lab, region_nodes(&lab, "us-east"), Duration::from_secs(5));
     eu_gateway.put(NS, b"before", b"1").await.unwrap();

@@ -156,13 +156,14 @@ fn spawn_writers(
     namespace: &'static str,
     writers: usize,
     rate_per_writer: f64,
-    key: fn(u64, u64) -> String,
+    key: impl Fn(u64, u64) -> String + Clone + Send + Sync + 'static,
     stop: Arc<AtomicBool>,
     counts: Arc<(AtomicU64, AtomicU64)>,
 ) -> Vec<tokio::task::JoinHandle<()>> {
     (0..writers as u64)
         .map(|w| {
             let (client, stop, counts) = (client.clone(), stop.clone(), counts.clone());
+            let key = key.clone();
             tokio::spawn(async move {
                 let value = vec![b'w'; 256];
                 let started = Instant::now();
@@ -373,13 +374,12 @@ async fn main() -> anyhow::Result<()> {
     let stop = Arc::new(AtomicBool::new(false));
     let counts = Arc::new((AtomicU64::new(0), AtomicU64::new(0)));
     let hot = args.hot_keys.max(1);
-    HOT_KEYS.store(hot, Ordering::Relaxed);
     let mut tasks = spawn_writers(
         us.clone(),
         HOT,
         args.writers,
         0.0,
-        |w, i| format!("hot-{}", (w * 7 + i) % HOT_KEYS.load(Ordering::Relaxed)),
+        move |w, i| format!("hot-{}", (w * 7 + i) % hot),
         stop.clone(),
         counts.clone(),
     );
@@ -388,7 +388,7 @@ async fn main() -> anyhow::Result<()> {
         HOT,
         args.writers,
         0.0,
-        |w, i| format!("hot-{}", (w * 11 + i) % HOT_KEYS.load(Ordering::Relaxed)),
+        move |w, i| format!("hot-{}", (w * 11 + i) % hot),
         stop.clone(),
         counts.clone(),
     ));
@@ -400,8 +400,21 @@ async fn main() -> anyhow::Result<()> {
     }
     let elapsed = started.elapsed().as_secs_f64();
     let writes = counts.0.load(Ordering::Relaxed);
-    // Let the last merges land, then count what the copies recorded.
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Count what the copies recorded once both hold every write.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (a, b) = (
+            us_nodes.check_integrity(HOT).await?,
+            eu_nodes.check_integrity(HOT).await?,
+        );
+        if a.digest == b.digest {
+            break;
+        }
+        if Instant::now() > deadline {
+            bail!("the hot namespace's copies did not converge within 60 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     let recorded = (conflicts(&us_nodes).await? + conflicts(&eu_nodes).await?)
         .saturating_sub(conflicts_before);
     let (register_ns, counter_ns, set_ns) = merge_costs();
@@ -437,9 +450,6 @@ async fn main() -> anyhow::Result<()> {
     }
     Ok(())
 }
-
-/// Hot keys of the current run (writer key functions are plain `fn`s).
-static HOT_KEYS: AtomicU64 = AtomicU64::new(10);
 
 /// Conflicts recorded by one copy of the hot namespace so far.
 async fn conflicts(copy: &Client) -> anyhow::Result<u64> {

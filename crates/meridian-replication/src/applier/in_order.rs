@@ -31,20 +31,7 @@ pub(super) async fn receive<S: Sink>(
         )
         .await;
     }
-    let changes = wire::decode_batch(&request.payload, request.payload_format).map_err(|e| {
-        ReplicationError::Malformed(format!(
-            "replication payload (at most {} bytes decompressed): {e}",
-            wire::MAX_BATCH_BYTES
-        ))
-    })?;
-    if changes.len() != request.count as usize {
-        return Err(ReplicationError::Malformed(format!(
-            "replication batch holds {} changes, the request says {}",
-            changes.len(),
-            request.count
-        ))
-        .into());
-    }
+    let changes = super::decode_changes(&request)?;
     if state.epoch != request.epoch {
         return Err(ReplicationError::StaleEpoch {
             name: request.namespace.clone(),
@@ -69,7 +56,7 @@ pub(super) async fn receive<S: Sink>(
     if state.resync_needed || changes.iter().all(|c| c.seq <= state.change_seq) {
         sink.read_barrier().await?;
         let now = sink.namespace(&request.namespace);
-        let applied_seq = now.as_ref().map_or(0, |s| s.change_seq);
+        let applied_seq = now.map_or(0, |s| s.change_seq);
         let resync_needed = now.is_some_and(|s| s.resync_needed);
         if !resync_needed && applied_seq >= request.primary_seq {
             sink.note_current(&request.namespace);

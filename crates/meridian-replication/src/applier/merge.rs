@@ -47,35 +47,17 @@ pub(super) async fn merge<S: Sink>(
             resync_needed: false,
         });
     }
-    let changes = wire::decode_batch(&request.payload, request.payload_format).map_err(|e| {
-        ReplicationError::Malformed(format!(
-            "replication payload (at most {} bytes decompressed): {e}",
-            wire::MAX_BATCH_BYTES
-        ))
-    })?;
-    if changes.len() != request.count as usize {
-        return Err(ReplicationError::Malformed(format!(
-            "replication batch holds {} changes, the request says {}",
-            changes.len(),
-            request.count
-        ))
-        .into());
-    }
+    let changes = super::decode_changes(&request)?;
     // One lane per (namespace, origin): each region's writes apply in its
     // log's order; different regions' interleave freely.
     let lane_name = format!("{}/{origin}", request.namespace);
-    let merged = |s: &crate::NamespaceState| s.merged.get(&origin).copied().unwrap_or(0);
+    let merged = || sink.merged(&request.namespace, &origin);
     let first = changes.first().map_or(0, |c| c.seq);
-    let mut lane = sink
-        .lanes()
-        .enter(&lane_name, first, || {
-            sink.namespace(&request.namespace).map_or(0, |s| merged(&s))
-        })
-        .await;
-    let state = sink.namespace(&request.namespace).unwrap_or(state);
-    if changes.iter().all(|c| c.seq <= merged(&state)) {
+    let mut lane = sink.lanes().enter(&lane_name, first, merged).await;
+    let held = merged();
+    if changes.iter().all(|c| c.seq <= held) {
         sink.read_barrier().await?;
-        let applied_seq = sink.namespace(&request.namespace).map_or(0, |s| merged(&s));
+        let applied_seq = merged();
         sink.note_merged(
             &request.namespace,
             &origin,

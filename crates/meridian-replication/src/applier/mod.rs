@@ -32,6 +32,27 @@ pub async fn receive<S: Sink>(
     }
 }
 
+/// The changes a batch carries, checked against the count it states.
+fn decode_changes(
+    request: &pb::ReplicateRequest,
+) -> Result<Vec<crate::change::ChangeRecord>, ReplicationError> {
+    let changes =
+        crate::wire::decode_batch(&request.payload, request.payload_format).map_err(|e| {
+            ReplicationError::Malformed(format!(
+                "replication payload (at most {} bytes decompressed): {e}",
+                crate::wire::MAX_BATCH_BYTES
+            ))
+        })?;
+    if changes.len() != request.count as usize {
+        return Err(ReplicationError::Malformed(format!(
+            "replication batch holds {} changes, the request says {}",
+            changes.len(),
+            request.count
+        )));
+    }
+    Ok(changes)
+}
+
 /// Submits `step` and waits for it to apply.
 async fn apply<S: Sink>(sink: &S, step: ApplyStep) -> Result<u64, S::Error> {
     let pending = sink.submit(step).await?;

@@ -184,7 +184,7 @@ impl KvService {
         namespace: &str,
         key: &[u8],
         read: Option<&pb::ReadOptions>,
-        operation: &str,
+        (wanted, operation): (KeyType, &str),
     ) -> Result<(Option<KeyState>, Vec<u8>), ShardError> {
         convert::namespace(namespace)?;
         self.node.config.limits.check_key(key)?;
@@ -198,7 +198,11 @@ impl KvService {
         }
         self.node.peer_read_gate(namespace, read).await?;
         let token = self.node.session_token(namespace);
-        Ok((self.node.key_state(namespace, key)?, token))
+        let state = self.node.key_state(namespace, key)?;
+        if let Some(state) = &state {
+            self.expect_type(namespace, key, state, wanted, operation)?;
+        }
+        Ok((state, token))
     }
 
     async fn put(&self, request: pb::PutRequest) -> Result<pb::PutResponse, ShardError> {
@@ -555,18 +559,11 @@ impl Kv for KvService {
                     &request.namespace,
                     &request.key,
                     request.read.as_ref(),
-                    "GetCounter",
+                    (KeyType::Counter, "GetCounter"),
                 )
                 .await?;
             let mut value = 0;
             if let Some(state) = &state {
-                self.expect_type(
-                    &request.namespace,
-                    &request.key,
-                    state,
-                    KeyType::Counter,
-                    "GetCounter",
-                )?;
                 let total = state.counter_value().unwrap_or(0);
                 value = i64::try_from(total).map_err(|_| Rejection::KeyType {
                     name: request.namespace.clone(),
@@ -621,18 +618,11 @@ impl Kv for KvService {
                     &request.namespace,
                     &request.key,
                     request.read.as_ref(),
-                    "SetMembers",
+                    (KeyType::Set, "SetMembers"),
                 )
                 .await?;
             let mut members = Vec::new();
             if let Some(state) = &state {
-                self.expect_type(
-                    &request.namespace,
-                    &request.key,
-                    state,
-                    KeyType::Set,
-                    "SetMembers",
-                )?;
                 members = state
                     .members()
                     .unwrap_or_default()
