@@ -15,6 +15,7 @@
 //! - [`applier`]: the receiving side: batches back in order and applied on a
 //!   standby (`in_order`), or merged on a peer (`merge`).
 //! - [`cursor`]: where a standby stands, as its shipper knows it, and lag.
+//! - [`pacing`]: when the next batch goes on the wire (pure).
 //! - [`progress`]: every pair's progress, read by the shard (status, metrics,
 //!   the RPO gate, sync writes).
 //! - [`sync_rule`]: when a sync namespace's write may be proposed and
@@ -37,6 +38,7 @@ pub mod cursor;
 pub mod error;
 pub mod hlc;
 pub mod mode;
+pub mod pacing;
 pub mod progress;
 pub mod replica;
 pub mod session;

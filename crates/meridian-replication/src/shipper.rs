@@ -11,6 +11,7 @@
 
 use crate::change::VersionedEntry;
 use crate::cursor::Cursor;
+use crate::pacing;
 use crate::replica::{NamespaceState, Role, Source};
 use crate::wire::{self, MAX_BATCH_CHANGES, MAX_PAYLOAD_BYTES, RESYNC_CHUNK};
 use futures::StreamExt;
@@ -22,12 +23,11 @@ use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-/// Batches on the wire to one standby at once: enough to cover a WAN round
-/// trip at thousands of writes a second, few enough that a stalled standby does
-/// not pile up work.
-const MAX_IN_FLIGHT: usize = 8;
 /// A caught-up standby hears from its primary at least this often.
 const HEARTBEAT: Duration = Duration::from_millis(500);
+/// How soon to read the log again when it could not be read or did not yet
+/// hold what its head says.
+const READ_AGAIN: Duration = Duration::from_millis(1);
 /// Trim the log once standbys are this many changes past the last trim.
 const TRIM_EVERY: u64 = 1_024;
 
@@ -170,10 +170,11 @@ type Shipment = futures::future::BoxFuture<'static, (u64, Result<pb::ReplicateRe
 
 /// Ships `namespace` to one standby for as long as the task lives.
 ///
-/// Batches are pipelined: up to [`MAX_IN_FLIGHT`] are on the wire at once, so a
-/// change waits for a free slot rather than for the previous batch's round
-/// trip, and the lag stays near one WAN trip plus the standby's commit. While
-/// the pipe is full, new changes gather into the next (larger) batch.
+/// Batches are pipelined: up to [`pacing::MAX_IN_FLIGHT`] are on the wire at
+/// once, paced by [`pacing::next`], so a change waits a few milliseconds for
+/// company rather than for the previous batch's round trip, and the lag stays
+/// near one WAN trip plus the standby's commit. While the pipe is full, new
+/// changes gather into the next (larger) batch.
 async fn ship<S: Source>(
     node: Arc<S>,
     namespace: String,
@@ -212,6 +213,7 @@ async fn ship<S: Source>(
         trimming: None,
         failures: 0,
         last_answer: Instant::now(),
+        last_send: Instant::now(),
     };
     let mut changed = pair.node.subscribe_changes();
     loop {
@@ -248,13 +250,13 @@ async fn ship<S: Source>(
             }
             continue;
         };
-        let read_again_soon = pair.fill(&record, head, position).await;
+        let look_again = pair.fill(&record, head, position).await;
         if pair.cursor.position().is_none() {
             continue;
         }
         // Wait for an answer, a new change, or (caught up) the heartbeat.
-        let quiet = if read_again_soon {
-            Duration::from_millis(1)
+        let quiet = if let Some(after) = look_again {
+            after
         } else if !pair.in_flight.is_empty() {
             // An answer (or the call's own timeout) wakes the loop; a timer
             // that had already run out would only spin it.
@@ -275,7 +277,7 @@ async fn ship<S: Source>(
             }
             _ = changed.changed() => {}
             _ = tokio::time::sleep(quiet) => {
-                if pair.in_flight.is_empty() && pair.cursor.sent() >= head && !read_again_soon {
+                if pair.in_flight.is_empty() && pair.cursor.sent() >= head && look_again.is_none() {
                     // Quiet: ask again, a heartbeat that keeps the standby's
                     // freshness known for bounded reads.
                     pair.cursor.reset();
@@ -300,6 +302,8 @@ struct Pair<S> {
     trimming: Option<tokio::task::JoinHandle<()>>,
     failures: u32,
     last_answer: Instant,
+    /// When the last batch went on the wire (for [`pacing`]).
+    last_send: Instant,
 }
 
 impl<S: Source> Pair<S> {
@@ -319,10 +323,26 @@ impl<S: Source> Pair<S> {
         self.cursor.reset();
     }
 
-    /// Puts batches on the wire until the pipe is full or nothing is left.
-    /// Returns true when the log should be read again in a moment.
-    async fn fill(&mut self, record: &NamespaceState, head: u64, position: u64) -> bool {
-        while self.in_flight.len() < MAX_IN_FLIGHT && self.cursor.sent() < head {
+    /// Puts batches on the wire as [`pacing`] says, until the pipe is full or
+    /// nothing is left. Returns when to read the log again, if before the
+    /// next change or answer.
+    async fn fill(
+        &mut self,
+        record: &NamespaceState,
+        head: u64,
+        position: u64,
+    ) -> Option<Duration> {
+        loop {
+            match pacing::next(
+                self.in_flight.len(),
+                head.saturating_sub(self.cursor.sent()),
+                self.last_send.elapsed(),
+                MAX_BATCH_CHANGES as u64,
+            ) {
+                pacing::Next::Idle | pacing::Next::PipeFull => return None,
+                pacing::Next::GatherFor(after) => return Some(after),
+                pacing::Next::SendNow => {}
+            }
             let changes = match self.node.changes_after(
                 &self.namespace,
                 self.cursor.sent(),
@@ -342,7 +362,7 @@ impl<S: Source> Pair<S> {
                 }
                 Err(err) => {
                     tracing::error!(namespace = %self.namespace, error = %err, "cannot read the change log");
-                    return true;
+                    return Some(READ_AGAIN);
                 }
             };
             let sent = self.cursor.sent();
@@ -352,7 +372,7 @@ impl<S: Source> Pair<S> {
                     Ok(encoded) => encoded,
                     Err(err) => {
                         tracing::error!(namespace = %self.namespace, error = %err, "cannot encode a batch");
-                        return true;
+                        return Some(READ_AGAIN);
                     }
                 };
                 self.node.bandwidth().take(payload.len()).await;
@@ -363,10 +383,11 @@ impl<S: Source> Pair<S> {
                     (last, head),
                 ));
                 self.cursor.sent_through(last);
+                self.last_send = Instant::now();
             } else if changes.is_empty() && sent >= record.trimmed_through {
                 // Applied in memory, its batch not yet committed to the
                 // engine: read again in a moment.
-                return true;
+                return Some(READ_AGAIN);
             } else if self.in_flight.is_empty() {
                 // The log no longer reaches back to the standby's position
                 // (trimmed before it joined): a full copy.
@@ -379,13 +400,12 @@ impl<S: Source> Pair<S> {
                 );
                 let copied = full_copy(&self.node, &self.link(record.epoch)).await;
                 self.answered(copied, head).await;
-                return false;
+                return None;
             } else {
                 // Let what is on the wire land first.
-                return false;
+                return None;
             }
         }
-        false
     }
 
     /// Takes in a standby's answer (its position, or why not). Returns whether

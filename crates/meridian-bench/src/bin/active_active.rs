@@ -86,6 +86,9 @@ struct Lag {
     max_ms: f64,
     one_way_delay_ms: u64,
     target_p99_ms: u64,
+    /// Every probe: seconds into the run, the region written, its lag in ms
+    /// (to see whether the tail is periodic or spread).
+    series: Vec<(f64, &'static str, f64)>,
 }
 
 #[derive(Debug, Serialize)]
@@ -328,14 +331,17 @@ async fn main() -> anyhow::Result<()> {
     let (acked_before, started) = (counts.0.load(Ordering::Relaxed), Instant::now());
     let mut lags = Histogram::<u64>::new(3)?;
     let mut n = 0u64;
+    let mut series = Vec::new();
     while started.elapsed() < Duration::from_secs(args.duration) {
-        let (from, to) = if n.is_multiple_of(2) {
-            (&us, &eu_nodes)
+        let (from, to, region) = if n.is_multiple_of(2) {
+            (&us, &eu_nodes, "us-east")
         } else {
-            (&eu, &us_nodes)
+            (&eu, &us_nodes, "eu-west")
         };
+        let at = started.elapsed().as_secs_f64();
         let lag = probe(from, to, &format!("probe-{n}")).await?;
         lags.record(lag.as_micros() as u64)?;
+        series.push((at, region, lag.as_secs_f64() * 1_000.0));
         n += 1;
         tokio::time::sleep(Duration::from_millis(args.probe_ms)).await;
     }
@@ -356,6 +362,7 @@ async fn main() -> anyhow::Result<()> {
         max_ms: lags.max() as f64 / 1_000.0,
         one_way_delay_ms: one_way,
         target_p99_ms: one_way + 100,
+        series,
     };
     println!(
         "  convergence lag at {:.0} writes/s (target {}): p50 {:.1} ms  p99 {:.1} ms  max {:.1} ms over {} probes (one-way delay {} ms; target p99 < {} ms)",
