@@ -84,6 +84,7 @@ impl StorageEngine {
             .manual_journal_persist(true)
             .cache_size(storage.cache_bytes)
             .max_journaling_size(storage.journal_bytes)
+            .worker_threads(storage.background_threads)
             .open()
             .map_err(to_io)?;
         let sealer = Arc::new(open_keys(&db, fresh, key_file)?);
