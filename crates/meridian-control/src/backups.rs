@@ -104,6 +104,7 @@ pub async fn take(
             "the shard of namespace {namespace:?} is not known yet"
         )));
     };
+    crate::dr::check_backup_mode(namespace, ns.policy.mode).map_err(ControlError::Refused)?;
     crate::dr::check_backup_target(namespace, &ns.policy.allowed_jurisdictions, &location)
         .map_err(ControlError::Refused)?;
     let parent = match (incremental, parent) {

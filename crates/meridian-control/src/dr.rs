@@ -80,6 +80,18 @@ pub fn check_backup_target(
     }
 }
 
+/// Whether a namespace in `mode` can be backed up (pure): active-active
+/// namespaces are refused, saying why (see
+/// [`meridian_replication::mode::ActiveActive::backup_refusal`]).
+pub fn check_backup_mode(namespace: &str, mode: crate::model::NamespaceMode) -> Result<(), String> {
+    match mode {
+        crate::model::NamespaceMode::ActiveActive => Err(
+            meridian_replication::mode::ActiveActive::backup_refusal(namespace),
+        ),
+        _ => Ok(()),
+    }
+}
+
 /// `backup`'s chain, full backup first: each incremental backup's parent
 /// must be in the catalog, of the same namespace and location, and end at
 /// the sequence the child starts from.
@@ -138,6 +150,7 @@ pub fn check_schedule(
             schedule.location
         )));
     };
+    check_backup_mode(&schedule.namespace, namespace.policy.mode).map_err(refuse)?;
     check_backup_target(
         &schedule.namespace,
         &namespace.policy.allowed_jurisdictions,
@@ -745,6 +758,27 @@ mod tests {
             assert_eq!(expired(&refs, now, keep), expected, "now {now} keep {keep}");
         }
         assert!(expired(&[], 10, 1).is_empty());
+    }
+
+    #[test]
+    fn active_active_namespaces_are_not_backed_up() {
+        use crate::model::NamespaceMode;
+        let rows = [
+            (NamespaceMode::RegionLocked, true),
+            (NamespaceMode::ActivePassive { sync: false }, true),
+            (NamespaceMode::ActivePassive { sync: true }, true),
+            (NamespaceMode::ActiveActive, false),
+        ];
+        for (mode, allowed) in rows {
+            let verdict = check_backup_mode("carts", mode);
+            assert_eq!(verdict.is_ok(), allowed, "{mode:?}: {verdict:?}");
+            if let Err(why) = verdict {
+                assert!(
+                    why.contains("\"carts\" is active-active") && why.contains("not supported"),
+                    "{why}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -54,6 +54,21 @@ impl Mode for ActivePassive {
     }
 }
 
+impl ActiveActive {
+    /// Why a backup of an active-active namespace is refused (by the control
+    /// plane and by a peer's shard alike): a peer's copy holds typed key
+    /// states and logs only its own region's writes, so a full backup of one
+    /// peer misses what it has not merged yet, an incremental one misses
+    /// every other region's writes, and a restore would turn counters and
+    /// sets into opaque values. Refused until backups of the merged state
+    /// and restores into an active-active set are built.
+    pub fn backup_refusal(namespace: &str) -> String {
+        format!(
+            "namespace {namespace:?} is active-active: backups of active-active namespaces are not supported yet (a backup of one peer would miss what it has not merged, an incremental one every other region's writes, and a restore would lose the key types); refused rather than taken"
+        )
+    }
+}
+
 impl Mode for ActiveActive {
     fn shipping_role(&self) -> Role {
         Role::Peer

@@ -179,6 +179,14 @@ pub async fn write(
 ) -> Result<pb::BackupResponse, ShardError> {
     let started = Instant::now();
     crate::limits::validate_namespace_name(&request.namespace)?;
+    if node.is_peer(&request.namespace) {
+        // Refused here as well as by the control plane: this copy holds
+        // typed key states and logs only its own region's writes, so what
+        // it would write is not a backup of the namespace.
+        return Err(ShardError::NotApplicable(
+            meridian_replication::mode::ActiveActive::backup_refusal(&request.namespace),
+        ));
+    }
     check_backup_id(&request.backup_id)?;
     if request.incremental {
         check_backup_id(&request.parent_backup_id)?;

@@ -529,6 +529,78 @@ async fn a_skewed_peer_refuses_writes_and_its_region_writes_through_another_peer
     let us_nodes = lab_client(&lab, region_nodes(&lab, "us-east"), Duration::from_secs(5));
     eu_gateway.put(NS, b"before", b"1").await.unwrap();
 
+    // Backups of an active-active namespace are refused, saying why, by the
+    // control plane (now and as a schedule) and by a peer's shard asked
+    // directly; nothing is written to the location.
+    let vault = dir.path().join("us-vault");
+    control
+        .put_location(pb::LocationInfo {
+            name: "us-vault".into(),
+            url: format!("file://{}", vault.display()),
+            region: "us-east".into(),
+            jurisdictions: Vec::new(),
+        })
+        .await
+        .unwrap();
+    let refused = control.snapshot(NS, "us-vault").await.unwrap_err();
+    assert!(
+        refused
+            .to_string()
+            .contains("is active-active: backups of active-active namespaces are not supported"),
+        "{refused}"
+    );
+    let refused = control
+        .set_schedule(pb::ScheduleInfo {
+            namespace: NS.into(),
+            location: "us-vault".into(),
+            every_ms: 60_000,
+            keep_ms: 600_000,
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        refused.to_string().contains("is active-active"),
+        "{refused}"
+    );
+    // The shard's own guard, asked as the control plane asks.
+    let as_control = meridian_net::Dialer::new(
+        Default::default(),
+        Some(
+            &meridian_net::TlsFiles::in_dir(lab.state().certs.as_ref().unwrap(), "control-1")
+                .load()
+                .unwrap(),
+        ),
+    );
+    let us_member = region_nodes(&lab, "us-east").remove(0);
+    let refused = meridian_proto::v1::admin_client::AdminClient::new(
+        as_control.lazy(&as_control.endpoint(&us_member).unwrap()),
+    )
+    .backup(pb::BackupRequest {
+        namespace: NS.into(),
+        backup_id: "aa-direct".into(),
+        location_name: "us-vault".into(),
+        location_url: format!("file://{}", vault.display()),
+        location_region: "us-east".into(),
+        jurisdictions: vec!["US".into(), "EU".into()],
+        ..Default::default()
+    })
+    .await
+    .unwrap_err();
+    assert_eq!(
+        refused.code(),
+        tonic::Code::FailedPrecondition,
+        "{refused:?}"
+    );
+    assert!(
+        refused.message().contains("is active-active"),
+        "{refused:?}"
+    );
+    assert!(
+        common::all_files(&vault).is_empty(),
+        "a refused backup wrote to its location"
+    );
+
     // eu-west-1's clock jumps 5 s ahead (max_clock_offset_ms is 250).
     let node = lab.process("eu-west-1").unwrap().clone();
     let original = std::fs::read_to_string(&node.config).unwrap();
