@@ -1313,16 +1313,20 @@ impl Client {
         Ok(response.writes)
     }
 
-    /// Active-active: the conflicts this shard's copy of `namespace`
-    /// resolved, newest first (`limit` 0: all kept).
+    /// Active-active: one page of the conflicts this shard's copy of
+    /// `namespace` resolved, newest first: those numbered below `before` (0:
+    /// from the newest), at most `limit` (0: 1,000) and 3 MiB. Read on with
+    /// the answer's `next_before` while it is `truncated`.
     pub async fn list_conflicts(
         &self,
         namespace: &str,
+        before: u64,
         limit: u32,
     ) -> Result<pb::ListConflictsResponse, ClientError> {
         let request = pb::ListConflictsRequest {
             namespace: namespace.to_string(),
             limit,
+            before,
         };
         self.call(CallKind::LeaderRead, |channel| {
             let request = request.clone();

@@ -3073,7 +3073,7 @@ mod tests {
         assert_eq!(tags.members(), Some(vec![&b"a"[..], &b"b"[..]]));
         // Every register lost to a concurrent write, recorded on both sides.
         for h in [&us, &eu] {
-            let conflicts = h.machine.conflicts("ns", 0, usize::MAX).unwrap().0;
+            let conflicts = h.machine.conflicts("ns", 0, 0, usize::MAX).unwrap().0;
             assert_eq!(conflicts.len(), 5, "{conflicts:?}");
             let meta = h.machine.active_meta("ns").unwrap().unwrap();
             assert_eq!(meta.merged.len(), 1);
@@ -3102,17 +3102,37 @@ mod tests {
         }
         ship(&eu, &mut us, "eu-west", 10, 1_000);
         let meta = us.machine.active_meta("ns").unwrap().unwrap();
-        let conflicts = us.machine.conflicts("ns", 0, usize::MAX).unwrap().0;
+        let conflicts = us.machine.conflicts("ns", 0, 0, usize::MAX).unwrap().0;
         // Six resolved, three kept (the newest), three dropped and counted.
         assert_eq!(
             (conflicts.len(), meta.next_conflict, meta.dropped_conflicts),
             (3, 6, 3)
         );
-        assert_eq!(conflicts[0].key, b"r5");
-        let (one, more) = us.machine.conflicts("ns", 1, usize::MAX).unwrap();
+        let numbers: Vec<u64> = conflicts.iter().map(|(n, _)| *n).collect();
+        assert_eq!(numbers, [5, 4, 3], "newest first, numbered");
+        assert_eq!(conflicts[0].1.key, b"r5");
+        let (one, more) = us.machine.conflicts("ns", 0, 1, usize::MAX).unwrap();
         assert_eq!((one.len(), more), (1, true));
-        let (small, more) = us.machine.conflicts("ns", 0, 1).unwrap();
+        let (small, more) = us.machine.conflicts("ns", 0, 0, 1).unwrap();
         assert_eq!((small.len(), more), (1, true), "bounded by bytes");
+        let (older, more) = us.machine.conflicts("ns", 4, 0, usize::MAX).unwrap();
+        assert_eq!(
+            (older.iter().map(|(n, _)| *n).collect::<Vec<_>>(), more),
+            (vec![3], false),
+            "only those below the cursor"
+        );
+        // Paging with the last number read reaches every record once.
+        let mut paged = Vec::new();
+        let mut before = 0;
+        loop {
+            let (page, more) = us.machine.conflicts("ns", before, 1, usize::MAX).unwrap();
+            paged.extend(page.iter().map(|(n, _)| *n));
+            if !more {
+                break;
+            }
+            before = page.last().unwrap().0;
+        }
+        assert_eq!(paged, [5, 4, 3]);
         // The future-stamped writes are kept (they win as stamped), flagged
         // and counted; the clock did not follow them...
         assert_eq!(meta.future_stamps, 6);

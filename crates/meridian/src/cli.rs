@@ -795,9 +795,13 @@ pub enum ConflictsCommand {
         /// The namespace.
         namespace: String,
         /// Most records to ask each peer for (newest first; 0: 1,000; an
-        /// answer also stops at 3 MiB).
+        /// answer also stops at 3 MiB); with --all, the size of each page.
         #[arg(long, default_value_t = 100)]
         limit: u32,
+        /// Every record each peer keeps: reads on, page by page, until the
+        /// oldest.
+        #[arg(long)]
+        all: bool,
     },
 }
 

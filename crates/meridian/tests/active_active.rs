@@ -418,8 +418,31 @@ async fn two_regions_write_through_a_partition_and_converge_with_every_loser_rec
     // (its last write of it: the writers stopped before the heal) was
     // concurrent with the other's; one wins everywhere, the other is in the
     // conflict list with both values and regions.
-    let conflicts = us_nodes.list_conflicts(NS, 10_000).await.unwrap().conflicts;
-    let eu_conflicts = eu_nodes.list_conflicts(NS, 10_000).await.unwrap().conflicts;
+    let conflicts = us_nodes.list_conflicts(NS, 0, 10_000).await.unwrap();
+    assert!(!conflicts.truncated, "more than one answer holds");
+    let conflicts = conflicts.conflicts;
+    let eu_conflicts = eu_nodes
+        .list_conflicts(NS, 0, 10_000)
+        .await
+        .unwrap()
+        .conflicts;
+    // Paging with the cursor reads the same records, each once.
+    let mut paged = Vec::new();
+    let mut before = 0;
+    loop {
+        let page = us_nodes.list_conflicts(NS, before, 7).await.unwrap();
+        paged.extend(page.conflicts.iter().map(|c| c.number));
+        if !page.truncated {
+            break;
+        }
+        assert!(page.next_before > 0, "{:?}", page.next_before);
+        before = page.next_before;
+    }
+    assert_eq!(
+        paged,
+        conflicts.iter().map(|c| c.number).collect::<Vec<_>>(),
+        "pages of 7 differ from one answer"
+    );
     let losers: BTreeSet<(Vec<u8>, Vec<u8>)> = conflicts
         .iter()
         .chain(&eu_conflicts)
@@ -457,9 +480,19 @@ async fn two_regions_write_through_a_partition_and_converge_with_every_loser_rec
         checked += 1;
     }
     assert!(checked > 0, "no conflict of the partition was checked");
-    // The CLI's view lists them too (both regions' records, merged).
+    // The CLI's view lists them too (both regions' records, merged, each
+    // conflict once), every one of them when it pages with --all.
     let output = std::process::Command::new(env!("CARGO_BIN_EXE_meridian"))
-        .args(["conflicts", "list", NS, "--limit", "0", "--output", "json"])
+        .args([
+            "conflicts",
+            "list",
+            NS,
+            "--limit",
+            "7",
+            "--all",
+            "--output",
+            "json",
+        ])
         .args(["--lab", lab.state().dir.to_str().unwrap()])
         .output()
         .unwrap();
@@ -469,12 +502,21 @@ async fn two_regions_write_through_a_partition_and_converge_with_every_loser_rec
         String::from_utf8_lossy(&output.stderr)
     );
     let listed: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-    assert!(
-        listed["conflicts"]
-            .as_array()
-            .is_some_and(|c| !c.is_empty()),
+    let stamp = |side: &Option<pb::ConflictSide>| {
+        side.as_ref()
+            .map(|s| (s.wall_ms, s.logical, s.region.clone()))
+    };
+    let distinct: BTreeSet<_> = conflicts
+        .iter()
+        .chain(&eu_conflicts)
+        .map(|c| (c.key.clone(), stamp(&c.winner), stamp(&c.loser)))
+        .collect();
+    assert_eq!(
+        listed["conflicts"].as_array().map(Vec::len),
+        Some(distinct.len()),
         "{listed}"
     );
+    assert_eq!(listed["truncated"], false, "{listed}");
 
     // Residency: ap-south holds no copy, so no byte of the namespace may be
     // in the storage of any of its processes (values opened with the lab's

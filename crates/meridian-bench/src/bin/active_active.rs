@@ -460,5 +460,5 @@ async fn main() -> anyhow::Result<()> {
 
 /// Conflicts recorded by one copy of the hot namespace so far.
 async fn conflicts(copy: &Client) -> anyhow::Result<u64> {
-    Ok(copy.list_conflicts(HOT, 1).await?.recorded)
+    Ok(copy.list_conflicts(HOT, 0, 1).await?.recorded)
 }

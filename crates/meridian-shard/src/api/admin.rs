@@ -922,7 +922,12 @@ impl Admin for AdminService {
             let (records, truncated) =
                 self.node
                     .machine
-                    .conflicts(&request.namespace, limit, 3 << 20)?;
+                    .conflicts(&request.namespace, request.before, limit, 3 << 20)?;
+            let next_before = if truncated {
+                records.last().map_or(0, |(number, _)| *number)
+            } else {
+                0
+            };
             let side = |v: &meridian_replication::crdt::Version| pb::ConflictSide {
                 value: v.value.clone(),
                 wall_ms: v.origin.stamp.wall_ms,
@@ -931,8 +936,9 @@ impl Admin for AdminService {
             };
             let conflicts = records
                 .into_iter()
-                .map(|record| {
+                .map(|(number, record)| {
                     let mut out = pb::Conflict {
+                        number,
                         key: record.key,
                         resolved_at_ms: record.resolved_at_ms,
                         resolved_in: record.resolved_in,
@@ -969,6 +975,7 @@ impl Admin for AdminService {
                 dropped: meta.dropped_conflicts,
                 recorded: meta.next_conflict,
                 truncated,
+                next_before,
             })
         }
         .await;

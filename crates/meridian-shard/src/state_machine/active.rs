@@ -150,28 +150,44 @@ impl KvStateMachine {
             .transpose()
     }
 
-    /// The conflict records of `namespace`, newest first: at most `limit`
-    /// (0: no count limit) and about `max_bytes` of keys and values; with
-    /// whether more are kept.
+    /// The conflict records of `namespace` numbered below `before` (0: from
+    /// the newest), newest first, each with its number: at most `limit` (0:
+    /// no count limit) and about `max_bytes` of keys and values (always at
+    /// least one, so a reader paging with the last number makes progress);
+    /// with whether older ones are kept.
     pub fn conflicts(
         &self,
         namespace: &str,
+        before: u64,
         limit: usize,
         max_bytes: usize,
-    ) -> io::Result<(Vec<ConflictRecord>, bool)> {
-        let mut prefix = keys::namespace_prefix(namespace);
-        prefix.push(b'c');
+    ) -> io::Result<(Vec<(u64, ConflictRecord)>, bool)> {
+        let records = if before == 0 {
+            let mut prefix = keys::namespace_prefix(namespace);
+            prefix.push(b'c');
+            self.active.prefix(prefix)
+        } else {
+            self.active
+                .range(conflict_key(namespace, 0)..conflict_key(namespace, before))
+        };
         let mut out = Vec::new();
         let mut bytes = 0usize;
-        for guard in self.active.prefix(&prefix).rev() {
+        for guard in records.rev() {
             if (limit > 0 && out.len() >= limit) || bytes >= max_bytes {
                 return Ok((out, true));
             }
-            let (_, raw) = guard.into_inner().map_err(super::storage_error)?;
+            let (key, raw) = guard.into_inner().map_err(super::storage_error)?;
+            let number = key
+                .len()
+                .checked_sub(8)
+                .and_then(|at| key.get(at..))
+                .and_then(|tail| <[u8; 8]>::try_from(tail).ok())
+                .map(u64::from_be_bytes)
+                .ok_or_else(|| invalid("conflict record key", "shorter than its number"))?;
             let record: ConflictRecord =
                 decode(CONFLICT_FORMAT, "conflict record", &self.unseal(&raw)?)?;
             bytes = bytes.saturating_add(record.size());
-            out.push(record);
+            out.push((number, record));
         }
         Ok((out, false))
     }

@@ -17,7 +17,11 @@ use std::collections::BTreeMap;
 type ConflictId = (Vec<u8>, String, String);
 
 pub async fn run(format: OutputFormat, args: ConflictsArgs) -> anyhow::Result<()> {
-    let ConflictsCommand::List { namespace, limit } = args.command;
+    let ConflictsCommand::List {
+        namespace,
+        limit,
+        all,
+    } = args.command;
     let control = target::control_client(&args.target)?;
     let dialer = target::dialer(&args.target)?;
     let route = control
@@ -49,11 +53,11 @@ pub async fn run(format: OutputFormat, args: ConflictsArgs) -> anyhow::Result<()
             unreachable.push(peer.clone());
             continue;
         };
-        match client.list_conflicts(&namespace, limit).await {
-            Ok(response) => {
-                dropped += response.dropped;
-                truncated |= response.truncated;
-                for conflict in response.conflicts {
+        match read_peer(&client, &namespace, limit, all).await {
+            Ok((conflicts, peer_dropped, peer_truncated)) => {
+                dropped += peer_dropped;
+                truncated |= peer_truncated;
+                for conflict in conflicts {
                     let side = |s: &Option<pb::ConflictSide>| {
                         s.as_ref().map_or(String::new(), |s| {
                             format!("{}.{}@{}", s.wall_ms, s.logical, s.region)
@@ -80,7 +84,7 @@ pub async fn run(format: OutputFormat, args: ConflictsArgs) -> anyhow::Result<()
     }
     let mut rows: Vec<(pb::Conflict, Vec<String>)> = merged.into_values().collect();
     rows.sort_by_key(|row| std::cmp::Reverse(row.0.resolved_at_ms));
-    if limit > 0 {
+    if limit > 0 && !all {
         rows.truncate(limit as usize);
     }
     let value = |s: &Option<pb::ConflictSide>| {
@@ -155,7 +159,7 @@ pub async fn run(format: OutputFormat, args: ConflictsArgs) -> anyhow::Result<()
     );
     if truncated && format != OutputFormat::Json {
         eprintln!(
-            "more conflicts are kept than shown (newest first); raise --limit to see older ones"
+            "more conflicts are kept than shown (newest first); raise --limit or pass --all to see older ones"
         );
     }
     if !unreachable.is_empty() && format != OutputFormat::Json {
@@ -165,4 +169,27 @@ pub async fn run(format: OutputFormat, args: ConflictsArgs) -> anyhow::Result<()
         );
     }
     Ok(())
+}
+
+/// One peer's records: a page of `limit`, or with `all` every page down to
+/// the oldest it keeps (following its cursor). With what its retention
+/// dropped and whether it keeps more than was read.
+async fn read_peer(
+    client: &Client,
+    namespace: &str,
+    limit: u32,
+    all: bool,
+) -> Result<(Vec<pb::Conflict>, u64, bool), meridian_client::ClientError> {
+    let mut conflicts = Vec::new();
+    let mut before = 0;
+    loop {
+        let page = client.list_conflicts(namespace, before, limit).await?;
+        conflicts.extend(page.conflicts);
+        // A cursor that does not move down would loop: stop there.
+        let moves_on = page.next_before > 0 && (before == 0 || page.next_before < before);
+        if !(all && page.truncated && moves_on) {
+            return Ok((conflicts, page.dropped, page.truncated));
+        }
+        before = page.next_before;
+    }
 }
