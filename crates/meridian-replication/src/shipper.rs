@@ -214,6 +214,7 @@ async fn ship<S: Source>(
         failures: 0,
         last_answer: Instant::now(),
         last_send: Instant::now(),
+        plain_ok: false,
     };
     let mut changed = pair.node.subscribe_changes();
     loop {
@@ -239,6 +240,7 @@ async fn ship<S: Source>(
             pair.reset();
             let link = pair.link(record.epoch);
             let result = send(&link, head).await;
+            pair.note_formats(&result);
             let result = settle(&pair.node, &link, &pair.target.shard, result).await;
             if pair.answered(result, head).await && head <= pair.cursor.position().unwrap_or(0) {
                 // A heartbeat answered and nothing is waiting: sleep until
@@ -266,6 +268,7 @@ async fn ship<S: Source>(
         };
         tokio::select! {
             Some((last, result)) = pair.in_flight.next(), if !pair.in_flight.is_empty() => {
+                pair.note_formats(&result);
                 let result = settle(&pair.node, &pair.link(record.epoch), &pair.target.shard, result).await;
                 let head = pair.node.namespace(&pair.namespace).map_or(head, |r| r.change_seq);
                 if pair.answered(result, head).await && pair.cursor.position().is_some_and(|a| a < last) {
@@ -304,6 +307,8 @@ struct Pair<S> {
     last_answer: Instant,
     /// When the last batch went on the wire (for [`pacing`]).
     last_send: Instant,
+    /// The receiver said it reads [`wire::PLAIN_BATCH_FORMAT`].
+    plain_ok: bool,
 }
 
 impl<S: Source> Pair<S> {
@@ -314,6 +319,13 @@ impl<S: Source> Pair<S> {
             namespace: self.namespace.clone(),
             epoch,
             origin: self.target.origin.clone(),
+        }
+    }
+
+    /// Takes in which batch formats the receiver reads (from any answer).
+    fn note_formats(&mut self, result: &Result<pb::ReplicateResponse, String>) {
+        if let Ok(response) = result {
+            self.plain_ok = response.max_payload_format >= wire::PLAIN_BATCH_FORMAT;
         }
     }
 
@@ -368,18 +380,18 @@ impl<S: Source> Pair<S> {
             let sent = self.cursor.sent();
             if changes.first().map(|c| c.seq) == sent.checked_add(1) {
                 let last = changes.last().map_or(sent, |c| c.seq);
-                let (payload, raw) = match wire::encode_batch(&changes) {
+                let batch = match wire::encode_batch(&changes, self.plain_ok) {
                     Ok(encoded) => encoded,
                     Err(err) => {
                         tracing::error!(namespace = %self.namespace, error = %err, "cannot encode a batch");
                         return Some(READ_AGAIN);
                     }
                 };
-                self.node.bandwidth().take(payload.len()).await;
+                self.node.bandwidth().take(batch.payload.len()).await;
                 self.in_flight.push_back(shipment(
                     self,
                     record.epoch,
-                    (payload, raw, changes.len()),
+                    (batch, changes.len()),
                     (last, head),
                 ));
                 self.cursor.sent_through(last);
@@ -476,15 +488,16 @@ impl<S: Source> Pair<S> {
 fn shipment<S: Source>(
     pair: &Pair<S>,
     epoch: u64,
-    (payload, raw, count): (Vec<u8>, usize, usize),
+    (batch, count): (wire::EncodedBatch, usize),
     (last, head): (u64, u64),
 ) -> Shipment {
     let node = pair.node.clone();
     let link = pair.link(epoch);
     let (namespace, shard) = (pair.namespace.clone(), pair.target.shard.clone());
+    let raw = batch.raw_len;
     Box::pin(async move {
-        let bytes = payload.len() as u64;
-        let result = send_payload(&link, count, payload, None, head).await;
+        let bytes = batch.payload.len() as u64;
+        let result = send_payload(&link, (count, batch.format), batch.payload, None, head).await;
         if result.is_ok() {
             node.progress()
                 .raw_bytes_sent
@@ -523,8 +536,10 @@ async fn settle<S: Source>(
 /// An empty batch: asks the standby's position and tells it the primary's head
 /// (a heartbeat that keeps its freshness known for bounded reads).
 async fn send(link: &Link, head: u64) -> Result<pb::ReplicateResponse, String> {
-    let (payload, _) = wire::encode_batch(&[]).map_err(|e| e.to_string())?;
-    send_payload(link, 0, payload, None, head).await
+    // Compressed (format 2) whatever its size: the first contact, before the
+    // receiver said which formats it reads.
+    let batch = wire::encode_batch(&[], false).map_err(|e| e.to_string())?;
+    send_payload(link, (0, batch.format), batch.payload, None, head).await
 }
 
 /// Where a pair's requests go: the receiver's client, the namespace, the
@@ -539,7 +554,7 @@ struct Link {
 
 async fn send_payload(
     link: &Link,
-    count: usize,
+    (count, payload_format): (usize, u32),
     payload: Vec<u8>,
     resync: Option<pb::ResyncChunk>,
     primary_seq: u64,
@@ -552,7 +567,7 @@ async fn send_payload(
             payload,
             resync,
             primary_seq,
-            payload_format: wire::BATCH_FORMAT,
+            payload_format,
             origin_region: link.origin.clone(),
         })
         .await
@@ -610,7 +625,8 @@ async fn full_copy<S: Source>(node: &Arc<S>, link: &Link) -> Result<u64, String>
             node.bandwidth().take(payload.len()).await;
             send_payload(
                 link,
-                chunk.len(),
+                // A full copy's chunk is always compressed (its own format).
+                (chunk.len(), wire::BATCH_FORMAT),
                 payload,
                 Some(pb::ResyncChunk {
                     first,

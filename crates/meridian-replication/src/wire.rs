@@ -3,7 +3,7 @@
 //!
 //! | payload | format |
 //! |---|---|
-//! | batch of changes | 2: zstd(postcard(Vec<ChangeRecord>)); 0 or 1: zstd(postcard(Vec<ChangeRecordV1>)) |
+//! | batch of changes | 2: zstd(postcard(Vec<ChangeRecord>)); 3: postcard(Vec<ChangeRecord>), not compressed; 0 or 1: zstd(postcard(Vec<ChangeRecordV1>)) |
 //! | chunk of a full copy (`resync` set) | zstd(postcard(Vec<VersionedEntry>)) |
 //!
 //! The golden samples of the batch formats are decoded by the shard's format
@@ -14,6 +14,13 @@ use std::io;
 
 /// Current replication batch format (`ReplicateRequest.payload_format`).
 pub const BATCH_FORMAT: u32 = 2;
+/// [`BATCH_FORMAT`]'s body without compression: sent when compressing would
+/// not make the batch smaller (a batch of one or two small changes, where
+/// zstd's frame costs more than it saves), and only to a receiver that said
+/// it reads it (`ReplicateResponse.max_payload_format`).
+pub const PLAIN_BATCH_FORMAT: u32 = 3;
+/// The newest batch format this build decodes (what a receiver answers).
+pub const MAX_DECODED_FORMAT: u32 = PLAIN_BATCH_FORMAT;
 /// Largest decompressed batch a standby accepts (guards against a batch that
 /// would expand without bound).
 pub const MAX_BATCH_BYTES: usize = 64 << 20;
@@ -33,17 +40,51 @@ fn invalid(what: &str, error: impl std::fmt::Display) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {error}"))
 }
 
-/// Compresses a batch for the wire (format [`BATCH_FORMAT`]); returns the
-/// payload and the raw size.
-pub fn encode_batch(changes: &[ChangeRecord]) -> io::Result<(Vec<u8>, usize)> {
+/// A batch ready for the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedBatch {
+    /// What the request carries.
+    pub payload: Vec<u8>,
+    /// Its `payload_format`.
+    pub format: u32,
+    /// Size of the uncompressed body.
+    pub raw_len: usize,
+}
+
+/// Encodes a batch for the wire: compressed (format [`BATCH_FORMAT`]), or
+/// not ([`PLAIN_BATCH_FORMAT`]) when `plain_ok` (the receiver reads it) and
+/// compression would not make it smaller.
+pub fn encode_batch(changes: &[ChangeRecord], plain_ok: bool) -> io::Result<EncodedBatch> {
     let raw = postcard::to_stdvec(changes).map_err(io::Error::other)?;
     let compressed = zstd::bulk::compress(&raw, ZSTD_LEVEL)?;
-    Ok((compressed, raw.len()))
+    let raw_len = raw.len();
+    Ok(if plain_ok && raw_len <= compressed.len() {
+        EncodedBatch {
+            payload: raw,
+            format: PLAIN_BATCH_FORMAT,
+            raw_len,
+        }
+    } else {
+        EncodedBatch {
+            payload: compressed,
+            format: BATCH_FORMAT,
+            raw_len,
+        }
+    })
 }
 
 /// Decodes a batch of `format` from the wire, refusing one that expands past
 /// [`MAX_BATCH_BYTES`].
 pub fn decode_batch(payload: &[u8], format: u32) -> io::Result<Vec<ChangeRecord>> {
+    if format == PLAIN_BATCH_FORMAT {
+        if payload.len() > MAX_BATCH_BYTES {
+            return Err(invalid(
+                "replication batch",
+                format!("{} bytes, more than {MAX_BATCH_BYTES}", payload.len()),
+            ));
+        }
+        return decode_batch_body(payload, BATCH_FORMAT);
+    }
     let raw = zstd::bulk::decompress(payload, MAX_BATCH_BYTES)?;
     decode_batch_body(&raw, format)
 }
@@ -154,10 +195,44 @@ mod tests {
                 }],
             })
             .collect();
-        let (payload, raw) = encode_batch(&changes).unwrap();
-        assert!(payload.len() * 5 < raw, "{} vs {raw}", payload.len());
-        assert_eq!(decode_batch(&payload, BATCH_FORMAT).unwrap(), changes);
+        for plain_ok in [false, true] {
+            let batch = encode_batch(&changes, plain_ok).unwrap();
+            assert_eq!(
+                batch.format, BATCH_FORMAT,
+                "a batch that compresses well is compressed"
+            );
+            assert!(batch.payload.len() * 5 < batch.raw_len, "{batch:?}");
+            assert_eq!(decode_batch(&batch.payload, batch.format).unwrap(), changes);
+        }
         assert!(decode_batch(b"not zstd", BATCH_FORMAT).is_err());
+        // One tiny change: zstd's frame would make it larger, so it goes
+        // plain — but only to a receiver that reads the plain format.
+        let tiny = vec![ChangeRecord {
+            seq: 9,
+            writes: vec![ReplicatedWrite {
+                key: b"k".to_vec(),
+                value: Some(b"v".to_vec()),
+                version: 1,
+                previous_version: None,
+            }],
+        }];
+        let plain = encode_batch(&tiny, true).unwrap();
+        assert_eq!(plain.format, PLAIN_BATCH_FORMAT);
+        assert_eq!(plain.payload.len(), plain.raw_len);
+        assert_eq!(decode_batch(&plain.payload, plain.format).unwrap(), tiny);
+        let old_receiver = encode_batch(&tiny, false).unwrap();
+        assert_eq!(old_receiver.format, BATCH_FORMAT);
+        assert!(
+            old_receiver.payload.len() > plain.payload.len(),
+            "{old_receiver:?}"
+        );
+        assert_eq!(
+            decode_batch(&old_receiver.payload, BATCH_FORMAT).unwrap(),
+            tiny
+        );
+        // The plain format's body is format 2's: its golden sample (in the
+        // shard's format tests) covers both.
+        assert_eq!(plain.payload, postcard::to_stdvec(&tiny).unwrap());
         let error = decode_batch_body(&[], 7).unwrap_err();
         assert!(error.to_string().contains("payload_format 7"), "{error}");
     }

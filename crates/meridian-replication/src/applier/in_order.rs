@@ -64,6 +64,7 @@ pub(super) async fn receive<S: Sink>(
         return Ok(pb::ReplicateResponse {
             applied_seq,
             resync_needed,
+            ..Default::default()
         });
     }
     let last = changes.last().map_or(0, |c| c.seq);
@@ -85,6 +86,7 @@ pub(super) async fn receive<S: Sink>(
     Ok(pb::ReplicateResponse {
         applied_seq,
         resync_needed: false,
+        ..Default::default()
     })
 }
 
@@ -134,5 +136,6 @@ async fn resync_chunk<S: Sink>(
     Ok(pb::ReplicateResponse {
         applied_seq,
         resync_needed: !resync.last,
+        ..Default::default()
     })
 }

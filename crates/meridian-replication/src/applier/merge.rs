@@ -45,6 +45,7 @@ pub(super) async fn merge<S: Sink>(
         return Ok(pb::ReplicateResponse {
             applied_seq,
             resync_needed: false,
+            ..Default::default()
         });
     }
     let changes = super::decode_changes(&request)?;
@@ -67,6 +68,7 @@ pub(super) async fn merge<S: Sink>(
         return Ok(pb::ReplicateResponse {
             applied_seq,
             resync_needed: false,
+            ..Default::default()
         });
     }
     let last = changes.last().map_or(0, |c| c.seq);
@@ -90,5 +92,6 @@ pub(super) async fn merge<S: Sink>(
     Ok(pb::ReplicateResponse {
         applied_seq,
         resync_needed: false,
+        ..Default::default()
     })
 }

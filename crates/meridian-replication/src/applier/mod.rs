@@ -25,11 +25,13 @@ pub async fn receive<S: Sink>(
         }
         .into());
     };
-    if request.origin_region.is_empty() {
+    let mut response = if request.origin_region.is_empty() {
         in_order::receive(sink, state, request).await
     } else {
         merge::merge(sink, state, request).await
-    }
+    }?;
+    response.max_payload_format = crate::wire::MAX_DECODED_FORMAT;
+    Ok(response)
 }
 
 /// The changes a batch carries, checked against the count it states.
