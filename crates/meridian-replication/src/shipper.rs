@@ -322,11 +322,9 @@ impl<S: Source> Pair<S> {
         }
     }
 
-    /// Takes in which batch formats the receiver reads (from any answer).
+    /// Takes in which batch formats the receiver reads, from every answer.
     fn note_formats(&mut self, result: &Result<pb::ReplicateResponse, String>) {
-        if let Ok(response) = result {
-            self.plain_ok = response.max_payload_format >= wire::PLAIN_BATCH_FORMAT;
-        }
+        self.plain_ok = wire::sends_plain(result.as_ref().ok().map(|r| r.max_payload_format));
     }
 
     /// Forgets what is on the wire; the next round asks the standby first.

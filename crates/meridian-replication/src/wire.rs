@@ -73,6 +73,15 @@ pub fn encode_batch(changes: &[ChangeRecord], plain_ok: bool) -> io::Result<Enco
     })
 }
 
+/// Whether batches may go as [`PLAIN_BATCH_FORMAT`] after the receiver's
+/// latest answer: only when it answered and said it reads that format. A
+/// failed call counts as "not known": the receiver may now be another member
+/// (a new leader) of an older build, which would refuse every plain batch;
+/// the next answer (to a compressed heartbeat) says again.
+pub fn sends_plain(answered_max_format: Option<u32>) -> bool {
+    answered_max_format.is_some_and(|max| max >= PLAIN_BATCH_FORMAT)
+}
+
 /// Decodes a batch of `format` from the wire, refusing one that expands past
 /// [`MAX_BATCH_BYTES`].
 pub fn decode_batch(payload: &[u8], format: u32) -> io::Result<Vec<ChangeRecord>> {
@@ -230,6 +239,17 @@ mod tests {
             decode_batch(&old_receiver.payload, BATCH_FORMAT).unwrap(),
             tiny
         );
+        // Who gets plain batches: a receiver that said it reads them, and
+        // nobody after a failed call until one says so again.
+        for (answer, plain) in [
+            (Some(MAX_DECODED_FORMAT), true),
+            (Some(PLAIN_BATCH_FORMAT), true),
+            (Some(BATCH_FORMAT), false),
+            (Some(0), false),
+            (None, false),
+        ] {
+            assert_eq!(sends_plain(answer), plain, "{answer:?}");
+        }
         // The plain format's body is format 2's: its golden sample (in the
         // shard's format tests) covers both.
         assert_eq!(plain.payload, postcard::to_stdvec(&tiny).unwrap());
