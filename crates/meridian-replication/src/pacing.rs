@@ -18,6 +18,7 @@
 //! that pace, so a slot is normally free; when it is not, the receiver is
 //! the bottleneck and the batches simply grow.
 
+use crate::wire::MAX_BATCH_CHANGES;
 use std::time::Duration;
 
 /// Batches on the wire to one receiver at once: a WAN round trip plus the
@@ -44,13 +45,14 @@ pub enum Next {
 
 /// Decides from the pipe's state: `in_flight` batches on the wire,
 /// `waiting` changes logged but not sent, `since_last_send` since the last
-/// batch left, and `full_batch` changes making a batch that cannot grow.
-pub fn next(in_flight: usize, waiting: u64, since_last_send: Duration, full_batch: u64) -> Next {
+/// batch left. A full batch ([`MAX_BATCH_CHANGES`] changes) cannot grow, so
+/// it does not wait.
+pub fn next(in_flight: usize, waiting: u64, since_last_send: Duration) -> Next {
     if waiting == 0 {
         Next::Idle
     } else if in_flight >= MAX_IN_FLIGHT {
         Next::PipeFull
-    } else if in_flight == 0 || waiting >= full_batch || since_last_send >= GATHER {
+    } else if in_flight == 0 || waiting >= MAX_BATCH_CHANGES as u64 || since_last_send >= GATHER {
         Next::SendNow
     } else {
         Next::GatherFor(GATHER - since_last_send)
@@ -64,7 +66,6 @@ mod tests {
     #[test]
     fn the_pacing_table() {
         let ms = Duration::from_millis;
-        let full = 1_024;
         #[rustfmt::skip]
         let rows = [
             // (in flight, waiting, since last send, expected, why)
@@ -80,7 +81,7 @@ mod tests {
         ];
         for (in_flight, waiting, since, expected, why) in rows {
             assert_eq!(
-                next(in_flight, waiting, since, full),
+                next(in_flight, waiting, since),
                 expected,
                 "{why}: in flight {in_flight}, waiting {waiting}, {since:?} since the last send"
             );

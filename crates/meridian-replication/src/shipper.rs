@@ -347,7 +347,6 @@ impl<S: Source> Pair<S> {
                 self.in_flight.len(),
                 head.saturating_sub(self.cursor.sent()),
                 self.last_send.elapsed(),
-                MAX_BATCH_CHANGES as u64,
             ) {
                 pacing::Next::Idle | pacing::Next::PipeFull => return None,
                 pacing::Next::GatherFor(after) => return Some(after),

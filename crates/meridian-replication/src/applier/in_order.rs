@@ -43,7 +43,7 @@ pub(super) async fn receive<S: Sink>(
     // Pipelined batches apply one at a time and in order; one that
     // overtook its predecessor on the way waits for it.
     let first = changes.first().map_or(0, |c| c.seq);
-    let mut lane = sink
+    let lane = sink
         .lanes()
         .enter(&request.namespace, first, || {
             sink.namespace(&request.namespace)
@@ -68,18 +68,12 @@ pub(super) async fn receive<S: Sink>(
         });
     }
     let last = changes.last().map_or(0, |c| c.seq);
-    // Queue it for the log in order, then let the next batch in while this
-    // one commits.
-    let pending = sink
-        .submit(ApplyStep::Changes {
-            namespace: request.namespace.clone(),
-            epoch: request.epoch,
-            changes,
-        })
-        .await?;
-    *lane = last;
-    drop(lane);
-    let applied_seq = sink.committed(pending).await?;
+    let step = ApplyStep::Changes {
+        namespace: request.namespace.clone(),
+        epoch: request.epoch,
+        changes,
+    };
+    let applied_seq = super::apply_in_lane(sink, lane, step, last).await?;
     if applied_seq >= request.primary_seq {
         sink.note_current(&request.namespace);
     }

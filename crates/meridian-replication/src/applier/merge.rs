@@ -54,7 +54,7 @@ pub(super) async fn merge<S: Sink>(
     let lane_name = format!("{}/{origin}", request.namespace);
     let merged = || sink.merged(&request.namespace, &origin);
     let first = changes.first().map_or(0, |c| c.seq);
-    let mut lane = sink.lanes().enter(&lane_name, first, merged).await;
+    let lane = sink.lanes().enter(&lane_name, first, merged).await;
     let held = merged();
     if changes.iter().all(|c| c.seq <= held) {
         sink.read_barrier().await?;
@@ -72,17 +72,13 @@ pub(super) async fn merge<S: Sink>(
         });
     }
     let last = changes.last().map_or(0, |c| c.seq);
-    let pending = sink
-        .submit(ApplyStep::Merge {
-            namespace: request.namespace.clone(),
-            epoch: request.epoch,
-            origin: origin.clone(),
-            changes,
-        })
-        .await?;
-    *lane = last;
-    drop(lane);
-    let applied_seq = sink.committed(pending).await?;
+    let step = ApplyStep::Merge {
+        namespace: request.namespace.clone(),
+        epoch: request.epoch,
+        origin: origin.clone(),
+        changes,
+    };
+    let applied_seq = super::apply_in_lane(sink, lane, step, last).await?;
     sink.note_merged(
         &request.namespace,
         &origin,

@@ -61,6 +61,22 @@ async fn apply<S: Sink>(sink: &S, step: ApplyStep) -> Result<u64, S::Error> {
     sink.committed(pending).await
 }
 
+/// Queues `step` (a batch ending at change `last`) for the Raft log while
+/// holding its lane, lets the next batch in, then waits for `step` to commit
+/// and apply: pipelined batches reach the log in order without waiting for
+/// each other's commits.
+async fn apply_in_lane<S: Sink>(
+    sink: &S,
+    mut lane: tokio::sync::OwnedMutexGuard<u64>,
+    step: ApplyStep,
+    last: u64,
+) -> Result<u64, S::Error> {
+    let pending = sink.submit(step).await?;
+    *lane = last;
+    drop(lane);
+    sink.committed(pending).await
+}
+
 /// Serializes replicated batches per namespace on a standby, in the order they
 /// arrive, so pipelined batches reach the Raft log in sequence order; a batch
 /// that overtook its predecessor on the way waits for it briefly. A lane holds
