@@ -8,11 +8,13 @@
 //! order or duplication of deliveries.
 //!
 //! - **Register** (plain `Put`/`Delete`, the default): last writer wins by
-//!   (hybrid-logical stamp, origin region). A version vector per key counts
-//!   the writes each region made that the value has seen, so a merge tells a
-//!   write that was overwritten by a later one made after seeing it (no
-//!   conflict) from one that lost to a *concurrent* write: the latter is
-//!   returned as a [`Conflict`], to be recorded.
+//!   (hybrid-logical stamp, origin region). A version vector per key says,
+//!   per region, up to which write of that region the value has seen (a
+//!   write is numbered by its place in its region's change log), so a merge
+//!   tells a write that was overwritten by a later one made after seeing it
+//!   (no conflict) from one that lost to a *concurrent* write: the latter is
+//!   returned as a [`Conflict`], to be recorded. A delete is kept as a
+//!   tombstone until every peer holds it ([`crate::tombstone`]).
 //! - **Counter** (`Increment` by a signed delta): per region, the total of
 //!   increments and of decrements made there; a merge keeps each region's
 //!   larger totals, so no increment is ever lost or counted twice.
@@ -87,6 +89,32 @@ impl VersionVector {
             .ok_or_else(|| OpError::Overflow(format!("write count of region {region}")))?;
         self.0.insert(region.to_string(), next);
         Ok(next)
+    }
+
+    /// Records a register write of `region` that its log numbers `seq`:
+    /// the write's count is `seq`, or one past the last count of `region`
+    /// when that is larger (a state written by an older build, which
+    /// counted a key's writes one by one). Returns the count.
+    ///
+    /// Counting by log position keeps a region's counts growing across the
+    /// life of a key: a register deleted, collected and written again never
+    /// reuses a count that a copy still holding the delete has seen.
+    fn advance(&mut self, region: &str, seq: u64) -> Result<u64, OpError> {
+        let next = self
+            .get(region)
+            .checked_add(1)
+            .ok_or_else(|| OpError::Overflow(format!("write count of region {region}")))?
+            .max(seq);
+        self.0.insert(region.to_string(), next);
+        Ok(next)
+    }
+
+    /// Raises every region's count to at least `floor`'s.
+    pub fn raise_to(&mut self, floor: &BTreeMap<String, u64>) {
+        for (region, count) in floor {
+            let mine = self.0.entry(region.clone()).or_default();
+            *mine = (*mine).max(*count);
+        }
     }
 
     /// Takes in what `other` has seen.
@@ -319,10 +347,40 @@ impl KeyState {
         }
     }
 
+    /// Whether the key is a deleted register and nothing else: what
+    /// [`crate::tombstone`] may collect once every peer holds it.
+    pub fn is_tombstone(&self) -> bool {
+        self.counter.is_none()
+            && self.set.is_none()
+            && self
+                .register
+                .as_ref()
+                .is_some_and(|p| p.state.current.value.is_none())
+    }
+
     /// Applies a local write made in `region` at `stamp` (stamped after
-    /// [`Self::newest_stamp`] by the region's clock). Refused, changing
-    /// nothing, when the key holds another type or a total would overflow.
+    /// [`Self::newest_stamp`] by the region's clock), counting a register
+    /// write one past the region's last. Refused, changing nothing, when
+    /// the key holds another type or a total would overflow.
     pub fn apply(&mut self, op: &Op, region: &str, stamp: Timestamp) -> Result<(), OpError> {
+        self.apply_logged(op, region, stamp, 0, &BTreeMap::new())
+    }
+
+    /// [`Self::apply`] for a write its region's change log numbers `seq`:
+    /// a register write is counted by `seq` (see [`VersionVector`]'s
+    /// `advance`), and a register written where the key is absent starts
+    /// from `floor` — what this copy is known to have seen of every
+    /// region's writes to keys whose deletes it has collected (see
+    /// [`crate::tombstone`]), so the new write is seen as made after any
+    /// such delete that another copy still holds.
+    pub fn apply_logged(
+        &mut self,
+        op: &Op,
+        region: &str,
+        stamp: Timestamp,
+        seq: u64,
+        floor: &BTreeMap<String, u64>,
+    ) -> Result<(), OpError> {
         let wanted = op.key_type();
         if let Some(actual) = self.key_type()
             && actual != wanted
@@ -335,17 +393,21 @@ impl KeyState {
         };
         match op {
             Op::Put(value) => {
-                let mut part = self.register.clone().unwrap_or_else(|| Typed {
-                    born: origin.clone(),
-                    state: Register {
-                        current: Version {
-                            value: None,
-                            origin: origin.clone(),
+                let mut part = self.register.clone().unwrap_or_else(|| {
+                    let mut seen = VersionVector::default();
+                    seen.raise_to(floor);
+                    Typed {
+                        born: origin.clone(),
+                        state: Register {
+                            current: Version {
+                                value: None,
+                                origin: origin.clone(),
+                            },
+                            seen,
                         },
-                        seen: VersionVector::default(),
-                    },
+                    }
                 });
-                part.state.seen.bump(region)?;
+                part.state.seen.advance(region, seq)?;
                 part.state.current = Version {
                     value: value.clone(),
                     origin,
@@ -473,22 +535,25 @@ fn join_part<T: Clone>(
 
 fn join_register(a: &Register, b: &Register) -> (Register, Option<Conflict>) {
     let (winner, loser) = if a.current.order_key() >= b.current.order_key() {
-        (&a.current, &b.current)
+        (a, b)
     } else {
-        (&b.current, &a.current)
+        (b, a)
     };
-    // Concurrent: neither had seen every write the other had. (A copy that
-    // had seen the other's writes overwrote its value knowingly.)
-    let concurrent = !a.seen.dominates(&b.seen) && !b.seen.dominates(&a.seen);
-    let conflict = (concurrent && winner != loser).then(|| Conflict::Register {
-        winner: winner.clone(),
-        loser: loser.clone(),
+    // The losing value's write is the last of its region that its state
+    // has seen (a later write of that region would have been stamped after
+    // it, and won). It lost to a concurrent write if the winning state had
+    // not seen it; a state that had seen it overwrote it knowingly.
+    let region = &loser.current.origin.region;
+    let concurrent = winner.seen.get(region) < loser.seen.get(region);
+    let conflict = (concurrent && winner.current != loser.current).then(|| Conflict::Register {
+        winner: winner.current.clone(),
+        loser: loser.current.clone(),
     });
     let mut seen = a.seen.clone();
     seen.join(&b.seen);
     (
         Register {
-            current: winner.clone(),
+            current: winner.current.clone(),
             seen,
         },
         conflict,

@@ -44,6 +44,7 @@ pub mod replica;
 pub mod session;
 pub mod shipper;
 pub mod sync_rule;
+pub mod tombstone;
 pub mod wire;
 
 pub use error::ReplicationError;
