@@ -132,6 +132,35 @@ impl ApplyBatch {
         Ok(keys.into_iter().collect())
     }
 
+    /// The first `max` keys of [`Self::keys_with_prefix`], in order,
+    /// reading about that many from storage rather than every one.
+    pub fn first_keys_with_prefix(
+        &self,
+        keyspace: &Keyspace,
+        prefix: &[u8],
+        max: usize,
+    ) -> io::Result<Vec<Vec<u8>>> {
+        let overlay = self.overlay(keyspace);
+        let mut keys = std::collections::BTreeSet::new();
+        for guard in keyspace.prefix(prefix) {
+            if keys.len() >= max {
+                break;
+            }
+            let key = guard.key().map_err(to_io)?.to_vec();
+            if !matches!(overlay.and_then(|o| o.get(&key)), Some(None)) {
+                keys.insert(key);
+            }
+        }
+        if let Some(overlay) = overlay {
+            for (key, value) in overlay {
+                if value.is_some() && key.starts_with(prefix) {
+                    keys.insert(key.clone());
+                }
+            }
+        }
+        Ok(keys.into_iter().take(max).collect())
+    }
+
     /// Writes made so far.
     pub fn len(&self) -> usize {
         self.writes

@@ -23,6 +23,9 @@ pub struct StandbyProgress {
     pub last_answer: Option<Instant>,
     /// Whether it is being rebuilt with a full copy (it cannot confirm writes).
     pub rebuilding: bool,
+    /// An active-active peer's frontier from its last answer that carried
+    /// one (see [`crate::tombstone`]).
+    pub frontier: Option<crate::tombstone::Frontier>,
 }
 
 impl StandbyProgress {
@@ -79,6 +82,20 @@ impl ReplicationProgress {
         if pair.acked != before {
             self.acks.send_modify(|n| *n = n.wrapping_add(1));
         }
+    }
+
+    /// The frontier each peer of `namespace` last reported, by region.
+    pub fn frontiers(
+        &self,
+        namespace: &str,
+    ) -> std::collections::BTreeMap<String, crate::tombstone::Frontier> {
+        self.pairs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .filter(|((ns, _), _)| ns == namespace)
+            .filter_map(|(_, p)| p.frontier.clone().map(|f| (p.region.clone(), f)))
+            .collect()
     }
 
     /// The furthest any standby of `namespace` has confirmed.

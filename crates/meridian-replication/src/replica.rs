@@ -173,6 +173,9 @@ pub trait Sink: Send + Sync + 'static {
     /// A peer: how far it holds `origin`'s own writes (0: none, or not a
     /// peer).
     fn merged(&self, namespace: &str, origin: &str) -> u64;
+    /// A peer that counts its writes by log position: its frontier (see
+    /// [`crate::tombstone`]); `None` otherwise.
+    fn frontier(&self, namespace: &str) -> Option<crate::tombstone::Frontier>;
     /// Waits until this node's state is what a quorum has (so a position
     /// answered without a Raft round is not one a new leader lacks).
     fn read_barrier(&self) -> impl Future<Output = Result<(), Self::Error>> + Send;

@@ -322,9 +322,24 @@ impl<S: Source> Pair<S> {
         }
     }
 
-    /// Takes in which batch formats the receiver reads, from every answer.
+    /// Takes in which batch formats the receiver reads, from every answer,
+    /// and an active-active peer's frontier (for tombstone collection).
     fn note_formats(&mut self, result: &Result<pb::ReplicateResponse, String>) {
         self.plain_ok = wire::sends_plain(result.as_ref().ok().map(|r| r.max_payload_format));
+        if let Ok(answer) = result
+            && !answer.frontier.is_empty()
+        {
+            let frontier: crate::tombstone::Frontier = answer
+                .frontier
+                .iter()
+                .map(|(region, seq)| (region.clone(), *seq))
+                .collect();
+            self.node
+                .progress()
+                .update(&self.namespace, &self.target.shard, |p| {
+                    p.frontier = Some(frontier);
+                });
+        }
     }
 
     /// Forgets what is on the wire; the next round asks the standby first.

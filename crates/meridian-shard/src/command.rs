@@ -236,6 +236,21 @@ pub enum Command {
         /// As in [`Command::MergeChanges`].
         physical_ms: u64,
     },
+    /// A round of tombstone collection in an active-active namespace (see
+    /// `meridian_replication::tombstone`): what every other peer said of
+    /// how far it has merged, as the leader's shippers last heard it.
+    CollectTombstones {
+        /// The namespace.
+        namespace: String,
+        /// Every other region of the namespace with its frontier (`None`:
+        /// not heard yet).
+        peers:
+            std::collections::BTreeMap<String, Option<meridian_replication::tombstone::Frontier>>,
+        /// At most this many tombstones are looked at.
+        limit: u32,
+        /// The leader's wall clock (Unix ms).
+        physical_ms: u64,
+    },
 }
 
 /// A namespace's role on a shard.
@@ -379,6 +394,14 @@ pub enum CommandResult {
     Marked,
     /// An active-active write was applied.
     ActiveWritten(ActiveOutcome),
+    /// A round of tombstone collection ran.
+    TombstonesCollected {
+        /// Tombstones dropped.
+        collected: u64,
+        /// Why the round dropped none, if it could not look (a peer not
+        /// heard from, or behind the checkpoint), for logs.
+        waiting: Option<String>,
+    },
 }
 
 /// Outcome of an active-active write, at the copy that took it.

@@ -39,6 +39,7 @@ pub mod restore;
 pub mod server;
 pub mod state_machine;
 pub mod time_marks;
+pub mod tombstones;
 
 pub use config::NodeConfig;
 pub use error::ShardError;

@@ -104,6 +104,12 @@ pub struct ShardMetrics {
     /// Per active-active namespace: merged writes stamped further ahead of
     /// this node's clock than the bound (kept and flagged).
     pub active_future_stamps: Family<NamespaceLabels, Gauge>,
+    /// Per active-active namespace: deleted keys this copy holds as
+    /// tombstones, waiting until every copy has merged past them.
+    pub active_tombstones: Family<NamespaceLabels, Gauge>,
+    /// Per active-active namespace: tombstones this copy has collected
+    /// (only grows).
+    pub active_tombstones_collected: Family<NamespaceLabels, Gauge>,
 }
 
 /// Labels of the certificate-expiry series (none beyond the constant ones;
@@ -153,6 +159,8 @@ impl ShardMetrics {
             clock_skewed: Gauge::default(),
             active_conflicts: Family::default(),
             active_future_stamps: Family::default(),
+            active_tombstones: Family::default(),
+            active_tombstones_collected: Family::default(),
         };
         // Metrics are shared handles: the clones registered here are the same
         // series the fields update.
@@ -222,6 +230,16 @@ impl ShardMetrics {
             "meridian_active_future_stamps",
             "Merged writes of an active-active namespace stamped further ahead of this node's clock than the bound (kept, flagged)",
             metrics.active_future_stamps.clone(),
+        );
+        registry.register(
+            "meridian_active_tombstones",
+            "Deleted keys of an active-active namespace this copy holds until every copy has merged past them",
+            metrics.active_tombstones.clone(),
+        );
+        registry.register(
+            "meridian_active_tombstones_collected",
+            "Deleted keys of an active-active namespace this copy has dropped once every copy held the delete (only grows)",
+            metrics.active_tombstones_collected.clone(),
         );
         registry.register(
             "meridian_replication_sent_bytes",

@@ -324,6 +324,8 @@ impl ShardNode {
         metrics.time_mark_seq.clear();
         metrics.active_conflicts.clear();
         metrics.active_future_stamps.clear();
+        metrics.active_tombstones.clear();
+        metrics.active_tombstones_collected.clear();
         let lease = leading && self.has_lease();
         let covered = self
             .covered
@@ -343,6 +345,14 @@ impl ShardNode {
                     .active_future_stamps
                     .get_or_create(&labels)
                     .set(i64::try_from(meta.future_stamps).unwrap_or(i64::MAX));
+                metrics
+                    .active_tombstones
+                    .get_or_create(&labels)
+                    .set(i64::try_from(meta.tombstones).unwrap_or(i64::MAX));
+                metrics
+                    .active_tombstones_collected
+                    .get_or_create(&labels)
+                    .set(i64::try_from(meta.tombstones_collected).unwrap_or(i64::MAX));
                 continue;
             }
             if record.role != crate::command::NamespaceRole::Primary {

@@ -193,6 +193,19 @@ impl Sink for ShardNode {
             .unwrap_or(0)
     }
 
+    fn frontier(&self, namespace: &str) -> Option<meridian_replication::tombstone::Frontier> {
+        // The merged positions first, the log's head after: a head read
+        // later than the positions is only more cautious (writes past it
+        // were surely made after them); the other order could claim writes
+        // saw merges they did not.
+        let meta = self.machine.active_meta(namespace).ok().flatten()?;
+        if !meta.counts_by_position {
+            return None;
+        }
+        let head = self.machine.namespace(namespace)?.change_seq;
+        Some(meta.frontier(head))
+    }
+
     async fn read_barrier(&self) -> Result<(), ShardError> {
         ShardNode::read_barrier(self, None).await
     }

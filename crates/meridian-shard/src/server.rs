@@ -95,6 +95,12 @@ pub async fn run(
                 move |_| notify.notify_one(),
             ),
         );
+        // Deleted keys of active-active namespaces, dropped once every
+        // peer has merged past them.
+        workers.spawn(
+            "tombstone-collector",
+            crate::tombstones::run(node.clone(), table.clone()),
+        );
         workers.spawn(
             "replicator",
             meridian_replication::shipper::run(

@@ -19,7 +19,9 @@ use std::io;
 use std::sync::{Arc, RwLock};
 
 mod active;
-pub use active::{ActiveMeta, ConflictRecord, decode_state, encode_state};
+pub use active::{
+    ActiveMeta, ActiveMetaV1, ConflictRecord, MAX_TOMBSTONES_PER_ROUND, decode_state, encode_state,
+};
 
 /// What the shard knows about one namespace, stored under its name.
 #[derive(Debug, Clone, Copy, Serialize, Deserialize, PartialEq, Eq)]
@@ -934,6 +936,12 @@ impl KvStateMachine {
                 physical_ms,
                 batch,
             ),
+            Command::CollectTombstones {
+                namespace,
+                peers,
+                limit,
+                physical_ms,
+            } => self.collect_tombstones(&namespace, peers, limit, physical_ms, batch),
         }
     }
 
@@ -3007,6 +3015,174 @@ mod tests {
             }
         }
         position
+    }
+
+    /// What a peer said: (region, log position) pairs.
+    type Said<'a> = &'a [(&'a str, u64)];
+
+    fn collect(h: &mut Harness, peers: &[(&str, Option<Said>)], at: u64) -> CommandResult {
+        h.apply(Command::CollectTombstones {
+            namespace: "ns".into(),
+            peers: peers
+                .iter()
+                .map(|(region, said)| {
+                    (
+                        region.to_string(),
+                        said.map(|s| s.iter().map(|(r, n)| (r.to_string(), *n)).collect()),
+                    )
+                })
+                .collect(),
+            limit: 100,
+            physical_ms: at,
+        })
+    }
+
+    fn collected(n: u64) -> CommandResult {
+        CommandResult::TombstonesCollected {
+            collected: n,
+            waiting: None,
+        }
+    }
+
+    #[test]
+    fn tombstones_go_once_every_copy_has_merged_past_them() {
+        use meridian_replication::crdt::Op;
+        let mut us = peer("us-east", 0);
+        let mut eu = peer("eu-west", 0);
+        active(&mut us, "gone", put_op_aa("v"), 1_000);
+        active(&mut us, "gone", Op::Put(None), 1_001);
+        active(&mut us, "kept", put_op_aa("k"), 1_002);
+        assert_eq!(ship(&us, &mut eu, "us-east", 2, 1_003), 3);
+        for h in [&us, &eu] {
+            let meta = h.machine.active_meta("ns").unwrap().unwrap();
+            assert_eq!(meta.tombstones, 1, "one deleted key held");
+            assert_eq!(h.machine.namespace("ns").unwrap().key_count, 2);
+        }
+        // us's view: eu not heard yet -> nothing.
+        match collect(&mut us, &[("eu-west", None)], 5_000) {
+            CommandResult::TombstonesCollected {
+                collected: 0,
+                waiting: Some(why),
+            } => assert!(why.contains("eu-west"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // First round: a checkpoint. eu has merged us through 3 and has
+        // logged nothing itself.
+        let eu_said: &[(&str, u64)] = &[("us-east", 3), ("eu-west", 0)];
+        assert_eq!(
+            collect(&mut us, &[("eu-west", Some(eu_said))], 5_000),
+            collected(0)
+        );
+        assert_eq!(us.machine.active_meta("ns").unwrap().unwrap().tombstones, 1);
+        // eu behind the checkpoint (us's log reached 3) -> kept.
+        let behind: &[(&str, u64)] = &[("us-east", 2), ("eu-west", 0)];
+        match collect(&mut us, &[("eu-west", Some(behind))], 5_001) {
+            CommandResult::TombstonesCollected {
+                collected: 0,
+                waiting: Some(why),
+            } => assert!(why.contains("checkpoint"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // Everyone through the checkpoint: the tombstone goes, the live
+        // key stays, on both copies (each collects on its own).
+        assert_eq!(
+            collect(&mut us, &[("eu-west", Some(eu_said))], 5_002),
+            collected(1)
+        );
+        let us_said: &[(&str, u64)] = &[("us-east", 3), ("eu-west", 0)];
+        assert_eq!(
+            collect(&mut eu, &[("us-east", Some(us_said))], 5_000),
+            collected(0)
+        );
+        assert_eq!(
+            collect(&mut eu, &[("us-east", Some(us_said))], 5_001),
+            collected(1)
+        );
+        for h in [&us, &eu] {
+            assert_eq!(h.machine.active_state("ns", b"gone").unwrap(), None);
+            assert!(h.machine.active_state("ns", b"kept").unwrap().is_some());
+            let meta = h.machine.active_meta("ns").unwrap().unwrap();
+            assert_eq!((meta.tombstones, meta.tombstones_collected), (0, 1));
+            assert_eq!(h.machine.namespace("ns").unwrap().key_count, 1);
+        }
+        assert_eq!(
+            us.machine.digest("ns").unwrap(),
+            eu.machine.digest("ns").unwrap()
+        );
+        // Written again in eu: counted from the floor, so us (which holds
+        // nothing) and any copy still holding the delete agree it is newer.
+        active(&mut eu, "gone", put_op_aa("again"), 6_000);
+        let state = eu.machine.active_state("ns", b"gone").unwrap().unwrap();
+        let seen = &state.register.as_ref().unwrap().state.seen;
+        assert_eq!(
+            seen.get("us-east"),
+            2,
+            "starts from the collected delete's vector"
+        );
+        assert_eq!(seen.get("eu-west"), 1, "counted by eu's log position");
+        assert_eq!(ship(&eu, &mut us, "eu-west", 1, 6_001), 1);
+        assert_eq!(
+            us.machine
+                .active_state("ns", b"gone")
+                .unwrap()
+                .unwrap()
+                .value(),
+            Some(&b"again"[..])
+        );
+        assert_eq!(
+            us.machine.digest("ns").unwrap(),
+            eu.machine.digest("ns").unwrap()
+        );
+        assert!(
+            us.machine
+                .conflicts("ns", 0, 0, usize::MAX)
+                .unwrap()
+                .0
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn active_meta_formats_match_their_golden_samples() {
+        let v1 = ActiveMetaV1 {
+            region: "eu-west".into(),
+            clock: meridian_replication::hlc::Timestamp {
+                wall_ms: 1_700_000_000_000,
+                logical: 3,
+            },
+            merged: [("us-east".to_string(), 42)].into(),
+            conflict_retention: 1_000,
+            max_clock_offset_ms: 250,
+            next_conflict: 7,
+            dropped_conflicts: 1,
+            future_stamps: 2,
+        };
+        let mut encoded = vec![1u8];
+        encoded.extend(postcard::to_stdvec(&v1).unwrap());
+        let golden = crate::formats::golden("active-meta-v1.bin", &encoded);
+        assert_eq!(encoded, golden, "format 1 changed");
+        let read = active::decode_meta_for_tests(&golden).unwrap();
+        assert!(!read.counts_by_position, "format 1 copies never collect");
+        assert_eq!((read.region.as_str(), read.next_conflict), ("eu-west", 7));
+
+        let mut v2 = ActiveMeta::from(v1);
+        v2.counts_by_position = true;
+        v2.floor = [("us-east".to_string(), 40)].into();
+        v2.checkpoint = Some(
+            [(
+                "us-east".to_string(),
+                [("us-east".to_string(), 50), ("eu-west".to_string(), 9)].into(),
+            )]
+            .into(),
+        );
+        v2.next_tombstone = 12;
+        v2.tombstones = 3;
+        v2.tombstones_collected = 9;
+        let mut encoded = vec![2u8];
+        encoded.extend(postcard::to_stdvec(&v2).unwrap());
+        let golden = crate::formats::golden("active-meta-v2.bin", &encoded);
+        assert_eq!(encoded, golden, "format 2 changed");
+        assert_eq!(active::decode_meta_for_tests(&golden).unwrap(), v2);
     }
 
     #[test]

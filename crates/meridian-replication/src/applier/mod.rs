@@ -25,10 +25,17 @@ pub async fn receive<S: Sink>(
         }
         .into());
     };
+    let namespace = request.namespace.clone();
     let mut response = if request.origin_region.is_empty() {
         in_order::receive(sink, state, request).await
     } else {
-        merge::merge(sink, state, request).await
+        let mut response = merge::merge(sink, state, request).await?;
+        response.frontier = sink
+            .frontier(&namespace)
+            .unwrap_or_default()
+            .into_iter()
+            .collect();
+        Ok(response)
     }?;
     response.max_payload_format = crate::wire::MAX_DECODED_FORMAT;
     Ok(response)

@@ -9,7 +9,11 @@
 //! as the key's state after it; `change_seq` counts them. How far a peer
 //! has merged each other region's writes, its hybrid logical clock and the
 //! conflict records live in `kv_active` under the namespace's prefix:
-//! `m` -> [`ActiveMeta`], `c` + sequence -> [`ConflictRecord`].
+//! `m` -> [`ActiveMeta`], `c` + sequence -> [`ConflictRecord`], and the
+//! tombstone index: `t` + number + key (empty) and `T` + key -> number, one
+//! pair per key whose state is a deleted register, numbered in the order
+//! they became one, so a collection round finds them without reading the
+//! namespace's keys (see `meridian_replication::tombstone`).
 //!
 //! Everything a merge decides uses only the command's contents and the
 //! stored state (the leader's clock travels in the command), so every
@@ -24,14 +28,15 @@ use crate::keys;
 use meridian_raft::ApplyBatch;
 use meridian_replication::crdt::{Conflict, KeyState, Op, OpError};
 use meridian_replication::hlc::{Clock, Observed, Timestamp};
+use meridian_replication::tombstone::{self, Frontier, Frontiers, Round};
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io;
 
 /// Format of a stored key state.
 const STATE_FORMAT: u8 = 1;
-/// Format of the stored [`ActiveMeta`].
-const META_FORMAT: u8 = 1;
+/// Format of the stored [`ActiveMeta`] (1: [`ActiveMetaV1`], still read).
+const META_FORMAT: u8 = 2;
 /// Format of a stored [`ConflictRecord`].
 const CONFLICT_FORMAT: u8 = 1;
 
@@ -68,6 +73,20 @@ pub fn decode_state(raw: &[u8]) -> io::Result<KeyState> {
     decode(STATE_FORMAT, "active-active key state", raw)
 }
 
+#[cfg(test)]
+pub(super) fn decode_meta_for_tests(raw: &[u8]) -> io::Result<ActiveMeta> {
+    decode_meta(raw)
+}
+
+/// Decodes a stored [`ActiveMeta`] of either format.
+fn decode_meta(raw: &[u8]) -> io::Result<ActiveMeta> {
+    if raw.first() == Some(&1) {
+        let old: ActiveMetaV1 = decode(1, "active-active state", raw)?;
+        return Ok(old.into());
+    }
+    decode(META_FORMAT, "active-active state", raw)
+}
+
 /// A peer's replication and clock state for one namespace.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ActiveMeta {
@@ -87,6 +106,68 @@ pub struct ActiveMeta {
     pub dropped_conflicts: u64,
     /// Remote stamps seen too far ahead of this shard's clock.
     pub future_stamps: u64,
+    /// Whether every register write of this copy has been counted by its
+    /// log position (copies configured by a build from before format 2
+    /// counted each key's writes one by one): only then are tombstones
+    /// collected, and this copy reports its frontier to its peers.
+    pub counts_by_position: bool,
+    /// The join of the version vectors of the tombstones collected here: a
+    /// register written where its key is absent starts from it.
+    pub floor: BTreeMap<String, u64>,
+    /// Every copy's frontier at the last checkpoint of collection.
+    pub checkpoint: Option<Frontiers>,
+    /// The next tombstone index number.
+    pub next_tombstone: u64,
+    /// Tombstones held (indexed) now.
+    pub tombstones: u64,
+    /// Tombstones collected so far.
+    pub tombstones_collected: u64,
+}
+
+/// [`ActiveMeta`] as format 1 stored it.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ActiveMetaV1 {
+    /// See [`ActiveMeta`].
+    pub region: String,
+    /// See [`ActiveMeta`].
+    pub clock: Timestamp,
+    /// See [`ActiveMeta`].
+    pub merged: BTreeMap<String, u64>,
+    /// See [`ActiveMeta`].
+    pub conflict_retention: u64,
+    /// See [`ActiveMeta`].
+    pub max_clock_offset_ms: u64,
+    /// See [`ActiveMeta`].
+    pub next_conflict: u64,
+    /// See [`ActiveMeta`].
+    pub dropped_conflicts: u64,
+    /// See [`ActiveMeta`].
+    pub future_stamps: u64,
+}
+
+impl From<ActiveMetaV1> for ActiveMeta {
+    fn from(old: ActiveMetaV1) -> Self {
+        ActiveMeta {
+            region: old.region,
+            clock: old.clock,
+            merged: old.merged,
+            conflict_retention: old.conflict_retention,
+            max_clock_offset_ms: old.max_clock_offset_ms,
+            next_conflict: old.next_conflict,
+            dropped_conflicts: old.dropped_conflicts,
+            future_stamps: old.future_stamps,
+            // Its states may hold per-key counts: never collected.
+            counts_by_position: false,
+            ..ActiveMeta::default()
+        }
+    }
+}
+
+impl ActiveMeta {
+    /// This copy's frontier, its own log at `own_seq`.
+    pub fn frontier(&self, own_seq: u64) -> Frontier {
+        tombstone::frontier(&self.merged, &self.region, own_seq)
+    }
 }
 
 /// One resolved conflict, as kept.
@@ -128,6 +209,24 @@ fn conflict_key(namespace: &str, number: u64) -> Vec<u8> {
     key
 }
 
+fn tombstone_entry_key(namespace: &str, number: u64, key: &[u8]) -> Vec<u8> {
+    let mut out = keys::namespace_prefix(namespace);
+    out.push(b't');
+    out.extend_from_slice(&number.to_be_bytes());
+    out.extend_from_slice(key);
+    out
+}
+
+fn tombstone_number_key(namespace: &str, key: &[u8]) -> Vec<u8> {
+    let mut out = keys::namespace_prefix(namespace);
+    out.push(b'T');
+    out.extend_from_slice(key);
+    out
+}
+
+/// Tombstones a collection round looks at, at most.
+pub const MAX_TOMBSTONES_PER_ROUND: u32 = 4_096;
+
 fn lossy(key: &[u8]) -> String {
     String::from_utf8_lossy(key).into_owned()
 }
@@ -139,8 +238,7 @@ impl KvStateMachine {
             .active
             .get(meta_key(namespace))
             .map_err(super::storage_error)?;
-        raw.map(|raw| decode(META_FORMAT, "active-active state", &self.unseal(&raw)?))
-            .transpose()
+        raw.map(|raw| decode_meta(&self.unseal(&raw)?)).transpose()
     }
 
     /// A key's active-active state (`None`: never written).
@@ -195,7 +293,7 @@ impl KvStateMachine {
     fn pending_meta(&self, batch: &ApplyBatch, namespace: &str) -> io::Result<Option<ActiveMeta>> {
         batch
             .get(&self.active, &meta_key(namespace))?
-            .map(|raw| decode(META_FORMAT, "active-active state", &raw))
+            .map(|raw| decode_meta(&raw))
             .transpose()
     }
 
@@ -254,7 +352,14 @@ impl KvStateMachine {
                 ),
             }));
         }
-        let mut meta = self.pending_meta(batch, namespace)?.unwrap_or_default();
+        // A copy configured now counts by log position from its first
+        // write; one configured by an older build keeps what it had.
+        let mut meta = self
+            .pending_meta(batch, namespace)?
+            .unwrap_or_else(|| ActiveMeta {
+                counts_by_position: true,
+                ..ActiveMeta::default()
+            });
         meta.region = region;
         meta.conflict_retention = conflict_retention;
         meta.max_clock_offset_ms = max_clock_offset_ms;
@@ -312,9 +417,17 @@ impl KvStateMachine {
             Some((_, raw)) => decode_state(raw)?,
             None => KeyState::default(),
         };
+        let was_tombstone = state.is_tombstone();
         let mut clock = Clock::new(meta.clock, meta.max_clock_offset_ms);
         let stamp = clock.stamp_after(physical_ms, state.newest_stamp());
-        if let Err(refused) = state.apply(&op, &meta.region, stamp) {
+        // Logged under the next number of this region's own log.
+        let change_seq = record.change_seq.saturating_add(1);
+        let applied = if meta.counts_by_position {
+            state.apply_logged(&op, &meta.region, stamp, change_seq, &meta.floor)
+        } else {
+            state.apply(&op, &meta.region, stamp)
+        };
+        if let Err(refused) = applied {
             let why = match refused {
                 OpError::WrongType { actual, wanted } => format!(
                     "the key is a {actual} (its type is fixed by its first write); a {wanted} operation does not apply"
@@ -341,6 +454,7 @@ impl KvStateMachine {
             batch,
             &mut effects,
         )?;
+        self.index_tombstone(namespace, &key, was_tombstone, &state, &mut meta, batch)?;
         effects.writes.push(ReplicatedWrite {
             key,
             value: Some(encode_state(&state)?),
@@ -348,8 +462,6 @@ impl KvStateMachine {
             previous_version: Some(previous_version),
         });
         self.store_meta(namespace, &meta, batch)?;
-        let change_seq = record.change_seq.saturating_add(1);
-        // Logged under the next number of this region's own log.
         self.record_effects(namespace, record, effects, batch)?;
         Ok(CommandResult::ActiveWritten(ActiveOutcome {
             version,
@@ -424,8 +536,183 @@ impl KvStateMachine {
         }
         if merged != local {
             self.store_state(namespace, key, &merged, previous.as_ref(), batch, effects)?;
+            self.index_tombstone(namespace, key, local.is_tombstone(), &merged, meta, batch)?;
         }
         Ok(())
+    }
+
+    /// Keeps the tombstone index in step with a key whose state changed
+    /// from one that `was_tombstone` to `state`.
+    fn index_tombstone(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        was_tombstone: bool,
+        state: &KeyState,
+        meta: &mut ActiveMeta,
+        batch: &mut ApplyBatch,
+    ) -> io::Result<()> {
+        match (was_tombstone, state.is_tombstone()) {
+            (false, true) => {
+                let number = meta.next_tombstone;
+                meta.next_tombstone = number.saturating_add(1);
+                meta.tombstones = meta.tombstones.saturating_add(1);
+                batch.insert(
+                    &self.active,
+                    tombstone_entry_key(namespace, number, key),
+                    Vec::new(),
+                );
+                batch.insert(
+                    &self.active,
+                    tombstone_number_key(namespace, key),
+                    number.to_be_bytes().to_vec(),
+                );
+            }
+            (true, false) => self.unindex_tombstone(namespace, key, meta, batch)?,
+            _ => {}
+        }
+        Ok(())
+    }
+
+    fn unindex_tombstone(
+        &self,
+        namespace: &str,
+        key: &[u8],
+        meta: &mut ActiveMeta,
+        batch: &mut ApplyBatch,
+    ) -> io::Result<()> {
+        let number_key = tombstone_number_key(namespace, key);
+        // A tombstone stored by a build without the index has no entry.
+        if let Some(raw) = batch.get(&self.active, &number_key)? {
+            let number = <[u8; 8]>::try_from(raw.as_slice())
+                .map(u64::from_be_bytes)
+                .map_err(|_| invalid("tombstone index", "a number is not 8 bytes"))?;
+            batch.remove(&self.active, tombstone_entry_key(namespace, number, key));
+            batch.remove(&self.active, number_key);
+            meta.tombstones = meta.tombstones.saturating_sub(1);
+        }
+        Ok(())
+    }
+
+    /// [`crate::command::Command::CollectTombstones`]: one round (see
+    /// `meridian_replication::tombstone`).
+    pub(super) fn collect_tombstones(
+        &self,
+        namespace: &str,
+        peers: BTreeMap<String, Option<Frontier>>,
+        limit: u32,
+        physical_ms: u64,
+        batch: &mut ApplyBatch,
+    ) -> io::Result<CommandResult> {
+        let (record, mut meta) = match self.peer(namespace, "collecting tombstones", batch)? {
+            Ok(peer) => peer,
+            Err(rejection) => return Ok(CommandResult::Rejected(rejection)),
+        };
+        let waiting = |why: String| {
+            Ok(CommandResult::TombstonesCollected {
+                collected: 0,
+                waiting: Some(why),
+            })
+        };
+        if !meta.counts_by_position {
+            return waiting(
+                "this copy was configured by a build that counted each key's writes one by one; its tombstones are kept".into(),
+            );
+        }
+        let mut now = peers;
+        now.insert(meta.region.clone(), Some(meta.frontier(record.change_seq)));
+        let stable = match tombstone::round(meta.checkpoint.as_ref(), &now) {
+            Round::Unheard { copy } => {
+                return waiting(format!(
+                    "the copy in {copy} has not said how far it has merged"
+                ));
+            }
+            Round::Behind {
+                copy,
+                region,
+                merged,
+                needed,
+            } => {
+                return waiting(format!(
+                    "the copy in {copy} has merged {region}'s writes through {merged}, the checkpoint needs {needed}"
+                ));
+            }
+            Round::Start => None,
+            Round::Stable { stable } => Some(stable),
+        };
+        let next_checkpoint: Frontiers = now
+            .into_iter()
+            .map(|(region, said)| (region, said.unwrap_or_default()))
+            .collect();
+        let Some(stable) = stable else {
+            meta.checkpoint = Some(next_checkpoint);
+            self.store_meta(namespace, &meta, batch)?;
+            return Ok(CommandResult::TombstonesCollected {
+                collected: 0,
+                waiting: None,
+            });
+        };
+        // A round is a local event: the clock reads the time, so a delete
+        // stamped ahead of it is collected once time has passed it.
+        let mut clock = Clock::new(meta.clock, meta.max_clock_offset_ms);
+        clock.tick(physical_ms);
+        meta.clock = clock.last();
+        let mut prefix = keys::namespace_prefix(namespace);
+        prefix.push(b't');
+        let limit = limit.min(MAX_TOMBSTONES_PER_ROUND) as usize;
+        let entries =
+            batch.first_keys_with_prefix(&self.active, &prefix, limit.saturating_add(1))?;
+        let truncated = entries.len() > limit;
+        let mut effects = Effects::default();
+        let mut collected = 0u64;
+        for entry in entries.into_iter().take(limit) {
+            let Some(key) = entry.get(prefix.len().saturating_add(8)..) else {
+                return Err(invalid(
+                    "tombstone index",
+                    "an entry shorter than its number",
+                ));
+            };
+            let previous = self.pending_get(batch, namespace, key)?;
+            let state = match &previous {
+                Some((_, raw)) => decode_state(raw)?,
+                None => KeyState::default(),
+            };
+            let Some(part) = state.register.as_ref().filter(|_| state.is_tombstone()) else {
+                // Not a tombstone any more (cannot happen: every change
+                // of the key updates the index); the entry is stale.
+                self.unindex_tombstone(namespace, key, &mut meta, batch)?;
+                continue;
+            };
+            let stamp = state.newest_stamp().unwrap_or_default();
+            if tombstone::collectible(&part.state.seen.0, stamp, meta.clock, &stable).is_err() {
+                continue;
+            }
+            let seen = part.state.seen.0.clone();
+            let key = key.to_vec();
+            batch.remove(&self.data, keys::data_key(namespace, &key));
+            effects.key_delta -= 1;
+            effects.entry_changed(&key, previous.as_ref(), None);
+            self.unindex_tombstone(namespace, &key, &mut meta, batch)?;
+            let mut floor =
+                meridian_replication::crdt::VersionVector(std::mem::take(&mut meta.floor));
+            floor.raise_to(&seen);
+            meta.floor = floor.0;
+            collected = collected.saturating_add(1);
+        }
+        meta.tombstones_collected = meta.tombstones_collected.saturating_add(collected);
+        // With tombstones left unread, the next round looks again against
+        // the same checkpoint (still passed); otherwise a new one starts.
+        if !truncated {
+            meta.checkpoint = Some(next_checkpoint);
+        }
+        self.store_meta(namespace, &meta, batch)?;
+        // Collection is not a write: nothing is logged or shipped; every
+        // copy collects on its own.
+        self.record_effects(namespace, record, effects, batch)?;
+        Ok(CommandResult::TombstonesCollected {
+            collected,
+            waiting: None,
+        })
     }
 
     fn record_conflict(
