@@ -790,3 +790,119 @@ async fn session_tokens_gate_reads_on_an_active_passive_standby() {
         "{refused}"
     );
 }
+
+/// `namespace`'s key count on a region's copy, once its digest equals the
+/// other region's (`None` until then).
+async fn converged_key_count(us: &Client, eu: &Client) -> Option<u64> {
+    match (us.check_integrity(NS).await, eu.check_integrity(NS).await) {
+        (Ok(a), Ok(b)) if a.digest == b.digest && a.key_count == b.key_count => Some(a.key_count),
+        _ => None,
+    }
+}
+
+/// Deleted keys of an active-active namespace do not stay forever: once
+/// both copies have merged past a delete, each drops its tombstone (the
+/// key count falls to the live keys on both, digests equal), reads still
+/// find nothing, and a key written again after its tombstone went is a
+/// plain new write everywhere — no conflict recorded against the delete.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn deleted_keys_are_collected_on_every_copy_and_can_be_written_again() {
+    const DELETED: usize = 40;
+    const LIVE: usize = 10;
+    let dir = tempfile::tempdir().unwrap();
+    let lab = multi_region_lab(dir.path()).await;
+    let control = lab_client(
+        &lab,
+        lab.state().endpoints(ProcessRole::Control, None),
+        Duration::from_secs(20),
+    );
+    control.place_namespace(peers(NS, "eu-west")).await.unwrap();
+    let us = gateway(&lab, "us-east");
+    let eu = gateway(&lab, "eu-west");
+    let us_nodes = lab_client(&lab, region_nodes(&lab, "us-east"), Duration::from_secs(5));
+    let eu_nodes = lab_client(&lab, region_nodes(&lab, "eu-west"), Duration::from_secs(5));
+
+    for i in 0..DELETED {
+        let key = format!("gone-{i}");
+        us.put(NS, key.as_bytes(), format!("{MARKER}{i}").as_bytes())
+            .await
+            .unwrap();
+        // Half deleted where written, half in the other region.
+        let deleter = if i % 2 == 0 { &us } else { &eu };
+        wait_for(
+            "the write in the other region",
+            Duration::from_secs(10),
+            async || register(&eu, &key).await.map(|_| ()),
+        )
+        .await;
+        deleter.delete(NS, key.as_bytes()).await.unwrap();
+    }
+    for i in 0..LIVE {
+        eu.put(NS, format!("live-{i}").as_bytes(), b"kept")
+            .await
+            .unwrap();
+    }
+    // Every key, deleted or not, is held until both copies merged past it;
+    // then the deleted ones go on both.
+    let count = wait_for(
+        "tombstones collected on both copies",
+        Duration::from_secs(60),
+        async || {
+            converged_key_count(&us_nodes, &eu_nodes)
+                .await
+                .filter(|count| *count == LIVE as u64)
+        },
+    )
+    .await;
+    assert_eq!(count, LIVE as u64);
+    for i in (0..DELETED).step_by(7) {
+        let key = format!("gone-{i}");
+        assert_eq!(register(&us, &key).await, None, "{key} in us-east");
+        assert_eq!(register(&eu, &key).await, None, "{key} in eu-west");
+    }
+    // The collected count is exported per namespace on every node.
+    let nodes: Vec<_> = lab
+        .state()
+        .processes
+        .iter()
+        .filter(|p| p.role == ProcessRole::Node && (p.region == "us-east" || p.region == "eu-west"))
+        .cloned()
+        .collect();
+    for node in &nodes {
+        let counts = wait_for("the node's gauges", Duration::from_secs(10), async || {
+            let (status, page) = common::lab_https_get(&lab, "admin", &node.http, "/metrics").await;
+            let counts = (
+                gauge(&page, "meridian_active_tombstones_collected")?,
+                gauge(&page, "meridian_active_tombstones")?,
+            );
+            (status == 200 && counts == (DELETED as f64, 0.0)).then_some(counts)
+        })
+        .await;
+        assert_eq!(counts, (DELETED as f64, 0.0), "{}", node.name);
+    }
+
+    // Written again, in each region, after the tombstones went.
+    let put = eu.put(NS, b"gone-0", b"again-eu").await.unwrap();
+    us.put(NS, b"gone-1", b"again-us").await.unwrap();
+    let count = wait_for(
+        "the new writes merged",
+        Duration::from_secs(30),
+        async || {
+            converged_key_count(&us_nodes, &eu_nodes)
+                .await
+                .filter(|count| *count == LIVE as u64 + 2)
+        },
+    )
+    .await;
+    assert_eq!(count, LIVE as u64 + 2);
+    assert!(!put.session_token.is_empty());
+    assert_eq!(register(&us, "gone-0").await.as_deref(), Some("again-eu"));
+    assert_eq!(register(&eu, "gone-1").await.as_deref(), Some("again-us"));
+    for nodes in [&us_nodes, &eu_nodes] {
+        let conflicts = nodes.list_conflicts(NS, 0, 10_000).await.unwrap().conflicts;
+        assert!(
+            conflicts.is_empty(),
+            "no write here was concurrent: {conflicts:?}"
+        );
+    }
+}
