@@ -36,6 +36,7 @@ pub mod node;
 pub mod read_barrier;
 pub mod reseal;
 pub mod snapshot;
+pub mod snapshot_spacing;
 pub mod state_machine;
 pub mod transport;
 pub mod types;

@@ -26,7 +26,8 @@ pub struct RaftNodeOptions {
     pub election_timeout_min_ms: u64,
     /// Upper bound of the randomized election timeout.
     pub election_timeout_max_ms: u64,
-    /// Entries after which a new snapshot is taken.
+    /// Entries after which a new snapshot is taken (each member spaces it
+    /// by up to 40 % more, see [`crate::snapshot_spacing`]).
     pub snapshot_after_entries: u64,
     /// Entries kept in the log behind a snapshot.
     pub keep_entries_after_snapshot: u64,
@@ -80,7 +81,11 @@ impl RaftNode {
             election_timeout_min: options.election_timeout_min_ms,
             election_timeout_max: options.election_timeout_max_ms,
             install_snapshot_timeout: options.install_snapshot_timeout_ms,
-            snapshot_policy: SnapshotPolicy::LogsSinceLast(options.snapshot_after_entries),
+            snapshot_policy: SnapshotPolicy::LogsSinceLast(crate::snapshot_spacing::interval(
+                options.snapshot_after_entries,
+                &options.group,
+                options.node_id,
+            )),
             max_in_snapshot_log_to_keep: options.keep_entries_after_snapshot,
             purge_batch_size: 256,
             max_payload_entries: 1024,
