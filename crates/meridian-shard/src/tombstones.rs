@@ -47,6 +47,9 @@ pub fn round_peers(
 /// Proposes rounds while this node leads its shard; runs until the process
 /// stops.
 pub async fn run(node: Arc<ShardNode>, routes: SharedRoutes) {
+    // Per namespace, why the last round kept everything (logged when it
+    // changes, so a stalled collection is visible without debug logs).
+    let mut kept: BTreeMap<String, String> = BTreeMap::new();
     loop {
         tokio::time::sleep(COLLECT_EVERY).await;
         if !node.raft.raft.is_leader() {
@@ -82,8 +85,16 @@ pub async fn run(node: Arc<ShardNode>, routes: SharedRoutes) {
                     if collected > 0 {
                         tracing::debug!(%namespace, collected, "tombstones collected");
                     }
-                    if let Some(why) = waiting {
-                        tracing::debug!(%namespace, %why, "tombstones kept this round");
+                    match waiting {
+                        Some(why) => {
+                            if kept.get(&namespace) != Some(&why) {
+                                tracing::info!(%namespace, %why, tombstones = meta.tombstones, "tombstones kept");
+                                kept.insert(namespace.clone(), why);
+                            }
+                        }
+                        None => {
+                            kept.remove(&namespace);
+                        }
                     }
                 }
                 Ok(other) => tracing::debug!(%namespace, ?other, "tombstone round refused"),

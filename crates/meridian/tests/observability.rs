@@ -352,6 +352,14 @@ async fn metrics_pass_promtool_and_cover_the_alert_rules() {
         sample(&shard, "meridian_active_future_stamps", peers),
         Some(0.0)
     );
+    assert_eq!(
+        sample(&shard, "meridian_active_tombstones", peers),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(&shard, "meridian_active_tombstones_collected", peers),
+        Some(0.0)
+    );
     assert_eq!(sample(&shard, "meridian_clock_skewed", ""), Some(0.0));
     assert_eq!(
         sample(&shard, "meridian_raft_voters_reachable", ""),
