@@ -114,22 +114,7 @@ impl ApplyBatch {
     /// Every key starting with `prefix` as it will be once the batch commits
     /// (stored keys not removed by the batch, plus keys the batch inserted).
     pub fn keys_with_prefix(&self, keyspace: &Keyspace, prefix: &[u8]) -> io::Result<Vec<Vec<u8>>> {
-        let overlay = self.overlay(keyspace);
-        let mut keys = std::collections::BTreeSet::new();
-        for guard in keyspace.prefix(prefix) {
-            let key = guard.key().map_err(to_io)?.to_vec();
-            if !matches!(overlay.and_then(|o| o.get(&key)), Some(None)) {
-                keys.insert(key);
-            }
-        }
-        if let Some(overlay) = overlay {
-            for (key, value) in overlay {
-                if value.is_some() && key.starts_with(prefix) {
-                    keys.insert(key.clone());
-                }
-            }
-        }
-        Ok(keys.into_iter().collect())
+        self.first_keys_with_prefix(keyspace, prefix, usize::MAX)
     }
 
     /// The first `max` keys of [`Self::keys_with_prefix`], in order,

@@ -109,16 +109,8 @@ impl VersionVector {
         Ok(next)
     }
 
-    /// Raises every region's count to at least `floor`'s.
-    pub fn raise_to(&mut self, floor: &BTreeMap<String, u64>) {
-        for (region, count) in floor {
-            let mine = self.0.entry(region.clone()).or_default();
-            *mine = (*mine).max(*count);
-        }
-    }
-
-    /// Takes in what `other` has seen.
-    fn join(&mut self, other: &VersionVector) {
+    /// Takes in what `other` has seen (each region's larger count).
+    pub fn join(&mut self, other: &VersionVector) {
         for (region, count) in &other.0 {
             let mine = self.0.entry(region.clone()).or_default();
             *mine = (*mine).max(*count);
@@ -363,7 +355,7 @@ impl KeyState {
     /// write one past the region's last. Refused, changing nothing, when
     /// the key holds another type or a total would overflow.
     pub fn apply(&mut self, op: &Op, region: &str, stamp: Timestamp) -> Result<(), OpError> {
-        self.apply_logged(op, region, stamp, 0, &BTreeMap::new())
+        self.apply_logged(op, region, stamp, 0, &VersionVector::default())
     }
 
     /// [`Self::apply`] for a write its region's change log numbers `seq`:
@@ -379,7 +371,7 @@ impl KeyState {
         region: &str,
         stamp: Timestamp,
         seq: u64,
-        floor: &BTreeMap<String, u64>,
+        floor: &VersionVector,
     ) -> Result<(), OpError> {
         let wanted = op.key_type();
         if let Some(actual) = self.key_type()
@@ -393,19 +385,15 @@ impl KeyState {
         };
         match op {
             Op::Put(value) => {
-                let mut part = self.register.clone().unwrap_or_else(|| {
-                    let mut seen = VersionVector::default();
-                    seen.raise_to(floor);
-                    Typed {
-                        born: origin.clone(),
-                        state: Register {
-                            current: Version {
-                                value: None,
-                                origin: origin.clone(),
-                            },
-                            seen,
+                let mut part = self.register.clone().unwrap_or_else(|| Typed {
+                    born: origin.clone(),
+                    state: Register {
+                        current: Version {
+                            value: None,
+                            origin: origin.clone(),
                         },
-                    }
+                        seen: floor.clone(),
+                    },
                 });
                 part.state.seen.advance(region, seq)?;
                 part.state.current = Version {

@@ -240,7 +240,7 @@ async fn ship<S: Source>(
             pair.reset();
             let link = pair.link(record.epoch);
             let result = send(&link, head).await;
-            pair.note_formats(&result);
+            pair.note_answer(&result);
             let result = settle(&pair.node, &link, &pair.target.shard, result).await;
             if pair.answered(result, head).await && head <= pair.cursor.position().unwrap_or(0) {
                 // A heartbeat answered and nothing is waiting: sleep until
@@ -268,7 +268,7 @@ async fn ship<S: Source>(
         };
         tokio::select! {
             Some((last, result)) = pair.in_flight.next(), if !pair.in_flight.is_empty() => {
-                pair.note_formats(&result);
+                pair.note_answer(&result);
                 let result = settle(&pair.node, &pair.link(record.epoch), &pair.target.shard, result).await;
                 let head = pair.node.namespace(&pair.namespace).map_or(head, |r| r.change_seq);
                 if pair.answered(result, head).await && pair.cursor.position().is_some_and(|a| a < last) {
@@ -324,7 +324,7 @@ impl<S: Source> Pair<S> {
 
     /// Takes in which batch formats the receiver reads, from every answer,
     /// and an active-active peer's frontier (for tombstone collection).
-    fn note_formats(&mut self, result: &Result<pb::ReplicateResponse, String>) {
+    fn note_answer(&mut self, result: &Result<pb::ReplicateResponse, String>) {
         self.plain_ok = wire::sends_plain(result.as_ref().ok().map(|r| r.max_payload_format));
         if let Ok(answer) = result
             && !answer.frontier.is_empty()

@@ -409,7 +409,7 @@ mod tests {
         merged: BTreeMap<String, u64>,
         clock: Clock,
         physical: u64,
-        floor: Frontier,
+        floor: crate::crdt::VersionVector,
         /// The keys holding tombstones.
         index: BTreeSet<usize>,
         heard: BTreeMap<String, Option<Frontier>>,
@@ -444,7 +444,7 @@ mod tests {
                 } else {
                     1_000 + index as u64
                 },
-                floor: Frontier::new(),
+                floor: crate::crdt::VersionVector::default(),
                 index: BTreeSet::new(),
                 heard: REGIONS
                     .iter()
@@ -539,26 +539,34 @@ mod tests {
             let Some(stable) = stable else { return };
             // A round is a local event: the clock reads the time.
             self.clock.tick(self.physical);
-            let ready: Vec<(usize, BTreeMap<String, u64>)> = self
+            let ready: Vec<(usize, crate::crdt::VersionVector)> = self
                 .index
                 .iter()
                 .filter_map(|key| {
                     let state = self.keys[*key].as_ref().expect("indexed keys are held");
                     let stamp = state.newest_stamp().expect("a tombstone is stamped");
-                    let seen = &state.register.as_ref().expect("a register").state.seen.0;
-                    collectible(seen, stamp, self.clock.last(), &stable)
+                    let seen = &state.register.as_ref().expect("a register").state.seen;
+                    collectible(&seen.0, stamp, self.clock.last(), &stable)
                         .is_ok()
                         .then(|| (*key, seen.clone()))
                 })
                 .collect();
             for (key, seen) in ready {
                 self.index.remove(&key);
-                let mut floor = crate::crdt::VersionVector(std::mem::take(&mut self.floor));
-                floor.raise_to(&seen);
-                self.floor = floor.0;
+                self.floor.join(&seen);
                 self.keys[key] = None;
                 truth.collected += 1;
             }
+        }
+    }
+
+    /// `to` hears `from`'s frontier as it is now.
+    fn hear(copies: &mut [Copy], from: usize, to: usize) {
+        if from != to {
+            let said = copies[from].frontier();
+            copies[to]
+                .heard
+                .insert(REGIONS[from].to_string(), Some(said));
         }
     }
 
@@ -614,14 +622,7 @@ mod tests {
                         .or_default();
                     *position = (*position).max(head);
                 }
-                Step::Hear { from, to } => {
-                    if from != to {
-                        let said = copies[*from].frontier();
-                        copies[*to]
-                            .heard
-                            .insert(REGIONS[*from].to_string(), Some(said));
-                    }
-                }
+                Step::Hear { from, to } => hear(&mut copies, *from, *to),
                 Step::Collect { copy } => copies[*copy].collect(&mut truth),
             }
         }
@@ -640,12 +641,7 @@ mod tests {
             }
             for from in 0..3 {
                 for to in 0..3 {
-                    if from != to {
-                        let said = copies[from].frontier();
-                        copies[to]
-                            .heard
-                            .insert(REGIONS[from].to_string(), Some(said));
-                    }
+                    hear(&mut copies, from, to);
                 }
             }
             for copy in &mut copies {

@@ -3167,7 +3167,7 @@ mod tests {
 
         let mut v2 = ActiveMeta::from(v1);
         v2.counts_by_position = true;
-        v2.floor = [("us-east".to_string(), 40)].into();
+        v2.floor = meridian_replication::crdt::VersionVector([("us-east".to_string(), 40)].into());
         v2.checkpoint = Some(
             [(
                 "us-east".to_string(),

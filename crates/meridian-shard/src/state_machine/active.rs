@@ -113,7 +113,7 @@ pub struct ActiveMeta {
     pub counts_by_position: bool,
     /// The join of the version vectors of the tombstones collected here: a
     /// register written where its key is absent starts from it.
-    pub floor: BTreeMap<String, u64>,
+    pub floor: meridian_replication::crdt::VersionVector,
     /// Every copy's frontier at the last checkpoint of collection.
     pub checkpoint: Option<Frontiers>,
     /// The next tombstone index number.
@@ -687,16 +687,13 @@ impl KvStateMachine {
             if tombstone::collectible(&part.state.seen.0, stamp, meta.clock, &stable).is_err() {
                 continue;
             }
-            let seen = part.state.seen.0.clone();
+            let seen = part.state.seen.clone();
             let key = key.to_vec();
             batch.remove(&self.data, keys::data_key(namespace, &key));
             effects.key_delta -= 1;
             effects.entry_changed(&key, previous.as_ref(), None);
             self.unindex_tombstone(namespace, &key, &mut meta, batch)?;
-            let mut floor =
-                meridian_replication::crdt::VersionVector(std::mem::take(&mut meta.floor));
-            floor.raise_to(&seen);
-            meta.floor = floor.0;
+            meta.floor.join(&seen);
             collected = collected.saturating_add(1);
         }
         meta.tombstones_collected = meta.tombstones_collected.saturating_add(collected);
